@@ -1,0 +1,14 @@
+// The CUDA stream handle type, without pulling CUDA headers into every includer.
+#ifndef INT4KV_COMMON_CUDA_STREAM_H_
+#define INT4KV_COMMON_CUDA_STREAM_H_
+
+struct CUstream_st;
+
+namespace int4kv {
+
+// Same type as cudaStream_t; nullptr is the legacy default stream.
+using CudaStream = CUstream_st*;
+
+}  // namespace int4kv
+
+#endif  // INT4KV_COMMON_CUDA_STREAM_H_

@@ -1,0 +1,44 @@
+// One paged INT4 KV cache: its config, its pools, its slot allocator and its request table.
+// kv_cache/ owns every KV byte and the req_to_token table; nobody else allocates slots.
+//
+// Thread ownership: not thread-safe. In the server the engine's scheduler thread owns it.
+#ifndef INT4KV_KV_CACHE_KV_CACHE_H_
+#define INT4KV_KV_CACHE_KV_CACHE_H_
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "kv_cache/kv_cache_config.h"
+#include "kv_cache/kv_pool.h"
+#include "kv_cache/request_table.h"
+#include "kv_cache/token_slot_allocator.h"
+
+namespace int4kv {
+
+class KvCache {
+ public:
+  // Validates `config`, allocates the pools in `kind` memory and, for device memory, the
+  // request table's device mirror.
+  static absl::StatusOr<std::unique_ptr<KvCache>> Create(const KvCacheConfig& config,
+                                                         MemoryKind kind);
+
+  const KvCacheConfig& config() const { return config_; }
+  const KvCacheView& view() const { return pool_->view(); }
+  MemoryKind memory_kind() const { return pool_->memory_kind(); }
+  TokenSlotAllocator& slots() { return slots_; }
+  const TokenSlotAllocator& slots() const { return slots_; }
+  RequestTable& requests() { return requests_; }
+  const RequestTable& requests() const { return requests_; }
+
+ private:
+  KvCache(const KvCacheConfig& config, std::unique_ptr<KvPool> pool);
+
+  KvCacheConfig config_;
+  std::unique_ptr<KvPool> pool_;
+  TokenSlotAllocator slots_;
+  RequestTable requests_;
+};
+
+}  // namespace int4kv
+
+#endif  // INT4KV_KV_CACHE_KV_CACHE_H_

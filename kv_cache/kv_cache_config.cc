@@ -1,0 +1,127 @@
+#include "kv_cache/kv_cache_config.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace int4kv {
+namespace {
+
+absl::Status OutOfRange(absl::string_view field, int64_t value, absl::string_view allowed) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("KvCacheConfig.", field, " = ", value, " is invalid: must be ", allowed));
+}
+
+}  // namespace
+
+absl::Status KvCacheConfig::Validate() const {
+  if (num_layers < 1 || num_layers > kMaxLayers) {
+    return OutOfRange("num_layers", num_layers, absl::StrCat("in [1, ", kMaxLayers, "]"));
+  }
+  if (kv_heads < 1 || kv_heads > kMaxKvHeads) {
+    return OutOfRange("kv_heads", kv_heads, absl::StrCat("in [1, ", kMaxKvHeads, "]"));
+  }
+  if (group_size != 8 && group_size != 16 && group_size != 32 && group_size != 64 &&
+      group_size != 128) {
+    return OutOfRange("group_size", group_size, "one of 8, 16, 32, 64, 128");
+  }
+  if (head_dim < 2 || head_dim > kMaxHeadDim || head_dim % 2 != 0) {
+    return OutOfRange("head_dim", head_dim, absl::StrCat("even and in [2, ", kMaxHeadDim, "]"));
+  }
+  if (head_dim % group_size != 0) {
+    return OutOfRange("head_dim", head_dim,
+                      absl::StrCat("a multiple of group_size (", group_size, ")"));
+  }
+  if (param_dtype != ParamDtype::kFloat16 && param_dtype != ParamDtype::kBFloat16) {
+    return OutOfRange("param_dtype", static_cast<int>(param_dtype), "fp16 (0) or bf16 (1)");
+  }
+  if (quant_mode != QuantMode::kSymmetric && quant_mode != QuantMode::kAsymmetric) {
+    return OutOfRange("quant_mode", static_cast<int>(quant_mode),
+                      "symmetric (0) or asymmetric (1)");
+  }
+  if (capacity_slots < 1 || capacity_slots > kMaxCapacitySlots) {
+    return OutOfRange("capacity_slots", capacity_slots,
+                      absl::StrCat("in [1, ", kMaxCapacitySlots, "]"));
+  }
+  if (max_requests < 1) return OutOfRange("max_requests", max_requests, ">= 1");
+  if (max_seq_len < 1) return OutOfRange("max_seq_len", max_seq_len, ">= 1");
+  if (int64_t{max_requests} * max_seq_len > kMaxRequestTableEntries) {
+    return OutOfRange(
+        "max_seq_len", max_seq_len,
+        absl::StrCat("such that max_requests * max_seq_len <= ", kMaxRequestTableEntries,
+                     " (max_requests = ", max_requests, ")"));
+  }
+  return absl::OkStatus();
+}
+
+int64_t KvCacheConfig::DataBytesPerTokenPerLayer() const {
+  return int64_t{2} * kv_heads * (head_dim / 2);
+}
+
+int64_t KvCacheConfig::ParamBytesPerTokenPerLayer() const {
+  const int64_t pools = quant_mode == QuantMode::kAsymmetric ? 2 : 1;
+  return pools * 2 * kv_heads * (head_dim / group_size) * int64_t{sizeof(uint16_t)};
+}
+
+int64_t KvCacheConfig::BytesPerToken() const {
+  return num_layers * (DataBytesPerTokenPerLayer() + ParamBytesPerTokenPerLayer());
+}
+
+int64_t KvCacheConfig::PoolBytes() const { return BytesPerToken() * (capacity_slots + 1); }
+
+KvLayout KvCacheConfig::Layout() const {
+  KvLayout layout;
+  layout.num_layers = num_layers;
+  layout.kv_heads = kv_heads;
+  layout.head_dim = head_dim;
+  layout.group_size = group_size;
+  layout.num_slots = capacity_slots + 1;
+  return layout;
+}
+
+std::string KvCacheConfig::DebugString() const {
+  return absl::StrFormat(
+      "layers=%d kv_heads=%d head_dim=%d group_size=%d params=%s mode=%s capacity_slots=%d "
+      "max_requests=%d max_seq_len=%d bytes_per_token=%d",
+      num_layers, kv_heads, head_dim, group_size, ParamDtypeName(param_dtype),
+      QuantModeName(quant_mode), capacity_slots, max_requests, max_seq_len, BytesPerToken());
+}
+
+absl::StatusOr<int64_t> CapacityForBudget(const KvCacheConfig& config, int64_t budget_bytes) {
+  KvCacheConfig probe = config;
+  probe.capacity_slots = 1;
+  if (absl::Status status = probe.Validate(); !status.ok()) return status;
+  const int64_t per_token = probe.BytesPerToken();
+  const int64_t slots = budget_bytes / per_token - 1;  // one row is the reserved slot 0
+  if (slots < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV cache budget of ", budget_bytes, " bytes holds no token slot: ", per_token,
+        " bytes per token, and slot 0 is reserved (need at least ", 2 * per_token, ")"));
+  }
+  return std::min(slots, kMaxCapacitySlots);
+}
+
+absl::string_view ParamDtypeName(ParamDtype dtype) {
+  return dtype == ParamDtype::kFloat16 ? "fp16" : "bf16";
+}
+
+absl::string_view QuantModeName(QuantMode mode) {
+  return mode == QuantMode::kSymmetric ? "symmetric" : "asymmetric";
+}
+
+absl::StatusOr<ParamDtype> ParseParamDtype(absl::string_view name) {
+  if (name == "fp16" || name == "float16") return ParamDtype::kFloat16;
+  if (name == "bf16" || name == "bfloat16") return ParamDtype::kBFloat16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("parameter dtype '", name, "' is invalid: must be fp16 or bf16"));
+}
+
+absl::StatusOr<QuantMode> ParseQuantMode(absl::string_view name) {
+  if (name == "symmetric") return QuantMode::kSymmetric;
+  if (name == "asymmetric") return QuantMode::kAsymmetric;
+  return absl::InvalidArgumentError(
+      absl::StrCat("quant mode '", name, "' is invalid: must be symmetric or asymmetric"));
+}
+
+}  // namespace int4kv

@@ -1,0 +1,128 @@
+#include "kv_cache/request_table.h"
+
+#include <cuda_runtime_api.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/cuda_check.h"
+
+namespace int4kv {
+
+RequestTable::RequestTable(int32_t max_requests, int32_t max_seq_len)
+    : max_requests_(max_requests),
+      max_seq_len_(max_seq_len),
+      table_(static_cast<size_t>(max_requests) * max_seq_len, 0),
+      length_(max_requests, 0),
+      live_(max_requests, 0),
+      synced_length_(max_requests, 0),
+      is_dirty_(max_requests, 0) {
+  free_requests_.reserve(max_requests);
+  for (int32_t r = max_requests - 1; r >= 0; --r) free_requests_.push_back(r);
+}
+
+RequestTable::~RequestTable() {
+  if (device_table_ != nullptr) cudaFree(device_table_);
+}
+
+absl::Status RequestTable::CheckRequest(int32_t request) const {
+  if (request < 0 || request >= max_requests_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("request ", request, " is out of range [0, ", max_requests_, ")"));
+  }
+  if (!live_[request]) {
+    return absl::FailedPreconditionError(absl::StrCat("request ", request, " is not live"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int32_t> RequestTable::AllocateRequest() {
+  if (free_requests_.empty()) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("all ", max_requests_, " request rows (max_requests) are in use"));
+  }
+  const int32_t request = free_requests_.back();
+  free_requests_.pop_back();
+  live_[request] = 1;
+  length_[request] = 0;
+  ++live_count_;
+  return request;
+}
+
+absl::Status RequestTable::FreeRequest(int32_t request) {
+  if (absl::Status status = CheckRequest(request); !status.ok()) return status;
+  live_[request] = 0;
+  length_[request] = 0;
+  synced_length_[request] = 0;  // A future occupant's rows are copied from the start.
+  --live_count_;
+  free_requests_.push_back(request);
+  return absl::OkStatus();
+}
+
+absl::Status RequestTable::Append(int32_t request, absl::Span<const int32_t> slots) {
+  if (absl::Status status = CheckRequest(request); !status.ok()) return status;
+  const int64_t new_length = int64_t{length_[request]} + static_cast<int64_t>(slots.size());
+  if (new_length > max_seq_len_) {
+    return absl::OutOfRangeError(absl::StrCat("request ", request, " has ", length_[request],
+                                              " tokens; appending ", slots.size(),
+                                              " would exceed max_seq_len ", max_seq_len_));
+  }
+  int32_t* row = table_.data() + static_cast<size_t>(request) * max_seq_len_;
+  std::copy(slots.begin(), slots.end(), row + length_[request]);
+  length_[request] = static_cast<int32_t>(new_length);
+  if (!slots.empty()) MarkDirty(request);
+  return absl::OkStatus();
+}
+
+void RequestTable::MarkDirty(int32_t request) {
+  if (device_table_ == nullptr || is_dirty_[request]) return;
+  is_dirty_[request] = 1;
+  dirty_.push_back(request);
+}
+
+bool RequestTable::IsLive(int32_t request) const {
+  return request >= 0 && request < max_requests_ && live_[request] != 0;
+}
+
+int32_t RequestTable::Length(int32_t request) const {
+  return IsLive(request) ? length_[request] : 0;
+}
+
+absl::Span<const int32_t> RequestTable::Tokens(int32_t request) const {
+  if (!IsLive(request)) return {};
+  return absl::MakeConstSpan(table_.data() + static_cast<size_t>(request) * max_seq_len_,
+                             length_[request]);
+}
+
+absl::Status RequestTable::EnableDeviceMirror() {
+  if (device_table_ != nullptr) return absl::OkStatus();
+  const size_t bytes = table_.size() * sizeof(int32_t);
+  CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&device_table_), bytes));
+  CUDA_RETURN_IF_ERROR(cudaMemset(device_table_, 0, bytes));
+  for (int32_t r = 0; r < max_requests_; ++r) {
+    synced_length_[r] = 0;
+    if (live_[r] && length_[r] > 0) MarkDirty(r);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RequestTable::SyncToDevice(CudaStream stream) {
+  if (device_table_ == nullptr) {
+    return absl::FailedPreconditionError("SyncToDevice before EnableDeviceMirror");
+  }
+  for (const int32_t request : dirty_) {
+    is_dirty_[request] = 0;
+    const int32_t begin = synced_length_[request];
+    const int32_t end = length_[request];
+    if (!live_[request] || end <= begin) continue;
+    const size_t offset = static_cast<size_t>(request) * max_seq_len_ + begin;
+    // Pageable source: the copy has read the host data when the call returns, so the host
+    // table may change right after.
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device_table_ + offset, table_.data() + offset,
+                                         (end - begin) * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                         stream));
+    synced_length_[request] = end;
+  }
+  dirty_.clear();
+  return absl::OkStatus();
+}
+
+}  // namespace int4kv

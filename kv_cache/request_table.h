@@ -1,0 +1,73 @@
+// req_to_token: for each live request, the KV slot of each of its tokens, in order.
+//
+// Owns a host table [max_requests][max_seq_len] of int32 slots and per-request lengths, and
+// optionally a device mirror of the table for the CUDA backend. The mirror is updated only by
+// SyncToDevice(), which copies the rows (and only the parts of rows) appended since the last
+// sync.
+//
+// Thread ownership: not thread-safe. In the server it belongs to the engine's scheduler thread.
+#ifndef INT4KV_KV_CACHE_REQUEST_TABLE_H_
+#define INT4KV_KV_CACHE_REQUEST_TABLE_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/cuda_stream.h"
+
+namespace int4kv {
+
+class RequestTable {
+ public:
+  RequestTable(int32_t max_requests, int32_t max_seq_len);
+  ~RequestTable();
+  RequestTable(const RequestTable&) = delete;
+  RequestTable& operator=(const RequestTable&) = delete;
+
+  // Claims a free request row (length 0). ResourceExhausted when all rows are in use.
+  absl::StatusOr<int32_t> AllocateRequest();
+  // Releases a row; its slots are the caller's to free in the TokenSlotAllocator.
+  absl::Status FreeRequest(int32_t request);
+  // Appends slots to a live request's row. Past max_seq_len: OutOfRange, nothing changes.
+  absl::Status Append(int32_t request, absl::Span<const int32_t> slots);
+
+  bool IsLive(int32_t request) const;
+  int32_t Length(int32_t request) const;                    // 0 for a row not in use
+  absl::Span<const int32_t> Tokens(int32_t request) const;  // [Length(request)] slots
+  int32_t live_count() const { return live_count_; }
+  int32_t max_requests() const { return max_requests_; }
+  int32_t max_seq_len() const { return max_seq_len_; }
+
+  // Host table [max_requests][max_seq_len]; entries past a row's length are unspecified.
+  const int32_t* host_table() const { return table_.data(); }
+
+  // Allocates the device mirror (one cudaMalloc, zero-filled). Call once at start-up.
+  absl::Status EnableDeviceMirror();
+  // Copies what changed since the last sync into the mirror, ordered on `stream`.
+  absl::Status SyncToDevice(CudaStream stream);
+  // Device table [max_requests][max_seq_len]; nullptr until EnableDeviceMirror().
+  const int32_t* device_table() const { return device_table_; }
+
+ private:
+  absl::Status CheckRequest(int32_t request) const;
+  void MarkDirty(int32_t request);
+
+  int32_t max_requests_;
+  int32_t max_seq_len_;
+  std::vector<int32_t> table_;          // [max_requests][max_seq_len]
+  std::vector<int32_t> length_;         // [max_requests]
+  std::vector<uint8_t> live_;           // [max_requests]
+  std::vector<int32_t> free_requests_;  // stack of free rows
+  int32_t live_count_ = 0;
+
+  int32_t* device_table_ = nullptr;     // owned; [max_requests][max_seq_len]
+  std::vector<int32_t> synced_length_;  // [max_requests], prefix already in the mirror
+  std::vector<int32_t> dirty_;          // requests with length > synced_length
+  std::vector<uint8_t> is_dirty_;       // [max_requests]
+};
+
+}  // namespace int4kv
+
+#endif  // INT4KV_KV_CACHE_REQUEST_TABLE_H_

@@ -1,0 +1,68 @@
+#include "kv_cache/request_table.h"
+
+#include <cuda_runtime_api.h>
+
+#include <vector>
+
+#include "common/cuda_check.h"
+#include "gtest/gtest.h"
+
+namespace int4kv {
+namespace {
+
+TEST(RequestTableTest, AppendAndFree) {
+  RequestTable table(2, 4);
+  const int32_t a = *table.AllocateRequest();
+  const int32_t b = *table.AllocateRequest();
+  EXPECT_NE(a, b);
+  EXPECT_EQ(table.AllocateRequest().status().code(), absl::StatusCode::kResourceExhausted);
+  ASSERT_TRUE(table.Append(a, {5, 6}).ok());
+  ASSERT_TRUE(table.Append(a, {7}).ok());
+  EXPECT_EQ(std::vector<int32_t>(table.Tokens(a).begin(), table.Tokens(a).end()),
+            (std::vector<int32_t>{5, 6, 7}));
+  EXPECT_EQ(table.host_table()[a * 4 + 2], 7);
+
+  // Past max_seq_len: error, nothing appended.
+  const absl::Status status = table.Append(a, {8, 9});
+  EXPECT_EQ(status.code(), absl::StatusCode::kOutOfRange);
+  EXPECT_NE(status.message().find("max_seq_len 4"), std::string::npos) << status.message();
+  EXPECT_EQ(table.Length(a), 3);
+
+  ASSERT_TRUE(table.FreeRequest(a).ok());
+  EXPECT_FALSE(table.IsLive(a));
+  EXPECT_EQ(table.FreeRequest(a).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(table.Append(a, {1}).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(table.Append(7, {1}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(table.live_count(), 1);
+  const int32_t c = *table.AllocateRequest();
+  EXPECT_EQ(table.Length(c), 0);
+  EXPECT_EQ(table.Length(b), 0);
+}
+
+TEST(RequestTableTest, DeviceMirrorFollowsAppends) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  RequestTable table(3, 8);
+  ASSERT_TRUE(table.EnableDeviceMirror().ok());
+  const int32_t a = *table.AllocateRequest();
+  const int32_t b = *table.AllocateRequest();
+  ASSERT_TRUE(table.Append(a, {11, 12, 13}).ok());
+  ASSERT_TRUE(table.Append(b, {21}).ok());
+  ASSERT_TRUE(table.SyncToDevice(nullptr).ok());
+  ASSERT_TRUE(table.Append(a, {14}).ok());
+  ASSERT_TRUE(table.FreeRequest(b).ok());
+  const int32_t c = *table.AllocateRequest();  // reuses b's row
+  ASSERT_TRUE(table.Append(c, {31, 32}).ok());
+  ASSERT_TRUE(table.SyncToDevice(nullptr).ok());
+  std::vector<int32_t> device(3 * 8);
+  ASSERT_EQ(
+      cudaMemcpy(device.data(), table.device_table(), device.size() * 4, cudaMemcpyDeviceToHost),
+      cudaSuccess);
+  for (int32_t r : {a, c}) {
+    for (int32_t t = 0; t < table.Length(r); ++t) {
+      EXPECT_EQ(device[r * 8 + t], table.Tokens(r)[t]) << "request " << r << " token " << t;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace int4kv

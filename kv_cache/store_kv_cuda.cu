@@ -1,0 +1,113 @@
+#include <cuda_runtime.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/cuda_check.h"
+#include "kv_cache/quantize.h"
+#include "kv_cache/store_kv_cuda.h"
+
+namespace int4kv {
+namespace {
+
+__device__ __forceinline__ float LoadElement(const void* base, int64_t index, DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32:
+      return static_cast<const float*>(base)[index];
+    case DType::kFloat16:
+      return HalfBitsToFloat(static_cast<const uint16_t*>(base)[index]);
+    default:
+      return Bf16BitsToFloat(static_cast<const uint16_t*>(base)[index]);
+  }
+}
+
+// One thread per (token, row, group): quantizes group_size values.
+__global__ void StoreKvKernel(KvCacheView view, int32_t layer, const int32_t* slots,
+                              int32_t num_tokens, KvRows rows, int64_t stride,
+                              QuantRounding rounding) {
+  const KvLayout& layout = view.layout;
+  const int groups = layout.GroupsPerRow();
+  const int64_t work = static_cast<int64_t>(num_tokens) * layout.RowsPerSlot() * groups;
+  for (int64_t item = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; item < work;
+       item += int64_t{gridDim.x} * blockDim.x) {
+    const int group = static_cast<int>(item % groups);
+    const int row = static_cast<int>((item / groups) % layout.RowsPerSlot());
+    const int64_t token = item / (int64_t{groups} * layout.RowsPerSlot());
+    const int32_t slot = slots[token];
+    if (slot < 0 || slot >= layout.num_slots) continue;
+    const bool is_key = row < layout.kv_heads;
+    const int head = is_key ? row : row - layout.kv_heads;
+    const void* source = is_key ? rows.k : rows.v;
+    const int64_t first =
+        token * stride + int64_t{head} * layout.head_dim + int64_t{group} * layout.group_size;
+    uint16_t* zeros = view.RowZeros(layer, slot, row);
+    // Quantize just this group: a row view starting at the group, one group long.
+    QuantizeRow([&](int d) { return LoadElement(source, first + d, rows.dtype); },
+                layout.group_size, layout.group_size, view.param_dtype, view.quant_mode, rounding,
+                view.Row(layer, slot, row) + group * layout.group_size / 2,
+                view.RowScales(layer, slot, row) + group,
+                zeros == nullptr ? nullptr : zeros + group);
+  }
+}
+
+// One thread per output element.
+__global__ void DequantizeKernel(KvCacheView view, int32_t layer, const int32_t* slots,
+                                 int32_t num_tokens, float* out) {
+  const KvLayout& layout = view.layout;
+  const int64_t per_token = int64_t{layout.RowsPerSlot()} * layout.head_dim;
+  const int64_t total = per_token * num_tokens;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t token = i / per_token;
+    const int row = static_cast<int>((i % per_token) / layout.head_dim);
+    const int d = static_cast<int>(i % layout.head_dim);
+    const int32_t slot = slots[token];
+    if (slot < 0 || slot >= layout.num_slots) {
+      out[i] = 0.0f;
+      continue;
+    }
+    out[i] = DequantizeElement(view.Row(layer, slot, row), view.RowScales(layer, slot, row),
+                               view.RowZeros(layer, slot, row), d, layout.group_size,
+                               view.param_dtype, view.quant_mode);
+  }
+}
+
+int GridFor(int64_t work, int threads) {
+  const int64_t blocks = (work + threads - 1) / threads;
+  return static_cast<int>(blocks < 65536 ? (blocks > 0 ? blocks : 1) : 65536);
+}
+
+}  // namespace
+
+absl::Status StoreKvCuda(const KvCacheView& view, int32_t layer, const int32_t* slots,
+                         int32_t num_tokens, const KvRows& rows, CudaStream stream,
+                         QuantRounding rounding) {
+  if (absl::Status s = CheckLayer(view, layer); !s.ok()) return s;
+  if (absl::Status s = CheckRows(rows, view.layout); !s.ok()) return s;
+  if (num_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("num_tokens ", num_tokens, " is negative"));
+  }
+  if (num_tokens == 0) return absl::OkStatus();
+  const KvLayout& layout = view.layout;
+  const int64_t stride =
+      rows.token_stride != 0 ? rows.token_stride : int64_t{layout.kv_heads} * layout.head_dim;
+  const int64_t work = int64_t{num_tokens} * layout.RowsPerSlot() * layout.GroupsPerRow();
+  constexpr int kThreads = 128;
+  StoreKvKernel<<<GridFor(work, kThreads), kThreads, 0, stream>>>(view, layer, slots, num_tokens,
+                                                                  rows, stride, rounding);
+  return CudaStatus(cudaGetLastError(), "StoreKvKernel launch");
+}
+
+absl::Status DequantizeCuda(const KvCacheView& view, int32_t layer, const int32_t* slots,
+                            int32_t num_tokens, float* out, CudaStream stream) {
+  if (absl::Status s = CheckLayer(view, layer); !s.ok()) return s;
+  if (num_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("num_tokens ", num_tokens, " is negative"));
+  }
+  if (num_tokens == 0) return absl::OkStatus();
+  const int64_t total = int64_t{num_tokens} * view.layout.RowsPerSlot() * view.layout.head_dim;
+  constexpr int kThreads = 256;
+  DequantizeKernel<<<GridFor(total, kThreads), kThreads, 0, stream>>>(view, layer, slots,
+                                                                      num_tokens, out);
+  return CudaStatus(cudaGetLastError(), "DequantizeKernel launch");
+}
+
+}  // namespace int4kv

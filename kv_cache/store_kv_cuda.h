@@ -1,0 +1,28 @@
+// CUDA StoreKv / Dequantize: same arithmetic as store_kv.h (bytes identical to the CPU
+// versions), launched on a stream, capturable in a CUDA graph.
+#ifndef INT4KV_KV_CACHE_STORE_KV_CUDA_H_
+#define INT4KV_KV_CACHE_STORE_KV_CUDA_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "common/cuda_stream.h"
+#include "kv_cache/int4_layout.h"
+#include "kv_cache/store_kv.h"
+
+namespace int4kv {
+
+// Device-memory view and inputs. slots: device [num_tokens]. A slot outside
+// [0, num_slots) is skipped on the device (nothing written for that token): slots come from
+// the TokenSlotAllocator, and a device-side check cannot report back without a sync.
+absl::Status StoreKvCuda(const KvCacheView& view, int32_t layer, const int32_t* slots,
+                         int32_t num_tokens, const KvRows& rows, CudaStream stream,
+                         QuantRounding rounding = QuantRounding::kNearestEven);
+
+// out: device [num_tokens][2 * kv_heads][head_dim] float32. Out-of-range slots give zeros.
+absl::Status DequantizeCuda(const KvCacheView& view, int32_t layer, const int32_t* slots,
+                            int32_t num_tokens, float* out, CudaStream stream);
+
+}  // namespace int4kv
+
+#endif  // INT4KV_KV_CACHE_STORE_KV_CUDA_H_

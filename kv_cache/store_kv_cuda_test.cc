@@ -1,0 +1,162 @@
+// GPU test: the CUDA quantizer and dequantizer write exactly the CPU versions' bytes.
+// Skips without a CUDA device.
+#include "kv_cache/store_kv_cuda.h"
+
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "common/cuda_check.h"
+#include "common/half.h"
+#include "gtest/gtest.h"
+#include "kv_cache/kv_cache.h"
+#include "kv_cache/store_kv.h"
+
+namespace int4kv {
+namespace {
+
+template <typename T>
+T* ToDevice(const std::vector<T>& host) {
+  T* device = nullptr;
+  EXPECT_EQ(cudaMalloc(reinterpret_cast<void**>(&device), host.size() * sizeof(T)), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(device, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice),
+            cudaSuccess);
+  return device;
+}
+
+template <typename T>
+std::vector<T> ToHost(const T* device, size_t count) {
+  std::vector<T> host(count);
+  EXPECT_EQ(cudaMemcpy(host.data(), device, count * sizeof(T), cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  return host;
+}
+
+struct Case {
+  ParamDtype param;
+  QuantMode mode;
+  int group;
+  int head_dim;
+  DType input;
+};
+
+TEST(StoreKvCudaTest, BytesIdenticalToCpu) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  std::vector<Case> cases;
+  for (ParamDtype param : {ParamDtype::kFloat16, ParamDtype::kBFloat16}) {
+    for (QuantMode mode : {QuantMode::kSymmetric, QuantMode::kAsymmetric}) {
+      for (int group : {8, 16, 32, 64, 128}) {
+        for (DType input : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+          cases.push_back({param, mode, group, group == 8 ? 8 : 128, input});
+        }
+      }
+    }
+  }
+  cases.push_back({ParamDtype::kFloat16, QuantMode::kSymmetric, 8, 256, DType::kFloat16});
+  std::mt19937 rng(42);
+  for (const Case& c : cases) {
+    SCOPED_TRACE(testing::Message()
+                 << "param " << static_cast<int>(c.param) << " mode " << static_cast<int>(c.mode)
+                 << " group " << c.group << " head_dim " << c.head_dim << " input "
+                 << DTypeName(c.input));
+    KvCacheConfig config;
+    config.num_layers = 2;
+    config.kv_heads = 4;
+    config.head_dim = c.head_dim;
+    config.group_size = c.group;
+    config.param_dtype = c.param;
+    config.quant_mode = c.mode;
+    config.capacity_slots = 300;
+    config.max_requests = 4;
+    config.max_seq_len = 300;
+    auto host = *KvCache::Create(config, MemoryKind::kHost);
+    auto device = *KvCache::Create(config, MemoryKind::kDevice);
+
+    const int tokens = 257;
+    const size_t count = static_cast<size_t>(tokens) * 4 * c.head_dim;
+    std::vector<float> k(count), v(count);
+    std::normal_distribution<float> normal;
+    for (size_t i = 0; i < count; ++i) {
+      const float magnitude = std::pow(10.0f, static_cast<float>(i % 9) - 4.0f);
+      k[i] = normal(rng) * magnitude;
+      v[i] = normal(rng);
+    }
+    // Specials: zeros group, ties, huge, non-finite.
+    for (int i = 0; i < c.group; ++i) k[i] = 0.0f;
+    k[c.group] = std::numeric_limits<float>::infinity();
+    k[c.group + 1] = std::numeric_limits<float>::quiet_NaN();
+    k[2 * c.group] = 3e38f;
+    k[2 * c.group + 1] = 1e-40f;
+    std::vector<uint16_t> k16(count), v16(count);
+    for (size_t i = 0; i < count; ++i) {
+      k16[i] = c.input == DType::kBFloat16 ? FloatToBf16Bits(k[i]) : FloatToHalfBits(k[i]);
+      v16[i] = c.input == DType::kBFloat16 ? FloatToBf16Bits(v[i]) : FloatToHalfBits(v[i]);
+    }
+    const bool wide = c.input == DType::kFloat32;
+    KvRows host_rows{wide ? static_cast<const void*>(k.data()) : k16.data(),
+                     wide ? static_cast<const void*>(v.data()) : v16.data(), c.input, 0};
+    std::vector<int32_t> slots(tokens);
+    for (int i = 0; i < tokens; ++i) slots[i] = 1 + (i * 37) % 300;  // a permutation
+    ASSERT_TRUE(StoreKvHost(host->view(), 1, slots, host_rows).ok());
+
+    void* dk = wide ? static_cast<void*>(ToDevice(k)) : ToDevice(k16);
+    void* dv = wide ? static_cast<void*>(ToDevice(v)) : ToDevice(v16);
+    int32_t* dslots = ToDevice(slots);
+    KvRows device_rows{dk, dv, c.input, 0};
+    ASSERT_TRUE(StoreKvCuda(device->view(), 1, dslots, tokens, device_rows, nullptr).ok());
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+
+    const KvLayout& layout = host->view().layout;
+    EXPECT_EQ(ToHost(device->view().data, layout.DataPoolBytes()),
+              std::vector<uint8_t>(host->view().data, host->view().data + layout.DataPoolBytes()));
+    EXPECT_EQ(ToHost(device->view().scales, layout.ParamPoolElements()),
+              std::vector<uint16_t>(host->view().scales,
+                                    host->view().scales + layout.ParamPoolElements()));
+    if (c.mode == QuantMode::kAsymmetric) {
+      EXPECT_EQ(ToHost(device->view().zeros, layout.ParamPoolElements()),
+                std::vector<uint16_t>(host->view().zeros,
+                                      host->view().zeros + layout.ParamPoolElements()));
+    }
+
+    // Dequantize on both sides; outputs are poisoned first and must match bit for bit.
+    const size_t out_count = static_cast<size_t>(tokens) * 8 * c.head_dim;
+    std::vector<float> host_out(out_count, std::numeric_limits<float>::quiet_NaN());
+    ASSERT_TRUE(DequantizeHost(host->view(), 1, slots, host_out.data()).ok());
+    float* dout = ToDevice(std::vector<float>(out_count, std::numeric_limits<float>::quiet_NaN()));
+    ASSERT_TRUE(DequantizeCuda(device->view(), 1, dslots, tokens, dout, nullptr).ok());
+    const std::vector<float> device_out = ToHost(dout, out_count);
+    ASSERT_EQ(std::memcmp(device_out.data(), host_out.data(), out_count * 4), 0);
+    for (float x : device_out) ASSERT_TRUE(std::isfinite(x));
+    cudaFree(dk);
+    cudaFree(dv);
+    cudaFree(dslots);
+    cudaFree(dout);
+  }
+}
+
+TEST(StoreKvCudaTest, OutOfRangeSlotsAreSkipped) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  KvCacheConfig config;
+  config.kv_heads = 1;
+  config.head_dim = 16;
+  config.capacity_slots = 4;
+  auto device = *KvCache::Create(config, MemoryKind::kDevice);
+  const std::vector<float> k(3 * 16, 1.5f);
+  float* dk = ToDevice(k);
+  int32_t* dslots = ToDevice(std::vector<int32_t>{-1, 5, 1000000});
+  ASSERT_TRUE(
+      StoreKvCuda(device->view(), 0, dslots, 3, KvRows{dk, dk, DType::kFloat32, 0}, nullptr).ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  for (uint8_t b : ToHost(device->view().data, device->view().layout.DataPoolBytes())) {
+    ASSERT_EQ(b, 0);
+  }
+  cudaFree(dk);
+  cudaFree(dslots);
+}
+
+}  // namespace
+}  // namespace int4kv

@@ -1,0 +1,129 @@
+#include "kv_cache/store_kv.h"
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "common/half.h"
+#include "gtest/gtest.h"
+#include "kv_cache/kv_cache.h"
+
+namespace int4kv {
+namespace {
+
+KvCacheConfig SmallConfig(QuantMode mode, int group) {
+  KvCacheConfig config;
+  config.num_layers = 2;
+  config.kv_heads = 2;
+  config.head_dim = 32;
+  config.group_size = group;
+  config.quant_mode = mode;
+  config.capacity_slots = 16;
+  config.max_requests = 2;
+  config.max_seq_len = 16;
+  return config;
+}
+
+std::vector<float> RandomRows(int tokens, int kv_heads, int head_dim, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal;
+  std::vector<float> x(static_cast<size_t>(tokens) * kv_heads * head_dim);
+  for (float& v : x) v = normal(rng);
+  return x;
+}
+
+TEST(StoreKvTest, RoundTripWithinHalfAStepForEveryDtype) {
+  for (QuantMode mode : {QuantMode::kSymmetric, QuantMode::kAsymmetric}) {
+    const KvCacheConfig config = SmallConfig(mode, 8);
+    auto cache = *KvCache::Create(config, MemoryKind::kHost);
+    const std::vector<float> k = RandomRows(3, 2, 32, 1);
+    const std::vector<float> v = RandomRows(3, 2, 32, 2);
+    for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+      // Inputs in the dtype under test, and their exact float values.
+      std::vector<uint16_t> k16(k.size()), v16(v.size());
+      std::vector<float> k_exact = k, v_exact = v;
+      for (size_t i = 0; i < k.size(); ++i) {
+        if (dtype == DType::kFloat16) {
+          k16[i] = FloatToHalfBits(k[i]), v16[i] = FloatToHalfBits(v[i]);
+          k_exact[i] = HalfBitsToFloat(k16[i]), v_exact[i] = HalfBitsToFloat(v16[i]);
+        } else if (dtype == DType::kBFloat16) {
+          k16[i] = FloatToBf16Bits(k[i]), v16[i] = FloatToBf16Bits(v[i]);
+          k_exact[i] = Bf16BitsToFloat(k16[i]), v_exact[i] = Bf16BitsToFloat(v16[i]);
+        }
+      }
+      KvRows rows;
+      rows.dtype = dtype;
+      rows.k = dtype == DType::kFloat32 ? static_cast<const void*>(k.data()) : k16.data();
+      rows.v = dtype == DType::kFloat32 ? static_cast<const void*>(v.data()) : v16.data();
+      const std::vector<int32_t> slots = {3, 9, 1};
+      ASSERT_TRUE(StoreKvHost(cache->view(), 1, slots, rows).ok());
+      std::vector<float> out(3 * 4 * 32);
+      ASSERT_TRUE(DequantizeHost(cache->view(), 1, slots, out.data()).ok());
+      for (int t = 0; t < 3; ++t) {
+        for (int row = 0; row < 4; ++row) {
+          const std::vector<float>& src = row < 2 ? k_exact : v_exact;
+          const uint16_t* scales = cache->view().RowScales(1, slots[t], row);
+          for (int d = 0; d < 32; ++d) {
+            const float want = src[(t * 2 + row % 2) * 32 + d];
+            const float got = out[(t * 4 + row) * 32 + d];
+            const float step = HalfBitsToFloat(scales[d / 8]);
+            EXPECT_LE(std::fabs(got - want), 0.5f * step + 1e-3f)
+                << "token " << t << " row " << row << " dim " << d;
+          }
+        }
+      }
+      // Layer 0 was never written: still zeros.
+      ASSERT_TRUE(DequantizeHost(cache->view(), 0, slots, out.data()).ok());
+      for (float x : out) EXPECT_EQ(x, 0.0f);
+    }
+  }
+}
+
+TEST(StoreKvTest, TokenStrideReadsInterleavedRows) {
+  const KvCacheConfig config = SmallConfig(QuantMode::kSymmetric, 16);
+  auto cache = *KvCache::Create(config, MemoryKind::kHost);
+  // Packed [token][k heads | v heads] like a fused QKV projection output.
+  const std::vector<float> qkv = RandomRows(2, 4, 32, 5);
+  KvRows strided{qkv.data(), qkv.data() + 64, DType::kFloat32, 128};
+  ASSERT_TRUE(StoreKvHost(cache->view(), 0, {4, 5}, strided).ok());
+  std::vector<float> k(2 * 64), v(2 * 64);
+  for (int t = 0; t < 2; ++t) {
+    std::copy_n(qkv.begin() + t * 128, 64, k.begin() + t * 64);
+    std::copy_n(qkv.begin() + t * 128 + 64, 64, v.begin() + t * 64);
+  }
+  KvRows dense{k.data(), v.data(), DType::kFloat32, 0};
+  ASSERT_TRUE(StoreKvHost(cache->view(), 1, {4, 5}, dense).ok());
+  for (int32_t slot : {4, 5}) {
+    for (int row = 0; row < 4; ++row) {
+      for (int b = 0; b < 16; ++b) {
+        EXPECT_EQ(cache->view().Row(0, slot, row)[b], cache->view().Row(1, slot, row)[b]);
+      }
+    }
+  }
+}
+
+TEST(StoreKvTest, BadInputWritesNothing) {
+  const KvCacheConfig config = SmallConfig(QuantMode::kSymmetric, 8);
+  auto cache = *KvCache::Create(config, MemoryKind::kHost);
+  const std::vector<float> k = RandomRows(2, 2, 32, 1);
+  KvRows rows{k.data(), k.data(), DType::kFloat32, 0};
+  const KvLayout& layout = cache->view().layout;
+
+  absl::Status status = StoreKvHost(cache->view(), 0, {2, 17}, rows);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("slots[1] = 17"), std::string::npos) << status.message();
+  status = StoreKvHost(cache->view(), 2, {2, 3}, rows);
+  EXPECT_NE(status.message().find("layer 2"), std::string::npos) << status.message();
+  status = StoreKvHost(cache->view(), 0, {2, -1}, rows);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  rows.token_stride = 10;
+  EXPECT_NE(StoreKvHost(cache->view(), 0, {2}, rows).message().find("token_stride"),
+            std::string::npos);
+  for (int64_t i = 0; i < layout.DataPoolBytes(); ++i) ASSERT_EQ(cache->view().data[i], 0);
+  for (int64_t i = 0; i < layout.ParamPoolElements(); ++i) {
+    ASSERT_EQ(cache->view().scales[i], 0);
+  }
+}
+
+}  // namespace
+}  // namespace int4kv

@@ -1,0 +1,42 @@
+// Hands out KV token slots 1..capacity (slot 0 is reserved for padded rows).
+//
+// Thread ownership: not thread-safe. In the server it belongs to the engine's scheduler
+// thread, which is the only thread that allocates or frees slots.
+#ifndef INT4KV_KV_CACHE_TOKEN_SLOT_ALLOCATOR_H_
+#define INT4KV_KV_CACHE_TOKEN_SLOT_ALLOCATOR_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+
+namespace int4kv {
+
+class TokenSlotAllocator {
+ public:
+  // Slots 1..capacity are free at start. capacity must be >= 1.
+  explicit TokenSlotAllocator(int64_t capacity);
+
+  // Appends `count` slots to `out`, all or nothing: when fewer than `count` are free, returns
+  // ResourceExhausted (with the requested and free counts) and changes nothing. O(1) a slot.
+  absl::Status Allocate(int64_t count, std::vector<int32_t>* out);
+
+  // Returns `slots` to the free list, all or nothing: a slot out of [1, capacity], one that is
+  // not allocated, or one listed twice gives InvalidArgument and changes nothing.
+  absl::Status Free(absl::Span<const int32_t> slots);
+
+  bool IsAllocated(int32_t slot) const;
+  int64_t capacity() const { return capacity_; }
+  int64_t free_count() const { return static_cast<int64_t>(free_list_.size()); }
+  int64_t used_count() const { return capacity_ - free_count(); }
+
+ private:
+  int64_t capacity_;
+  std::vector<int32_t> free_list_;  // stack of free slots; top is handed out next
+  std::vector<uint8_t> allocated_;  // [capacity + 1], 1 while the slot is handed out
+};
+
+}  // namespace int4kv
+
+#endif  // INT4KV_KV_CACHE_TOKEN_SLOT_ALLOCATOR_H_

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs everything int4kv's build and tests need on Debian 12, from Debian's archive only.
+# Idempotent: packages already present are left alone; safe to run any number of times.
+# The CUDA toolkit is expected at /usr/local/cuda (nvcc is needed to build; a GPU is not).
+set -euo pipefail
+
+PACKAGES=(
+  bazel-bootstrap          # Bazel 4.2.3, WORKSPACE mode
+  g++
+  libgrpc++-dev
+  protobuf-compiler-grpc   # grpc_cpp_plugin
+  libprotobuf-dev
+  protobuf-compiler
+  libabsl-dev
+  libspdlog-dev
+  libfmt-dev
+  libgtest-dev
+  libgmock-dev
+  libbenchmark-dev
+  openssl                  # TLS tests generate a certificate at test time
+)
+
+SUDO=""
+if [[ "$(id -u)" != 0 ]]; then
+  if command -v sudo >/dev/null; then SUDO="sudo"; else
+    echo "setup.sh: not root and no sudo; install as root: ${PACKAGES[*]}" >&2
+    exit 1
+  fi
+fi
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    continue
+  fi
+  missing+=("$pkg")
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "setup.sh: all ${#PACKAGES[@]} packages already installed; nothing to do."
+else
+  echo "setup.sh: installing ${#missing[@]} package(s): ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+  echo "setup.sh: installed ${missing[*]}"
+fi
+
+if [[ -x /usr/local/cuda/bin/nvcc ]]; then
+  echo "setup.sh: CUDA toolkit: $(/usr/local/cuda/bin/nvcc --version | tail -n 2 | head -n 1)"
+else
+  echo "setup.sh: WARNING: /usr/local/cuda/bin/nvcc not found; CUDA targets will not build." >&2
+fi
+echo "setup.sh: bazel: $(bazel --version 2>/dev/null || echo missing)"

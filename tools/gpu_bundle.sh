@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Bundles Bazel-built binaries and the non-glibc shared libraries they load into
+# .gpu_bundle/ (git-ignored), so they can be carried to the GPU machine and run there with
+#   LD_LIBRARY_PATH=.gpu_bundle/lib .gpu_bundle/bin/NAME
+#
+# Usage: tools/gpu_bundle.sh //pkg:target [//pkg:target ...]
+# Builds the targets with -c opt first. Test targets are bundled like binaries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+(($# > 0)) || { echo "usage: $0 //pkg:target ..." >&2; exit 2; }
+
+bazel build -c opt "$@"
+out=.gpu_bundle
+rm -rf "$out"
+mkdir -p "$out/bin" "$out/lib"
+bin_dir=$(bazel info -c opt bazel-bin 2>/dev/null)
+for label in "$@"; do
+  path="${label#//}"
+  path="${path/://}"
+  cp "$bin_dir/$path" "$out/bin/"
+  # Copy every resolved library except the C runtime, which the GPU machine has.
+  ldd "$bin_dir/$path" | awk '/=> \// {print $3}' | while read -r lib; do
+    case "$(basename "$lib")" in
+      libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*|libgcc_s.so*|libstdc++.so*) ;;
+      *) cp -n "$lib" "$out/lib/" ;;
+    esac
+  done
+done
+du -sh "$out"
