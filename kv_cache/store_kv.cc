@@ -54,6 +54,7 @@ absl::Status CheckRows(const KvRows& rows, const KvLayout& layout) {
 absl::Status StoreKvHost(const KvCacheView& view, int32_t layer, absl::Span<const int32_t> slots,
                          const KvRows& rows, QuantRounding rounding) {
   if (absl::Status s = CheckLayer(view, layer); !s.ok()) return s;
+  if (slots.empty()) return absl::OkStatus();
   if (absl::Status s = CheckRows(rows, view.layout); !s.ok()) return s;
   if (absl::Status s = CheckSlots(view, slots); !s.ok()) return s;
   const KvLayout& layout = view.layout;

@@ -81,11 +81,11 @@ absl::Status StoreKvCuda(const KvCacheView& view, int32_t layer, const int32_t* 
                          int32_t num_tokens, const KvRows& rows, CudaStream stream,
                          QuantRounding rounding) {
   if (absl::Status s = CheckLayer(view, layer); !s.ok()) return s;
-  if (absl::Status s = CheckRows(rows, view.layout); !s.ok()) return s;
   if (num_tokens < 0) {
     return absl::InvalidArgumentError(absl::StrCat("num_tokens ", num_tokens, " is negative"));
   }
   if (num_tokens == 0) return absl::OkStatus();
+  if (absl::Status s = CheckRows(rows, view.layout); !s.ok()) return s;
   const KvLayout& layout = view.layout;
   const int64_t stride =
       rows.token_stride != 0 ? rows.token_stride : int64_t{layout.kv_heads} * layout.head_dim;

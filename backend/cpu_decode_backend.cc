@@ -1,0 +1,160 @@
+#include "backend/cpu_decode_backend.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/thread_pool.h"
+#include "kv_cache/quantize.h"
+
+namespace int4kv {
+namespace {
+
+// Dequantizes one head row into `out` [head_dim].
+template <typename T>
+void DequantizeRow(const KvCacheView& view, int32_t layer, int32_t slot, int32_t row, T* out) {
+  const KvLayout& layout = view.layout;
+  const uint8_t* bytes = view.Row(layer, slot, row);
+  const uint16_t* scales = view.RowScales(layer, slot, row);
+  const uint16_t* zeros = view.RowZeros(layer, slot, row);
+  for (int32_t g = 0; g < layout.GroupsPerRow(); ++g) {
+    const float scale = ParamToFloat(scales[g], view.param_dtype);
+    const float zero = zeros == nullptr ? 0.0f : ParamToFloat(zeros[g], view.param_dtype);
+    for (int32_t d = g * layout.group_size; d < (g + 1) * layout.group_size; d += 2) {
+      const uint8_t byte = bytes[d / 2];
+      if (view.quant_mode == QuantMode::kSymmetric) {
+        out[d] = DequantizeSymmetric(LowCode(byte), scale);
+        out[d + 1] = DequantizeSymmetric(HighCode(byte), scale);
+      } else {
+        out[d] = DequantizeAsymmetric(LowCode(byte), scale, zero);
+        out[d + 1] = DequantizeAsymmetric(HighCode(byte), scale, zero);
+      }
+    }
+  }
+}
+
+class CpuDecodeBackend : public DecodeAttentionBackend {
+ public:
+  CpuDecodeBackend(const KvCacheBinding& cache, const AttentionShape& shape,
+                   const BackendOptions& options)
+      : DecodeAttentionBackend(shape),
+        cache_(cache),
+        float64_(options.cpu_float64),
+        pool_(options.cpu_threads) {}
+
+  absl::string_view name() const override { return "cpu"; }
+
+  absl::Status Plan(absl::Span<const DecodeRow> rows, CudaStream) override {
+    if (absl::Status s = ValidateRows(rows, shape_, cache_); !s.ok()) return s;
+    rows_.assign(rows.begin(), rows.end());
+    return absl::OkStatus();
+  }
+
+  absl::Status Run(int32_t layer, const void* q, void* out, CudaStream) override {
+    if (layer < 0 || layer >= cache_.view.layout.num_layers) {
+      return absl::InvalidArgumentError(absl::StrCat("layer ", layer, " is out of range [0, ",
+                                                     cache_.view.layout.num_layers, ")"));
+    }
+    if (q == nullptr || out == nullptr) {
+      return absl::InvalidArgumentError("q and out must not be null");
+    }
+    std::atomic<int64_t> bad_item{-1};
+    const int64_t items = static_cast<int64_t>(rows_.size()) * shape_.kv_heads;
+    pool_.ParallelFor(items, [&](int64_t item) {
+      const bool ok =
+          float64_
+              ? RunItem<double>(layer, item, static_cast<const float*>(q), static_cast<float*>(out))
+              : RunItem<float>(layer, item, static_cast<const float*>(q), static_cast<float*>(out));
+      if (!ok) bad_item.store(item);
+    });
+    if (bad_item.load() >= 0) {
+      const DecodeRow& row = rows_[bad_item.load() / shape_.kv_heads];
+      return absl::InvalidArgumentError(absl::StrCat(
+          "req_to_token row ", row.request, " holds a slot outside [0, ",
+          cache_.view.layout.num_slots, ") within its first ", row.seq_len, " tokens"));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  // One (batch row, KV head): the G query heads that share it. Returns false (and writes
+  // zeros) if the row's page table points outside the pool.
+  template <typename T>
+  bool RunItem(int32_t layer, int64_t item, const float* q_all, float* out_all) const {
+    const int32_t b = static_cast<int32_t>(item / shape_.kv_heads);
+    const int32_t kv_head = static_cast<int32_t>(item % shape_.kv_heads);
+    const int32_t group = shape_.q_heads / shape_.kv_heads;
+    const int32_t dim = shape_.head_dim;
+    const DecodeRow& row = rows_[b];
+    const int64_t first_head = int64_t{b} * shape_.q_heads + int64_t{kv_head} * group;
+    const float* q = q_all + first_head * dim;  // [group][dim]
+    float* out = out_all + first_head * dim;    // [group][dim]
+    std::fill(out, out + int64_t{group} * dim, 0.0f);
+    if (row.seq_len == 0) return true;
+
+    const int32_t* slots = cache_.req_to_token + int64_t{row.request} * cache_.req_to_token_stride;
+    for (int32_t t = 0; t < row.seq_len; ++t) {
+      if (slots[t] < 0 || slots[t] >= cache_.view.layout.num_slots) return false;
+    }
+    const T scale = static_cast<T>(SoftmaxScale(shape_));
+    // Per-thread scratch, reused across calls so the steady state allocates nothing.
+    thread_local std::vector<T> key, value, scores, max_score, total, acc;
+    key.resize(dim);
+    value.resize(dim);
+    scores.resize(static_cast<size_t>(row.seq_len) * group);  // [t][g]
+    max_score.assign(group, -INFINITY);
+    for (int32_t t = 0; t < row.seq_len; ++t) {
+      DequantizeRow(cache_.view, layer, slots[t], cache_.view.layout.KeyRow(kv_head), key.data());
+      for (int32_t g = 0; g < group; ++g) {
+        T dot = 0;
+        for (int32_t d = 0; d < dim; ++d) dot += static_cast<T>(q[g * dim + d]) * key[d];
+        scores[t * group + g] = dot * scale;
+        max_score[g] = std::max(max_score[g], scores[t * group + g]);
+      }
+    }
+    total.assign(group, 0);
+    acc.assign(static_cast<size_t>(group) * dim, 0);
+    for (int32_t t = 0; t < row.seq_len; ++t) {
+      DequantizeRow(cache_.view, layer, slots[t], cache_.view.layout.ValueRow(kv_head),
+                    value.data());
+      for (int32_t g = 0; g < group; ++g) {
+        const T p = std::exp(scores[t * group + g] - max_score[g]);
+        total[g] += p;
+        for (int32_t d = 0; d < dim; ++d) acc[g * dim + d] += p * value[d];
+      }
+    }
+    for (int32_t g = 0; g < group; ++g) {
+      for (int32_t d = 0; d < dim; ++d) {
+        out[g * dim + d] = static_cast<float>(acc[g * dim + d] / total[g]);
+      }
+    }
+    return true;
+  }
+
+  KvCacheBinding cache_;
+  bool float64_;
+  ThreadPool pool_;
+  std::vector<DecodeRow> rows_;  // the last plan
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCpuDecodeBackend(
+    const KvCacheBinding& cache, const AttentionShape& shape, const BackendOptions& options) {
+  if (absl::Status s = ValidateShape(shape, cache); !s.ok()) return s;
+  if (options.io_dtype != DType::kFloat32) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("BackendOptions.io_dtype = ", DTypeName(options.io_dtype),
+                     " is invalid for the cpu backend: must be "
+                     "float32"));
+  }
+  if (options.cpu_threads < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("BackendOptions.cpu_threads = ", options.cpu_threads, " must be >= 0"));
+  }
+  return std::unique_ptr<DecodeAttentionBackend>(new CpuDecodeBackend(cache, shape, options));
+}
+
+}  // namespace int4kv

@@ -1,0 +1,207 @@
+#include "backend/cpu_decode_backend.h"
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kv_cache/kv_cache.h"
+#include "kv_cache/store_kv.h"
+
+namespace int4kv {
+namespace {
+
+struct Fixture {
+  std::unique_ptr<KvCache> cache;
+  std::vector<DecodeRow> rows;
+};
+
+// A host cache with `lengths.size()` requests of random K/V at random (permuted) slots.
+Fixture MakeCache(int kv_heads, int head_dim, int group, QuantMode mode,
+                  const std::vector<int>& lengths, std::mt19937& rng) {
+  KvCacheConfig config;
+  config.num_layers = 2;
+  config.kv_heads = kv_heads;
+  config.head_dim = head_dim;
+  config.group_size = group;
+  config.quant_mode = mode;
+  int total = 0;
+  int longest = 1;
+  for (int len : lengths) total += len, longest = std::max(longest, len);
+  config.capacity_slots = total + 7;
+  config.max_requests = static_cast<int>(lengths.size());
+  config.max_seq_len = longest;
+  Fixture f;
+  f.cache = *KvCache::Create(config, MemoryKind::kHost);
+  std::vector<int32_t> order;
+  EXPECT_TRUE(f.cache->slots().Allocate(total + 7, &order).ok());
+  std::shuffle(order.begin(), order.end(), rng);
+  std::normal_distribution<float> normal;
+  size_t next = 0;
+  for (int len : lengths) {
+    const int32_t request = *f.cache->requests().AllocateRequest();
+    std::vector<int32_t> slots(order.begin() + next, order.begin() + next + len);
+    next += len;
+    EXPECT_TRUE(f.cache->requests().Append(request, slots).ok());
+    std::vector<float> k(static_cast<size_t>(len) * kv_heads * head_dim), v(k.size());
+    for (float& x : k) x = normal(rng);
+    for (float& x : v) x = normal(rng);
+    for (int layer = 0; layer < 2; ++layer) {
+      EXPECT_TRUE(
+          StoreKvHost(f.cache->view(), layer, slots, KvRows{k.data(), v.data(), DType::kFloat32, 0})
+              .ok());
+    }
+    f.rows.push_back({request, len});
+  }
+  return f;
+}
+
+// Plain float64 attention over DequantizeHost's values, written independently of the backend.
+std::vector<double> Reference(const KvCache& cache, int layer, const std::vector<DecodeRow>& rows,
+                              const std::vector<float>& q, int q_heads) {
+  const KvLayout& layout = cache.view().layout;
+  const int dim = layout.head_dim, group = q_heads / layout.kv_heads;
+  std::vector<double> out(rows.size() * q_heads * dim, 0.0);
+  for (size_t b = 0; b < rows.size(); ++b) {
+    if (rows[b].seq_len == 0) continue;
+    const absl::Span<const int32_t> slots = cache.requests().Tokens(rows[b].request);
+    std::vector<float> kv(static_cast<size_t>(rows[b].seq_len) * 2 * layout.kv_heads * dim);
+    EXPECT_TRUE(
+        DequantizeHost(cache.view(), layer, slots.subspan(0, rows[b].seq_len), kv.data()).ok());
+    for (int h = 0; h < q_heads; ++h) {
+      const int kvh = h / group;
+      std::vector<double> s(rows[b].seq_len);
+      double m = -1e300;
+      for (int t = 0; t < rows[b].seq_len; ++t) {
+        double dot = 0;
+        for (int d = 0; d < dim; ++d) {
+          dot += double{q[(b * q_heads + h) * dim + d]} *
+                 kv[(static_cast<size_t>(t) * 2 * layout.kv_heads + kvh) * dim + d];
+        }
+        s[t] = dot / std::sqrt(double(dim));
+        m = std::max(m, s[t]);
+      }
+      double z = 0;
+      for (int t = 0; t < rows[b].seq_len; ++t) z += std::exp(s[t] - m);
+      for (int t = 0; t < rows[b].seq_len; ++t) {
+        const double p = std::exp(s[t] - m) / z;
+        for (int d = 0; d < dim; ++d) {
+          out[(b * q_heads + h) * dim + d] +=
+              p *
+              kv[(static_cast<size_t>(t) * 2 * layout.kv_heads + layout.kv_heads + kvh) * dim + d];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+double RelativeError(const std::vector<float>& got, const std::vector<double>& want) {
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    diff += (got[i] - want[i]) * (got[i] - want[i]);
+    norm += want[i] * want[i];
+  }
+  return std::sqrt(diff / std::max(norm, 1e-300));
+}
+
+TEST(CpuDecodeBackendTest, MatchesFloat64ReferenceAcrossShapes) {
+  std::mt19937 rng(17);
+  struct Case {
+    int kv_heads, group_ratio, head_dim, group;
+    QuantMode mode;
+  };
+  const Case cases[] = {
+      {4, 2, 8, 8, QuantMode::kSymmetric},    {2, 1, 64, 16, QuantMode::kAsymmetric},
+      {1, 4, 128, 8, QuantMode::kSymmetric},  {2, 8, 32, 32, QuantMode::kSymmetric},
+      {1, 16, 16, 8, QuantMode::kAsymmetric}, {3, 2, 256, 128, QuantMode::kSymmetric}};
+  for (const Case& c : cases) {
+    for (int threads : {1, 3}) {
+      for (bool f64 : {false, true}) {
+        SCOPED_TRACE(testing::Message()
+                     << "kv_heads " << c.kv_heads << " G " << c.group_ratio << " dim " << c.head_dim
+                     << " threads " << threads << " f64 " << f64);
+        Fixture f = MakeCache(c.kv_heads, c.head_dim, c.group, c.mode, {1, 0, 37, 130, 2}, rng);
+        AttentionShape shape{c.kv_heads * c.group_ratio, c.kv_heads, c.head_dim, 8, 130, 0};
+        BackendOptions options;
+        options.cpu_threads = threads;
+        options.cpu_float64 = f64;
+        auto backend = *CreateCpuDecodeBackend(BindingFor(*f.cache), shape, options);
+        const size_t n = f.rows.size() * shape.q_heads * c.head_dim;
+        std::vector<float> q(n), out(n, std::numeric_limits<float>::quiet_NaN());
+        std::normal_distribution<float> normal;
+        for (float& x : q) x = normal(rng);
+        ASSERT_TRUE(backend->Plan(f.rows, nullptr).ok());
+        ASSERT_TRUE(backend->Run(1, q.data(), out.data(), nullptr).ok());
+        const std::vector<double> want = Reference(*f.cache, 1, f.rows, q, shape.q_heads);
+        EXPECT_LT(RelativeError(out, want), f64 ? 1e-7 : 1e-5);
+        // The padded row (index 1) is all zeros.
+        for (int i = 0; i < shape.q_heads * c.head_dim; ++i) {
+          ASSERT_EQ(out[shape.q_heads * c.head_dim + i], 0.0f);
+        }
+      }
+    }
+  }
+}
+
+TEST(CpuDecodeBackendTest, BadPlansAreRejectedAndKeepThePreviousPlan) {
+  std::mt19937 rng(3);
+  Fixture f = MakeCache(1, 8, 8, QuantMode::kSymmetric, {4, 5}, rng);
+  AttentionShape shape{2, 1, 8, 2, 5, 0};
+  auto backend = *CreateCpuDecodeBackend(BindingFor(*f.cache), shape, BackendOptions{});
+  ASSERT_TRUE(backend->Plan(f.rows, nullptr).ok());
+  const std::vector<DecodeRow> too_many = {{0, 1}, {1, 1}, {0, 1}};
+  absl::Status s = backend->Plan(too_many, nullptr);
+  EXPECT_NE(s.message().find("max_batch 2"), std::string::npos) << s;
+  s = backend->Plan(std::vector<DecodeRow>{{0, 6}}, nullptr);
+  EXPECT_NE(s.message().find("rows[0].seq_len = 6"), std::string::npos) << s;
+  s = backend->Plan(std::vector<DecodeRow>{{0, 1}, {2, 1}}, nullptr);
+  EXPECT_NE(s.message().find("rows[1].request = 2"), std::string::npos) << s;
+  EXPECT_TRUE(backend->Plan(std::vector<DecodeRow>{{99, 0}}, nullptr).ok());  // padded: any request
+  ASSERT_TRUE(backend->Plan(f.rows, nullptr).ok());
+  std::vector<float> q(2 * 2 * 8, 0.5f), out(q.size());
+  EXPECT_FALSE(backend->Run(2, q.data(), out.data(), nullptr).ok());
+  EXPECT_TRUE(backend->Run(0, q.data(), out.data(), nullptr).ok());
+}
+
+TEST(CpuDecodeBackendTest, BadShapesNameTheField) {
+  std::mt19937 rng(3);
+  Fixture f = MakeCache(2, 16, 8, QuantMode::kSymmetric, {3}, rng);
+  const KvCacheBinding binding = BindingFor(*f.cache);
+  struct Bad {
+    AttentionShape shape;
+    const char* field;
+  };
+  const Bad bad[] = {{{4, 1, 16, 1, 3, 0}, "kv_heads"},      {{4, 2, 32, 1, 3, 0}, "head_dim"},
+                     {{3, 2, 16, 1, 3, 0}, "q_heads"},       {{64, 2, 16, 1, 3, 0}, "q_heads"},
+                     {{4, 2, 16, 0, 3, 0}, "max_batch"},     {{4, 2, 16, 1, 4, 0}, "max_seq_len"},
+                     {{4, 2, 16, 1, 3, -1}, "softmax_scale"}};
+  for (const Bad& b : bad) {
+    const auto backend = CreateCpuDecodeBackend(binding, b.shape, BackendOptions{});
+    ASSERT_FALSE(backend.ok()) << b.field;
+    EXPECT_NE(backend.status().message().find(b.field), std::string::npos) << backend.status();
+  }
+  BackendOptions half;
+  half.io_dtype = DType::kFloat16;
+  EXPECT_FALSE(CreateCpuDecodeBackend(binding, {4, 2, 16, 1, 3, 0}, half).ok());
+}
+
+TEST(CpuDecodeBackendTest, CorruptPageTableIsAnErrorNotACrash) {
+  std::mt19937 rng(9);
+  Fixture f = MakeCache(1, 8, 8, QuantMode::kSymmetric, {3}, rng);
+  KvCacheBinding binding = BindingFor(*f.cache);
+  std::vector<int32_t> table = {1, 2, 1 << 30};  // third slot is past the pool
+  binding.req_to_token = table.data();
+  binding.req_to_token_stride = 3;
+  auto backend = *CreateCpuDecodeBackend(binding, {1, 1, 8, 1, 3, 0}, BackendOptions{});
+  ASSERT_TRUE(backend->Plan(std::vector<DecodeRow>{{0, 3}}, nullptr).ok());
+  std::vector<float> q(8, 1.0f), out(8);
+  const absl::Status s = backend->Run(0, q.data(), out.data(), nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(backend->Plan(std::vector<DecodeRow>{{0, 2}}, nullptr).ok());
+  EXPECT_TRUE(backend->Run(0, q.data(), out.data(), nullptr).ok());
+}
+
+}  // namespace
+}  // namespace int4kv

@@ -1,0 +1,89 @@
+#include "backend/decode_attention_backend.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "kv_cache/kv_cache.h"
+
+namespace int4kv {
+
+KvCacheBinding BindingFor(const KvCache& cache) {
+  KvCacheBinding binding;
+  binding.view = cache.view();
+  binding.req_to_token = cache.memory_kind() == MemoryKind::kDevice
+                             ? cache.requests().device_table()
+                             : cache.requests().host_table();
+  binding.max_requests = cache.requests().max_requests();
+  binding.req_to_token_stride = cache.requests().max_seq_len();
+  return binding;
+}
+
+float SoftmaxScale(const AttentionShape& shape) {
+  return shape.softmax_scale != 0.0f ? shape.softmax_scale
+                                     : 1.0f / std::sqrt(static_cast<float>(shape.head_dim));
+}
+
+absl::Status ValidateShape(const AttentionShape& shape, const KvCacheBinding& cache) {
+  const KvLayout& layout = cache.view.layout;
+  auto bad = [](absl::string_view field, int64_t value, absl::string_view rule) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("AttentionShape.", field, " = ", value, " is invalid: must be ", rule));
+  };
+  if (shape.kv_heads != layout.kv_heads) {
+    return bad("kv_heads", shape.kv_heads,
+               absl::StrCat("the cache's kv_heads (", layout.kv_heads, ")"));
+  }
+  if (shape.head_dim != layout.head_dim) {
+    return bad("head_dim", shape.head_dim,
+               absl::StrCat("the cache's head_dim (", layout.head_dim, ")"));
+  }
+  if (shape.q_heads < shape.kv_heads || shape.q_heads % shape.kv_heads != 0 ||
+      shape.q_heads / shape.kv_heads > 16) {
+    return bad("q_heads", shape.q_heads,
+               absl::StrCat("a multiple of kv_heads (", shape.kv_heads,
+                            ") with at most 16 query heads per KV head"));
+  }
+  if (shape.max_batch < 1 || shape.max_batch > 65536) {
+    return bad("max_batch", shape.max_batch, "in [1, 65536]");
+  }
+  if (shape.max_seq_len < 1 || shape.max_seq_len > cache.req_to_token_stride) {
+    return bad(
+        "max_seq_len", shape.max_seq_len,
+        absl::StrCat("in [1, ", cache.req_to_token_stride, "] (the req_to_token row length)"));
+  }
+  if (!std::isfinite(shape.softmax_scale) || shape.softmax_scale < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("AttentionShape.softmax_scale = ", shape.softmax_scale,
+                     " is invalid: must be finite and >= 0"));
+  }
+  if (cache.req_to_token == nullptr || cache.view.data == nullptr) {
+    return absl::InvalidArgumentError(
+        "KvCacheBinding has no req_to_token table or no data pool (for a device cache, "
+        "create it with MemoryKind::kDevice so the table has its device mirror)");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateRows(absl::Span<const DecodeRow> rows, const AttentionShape& shape,
+                          const KvCacheBinding& cache) {
+  if (rows.size() > static_cast<size_t>(shape.max_batch)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch of ", rows.size(), " rows exceeds max_batch ", shape.max_batch));
+  }
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const DecodeRow& row = rows[i];
+    if (row.seq_len < 0 || row.seq_len > shape.max_seq_len) {
+      return absl::InvalidArgumentError(absl::StrCat("rows[", i, "].seq_len = ", row.seq_len,
+                                                     " is out of range [0, ", shape.max_seq_len,
+                                                     "]"));
+    }
+    if (row.seq_len > 0 && (row.request < 0 || row.request >= cache.max_requests)) {
+      return absl::InvalidArgumentError(absl::StrCat("rows[", i, "].request = ", row.request,
+                                                     " is out of range [0, ", cache.max_requests,
+                                                     ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace int4kv

@@ -1,0 +1,106 @@
+// The decode-attention backend: the product's C++ face for server builders.
+//
+// A backend reads a paged INT4 KV cache (it never owns or allocates cache memory) and
+// computes, for each batch row, attention of that row's query heads over its context:
+//
+//   out[b, h, :] = sum_t softmax_t(scale * q[b, h, :] . K[slot(b, t), h / G, :]) V[slot(b, t), h /
+//   G, :]
+//
+// with G = q_heads / kv_heads (grouped-query attention) and slot(b, t) read from the
+// req_to_token table. Usage per decode step:
+//
+//   auto backend = CreateDecodeAttentionBackend("cuda", binding, shape, options);  //
+//   create_backend.h backend->Plan(rows, stream);               // host: batch metadata into fixed
+//   buffers for each layer: backend->Run(layer, q, out, stream);   // allocation-free,
+//   graph-capturable
+//
+// Thread ownership: a backend is used by one thread at a time (the engine's scheduler).
+#ifndef INT4KV_BACKEND_DECODE_ATTENTION_BACKEND_H_
+#define INT4KV_BACKEND_DECODE_ATTENTION_BACKEND_H_
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "common/cuda_stream.h"
+#include "common/dtype.h"
+#include "kv_cache/int4_layout.h"
+
+namespace int4kv {
+
+class KvCache;
+
+// Shape of the attention a backend computes, fixed at creation.
+struct AttentionShape {
+  int32_t q_heads = 0;      // multiple of kv_heads; q_heads / kv_heads <= 16
+  int32_t kv_heads = 0;     // must equal the cache's kv_heads
+  int32_t head_dim = 0;     // must equal the cache's head_dim
+  int32_t max_batch = 0;    // rows per Plan, >= 1
+  int32_t max_seq_len = 0;  // longest context, <= the req_to_token row length
+  float softmax_scale = 0;  // 0 means 1 / sqrt(head_dim)
+};
+
+// Where the cache lives, as the backend sees it: the pools and the req_to_token table, in
+// the memory the backend reads (host for "cpu", device for "cuda"). Not owned.
+struct KvCacheBinding {
+  KvCacheView view;
+  const int32_t* req_to_token = nullptr;  // [max_requests][req_to_token_stride]
+  int32_t max_requests = 0;
+  int32_t req_to_token_stride = 0;  // entries per request row (its max_seq_len)
+};
+
+// The binding of a KvCache: host pools and table for host caches, device pools and the
+// device mirror of the table for device caches.
+KvCacheBinding BindingFor(const KvCache& cache);
+
+// One batch row of a decode step.
+struct DecodeRow {
+  int32_t request = 0;  // row of req_to_token
+  int32_t seq_len = 0;  // context length in tokens; 0 marks a padded row (output zeros)
+};
+
+struct BackendOptions {
+  // Element type of q and out. cpu: float32. cuda: float16 or bfloat16.
+  DType io_dtype = DType::kFloat32;
+  // cpu only: accumulate in float64 (the test oracle) instead of float32 (serving).
+  bool cpu_float64 = false;
+  // cpu only: worker threads; 0 means one per hardware thread.
+  int32_t cpu_threads = 0;
+};
+
+class DecodeAttentionBackend {
+ public:
+  virtual ~DecodeAttentionBackend() = default;
+
+  virtual absl::string_view name() const = 0;
+  const AttentionShape& shape() const { return shape_; }
+
+  // Records the batch for the following Run calls. rows.size() <= max_batch; each row's
+  // seq_len in [0, max_seq_len] and request in [0, max_requests) (any value when padded).
+  // Bad rows give InvalidArgument naming the row and field, and leave the previous plan.
+  // cuda: copies the metadata into fixed device buffers, ordered on `stream`.
+  virtual absl::Status Plan(absl::Span<const DecodeRow> rows, CudaStream stream) = 0;
+
+  // q: [batch, q_heads, head_dim], out: [batch, q_heads, head_dim] of io_dtype, in the
+  // backend's memory (host for cpu, device for cuda); batch = rows in the last Plan.
+  // Allocates nothing; cuda: asynchronous on `stream` and capturable in a CUDA graph.
+  virtual absl::Status Run(int32_t layer, const void* q, void* out, CudaStream stream) = 0;
+
+ protected:
+  explicit DecodeAttentionBackend(const AttentionShape& shape) : shape_(shape) {}
+
+  AttentionShape shape_;
+};
+
+// Shared validation, used by every implementation.
+absl::Status ValidateShape(const AttentionShape& shape, const KvCacheBinding& cache);
+absl::Status ValidateRows(absl::Span<const DecodeRow> rows, const AttentionShape& shape,
+                          const KvCacheBinding& cache);
+float SoftmaxScale(const AttentionShape& shape);
+
+}  // namespace int4kv
+
+#endif  // INT4KV_BACKEND_DECODE_ATTENTION_BACKEND_H_
