@@ -1,0 +1,218 @@
+#include "server/engine.h"
+
+#include <random>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "server/model_source.h"
+
+namespace int4kv {
+namespace {
+
+uint64_t MixSeed(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+RequestLimits LimitsFor(const EngineConfig& config, const ModelConfig& model) {
+  RequestLimits limits;
+  limits.vocab_size = model.vocab_size;
+  limits.max_new_tokens = config.max_new_tokens_limit;
+  limits.max_seq_len = config.max_seq_len;
+  limits.kv_capacity_slots = config.kv_capacity_slots;
+  return limits;
+}
+
+uint64_t RandomSeedBase() {
+  std::random_device device;
+  return (static_cast<uint64_t>(device()) << 32) ^ device();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& config,
+                                                       std::shared_ptr<const LlamaWeights> weights,
+                                                       std::string model_source,
+                                                       const KvAttentionFactory& attention) {
+  if (weights == nullptr) return absl::InvalidArgumentError("Engine: weights are null");
+  RETURN_IF_ERROR(weights->Validate());
+  ASSIGN_OR_RETURN(const EngineConfig resolved, config.Resolve(weights->config));
+  ASSIGN_OR_RETURN(std::unique_ptr<Scheduler> scheduler,
+                   Scheduler::Create(resolved, std::move(weights), attention));
+  std::unique_ptr<Engine> engine(
+      new Engine(resolved, std::move(scheduler), std::move(model_source)));
+  engine->thread_ = std::thread([e = engine.get()] { e->Loop(); });
+  return engine;
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::CreateFromSource(const EngineConfig& config,
+                                                                 absl::string_view source,
+                                                                 uint64_t weight_seed) {
+  ASSIGN_OR_RETURN(const ModelSource parsed, ParseModelSource(source, weight_seed));
+  ASSIGN_OR_RETURN(LlamaWeights weights, LoadModelWeights(parsed, config.threads));
+  return Create(config, std::make_shared<const LlamaWeights>(std::move(weights)),
+                parsed.ToString());
+}
+
+Engine::Engine(const EngineConfig& config, std::unique_ptr<Scheduler> scheduler,
+               std::string model_source)
+    : config_(config),
+      limits_(LimitsFor(config, scheduler->model().config())),
+      seed_base_(RandomSeedBase()),
+      scheduler_(std::move(scheduler)) {
+  const KvCacheConfig& kv = scheduler_->cache().config();
+  info_.device = config.device;
+  info_.model_source = std::move(model_source);
+  info_.model = scheduler_->model().config();
+  info_.attention = std::string(scheduler_->attention().name());
+  info_.max_batch = config.max_batch;
+  info_.max_queue = config.max_queue;
+  info_.max_seq_len = config.max_seq_len;
+  info_.max_new_tokens_limit = config.max_new_tokens_limit;
+  info_.max_step_tokens = config.max_step_tokens;
+  info_.slots_total = kv.capacity_slots;
+  info_.group_size = kv.group_size;
+  info_.quant_mode = kv.quant_mode;
+  info_.param_dtype = kv.param_dtype;
+  info_.kv_bytes_per_token = kv.BytesPerToken();
+  info_.kv_pool_bytes = kv.PoolBytes();
+  UpdateInfoLocked();  // no other thread exists yet
+}
+
+Engine::~Engine() { Shutdown(absl::ZeroDuration()); }
+
+absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(GenerateRequest request) {
+  RETURN_IF_ERROR(ValidateRequest(request, limits_));
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (draining_) {
+    return absl::UnavailableError("the engine is shutting down and accepts no new requests");
+  }
+  if (queue_.size() >= static_cast<size_t>(config_.max_queue)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the request queue is full (max_queue = ", config_.max_queue,
+                     " waiting requests); retry later"));
+  }
+  PendingRequest pending;
+  pending.id = next_id_++;
+  pending.seed =
+      request.sampling.seed.has_value() ? *request.sampling.seed : MixSeed(seed_base_ + pending.id);
+  pending.request = std::move(request);
+  pending.stream = std::make_shared<RequestStream>(pending.id);
+  pending.submit_time = absl::Now();
+  std::shared_ptr<RequestStream> stream = pending.stream;
+  live_.insert(pending.id);
+  queue_.push_back(std::move(pending));
+  info_.queued = static_cast<int32_t>(queue_.size());
+  work_.notify_all();
+  return stream;
+}
+
+absl::Status Engine::Cancel(uint64_t id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (live_.count(id) == 0) {
+    return absl::NotFoundError(
+        absl::StrCat("request ", id, " is not queued or running (unknown or already finished)"));
+  }
+  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+    if (it->id != id) continue;
+    Usage usage;
+    usage.prompt_tokens = static_cast<int32_t>(it->request.prompt.size());
+    usage.total_time = absl::Now() - it->submit_time;
+    it->stream->Finish(FinishReason::kCancelled,
+                       absl::CancelledError(absl::StrCat("request ", id, " was cancelled")), usage);
+    queue_.erase(it);
+    live_.erase(id);
+    info_.queued = static_cast<int32_t>(queue_.size());
+    return absl::OkStatus();
+  }
+  pending_cancels_.push_back(id);
+  work_.notify_all();
+  return absl::OkStatus();
+}
+
+void Engine::Shutdown(absl::Duration drain_timeout) {
+  std::lock_guard<std::mutex> shutdown_lock(shutdown_mutex_);
+  {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (shut_down_) return;
+    draining_ = true;
+    info_.draining = true;
+    changed_.wait_for(lock, absl::ToChronoNanoseconds(drain_timeout),
+                      [&] { return queue_.empty() && info_.running == 0; });
+    stopping_ = true;
+    work_.notify_all();
+  }
+  thread_.join();
+  std::lock_guard<std::mutex> lock(mutex_);
+  shut_down_ = true;
+}
+
+EngineInfo Engine::GetInfo() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return info_;
+}
+
+bool Engine::HasWorkLocked() const {
+  return stopping_ || !pending_cancels_.empty() || !scheduler_->idle() ||
+         (!queue_.empty() && scheduler_->CanAdmit(queue_.front()));
+}
+
+void Engine::UpdateInfoLocked() {
+  info_.slots_free = scheduler_->free_slots();
+  info_.running = scheduler_->running();
+  info_.queued = static_cast<int32_t>(queue_.size());
+}
+
+void Engine::Loop() {
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      work_.wait(lock, [&] { return HasWorkLocked(); });
+      // Cancellations first, so their slots are free for this step's admissions.
+      for (uint64_t id : pending_cancels_) {
+        if (scheduler_->Cancel(
+                id, FinishReason::kCancelled,
+                absl::CancelledError(absl::StrCat("request ", id, " was cancelled")))) {
+          live_.erase(id);
+        }
+      }
+      pending_cancels_.clear();
+      if (stopping_) {
+        const absl::Status status = absl::UnavailableError(
+            "the engine shut down before the request finished (drain timeout reached)");
+        scheduler_->CancelAll(FinishReason::kCancelled, status);
+        for (PendingRequest& pending : queue_) {
+          Usage usage;
+          usage.prompt_tokens = static_cast<int32_t>(pending.request.prompt.size());
+          usage.total_time = absl::Now() - pending.submit_time;
+          pending.stream->Finish(FinishReason::kCancelled, status, usage);
+        }
+        queue_.clear();
+        live_.clear();
+        UpdateInfoLocked();
+        changed_.notify_all();
+        return;
+      }
+      // Admission is FIFO: a request that does not fit yet blocks the ones behind it, so a
+      // long request is never starved by a stream of short ones.
+      while (!queue_.empty() && scheduler_->CanAdmit(queue_.front())) {
+        scheduler_->Admit(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      UpdateInfoLocked();
+    }
+    const std::vector<uint64_t> finished = scheduler_->Step();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (uint64_t id : finished) live_.erase(id);
+      ++info_.steps;
+      UpdateInfoLocked();
+    }
+    changed_.notify_all();
+  }
+}
+
+}  // namespace int4kv

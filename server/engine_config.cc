@@ -1,0 +1,98 @@
+#include "server/engine_config.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "common/status_macros.h"
+
+namespace int4kv {
+namespace {
+
+absl::Status Invalid(absl::string_view field, int64_t value, absl::string_view allowed) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("EngineConfig.", field, " = ", value, " is invalid: must be ", allowed));
+}
+
+}  // namespace
+
+KvCacheConfig EngineConfig::KvConfig(const ModelConfig& model) const {
+  KvCacheConfig kv;
+  kv.num_layers = model.num_layers;
+  kv.kv_heads = model.kv_heads;
+  kv.head_dim = model.head_dim();
+  kv.group_size = group_size;
+  kv.param_dtype = param_dtype;
+  kv.quant_mode = quant_mode;
+  kv.capacity_slots = kv_capacity_slots;
+  kv.max_requests = max_batch;
+  kv.max_seq_len = max_seq_len;
+  return kv;
+}
+
+absl::StatusOr<EngineConfig> EngineConfig::Resolve(const ModelConfig& model) const {
+  RETURN_IF_ERROR(model.Validate());
+  EngineConfig c = *this;
+  if (c.device != "cpu") {
+    return absl::InvalidArgumentError(absl::StrCat("EngineConfig.device = '", c.device,
+                                                   "' is invalid: must be cpu (the only "
+                                                   "engine path built so far)"));
+  }
+  if (c.max_batch < 1 || c.max_batch > kMaxEngineBatch) {
+    return Invalid("max_batch", c.max_batch, absl::StrCat("in [1, ", kMaxEngineBatch, "]"));
+  }
+  if (c.max_queue < 1 || c.max_queue > kMaxEngineQueue) {
+    return Invalid("max_queue", c.max_queue, absl::StrCat("in [1, ", kMaxEngineQueue, "]"));
+  }
+  if (c.max_seq_len == 0) c.max_seq_len = model.max_seq_len;
+  if (c.max_seq_len < 2 || c.max_seq_len > model.max_seq_len) {
+    return Invalid("max_seq_len", c.max_seq_len,
+                   absl::StrCat("in [2, ", model.max_seq_len, "] (the model's max_seq_len)"));
+  }
+  if (c.max_new_tokens_limit == 0) c.max_new_tokens_limit = c.max_seq_len - 1;
+  if (c.max_new_tokens_limit < 1 || c.max_new_tokens_limit >= c.max_seq_len) {
+    return Invalid("max_new_tokens_limit", c.max_new_tokens_limit,
+                   absl::StrCat("in [1, ", c.max_seq_len - 1, "] (max_seq_len - 1)"));
+  }
+  if (c.max_step_tokens == 0) {
+    c.max_step_tokens = std::max(c.max_batch, std::min(c.max_seq_len, kDefaultStepTokens));
+  }
+  if (c.max_step_tokens < c.max_batch || c.max_step_tokens > kMaxStepTokens) {
+    return Invalid("max_step_tokens", c.max_step_tokens,
+                   absl::StrCat("in [max_batch (", c.max_batch, "), ", kMaxStepTokens, "]"));
+  }
+  if (c.group_size != 8 && c.group_size != 16 && c.group_size != 32 && c.group_size != 64 &&
+      c.group_size != 128) {
+    return Invalid("group_size", c.group_size, "one of 8, 16, 32, 64, 128");
+  }
+  if (model.head_dim() % c.group_size != 0) {
+    return Invalid("group_size", c.group_size,
+                   absl::StrCat("a divisor of the model's head_dim (", model.head_dim(), ")"));
+  }
+  if (model.q_heads / model.kv_heads > 16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the model has ", model.q_heads / model.kv_heads,
+                     " query heads per KV head; the decode-attention backend supports at most 16"));
+  }
+  if (c.threads < 0 || c.threads > 1024) return Invalid("threads", c.threads, "in [0, 1024]");
+  if (c.kv_capacity_slots < 0) return Invalid("kv_capacity_slots", c.kv_capacity_slots, ">= 0");
+  if (c.kv_budget_bytes < 0) return Invalid("kv_budget_bytes", c.kv_budget_bytes, ">= 0");
+  if (c.kv_capacity_slots > 0 && c.kv_budget_bytes > 0) {
+    return absl::InvalidArgumentError(
+        "EngineConfig.kv_capacity_slots and kv_budget_bytes are both set: set at most one");
+  }
+  if (c.kv_budget_bytes > 0) {
+    ASSIGN_OR_RETURN(c.kv_capacity_slots, CapacityForBudget(c.KvConfig(model), c.kv_budget_bytes));
+  } else if (c.kv_capacity_slots == 0) {
+    c.kv_capacity_slots =
+        std::min<int64_t>(int64_t{c.max_batch} * c.max_seq_len, kMaxCapacitySlots);
+  }
+  if (c.kv_capacity_slots > kMaxCapacitySlots) {
+    return Invalid("kv_capacity_slots", c.kv_capacity_slots,
+                   absl::StrCat("in [1, ", kMaxCapacitySlots, "]"));
+  }
+  RETURN_IF_ERROR(c.KvConfig(model).Validate());
+  return c;
+}
+
+}  // namespace int4kv

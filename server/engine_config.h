@@ -1,0 +1,53 @@
+// The engine's configuration, with validation against the model it serves. Zero fields take
+// defaults derived from the model; Resolve() fills them in and checks everything once.
+#ifndef INT4KV_SERVER_ENGINE_CONFIG_H_
+#define INT4KV_SERVER_ENGINE_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "kv_cache/int4_layout.h"
+#include "kv_cache/kv_cache_config.h"
+#include "server/model_config.h"
+
+namespace int4kv {
+
+constexpr int32_t kMaxEngineBatch = 4096;
+constexpr int32_t kMaxEngineQueue = 1 << 20;
+constexpr int32_t kMaxStepTokens = 65536;  // the backend's max_batch limit
+constexpr int32_t kDefaultStepTokens = 512;
+
+struct EngineConfig {
+  std::string device = "cpu";  // "cpu"; the CUDA path will add "cuda"
+  int32_t max_batch = 8;       // running requests, in [1, kMaxEngineBatch]
+  int32_t max_queue = 64;      // waiting requests, in [1, kMaxEngineQueue]
+  // Longest sequence (prompt + generated tokens); 0: the model's max_seq_len, which is also
+  // the upper limit.
+  int32_t max_seq_len = 0;
+  // Largest max_new_tokens a request may ask for; 0: max_seq_len - 1.
+  int32_t max_new_tokens_limit = 0;
+  // Tokens per forward pass (decode tokens plus prefill chunks), in [max_batch,
+  // kMaxStepTokens]; 0: max(max_batch, min(max_seq_len, kDefaultStepTokens)). Long prompts
+  // are prefilled in chunks of what is left of it.
+  int32_t max_step_tokens = 0;
+  // KV capacity: token slots, or a byte budget turned into slots (CapacityForBudget); at most
+  // one of the two may be set. Both 0: max_batch * max_seq_len slots.
+  int64_t kv_capacity_slots = 0;
+  int64_t kv_budget_bytes = 0;
+  int32_t group_size = 8;  // 8, 16, 32, 64 or 128, dividing the model's head_dim
+  QuantMode quant_mode = QuantMode::kSymmetric;
+  ParamDtype param_dtype = ParamDtype::kFloat16;
+  int32_t threads = 0;  // CPU worker threads for the model and the backend; 0: one per core
+
+  // A copy with every default filled in and kv_capacity_slots set, or InvalidArgument naming
+  // the first bad field and its allowed range.
+  absl::StatusOr<EngineConfig> Resolve(const ModelConfig& model) const;
+
+  // The KV cache of a resolved config for `model` (max_requests = max_batch).
+  KvCacheConfig KvConfig(const ModelConfig& model) const;
+};
+
+}  // namespace int4kv
+
+#endif  // INT4KV_SERVER_ENGINE_CONFIG_H_

@@ -1,0 +1,54 @@
+#include "server/int4_kv_attention.h"
+
+#include "absl/strings/str_cat.h"
+#include "backend/cpu_decode_backend.h"
+#include "common/status_macros.h"
+#include "kv_cache/store_kv.h"
+
+namespace int4kv {
+
+absl::StatusOr<std::unique_ptr<Int4KvAttention>> Int4KvAttention::Create(KvCache* cache,
+                                                                         int32_t q_heads,
+                                                                         int32_t max_step_tokens,
+                                                                         int threads) {
+  if (cache == nullptr) return absl::InvalidArgumentError("Int4KvAttention: cache is null");
+  if (cache->memory_kind() != MemoryKind::kHost) {
+    return absl::InvalidArgumentError("Int4KvAttention needs a host-memory KV cache");
+  }
+  AttentionShape shape;
+  shape.q_heads = q_heads;
+  shape.kv_heads = cache->config().kv_heads;
+  shape.head_dim = cache->config().head_dim;
+  shape.max_batch = max_step_tokens;
+  shape.max_seq_len = cache->config().max_seq_len;
+  BackendOptions options;
+  options.io_dtype = DType::kFloat32;
+  options.cpu_threads = threads;
+  ASSIGN_OR_RETURN(std::unique_ptr<DecodeAttentionBackend> backend,
+                   CreateCpuDecodeBackend(BindingFor(*cache), shape, options));
+  return std::unique_ptr<Int4KvAttention>(new Int4KvAttention(cache, std::move(backend)));
+}
+
+Int4KvAttention::Int4KvAttention(KvCache* cache, std::unique_ptr<DecodeAttentionBackend> backend)
+    : cache_(cache), backend_(std::move(backend)) {}
+
+absl::Status Int4KvAttention::Plan(const StepBatch& batch) {
+  if (batch.slots.size() != batch.rows.size()) {
+    return absl::InvalidArgumentError("StepBatch.slots and rows must have one entry per token");
+  }
+  RETURN_IF_ERROR(backend_->Plan(batch.rows, /*stream=*/nullptr));
+  slots_ = batch.slots;
+  return absl::OkStatus();
+}
+
+absl::Status Int4KvAttention::Attend(int32_t layer, const void* q, const void* k, const void* v,
+                                     void* out) {
+  KvRows rows;
+  rows.k = k;
+  rows.v = v;
+  rows.dtype = DType::kFloat32;
+  RETURN_IF_ERROR(StoreKvHost(cache_->view(), layer, slots_, rows));
+  return backend_->Run(layer, q, out, /*stream=*/nullptr);
+}
+
+}  // namespace int4kv

@@ -1,0 +1,121 @@
+#include "server/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace int4kv {
+namespace {
+
+uint64_t SplitMix64(uint64_t* x) {
+  uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+uint64_t RotateLeft(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+}  // namespace
+
+absl::Status ValidateSamplingParams(const SamplingParams& params) {
+  if (!(params.temperature >= 0.0f && params.temperature <= kMaxTemperature)) {
+    return absl::InvalidArgumentError(absl::StrCat("temperature = ", params.temperature,
+                                                   " is invalid: must be in [0, ", kMaxTemperature,
+                                                   "] (0 means greedy)"));
+  }
+  if (!(params.top_p > 0.0f && params.top_p <= 1.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("top_p = ", params.top_p, " is invalid: must be in (0, 1]"));
+  }
+  if (params.top_k < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("top_k = ", params.top_k, " is invalid: must be >= 0 (0 means no limit)"));
+  }
+  return absl::OkStatus();
+}
+
+Rng::Rng(uint64_t seed) {
+  uint64_t x = seed;
+  for (uint64_t& word : state_) word = SplitMix64(&x);
+}
+
+uint64_t Rng::Next() {
+  const uint64_t result = RotateLeft(state_[1] * 5, 7) * 9;
+  const uint64_t t = state_[1] << 17;
+  state_[2] ^= state_[0];
+  state_[3] ^= state_[1];
+  state_[1] ^= state_[2];
+  state_[0] ^= state_[3];
+  state_[2] ^= t;
+  state_[3] = RotateLeft(state_[3], 45);
+  return result;
+}
+
+double Rng::Uniform() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }
+
+int32_t ArgMax(absl::Span<const float> values) {
+  int32_t best = 0;
+  for (size_t i = 1; i < values.size(); ++i) {
+    if (values[i] > values[best] || std::isnan(values[best])) best = static_cast<int32_t>(i);
+  }
+  return best;
+}
+
+Sampler::Sampler(const SamplingParams& params, uint64_t seed) : params_(params), rng_(seed) {}
+
+int32_t Sampler::Sample(absl::Span<const float> logits) {
+  const int32_t vocab = static_cast<int32_t>(logits.size());
+  if (params_.temperature == 0.0f || params_.top_k == 1 || vocab == 1) return ArgMax(logits);
+
+  candidates_.clear();
+  for (int32_t i = 0; i < vocab; ++i) candidates_.emplace_back(logits[i], i);
+  // Most likely first; ties keep the lower id first so the order is fully determined.
+  auto more_likely = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  int32_t keep = vocab;
+  if (params_.top_k > 0 && params_.top_k < vocab) keep = params_.top_k;
+  if (keep < vocab) {
+    std::partial_sort(candidates_.begin(), candidates_.begin() + keep, candidates_.end(),
+                      more_likely);
+    candidates_.resize(keep);
+  } else if (params_.top_p < 1.0f) {
+    std::sort(candidates_.begin(), candidates_.end(), more_likely);
+  }
+
+  // Softmax over the kept candidates, in double.
+  float max_logit = -INFINITY;
+  for (const auto& c : candidates_) max_logit = std::max(max_logit, c.first);
+  probs_.resize(candidates_.size());
+  double total = 0.0;
+  for (size_t i = 0; i < candidates_.size(); ++i) {
+    probs_[i] = std::exp((static_cast<double>(candidates_[i].first) - max_logit) /
+                         static_cast<double>(params_.temperature));
+    total += probs_[i];
+  }
+  size_t count = candidates_.size();
+  if (params_.top_p < 1.0f) {
+    // candidates_ is sorted here: keep the shortest prefix whose mass reaches top_p.
+    double mass = 0.0;
+    for (size_t i = 0; i < count; ++i) {
+      mass += probs_[i] / total;
+      if (mass >= params_.top_p) {
+        count = i + 1;
+        break;
+      }
+    }
+    total = 0.0;
+    for (size_t i = 0; i < count; ++i) total += probs_[i];
+  }
+  const double target = rng_.Uniform() * total;
+  double cumulative = 0.0;
+  for (size_t i = 0; i < count; ++i) {
+    cumulative += probs_[i];
+    if (target < cumulative) return candidates_[i].second;
+  }
+  return candidates_[count - 1].second;  // rounding left target at the very top
+}
+
+}  // namespace int4kv

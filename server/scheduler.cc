@@ -1,0 +1,203 @@
+#include "server/scheduler.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "server/cpu_llama_model.h"
+#include "server/int4_kv_attention.h"
+
+namespace int4kv {
+namespace {
+
+// A failed call here is a broken invariant of the scheduler (a bug, not bad input).
+void CheckOk(const absl::Status& status, const char* what) {
+  if (status.ok()) return;
+  std::fprintf(stderr, "int4kv scheduler invariant broken: %s: %s\n", what,
+               status.ToString().c_str());
+  std::abort();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(
+    const EngineConfig& config, std::shared_ptr<const LlamaWeights> weights,
+    const KvAttentionFactory& attention) {
+  if (weights == nullptr) return absl::InvalidArgumentError("Scheduler: weights are null");
+  const ModelConfig& model = weights->config;
+  ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache,
+                   KvCache::Create(config.KvConfig(model), MemoryKind::kHost));
+  std::unique_ptr<Scheduler> scheduler(new Scheduler(config, std::move(cache)));
+  ASSIGN_OR_RETURN(
+      scheduler->model_,
+      CpuLlamaModel::Create(std::move(weights), config.max_step_tokens, config.threads));
+  if (attention) {
+    ASSIGN_OR_RETURN(scheduler->attention_, attention(scheduler->cache_.get(), model, config));
+  } else {
+    ASSIGN_OR_RETURN(scheduler->attention_,
+                     Int4KvAttention::Create(scheduler->cache_.get(), model.q_heads,
+                                             config.max_step_tokens, config.threads));
+  }
+  scheduler->logits_.resize(static_cast<size_t>(config.max_batch) * model.vocab_size);
+  return scheduler;
+}
+
+Scheduler::Scheduler(const EngineConfig& config, std::unique_ptr<KvCache> cache)
+    : config_(config), cache_(std::move(cache)) {}
+
+int64_t Scheduler::SlotsNeeded(const GenerateRequest& request) {
+  return static_cast<int64_t>(request.prompt.size()) + request.max_new_tokens;
+}
+
+bool Scheduler::CanAdmit(const PendingRequest& pending) const {
+  return running() < config_.max_batch && cache_->requests().live_count() < config_.max_batch &&
+         cache_->slots().free_count() >= SlotsNeeded(pending.request);
+}
+
+void Scheduler::Admit(PendingRequest pending) {
+  const Sampler sampler(pending.request.sampling, pending.seed);
+  auto r = std::make_unique<Running>(Running{std::move(pending), sampler});
+  absl::StatusOr<int32_t> row = cache_->requests().AllocateRequest();
+  CheckOk(row.status(), "AllocateRequest after CanAdmit");
+  r->table_row = *row;
+  CheckOk(cache_->slots().Allocate(SlotsNeeded(r->pending.request), &r->slots),
+          "slot Allocate after CanAdmit");
+  running_.push_back(std::move(r));
+}
+
+Usage Scheduler::UsageOf(const Running& r, absl::Time now) const {
+  Usage usage;
+  usage.prompt_tokens = static_cast<int32_t>(r.pending.request.prompt.size());
+  usage.generated_tokens = r.generated;
+  if (r.first_token_time != absl::InfinitePast()) {
+    usage.time_to_first_token = r.first_token_time - r.pending.submit_time;
+  }
+  usage.total_time = now - r.pending.submit_time;
+  return usage;
+}
+
+void Scheduler::Finish(size_t index, FinishReason reason, const absl::Status& status) {
+  Running& r = *running_[index];
+  r.pending.stream->Finish(reason, status, UsageOf(r, absl::Now()));
+  CheckOk(cache_->slots().Free(r.slots), "freeing a finished request's slots");
+  CheckOk(cache_->requests().FreeRequest(r.table_row), "freeing a finished request's row");
+  running_.erase(running_.begin() + index);
+}
+
+bool Scheduler::Cancel(uint64_t id, FinishReason reason, const absl::Status& status) {
+  for (size_t i = 0; i < running_.size(); ++i) {
+    if (running_[i]->pending.id == id) {
+      Finish(i, reason, status);
+      return true;
+    }
+  }
+  return false;
+}
+
+void Scheduler::CancelAll(FinishReason reason, const absl::Status& status) {
+  while (!running_.empty()) Finish(running_.size() - 1, reason, status);
+}
+
+int32_t Scheduler::AddTokens(Running& r, int32_t budget) {
+  const std::vector<int32_t>& prompt = r.pending.request.prompt;
+  const int32_t prompt_len = static_cast<int32_t>(prompt.size());
+  int32_t count;
+  if (r.computed >= prompt_len) {
+    count = 1;  // decode: the last sampled token goes in at position `computed`
+    batch_.AddToken(r.last_token, r.computed, r.slots[r.computed], r.table_row);
+  } else {
+    count = std::min(budget, prompt_len - r.computed);  // a prefill chunk
+    for (int32_t p = r.computed; p < r.computed + count; ++p) {
+      batch_.AddToken(prompt[p], p, r.slots[p], r.table_row);
+    }
+  }
+  CheckOk(cache_->requests().Append(r.table_row,
+                                    absl::MakeConstSpan(r.slots).subspan(r.computed, count)),
+          "req_to_token Append");
+  r.computed += count;
+  if (r.computed >= prompt_len) {  // samples this step
+    batch_.logit_tokens.push_back(batch_.num_tokens() - 1);
+    logit_owner_.push_back(&r);
+  }
+  return count;
+}
+
+bool Scheduler::TakeToken(Running& r, absl::Span<const float> logits, FinishReason* reason) {
+  const int32_t token = r.sampler.Sample(logits);
+  const GenerateRequest& request = r.pending.request;
+  ++r.generated;
+  r.last_token = token;
+  if (r.first_token_time == absl::InfinitePast()) r.first_token_time = absl::Now();
+  r.pending.stream->PushToken(token);
+  if (std::find(request.stop_token_ids.begin(), request.stop_token_ids.end(), token) !=
+      request.stop_token_ids.end()) {
+    *reason = FinishReason::kStop;
+    return true;
+  }
+  if (!request.ignore_eos && token == model_->config().eos_token) {
+    *reason = FinishReason::kEos;
+    return true;
+  }
+  if (r.generated >= request.max_new_tokens) {
+    *reason = FinishReason::kLength;
+    return true;
+  }
+  return false;
+}
+
+std::vector<uint64_t> Scheduler::Step() {
+  std::vector<uint64_t> finished;
+  if (running_.empty()) return finished;
+  batch_.Clear();
+  logit_owner_.clear();
+  int32_t budget = config_.max_step_tokens;
+  // Decode tokens first (one per request past its prompt; max_step_tokens >= max_batch keeps
+  // room for all of them), then prefill chunks in admission order.
+  for (auto& r : running_) {
+    if (r->computed >= static_cast<int32_t>(r->pending.request.prompt.size())) {
+      budget -= AddTokens(*r, budget);
+    }
+  }
+  for (auto& r : running_) {
+    if (budget == 0) break;
+    if (r->computed < static_cast<int32_t>(r->pending.request.prompt.size())) {
+      budget -= AddTokens(*r, budget);
+    }
+  }
+
+  absl::Status status = attention_->Plan(batch_);
+  if (status.ok()) status = model_->Forward(batch_, *attention_, logits_.data());
+  std::vector<std::pair<uint64_t, FinishReason>> done;
+  if (!status.ok()) {
+    // Every request with a token in this step failed; the others did not take part.
+    const absl::Status error(status.code(), absl::StrCat("model step failed: ", status.message()));
+    std::vector<uint64_t> failed;
+    for (size_t i = 0; i < running_.size(); ++i) {
+      const int32_t row = running_[i]->table_row;
+      if (std::any_of(batch_.rows.begin(), batch_.rows.end(),
+                      [row](const DecodeRow& d) { return d.request == row; })) {
+        failed.push_back(running_[i]->pending.id);
+      }
+    }
+    for (uint64_t id : failed) Cancel(id, FinishReason::kError, error);
+    return failed;
+  }
+  const int32_t vocab = model_->config().vocab_size;
+  for (size_t i = 0; i < logit_owner_.size(); ++i) {
+    FinishReason reason;
+    if (TakeToken(*logit_owner_[i],
+                  absl::MakeConstSpan(logits_.data() + i * static_cast<size_t>(vocab), vocab),
+                  &reason)) {
+      done.emplace_back(logit_owner_[i]->pending.id, reason);
+    }
+  }
+  for (const auto& [id, reason] : done) {
+    Cancel(id, reason, absl::OkStatus());
+    finished.push_back(id);
+  }
+  return finished;
+}
+
+}  // namespace int4kv

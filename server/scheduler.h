@@ -1,0 +1,120 @@
+// The engine's single-threaded core: owns the KV cache, the model, the KV attention and the
+// running batch, and advances every running request by one token per Step (continuous
+// batching). It has no lock and no thread of its own; Engine (engine.h) drives it from its
+// scheduler thread, and tests drive it directly, step by step.
+//
+// Slot accounting: at admission a request reserves prompt + max_new_tokens KV slots and one
+// req_to_token row, so a running request can never run out of slots mid-generation; a finished
+// or cancelled request returns all of them in the same step. A token's slot is appended to its
+// req_to_token row in the step that writes the token's K/V, so a row's length is always the
+// number of the request's tokens in the cache.
+//
+// Thread ownership: not thread-safe; one thread (the engine's scheduler thread) at a time.
+#ifndef INT4KV_SERVER_SCHEDULER_H_
+#define INT4KV_SERVER_SCHEDULER_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "kv_cache/kv_cache.h"
+#include "server/engine_config.h"
+#include "server/kv_attention.h"
+#include "server/llama_weights.h"
+#include "server/model.h"
+#include "server/request.h"
+#include "server/request_stream.h"
+#include "server/sampler.h"
+#include "server/step_batch.h"
+
+namespace int4kv {
+
+// Builds the KvAttention over `cache` for a model; the default is Int4KvAttention. Tests pass
+// a float implementation to bypass quantization.
+using KvAttentionFactory = std::function<absl::StatusOr<std::unique_ptr<KvAttention>>(
+    KvCache* cache, const ModelConfig& model, const EngineConfig& config)>;
+
+// A request accepted by the engine (validated), waiting for admission.
+struct PendingRequest {
+  uint64_t id = 0;
+  GenerateRequest request;
+  uint64_t seed = 0;  // the sampler's seed (request.sampling.seed, or one the engine picked)
+  std::shared_ptr<RequestStream> stream;
+  absl::Time submit_time;
+};
+
+class Scheduler {
+ public:
+  // config must be resolved (EngineConfig::Resolve) for weights->config. Creates the host KV
+  // cache, the CPU model and the attention (`attention` null: INT4 through the cpu backend).
+  static absl::StatusOr<std::unique_ptr<Scheduler>> Create(
+      const EngineConfig& config, std::shared_ptr<const LlamaWeights> weights,
+      const KvAttentionFactory& attention = nullptr);
+
+  // KV slots a request reserves at admission.
+  static int64_t SlotsNeeded(const GenerateRequest& request);
+
+  // True when a row of the running batch and SlotsNeeded free slots are available.
+  bool CanAdmit(const PendingRequest& pending) const;
+  // Moves a request into the running batch, reserving its slots and req_to_token row.
+  // Requires CanAdmit(pending).
+  void Admit(PendingRequest pending);
+
+  // Ends a running request now: its stream gets the finish event (`reason`, `status`) and its
+  // slots and row are freed. False if `id` is not running.
+  bool Cancel(uint64_t id, FinishReason reason, const absl::Status& status);
+  // Cancel for every running request.
+  void CancelAll(FinishReason reason, const absl::Status& status);
+
+  // One engine step: every request past its prompt decodes one token; requests still in
+  // prefill get the rest of the max_step_tokens budget in admission order (a request whose
+  // prompt completes samples its first token). Streams the new tokens and finishes requests
+  // that hit a stop token, EOS or max_new_tokens, freeing their slots. Returns the ids that
+  // finished in this step. A model error finishes the step's requests with kError.
+  std::vector<uint64_t> Step();
+
+  int32_t running() const { return static_cast<int32_t>(running_.size()); }
+  bool idle() const { return running_.empty(); }
+  int64_t free_slots() const { return cache_->slots().free_count(); }
+  const KvCache& cache() const { return *cache_; }
+  const Model& model() const { return *model_; }
+  const KvAttention& attention() const { return *attention_; }
+  const EngineConfig& config() const { return config_; }
+
+ private:
+  struct Running {
+    PendingRequest pending;
+    Sampler sampler;
+    int32_t table_row = -1;
+    std::vector<int32_t> slots;  // reserved: slots[p] holds the K/V of position p
+    int32_t computed = 0;        // tokens whose K/V are in the cache (the row's length)
+    int32_t generated = 0;       // tokens sampled and streamed
+    int32_t last_token = -1;     // the next decode input
+    absl::Time first_token_time = absl::InfinitePast();
+  };
+
+  Scheduler(const EngineConfig& config, std::unique_ptr<KvCache> cache);
+
+  // Adds the request's next tokens (at most `budget`) to batch_; returns how many.
+  int32_t AddTokens(Running& r, int32_t budget);
+  // Samples, streams and checks the stop conditions; true when the request is done.
+  bool TakeToken(Running& r, absl::Span<const float> logits, FinishReason* reason);
+  void Finish(size_t index, FinishReason reason, const absl::Status& status);
+  Usage UsageOf(const Running& r, absl::Time now) const;
+
+  EngineConfig config_;
+  std::unique_ptr<KvCache> cache_;  // owned; the model's attention points into it
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<KvAttention> attention_;
+  std::vector<std::unique_ptr<Running>> running_;  // admission order
+  StepBatch batch_;
+  std::vector<Running*> logit_owner_;  // [batch_.logit_tokens.size()]
+  std::vector<float> logits_;          // [max_batch][vocab]
+};
+
+}  // namespace int4kv
+
+#endif  // INT4KV_SERVER_SCHEDULER_H_

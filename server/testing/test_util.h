@@ -1,0 +1,33 @@
+// Shared pieces of the server tests: the real model, loaded once, and engine set-ups.
+#ifndef INT4KV_SERVER_TESTING_TEST_UTIL_H_
+#define INT4KV_SERVER_TESTING_TEST_UTIL_H_
+
+#include <memory>
+#include <vector>
+
+#include "server/engine.h"
+#include "server/engine_config.h"
+#include "server/llama_weights.h"
+#include "server/scheduler.h"
+
+namespace int4kv {
+
+// stories260K (testdata/models/stories260K.bin), loaded once per test binary; aborts the test
+// binary with the loader's message if it cannot be read.
+std::shared_ptr<const LlamaWeights> Stories260K();
+
+// A KvAttentionFactory that keeps K/V in float32 (no quantization).
+KvAttentionFactory FloatAttentionFactory();
+
+// A small engine config for stories260K: batch 8, 2 threads.
+EngineConfig SmallConfig();
+
+// A greedy request that runs exactly max_new_tokens tokens (EOS ignored).
+GenerateRequest GreedyRequest(std::vector<int32_t> prompt, int32_t max_new_tokens);
+
+// Submits `request`, reads its stream to the end; aborts the test on a submit error.
+GenerationResult RunToEnd(Engine& engine, const GenerateRequest& request);
+
+}  // namespace int4kv
+
+#endif  // INT4KV_SERVER_TESTING_TEST_UTIL_H_
