@@ -1,0 +1,91 @@
+#include "server/engine_config.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace int4kv {
+namespace {
+
+using ::testing::HasSubstr;
+
+ModelConfig Stories() {
+  ModelConfig c;
+  c.dim = 64;
+  c.hidden_dim = 172;
+  c.num_layers = 5;
+  c.q_heads = 8;
+  c.kv_heads = 4;
+  c.vocab_size = 512;
+  c.max_seq_len = 512;
+  return c;
+}
+
+void ExpectInvalid(const EngineConfig& config, const std::string& part) {
+  const absl::StatusOr<EngineConfig> resolved = config.Resolve(Stories());
+  ASSERT_FALSE(resolved.ok()) << part;
+  EXPECT_EQ(resolved.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(resolved.status().message()), HasSubstr(part));
+}
+
+TEST(EngineConfigTest, Defaults) {
+  const absl::StatusOr<EngineConfig> c = EngineConfig().Resolve(Stories());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->max_seq_len, 512);
+  EXPECT_EQ(c->max_new_tokens_limit, 511);
+  EXPECT_EQ(c->max_step_tokens, 512);
+  EXPECT_EQ(c->kv_capacity_slots, 8 * 512);
+  const KvCacheConfig kv = c->KvConfig(Stories());
+  EXPECT_TRUE(kv.Validate().ok());
+  EXPECT_EQ(kv.max_requests, 8);
+  EXPECT_EQ(kv.head_dim, 8);
+  EXPECT_EQ(kv.kv_heads, 4);
+  EXPECT_EQ(kv.num_layers, 5);
+}
+
+TEST(EngineConfigTest, BudgetBecomesSlots) {
+  EngineConfig config;
+  config.kv_budget_bytes = 1 << 20;
+  const absl::StatusOr<EngineConfig> c = config.Resolve(Stories());
+  ASSERT_TRUE(c.ok()) << c.status();
+  // 5 layers * 4 KV heads * 2 (K, V) * (4 code bytes + 2 scale bytes) = 240 bytes a token.
+  EXPECT_EQ(c->KvConfig(Stories()).BytesPerToken(), 240);
+  EXPECT_EQ(c->kv_capacity_slots, (1 << 20) / 240 - 1);
+  config.kv_budget_bytes = 100;
+  ExpectInvalid(config, "holds no token slot");
+}
+
+TEST(EngineConfigTest, NamesFieldAndLimit) {
+  EngineConfig c;
+  c.max_batch = 0;
+  ExpectInvalid(c, "EngineConfig.max_batch = 0 is invalid: must be in [1, 4096]");
+  c = EngineConfig();
+  c.max_queue = -1;
+  ExpectInvalid(c, "max_queue = -1");
+  c = EngineConfig();
+  c.max_seq_len = 513;
+  ExpectInvalid(c, "max_seq_len = 513 is invalid: must be in [2, 512] (the model's max_seq_len)");
+  c = EngineConfig();
+  c.max_new_tokens_limit = 600;
+  ExpectInvalid(c, "max_new_tokens_limit = 600");
+  c = EngineConfig();
+  c.max_step_tokens = 4;
+  ExpectInvalid(c, "max_step_tokens = 4 is invalid: must be in [max_batch (8), 65536]");
+  c = EngineConfig();
+  c.group_size = 16;
+  ExpectInvalid(c, "group_size = 16 is invalid: must be a divisor of the model's head_dim (8)");
+  c.group_size = 12;
+  ExpectInvalid(c, "one of 8, 16, 32, 64, 128");
+  c = EngineConfig();
+  c.kv_capacity_slots = 100;
+  c.kv_budget_bytes = 1000000;
+  ExpectInvalid(c, "set at most one");
+  c = EngineConfig();
+  c.threads = -2;
+  ExpectInvalid(c, "threads = -2");
+  c = EngineConfig();
+  c.device = "tpu";
+  ExpectInvalid(c, "device = 'tpu'");
+}
+
+}  // namespace
+}  // namespace int4kv

@@ -1,0 +1,85 @@
+#include "server/request.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace int4kv {
+namespace {
+
+using ::testing::HasSubstr;
+
+RequestLimits Limits() {
+  RequestLimits limits;
+  limits.vocab_size = 512;
+  limits.max_new_tokens = 100;
+  limits.max_seq_len = 128;
+  limits.kv_capacity_slots = 120;
+  return limits;
+}
+
+GenerateRequest Valid() {
+  GenerateRequest r;
+  r.prompt = {1, 2, 3};
+  r.max_new_tokens = 10;
+  return r;
+}
+
+void ExpectInvalid(const GenerateRequest& r, const std::string& part) {
+  const absl::Status status = ValidateRequest(r, Limits());
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << part;
+  EXPECT_THAT(std::string(status.message()), HasSubstr(part));
+}
+
+TEST(ValidateRequestTest, AcceptsValid) { EXPECT_TRUE(ValidateRequest(Valid(), Limits()).ok()); }
+
+TEST(ValidateRequestTest, NamesFieldAndRange) {
+  GenerateRequest r = Valid();
+  r.prompt.clear();
+  ExpectInvalid(r, "prompt is empty");
+  r = Valid();
+  r.prompt[1] = 512;
+  ExpectInvalid(r, "prompt[1] = 512 is invalid: token ids must be in [0, 512)");
+  r.prompt[1] = -1;
+  ExpectInvalid(r, "prompt[1] = -1");
+  r = Valid();
+  r.max_new_tokens = 0;
+  ExpectInvalid(r, "max_new_tokens = 0 is invalid: must be in [1, 100]");
+  r.max_new_tokens = 101;
+  ExpectInvalid(r, "max_new_tokens = 101");
+  r = Valid();
+  r.sampling.temperature = -1;
+  ExpectInvalid(r, "temperature = -1");
+  r = Valid();
+  r.sampling.top_p = 2;
+  ExpectInvalid(r, "top_p = 2");
+  r = Valid();
+  r.sampling.top_k = -3;
+  ExpectInvalid(r, "top_k = -3");
+  r = Valid();
+  r.stop_token_ids = {5, 600};
+  ExpectInvalid(r, "stop_token_ids[1] = 600");
+  r.stop_token_ids.assign(kMaxStopTokens + 1, 5);
+  ExpectInvalid(r, "at most 64");
+}
+
+TEST(ValidateRequestTest, NeverFits) {
+  GenerateRequest r = Valid();
+  r.prompt.assign(40, 1);
+  r.max_new_tokens = 89;  // 129 > max_seq_len 128
+  ExpectInvalid(r, "prompt length (40) + max_new_tokens (89) = 129 exceeds max_seq_len (128)");
+  r.max_new_tokens = 81;  // 121 <= 128 but > capacity 120
+  ExpectInvalid(r, "exceeds the KV cache capacity (120 token slots)");
+  r.max_new_tokens = 80;
+  EXPECT_TRUE(ValidateRequest(r, Limits()).ok());
+}
+
+TEST(FinishReasonTest, Names) {
+  EXPECT_EQ(FinishReasonName(FinishReason::kLength), "length");
+  EXPECT_EQ(FinishReasonName(FinishReason::kStop), "stop");
+  EXPECT_EQ(FinishReasonName(FinishReason::kEos), "eos");
+  EXPECT_EQ(FinishReasonName(FinishReason::kCancelled), "cancelled");
+  EXPECT_EQ(FinishReasonName(FinishReason::kError), "error");
+}
+
+}  // namespace
+}  // namespace int4kv

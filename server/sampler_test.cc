@@ -1,0 +1,139 @@
+#include "server/sampler.h"
+
+#include <cmath>
+#include <map>
+#include <random>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace int4kv {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::vector<float> RandomLogits(int n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  std::vector<float> logits(n);
+  for (float& x : logits) x = normal(rng);
+  return logits;
+}
+
+TEST(SamplerTest, Validation) {
+  SamplingParams p;
+  EXPECT_TRUE(ValidateSamplingParams(p).ok());
+  p.temperature = -0.1f;
+  EXPECT_THAT(std::string(ValidateSamplingParams(p).message()),
+              HasSubstr("temperature = -0.1 is invalid: must be in [0, 100]"));
+  p.temperature = NAN;
+  EXPECT_THAT(std::string(ValidateSamplingParams(p).message()), HasSubstr("temperature = nan"));
+  p = SamplingParams();
+  p.top_p = 0.0f;
+  EXPECT_THAT(std::string(ValidateSamplingParams(p).message()),
+              HasSubstr("top_p = 0 is invalid: must be in (0, 1]"));
+  p.top_p = 1.5f;
+  EXPECT_EQ(ValidateSamplingParams(p).code(), absl::StatusCode::kInvalidArgument);
+  p.top_p = NAN;
+  EXPECT_EQ(ValidateSamplingParams(p).code(), absl::StatusCode::kInvalidArgument);
+  p = SamplingParams();
+  p.top_k = -1;
+  EXPECT_THAT(std::string(ValidateSamplingParams(p).message()),
+              HasSubstr("top_k = -1 is invalid: must be >= 0"));
+}
+
+TEST(SamplerTest, ArgMaxTakesLowestOnTies) {
+  const std::vector<float> v = {1, 5, 3, 5};
+  EXPECT_EQ(ArgMax(v), 1);
+  const std::vector<float> with_nan = {NAN, 2, 7};
+  EXPECT_EQ(ArgMax(with_nan), 2);
+}
+
+TEST(SamplerTest, GreedyAndTopK1AreArgMax) {
+  SamplingParams greedy;
+  SamplingParams top1;
+  top1.temperature = 1.5f;
+  top1.top_k = 1;
+  Sampler a(greedy, 1), b(top1, 2);
+  for (int i = 0; i < 20; ++i) {
+    const std::vector<float> logits = RandomLogits(300, i);
+    EXPECT_EQ(a.Sample(logits), ArgMax(logits));
+    EXPECT_EQ(b.Sample(logits), ArgMax(logits));
+  }
+}
+
+TEST(SamplerTest, SameSeedSameTokens) {
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_p = 0.9f;
+  p.top_k = 50;
+  Sampler a(p, 42), b(p, 42), c(p, 43);
+  std::vector<int32_t> ta, tb, tc;
+  for (int i = 0; i < 50; ++i) {
+    const std::vector<float> logits = RandomLogits(200, i);
+    ta.push_back(a.Sample(logits));
+    tb.push_back(b.Sample(logits));
+    tc.push_back(c.Sample(logits));
+  }
+  EXPECT_EQ(ta, tb);
+  EXPECT_NE(ta, tc);
+}
+
+TEST(SamplerTest, TopKKeepsOnlyTheKMostLikely) {
+  SamplingParams p;
+  p.temperature = 5.0f;  // flat, so without the cut every token would show up
+  p.top_k = 3;
+  Sampler s(p, 9);
+  const std::vector<float> logits = {0.5f, 3, 1, 2.5f, 0, 2.9f, -1};
+  for (int i = 0; i < 500; ++i) {
+    const int32_t t = s.Sample(logits);
+    EXPECT_TRUE(t == 1 || t == 3 || t == 5) << t;
+  }
+}
+
+TEST(SamplerTest, TopPKeepsTheNucleus) {
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_p = 0.5f;
+  Sampler s(p, 3);
+  // Probabilities ~ {0.09, 0.67, 0.24}: 0.67 alone reaches 0.5, so only token 1 is left.
+  const std::vector<float> logits = {0.0f, 2.0f, 0.98f};
+  for (int i = 0; i < 200; ++i) EXPECT_EQ(s.Sample(logits), 1);
+  p.top_p = 0.8f;  // needs tokens 1 and 2
+  Sampler s2(p, 4);
+  std::map<int32_t, int> counts;
+  for (int i = 0; i < 2000; ++i) ++counts[s2.Sample(logits)];
+  EXPECT_EQ(counts.count(0), 0u);
+  EXPECT_GT(counts[2], 400);  // 0.24 / 0.91 of 2000 ~ 530
+  EXPECT_GT(counts[1], 1300);
+}
+
+TEST(SamplerTest, FrequenciesFollowTheSoftmax) {
+  SamplingParams p;
+  p.temperature = 2.0f;
+  Sampler s(p, 11);
+  const std::vector<float> logits = {0, 2, 4};
+  // softmax(logits / 2) = e^{0,1,2} / sum
+  const double total = 1 + std::exp(1.0) + std::exp(2.0);
+  std::vector<int> counts(3);
+  const int n = 20000;
+  for (int i = 0; i < n; ++i) ++counts[s.Sample(logits)];
+  EXPECT_NEAR(counts[0] / double{n}, 1 / total, 0.015);
+  EXPECT_NEAR(counts[1] / double{n}, std::exp(1.0) / total, 0.015);
+  EXPECT_NEAR(counts[2] / double{n}, std::exp(2.0) / total, 0.015);
+}
+
+TEST(RngTest, UniformInRange) {
+  Rng rng(5);
+  for (int i = 0; i < 1000; ++i) {
+    const double u = rng.Uniform();
+    ASSERT_GE(u, 0.0);
+    ASSERT_LT(u, 1.0);
+  }
+  Rng a(7), b(7);
+  EXPECT_EQ(a.Next(), b.Next());
+}
+
+}  // namespace
+}  // namespace int4kv
