@@ -1,0 +1,326 @@
+// The engine's public API on the real stories260K model: submit-time validation, finish
+// reasons, sampling determinism, cancellation, queue limits, shutdown and introspection.
+#include "server/engine.h"
+
+#include <algorithm>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/model_source.h"
+#include "server/testing/test_util.h"
+
+namespace int4kv {
+namespace {
+
+using ::testing::HasSubstr;
+
+const std::vector<int32_t> kPrompt = {1, 403, 261, 378, 5, 30, 271};
+
+std::unique_ptr<Engine> MakeEngine(EngineConfig config = SmallConfig()) {
+  absl::StatusOr<std::unique_ptr<Engine>> engine =
+      Engine::Create(config, Stories260K(), kDefaultModelPath);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  return std::move(*engine);
+}
+
+// Polls until the scheduler thread has published `running` running requests.
+void WaitForRunning(const Engine& engine, int32_t running) {
+  for (int i = 0; i < 10000 && engine.GetInfo().running != running; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(engine.GetInfo().running, running);
+}
+
+TEST(EngineTest, InfoDescribesModelAndCache) {
+  EngineConfig config = SmallConfig();
+  config.kv_capacity_slots = 1000;
+  std::unique_ptr<Engine> engine = MakeEngine(config);
+  const EngineInfo info = engine->GetInfo();
+  EXPECT_EQ(info.device, "cpu");
+  EXPECT_EQ(info.model_source, kDefaultModelPath);
+  EXPECT_EQ(info.model.dim, 64);
+  EXPECT_EQ(info.model.num_layers, 5);
+  EXPECT_EQ(info.model.q_heads, 8);
+  EXPECT_EQ(info.model.kv_heads, 4);
+  EXPECT_EQ(info.model.vocab_size, 512);
+  EXPECT_EQ(info.attention, "int4");
+  EXPECT_EQ(info.max_batch, 8);
+  EXPECT_EQ(info.max_queue, 64);
+  EXPECT_EQ(info.max_seq_len, 512);
+  EXPECT_EQ(info.max_new_tokens_limit, 511);
+  EXPECT_EQ(info.slots_total, 1000);
+  EXPECT_EQ(info.slots_free, 1000);
+  EXPECT_EQ(info.group_size, 8);
+  EXPECT_EQ(info.quant_mode, QuantMode::kSymmetric);
+  EXPECT_EQ(info.param_dtype, ParamDtype::kFloat16);
+  EXPECT_EQ(info.kv_bytes_per_token, 240);  // 5 layers x 4 heads x (K, V) x (4 + 2) bytes
+  EXPECT_EQ(info.kv_pool_bytes, 240 * 1001);
+  EXPECT_EQ(info.running, 0);
+  EXPECT_EQ(info.queued, 0);
+  EXPECT_FALSE(info.draining);
+}
+
+TEST(EngineTest, LengthFinishAndUsage) {
+  std::unique_ptr<Engine> engine = MakeEngine();
+  const GenerationResult result = RunToEnd(*engine, GreedyRequest(kPrompt, 9));
+  EXPECT_TRUE(result.status.ok());
+  EXPECT_EQ(result.finish_reason, FinishReason::kLength);
+  EXPECT_EQ(result.tokens.size(), 9u);
+  EXPECT_EQ(result.usage.prompt_tokens, 7);
+  EXPECT_EQ(result.usage.generated_tokens, 9);
+  EXPECT_GT(result.usage.time_to_first_token, absl::ZeroDuration());
+  EXPECT_LE(result.usage.time_to_first_token, result.usage.total_time);
+}
+
+TEST(EngineTest, StopTokenEndsTheRequest) {
+  std::unique_ptr<Engine> engine = MakeEngine();
+  const std::vector<int32_t> free_run = RunToEnd(*engine, GreedyRequest(kPrompt, 30)).tokens;
+  // Stop at the 6th token's id: generation ends at its first occurrence, which is streamed.
+  GenerateRequest request = GreedyRequest(kPrompt, 30);
+  request.stop_token_ids = {free_run[5], 511};
+  const size_t first = std::find(free_run.begin(), free_run.end(), free_run[5]) - free_run.begin();
+  const GenerationResult result = RunToEnd(*engine, request);
+  EXPECT_EQ(result.finish_reason, FinishReason::kStop);
+  EXPECT_TRUE(result.status.ok());
+  EXPECT_EQ(result.tokens, std::vector<int32_t>(free_run.begin(), free_run.begin() + first + 1));
+  EXPECT_EQ(result.usage.generated_tokens, static_cast<int32_t>(first + 1));
+}
+
+TEST(EngineTest, EosEndsTheRequestUnlessIgnored) {
+  // The same weights with EOS set to a token greedy decoding produces.
+  std::unique_ptr<Engine> plain = MakeEngine();
+  const std::vector<int32_t> free_run = RunToEnd(*plain, GreedyRequest(kPrompt, 30)).tokens;
+  auto weights = std::make_shared<LlamaWeights>(*Stories260K());
+  weights->config.eos_token = free_run[4];
+  const size_t first = std::find(free_run.begin(), free_run.end(), free_run[4]) - free_run.begin();
+  std::unique_ptr<Engine> engine = *Engine::Create(SmallConfig(), weights, "stories, eos moved");
+  GenerateRequest request = GreedyRequest(kPrompt, 30);
+  request.ignore_eos = false;
+  const GenerationResult result = RunToEnd(*engine, request);
+  EXPECT_EQ(result.finish_reason, FinishReason::kEos);
+  EXPECT_EQ(result.tokens.size(), first + 1);
+  EXPECT_EQ(result.tokens.back(), free_run[4]);
+  request.ignore_eos = true;
+  const GenerationResult ignored = RunToEnd(*engine, request);
+  EXPECT_EQ(ignored.finish_reason, FinishReason::kLength);
+  EXPECT_EQ(ignored.tokens, free_run);
+}
+
+TEST(EngineTest, SeededSamplingIsReproducibleInAnyBatch) {
+  GenerateRequest request = GreedyRequest(kPrompt, 40);
+  request.sampling.temperature = 0.9f;
+  request.sampling.top_p = 0.95f;
+  request.sampling.top_k = 40;
+  request.sampling.seed = 1234;
+  std::unique_ptr<Engine> engine = MakeEngine();
+  const std::vector<int32_t> alone = RunToEnd(*engine, request).tokens;
+  // Again, in a batch with other sampled and greedy requests.
+  std::vector<std::shared_ptr<RequestStream>> others;
+  for (int i = 0; i < 5; ++i) {
+    GenerateRequest other = GreedyRequest({1, 100 + i, 7}, 20 + i);
+    other.sampling.temperature = i % 2 ? 1.0f : 0.0f;
+    others.push_back(*engine->Submit(other));
+  }
+  std::shared_ptr<RequestStream> batched = *engine->Submit(request);
+  EXPECT_EQ(batched->ReadAll().tokens, alone);
+  for (const auto& stream : others) stream->ReadAll();
+  request.sampling.seed = 1235;
+  EXPECT_NE(RunToEnd(*engine, request).tokens, alone);
+  // Sampling is really sampling here: different from greedy.
+  EXPECT_NE(alone, RunToEnd(*engine, GreedyRequest(kPrompt, 40)).tokens);
+}
+
+TEST(EngineTest, TopK1EqualsGreedy) {
+  std::unique_ptr<Engine> engine = MakeEngine();
+  GenerateRequest request = GreedyRequest(kPrompt, 25);
+  request.sampling.temperature = 1.3f;
+  request.sampling.top_k = 1;
+  EXPECT_EQ(RunToEnd(*engine, request).tokens,
+            RunToEnd(*engine, GreedyRequest(kPrompt, 25)).tokens);
+}
+
+TEST(EngineTest, InvalidRequestsChangeNothing) {
+  std::unique_ptr<Engine> engine = MakeEngine();
+  const EngineInfo before = engine->GetInfo();
+  auto expect_invalid = [&](const GenerateRequest& request, const std::string& part) {
+    const absl::StatusOr<std::shared_ptr<RequestStream>> stream = engine->Submit(request);
+    ASSERT_FALSE(stream.ok()) << part;
+    EXPECT_EQ(stream.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(stream.status().message()), HasSubstr(part));
+  };
+  expect_invalid(GreedyRequest({}, 5), "prompt is empty");
+  expect_invalid(GreedyRequest({1, 512}, 5), "prompt[1] = 512 is invalid");
+  expect_invalid(GreedyRequest({-4}, 5), "prompt[0] = -4");
+  expect_invalid(GreedyRequest({1}, 0), "max_new_tokens = 0 is invalid: must be in [1, 511]");
+  expect_invalid(GreedyRequest({1}, 512), "max_new_tokens = 512");
+  GenerateRequest bad = GreedyRequest({1}, 5);
+  bad.sampling.temperature = NAN;
+  expect_invalid(bad, "temperature = nan");
+  bad = GreedyRequest({1}, 5);
+  bad.sampling.top_p = 0;
+  expect_invalid(bad, "top_p = 0 is invalid: must be in (0, 1]");
+  bad = GreedyRequest({1}, 5);
+  bad.sampling.top_k = -1;
+  expect_invalid(bad, "top_k = -1");
+  // Can never fit: prompt + max_new_tokens above max_seq_len (512).
+  expect_invalid(GreedyRequest(std::vector<int32_t>(300, 1), 213),
+                 "prompt length (300) + max_new_tokens (213) = 513 exceeds max_seq_len (512)");
+  const EngineInfo after = engine->GetInfo();
+  EXPECT_EQ(after.queued, 0);
+  EXPECT_EQ(after.running, 0);
+  EXPECT_EQ(after.slots_free, before.slots_free);
+  EXPECT_EQ(after.steps, before.steps);
+  // And the engine still serves; the first accepted request gets id 1.
+  std::shared_ptr<RequestStream> stream = *engine->Submit(GreedyRequest(kPrompt, 2));
+  EXPECT_EQ(stream->id(), 1u);
+  EXPECT_EQ(stream->ReadAll().tokens.size(), 2u);
+}
+
+TEST(EngineTest, NeverFitsTheCache) {
+  EngineConfig config = SmallConfig();
+  config.kv_capacity_slots = 50;
+  std::unique_ptr<Engine> engine = MakeEngine(config);
+  const absl::StatusOr<std::shared_ptr<RequestStream>> stream =
+      engine->Submit(GreedyRequest(kPrompt, 44));  // 7 + 44 = 51 > 50
+  EXPECT_EQ(stream.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(stream.status().message()),
+              HasSubstr("= 51 exceeds the KV cache capacity (50 token slots)"));
+  EXPECT_TRUE(engine->Submit(GreedyRequest(kPrompt, 43)).ok());
+}
+
+TEST(EngineTest, QueueFullIsResourceExhausted) {
+  EngineConfig config = SmallConfig();
+  config.max_batch = 1;
+  config.max_queue = 2;
+  std::unique_ptr<Engine> engine = MakeEngine(config);
+  std::shared_ptr<RequestStream> running = *engine->Submit(GreedyRequest(kPrompt, 500));
+  WaitForRunning(*engine, 1);
+  std::shared_ptr<RequestStream> queued1 = *engine->Submit(GreedyRequest(kPrompt, 5));
+  std::shared_ptr<RequestStream> queued2 = *engine->Submit(GreedyRequest(kPrompt, 5));
+  const absl::StatusOr<std::shared_ptr<RequestStream>> rejected =
+      engine->Submit(GreedyRequest(kPrompt, 5));
+  EXPECT_EQ(rejected.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(rejected.status().message()),
+              HasSubstr("request queue is full (max_queue = 2 waiting requests)"));
+  EXPECT_EQ(engine->GetInfo().queued, 2);
+  // Cancelling a queued request finishes it at once and makes room.
+  ASSERT_TRUE(engine->Cancel(queued1->id()).ok());
+  const GenerationResult cancelled = queued1->ReadAll();
+  EXPECT_EQ(cancelled.finish_reason, FinishReason::kCancelled);
+  EXPECT_EQ(cancelled.status.code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(cancelled.tokens.empty());
+  EXPECT_EQ(engine->GetInfo().queued, 1);
+  EXPECT_TRUE(engine->Submit(GreedyRequest(kPrompt, 5)).ok());
+  ASSERT_TRUE(engine->Cancel(running->id()).ok());
+  EXPECT_EQ(running->ReadAll().finish_reason, FinishReason::kCancelled);
+  EXPECT_EQ(queued2->ReadAll().finish_reason, FinishReason::kLength);
+}
+
+TEST(EngineTest, CancelTakesEffectWithinOneStepAndFreesSlots) {
+  std::unique_ptr<Engine> engine = MakeEngine();
+  const int64_t total = engine->GetInfo().slots_total;
+  std::shared_ptr<RequestStream> stream = *engine->Submit(GreedyRequest(kPrompt, 500));
+  StreamEvent event;
+  ASSERT_TRUE(stream->Next(&event));
+  ASSERT_EQ(event.type, StreamEvent::Type::kToken);
+  EXPECT_LT(engine->GetInfo().slots_free, total);
+  ASSERT_TRUE(engine->Cancel(stream->id()).ok());
+  // Everything produced before Cancel returned is readable now; at most the one step that was
+  // in flight may add a token after it.
+  int before = 1;
+  bool finished = false;
+  while (stream->NextFor(&event, absl::ZeroDuration())) {
+    if (event.type == StreamEvent::Type::kFinish) {
+      finished = true;
+      break;
+    }
+    ++before;
+  }
+  int after = 0;
+  while (!finished && stream->Next(&event)) {
+    if (event.type == StreamEvent::Type::kFinish) break;
+    ++after;
+  }
+  EXPECT_LE(after, 1);
+  EXPECT_EQ(event.type, StreamEvent::Type::kFinish);
+  EXPECT_EQ(event.finish_reason, FinishReason::kCancelled);
+  EXPECT_EQ(event.status.code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(event.usage.generated_tokens, before + after);
+  EXPECT_LT(event.usage.generated_tokens, 500);
+  // The cancellation and the slot release happen in the same locked section as the finish.
+  const EngineInfo info = engine->GetInfo();
+  EXPECT_EQ(info.slots_free, total);
+  EXPECT_EQ(info.running, 0);
+  EXPECT_EQ(engine->Cancel(stream->id()).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(engine->Cancel(12345).code(), absl::StatusCode::kNotFound);
+}
+
+TEST(EngineTest, DrainRefusesNewWorkAndLetsRequestsFinish) {
+  std::unique_ptr<Engine> engine = MakeEngine();
+  std::shared_ptr<RequestStream> running = *engine->Submit(GreedyRequest(kPrompt, 200));
+  std::shared_ptr<RequestStream> queued = *engine->Submit(GreedyRequest(kPrompt, 20));
+  std::thread shutdown([&] { engine->Shutdown(absl::Seconds(60)); });
+  for (int i = 0; i < 10000 && !engine->GetInfo().draining; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  const absl::StatusOr<std::shared_ptr<RequestStream>> refused =
+      engine->Submit(GreedyRequest(kPrompt, 3));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("shutting down"));
+  shutdown.join();
+  const GenerationResult a = running->ReadAll(), b = queued->ReadAll();
+  EXPECT_EQ(a.finish_reason, FinishReason::kLength);
+  EXPECT_EQ(a.tokens.size(), 200u);
+  EXPECT_EQ(b.finish_reason, FinishReason::kLength);
+  EXPECT_EQ(b.tokens.size(), 20u);
+  engine->Shutdown(absl::ZeroDuration());  // idempotent
+  EXPECT_EQ(engine->Submit(GreedyRequest(kPrompt, 3)).status().code(),
+            absl::StatusCode::kUnavailable);
+}
+
+TEST(EngineTest, DrainTimeoutCancelsWithUnavailable) {
+  EngineConfig config = SmallConfig();
+  config.max_batch = 1;
+  std::unique_ptr<Engine> engine = MakeEngine(config);
+  std::shared_ptr<RequestStream> running = *engine->Submit(GreedyRequest(kPrompt, 500));
+  std::shared_ptr<RequestStream> queued = *engine->Submit(GreedyRequest(kPrompt, 5));
+  StreamEvent event;
+  ASSERT_TRUE(running->Next(&event));
+  engine->Shutdown(absl::ZeroDuration());
+  const GenerationResult results[] = {running->ReadAll(), queued->ReadAll()};
+  EXPECT_LT(results[0].tokens.size(), 500u);
+  EXPECT_TRUE(results[1].tokens.empty());
+  for (const GenerationResult& cut : results) {
+    EXPECT_EQ(cut.finish_reason, FinishReason::kCancelled);
+    EXPECT_EQ(cut.status.code(), absl::StatusCode::kUnavailable);
+    EXPECT_THAT(std::string(cut.status.message()),
+                HasSubstr("shut down before the request finished"));
+  }
+  const EngineInfo info = engine->GetInfo();
+  EXPECT_EQ(info.running, 0);
+  EXPECT_EQ(info.queued, 0);
+  EXPECT_EQ(info.slots_free, info.slots_total);
+}
+
+TEST(EngineTest, CreateFromSource) {
+  EngineConfig config = SmallConfig();
+  config.max_seq_len = 64;
+  absl::StatusOr<std::unique_ptr<Engine>> tiny = Engine::CreateFromSource(config, "tiny:1", 3);
+  ASSERT_TRUE(tiny.ok()) << tiny.status();
+  EXPECT_EQ((*tiny)->GetInfo().model_source, "tiny:1");
+  EXPECT_EQ((*tiny)->GetInfo().model.num_layers, 1);
+  EXPECT_EQ(RunToEnd(**tiny, GreedyRequest({1, 2, 3}, 5)).tokens.size(), 5u);
+  EXPECT_EQ(Engine::CreateFromSource(config, "bogus").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Engine::CreateFromSource(config, "/missing/model.bin").status().code(),
+            absl::StatusCode::kNotFound);
+  config.group_size = 16;  // stories260K has head_dim 8
+  EXPECT_THAT(std::string(Engine::CreateFromSource(config, kDefaultModelPath).status().message()),
+              HasSubstr("group_size = 16"));
+}
+
+}  // namespace
+}  // namespace int4kv

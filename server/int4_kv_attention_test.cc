@@ -1,0 +1,119 @@
+#include "server/int4_kv_attention.h"
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kv_cache/quantize.h"
+#include "kv_cache/store_kv.h"
+
+namespace int4kv {
+namespace {
+
+constexpr int kQHeads = 4, kKvHeads = 2, kHeadDim = 16, kLayers = 2;
+
+std::unique_ptr<KvCache> MakeCache() {
+  KvCacheConfig config;
+  config.num_layers = kLayers;
+  config.kv_heads = kKvHeads;
+  config.head_dim = kHeadDim;
+  config.group_size = 8;
+  config.capacity_slots = 64;
+  config.max_requests = 2;
+  config.max_seq_len = 16;
+  return *KvCache::Create(config, MemoryKind::kHost);
+}
+
+std::vector<float> Random(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal;
+  std::vector<float> v(n);
+  for (float& x : v) x = normal(rng);
+  return v;
+}
+
+// One request of `n` tokens in one step, positions 0..n-1.
+StepBatch Prefill(KvCache& cache, int n) {
+  const int32_t row = *cache.requests().AllocateRequest();
+  std::vector<int32_t> slots;
+  EXPECT_TRUE(cache.slots().Allocate(n, &slots).ok());
+  EXPECT_TRUE(cache.requests().Append(row, slots).ok());
+  StepBatch batch;
+  for (int p = 0; p < n; ++p) batch.AddToken(0, p, slots[p], row);
+  return batch;
+}
+
+TEST(Int4KvAttentionTest, StoresQuantizedRowsAndAttendsCausally) {
+  std::unique_ptr<KvCache> cache = MakeCache();
+  std::unique_ptr<Int4KvAttention> attention = *Int4KvAttention::Create(cache.get(), kQHeads, 8, 1);
+  const int n = 3;
+  const StepBatch batch = Prefill(*cache, n);
+  ASSERT_TRUE(attention->Plan(batch).ok());
+  const std::vector<float> q = Random(n * kQHeads * kHeadDim, 1);
+  const std::vector<float> k = Random(n * kKvHeads * kHeadDim, 2);
+  const std::vector<float> v = Random(n * kKvHeads * kHeadDim, 3);
+  std::vector<float> out(n * kQHeads * kHeadDim, NAN);
+  ASSERT_TRUE(attention->Attend(1, q.data(), k.data(), v.data(), out.data()).ok());
+
+  // The cache holds the INT4 round trip of layer 1's K/V, in the tokens' slots.
+  std::vector<float> stored(n * 2 * kKvHeads * kHeadDim);
+  ASSERT_TRUE(DequantizeHost(cache->view(), 1, batch.slots, stored.data()).ok());
+  for (int t = 0; t < n; ++t) {
+    for (int h = 0; h < kKvHeads; ++h) {
+      uint8_t bytes[kHeadDim / 2];
+      uint16_t scales[kHeadDim / 8];
+      const float* key = &k[(t * kKvHeads + h) * kHeadDim];
+      QuantizeRow([&](int i) { return key[i]; }, kHeadDim, 8, ParamDtype::kFloat16,
+                  QuantMode::kSymmetric, QuantRounding::kNearestEven, bytes, scales, nullptr);
+      for (int i = 0; i < kHeadDim; ++i) {
+        ASSERT_EQ(stored[(t * 2 * kKvHeads + h) * kHeadDim + i],
+                  DequantizeElement(bytes, scales, nullptr, i, 8, ParamDtype::kFloat16,
+                                    QuantMode::kSymmetric));
+      }
+    }
+  }
+  // Token 0 sees only itself: every query head's output is its KV head's stored V row.
+  for (int h = 0; h < kQHeads; ++h) {
+    const int kv_head = h / (kQHeads / kKvHeads);
+    for (int i = 0; i < kHeadDim; ++i) {
+      EXPECT_NEAR(out[h * kHeadDim + i], stored[(kKvHeads + kv_head) * kHeadDim + i], 1e-6);
+    }
+  }
+  // Token 2 attends over tokens 0..2: check one head against a float64 softmax over the
+  // stored rows.
+  const int head = 3, kv_head = 1;
+  double scores[3], total = 0, expected[kHeadDim] = {};
+  for (int t = 0; t < 3; ++t) {
+    double dot = 0;
+    for (int i = 0; i < kHeadDim; ++i) {
+      dot += double{q[(2 * kQHeads + head) * kHeadDim + i]} *
+             stored[(t * 2 * kKvHeads + kv_head) * kHeadDim + i];
+    }
+    scores[t] = std::exp(dot / std::sqrt(double{kHeadDim}));
+    total += scores[t];
+  }
+  for (int t = 0; t < 3; ++t) {
+    for (int i = 0; i < kHeadDim; ++i) {
+      expected[i] +=
+          scores[t] / total * stored[(t * 2 * kKvHeads + kKvHeads + kv_head) * kHeadDim + i];
+    }
+  }
+  for (int i = 0; i < kHeadDim; ++i) {
+    EXPECT_NEAR(out[(2 * kQHeads + head) * kHeadDim + i], expected[i], 1e-5);
+  }
+}
+
+TEST(Int4KvAttentionTest, Errors) {
+  std::unique_ptr<KvCache> cache = MakeCache();
+  EXPECT_EQ(Int4KvAttention::Create(nullptr, kQHeads, 8, 1).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Int4KvAttention::Create(cache.get(), 3, 8, 1).status().code(),  // not a multiple
+            absl::StatusCode::kInvalidArgument);
+  std::unique_ptr<Int4KvAttention> attention = *Int4KvAttention::Create(cache.get(), kQHeads, 2, 1);
+  const StepBatch batch = Prefill(*cache, 3);  // 3 rows > max_step_tokens 2
+  EXPECT_EQ(attention->Plan(batch).code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace int4kv
