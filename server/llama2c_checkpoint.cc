@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <new>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -37,7 +38,12 @@ using File = std::unique_ptr<std::FILE, FileCloser>;
 // Reads `count` floats into `out` (resized) and checks that every one is finite.
 absl::Status ReadTensor(std::FILE* file, absl::string_view path, absl::string_view name,
                         int64_t count, std::vector<float>* out) {
-  out->resize(count);
+  try {
+    out->resize(count);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat("checkpoint '", path, "': cannot allocate ",
+                                                     count, " floats for tensor ", name));
+  }
   if (count > 0 &&
       std::fread(out->data(), sizeof(float), count, file) != static_cast<size_t>(count)) {
     return absl::DataLossError(

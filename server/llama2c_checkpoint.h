@@ -44,7 +44,8 @@ absl::StatusOr<ModelConfig> ConfigFromLlama2cHeader(const Llama2cHeader& header)
 int64_t Llama2cFileBytes(const ModelConfig& config);
 
 // Reads and validates a checkpoint. NotFound when the file cannot be opened; InvalidArgument
-// for a truncated or oversized file, a bad header, or a non-finite weight.
+// for a truncated or oversized file, a bad header, or a non-finite weight; ResourceExhausted when
+// the weights do not fit in memory.
 absl::StatusOr<LlamaWeights> LoadLlama2cCheckpoint(absl::string_view path);
 
 }  // namespace int4kv

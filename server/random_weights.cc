@@ -1,6 +1,7 @@
 #include "server/random_weights.h"
 
 #include <cmath>
+#include <new>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -75,7 +76,13 @@ absl::StatusOr<ModelConfig> PresetConfig(absl::string_view name, int32_t num_lay
 absl::StatusOr<LlamaWeights> RandomWeights(const ModelConfig& config, uint64_t seed, int threads) {
   RETURN_IF_ERROR(config.Validate());
   LlamaWeights weights;
-  weights.Allocate(config);
+  try {
+    weights.Allocate(config);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot allocate ", config.ParameterCount(), " float32 weights (",
+                     config.ParameterCount() * 4, " bytes) for ", config.DebugString()));
+  }
   ThreadPool pool(threads);
   // Uniform in [-a, a] has variance a^2 / 3; a = sqrt(3 / fan_in) gives 1 / fan_in.
   auto limit = [](int64_t fan_in) { return std::sqrt(3.0f / static_cast<float>(fan_in)); };

@@ -25,6 +25,7 @@ absl::StatusOr<ModelConfig> PresetConfig(absl::string_view name, int32_t num_lay
 // Weights for a valid config: norms are 1 and every other element is uniform with variance
 // 1 / fan_in (so activations keep their scale through the layers), drawn from a counter-based
 // generator keyed by (seed, tensor, element). `threads` 0 means one per hardware thread.
+// ResourceExhausted when the weights do not fit in memory.
 absl::StatusOr<LlamaWeights> RandomWeights(const ModelConfig& config, uint64_t seed,
                                            int threads = 0);
 

@@ -1,0 +1,79 @@
+// Runs the engine from the command line: loads a model source, submits one prompt (token ids)
+// and prints the generated ids, the finish reason and the usage.
+//
+//   bazel run -c opt //server:generate -- --model=llama8b:1 --prompt=1,306,4966 --max_new_tokens=8
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "server/engine.h"
+#include "server/model_source.h"
+
+ABSL_FLAG(std::string, model, int4kv::kDefaultModelPath,
+          "tiny, llama8b[:layers] or a llama2.c checkpoint path");
+ABSL_FLAG(uint64_t, weight_seed, 1, "seed of random-weight presets");
+ABSL_FLAG(std::string, prompt, "1", "comma-separated prompt token ids");
+ABSL_FLAG(int, max_new_tokens, 32, "tokens to generate");
+ABSL_FLAG(float, temperature, 0.0f, "0: greedy");
+ABSL_FLAG(int, top_k, 0, "0: off");
+ABSL_FLAG(float, top_p, 1.0f, "nucleus mass");
+ABSL_FLAG(uint64_t, seed, 1, "sampling seed");
+ABSL_FLAG(int, max_seq_len, 0, "0: the model's");
+ABSL_FLAG(int, threads, 0, "CPU threads; 0: one per core");
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  int4kv::GenerateRequest request;
+  for (absl::string_view piece : absl::StrSplit(absl::GetFlag(FLAGS_prompt), ',')) {
+    int32_t token;
+    if (!absl::SimpleAtoi(piece, &token)) {
+      std::fprintf(stderr, "--prompt: '%s' is not a token id\n", std::string(piece).c_str());
+      return 2;
+    }
+    request.prompt.push_back(token);
+  }
+  request.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  request.sampling.temperature = absl::GetFlag(FLAGS_temperature);
+  request.sampling.top_k = absl::GetFlag(FLAGS_top_k);
+  request.sampling.top_p = absl::GetFlag(FLAGS_top_p);
+  request.sampling.seed = absl::GetFlag(FLAGS_seed);
+
+  int4kv::EngineConfig config;
+  config.max_batch = 1;
+  config.max_seq_len = absl::GetFlag(FLAGS_max_seq_len);
+  config.threads = absl::GetFlag(FLAGS_threads);
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::unique_ptr<int4kv::Engine>> engine = int4kv::Engine::CreateFromSource(
+      config, absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_weight_seed));
+  if (!engine.ok()) {
+    std::fprintf(stderr, "%s\n", engine.status().ToString().c_str());
+    return 1;
+  }
+  const int4kv::EngineInfo info = (*engine)->GetInfo();
+  std::printf(
+      "model %s (%s), KV %lld slots x %lld bytes, loaded in %.2f s\n", info.model_source.c_str(),
+      info.model.DebugString().c_str(), static_cast<long long>(info.slots_total),
+      static_cast<long long>(info.kv_bytes_per_token), absl::ToDoubleSeconds(absl::Now() - start));
+  absl::StatusOr<std::shared_ptr<int4kv::RequestStream>> stream = (*engine)->Submit(request);
+  if (!stream.ok()) {
+    std::fprintf(stderr, "%s\n", stream.status().ToString().c_str());
+    return 1;
+  }
+  const int4kv::GenerationResult result = (*stream)->ReadAll();
+  std::printf("tokens: %s\n", absl::StrJoin(result.tokens, ",").c_str());
+  std::printf("finish: %s %s\n",
+              std::string(int4kv::FinishReasonName(result.finish_reason)).c_str(),
+              result.status.ToString().c_str());
+  std::printf("usage: prompt %d, generated %d, time to first token %.1f ms, total %.1f ms\n",
+              result.usage.prompt_tokens, result.usage.generated_tokens,
+              absl::ToDoubleMilliseconds(result.usage.time_to_first_token),
+              absl::ToDoubleMilliseconds(result.usage.total_time));
+  return result.status.ok() ? 0 : 1;
+}
