@@ -1,0 +1,170 @@
+#include "backend/cuda_decode_backend.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "backend/cuda_decode_kernels.h"
+#include "backend/decode_plan.h"
+#include "common/cuda_check.h"
+#include "common/status_macros.h"
+
+namespace int4kv {
+namespace {
+
+int32_t Log2(int32_t power_of_two) {
+  int32_t log = 0;
+  while ((1 << log) < power_of_two) ++log;
+  return log;
+}
+
+class CudaDecodeBackend : public DecodeAttentionBackend {
+ public:
+  CudaDecodeBackend(const KvCacheBinding& cache, const AttentionShape& shape,
+                    const BackendOptions& options, const DecodeKernels& kernels,
+                    int32_t target_chunks)
+      : DecodeAttentionBackend(shape),
+        cache_(cache),
+        io_dtype_(options.io_dtype),
+        kernels_(kernels),
+        target_chunks_(target_chunks),
+        max_capacity_(ChunkCapacity(shape.max_batch, target_chunks)) {}
+
+  ~CudaDecodeBackend() override {
+    if (staging_done_ != nullptr) {
+      cudaEventSynchronize(staging_done_);
+      cudaEventDestroy(staging_done_);
+    }
+    cudaFreeHost(staging_);
+    cudaFree(device_chunks_);
+    cudaFree(device_rows_);
+    cudaFree(partial_out_);
+    cudaFree(partial_lse_);
+  }
+
+  absl::Status Allocate() {
+    const size_t chunk_bytes = sizeof(ChunkWork) * max_capacity_;
+    const size_t row_bytes = sizeof(RowWork) * shape_.max_batch;
+    CUDA_RETURN_IF_ERROR(cudaMallocHost(&staging_, chunk_bytes + row_bytes));
+    CUDA_RETURN_IF_ERROR(cudaMalloc(&device_chunks_, chunk_bytes));
+    CUDA_RETURN_IF_ERROR(cudaMalloc(&device_rows_, row_bytes));
+    const size_t partials = static_cast<size_t>(max_capacity_) * shape_.q_heads;
+    CUDA_RETURN_IF_ERROR(cudaMalloc(&partial_out_, partials * shape_.head_dim * sizeof(float)));
+    CUDA_RETURN_IF_ERROR(cudaMalloc(&partial_lse_, partials * sizeof(float)));
+    CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&staging_done_, cudaEventDisableTiming));
+    return absl::OkStatus();
+  }
+
+  absl::string_view name() const override { return "cuda"; }
+
+  absl::Status Plan(absl::Span<const DecodeRow> rows, CudaStream stream) override {
+    RETURN_IF_ERROR(ValidateRows(rows, shape_, cache_));
+    PlanDecode(rows, target_chunks_, &plan_);
+    // The pinned staging area may still feed the previous plan's copy.
+    CUDA_RETURN_IF_ERROR(cudaEventSynchronize(staging_done_));
+    const size_t chunk_bytes = sizeof(ChunkWork) * plan_.chunks.size();
+    const size_t row_bytes = sizeof(RowWork) * plan_.rows.size();
+    uint8_t* staging = static_cast<uint8_t*>(staging_);
+    std::memcpy(staging, plan_.chunks.data(), chunk_bytes);
+    std::memcpy(staging + chunk_bytes, plan_.rows.data(), row_bytes);
+    CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(device_chunks_, staging, chunk_bytes, cudaMemcpyHostToDevice, stream));
+    if (row_bytes > 0) {
+      CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device_rows_, staging + chunk_bytes, row_bytes,
+                                           cudaMemcpyHostToDevice, stream));
+    }
+    CUDA_RETURN_IF_ERROR(cudaEventRecord(staging_done_, stream));
+    batch_ = static_cast<int32_t>(rows.size());
+    capacity_ = static_cast<int32_t>(plan_.chunks.size());
+    return absl::OkStatus();
+  }
+
+  absl::Status Run(int32_t layer, const void* q, void* out, CudaStream stream) override {
+    if (layer < 0 || layer >= cache_.view.layout.num_layers) {
+      return absl::InvalidArgumentError(absl::StrCat("layer ", layer, " is out of range [0, ",
+                                                     cache_.view.layout.num_layers, ")"));
+    }
+    if (q == nullptr || out == nullptr) {
+      return absl::InvalidArgumentError("q and out must not be null");
+    }
+    if (batch_ == 0) return absl::OkStatus();
+    SplitKernelParams split;
+    split.cache = cache_.view;
+    split.req_to_token = cache_.req_to_token;
+    split.req_to_token_stride = cache_.req_to_token_stride;
+    split.q = q;
+    split.q_is_bf16 = io_dtype_ == DType::kBFloat16;
+    split.layer = layer;
+    split.q_heads = shape_.q_heads;
+    split.group = shape_.q_heads / shape_.kv_heads;
+    split.head_dim = shape_.head_dim;
+    split.log2_group_size = Log2(cache_.view.layout.group_size);
+    split.scale_log2 = SoftmaxScale(shape_) * 1.4426950408889634f;
+    split.chunks = device_chunks_;
+    split.partial_out = partial_out_;
+    split.partial_lse = partial_lse_;
+    RETURN_IF_ERROR(kernels_.LaunchSplit(split, capacity_, shape_.kv_heads, stream));
+
+    MergeKernelParams merge;
+    merge.rows = device_rows_;
+    merge.partial_out = partial_out_;
+    merge.partial_lse = partial_lse_;
+    merge.out = out;
+    merge.out_is_bf16 = io_dtype_ == DType::kBFloat16;
+    merge.q_heads = shape_.q_heads;
+    merge.head_dim = shape_.head_dim;
+    return kernels_.LaunchMerge(merge, batch_, stream);
+  }
+
+ private:
+  KvCacheBinding cache_;
+  DType io_dtype_;
+  DecodeKernels kernels_;
+  int32_t target_chunks_;
+  int32_t max_capacity_;
+
+  // Owned device and pinned buffers, sized for max_batch at creation.
+  void* staging_ = nullptr;             // pinned [max_capacity] ChunkWork + [max_batch] RowWork
+  ChunkWork* device_chunks_ = nullptr;  // [max_capacity]
+  RowWork* device_rows_ = nullptr;      // [max_batch]
+  float* partial_out_ = nullptr;        // [max_capacity][q_heads][head_dim]
+  float* partial_lse_ = nullptr;        // [max_capacity][q_heads]
+  cudaEvent_t staging_done_ = nullptr;  // recorded after each plan's copy
+
+  DecodePlan plan_;    // host copy of the last plan
+  int32_t batch_ = 0;  // rows of the last plan
+  int32_t capacity_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCudaDecodeBackend(
+    const KvCacheBinding& cache, const AttentionShape& shape, const BackendOptions& options) {
+  RETURN_IF_ERROR(ValidateShape(shape, cache));
+  if (options.io_dtype != DType::kFloat16 && options.io_dtype != DType::kBFloat16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("BackendOptions.io_dtype = ", DTypeName(options.io_dtype),
+                     " is invalid for the cuda backend: must be float16 or bfloat16"));
+  }
+  if (CudaDeviceCount() == 0) {
+    return absl::FailedPreconditionError("the cuda backend needs a CUDA device; none found");
+  }
+  ASSIGN_OR_RETURN(DecodeKernels kernels,
+                   DecodeKernels::Select(shape.head_dim, shape.q_heads / shape.kv_heads,
+                                         cache.view.quant_mode, cache.view.param_dtype));
+  int device = 0;
+  CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  int sms = 0;
+  CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  // Enough chunks to fill every resident block slot once across the KV heads.
+  const int32_t target_chunks =
+      std::max<int32_t>(1, sms * std::max(1, kernels.blocks_per_sm()) / shape.kv_heads);
+  auto backend = std::make_unique<CudaDecodeBackend>(cache, shape, options, kernels, target_chunks);
+  RETURN_IF_ERROR(backend->Allocate());
+  return std::unique_ptr<DecodeAttentionBackend>(std::move(backend));
+}
+
+}  // namespace int4kv

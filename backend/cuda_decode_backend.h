@@ -1,0 +1,26 @@
+// Decode attention on CUDA over a device-memory INT4 cache: split-KV flash decoding with a
+// merge stage, grouped-query heads on tensor cores, grids and workspace that depend only on
+// the batch size (so Run can be captured once per batch bucket and replayed).
+//
+// Memory: all device buffers (chunk metadata, partial outputs, log-sum-exps) and a pinned
+// staging area are allocated at creation for max_batch; Plan and Run allocate nothing.
+#ifndef INT4KV_BACKEND_CUDA_DECODE_BACKEND_H_
+#define INT4KV_BACKEND_CUDA_DECODE_BACKEND_H_
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "backend/decode_attention_backend.h"
+
+namespace int4kv {
+
+// cache: device pools and the device req_to_token table. options.io_dtype: float16 or
+// bfloat16. q and out of Run are device pointers. Plan and Run must use the same stream
+// (Plan's metadata copy is ordered before the kernels that read it). Inputs must keep
+// |q| and the dequantized K/V below 65504: the tensor cores take fp16 operands.
+absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCudaDecodeBackend(
+    const KvCacheBinding& cache, const AttentionShape& shape, const BackendOptions& options);
+
+}  // namespace int4kv
+
+#endif  // INT4KV_BACKEND_CUDA_DECODE_BACKEND_H_

@@ -1,0 +1,381 @@
+// GPU tests of the CUDA decode backend against the CPU backend's float64 oracle, run over
+// the very same cache bytes. Skips without a CUDA device.
+#include "backend/cuda_decode_backend.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "backend/cpu_decode_backend.h"
+#include "common/cuda_check.h"
+#include "common/half.h"
+#include "gtest/gtest.h"
+#include "kv_cache/kv_cache.h"
+#include "kv_cache/store_kv.h"
+
+namespace int4kv {
+namespace {
+
+#define ASSERT_CUDA(call) ASSERT_EQ((call), cudaSuccess) << #call
+
+struct Case {
+  int head_dim = 128;
+  int kv_heads = 2;
+  int group = 4;  // query heads per KV head
+  int group_size = 8;
+  QuantMode mode = QuantMode::kSymmetric;
+  ParamDtype params = ParamDtype::kFloat16;
+  DType io = DType::kFloat16;
+  std::vector<int> lengths;
+  bool permuted = true;
+  QuantRounding rounding = QuantRounding::kNearestEven;
+  float q_scale = 1.0f;
+};
+
+std::string Describe(const Case& c) {
+  std::string lengths;
+  for (int len : c.lengths) lengths += std::to_string(len) + ",";
+  return absl::StrCat("head_dim ", c.head_dim, " kv_heads ", c.kv_heads, " G ", c.group,
+                      " group_size ", c.group_size, " ", QuantModeName(c.mode), " params ",
+                      ParamDtypeName(c.params), " io ", DTypeName(c.io), " permuted ", c.permuted,
+                      " lengths ", lengths);
+}
+
+// Two caches with identical bytes and page tables: one in host memory (for the oracle),
+// one in device memory (for the kernel).
+class MirroredCache {
+ public:
+  MirroredCache(const Case& c, int max_batch, int max_seq_len, std::mt19937& rng) : case_(c) {
+    KvCacheConfig config;
+    config.num_layers = 2;
+    config.kv_heads = c.kv_heads;
+    config.head_dim = c.head_dim;
+    config.group_size = c.group_size;
+    config.quant_mode = c.mode;
+    config.param_dtype = c.params;
+    config.max_requests = max_batch;
+    config.max_seq_len = max_seq_len;
+    config.capacity_slots = static_cast<int64_t>(max_batch) * max_seq_len;
+    host_ = *KvCache::Create(config, MemoryKind::kHost);
+    device_ = *KvCache::Create(config, MemoryKind::kDevice);
+    // Random K/V in every slot (slot 0 too: padded rows must not read it into results).
+    const int64_t slots = config.capacity_slots + 1;
+    std::normal_distribution<float> normal;
+    const int64_t chunk = 4096;
+    std::vector<float> k(chunk * c.kv_heads * c.head_dim), v(k.size());
+    std::vector<int32_t> ids(chunk);
+    for (int64_t first = 0; first < slots; first += chunk) {
+      const int64_t n = std::min(chunk, slots - first);
+      for (float& x : k) x = normal(rng);
+      for (float& x : v) x = normal(rng);
+      std::iota(ids.begin(), ids.begin() + n, static_cast<int32_t>(first));
+      for (int layer = 0; layer < 2; ++layer) {
+        EXPECT_TRUE(StoreKvHost(host_->view(), layer, absl::MakeConstSpan(ids.data(), n),
+                                KvRows{k.data(), v.data(), DType::kFloat32, 0}, c.rounding)
+                        .ok());
+      }
+    }
+    const KvLayout& layout = host_->view().layout;
+    EXPECT_EQ(cudaMemcpy(device_->view().data, host_->view().data, layout.DataPoolBytes(),
+                         cudaMemcpyHostToDevice),
+              cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(device_->view().scales, host_->view().scales,
+                         layout.ParamPoolElements() * 2, cudaMemcpyHostToDevice),
+              cudaSuccess);
+    if (c.mode == QuantMode::kAsymmetric) {
+      EXPECT_EQ(cudaMemcpy(device_->view().zeros, host_->view().zeros,
+                           layout.ParamPoolElements() * 2, cudaMemcpyHostToDevice),
+                cudaSuccess);
+    }
+  }
+
+  // Replaces all requests with new ones of `lengths` tokens on fresh page tables.
+  std::vector<DecodeRow> NewBatch(const std::vector<int>& lengths, bool permuted,
+                                  std::mt19937& rng) {
+    for (KvCache* cache : {host_.get(), device_.get()}) {
+      for (int32_t r = 0; r < cache->requests().max_requests(); ++r) {
+        if (cache->requests().IsLive(r)) EXPECT_TRUE(cache->requests().FreeRequest(r).ok());
+      }
+    }
+    std::vector<int32_t> pool(host_->config().capacity_slots);
+    std::iota(pool.begin(), pool.end(), 1);
+    if (permuted) std::shuffle(pool.begin(), pool.end(), rng);
+    std::vector<DecodeRow> rows;
+    size_t next = 0;
+    for (int len : lengths) {
+      const std::vector<int32_t> slots(pool.begin() + next, pool.begin() + next + len);
+      next += len;
+      const int32_t request = *host_->requests().AllocateRequest();
+      EXPECT_EQ(*device_->requests().AllocateRequest(), request);
+      EXPECT_TRUE(host_->requests().Append(request, slots).ok());
+      EXPECT_TRUE(device_->requests().Append(request, slots).ok());
+      rows.push_back({request, len});
+    }
+    EXPECT_TRUE(device_->requests().SyncToDevice(nullptr).ok());
+    return rows;
+  }
+
+  KvCache& host() { return *host_; }
+  KvCache& device() { return *device_; }
+
+ private:
+  Case case_;
+  std::unique_ptr<KvCache> host_, device_;
+};
+
+float ToFloat(uint16_t bits, DType dtype) {
+  return dtype == DType::kBFloat16 ? Bf16BitsToFloat(bits) : HalfBitsToFloat(bits);
+}
+uint16_t FromFloat(float x, DType dtype) {
+  return dtype == DType::kBFloat16 ? FloatToBf16Bits(x) : FloatToHalfBits(x);
+}
+
+struct DeviceBuffers {
+  uint16_t* q = nullptr;
+  uint16_t* out = nullptr;
+  size_t count = 0;
+  explicit DeviceBuffers(size_t n) : count(n) {
+    EXPECT_EQ(cudaMalloc(reinterpret_cast<void**>(&q), n * 2), cudaSuccess);
+    EXPECT_EQ(cudaMalloc(reinterpret_cast<void**>(&out), n * 2), cudaSuccess);
+  }
+  ~DeviceBuffers() {
+    cudaFree(q);
+    cudaFree(out);
+  }
+};
+
+// Random q in the io dtype (host bits and their exact float values).
+void RandomQuery(size_t n, DType io, float scale, std::mt19937& rng, std::vector<uint16_t>* bits,
+                 std::vector<float>* values) {
+  std::normal_distribution<float> normal;
+  bits->resize(n);
+  values->resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    (*bits)[i] = FromFloat(normal(rng) * scale, io);
+    (*values)[i] = ToFloat((*bits)[i], io);
+  }
+}
+
+// Checks the device output against the oracle row by row: relative error <= 2e-3, no NaN,
+// padded rows exactly zero.
+void ExpectClose(const std::vector<uint16_t>& got_bits, DType io, const std::vector<float>& want,
+                 const std::vector<DecodeRow>& rows, int row_size, const std::string& what) {
+  double worst = 0;
+  for (size_t b = 0; b < rows.size(); ++b) {
+    double diff = 0, norm = 0;
+    for (int i = 0; i < row_size; ++i) {
+      const float got = ToFloat(got_bits[b * row_size + i], io);
+      ASSERT_FALSE(std::isnan(got)) << what << " row " << b << " element " << i;
+      const double w = want[b * row_size + i];
+      if (rows[b].seq_len == 0) {
+        ASSERT_EQ(got, 0.0f) << what << " padded row " << b;
+        continue;
+      }
+      diff += (got - w) * (got - w);
+      norm += w * w;
+    }
+    if (rows[b].seq_len == 0) continue;
+    const double error = std::sqrt(diff / norm);
+    worst = std::max(worst, error);
+    EXPECT_LE(error, 2e-3) << what << " row " << b << " seq_len " << rows[b].seq_len;
+  }
+  ::testing::Test::RecordProperty("worst_relative_error", std::to_string(worst));
+  std::printf("worst row relative error %.3e (%s)\n", worst, what.c_str());
+}
+
+void RunCase(const Case& c, std::mt19937& rng) {
+  SCOPED_TRACE(Describe(c));
+  const int max_batch = static_cast<int>(c.lengths.size());
+  const int max_seq_len = std::max(1, *std::max_element(c.lengths.begin(), c.lengths.end()));
+  MirroredCache caches(c, max_batch, max_seq_len, rng);
+  const std::vector<DecodeRow> rows = caches.NewBatch(c.lengths, c.permuted, rng);
+  AttentionShape shape{c.kv_heads * c.group, c.kv_heads, c.head_dim, max_batch, max_seq_len, 0};
+  BackendOptions cuda_options;
+  cuda_options.io_dtype = c.io;
+  auto cuda = CreateCudaDecodeBackend(BindingFor(caches.device()), shape, cuda_options);
+  ASSERT_TRUE(cuda.ok()) << cuda.status();
+  BackendOptions oracle_options;
+  oracle_options.cpu_float64 = true;
+  auto oracle = *CreateCpuDecodeBackend(BindingFor(caches.host()), shape, oracle_options);
+
+  const size_t row_size = static_cast<size_t>(shape.q_heads) * c.head_dim;
+  const size_t n = rows.size() * row_size;
+  DeviceBuffers buffers(n);
+  for (int layer = 0; layer < 2; ++layer) {
+    std::vector<uint16_t> q_bits;
+    std::vector<float> q_values;
+    RandomQuery(n, c.io, c.q_scale, rng, &q_bits, &q_values);
+    ASSERT_CUDA(cudaMemcpy(buffers.q, q_bits.data(), n * 2, cudaMemcpyHostToDevice));
+    ASSERT_CUDA(cudaMemset(buffers.out, 0xff, n * 2));  // poison: NaN in fp16 and bf16
+    ASSERT_TRUE((*cuda)->Plan(rows, nullptr).ok());
+    ASSERT_TRUE((*cuda)->Run(layer, buffers.q, buffers.out, nullptr).ok());
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    std::vector<uint16_t> got(n);
+    ASSERT_CUDA(cudaMemcpy(got.data(), buffers.out, n * 2, cudaMemcpyDeviceToHost));
+    std::vector<float> want(n);
+    ASSERT_TRUE(oracle->Plan(rows, nullptr).ok());
+    ASSERT_TRUE(oracle->Run(layer, q_values.data(), want.data(), nullptr).ok());
+    ExpectClose(got, c.io, want, rows, static_cast<int>(row_size), absl::StrCat("layer ", layer));
+  }
+}
+
+class CudaDecodeBackendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  }
+  std::mt19937 rng_{2024};
+};
+
+const std::vector<int> kMixedLengths = {1, 2, 255, 256, 257, 0, 16, 17, 1000, 4097, 31, 3000};
+
+TEST_F(CudaDecodeBackendTest, SmallMixedBatch) {
+  Case c;
+  c.lengths = {1, 0, 37, 300};
+  RunCase(c, rng_);
+}
+
+TEST_F(CudaDecodeBackendTest, TunedHeadDimsAndGqaRatios) {
+  for (int head_dim : {64, 128, 256}) {
+    for (int group : {1, 2, 4, 8, 16}) {
+      Case c;
+      c.head_dim = head_dim;
+      c.group = group;
+      c.kv_heads = group == 16 ? 1 : 2;
+      c.lengths = kMixedLengths;
+      RunCase(c, rng_);
+    }
+  }
+}
+
+TEST_F(CudaDecodeBackendTest, GenericHeadDims) {
+  for (int head_dim : {8, 16, 40, 72, 96, 136, 200}) {
+    Case c;
+    c.head_dim = head_dim;
+    c.group = 2;
+    c.kv_heads = 4;
+    c.lengths = {1, 2, 255, 256, 257, 0, 700};
+    RunCase(c, rng_);
+  }
+}
+
+TEST_F(CudaDecodeBackendTest, GroupSizesModesAndDtypes) {
+  for (int group_size : {8, 16, 32, 64, 128}) {
+    for (QuantMode mode : {QuantMode::kSymmetric, QuantMode::kAsymmetric}) {
+      for (ParamDtype params : {ParamDtype::kFloat16, ParamDtype::kBFloat16}) {
+        for (DType io : {DType::kFloat16, DType::kBFloat16}) {
+          Case c;
+          c.group_size = group_size;
+          c.mode = mode;
+          c.params = params;
+          c.io = io;
+          c.lengths = {1, 2, 255, 256, 257, 0, 1500};
+          c.permuted = group_size % 16 == 0;
+          RunCase(c, rng_);
+        }
+      }
+    }
+  }
+}
+
+TEST_F(CudaDecodeBackendTest, ContiguousAndPermutedPageTablesWithPeakySoftmax) {
+  for (bool permuted : {false, true}) {
+    Case c;
+    c.permuted = permuted;
+    c.q_scale = 4.0f;  // scores spread over many units: a few tokens dominate
+    c.lengths = kMixedLengths;
+    RunCase(c, rng_);
+  }
+}
+
+// The seed design's fixed grid broke once a sequence needed more blocks than it had.
+TEST_F(CudaDecodeBackendTest, LengthsFarBeyondTheSplitCount) {
+  Case c;
+  c.kv_heads = 8;
+  c.group = 4;
+  c.lengths = {70000, 1, 33000};
+  RunCase(c, rng_);
+}
+
+TEST_F(CudaDecodeBackendTest, ReadsCachesWrittenWithLightLlmsTruncation) {
+  Case c;
+  c.rounding = QuantRounding::kTruncate;
+  c.lengths = {1, 513, 2048};
+  RunCase(c, rng_);
+}
+
+// Captures Run once per bucket and replays it with new lengths and page tables.
+TEST_F(CudaDecodeBackendTest, GraphReplayWithChangingLengthsAndPageTables) {
+  Case c;
+  c.kv_heads = 2;
+  c.group = 4;
+  const int bucket = 4, max_seq_len = 3000;
+  c.lengths = std::vector<int>(bucket, max_seq_len);
+  MirroredCache caches(c, bucket, max_seq_len, rng_);
+  AttentionShape shape{8, 2, 128, bucket, max_seq_len, 0};
+  BackendOptions options;
+  options.io_dtype = DType::kFloat16;
+  auto cuda = *CreateCudaDecodeBackend(BindingFor(caches.device()), shape, options);
+  BackendOptions oracle_options;
+  oracle_options.cpu_float64 = true;
+  auto oracle = *CreateCpuDecodeBackend(BindingFor(caches.host()), shape, oracle_options);
+  const size_t row_size = 8 * 128, n = bucket * row_size;
+  DeviceBuffers buffers(n);
+  cudaStream_t stream;
+  ASSERT_CUDA(cudaStreamCreate(&stream));
+
+  std::vector<DecodeRow> rows = caches.NewBatch({5, 100, 0, 2999}, true, rng_);
+  ASSERT_TRUE(cuda->Plan(rows, stream).ok());
+  cudaGraph_t graph;
+  ASSERT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  ASSERT_TRUE(cuda->Run(1, buffers.q, buffers.out, stream).ok());
+  ASSERT_CUDA(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t exec;
+  ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+
+  const std::vector<std::vector<int>> steps = {
+      {5, 100, 0, 2999}, {3000, 1, 1, 1}, {0, 0, 0, 17}, {1200, 2400, 256, 257}, {16, 0, 2, 3000}};
+  for (const std::vector<int>& lengths : steps) {
+    rows = caches.NewBatch(lengths, true, rng_);
+    std::vector<uint16_t> q_bits;
+    std::vector<float> q_values;
+    RandomQuery(n, DType::kFloat16, 1.0f, rng_, &q_bits, &q_values);
+    ASSERT_CUDA(cudaMemcpyAsync(buffers.q, q_bits.data(), n * 2, cudaMemcpyHostToDevice, stream));
+    ASSERT_CUDA(cudaMemsetAsync(buffers.out, 0xff, n * 2, stream));
+    ASSERT_TRUE(cuda->Plan(rows, stream).ok());
+    ASSERT_CUDA(cudaGraphLaunch(exec, stream));
+    ASSERT_CUDA(cudaStreamSynchronize(stream));
+    std::vector<uint16_t> got(n);
+    ASSERT_CUDA(cudaMemcpy(got.data(), buffers.out, n * 2, cudaMemcpyDeviceToHost));
+    std::vector<float> want(n);
+    ASSERT_TRUE(oracle->Plan(rows, nullptr).ok());
+    ASSERT_TRUE(oracle->Run(1, q_values.data(), want.data(), nullptr).ok());
+    ExpectClose(got, DType::kFloat16, want, rows, static_cast<int>(row_size), "graph replay");
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+TEST_F(CudaDecodeBackendTest, RejectsCpuDtypesAndBadPlans) {
+  Case c;
+  c.lengths = {4};
+  MirroredCache caches(c, 2, 8, rng_);
+  AttentionShape shape{8, 2, 128, 2, 8, 0};
+  BackendOptions f32;
+  EXPECT_EQ(CreateCudaDecodeBackend(BindingFor(caches.device()), shape, f32).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  BackendOptions options;
+  options.io_dtype = DType::kBFloat16;
+  auto cuda = *CreateCudaDecodeBackend(BindingFor(caches.device()), shape, options);
+  EXPECT_FALSE(cuda->Plan(std::vector<DecodeRow>{{0, 9}}, nullptr).ok());
+  EXPECT_FALSE(cuda->Plan(std::vector<DecodeRow>{{0, 1}, {1, 1}, {0, 1}}, nullptr).ok());
+}
+
+}  // namespace
+}  // namespace int4kv

@@ -1,0 +1,322 @@
+// Decode-attention benchmark: time per layer-run of the CUDA backend against the device's
+// measured copy bandwidth (the ceiling), over batch x context x page-table x group size.
+//
+//   bazel run -c opt //backend:decode_bench                    # GPU table
+//   bazel run -c opt //backend:decode_bench -- --cpu           # CPU backend figure
+//
+// Shape: 32 query heads, 8 KV heads, head_dim 128, fp16 queries. Each case is the median of
+// --repeats timings, each timing a batch of CUDA-graph replays divided by the layer-runs in
+// it. Small pools are spread over several layers (one graph runs every layer once) so that
+// consecutive runs do not find their data in L2. Effective bandwidth counts the minimum
+// bytes: codes + scales + page-table entries + q + out, each read or written once.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <numeric>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "backend/cpu_decode_backend.h"
+#include "backend/cuda_decode_backend.h"
+#include "common/half.h"
+#include "kv_cache/kv_cache.h"
+#include "kv_cache/store_kv.h"
+
+ABSL_FLAG(std::string, batches, "1,16,64,128", "batch sizes");
+ABSL_FLAG(std::string, contexts, "1024,4096,16384,65536", "context lengths in tokens");
+ABSL_FLAG(std::string, group_sizes, "8,32", "KV quantization group sizes");
+ABSL_FLAG(std::string, page_tables, "random,contiguous", "page-table kinds");
+ABSL_FLAG(double, max_pool_gib, 40.0, "skip cases whose KV pool would exceed this");
+ABSL_FLAG(int, repeats, 9, "timings per case (the median is reported)");
+ABSL_FLAG(bool, cpu, false, "measure the CPU backend instead (no GPU needed)");
+ABSL_FLAG(int, cpu_threads, 0, "CPU backend threads (0: one per hardware thread)");
+
+namespace int4kv {
+namespace {
+
+constexpr int kQHeads = 32, kKvHeads = 8, kHeadDim = 128;
+
+#define CHECK_CUDA(call)                                                     \
+  do {                                                                       \
+    const cudaError_t e = (call);                                            \
+    if (e != cudaSuccess) {                                                  \
+      std::fprintf(stderr, "%s failed: %s\n", #call, cudaGetErrorString(e)); \
+      std::exit(1);                                                          \
+    }                                                                        \
+  } while (0)
+
+template <typename T>
+T CheckOk(absl::StatusOr<T> value) {
+  if (!value.ok()) {
+    std::fprintf(stderr, "%s\n", value.status().ToString().c_str());
+    std::exit(1);
+  }
+  return std::move(*value);
+}
+
+void CheckOk(const absl::Status& status) {
+  if (!status.ok()) {
+    std::fprintf(stderr, "%s\n", status.ToString().c_str());
+    std::exit(1);
+  }
+}
+
+std::vector<int> ParseInts(const std::string& list) {
+  std::vector<int> values;
+  for (absl::string_view part : absl::StrSplit(list, ',', absl::SkipEmpty())) {
+    int v = 0;
+    if (!absl::SimpleAtoi(part, &v)) {
+      std::fprintf(stderr, "bad number '%s'\n", std::string(part).c_str());
+      std::exit(2);
+    }
+    values.push_back(v);
+  }
+  return values;
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Device-to-device copy bandwidth, counting bytes read plus bytes written.
+double CopyCeilingGBps() {
+  const size_t bytes = size_t{1} << 30;
+  void *a, *b;
+  CHECK_CUDA(cudaMalloc(&a, bytes));
+  CHECK_CUDA(cudaMalloc(&b, bytes));
+  CHECK_CUDA(cudaMemset(a, 1, bytes));
+  cudaEvent_t start, stop;
+  CHECK_CUDA(cudaEventCreate(&start));
+  CHECK_CUDA(cudaEventCreate(&stop));
+  for (int i = 0; i < 3; ++i) CHECK_CUDA(cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice));
+  std::vector<double> rates;
+  for (int i = 0; i < 15; ++i) {
+    CHECK_CUDA(cudaEventRecord(start));
+    CHECK_CUDA(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice));
+    CHECK_CUDA(cudaEventRecord(stop));
+    CHECK_CUDA(cudaEventSynchronize(stop));
+    float ms = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
+    rates.push_back(2.0 * bytes / (ms * 1e-3) / 1e9);
+  }
+  CHECK_CUDA(cudaFree(a));
+  CHECK_CUDA(cudaFree(b));
+  return Median(rates);
+}
+
+// Fills a device buffer from a repeating host pattern.
+void FillDevice(void* device, size_t bytes, const std::vector<uint8_t>& pattern) {
+  for (size_t offset = 0; offset < bytes; offset += pattern.size()) {
+    CHECK_CUDA(cudaMemcpy(static_cast<uint8_t*>(device) + offset, pattern.data(),
+                          std::min(pattern.size(), bytes - offset), cudaMemcpyHostToDevice));
+  }
+}
+
+struct CaseResult {
+  double seconds;  // per layer-run
+  double bytes;    // minimum bytes per layer-run
+};
+
+CaseResult RunCudaCase(int batch, int context, int group_size, bool random_pages, int repeats,
+                       std::mt19937& rng) {
+  KvCacheConfig config;
+  config.kv_heads = kKvHeads;
+  config.head_dim = kHeadDim;
+  config.group_size = group_size;
+  config.capacity_slots = static_cast<int64_t>(batch) * context;
+  config.max_requests = batch;
+  config.max_seq_len = context;
+  const double layer_bytes =
+      static_cast<double>(config.capacity_slots + 1) *
+      (config.DataBytesPerTokenPerLayer() + config.ParamBytesPerTokenPerLayer());
+  config.num_layers = static_cast<int>(std::clamp(std::ceil(512e6 / layer_bytes), 1.0, 64.0));
+  auto cache = CheckOk(KvCache::Create(config, MemoryKind::kDevice));
+
+  // Random codes; random positive fp16 scales of a realistic size.
+  std::vector<uint8_t> codes(64 << 20);
+  for (uint8_t& b : codes) b = static_cast<uint8_t>(rng());
+  std::vector<uint8_t> scales(64 << 20);
+  std::uniform_real_distribution<float> scale_dist(0.01f, 0.1f);
+  for (size_t i = 0; i + 1 < scales.size(); i += 2) {
+    const uint16_t h = FloatToHalfBits(scale_dist(rng));
+    scales[i] = static_cast<uint8_t>(h & 0xff);
+    scales[i + 1] = static_cast<uint8_t>(h >> 8);
+  }
+  const KvLayout& layout = cache->view().layout;
+  FillDevice(cache->view().data, layout.DataPoolBytes(), codes);
+  FillDevice(cache->view().scales, layout.ParamPoolElements() * 2, scales);
+
+  std::vector<int32_t> slots(config.capacity_slots);
+  std::iota(slots.begin(), slots.end(), 1);
+  if (random_pages) std::shuffle(slots.begin(), slots.end(), rng);
+  std::vector<DecodeRow> rows;
+  for (int b = 0; b < batch; ++b) {
+    const int32_t request = CheckOk(cache->requests().AllocateRequest());
+    CheckOk(cache->requests().Append(
+        request, absl::MakeConstSpan(slots.data() + static_cast<size_t>(b) * context, context)));
+    rows.push_back({request, context});
+  }
+  CheckOk(cache->requests().SyncToDevice(nullptr));
+
+  AttentionShape shape{kQHeads, kKvHeads, kHeadDim, batch, context, 0};
+  BackendOptions options;
+  options.io_dtype = DType::kFloat16;
+  auto backend = CheckOk(CreateCudaDecodeBackend(BindingFor(*cache), shape, options));
+  const size_t qo = static_cast<size_t>(batch) * kQHeads * kHeadDim;
+  std::vector<uint16_t> q_host(qo);
+  std::normal_distribution<float> normal;
+  for (uint16_t& x : q_host) x = FloatToHalfBits(normal(rng));
+  void *q, *out;
+  CHECK_CUDA(cudaMalloc(&q, qo * 2));
+  CHECK_CUDA(cudaMalloc(&out, qo * 2));
+  CHECK_CUDA(cudaMemcpy(q, q_host.data(), qo * 2, cudaMemcpyHostToDevice));
+
+  cudaStream_t stream;
+  CHECK_CUDA(cudaStreamCreate(&stream));
+  CheckOk(backend->Plan(rows, stream));
+  cudaGraph_t graph;
+  CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  for (int layer = 0; layer < config.num_layers; ++layer) {
+    CheckOk(backend->Run(layer, q, out, stream));
+  }
+  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t exec;
+  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  cudaEvent_t start, stop;
+  CHECK_CUDA(cudaEventCreate(&start));
+  CHECK_CUDA(cudaEventCreate(&stop));
+  auto time_launches = [&](int launches) {
+    CHECK_CUDA(cudaEventRecord(start, stream));
+    for (int i = 0; i < launches; ++i) CHECK_CUDA(cudaGraphLaunch(exec, stream));
+    CHECK_CUDA(cudaEventRecord(stop, stream));
+    CHECK_CUDA(cudaEventSynchronize(stop));
+    float ms = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
+    return ms * 1e-3;
+  };
+  time_launches(3);  // warm-up
+  const double one = time_launches(1);
+  const int launches = static_cast<int>(std::clamp(5e-3 / one, 1.0, 200.0));
+  std::vector<double> per_run;
+  for (int r = 0; r < repeats; ++r) {
+    per_run.push_back(time_launches(launches) / (launches * config.num_layers));
+  }
+  CHECK_CUDA(cudaGetLastError());
+
+  const double tokens = static_cast<double>(batch) * context;
+  CaseResult result;
+  result.seconds = Median(per_run);
+  result.bytes =
+      tokens * (config.DataBytesPerTokenPerLayer() + config.ParamBytesPerTokenPerLayer()) +
+      tokens * 4 + 2.0 * qo * 2;
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  cudaStreamDestroy(stream);
+  cudaFree(q);
+  cudaFree(out);
+  return result;
+}
+
+int RunGpu() {
+  cudaDeviceProp props;
+  CHECK_CUDA(cudaGetDeviceProperties(&props, 0));
+  const double ceiling = CopyCeilingGBps();
+  std::printf("device: %s, %d SMs, %.0f MB L2\n", props.name, props.multiProcessorCount,
+              props.l2CacheSize / 1e6);
+  std::printf("copy ceiling (cudaMemcpy D2D, 1 GiB, read + write): %.0f GB/s\n\n", ceiling);
+  std::printf("| group | batch | context | pages | time (us) | GB/s | %% of copy |\n");
+  std::printf("|---:|---:|---:|---|---:|---:|---:|\n");
+  std::mt19937 rng(7);
+  for (int group_size : ParseInts(absl::GetFlag(FLAGS_group_sizes))) {
+    for (int batch : ParseInts(absl::GetFlag(FLAGS_batches))) {
+      for (int context : ParseInts(absl::GetFlag(FLAGS_contexts))) {
+        for (absl::string_view kind : absl::StrSplit(absl::GetFlag(FLAGS_page_tables), ',')) {
+          KvCacheConfig probe;
+          probe.kv_heads = kKvHeads;
+          probe.head_dim = kHeadDim;
+          probe.group_size = group_size;
+          const double pool =
+              static_cast<double>(batch) * context *
+              (probe.DataBytesPerTokenPerLayer() + probe.ParamBytesPerTokenPerLayer());
+          if (pool > absl::GetFlag(FLAGS_max_pool_gib) * (1 << 30)) continue;
+          const CaseResult r = RunCudaCase(batch, context, group_size, kind == "random",
+                                           absl::GetFlag(FLAGS_repeats), rng);
+          const double gbps = r.bytes / r.seconds / 1e9;
+          std::printf("| %d | %d | %d | %s | %.1f | %.0f | %.1f |\n", group_size, batch, context,
+                      std::string(kind).c_str(), r.seconds * 1e6, gbps, 100.0 * gbps / ceiling);
+          std::fflush(stdout);
+        }
+      }
+    }
+  }
+  return 0;
+}
+
+// CPU backend: (tokens x query heads) attended per second, float32 accumulation.
+int RunCpu() {
+  std::mt19937 rng(7);
+  std::printf(
+      "| batch | context | threads | time (ms) | tokens x heads / s "
+      "|\n|---:|---:|---:|---:|---:|\n");
+  for (int batch : {1, 4}) {
+    const int context = 4096;
+    KvCacheConfig config;
+    config.kv_heads = kKvHeads;
+    config.head_dim = kHeadDim;
+    config.capacity_slots = static_cast<int64_t>(batch) * context;
+    config.max_requests = batch;
+    config.max_seq_len = context;
+    auto cache = CheckOk(KvCache::Create(config, MemoryKind::kHost));
+    std::vector<float> k(static_cast<size_t>(context) * kKvHeads * kHeadDim), v(k.size());
+    std::normal_distribution<float> normal;
+    for (float& x : k) x = normal(rng);
+    for (float& x : v) x = normal(rng);
+    std::vector<DecodeRow> rows;
+    for (int b = 0; b < batch; ++b) {
+      std::vector<int32_t> slots(context);
+      std::iota(slots.begin(), slots.end(), 1 + b * context);
+      CheckOk(StoreKvHost(cache->view(), 0, slots, KvRows{k.data(), v.data(), DType::kFloat32, 0}));
+      const int32_t request = CheckOk(cache->requests().AllocateRequest());
+      CheckOk(cache->requests().Append(request, slots));
+      rows.push_back({request, context});
+    }
+    BackendOptions options;
+    options.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
+    AttentionShape shape{kQHeads, kKvHeads, kHeadDim, batch, context, 0};
+    auto backend = CheckOk(CreateCpuDecodeBackend(BindingFor(*cache), shape, options));
+    std::vector<float> q(static_cast<size_t>(batch) * kQHeads * kHeadDim, 0.3f), out(q.size());
+    CheckOk(backend->Plan(rows, nullptr));
+    CheckOk(backend->Run(0, q.data(), out.data(), nullptr));  // warm-up
+    std::vector<double> times;
+    for (int r = 0; r < 5; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      CheckOk(backend->Run(0, q.data(), out.data(), nullptr));
+      times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    const double t = Median(times);
+    std::printf("| %d | %d | %d | %.2f | %.3g |\n", batch, context,
+                options.cpu_threads == 0 ? static_cast<int>(std::thread::hardware_concurrency())
+                                         : options.cpu_threads,
+                t * 1e3, static_cast<double>(batch) * context * kQHeads / t);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace int4kv
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  return absl::GetFlag(FLAGS_cpu) ? int4kv::RunCpu() : int4kv::RunGpu();
+}

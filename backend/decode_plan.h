@@ -1,0 +1,50 @@
+// Host-side planning of a CUDA decode step: splits every row's context into chunks so that
+// a grid whose size depends only on the batch size (never on sequence lengths) gets
+// balanced work, and records where each row's partial results land.
+#ifndef INT4KV_BACKEND_DECODE_PLAN_H_
+#define INT4KV_BACKEND_DECODE_PLAN_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/types/span.h"
+#include "backend/decode_attention_backend.h"
+
+namespace int4kv {
+
+// One unit of split-KV work: tokens [begin, end) of batch row `row`. An empty chunk
+// (end == begin) tells its thread blocks to exit at once. Plain data shared with kernels.
+struct ChunkWork {
+  int32_t row;
+  int32_t request;
+  int32_t begin;
+  int32_t end;
+};
+
+// Where a row's partial results are: chunks [first_chunk, first_chunk + num_chunks).
+struct RowWork {
+  int32_t first_chunk;
+  int32_t num_chunks;
+};
+
+constexpr int32_t kChunkAlign = 16;      // tokens per tensor-core tile
+constexpr int32_t kMinChunkTokens = 64;  // below this, a block's fixed costs dominate
+
+// Chunk capacity (grid width) for a batch of `batch` rows when the device wants about
+// `target_chunks` chunks in flight: the planner never emits more than this.
+inline int32_t ChunkCapacity(int32_t batch, int32_t target_chunks) { return target_chunks + batch; }
+
+struct DecodePlan {
+  std::vector<ChunkWork> chunks;  // [ChunkCapacity(batch, target)], unused ones empty
+  std::vector<RowWork> rows;      // [batch]
+  int32_t used_chunks = 0;
+};
+
+// Splits rows into at most ChunkCapacity(rows.size(), target_chunks) chunks: a chunk length
+// L = max(kMinChunkTokens, ceil(total tokens / target_chunks)) rounded to kChunkAlign, then
+// each row is cut into ceil(len / L) near-equal pieces. Padded rows (seq_len 0) get none.
+void PlanDecode(absl::Span<const DecodeRow> rows, int32_t target_chunks, DecodePlan* plan);
+
+}  // namespace int4kv
+
+#endif  // INT4KV_BACKEND_DECODE_PLAN_H_

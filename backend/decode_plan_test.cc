@@ -1,0 +1,66 @@
+#include "backend/decode_plan.h"
+
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace int4kv {
+namespace {
+
+// Every token of every row is covered exactly once, in order, by chunks of that row; the
+// chunk count never exceeds the capacity; chunk boundaries are tile-aligned.
+void ExpectValidPlan(const std::vector<DecodeRow>& rows, int32_t target) {
+  DecodePlan plan;
+  PlanDecode(rows, target, &plan);
+  const int32_t capacity = ChunkCapacity(static_cast<int32_t>(rows.size()), target);
+  ASSERT_EQ(static_cast<int32_t>(plan.chunks.size()), capacity);
+  ASSERT_LE(plan.used_chunks, capacity);
+  for (size_t b = 0; b < rows.size(); ++b) {
+    const RowWork& work = plan.rows[b];
+    int32_t covered = 0;
+    for (int32_t c = work.first_chunk; c < work.first_chunk + work.num_chunks; ++c) {
+      const ChunkWork& chunk = plan.chunks[c];
+      ASSERT_EQ(chunk.row, static_cast<int32_t>(b));
+      ASSERT_EQ(chunk.request, rows[b].request);
+      ASSERT_EQ(chunk.begin, covered);
+      ASSERT_GT(chunk.end, chunk.begin);
+      ASSERT_EQ(chunk.begin % kChunkAlign, 0);
+      covered = chunk.end;
+    }
+    ASSERT_EQ(covered, rows[b].seq_len) << "row " << b;
+  }
+  for (int32_t c = plan.used_chunks; c < capacity; ++c) {
+    ASSERT_EQ(plan.chunks[c].end, plan.chunks[c].begin);
+  }
+}
+
+TEST(DecodePlanTest, CoversEveryTokenOnceWithinCapacity) {
+  std::mt19937 rng(1);
+  for (int trial = 0; trial < 2000; ++trial) {
+    const int batch = 1 + rng() % 64;
+    const int32_t target = 1 + rng() % 600;
+    const int max_len = trial % 3 == 0 ? 70000 : 600;
+    std::vector<DecodeRow> rows(batch);
+    for (int b = 0; b < batch; ++b) {
+      rows[b] = {static_cast<int32_t>(rng() % 100),
+                 rng() % 5 == 0 ? 0 : static_cast<int32_t>(rng() % max_len)};
+    }
+    ExpectValidPlan(rows, target);
+  }
+}
+
+TEST(DecodePlanTest, SplitsALongSingleRowAcrossTheTarget) {
+  DecodePlan plan;
+  PlanDecode(std::vector<DecodeRow>{{3, 65536}}, 64, &plan);
+  EXPECT_EQ(plan.used_chunks, 64);
+  EXPECT_EQ(plan.chunks[0].end - plan.chunks[0].begin, 1024);
+  PlanDecode(std::vector<DecodeRow>{{3, 100}}, 64, &plan);
+  EXPECT_EQ(plan.used_chunks, 2);  // at least kMinChunkTokens per chunk
+  PlanDecode(std::vector<DecodeRow>{{3, 0}, {4, 0}}, 64, &plan);
+  EXPECT_EQ(plan.used_chunks, 0);
+  EXPECT_EQ(plan.rows[1].num_chunks, 0);
+}
+
+}  // namespace
+}  // namespace int4kv
