@@ -55,19 +55,24 @@ absl::Status LlamaWeights::Validate() const {
   }
   for (int i = 0; i < config.num_layers; ++i) {
     const LlamaLayerWeights& layer = layers[i];
-    const std::pair<absl::string_view, std::pair<const std::vector<float>*, int64_t>> tensors[] = {
-        {"attention_norm", {&layer.attention_norm, d}},
-        {"wq", {&layer.wq, d * d}},
-        {"wk", {&layer.wk, kv * d}},
-        {"wv", {&layer.wv, kv * d}},
-        {"wo", {&layer.wo, d * d}},
-        {"ffn_norm", {&layer.ffn_norm, d}},
-        {"w1", {&layer.w1, h * d}},
-        {"w2", {&layer.w2, d * h}},
-        {"w3", {&layer.w3, h * d}},
+    struct Expected {
+      absl::string_view name;
+      const std::vector<float>* tensor;
+      int64_t size;
     };
-    for (const auto& [name, tensor] : tensors) {
-      if (absl::Status s = CheckSize(name, i, *tensor.first, tensor.second); !s.ok()) return s;
+    const Expected tensors[] = {
+        {"attention_norm", &layer.attention_norm, d},
+        {"wq", &layer.wq, d * d},
+        {"wk", &layer.wk, kv * d},
+        {"wv", &layer.wv, kv * d},
+        {"wo", &layer.wo, d * d},
+        {"ffn_norm", &layer.ffn_norm, d},
+        {"w1", &layer.w1, h * d},
+        {"w2", &layer.w2, d * h},
+        {"w3", &layer.w3, h * d},
+    };
+    for (const Expected& e : tensors) {
+      if (absl::Status s = CheckSize(e.name, i, *e.tensor, e.size); !s.ok()) return s;
     }
   }
   if (absl::Status s = CheckSize("final_norm", -1, final_norm, d); !s.ok()) return s;
