@@ -99,6 +99,7 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     split.q_is_bf16 = io_dtype_ == DType::kBFloat16;
     split.layer = layer;
     split.q_heads = shape_.q_heads;
+    split.kv_heads = shape_.kv_heads;
     split.group = shape_.q_heads / shape_.kv_heads;
     split.head_dim = shape_.head_dim;
     split.log2_group_size = Log2(cache_.view.layout.group_size);
@@ -106,7 +107,7 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     split.chunks = device_chunks_;
     split.partial_out = partial_out_;
     split.partial_lse = partial_lse_;
-    RETURN_IF_ERROR(kernels_.LaunchSplit(split, capacity_, shape_.kv_heads, stream));
+    RETURN_IF_ERROR(kernels_.LaunchSplit(split, capacity_, stream));
 
     MergeKernelParams merge;
     merge.rows = device_rows_;
@@ -152,16 +153,17 @@ absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCudaDecodeBackend(
   if (CudaDeviceCount() == 0) {
     return absl::FailedPreconditionError("the cuda backend needs a CUDA device; none found");
   }
-  ASSIGN_OR_RETURN(DecodeKernels kernels,
-                   DecodeKernels::Select(shape.head_dim, shape.q_heads / shape.kv_heads,
-                                         cache.view.quant_mode, cache.view.param_dtype));
+  ASSIGN_OR_RETURN(
+      DecodeKernels kernels,
+      DecodeKernels::Select(shape.head_dim, shape.q_heads / shape.kv_heads, shape.kv_heads,
+                            cache.view.quant_mode, cache.view.param_dtype));
   int device = 0;
   CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
   int sms = 0;
   CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  // Enough chunks to fill every resident block slot once across the KV heads.
+  // Enough chunks to give every resident warp slot one (chunk, KV head).
   const int32_t target_chunks =
-      std::max<int32_t>(1, sms * std::max(1, kernels.blocks_per_sm()) / shape.kv_heads);
+      std::max<int32_t>(1, sms * kernels.resident_warps_per_sm() / shape.kv_heads);
   auto backend = std::make_unique<CudaDecodeBackend>(cache, shape, options, kernels, target_chunks);
   RETURN_IF_ERROR(backend->Allocate());
   return std::unique_ptr<DecodeAttentionBackend>(std::move(backend));

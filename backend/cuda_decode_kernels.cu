@@ -32,8 +32,7 @@
 namespace int4kv {
 namespace {
 
-constexpr int kWarps = 4;
-constexpr int kThreads = kWarps * 32;
+constexpr int kMaxWarps = 8;  // KV heads (one warp each) per split block
 constexpr int kTile = 16;
 constexpr unsigned kFullMask = 0xffffffffu;
 
@@ -70,6 +69,15 @@ __device__ __forceinline__ void Mma(float (&c)[4], const uint32_t (&a)[4], uint3
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+constexpr int Log2OfPowerOfTwo(int x) { return x <= 1 ? 0 : 1 + Log2OfPowerOfTwo(x / 2); }
+
+// 32 x 32 -> 64-bit product in one wide multiply.
+__device__ __forceinline__ uint64_t WideMul(uint32_t a, uint32_t b) {
+  uint64_t product;
+  asm("mul.wide.u32 %0, %1, %2;" : "=l"(product) : "r"(a), "r"(b));
+  return product;
+}
+
 __device__ __forceinline__ uint32_t AsU32(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
 __device__ __forceinline__ __half2 AsHalf2(uint32_t u) { return *reinterpret_cast<__half2*>(&u); }
 
@@ -86,23 +94,30 @@ __device__ __forceinline__ __half2 HighNibbles(uint32_t x) {
   return AsHalf2((x & 0x00f000f0u) | 0x64006400u);
 }
 
-// Dequantizes the low / high nibble pair of x with per-half scales (and zero points).
+// fp16 pairs as bit patterns, so that no constant is rebuilt by a conversion in the loop.
+constexpr uint32_t kHalf1024 = 0x64006400u;       // 1024: the exponent trick's offset
+constexpr uint32_t kHalf1031 = 0x64076407u;       // 1024 + 7: offset and symmetric zero code
+constexpr uint32_t kHalfSixteenth = 0x2c002c00u;  // 1/16
+constexpr uint32_t kHalfMinus64 = 0xd400d400u;    // -(1024 / 16)
+constexpr uint32_t kHalfMinus71 = 0xd470d470u;    // -(1024 / 16 + 7)
+
+// Dequantizes the low / high nibble pair of x with per-half scales (and zero points):
+// symmetric (code - 7) * scale, asymmetric code * scale + zero, each rounded once to fp16.
 template <bool kAsym>
 __device__ __forceinline__ uint32_t DequantLow(uint32_t x, __half2 scale, __half2 zero) {
   if constexpr (kAsym) {
-    return AsU32(__hfma2(__hsub2(LowNibbles(x), __float2half2_rn(1024.0f)), scale, zero));
+    return AsU32(__hfma2(__hsub2(LowNibbles(x), AsHalf2(kHalf1024)), scale, zero));
   } else {
-    return AsU32(__hmul2(__hsub2(LowNibbles(x), __float2half2_rn(1031.0f)), scale));
+    return AsU32(__hmul2(__hsub2(LowNibbles(x), AsHalf2(kHalf1031)), scale));
   }
 }
 template <bool kAsym>
 __device__ __forceinline__ uint32_t DequantHigh(uint32_t x, __half2 scale, __half2 zero) {
-  const __half2 sixteenth = __float2half2_rn(0.0625f);
   if constexpr (kAsym) {
-    const __half2 code = __hfma2(HighNibbles(x), sixteenth, __float2half2_rn(-64.0f));
+    const __half2 code = __hfma2(HighNibbles(x), AsHalf2(kHalfSixteenth), AsHalf2(kHalfMinus64));
     return AsU32(__hfma2(code, scale, zero));
   } else {
-    const __half2 code = __hfma2(HighNibbles(x), sixteenth, __float2half2_rn(-71.0f));
+    const __half2 code = __hfma2(HighNibbles(x), AsHalf2(kHalfSixteenth), AsHalf2(kHalfMinus71));
     return AsU32(__hmul2(code, scale));
   }
 }
@@ -150,7 +165,8 @@ __device__ __forceinline__ void LoadShared(const uint8_t* p, uint32_t* out) {
 // when group <= 8, else 2. kBf16Params: the cache's scales (and zero points) are bf16.
 template <int kDim, bool kFast, bool kAsym, int kHeadTiles, bool kBf16Params>
 struct SplitKernel {
-  static constexpr int kStages = 4;            // per-warp pipeline depth, in tiles
+  // Per-warp pipeline depth in tiles (three where eight warps of four would not fit).
+  static constexpr int kStages = (kDim == 256 && kAsym) ? 3 : 4;
   static constexpr int kKSteps = kDim / 16;    // k-steps of the QK product
   static constexpr int kDimTiles = kDim / 16;  // m-tiles of the PV product
   static constexpr int kKeyBytes = kDim / 8;   // K code bytes a lane reads per token
@@ -164,14 +180,10 @@ struct SplitKernel {
   static constexpr int kValueScaleWords = kDim / 128 > 1 ? kDim / 128 : 1;
   static constexpr int kParamKinds = kAsym ? 4 : 2;  // K scale, V scale (, K zero, V zero)
   // One stage: K codes [16][kRowBytes], V codes [16][kRowBytes] (rows permuted), then the
-  // parameters [kinds][16][kMaxGroups]. Shared memory: Q [16][kDim] fp16, then each warp's
-  // kStages stages. After the main loop the same bytes hold the block merge.
+  // parameters [kinds][16][kMaxGroups]. Shared memory: each warp's kStages stages.
   static constexpr int kCodeBytes = kTile * kRowBytes;
   static constexpr int kStageBytes = 2 * kCodeBytes + kParamKinds * kTile * kParamRowBytes;
-  static constexpr int kQBytes = 16 * kDim * 2;
-  static constexpr int kLoopBytes = kQBytes + kWarps * kStages * kStageBytes;
-  static constexpr int kMergeBytes = kWarps * kHeadTiles * 8 * kDim * 4 + 2 * kWarps * 16 * 4;
-  static constexpr int kSmemBytes = kLoopBytes > kMergeBytes ? kLoopBytes : kMergeBytes;
+  static constexpr int kWarpSmemBytes = kStages * kStageBytes;
 
   // Bank-conflict-free placement of 16-byte chunks (see the lane patterns of ProcessTile).
   static __device__ __forceinline__ int KeyOffset(int token, int chunk) {
@@ -188,17 +200,53 @@ struct SplitKernel {
     return row * kRowBytes + chunk * 16;
   }
 
+  // Where one block's rows live: per-slot strides and the bases of its KV head's rows in
+  // the current layer (computed once per block).
+  struct Sources {
+    const uint8_t* key;        // K codes of slot 0
+    const uint8_t* value;      // V codes of slot 0
+    const uint8_t* params[4];  // K scales, V scales, K zeros, V zeros of slot 0
+
+    // params[kind] without a run-time index into the array (which would go to local memory).
+    __device__ __forceinline__ const uint8_t* Params(int kind) const {
+      if constexpr (kParamKinds == 2) return kind == 0 ? params[0] : params[1];
+      const uint8_t* low = (kind & 1) ? params[1] : params[0];
+      const uint8_t* high = (kind & 1) ? params[3] : params[2];
+      return (kind & 2) ? high : low;
+    }
+    uint32_t slot_bytes;        // code bytes per slot
+    uint32_t slot_param_bytes;  // parameter bytes per slot (one pool)
+    int row_bytes;              // code bytes per head row (head_dim / 2)
+    int param_row_bytes;        // parameter bytes per head row
+    int log2_unit;              // fast path: log2 of the parameter copy unit
+    int log2_units_per_row;
+  };
+
+  static __device__ __forceinline__ Sources MakeSources(const SplitKernelParams& p, int kv_head) {
+    const KvLayout& layout = p.cache.layout;
+    Sources src;
+    src.row_bytes = layout.RowBytes();
+    src.slot_bytes = static_cast<uint32_t>(layout.DataBytesPerSlot());
+    src.key = p.cache.data + layout.DataOffset(p.layer, 0, layout.KeyRow(kv_head));
+    src.value = p.cache.data + layout.DataOffset(p.layer, 0, layout.ValueRow(kv_head));
+    src.slot_param_bytes = static_cast<uint32_t>(layout.ParamsPerSlot() * 2);
+    const int64_t key_params = layout.ParamOffset(p.layer, 0, layout.KeyRow(kv_head));
+    const int64_t value_params = layout.ParamOffset(p.layer, 0, layout.ValueRow(kv_head));
+    src.params[0] = reinterpret_cast<const uint8_t*>(p.cache.scales + key_params);
+    src.params[1] = reinterpret_cast<const uint8_t*>(p.cache.scales + value_params);
+    src.params[2] = reinterpret_cast<const uint8_t*>(p.cache.zeros + key_params);
+    src.params[3] = reinterpret_cast<const uint8_t*>(p.cache.zeros + value_params);
+    src.param_row_bytes = layout.GroupsPerRow() * 2;
+    const int log2_row = 1 + Log2OfPowerOfTwo(kDim) - p.log2_group_size;  // fast path only
+    src.log2_unit = log2_row < 4 ? log2_row : 4;
+    src.log2_units_per_row = log2_row - src.log2_unit;
+    return src;
+  }
+
   // Starts loading one tile into `stage`. slot_reg: lane l holds the slot of tile token
   // l % 16 (slot 0 past the chunk). Ends with one cp.async commit.
-  static __device__ __forceinline__ void IssueTile(const SplitKernelParams& p, int kv_head,
-                                                   int slot_reg, int lane, uint8_t* stage) {
-    const KvLayout& layout = p.cache.layout;
-    const int row_bytes = layout.RowBytes();
-    const int64_t slot_bytes = layout.DataBytesPerSlot();
-    const uint8_t* key_base = p.cache.data +
-                              static_cast<int64_t>(p.layer) * layout.num_slots * slot_bytes +
-                              static_cast<int64_t>(kv_head) * row_bytes;
-    const uint8_t* value_base = key_base + static_cast<int64_t>(layout.kv_heads) * row_bytes;
+  static __device__ __forceinline__ void IssueTile(const Sources& src, int slot_reg, int lane,
+                                                   uint8_t* stage) {
     uint8_t* stage_k = stage;
     uint8_t* stage_v = stage + kCodeBytes;
     if constexpr (kFast) {
@@ -206,72 +254,62 @@ struct SplitKernel {
 #pragma unroll
       for (int u0 = 0; u0 < kTile * kChunks; u0 += 32) {
         const int unit = u0 + lane, token = unit / kChunks, chunk = unit % kChunks;
-        const int64_t slot = __shfl_sync(kFullMask, slot_reg, token);
-        CpAsync<16>(stage_k + KeyOffset(token, chunk), key_base + slot * slot_bytes + chunk * 16);
-        CpAsync<16>(stage_v + ValueOffset(ValueRow(token), chunk),
-                    value_base + slot * slot_bytes + chunk * 16);
+        const uint32_t slot = __shfl_sync(kFullMask, slot_reg, token);
+        const uint64_t offset = WideMul(slot, src.slot_bytes) + chunk * 16;
+        CpAsync<16>(stage_k + KeyOffset(token, chunk), src.key + offset);
+        CpAsync<16>(stage_v + ValueOffset(ValueRow(token), chunk), src.value + offset);
       }
     } else {
       constexpr int kRowWords = kRowBytes / 4;
 #pragma unroll 4
       for (int u0 = 0; u0 < kTile * kRowWords; u0 += 32) {
         const int unit = u0 + lane, token = unit / kRowWords, byte = (unit % kRowWords) * 4;
-        const int64_t slot = __shfl_sync(kFullMask, slot_reg, token);
-        const bool valid = byte < row_bytes;
-        const uint32_t k =
-            valid ? __ldg(reinterpret_cast<const uint32_t*>(key_base + slot * slot_bytes + byte))
-                  : 0u;
+        const uint32_t slot = __shfl_sync(kFullMask, slot_reg, token);
+        const uint64_t offset = static_cast<uint64_t>(slot) * src.slot_bytes + byte;
+        const bool valid = byte < src.row_bytes;
+        const uint32_t k = valid ? __ldg(reinterpret_cast<const uint32_t*>(src.key + offset)) : 0u;
         const uint32_t v =
-            valid ? __ldg(reinterpret_cast<const uint32_t*>(value_base + slot * slot_bytes + byte))
-                  : 0u;
+            valid ? __ldg(reinterpret_cast<const uint32_t*>(src.value + offset)) : 0u;
         *reinterpret_cast<uint32_t*>(stage_k + KeyOffset(token, byte / 16) + byte % 16) = k;
         *reinterpret_cast<uint32_t*>(stage_v + ValueOffset(ValueRow(token), byte / 16) +
                                      byte % 16) = v;
       }
     }
-    // Parameters: rows of `groups` entries per (kind, token).
+    // Parameters: one row of param_row_bytes per (kind, token), staged kParamRowBytes apart.
     uint8_t* stage_params = stage + 2 * kCodeBytes;
-    const int groups = layout.GroupsPerRow();
-    const int64_t params_per_slot = layout.ParamsPerSlot();
-    const int64_t layer_params = static_cast<int64_t>(p.layer) * layout.num_slots * params_per_slot;
-    const int param_bytes = groups * 2;
-    if (kFast && param_bytes >= 4) {
-      // Units of min(16, row bytes); rows are aligned to their (power-of-two) size.
-      const int unit_bytes = param_bytes >= 16 ? 16 : param_bytes;
-      const int units_per_row = param_bytes / unit_bytes;
-      const int total = kTile * kParamKinds * units_per_row;
+    if (kFast && src.param_row_bytes >= 4) {
+      // Units of min(16, row bytes); rows are aligned to their (power-of-two) size, and all
+      // counts are powers of two, so indices come from shifts.
+      const int total = (kTile * kParamKinds) << src.log2_units_per_row;
       for (int u0 = 0; u0 < total; u0 += 32) {
         const int unit = u0 + lane;
-        const int token = (unit / units_per_row) % kTile;
-        const int64_t slot = __shfl_sync(kFullMask, slot_reg, token);
+        const int row_index = unit >> src.log2_units_per_row;  // kind * kTile + token
+        const uint32_t slot = __shfl_sync(kFullMask, slot_reg, row_index & (kTile - 1));
         if (unit < total) {
-          const int kind = unit / (units_per_row * kTile), part = unit % units_per_row;
-          const uint16_t* pool = kind < 2 ? p.cache.scales : p.cache.zeros;
-          const int row = (kind & 1) ? layout.kv_heads + kv_head : kv_head;
-          const uint16_t* src =
-              pool + layer_params + slot * params_per_slot + row * groups + part * (unit_bytes / 2);
-          uint8_t* dst = stage_params + (kind * kTile + token) * kParamRowBytes + part * unit_bytes;
-          if (unit_bytes == 16) {
-            CpAsync<16>(dst, src);
-          } else if (unit_bytes == 8) {
-            CpAsync<8>(dst, src);
+          const int part = (unit & ((1 << src.log2_units_per_row) - 1)) << src.log2_unit;
+          const uint8_t* from =
+              src.Params(row_index / kTile) + WideMul(slot, src.slot_param_bytes) + part;
+          uint8_t* to = stage_params + row_index * kParamRowBytes + part;
+          if (src.log2_unit == 4) {
+            CpAsync<16>(to, from);
+          } else if (src.log2_unit == 3) {
+            CpAsync<8>(to, from);
           } else {
-            CpAsync<4>(dst, src);
+            CpAsync<4>(to, from);
           }
         }
       }
     } else {
+      const int groups = src.param_row_bytes / 2;
       const int total = kTile * kParamKinds * groups;
       for (int u0 = 0; u0 < total; u0 += 32) {
         const int unit = u0 + lane;
-        const int token = (unit / groups) % kTile;
-        const int64_t slot = __shfl_sync(kFullMask, slot_reg, token);
+        const int row_index = unit / groups, g = unit % groups;
+        const uint32_t slot = __shfl_sync(kFullMask, slot_reg, row_index & (kTile - 1));
         if (unit < total) {
-          const int kind = unit / (groups * kTile), g = unit % groups;
-          const uint16_t* pool = kind < 2 ? p.cache.scales : p.cache.zeros;
-          const int row = (kind & 1) ? layout.kv_heads + kv_head : kv_head;
-          reinterpret_cast<uint16_t*>(stage_params + (kind * kTile + token) * kParamRowBytes)[g] =
-              pool[layer_params + slot * params_per_slot + row * groups + g];
+          const uint16_t* from = reinterpret_cast<const uint16_t*>(
+              src.Params(row_index / kTile) + static_cast<uint64_t>(slot) * src.slot_param_bytes);
+          reinterpret_cast<uint16_t*>(stage_params + row_index * kParamRowBytes)[g] = from[g];
         }
       }
     }
@@ -294,7 +332,8 @@ struct SplitKernel {
     }
   };
 
-  // Computes one 16-token tile from its stage.
+  // Computes one 16-token tile from its stage. kPartial: the tile runs past the chunk end.
+  template <bool kPartial>
   static __device__ __forceinline__ void ProcessTile(const SplitKernelParams& p, int end,
                                                      const uint32_t (&qa)[kKSteps][4],
                                                      const uint8_t* stage, int tile_begin, int lane,
@@ -334,7 +373,7 @@ struct SplitKernel {
         const uint32_t selector = (index & 1) ? 0x3232 : 0x1010;  // broadcast one half
         const uint32_t scale_word = SelectWord(scales, index >> 1);
         const __half2 scale2 = ParamPair<kBf16Params>(__byte_perm(scale_word, 0, selector));
-        __half2 zero2 = __float2half2_rn(0.0f);
+        __half2 zero2 = AsHalf2(0u);
         if constexpr (kAsym) {
           zero2 = ParamPair<kBf16Params>(__byte_perm(SelectWord(zeros, index >> 1), 0, selector));
         }
@@ -359,7 +398,7 @@ struct SplitKernel {
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const int token = tile_begin + 8 * j + 2 * c + e;
-          x[j][e] = token < end ? s[j][2 * t + e] * p.scale_log2 : -INFINITY;
+          x[j][e] = (!kPartial || token < end) ? s[j][2 * t + e] * p.scale_log2 : -INFINITY;
           tile_max = fmaxf(tile_max, x[j][e]);
         }
       }
@@ -378,14 +417,17 @@ struct SplitKernel {
       st.l_run[t] = st.l_run[t] * alpha[t] + sum;
     }
     // O^T columns are heads 2c, 2c+1 (+8): fetch their rescale factors from the lanes that
-    // own those heads' statistics.
+    // own those heads' statistics. Once the running maxima settle, no head's max moves and
+    // the whole warp skips the rescale.
 #pragma unroll
     for (int t = 0; t < kHeadTiles; ++t) {
-      const float a0 = __shfl_sync(kFullMask, alpha[t], 8 * c);
-      const float a1 = __shfl_sync(kFullMask, alpha[t], 8 * c + 4);
+      if (__any_sync(kFullMask, alpha[t] != 1.0f)) {
+        const float a0 = __shfl_sync(kFullMask, alpha[t], 8 * c);
+        const float a1 = __shfl_sync(kFullMask, alpha[t], 8 * c + 4);
 #pragma unroll
-      for (int i = 0; i < kDimTiles; ++i) {
-        st.o[t][i][0] *= a0, st.o[t][i][1] *= a1, st.o[t][i][2] *= a0, st.o[t][i][3] *= a1;
+        for (int i = 0; i < kDimTiles; ++i) {
+          st.o[t][i][0] *= a0, st.o[t][i][1] *= a1, st.o[t][i][2] *= a0, st.o[t][i][3] *= a1;
+        }
       }
     }
 
@@ -393,7 +435,7 @@ struct SplitKernel {
     // Tokens past the chunk have P = 0; their V values are zeroed too so that whatever the
     // padding slot holds cannot turn 0 * x into NaN.
     uint32_t keep[2] = {0xffffffffu, 0xffffffffu};  // token pairs (2c, 2c+1), (2c+8, 2c+9)
-    if (tile_begin + kTile > end) {
+    if constexpr (kPartial) {
 #pragma unroll
       for (int k = 0; k < 2; ++k) {
         const int t0 = tile_begin + 2 * c + 8 * k;
@@ -413,11 +455,28 @@ struct SplitKernel {
       param_words(1, token, value_word0, scales[k]);
       if constexpr (kAsym) param_words(3, token, value_word0, zeros[k]);
     }
+    // A lane's dims of m-tiles 4w .. 4w+3 are 8 consecutive dims, so they share one group:
+    // the parameter pairs are built once per 4 m-tiles.
+    __half2 scale2[2], zero2[2];
 #pragma unroll
     for (int i = 0; i < kDimTiles; ++i) {
       const int word = i / 4, byte = i % 4;
-      const int index = ((value_dim0 + 2 * i) >> log2_gs) - 2 * value_word0;
-      const uint32_t pair_selector = (index & 1) ? 0x7632 : 0x5410;
+      if (byte == 0) {
+        const int index = ((value_dim0 + 2 * i) >> log2_gs) - 2 * value_word0;
+        const uint32_t pair_selector = (index & 1) ? 0x7632 : 0x5410;
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+          scale2[k] = ParamPair<kBf16Params>(__byte_perm(SelectWord(scales[2 * k], index >> 1),
+                                                         SelectWord(scales[2 * k + 1], index >> 1),
+                                                         pair_selector));
+          zero2[k] = AsHalf2(0u);
+          if constexpr (kAsym) {
+            zero2[k] = ParamPair<kBf16Params>(__byte_perm(SelectWord(zeros[2 * k], index >> 1),
+                                                          SelectWord(zeros[2 * k + 1], index >> 1),
+                                                          pair_selector));
+          }
+        }
+      }
       // A fragment registers: (row r, tokens 2c, 2c+1), (row r+8, tokens 2c, 2c+1),
       // (row r, tokens 2c+8, 2c+9), (row r+8, tokens 2c+8, 2c+9); row r is the low nibble.
       uint32_t a[4];
@@ -426,17 +485,12 @@ struct SplitKernel {
         uint32_t x =
             __byte_perm(codes[2 * k][word], codes[2 * k + 1][word], byte < 2 ? 0x5410 : 0x7632);
         if (byte & 1) x >>= 8;
-        const __half2 scale2 = ParamPair<kBf16Params>(
-            __byte_perm(SelectWord(scales[2 * k], index >> 1),
-                        SelectWord(scales[2 * k + 1], index >> 1), pair_selector));
-        __half2 zero2 = __float2half2_rn(0.0f);
-        if constexpr (kAsym) {
-          zero2 = ParamPair<kBf16Params>(__byte_perm(SelectWord(zeros[2 * k], index >> 1),
-                                                     SelectWord(zeros[2 * k + 1], index >> 1),
-                                                     pair_selector));
+        a[2 * k] = DequantLow<kAsym>(x, scale2[k], zero2[k]);
+        a[2 * k + 1] = DequantHigh<kAsym>(x, scale2[k], zero2[k]);
+        if constexpr (kPartial) {
+          a[2 * k] &= keep[k];
+          a[2 * k + 1] &= keep[k];
         }
-        a[2 * k] = DequantLow<kAsym>(x, scale2, zero2) & keep[k];
-        a[2 * k + 1] = DequantHigh<kAsym>(x, scale2, zero2) & keep[k];
       }
 #pragma unroll
       for (int t = 0; t < kHeadTiles; ++t) Mma(st.o[t][i], a, pb[t][0], pb[t][1]);
@@ -444,15 +498,19 @@ struct SplitKernel {
   }
 
   static __device__ void Run(const SplitKernelParams& p) {
-    const ChunkWork work = p.chunks[blockIdx.x];
-    if (work.end <= work.begin) return;
-    const int kv_head = blockIdx.y;
+    // Block = (chunk, group of up to kMaxWarps KV heads); warp = one KV head over the whole
+    // chunk. The warps of a block read the rows of the same slots, which sit side by side in
+    // memory, at about the same time.
+    const int head_blocks = (p.kv_heads + kMaxWarps - 1) / kMaxWarps;
+    const int chunk = blockIdx.x / head_blocks;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int kv_head = (blockIdx.x % head_blocks) * kMaxWarps + warp;
+    const ChunkWork work = p.chunks[chunk];
+    if (work.end <= work.begin || kv_head >= p.kv_heads) return;
     const int r = lane / 4, c = lane % 4;
 
     extern __shared__ __align__(16) uint8_t smem[];
-    __half* q_smem = reinterpret_cast<__half*>(smem);  // [16][kDim]
-    uint8_t* my_stages = smem + kQBytes + warp * kStages * kStageBytes;
+    uint8_t* my_stages = smem + warp * kStages * kStageBytes;
 
     // The first page-table loads go out before anything waits.
     const int32_t* page_row = p.req_to_token + work.request * p.req_to_token_stride;
@@ -463,140 +521,112 @@ struct SplitKernel {
     };
     int first_slots[kStages];
 #pragma unroll
-    for (int s = 0; s < kStages; ++s) first_slots[s] = load_slot(warp + s * kWarps);
+    for (int s = 0; s < kStages; ++s) first_slots[s] = load_slot(s);
 
-    // Q of this KV head's query heads, as fp16, zero-padded to 16 heads x kDim.
-    const int64_t q_first =
-        (static_cast<int64_t>(work.row) * p.q_heads + static_cast<int64_t>(kv_head) * p.group) *
-        p.head_dim;
-    for (int i = threadIdx.x; i < 16 * kDim; i += kThreads) {
-      const int h = i / kDim, d = i % kDim;
-      float x = 0.0f;
-      if (h < p.group && d < p.head_dim) {
-        const uint16_t bits = static_cast<const uint16_t*>(p.q)[q_first + h * p.head_dim + d];
-        x = p.q_is_bf16 ? __bfloat162float(__ushort_as_bfloat16(bits))
-                        : __half2float(__ushort_as_half(bits));
-      }
-      q_smem[i] = __float2half_rn(x);
-    }
     if constexpr (!kFast) {  // parameter entries past the row's groups must read as zero
       for (int i = lane * 4; i < kStages * kStageBytes; i += 32 * 4) {
         *reinterpret_cast<uint32_t*>(my_stages + i) = 0u;
       }
       __syncwarp();
     }
-    // Start this warp's pipeline before waiting for Q.
+    const Sources sources = MakeSources(p, kv_head);
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
-      if (warp + s * kWarps < num_tiles) {
-        IssueTile(p, kv_head, first_slots[s], lane, my_stages + s * kStageBytes);
+      if (s < num_tiles) {
+        IssueTile(sources, first_slots[s], lane, my_stages + s * kStageBytes);
       } else {
         CpAsyncCommit();
       }
     }
     int slot_next = first_slots[kStages - 1];
-    __syncthreads();
 
-    // Q fragments in the permuted k order of the K reads (see the file comment).
+    // Q fragments straight from global memory, in the permuted k order of the K reads (see
+    // the file comment): registers (head, d, d + 4) and (head, d + 1, d + 5).
+    const int64_t q_first =
+        (static_cast<int64_t>(work.row) * p.q_heads + static_cast<int64_t>(kv_head) * p.group) *
+        p.head_dim;
+    const uint32_t* q_words =
+        reinterpret_cast<const uint32_t*>(static_cast<const uint16_t*>(p.q) + q_first);
+    auto q_pair = [&](int head, int d) -> uint32_t {  // (q[head][d], q[head][d + 1]) as fp16
+      if (head >= p.group || d >= p.head_dim) return 0u;
+      const uint32_t bits = __ldg(q_words + (head * p.head_dim + d) / 2);
+      return p.q_is_bf16 ? AsU32(ParamPair<true>(bits)) : bits;
+    };
     uint32_t qa[kKSteps][4];
 #pragma unroll
     for (int s = 0; s < kKSteps; ++s) {
-      const int w = s / 2, part = s % 2;
-      const int d = c * (kDim / 4) + 8 * w + 2 * part;
-      const __half* q0 = q_smem + r * kDim;
-      const __half* q8 = q_smem + (r + 8) * kDim;
-      qa[s][0] = AsU32(__halves2half2(q0[d], q0[d + 4]));
-      qa[s][2] = AsU32(__halves2half2(q0[d + 1], q0[d + 5]));
-      if constexpr (kHeadTiles == 2) {
-        qa[s][1] = AsU32(__halves2half2(q8[d], q8[d + 4]));
-        qa[s][3] = AsU32(__halves2half2(q8[d + 1], q8[d + 5]));
-      } else {
-        qa[s][1] = 0u;
-        qa[s][3] = 0u;
+      const int d = c * (kDim / 4) + 8 * (s / 2) + 2 * (s % 2);
+#pragma unroll
+      for (int t = 0; t < 2; ++t) {
+        if (t == 1 && kHeadTiles == 1) {
+          qa[s][1] = qa[s][3] = 0u;
+          continue;
+        }
+        const uint32_t low = q_pair(r + 8 * t, d), high = q_pair(r + 8 * t, d + 4);
+        qa[s][t] = __byte_perm(low, high, 0x5410);
+        qa[s][2 + t] = __byte_perm(low, high, 0x7632);
       }
     }
 
-    WarpState state;
-    state.Reset();
+    WarpState st;
+    st.Reset();
     int stage = 0;  // stage of the tile processed next
-    for (int tile = warp; tile < num_tiles; tile += kWarps) {
-      const int ahead = tile + (kStages - 1) * kWarps;
+    for (int tile = 0; tile < num_tiles; ++tile) {
+      const int ahead = tile + kStages - 1;
       const int ahead_stage = stage == 0 ? kStages - 1 : stage - 1;
       if (ahead < num_tiles) {
-        IssueTile(p, kv_head, slot_next, lane, my_stages + ahead_stage * kStageBytes);
-        slot_next = load_slot(ahead + kWarps);
+        IssueTile(sources, slot_next, lane, my_stages + ahead_stage * kStageBytes);
+        slot_next = load_slot(ahead + 1);
       } else {
         CpAsyncCommit();  // one group per step keeps wait_group's count right
       }
       CpAsyncWait<kStages - 1>();
       __syncwarp();
-      ProcessTile(p, work.end, qa, my_stages + stage * kStageBytes, work.begin + tile * kTile, lane,
-                  state);
+      const int tile_begin = work.begin + tile * kTile;
+      if (tile_begin + kTile <= work.end) {
+        ProcessTile<false>(p, work.end, qa, my_stages + stage * kStageBytes, tile_begin, lane, st);
+      } else {
+        ProcessTile<true>(p, work.end, qa, my_stages + stage * kStageBytes, tile_begin, lane, st);
+      }
       __syncwarp();  // this stage is refilled next
       stage = stage == kStages - 1 ? 0 : stage + 1;
     }
     CpAsyncWait<0>();
-    float(&m_run)[kHeadTiles] = state.m_run;
-    float(&l_run)[kHeadTiles] = state.l_run;
-    float(&o)[kHeadTiles][kDimTiles][4] = state.o;
 
-    // ---- merge the 4 warps: stats per head, then O slabs ----
-    __syncthreads();  // everyone is done with Q and the stages; reuse shared memory
-    float* slab = reinterpret_cast<float*>(smem);           // [kWarps][kHeadTiles * 8][kDim]
-    float* warp_m = slab + kWarps * kHeadTiles * 8 * kDim;  // [kWarps][16]
-    float* warp_l = warp_m + kWarps * 16;                   // [kWarps][16]
+    // Partial result: O normalized by its own sum, and m + log2(sum). Statistics of head h
+    // live in lanes 4h .. 4h+3 (each holds a quarter of the sum); O^T columns are 2c, 2c+1.
 #pragma unroll
     for (int t = 0; t < kHeadTiles; ++t) {
-      l_run[t] += __shfl_xor_sync(kFullMask, l_run[t], 1);
-      l_run[t] += __shfl_xor_sync(kFullMask, l_run[t], 2);
-      if (c == 0) {
-        warp_m[warp * 16 + 8 * t + r] = m_run[t];
-        warp_l[warp * 16 + 8 * t + r] = l_run[t];
-      }
-    }
-    __syncthreads();
-    auto block_max = [&](int head) {
-      float m = -INFINITY;
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) m = fmaxf(m, warp_m[w * 16 + head]);
-      return m;
-    };
-#pragma unroll
-    for (int t = 0; t < kHeadTiles; ++t) {
+      float l = st.l_run[t];
+      l += __shfl_xor_sync(kFullMask, l, 1);
+      l += __shfl_xor_sync(kFullMask, l, 2);
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int head = 8 * t + 2 * c + e;
-        const float factor = exp2f(warp_m[warp * 16 + head] - block_max(head));  // 0 if idle
-        float* dst = slab + (warp * kHeadTiles * 8 + head) * kDim + r * (kDim / 8);
+        const float head_l = __shfl_sync(kFullMask, l, 8 * c + 4 * e);
+        const float head_m = __shfl_sync(kFullMask, st.m_run[t], 8 * c + 4 * e);
+        if (head >= p.group) continue;
+        const int64_t out_head = static_cast<int64_t>(chunk) * p.q_heads +
+                                 static_cast<int64_t>(kv_head) * p.group + head;
+        float* out = p.partial_out + out_head * p.head_dim + r * (kDim / 8);
+        const float inv_l = 1.0f / head_l;
 #pragma unroll
         for (int i = 0; i < kDimTiles; ++i) {
-          dst[2 * i] = o[t][i][e] * factor;
-          dst[2 * i + 1] = o[t][i][2 + e] * factor;
+          if (r * (kDim / 8) + 2 * i < p.head_dim) {
+            *reinterpret_cast<float2*>(out + 2 * i) =
+                make_float2(st.o[t][i][e] * inv_l, st.o[t][i][2 + e] * inv_l);
+          }
         }
+        if (r == 0) p.partial_lse[out_head] = head_m + log2f(head_l);
       }
-    }
-    __syncthreads();
-    const int64_t out_head0 =
-        static_cast<int64_t>(blockIdx.x) * p.q_heads + static_cast<int64_t>(kv_head) * p.group;
-    for (int i = threadIdx.x; i < p.group * p.head_dim; i += kThreads) {
-      const int head = i / p.head_dim, d = i % p.head_dim;
-      const float m = block_max(head);
-      float sum = 0.0f, total = 0.0f;
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) {
-        sum += slab[(w * kHeadTiles * 8 + head) * kDim + d];
-        total += warp_l[w * 16 + head] * exp2f(warp_m[w * 16 + head] - m);
-      }
-      p.partial_out[(out_head0 + head) * p.head_dim + d] = sum / total;
-      if (d == 0) p.partial_lse[out_head0 + head] = m + log2f(total);
     }
   }
 };
 
-// Resident blocks a multiprocessor: four (16 warps) for head_dim <= 128 with up to 8 query
-// heads per KV head, three with 16, two for head_dim 256.
+// Two resident blocks of up to 8 warps a multiprocessor for head_dim <= 128 with up to 8
+// query heads per KV head; one otherwise (more registers a thread).
 template <int kDim, bool kFast, bool kAsym, int kHeadTiles, bool kBf16Params>
-__global__ void __launch_bounds__(kThreads, kDim <= 128 ? (kHeadTiles == 1 ? 4 : 3) : 2)
+__global__ void __launch_bounds__(kMaxWarps * 32, (kDim <= 128 && kHeadTiles == 1) ? 2 : 1)
     SplitKvKernel(SplitKernelParams params) {
   SplitKernel<kDim, kFast, kAsym, kHeadTiles, kBf16Params>::Run(params);
 }
@@ -633,7 +663,7 @@ __global__ void MergeKernel(MergeKernelParams p) {
 template <int kDim, bool kFast, bool kAsym, int kHeadTiles, bool kBf16Params>
 void Describe(void (**fn)(SplitKernelParams), int32_t* smem) {
   *fn = SplitKvKernel<kDim, kFast, kAsym, kHeadTiles, kBf16Params>;
-  *smem = SplitKernel<kDim, kFast, kAsym, kHeadTiles, kBf16Params>::kSmemBytes;
+  *smem = SplitKernel<kDim, kFast, kAsym, kHeadTiles, kBf16Params>::kWarpSmemBytes;
 }
 
 template <int kDim, bool kFast, bool kAsym>
@@ -658,7 +688,8 @@ void DescribeDim(bool asym, int head_tiles, bool bf16, void (**fn)(SplitKernelPa
 
 }  // namespace
 
-absl::StatusOr<DecodeKernels> DecodeKernels::Select(int32_t head_dim, int32_t group, QuantMode mode,
+absl::StatusOr<DecodeKernels> DecodeKernels::Select(int32_t head_dim, int32_t group,
+                                                    int32_t kv_heads, QuantMode mode,
                                                     ParamDtype params) {
   if (group < 1 || group > 16) {
     return absl::InvalidArgumentError(
@@ -697,18 +728,26 @@ absl::StatusOr<DecodeKernels> DecodeKernels::Select(int32_t head_dim, int32_t gr
       }
       kernels.variant_ = "generic head_dim";
   }
+  kernels.warps_per_block_ = kv_heads < kMaxWarps ? kv_heads : kMaxWarps;
+  kernels.head_blocks_ = (kv_heads + kMaxWarps - 1) / kMaxWarps;
+  kernels.smem_bytes_ *= kernels.warps_per_block_;  // Describe gave the bytes of one warp
   CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
       kernels.split_, cudaFuncAttributeMaxDynamicSharedMemorySize, kernels.smem_bytes_));
   int blocks = 0;
   CUDA_RETURN_IF_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-      &blocks, kernels.split_, kThreads, kernels.smem_bytes_));
-  kernels.blocks_per_sm_ = blocks;
+      &blocks, kernels.split_, 32 * kernels.warps_per_block_, kernels.smem_bytes_));
+  if (blocks == 0) {
+    return absl::InternalError(absl::StrCat("the split kernel (", kernels.variant_, ", ",
+                                            kernels.smem_bytes_,
+                                            " bytes of shared memory) cannot run on this device"));
+  }
+  kernels.resident_warps_per_sm_ = blocks * kernels.warps_per_block_;
   return kernels;
 }
 
 absl::Status DecodeKernels::LaunchSplit(const SplitKernelParams& params, int32_t capacity,
-                                        int32_t kv_heads, CudaStream stream) const {
-  split_<<<dim3(capacity, kv_heads), kThreads, smem_bytes_, stream>>>(params);
+                                        CudaStream stream) const {
+  split_<<<capacity * head_blocks_, 32 * warps_per_block_, smem_bytes_, stream>>>(params);
   return CudaStatus(cudaGetLastError(), "SplitKvKernel launch");
 }
 

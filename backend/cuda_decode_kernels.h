@@ -1,8 +1,8 @@
 // The CUDA decode-attention kernels (split-KV flash decoding over the INT4 cache) and their
 // launch helpers. Host code includes this header; the kernels live in cuda_decode_kernels.cu.
 //
-// Split kernel: grid (chunk capacity, kv_heads), 4 warps a block. Block (c, h) attends the
-// query heads of KV head h of chunk c's row over the chunk's tokens and writes a normalized
+// Split kernel: one block per (chunk, group of up to 8 KV heads), one warp per KV head. The
+// warp attends its KV head's query heads over the chunk's tokens and writes a normalized
 // partial output and its log2-sum-exp. Merge kernel: grid (batch, q_heads) combines a row's
 // partials into the output. Both grids depend only on the batch size.
 #ifndef INT4KV_BACKEND_CUDA_DECODE_KERNELS_H_
@@ -27,6 +27,7 @@ struct SplitKernelParams {
   int32_t q_is_bf16;
   int32_t layer;
   int32_t q_heads;
+  int32_t kv_heads;
   int32_t group;  // query heads per KV head, 1..16
   int32_t head_dim;
   int32_t log2_group_size;  // log2 of the cache's group_size
@@ -50,14 +51,14 @@ struct MergeKernelParams {
 class DecodeKernels {
  public:
   // Fails (InvalidArgument) for shapes no instantiation covers.
-  static absl::StatusOr<DecodeKernels> Select(int32_t head_dim, int32_t group, QuantMode mode,
-                                              ParamDtype params);
+  static absl::StatusOr<DecodeKernels> Select(int32_t head_dim, int32_t group, int32_t kv_heads,
+                                              QuantMode mode, ParamDtype params);
 
-  // Resident split blocks per multiprocessor at this kernel's registers and shared memory.
-  int32_t blocks_per_sm() const { return blocks_per_sm_; }
+  // Split-kernel warps (one per KV head and chunk) resident per multiprocessor.
+  int32_t resident_warps_per_sm() const { return resident_warps_per_sm_; }
   const char* variant() const { return variant_; }
 
-  absl::Status LaunchSplit(const SplitKernelParams& params, int32_t capacity, int32_t kv_heads,
+  absl::Status LaunchSplit(const SplitKernelParams& params, int32_t capacity,
                            CudaStream stream) const;
   absl::Status LaunchMerge(const MergeKernelParams& params, int32_t batch, CudaStream stream) const;
 
@@ -65,7 +66,9 @@ class DecodeKernels {
   using SplitFn = void (*)(SplitKernelParams);
   SplitFn split_ = nullptr;
   int32_t smem_bytes_ = 0;
-  int32_t blocks_per_sm_ = 0;
+  int32_t warps_per_block_ = 0;
+  int32_t head_blocks_ = 0;
+  int32_t resident_warps_per_sm_ = 0;
   const char* variant_ = "";
 };
 
