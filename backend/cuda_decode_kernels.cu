@@ -592,6 +592,9 @@ struct SplitKernel {
       stage = stage == kStages - 1 ? 0 : stage + 1;
     }
     CpAsyncWait<0>();
+    // Let the merge kernel start launching (programmatic dependent launch); it waits for this
+    // whole grid to finish before it reads any partial.
+    asm volatile("griddepcontrol.launch_dependents;");
 
     // Partial result: O normalized by its own sum, and m + log2(sum). Statistics of head h
     // live in lanes 4h .. 4h+3 (each holds a quarter of the sum); O^T columns are 2c, 2c+1.
@@ -633,27 +636,75 @@ __global__ void __launch_bounds__(kMaxWarps * 32, (kDim <= 128 && kHeadTiles == 
 
 // ---- the merge kernel ------------------------------------------------------------------
 
-__global__ void MergeKernel(MergeKernelParams p) {
+constexpr int kMergeThreads = 256;
+
+// Block (row, head): thread t owns float4 column t % (head_dim / 4) of every chunk t / that
+// count, t / that count + lanes, ...; a block-wide max of the log-sum-exps comes first, so
+// one weighted pass over the partials follows with no rescaling.
+__global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p) {
+  __shared__ float4 column_sums[kMergeThreads];
+  __shared__ float weights[kMergeThreads];
+  __shared__ float warp_max[kMergeThreads / 32];
+  // Launched as a programmatic dependent of the split kernel: wait until it has finished and
+  // its partials are visible.
+  asm volatile("griddepcontrol.wait;" ::: "memory");
   const int row = blockIdx.x, head = blockIdx.y;
   const RowWork work = p.rows[row];
-  const int64_t out_base = (static_cast<int64_t>(row) * p.q_heads + head) * p.head_dim;
+  const int columns = p.head_dim / 4;
+  const int lanes = kMergeThreads / columns;  // chunks processed side by side
+  const int column = threadIdx.x % columns, chunk_lane = threadIdx.x / columns;
+  const bool active = chunk_lane < lanes;
+  auto lse = [&](int k) {
+    return p.partial_lse[static_cast<int64_t>(work.first_chunk + k) * p.q_heads + head];
+  };
+
   float m = -INFINITY;
-  for (int k = 0; k < work.num_chunks; ++k) {
-    m = fmaxf(m, p.partial_lse[static_cast<int64_t>(work.first_chunk + k) * p.q_heads + head]);
+  for (int k = threadIdx.x; k < work.num_chunks; k += kMergeThreads) m = fmaxf(m, lse(k));
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) {
+    m = fmaxf(m, __shfl_xor_sync(kFullMask, m, offset));
   }
-  for (int d = threadIdx.x; d < p.head_dim; d += blockDim.x) {
-    float sum = 0.0f, total = 0.0f;
-    for (int k = 0; k < work.num_chunks; ++k) {
+  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = m;
+  __syncthreads();
+  m = warp_max[0];
+#pragma unroll
+  for (int w = 1; w < kMergeThreads / 32; ++w) m = fmaxf(m, warp_max[w]);
+
+  float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  float total = 0.0f;
+  if (active) {
+#pragma unroll 4
+    for (int k = chunk_lane; k < work.num_chunks; k += lanes) {
       const int64_t chunk_head = static_cast<int64_t>(work.first_chunk + k) * p.q_heads + head;
       const float weight = exp2f(p.partial_lse[chunk_head] - m);
-      sum += weight * p.partial_out[chunk_head * p.head_dim + d];
+      const float4 x =
+          reinterpret_cast<const float4*>(p.partial_out + chunk_head * p.head_dim)[column];
+      sum.x += weight * x.x, sum.y += weight * x.y, sum.z += weight * x.z, sum.w += weight * x.w;
       total += weight;
     }
-    const float value = work.num_chunks > 0 ? sum / total : 0.0f;  // padded rows: zeros
+  }
+  column_sums[threadIdx.x] = sum;
+  weights[threadIdx.x] = total;
+  __syncthreads();
+  if (threadIdx.x >= columns) return;
+  float4 acc = column_sums[threadIdx.x];
+  float all = weights[threadIdx.x];
+  for (int lane = 1; lane < lanes; ++lane) {
+    const float4 x = column_sums[lane * columns + threadIdx.x];
+    acc.x += x.x, acc.y += x.y, acc.z += x.z, acc.w += x.w;
+    all += weights[lane * columns + threadIdx.x];
+  }
+  // Padded rows (no chunks) get zeros.
+  const float inv = work.num_chunks > 0 ? 1.0f / all : 0.0f;
+  const float values[4] = {acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv};
+  const int64_t out_base =
+      (static_cast<int64_t>(row) * p.q_heads + head) * p.head_dim + 4 * threadIdx.x;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
     if (p.out_is_bf16) {
-      static_cast<__nv_bfloat16*>(p.out)[out_base + d] = __float2bfloat16_rn(value);
+      static_cast<__nv_bfloat16*>(p.out)[out_base + i] = __float2bfloat16_rn(values[i]);
     } else {
-      static_cast<__half*>(p.out)[out_base + d] = __float2half_rn(value);
+      static_cast<__half*>(p.out)[out_base + i] = __float2half_rn(values[i]);
     }
   }
 }
@@ -753,8 +804,17 @@ absl::Status DecodeKernels::LaunchSplit(const SplitKernelParams& params, int32_t
 
 absl::Status DecodeKernels::LaunchMerge(const MergeKernelParams& params, int32_t batch,
                                         CudaStream stream) const {
-  const int threads = params.head_dim >= 128 ? 128 : 64;
-  MergeKernel<<<dim3(batch, params.q_heads), threads, 0, stream>>>(params);
+  // Programmatic dependent launch: the merge grid is set up while the split grid drains.
+  cudaLaunchAttribute attribute;
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(batch, params.q_heads);
+  config.blockDim = dim3(kMergeThreads);
+  config.stream = stream;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&config, MergeKernel, params));
   return CudaStatus(cudaGetLastError(), "MergeKernel launch");
 }
 

@@ -17,15 +17,17 @@ void PlanDecode(absl::Span<const DecodeRow> rows, int32_t target_chunks, DecodeP
   plan->rows.assign(batch, RowWork{0, 0});
   int64_t total = 0;
   for (const DecodeRow& row : rows) total += row.seq_len;
+  // Each row adds at most one chunk beyond total / chunk_len, so sizing chunks for
+  // target - batch keeps the count within one wave of `target_chunks` (when the batch is
+  // smaller than the target; larger batches take several waves whatever the size).
+  const int64_t budget = batch < target_chunks ? target_chunks - batch : target_chunks;
   const int64_t chunk_len =
-      RoundUp(std::max<int64_t>(kMinChunkTokens, CeilDiv(total, target_chunks)), kChunkAlign);
+      RoundUp(std::max<int64_t>(kMinChunkTokens, CeilDiv(total, budget)), kChunkAlign);
   int32_t next = 0;
   for (int32_t b = 0; b < batch; ++b) {
     const int64_t len = rows[b].seq_len;
     plan->rows[b].first_chunk = next;
     if (len == 0) continue;
-    // Each row contributes at most len / chunk_len + 1 chunks, so the total stays within
-    // total / chunk_len + batch <= target_chunks + batch.
     const int64_t pieces = CeilDiv(len, chunk_len);
     const int64_t piece_len = RoundUp(CeilDiv(len, pieces), kChunkAlign);
     for (int64_t begin = 0; begin < len; begin += piece_len) {

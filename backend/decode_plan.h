@@ -40,9 +40,11 @@ struct DecodePlan {
   int32_t used_chunks = 0;
 };
 
-// Splits rows into at most ChunkCapacity(rows.size(), target_chunks) chunks: a chunk length
-// L = max(kMinChunkTokens, ceil(total tokens / target_chunks)) rounded to kChunkAlign, then
-// each row is cut into ceil(len / L) near-equal pieces. Padded rows (seq_len 0) get none.
+// Splits rows into chunks: a chunk length L = max(kMinChunkTokens, ceil(total tokens /
+// (target_chunks - batch))) rounded to kChunkAlign (target_chunks alone when the batch is not
+// smaller), then each row is cut into ceil(len / L) near-equal pieces. When batch <
+// target_chunks this emits at most target_chunks chunks (one wave of the device); never more
+// than ChunkCapacity(batch, target_chunks). Padded rows (seq_len 0) get none.
 void PlanDecode(absl::Span<const DecodeRow> rows, int32_t target_chunks, DecodePlan* plan);
 
 }  // namespace int4kv

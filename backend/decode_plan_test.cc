@@ -16,6 +16,7 @@ void ExpectValidPlan(const std::vector<DecodeRow>& rows, int32_t target) {
   const int32_t capacity = ChunkCapacity(static_cast<int32_t>(rows.size()), target);
   ASSERT_EQ(static_cast<int32_t>(plan.chunks.size()), capacity);
   ASSERT_LE(plan.used_chunks, capacity);
+  if (static_cast<int32_t>(rows.size()) < target) ASSERT_LE(plan.used_chunks, target);
   for (size_t b = 0; b < rows.size(); ++b) {
     const RowWork& work = plan.rows[b];
     int32_t covered = 0;
@@ -52,9 +53,12 @@ TEST(DecodePlanTest, CoversEveryTokenOnceWithinCapacity) {
 
 TEST(DecodePlanTest, SplitsALongSingleRowAcrossTheTarget) {
   DecodePlan plan;
-  PlanDecode(std::vector<DecodeRow>{{3, 65536}}, 64, &plan);
+  PlanDecode(std::vector<DecodeRow>{{3, 65536}}, 65, &plan);
   EXPECT_EQ(plan.used_chunks, 64);
   EXPECT_EQ(plan.chunks[0].end - plan.chunks[0].begin, 1024);
+  // 16 rows of 16384 on 264 slots: 16 chunks of 1024 each, one wave (not 17 and a tail).
+  PlanDecode(std::vector<DecodeRow>(16, DecodeRow{0, 16384}), 264, &plan);
+  EXPECT_EQ(plan.used_chunks, 256);
   PlanDecode(std::vector<DecodeRow>{{3, 100}}, 64, &plan);
   EXPECT_EQ(plan.used_chunks, 2);  // at least kMinChunkTokens per chunk
   PlanDecode(std::vector<DecodeRow>{{3, 0}, {4, 0}}, 64, &plan);
