@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "common/cuda_check.h"
 #include "common/status_macros.h"
 
 namespace int4kv {
@@ -33,10 +34,15 @@ KvCacheConfig EngineConfig::KvConfig(const ModelConfig& model) const {
 absl::StatusOr<EngineConfig> EngineConfig::Resolve(const ModelConfig& model) const {
   RETURN_IF_ERROR(model.Validate());
   EngineConfig c = *this;
-  if (c.device != "cpu") {
+  if (c.device == "auto") c.device = CudaDeviceCount() > 0 ? "cuda" : "cpu";
+  if (c.device != "cpu" && c.device != "cuda") {
     return absl::InvalidArgumentError(absl::StrCat("EngineConfig.device = '", c.device,
-                                                   "' is invalid: must be cpu (the only "
-                                                   "engine path built so far)"));
+                                                   "' is invalid: must be cpu, cuda or auto"));
+  }
+  if (c.cuda_dtype != DType::kFloat16 && c.cuda_dtype != DType::kBFloat16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("EngineConfig.cuda_dtype = ", DTypeName(c.cuda_dtype),
+                     " is invalid: must be float16 or bfloat16"));
   }
   if (c.max_batch < 1 || c.max_batch > kMaxEngineBatch) {
     return Invalid("max_batch", c.max_batch, absl::StrCat("in [1, ", kMaxEngineBatch, "]"));

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/dtype.h"
 #include "kv_cache/int4_layout.h"
 #include "kv_cache/kv_cache_config.h"
 #include "server/model_config.h"
@@ -19,9 +20,11 @@ constexpr int32_t kMaxStepTokens = 65536;  // the backend's max_batch limit
 constexpr int32_t kDefaultStepTokens = 512;
 
 struct EngineConfig {
-  std::string device = "cpu";  // "cpu"; the CUDA path will add "cuda"
-  int32_t max_batch = 8;       // running requests, in [1, kMaxEngineBatch]
-  int32_t max_queue = 64;      // waiting requests, in [1, kMaxEngineQueue]
+  // "cpu", "cuda", or "auto" (cuda when a CUDA device is visible, else cpu; Resolve replaces
+  // it with the choice).
+  std::string device = "cpu";
+  int32_t max_batch = 8;   // running requests, in [1, kMaxEngineBatch]
+  int32_t max_queue = 64;  // waiting requests, in [1, kMaxEngineQueue]
   // Longest sequence (prompt + generated tokens); 0: the model's max_seq_len, which is also
   // the upper limit.
   int32_t max_seq_len = 0;
@@ -39,6 +42,13 @@ struct EngineConfig {
   QuantMode quant_mode = QuantMode::kSymmetric;
   ParamDtype param_dtype = ParamDtype::kFloat16;
   int32_t threads = 0;  // CPU worker threads for the model and the backend; 0: one per core
+  // cuda only: element type of the weights and activations, float16 or bfloat16 (float32
+  // accumulation either way).
+  DType cuda_dtype = DType::kFloat16;
+  // cuda only: replay decode-only steps from CUDA graphs captured at start-up, one per batch
+  // bucket (1, 2, 4, ..., 256, capped at max_batch). Off: the same steps run eagerly, with the
+  // same bucket padding and results.
+  bool cuda_graphs = true;
 
   // A copy with every default filled in and kv_capacity_slots set, or InvalidArgument naming
   // the first bad field and its allowed range.

@@ -5,8 +5,11 @@
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
+#include "common/cuda_check.h"
 #include "common/status_macros.h"
 #include "server/cpu_llama_model.h"
+#include "server/cuda/cuda_kv_attention.h"
+#include "server/cuda/cuda_llama_model.h"
 #include "server/int4_kv_attention.h"
 
 namespace int4kv {
@@ -20,6 +23,12 @@ void CheckOk(const absl::Status& status, const char* what) {
   std::abort();
 }
 
+// Sampler::Sample's greedy rule: these requests take the argmax and draw no random number, so
+// the device's argmax can stand in for the sampler.
+bool SamplesGreedily(const SamplingParams& params) {
+  return params.temperature == 0.0f || params.top_k == 1;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(
@@ -27,6 +36,26 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(
     const KvAttentionFactory& attention) {
   if (weights == nullptr) return absl::InvalidArgumentError("Scheduler: weights are null");
   const ModelConfig& model = weights->config;
+  if (config.device == "cuda") {
+    if (attention) {
+      return absl::InvalidArgumentError(
+          "a custom KvAttentionFactory works only with EngineConfig.device = 'cpu'");
+    }
+    if (CudaDeviceCount() == 0) {
+      return absl::FailedPreconditionError(
+          "EngineConfig.device = 'cuda' needs a CUDA device; none was found");
+    }
+    ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache,
+                     KvCache::Create(config.KvConfig(model), MemoryKind::kDevice));
+    std::unique_ptr<Scheduler> scheduler(new Scheduler(config, std::move(cache)));
+    RETURN_IF_ERROR(scheduler->CreateCudaPath(*weights));
+    return scheduler;
+  }
+  if (config.device != "cpu") {
+    return absl::InvalidArgumentError(absl::StrCat("Scheduler: EngineConfig.device = '",
+                                                   config.device,
+                                                   "' is invalid: must be cpu or cuda (resolved)"));
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache,
                    KvCache::Create(config.KvConfig(model), MemoryKind::kHost));
   std::unique_ptr<Scheduler> scheduler(new Scheduler(config, std::move(cache)));
@@ -46,6 +75,26 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(
 
 Scheduler::Scheduler(const EngineConfig& config, std::unique_ptr<KvCache> cache)
     : config_(config), cache_(std::move(cache)) {}
+
+absl::Status Scheduler::CreateCudaPath(const LlamaWeights& weights) {
+  const ModelConfig& model = weights.config;
+  CudaModelOptions options;
+  options.max_step_tokens = config_.max_step_tokens;
+  options.max_logit_rows = config_.max_batch;
+  options.dtype = config_.cuda_dtype;
+  ASSIGN_OR_RETURN(std::unique_ptr<CudaLlamaModel> cuda_model,
+                   CudaLlamaModel::Create(weights, options));
+  ASSIGN_OR_RETURN(std::unique_ptr<CudaKvAttention> attention,
+                   CudaKvAttention::Create(cache_.get(), model.q_heads, config_.max_step_tokens,
+                                           config_.cuda_dtype, cuda_model->stream()));
+  if (config_.cuda_graphs) RETURN_IF_ERROR(cuda_model->CaptureDecodeGraphs(*attention));
+  cuda_model_ = cuda_model.get();
+  model_ = std::move(cuda_model);
+  attention_ = std::move(attention);
+  logits_.resize(static_cast<size_t>(config_.max_batch) * model.vocab_size);
+  greedy_tokens_.resize(config_.max_batch);
+  return absl::OkStatus();
+}
 
 int64_t Scheduler::SlotsNeeded(const GenerateRequest& request) {
   return static_cast<int64_t>(request.prompt.size()) + request.max_new_tokens;
@@ -124,8 +173,7 @@ int32_t Scheduler::AddTokens(Running& r, int32_t budget) {
   return count;
 }
 
-bool Scheduler::TakeToken(Running& r, absl::Span<const float> logits, FinishReason* reason) {
-  const int32_t token = r.sampler.Sample(logits);
+bool Scheduler::TakeToken(Running& r, int32_t token, FinishReason* reason) {
   const GenerateRequest& request = r.pending.request;
   ++r.generated;
   r.last_token = token;
@@ -167,8 +215,17 @@ std::vector<uint64_t> Scheduler::Step() {
     }
   }
 
+  // With the CUDA model, a step whose requests all sample greedily takes the device's argmax
+  // and copies no logits.
+  const bool device_greedy =
+      cuda_model_ != nullptr &&
+      std::all_of(logit_owner_.begin(), logit_owner_.end(),
+                  [](const Running* r) { return SamplesGreedily(r->pending.request.sampling); });
   absl::Status status = attention_->Plan(batch_);
-  if (status.ok()) status = model_->Forward(batch_, *attention_, logits_.data());
+  if (status.ok()) {
+    status = device_greedy ? cuda_model_->ForwardGreedy(batch_, *attention_, greedy_tokens_.data())
+                           : model_->Forward(batch_, *attention_, logits_.data());
+  }
   std::vector<std::pair<uint64_t, FinishReason>> done;
   if (!status.ok()) {
     // Every request with a token in this step failed; the others did not take part.
@@ -186,10 +243,13 @@ std::vector<uint64_t> Scheduler::Step() {
   }
   const int32_t vocab = model_->config().vocab_size;
   for (size_t i = 0; i < logit_owner_.size(); ++i) {
+    Running& r = *logit_owner_[i];
+    const int32_t token = device_greedy
+                              ? greedy_tokens_[i]
+                              : r.sampler.Sample(absl::MakeConstSpan(
+                                    logits_.data() + i * static_cast<size_t>(vocab), vocab));
     FinishReason reason;
-    if (TakeToken(*logit_owner_[i],
-                  absl::MakeConstSpan(logits_.data() + i * static_cast<size_t>(vocab), vocab),
-                  &reason)) {
+    if (TakeToken(r, token, &reason)) {
       done.emplace_back(logit_owner_[i]->pending.id, reason);
     }
   }

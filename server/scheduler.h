@@ -32,6 +32,8 @@
 
 namespace int4kv {
 
+class CudaLlamaModel;
+
 // Builds the KvAttention over `cache` for a model; the default is Int4KvAttention. Tests pass
 // a float implementation to bypass quantization.
 using KvAttentionFactory = std::function<absl::StatusOr<std::unique_ptr<KvAttention>>(
@@ -48,8 +50,11 @@ struct PendingRequest {
 
 class Scheduler {
  public:
-  // config must be resolved (EngineConfig::Resolve) for weights->config. Creates the host KV
-  // cache, the CPU model and the attention (`attention` null: INT4 through the cpu backend).
+  // config must be resolved (EngineConfig::Resolve) for weights->config. device "cpu": creates
+  // the host KV cache, the CPU model and the attention (`attention` null: INT4 through the cpu
+  // backend). device "cuda": the device KV cache, the CUDA model (which converts the weights and
+  // need not keep them), the CUDA INT4 attention (`attention` must be null), and, when
+  // config.cuda_graphs, the decode graphs; FailedPrecondition without a CUDA device.
   static absl::StatusOr<std::unique_ptr<Scheduler>> Create(
       const EngineConfig& config, std::shared_ptr<const LlamaWeights> weights,
       const KvAttentionFactory& attention = nullptr);
@@ -100,19 +105,23 @@ class Scheduler {
 
   // Adds the request's next tokens (at most `budget`) to batch_; returns how many.
   int32_t AddTokens(Running& r, int32_t budget);
-  // Samples, streams and checks the stop conditions; true when the request is done.
-  bool TakeToken(Running& r, absl::Span<const float> logits, FinishReason* reason);
+  // Streams the request's new token and checks the stop conditions; true when it is done.
+  bool TakeToken(Running& r, int32_t token, FinishReason* reason);
+  // Creates the CUDA model, attention and graphs over cache_ (device "cuda").
+  absl::Status CreateCudaPath(const LlamaWeights& weights);
   void Finish(size_t index, FinishReason reason, const absl::Status& status);
   Usage UsageOf(const Running& r, absl::Time now) const;
 
   EngineConfig config_;
   std::unique_ptr<KvCache> cache_;  // owned; the model's attention points into it
   std::unique_ptr<Model> model_;
-  std::unique_ptr<KvAttention> attention_;
+  std::unique_ptr<KvAttention> attention_;  // destroyed before model_ (it uses model_'s stream)
+  CudaLlamaModel* cuda_model_ = nullptr;    // model_, when the device is cuda
   std::vector<std::unique_ptr<Running>> running_;  // admission order
   StepBatch batch_;
-  std::vector<Running*> logit_owner_;  // [batch_.logit_tokens.size()]
-  std::vector<float> logits_;          // [max_batch][vocab]
+  std::vector<Running*> logit_owner_;   // [batch_.logit_tokens.size()]
+  std::vector<float> logits_;           // [max_batch][vocab]
+  std::vector<int32_t> greedy_tokens_;  // [max_batch]: device argmax when every sampler is greedy
 };
 
 }  // namespace int4kv

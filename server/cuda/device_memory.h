@@ -1,0 +1,182 @@
+// Small owners of CUDA resources for the CUDA engine path: device and pinned host buffers, a
+// stream and an event. Each is created once at start-up (Allocate / Create return a Status
+// naming the call and the size on failure) and released in its destructor; none of them
+// allocates after that.
+//
+// Thread ownership: plain owners, no locking; the engine's scheduler thread uses them.
+#ifndef INT4KV_SERVER_CUDA_DEVICE_MEMORY_H_
+#define INT4KV_SERVER_CUDA_DEVICE_MEMORY_H_
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/cuda_check.h"
+#include "common/cuda_stream.h"
+
+namespace int4kv {
+
+// Owns `bytes` of device memory (cudaMalloc). Movable, not copyable.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  ~DeviceBuffer() { Free(); }
+  DeviceBuffer(DeviceBuffer&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
+    if (this != &other) {
+      Free();
+      data_ = std::exchange(other.data_, nullptr);
+      bytes_ = std::exchange(other.bytes_, 0);
+    }
+    return *this;
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  // Replaces the buffer with `bytes` of fresh device memory (contents undefined). `what` names
+  // the buffer in the error (ResourceExhausted when the device is out of memory).
+  absl::Status Allocate(size_t bytes, const char* what) {
+    Free();
+    if (bytes == 0) return absl::OkStatus();
+    const cudaError_t error = cudaMalloc(&data_, bytes);
+    if (error != cudaSuccess) {
+      data_ = nullptr;
+      cudaGetLastError();  // Clear the error so later calls do not see it.
+      const std::string message =
+          absl::StrCat("cannot allocate ", bytes, " bytes of device memory for ", what, ": ",
+                       cudaGetErrorString(error));
+      return error == cudaErrorMemoryAllocation ? absl::ResourceExhaustedError(message)
+                                                : absl::InternalError(message);
+    }
+    bytes_ = bytes;
+    return absl::OkStatus();
+  }
+
+  void* get() const { return data_; }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(data_);
+  }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void Free() {
+    if (data_ != nullptr) cudaFree(data_);
+    data_ = nullptr;
+    bytes_ = 0;
+  }
+
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Owns `bytes` of page-locked host memory (cudaMallocHost), the source of asynchronous
+// host-to-device copies. Movable, not copyable.
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  ~PinnedBuffer() { Free(); }
+  PinnedBuffer(PinnedBuffer&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
+  PinnedBuffer& operator=(PinnedBuffer&& other) noexcept {
+    if (this != &other) {
+      Free();
+      data_ = std::exchange(other.data_, nullptr);
+      bytes_ = std::exchange(other.bytes_, 0);
+    }
+    return *this;
+  }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+
+  absl::Status Allocate(size_t bytes, const char* what) {
+    Free();
+    if (bytes == 0) return absl::OkStatus();
+    const cudaError_t error = cudaMallocHost(&data_, bytes);
+    if (error != cudaSuccess) {
+      data_ = nullptr;
+      cudaGetLastError();
+      return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", bytes,
+                                                       " bytes of pinned host memory for ", what,
+                                                       ": ", cudaGetErrorString(error)));
+    }
+    bytes_ = bytes;
+    return absl::OkStatus();
+  }
+
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(data_);
+  }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void Free() {
+    if (data_ != nullptr) cudaFreeHost(data_);
+    data_ = nullptr;
+    bytes_ = 0;
+  }
+
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Owns a non-blocking stream (no implicit ordering with the legacy default stream).
+class OwnedStream {
+ public:
+  OwnedStream() = default;
+  ~OwnedStream() {
+    if (stream_ != nullptr) {
+      cudaStreamSynchronize(stream_);
+      cudaStreamDestroy(stream_);
+    }
+  }
+  OwnedStream(const OwnedStream&) = delete;
+  OwnedStream& operator=(const OwnedStream&) = delete;
+
+  absl::Status Create() {
+    CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    return absl::OkStatus();
+  }
+  CudaStream get() const { return stream_; }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+};
+
+// Owns an event; `timing` false creates a cheaper event for ordering only.
+class OwnedEvent {
+ public:
+  OwnedEvent() = default;
+  ~OwnedEvent() {
+    if (event_ != nullptr) cudaEventDestroy(event_);
+  }
+  OwnedEvent(OwnedEvent&& other) noexcept : event_(std::exchange(other.event_, nullptr)) {}
+  OwnedEvent& operator=(OwnedEvent&& other) noexcept {
+    if (this != &other) {
+      if (event_ != nullptr) cudaEventDestroy(event_);
+      event_ = std::exchange(other.event_, nullptr);
+    }
+    return *this;
+  }
+  OwnedEvent(const OwnedEvent&) = delete;
+  OwnedEvent& operator=(const OwnedEvent&) = delete;
+
+  absl::Status Create(bool timing) {
+    CUDA_RETURN_IF_ERROR(
+        cudaEventCreateWithFlags(&event_, timing ? cudaEventDefault : cudaEventDisableTiming));
+    return absl::OkStatus();
+  }
+  cudaEvent_t get() const { return event_; }
+
+ private:
+  cudaEvent_t event_ = nullptr;
+};
+
+}  // namespace int4kv
+
+#endif  // INT4KV_SERVER_CUDA_DEVICE_MEMORY_H_
