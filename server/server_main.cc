@@ -1,0 +1,293 @@
+// int4kv_server: the gRPC token-generation server.
+//
+//   bazel run -c opt //server:int4kv_server -- --port=127.0.0.1:50051 --backend=cpu
+//
+// Start-up: the port opens first with health NOT_SERVING (Generate answers UNAVAILABLE), then
+// the model loads and the engine starts, then health turns SERVING. SIGINT or SIGTERM drains:
+// health NOT_SERVING, new requests UNAVAILABLE, running and queued requests get up to
+// --drain_timeout to finish, the rest are cancelled (status UNAVAILABLE, saying so), and the
+// process exits 0.
+//
+// Thread ownership: main() owns the engine and the gRPC server; after start-up it blocks in
+// sigwait. SIGINT and SIGTERM are blocked in every thread (the mask is set before any thread
+// starts), so only that sigwait sees them.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/status_macros.h"
+#include "server/engine.h"
+#include "server/grpc_device_info.h"
+#include "server/grpc_server.h"
+#include "server/grpc_version.h"
+#include "server/model_source.h"
+#include "server/server_main_options.h"
+#include "server/service.h"
+#include "spdlog/spdlog.h"
+
+ABSL_FLAG(std::string, port, "127.0.0.1:50051",
+          "HOST:PORT to listen on (a bare PORT means 127.0.0.1:PORT); port 0 picks a free port, "
+          "written to --port_file");
+ABSL_FLAG(std::string, port_file, "",
+          "if set, the port listened on is written to this file once the port is open");
+ABSL_FLAG(std::string, model, int4kv::kDefaultModelPath,
+          "a llama2.c checkpoint path (relative paths: from the directory bazel run was started "
+          "in, then the runfiles) or a preset: tiny, llama8b[:layers] (random weights)");
+ABSL_FLAG(uint64_t, weight_seed, 1, "seed of the random weights of a preset model");
+ABSL_FLAG(std::string, backend, "auto",
+          "auto, cpu or cuda (EngineConfig::device); auto: cuda when a GPU is visible, else cpu");
+ABSL_FLAG(std::string, cuda_dtype, "fp16", "cuda: weight and activation dtype, fp16 or bf16");
+ABSL_FLAG(int32_t, kv_group_size, 8,
+          "KV elements per quantization group: 8, 16, 32, 64 or 128, dividing head_dim");
+ABSL_FLAG(std::string, kv_mode, "symmetric", "KV quantization: symmetric or asymmetric");
+ABSL_FLAG(std::string, kv_param_dtype, "fp16", "dtype of the KV scales (and zeros): fp16 or bf16");
+ABSL_FLAG(std::string, kv_cache_size, "",
+          "KV cache size: bytes (268435456, 256MiB, 1.5GiB) or, on cuda, a fraction of free GPU "
+          "memory (0.9); empty: max_batch * max_seq_len token slots");
+ABSL_FLAG(int32_t, max_batch, 8, "requests generating at the same time, at most");
+ABSL_FLAG(int32_t, max_queue, 64,
+          "requests waiting for admission, at most; more get RESOURCE_EXHAUSTED");
+ABSL_FLAG(int32_t, max_seq_len, 0,
+          "longest prompt + max_new_tokens; 0: the model's max_seq_len (also the upper limit)");
+ABSL_FLAG(int32_t, max_new_tokens, 0,
+          "largest max_new_tokens a request may ask for; 0: max_seq_len - 1");
+ABSL_FLAG(int32_t, threads, 0, "CPU threads of the model and the CPU backend; 0: one per core");
+ABSL_FLAG(bool, cuda_graphs, true, "cuda backend: replay decode steps as captured CUDA graphs");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
+          "on SIGINT/SIGTERM, how long running requests may take to finish before they are "
+          "cancelled");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS (needs --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, auth_token, "",
+          "if set, Generate and GetServerInfo require the metadata \"authorization: Bearer "
+          "<token>\" (health and reflection stay open)");
+ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or off");
+
+namespace int4kv {
+namespace {
+
+struct Options {
+  EngineConfig engine;
+  KvCacheSize kv_cache_size;
+  std::string model;       // as given (reported by GetServerInfo)
+  std::string model_path;  // where a checkpoint was found; empty for a preset
+  GrpcServerOptions server;
+  std::string port_file;
+  std::string auth_token;
+  absl::Duration drain_timeout;
+};
+
+absl::StatusOr<Options> ParseOptions(const char* argv0) {
+  Options options;
+  ASSIGN_OR_RETURN(options.server.address, ParseListenAddress(absl::GetFlag(FLAGS_port)));
+  options.port_file = absl::GetFlag(FLAGS_port_file);
+  options.model = absl::GetFlag(FLAGS_model);
+  ASSIGN_OR_RETURN(const ModelSource source,
+                   ParseModelSource(options.model, absl::GetFlag(FLAGS_weight_seed)));
+  if (source.kind == ModelSource::Kind::kCheckpoint) {
+    ASSIGN_OR_RETURN(options.model_path, FindInputFile(source.path, argv0, true));
+  }
+  EngineConfig& engine = options.engine;
+  ASSIGN_OR_RETURN(engine.device, ParseBackend(absl::GetFlag(FLAGS_backend)));
+  ASSIGN_OR_RETURN(engine.cuda_dtype, ParseCudaDtype(absl::GetFlag(FLAGS_cuda_dtype)));
+  engine.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+  engine.group_size = absl::GetFlag(FLAGS_kv_group_size);
+  ASSIGN_OR_RETURN(engine.quant_mode, ParseKvMode(absl::GetFlag(FLAGS_kv_mode)));
+  ASSIGN_OR_RETURN(engine.param_dtype, ParseKvParamDtype(absl::GetFlag(FLAGS_kv_param_dtype)));
+  ASSIGN_OR_RETURN(options.kv_cache_size, ParseKvCacheSize(absl::GetFlag(FLAGS_kv_cache_size)));
+  engine.kv_budget_bytes = options.kv_cache_size.bytes;
+  if (options.kv_cache_size.gpu_fraction > 0 && engine.device == "cpu") {
+    return absl::InvalidArgumentError(
+        "--kv_cache_size is a fraction of free GPU memory, which the cpu backend has not: give "
+        "a byte count (e.g. 256MiB)");
+  }
+  if (options.kv_cache_size.gpu_fraction > 0) {
+    // EngineConfig has no GPU-memory fraction yet; refuse rather than guess a size.
+    return absl::UnimplementedError(
+        "--kv_cache_size as a fraction of free GPU memory needs engine support that is not "
+        "built yet: give a byte count (e.g. 8GiB)");
+  }
+  engine.max_batch = absl::GetFlag(FLAGS_max_batch);
+  engine.max_queue = absl::GetFlag(FLAGS_max_queue);
+  engine.max_seq_len = absl::GetFlag(FLAGS_max_seq_len);
+  engine.max_new_tokens_limit = absl::GetFlag(FLAGS_max_new_tokens);
+  engine.threads = absl::GetFlag(FLAGS_threads);
+  options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  if (options.drain_timeout < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--drain_timeout = ", absl::FormatDuration(options.drain_timeout),
+                     " is invalid: must be >= 0"));
+  }
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert);
+  const std::string key = absl::GetFlag(FLAGS_tls_key);
+  if (cert.empty() != key.empty()) {
+    return absl::InvalidArgumentError("--tls_cert and --tls_key go together: set both or neither");
+  }
+  if (!cert.empty()) {
+    ASSIGN_OR_RETURN(const std::string cert_path, FindInputFile(cert, argv0, false));
+    ASSIGN_OR_RETURN(const std::string key_path, FindInputFile(key, argv0, false));
+    ASSIGN_OR_RETURN(options.server.tls_cert_chain_pem, ReadInputFile(cert_path, "--tls_cert"));
+    ASSIGN_OR_RETURN(options.server.tls_private_key_pem, ReadInputFile(key_path, "--tls_key"));
+  }
+  options.auth_token = absl::GetFlag(FLAGS_auth_token);
+  return options;
+}
+
+// Loads the model and starts the engine on the configured backend (the engine resolves "auto"
+// and rejects a backend it cannot run, with its own message).
+absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(const Options& options) {
+  const absl::Time start = absl::Now();
+  ASSIGN_OR_RETURN(const ModelSource source,
+                   ParseModelSource(options.model, absl::GetFlag(FLAGS_weight_seed)));
+  ModelSource resolved = source;
+  if (source.kind == ModelSource::Kind::kCheckpoint) resolved.path = options.model_path;
+  ASSIGN_OR_RETURN(LlamaWeights loaded, LoadModelWeights(resolved, options.engine.threads));
+  const auto weights = std::make_shared<const LlamaWeights>(std::move(loaded));
+  spdlog::info("model {} loaded in {:.2f} s", options.model,
+               absl::ToDoubleSeconds(absl::Now() - start));
+
+  return Engine::Create(options.engine, weights, source.ToString());
+}
+
+absl::Status WritePortFile(const std::string& path, int port) {
+  const std::string temp = path + ".tmp";
+  {
+    std::ofstream file(temp, std::ios::trunc);
+    file << port << "\n";
+    if (!file) return absl::InternalError(absl::StrCat("--port_file: cannot write ", temp));
+  }
+  if (std::rename(temp.c_str(), path.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("--port_file: cannot rename ", temp, " to ", path));
+  }
+  return absl::OkStatus();
+}
+
+void LogSummary(const EngineInfo& info, const ServerDetails& details, const Options& options,
+                const GrpcServer& server) {
+  spdlog::info("int4kv server {} serving on port {} ({}, {})", details.version, server.port(),
+               server.tls() ? "TLS" : "plaintext",
+               options.auth_token.empty() ? "no auth" : "bearer token required");
+  spdlog::info("model {}: {}", info.model_source, info.model.DebugString());
+  spdlog::info("backend {} on {}; CPU threads {}", info.device,
+               details.device_name.empty() ? "unknown device" : details.device_name,
+               options.engine.threads == 0 ? std::string("one per core")
+                                           : std::to_string(options.engine.threads));
+  spdlog::info("KV cache: {} {} group {} {} params, {} bytes/token, {} token slots ({:.1f} MiB)",
+               info.attention,
+               info.quant_mode == QuantMode::kSymmetric ? "symmetric" : "asymmetric",
+               info.group_size, info.param_dtype == ParamDtype::kFloat16 ? "fp16" : "bf16",
+               info.kv_bytes_per_token, info.slots_total, info.kv_pool_bytes / 1048576.0);
+  spdlog::info(
+      "capacity: max_batch {}, max_queue {}, max_seq_len {}, max_new_tokens {}, max_step_tokens "
+      "{}",
+      info.max_batch, info.max_queue, info.max_seq_len, info.max_new_tokens_limit,
+      info.max_step_tokens);
+  std::string graphs = "off";
+  if (details.cuda_graphs) {
+    graphs =
+        details.graph_buckets.empty()
+            ? "on (the engine does not report its batch buckets)"
+            : absl::StrCat("on, batch buckets [", absl::StrJoin(details.graph_buckets, ", "), "]");
+  }
+  spdlog::info("CUDA graphs: {}", graphs);
+}
+
+int Run(const char* argv0) {
+  absl::StatusOr<Options> options = ParseOptions(argv0);
+  if (!options.ok()) {
+    spdlog::error("{}", std::string(options.status().message()));
+    return 2;
+  }
+
+  // Before any thread starts: only the sigwait below receives SIGINT and SIGTERM.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  ServiceOptions service_options;
+  service_options.auth_token = options->auth_token;
+  TokenGenerationService service(service_options);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  absl::StatusOr<std::unique_ptr<GrpcServer>> server =
+      GrpcServer::Start(options->server, {{&service, v1::TokenGeneration::service_full_name()}});
+  if (!server.ok()) {
+    spdlog::error("{}", server.status().ToString());
+    return 1;
+  }
+  spdlog::info("listening on port {}; loading the model (health NOT_SERVING)", (*server)->port());
+  if (!options->port_file.empty()) {
+    if (absl::Status s = WritePortFile(options->port_file, (*server)->port()); !s.ok()) {
+      spdlog::error("{}", std::string(s.message()));
+      return 1;
+    }
+  }
+
+  absl::StatusOr<std::unique_ptr<Engine>> engine = CreateEngine(*options);
+  if (!engine.ok()) {
+    spdlog::error("the engine did not start: {}", engine.status().ToString());
+    (*server)->Shutdown(absl::ZeroDuration());
+    return 1;
+  }
+  const EngineInfo info = (*engine)->GetInfo();
+  ServerDetails details;
+  details.version = kInt4kvVersion;
+  details.device_name = DeviceName(info.device);
+  // The resolved config says whether graphs are on; EngineInfo does not list the buckets yet.
+  details.cuda_graphs = info.device == "cuda" && (*engine)->config().cuda_graphs;
+  service.AttachEngine(engine->get(), details);
+  (*server)->SetServing(true);
+  LogSummary(info, details, *options, **server);
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  spdlog::info(
+      "{}: draining (health NOT_SERVING, new requests UNAVAILABLE); up to {} for {} "
+      "running and {} queued requests",
+      signal_number == SIGINT ? "SIGINT" : "SIGTERM", absl::FormatDuration(options->drain_timeout),
+      (*engine)->GetInfo().running, (*engine)->GetInfo().queued);
+  (*server)->SetServing(false);
+  const absl::Time drain_start = absl::Now();
+  (*engine)->Shutdown(options->drain_timeout);
+  spdlog::info("engine stopped after {}", absl::FormatDuration(absl::Now() - drain_start));
+  // Every request has its finish now and the handlers send it within a poll interval. Clients
+  // that keep idle connections open would hold gRPC's shutdown until the grace period ends,
+  // so it is short.
+  (*server)->Shutdown(absl::Milliseconds(500));
+  spdlog::info("server stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace int4kv
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "int4kv gRPC token-generation server. Example: int4kv_server --port=127.0.0.1:50051 "
+      "--model=testdata/models/stories260K.bin --backend=cpu");
+  absl::ParseCommandLine(argc, argv);
+  const std::string level_name = absl::GetFlag(FLAGS_log_level);
+  const spdlog::level::level_enum level = spdlog::level::from_str(level_name);
+  if (level == spdlog::level::off && level_name != "off") {
+    std::fprintf(stderr,
+                 "--log_level = '%s' is invalid: must be trace, debug, info, warn, error or off\n",
+                 level_name.c_str());
+    return 2;
+  }
+  spdlog::set_level(level);
+  return int4kv::Run(argv[0]);
+}

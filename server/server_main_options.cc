@@ -1,0 +1,188 @@
+#include "server/server_main_options.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+
+namespace int4kv {
+namespace {
+
+constexpr char kWorkspaceName[] = "int4kv";
+
+bool IsFile(const std::string& path) {
+  std::ifstream file(path);
+  return file.good();
+}
+
+std::string JoinPath(absl::string_view dir, absl::string_view path) {
+  if (dir.empty()) return std::string(path);
+  return absl::StrCat(absl::StripSuffix(dir, "/"), "/", path);
+}
+
+std::string SelfExecutable() {
+  char buffer[4096];
+  const ssize_t n = readlink("/proc/self/exe", buffer, sizeof(buffer) - 1);
+  return n > 0 ? std::string(buffer, n) : "";
+}
+
+}  // namespace
+
+absl::StatusOr<KvCacheSize> ParseKvCacheSize(absl::string_view text) {
+  KvCacheSize size;
+  const absl::string_view value = absl::StripAsciiWhitespace(text);
+  if (value.empty()) return size;
+  auto invalid = [&] {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--kv_cache_size = '", text,
+        "' is invalid: must be a byte count (268435456, 256MiB, 1.5GiB, 300MB) or a fraction of "
+        "free GPU memory in (0, 1] with a decimal point (0.9)"));
+  };
+  size_t digits = 0;
+  while (digits < value.size() &&
+         (absl::ascii_isdigit(static_cast<unsigned char>(value[digits])) || value[digits] == '.')) {
+    ++digits;
+  }
+  const absl::string_view number = value.substr(0, digits);
+  const std::string unit = absl::AsciiStrToUpper(absl::StripAsciiWhitespace(value.substr(digits)));
+  double amount = 0;
+  if (number.empty() || !absl::SimpleAtod(number, &amount) || !std::isfinite(amount)) {
+    return invalid();
+  }
+  if (unit.empty() && absl::StrContains(number, '.')) {
+    if (!(amount > 0.0 && amount <= 1.0)) return invalid();
+    size.gpu_fraction = amount;
+    return size;
+  }
+  double multiplier = 0;
+  struct Unit {
+    const char* name;
+    double multiplier;
+  };
+  static const Unit kUnits[] = {
+      {"", 1},
+      {"B", 1},
+      {"K", 1024.0},
+      {"KIB", 1024.0},
+      {"KB", 1e3},
+      {"M", 1048576.0},
+      {"MIB", 1048576.0},
+      {"MB", 1e6},
+      {"G", 1073741824.0},
+      {"GIB", 1073741824.0},
+      {"GB", 1e9},
+      {"T", 1099511627776.0},
+      {"TIB", 1099511627776.0},
+      {"TB", 1e12},
+  };
+  for (const Unit& u : kUnits) {
+    if (unit == u.name) multiplier = u.multiplier;
+  }
+  if (multiplier == 0) return invalid();
+  const double bytes = std::floor(amount * multiplier);
+  if (!(bytes >= 1.0 && bytes < 9.0e18)) {
+    return absl::InvalidArgumentError(absl::StrCat("--kv_cache_size = '", text,
+                                                   "' is invalid: must be at least 1 byte and "
+                                                   "below 9e18 bytes"));
+  }
+  size.bytes = static_cast<int64_t>(bytes);
+  return size;
+}
+
+absl::StatusOr<QuantMode> ParseKvMode(absl::string_view text) {
+  if (text == "symmetric") return QuantMode::kSymmetric;
+  if (text == "asymmetric") return QuantMode::kAsymmetric;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--kv_mode = '", text, "' is invalid: must be symmetric or asymmetric"));
+}
+
+absl::StatusOr<ParamDtype> ParseKvParamDtype(absl::string_view text) {
+  if (text == "fp16") return ParamDtype::kFloat16;
+  if (text == "bf16") return ParamDtype::kBFloat16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--kv_param_dtype = '", text, "' is invalid: must be fp16 or bf16"));
+}
+
+absl::StatusOr<std::string> ParseBackend(absl::string_view text) {
+  if (text == "auto" || text == "cpu" || text == "cuda") return std::string(text);
+  return absl::InvalidArgumentError(
+      absl::StrCat("--backend = '", text, "' is invalid: must be auto, cpu or cuda"));
+}
+
+absl::StatusOr<DType> ParseCudaDtype(absl::string_view text) {
+  if (text == "fp16") return DType::kFloat16;
+  if (text == "bf16") return DType::kBFloat16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--cuda_dtype = '", text, "' is invalid: must be fp16 or bf16"));
+}
+
+absl::StatusOr<std::string> ParseListenAddress(absl::string_view text) {
+  const absl::string_view value = absl::StripAsciiWhitespace(text);
+  auto invalid = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("--port = '", text, "' is invalid: ", why,
+                                                   " (HOST:PORT, e.g. 127.0.0.1:50051)"));
+  };
+  if (value.empty()) return invalid("empty");
+  const size_t colon = value.rfind(':');
+  const absl::string_view port_text =
+      colon == absl::string_view::npos ? value : value.substr(colon + 1);
+  int port = -1;
+  if (!absl::SimpleAtoi(port_text, &port) || port < 0 || port > 65535) {
+    return invalid("the port must be a number in [0, 65535]");
+  }
+  if (colon == absl::string_view::npos) return absl::StrCat("127.0.0.1:", port);
+  if (colon == 0) return invalid("the host is empty");
+  return std::string(value);
+}
+
+absl::StatusOr<std::string> FindInputFile(absl::string_view path, absl::string_view argv0,
+                                          bool search_runfiles) {
+  if (path.empty()) return absl::InvalidArgumentError("the file path is empty");
+  if (absl::StartsWith(path, "/")) {
+    if (IsFile(std::string(path))) return std::string(path);
+    return absl::NotFoundError(absl::StrCat("no readable file at ", path));
+  }
+  std::vector<std::string> candidates;
+  const char* user_dir = std::getenv("BUILD_WORKING_DIRECTORY");
+  if (user_dir != nullptr && user_dir[0] != '\0') candidates.push_back(JoinPath(user_dir, path));
+  candidates.push_back(std::string(path));
+  if (search_runfiles) {
+    const char* runfiles = std::getenv("RUNFILES_DIR");
+    if (runfiles != nullptr && runfiles[0] != '\0') {
+      candidates.push_back(JoinPath(JoinPath(runfiles, kWorkspaceName), path));
+    }
+    if (!argv0.empty()) {
+      candidates.push_back(JoinPath(absl::StrCat(argv0, ".runfiles/", kWorkspaceName), path));
+    }
+    const std::string self = SelfExecutable();
+    if (!self.empty()) {
+      candidates.push_back(JoinPath(absl::StrCat(self, ".runfiles/", kWorkspaceName), path));
+    }
+  }
+  for (const std::string& candidate : candidates) {
+    if (IsFile(candidate)) return candidate;
+  }
+  return absl::NotFoundError(
+      absl::StrCat("no readable file ", path, "; tried ", absl::StrJoin(candidates, ", ")));
+}
+
+absl::StatusOr<std::string> ReadInputFile(const std::string& path, absl::string_view what) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) return absl::NotFoundError(absl::StrCat(what, ": cannot open ", path));
+  std::ostringstream contents;
+  contents << file.rdbuf();
+  if (file.bad()) return absl::InternalError(absl::StrCat(what, ": error reading ", path));
+  return contents.str();
+}
+
+}  // namespace int4kv

@@ -1,0 +1,51 @@
+// Parsing of the int4kv_server command line into native values (the flags themselves are
+// defined in server_main.cc): sizes, enums, listen addresses, and the files the server reads.
+#ifndef INT4KV_SERVER_SERVER_MAIN_OPTIONS_H_
+#define INT4KV_SERVER_SERVER_MAIN_OPTIONS_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/dtype.h"
+#include "kv_cache/int4_layout.h"
+
+namespace int4kv {
+
+// --kv_cache_size: empty (the engine's default: max_batch * max_seq_len slots), a byte count
+// ("268435456", "256MiB", "1.5GiB", "300MB"; K/M/G/T and KiB.. are powers of 1024, KB.. of
+// 1000), or a fraction of free GPU memory written with a decimal point, in (0, 1] ("0.9").
+struct KvCacheSize {
+  int64_t bytes = 0;          // > 0: a byte budget
+  double gpu_fraction = 0.0;  // > 0: a fraction of free GPU memory
+};
+absl::StatusOr<KvCacheSize> ParseKvCacheSize(absl::string_view text);
+
+// "symmetric" | "asymmetric".
+absl::StatusOr<QuantMode> ParseKvMode(absl::string_view text);
+// "fp16" | "bf16".
+absl::StatusOr<ParamDtype> ParseKvParamDtype(absl::string_view text);
+// "auto" | "cpu" | "cuda", passed to EngineConfig::device as is.
+absl::StatusOr<std::string> ParseBackend(absl::string_view text);
+// --cuda_dtype: "fp16" | "bf16".
+absl::StatusOr<DType> ParseCudaDtype(absl::string_view text);
+
+// HOST:PORT as given; a bare port number listens on 127.0.0.1. InvalidArgument for an empty
+// value or a port outside [0, 65535].
+absl::StatusOr<std::string> ParseListenAddress(absl::string_view text);
+
+// Where a file named on the command line is: an absolute path as is; a relative one against
+// the directory `bazel run` was started from ($BUILD_WORKING_DIRECTORY), else the working
+// directory; with `search_runfiles`, then also against the binary's runfiles tree (the default
+// model is a data dependency): $RUNFILES_DIR/int4kv, <argv0>.runfiles/int4kv and
+// <this executable>.runfiles/int4kv. NotFound listing every place tried.
+absl::StatusOr<std::string> FindInputFile(absl::string_view path, absl::string_view argv0,
+                                          bool search_runfiles);
+
+// The whole file; NotFound / Internal naming `what` and the path.
+absl::StatusOr<std::string> ReadInputFile(const std::string& path, absl::string_view what);
+
+}  // namespace int4kv
+
+#endif  // INT4KV_SERVER_SERVER_MAIN_OPTIONS_H_

@@ -1,0 +1,133 @@
+#include "server/server_main_options.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace int4kv {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(ParseKvCacheSizeTest, EmptyMeansDefault) {
+  const absl::StatusOr<KvCacheSize> size = ParseKvCacheSize("");
+  ASSERT_TRUE(size.ok());
+  EXPECT_EQ(size->bytes, 0);
+  EXPECT_EQ(size->gpu_fraction, 0.0);
+}
+
+TEST(ParseKvCacheSizeTest, ByteCountsWithUnits) {
+  const std::pair<const char*, int64_t> cases[] = {
+      {"268435456", 268435456},
+      {"256MiB", 256ll << 20},
+      {"256M", 256ll << 20},
+      {"1.5GiB", 3ll << 29},
+      {"300MB", 300000000},
+      {"2kb", 2000},
+      {"7B", 7},
+      {"1T", 1ll << 40},
+      {" 64 KiB ", 64 << 10},
+  };
+  for (const auto& [text, bytes] : cases) {
+    const absl::StatusOr<KvCacheSize> size = ParseKvCacheSize(text);
+    ASSERT_TRUE(size.ok()) << text << ": " << size.status();
+    EXPECT_EQ(size->bytes, bytes) << text;
+    EXPECT_EQ(size->gpu_fraction, 0.0) << text;
+  }
+}
+
+TEST(ParseKvCacheSizeTest, DecimalWithoutUnitIsAFractionOfGpuMemory) {
+  absl::StatusOr<KvCacheSize> size = ParseKvCacheSize("0.9");
+  ASSERT_TRUE(size.ok());
+  EXPECT_EQ(size->bytes, 0);
+  EXPECT_DOUBLE_EQ(size->gpu_fraction, 0.9);
+  size = ParseKvCacheSize("1.0");
+  ASSERT_TRUE(size.ok());
+  EXPECT_DOUBLE_EQ(size->gpu_fraction, 1.0);
+}
+
+TEST(ParseKvCacheSizeTest, RejectsNamingTheFlagAndTheForms) {
+  for (const char* text : {"abc", "0.0", "1.5", "12XB", "-5", "0", "MiB", "0.5.1", "1e9"}) {
+    const absl::StatusOr<KvCacheSize> size = ParseKvCacheSize(text);
+    ASSERT_FALSE(size.ok()) << text;
+    EXPECT_EQ(size.status().code(), absl::StatusCode::kInvalidArgument) << text;
+    EXPECT_THAT(size.status().message(), HasSubstr("--kv_cache_size")) << text;
+  }
+}
+
+TEST(ParseEnumsTest, KvModeDtypeAndBackend) {
+  EXPECT_EQ(*ParseKvMode("symmetric"), QuantMode::kSymmetric);
+  EXPECT_EQ(*ParseKvMode("asymmetric"), QuantMode::kAsymmetric);
+  EXPECT_THAT(ParseKvMode("sym").status().message(), HasSubstr("symmetric or asymmetric"));
+  EXPECT_EQ(*ParseKvParamDtype("fp16"), ParamDtype::kFloat16);
+  EXPECT_EQ(*ParseKvParamDtype("bf16"), ParamDtype::kBFloat16);
+  EXPECT_THAT(ParseKvParamDtype("fp32").status().message(), HasSubstr("fp16 or bf16"));
+  EXPECT_EQ(*ParseBackend("auto"), "auto");
+  EXPECT_EQ(*ParseBackend("cpu"), "cpu");
+  EXPECT_EQ(*ParseBackend("cuda"), "cuda");
+  EXPECT_THAT(ParseBackend("gpu").status().message(), HasSubstr("auto, cpu or cuda"));
+  EXPECT_EQ(*ParseCudaDtype("fp16"), DType::kFloat16);
+  EXPECT_EQ(*ParseCudaDtype("bf16"), DType::kBFloat16);
+  EXPECT_THAT(ParseCudaDtype("fp32").status().message(), HasSubstr("--cuda_dtype"));
+}
+
+TEST(ParseListenAddressTest, HostPortAndBarePort) {
+  EXPECT_EQ(*ParseListenAddress("127.0.0.1:50051"), "127.0.0.1:50051");
+  EXPECT_EQ(*ParseListenAddress("0.0.0.0:0"), "0.0.0.0:0");
+  EXPECT_EQ(*ParseListenAddress("[::1]:8080"), "[::1]:8080");
+  EXPECT_EQ(*ParseListenAddress("9000"), "127.0.0.1:9000");
+  for (const char* text : {"", "host:", "host:x", "host:70000", ":80", "host:-1"}) {
+    const absl::StatusOr<std::string> address = ParseListenAddress(text);
+    ASSERT_FALSE(address.ok()) << text;
+    EXPECT_THAT(address.status().message(), HasSubstr("--port")) << text;
+  }
+}
+
+TEST(FindInputFileTest, PrefersTheBazelRunDirectoryThenTheWorkingDirectory) {
+  const std::string dir = std::getenv("TEST_TMPDIR");
+  std::ofstream(dir + "/user.txt") << "x";
+  setenv("BUILD_WORKING_DIRECTORY", dir.c_str(), 1);
+  absl::StatusOr<std::string> found = FindInputFile("user.txt", "", false);
+  ASSERT_TRUE(found.ok()) << found.status();
+  EXPECT_EQ(*found, dir + "/user.txt");
+  // The model is a data dependency of this test: found relative to the working directory.
+  found = FindInputFile("testdata/models/stories260K.bin", "", false);
+  ASSERT_TRUE(found.ok()) << found.status();
+  EXPECT_EQ(*found, "testdata/models/stories260K.bin");
+  unsetenv("BUILD_WORKING_DIRECTORY");
+}
+
+TEST(FindInputFileTest, SearchesRunfilesOnlyWhenAsked) {
+  const std::string dir = std::getenv("TEST_TMPDIR");
+  const std::string runfiles = dir + "/fake.runfiles";
+  ASSERT_EQ(system(("mkdir -p " + runfiles + "/int4kv/sub").c_str()), 0);
+  std::ofstream(runfiles + "/int4kv/sub/data.bin") << "x";
+  const std::string argv0 = dir + "/fake";
+  EXPECT_EQ(FindInputFile("sub/data.bin", argv0, false).status().code(),
+            absl::StatusCode::kNotFound);
+  const absl::StatusOr<std::string> found = FindInputFile("sub/data.bin", argv0, true);
+  ASSERT_TRUE(found.ok()) << found.status();
+  EXPECT_EQ(*found, runfiles + "/int4kv/sub/data.bin");
+}
+
+TEST(FindInputFileTest, NotFoundListsThePlacesTried) {
+  const absl::StatusOr<std::string> found = FindInputFile("no/such.bin", "/x/bin", true);
+  ASSERT_EQ(found.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(found.status().message(), HasSubstr("/x/bin.runfiles/int4kv/no/such.bin"));
+  EXPECT_EQ(FindInputFile("/no/such/abs", "", true).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(ReadInputFileTest, ReadsWholeFileOrNamesWhat) {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/cert.pem";
+  std::ofstream(path) << "line1\nline2\n";
+  EXPECT_EQ(*ReadInputFile(path, "--tls_cert"), "line1\nline2\n");
+  const absl::Status missing = ReadInputFile(path + ".none", "--tls_key").status();
+  EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(missing.message(), HasSubstr("--tls_key"));
+}
+
+}  // namespace
+}  // namespace int4kv

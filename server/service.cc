@@ -1,0 +1,113 @@
+#include "server/service.h"
+
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "server/grpc_status.h"
+#include "spdlog/spdlog.h"
+
+namespace int4kv {
+
+TokenGenerationService::TokenGenerationService(ServiceOptions options)
+    : options_(std::move(options)), auth_(options_.auth_token) {}
+
+TokenGenerationService::~TokenGenerationService() { delete attached_.load(); }
+
+void TokenGenerationService::AttachEngine(Engine* engine, ServerDetails details) {
+  const Attached* attached = new Attached{engine, std::move(details)};
+  const Attached* previous = nullptr;
+  if (!attached_.compare_exchange_strong(previous, attached)) {
+    delete attached;
+    spdlog::error("TokenGenerationService::AttachEngine called twice; keeping the first engine");
+  }
+}
+
+absl::StatusOr<const TokenGenerationService::Attached*> TokenGenerationService::Admit(
+    const grpc::ServerContext& context) const {
+  if (absl::Status s = auth_.Check(context.client_metadata()); !s.ok()) return s;
+  const Attached* attached = attached_.load();
+  if (attached == nullptr) {
+    return absl::UnavailableError("the server is starting (loading the model); retry shortly");
+  }
+  return attached;
+}
+
+grpc::Status TokenGenerationService::GetServerInfo(grpc::ServerContext* context,
+                                                   const v1::GetServerInfoRequest* /*request*/,
+                                                   v1::ServerInfo* response) {
+  const absl::StatusOr<const Attached*> attached = Admit(*context);
+  if (!attached.ok()) return ToGrpcStatus(attached.status());
+  *response = ServerInfoToProto((*attached)->engine->GetInfo(), (*attached)->details);
+  return grpc::Status::OK;
+}
+
+grpc::Status TokenGenerationService::Generate(grpc::ServerContext* context,
+                                              const v1::GenerateRequest* request,
+                                              grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  const absl::StatusOr<const Attached*> attached = Admit(*context);
+  if (!attached.ok()) return ToGrpcStatus(attached.status());
+  Engine& engine = *(*attached)->engine;
+  absl::StatusOr<GenerateRequest> parsed = RequestFromProto(*request);
+  if (!parsed.ok()) return ToGrpcStatus(parsed.status());
+  absl::StatusOr<std::shared_ptr<RequestStream>> submitted = engine.Submit(std::move(*parsed));
+  if (!submitted.ok()) {
+    spdlog::debug("request '{}' rejected: {}", request->request_id(),
+                  submitted.status().ToString());
+    return ToGrpcStatus(submitted.status());
+  }
+  RequestStream& stream = **submitted;
+  spdlog::debug("request '{}' accepted as engine request {}", request->request_id(), stream.id());
+
+  // Stops the engine request (its slots are freed within one step) when the client is gone.
+  auto abandon = [&](const char* why) {
+    engine.Cancel(stream.id()).IgnoreError();  // NotFound: it finished meanwhile
+    spdlog::debug("request '{}' (engine {}) {}", request->request_id(), stream.id(), why);
+    return ToGrpcStatus(absl::CancelledError(absl::StrCat("the request was ", why)));
+  };
+
+  v1::GenerateResponse response;
+  StreamEvent event;
+  while (true) {
+    if (!stream.NextFor(&event, options_.cancel_poll_interval)) {
+      if (context->IsCancelled()) return abandon("cancelled by the client or its deadline");
+      continue;
+    }
+    // Tokens already produced go out together, then the finish if it is there.
+    response.Clear();
+    response.set_request_id(request->request_id());
+    bool finished = false;
+    while (true) {
+      if (event.type == StreamEvent::Type::kFinish) {
+        finished = true;
+        break;
+      }
+      response.add_token_ids(event.token);
+      if (response.token_ids_size() >= options_.max_tokens_per_response ||
+          !stream.NextFor(&event, absl::ZeroDuration())) {
+        break;
+      }
+    }
+    if (!finished) {
+      if (!writer->Write(response)) return abandon("abandoned: the client stopped reading");
+      continue;
+    }
+    const v1::FinishReason reason = FinishReasonToProto(event.finish_reason);
+    if (reason == v1::FINISH_REASON_UNSPECIFIED) {
+      // Cancelled or failed in the engine: the tokens so far, then the engine's status.
+      if (response.token_ids_size() > 0) writer->Write(response);
+      spdlog::debug("request '{}' (engine {}) ended: {}", request->request_id(), stream.id(),
+                    event.status.ToString());
+      return ToGrpcStatus(event.status.ok()
+                              ? absl::InternalError(absl::StrCat(
+                                    "the request ended as ", FinishReasonName(event.finish_reason)))
+                              : event.status);
+    }
+    response.set_finish_reason(reason);
+    UsageToProto(event.usage, response.mutable_usage());
+    writer->Write(response);
+    return grpc::Status::OK;
+  }
+}
+
+}  // namespace int4kv

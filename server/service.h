@@ -1,0 +1,65 @@
+// The int4kv.v1.TokenGeneration gRPC service. Thin: checks the bearer token, parses the request
+// at the edge (grpc_convert.h), hands it to the Engine (which validates it and queues it) and
+// streams the engine's events back. ToGrpcStatus (grpc_status.h) turns every absl::Status
+// into the RPC's status.
+//
+// A client cancel or an expired deadline cancels the engine request (Engine::Cancel), which
+// frees its KV slots within one engine step: the handler polls ServerContext::IsCancelled
+// every `cancel_poll_interval` while it waits on the request's stream.
+//
+// Thread ownership: gRPC runs Generate and GetServerInfo on its sync-server threads, any number
+// at once; each call owns its RequestStream. The service's only mutable state is the attached
+// engine, published once by AttachEngine; until then (the server is loading the model) every
+// RPC returns UNAVAILABLE. The engine is not owned and must outlive the gRPC server.
+#ifndef INT4KV_SERVER_SERVICE_H_
+#define INT4KV_SERVER_SERVICE_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/time/time.h"
+#include "proto/generation.grpc.pb.h"
+#include "server/engine.h"
+#include "server/grpc_auth.h"
+#include "server/grpc_convert.h"
+
+namespace int4kv {
+
+struct ServiceOptions {
+  std::string auth_token;  // empty: no authentication
+  absl::Duration cancel_poll_interval = absl::Milliseconds(5);
+  int32_t max_tokens_per_response = 1024;  // tokens already produced are sent together
+};
+
+class TokenGenerationService final : public v1::TokenGeneration::Service {
+ public:
+  explicit TokenGenerationService(ServiceOptions options);
+  ~TokenGenerationService() override;
+
+  // Starts serving `engine`; call once. `details` completes GetServerInfo.
+  void AttachEngine(Engine* engine, ServerDetails details);
+
+  grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
+                        grpc::ServerWriter<v1::GenerateResponse>* writer) override;
+  grpc::Status GetServerInfo(grpc::ServerContext* context, const v1::GetServerInfoRequest* request,
+                             v1::ServerInfo* response) override;
+
+ private:
+  struct Attached {
+    Engine* engine;
+    ServerDetails details;
+  };
+
+  // The attached engine, or Unavailable while the server is starting; Unauthenticated for a
+  // call without the right token.
+  absl::StatusOr<const Attached*> Admit(const grpc::ServerContext& context) const;
+
+  const ServiceOptions options_;
+  const BearerTokenAuth auth_;
+  std::atomic<const Attached*> attached_{nullptr};  // set once; owned (deleted at destruction)
+};
+
+}  // namespace int4kv
+
+#endif  // INT4KV_SERVER_SERVICE_H_
