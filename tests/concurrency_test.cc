@@ -1,0 +1,154 @@
+// Many streams at once, and what a client that goes away leaves behind: 64 concurrent streams
+// all complete with the engine's own tokens; a cancelled stream and an expired deadline each
+// free their KV slots (GetServerInfo shows free slots back at capacity) long before the
+// request could have finished; a full queue is RESOURCE_EXHAUSTED naming the limit.
+#include <chrono>
+#include <memory>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/grpc_convert.h"
+#include "tests/testing/generate_call.h"
+#include "tests/testing/in_process_server.h"
+
+namespace int4kv {
+namespace {
+
+using ::testing::ElementsAreArray;
+using ::testing::HasSubstr;
+
+constexpr int32_t kLongRequestTokens = 500;
+
+TEST(ConcurrencyTest, SixtyFourConcurrentStreamsAllCompleteCorrectly) {
+  EngineConfig config = TestEngineConfig();
+  config.max_batch = 16;
+  InProcessServer server(config);
+  constexpr int kStreams = 64;
+  std::mt19937 rng(11);
+  std::vector<v1::GenerateRequest> requests;
+  for (int i = 0; i < kStreams; ++i) {
+    std::vector<int32_t> prompt = {1};
+    for (int t = static_cast<int>(rng() % 24); t > 0; --t) prompt.push_back(3 + rng() % 500);
+    v1::GenerateRequest request = GreedyRequest(prompt, 4 + static_cast<int32_t>(rng() % 28));
+    request.set_request_id("c" + std::to_string(i));
+    requests.push_back(request);
+  }
+  // The engine's own outputs (greedy decoding does not depend on what else is batched).
+  std::vector<std::shared_ptr<RequestStream>> direct;
+  for (const v1::GenerateRequest& request : requests) {
+    direct.push_back(*server.engine().Submit(*RequestFromProto(request)));
+  }
+  std::vector<GenerationResult> expected;
+  for (auto& stream : direct) expected.push_back(stream->ReadAll());
+
+  std::vector<GenerateCall> calls(kStreams);
+  std::vector<std::thread> threads;
+  std::vector<std::unique_ptr<v1::TokenGeneration::Stub>> stubs;
+  for (int i = 0; i < 4; ++i) stubs.push_back(server.NewStub());  // 4 channels, 16 calls each
+  for (int i = 0; i < kStreams; ++i) {
+    threads.emplace_back([&, i] { calls[i] = RunGenerate(*stubs[i % stubs.size()], requests[i]); });
+  }
+  for (std::thread& thread : threads) thread.join();
+
+  for (int i = 0; i < kStreams; ++i) {
+    ASSERT_TRUE(calls[i].status.ok()) << i << ": " << calls[i].status.error_message();
+    EXPECT_THAT(calls[i].tokens, ElementsAreArray(expected[i].tokens)) << i;
+    EXPECT_EQ(calls[i].last().finish_reason(), v1::FINISH_REASON_LENGTH) << i;
+    EXPECT_EQ(calls[i].last().request_id(), "c" + std::to_string(i));
+    EXPECT_EQ(calls[i].last().usage().generated_tokens(), requests[i].max_new_tokens()) << i;
+  }
+  auto stub = server.NewStub();
+  const v1::ServerInfo info = GetInfo(*stub);
+  EXPECT_EQ(info.capacity().slots_free(), info.capacity().slots_total());
+  EXPECT_EQ(info.capacity().running(), 0);
+  EXPECT_EQ(info.capacity().queued(), 0);
+}
+
+// Starts a long generation that the client then abandons (cancel after the first message, or a
+// short deadline); checks that its slots come back well before it could have finished.
+void ExpectSlotsFreedAfterClientGoesAway(bool use_deadline) {
+  InProcessServer server;
+  auto stub = server.NewStub();
+  const v1::ServerInfo before = GetInfo(*stub);
+  ASSERT_EQ(before.capacity().slots_free(), before.capacity().slots_total());
+
+  grpc::ClientContext context;
+  if (use_deadline) {
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(60));
+  }
+  auto reader = stub->Generate(&context, GreedyRequest({1, 403, 261}, kLongRequestTokens));
+  v1::GenerateResponse response;
+  if (!use_deadline) {
+    ASSERT_TRUE(reader->Read(&response));
+    ASSERT_GT(response.token_ids_size(), 0);
+    // The running request holds prompt + max_new_tokens slots.
+    const v1::ServerInfo running = GetInfo(*stub);
+    EXPECT_EQ(running.capacity().running(), 1);
+    EXPECT_EQ(running.capacity().slots_free(),
+              running.capacity().slots_total() - 3 - kLongRequestTokens);
+    context.TryCancel();
+  }
+  while (reader->Read(&response)) {
+  }
+  const grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(),
+            use_deadline ? grpc::StatusCode::DEADLINE_EXCEEDED : grpc::StatusCode::CANCELLED);
+
+  v1::ServerInfo after;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        after = GetInfo(*stub);
+        return after.capacity().slots_free() == after.capacity().slots_total();
+      },
+      absl::Seconds(5)))
+      << "free slots stayed at " << after.capacity().slots_free() << " of "
+      << after.capacity().slots_total();
+  EXPECT_EQ(after.capacity().running(), 0);
+  // Cut short: far fewer engine steps than the request's tokens were run.
+  EXPECT_LT(after.capacity().engine_steps() - before.capacity().engine_steps(),
+            kLongRequestTokens - 50);
+}
+
+TEST(ConcurrencyTest, CancelledStreamFreesItsSlots) { ExpectSlotsFreedAfterClientGoesAway(false); }
+
+TEST(ConcurrencyTest, ExpiredDeadlineFreesItsSlots) { ExpectSlotsFreedAfterClientGoesAway(true); }
+
+TEST(ConcurrencyTest, FullQueueIsResourceExhaustedNamingTheLimit) {
+  EngineConfig config = TestEngineConfig();
+  config.max_batch = 1;
+  config.max_queue = 1;
+  InProcessServer server(config);
+  auto stub = server.NewStub();
+
+  // One request runs, one waits: the queue is full.
+  grpc::ClientContext running_context;
+  auto running = stub->Generate(&running_context, GreedyRequest({1}, kLongRequestTokens));
+  v1::GenerateResponse response;
+  ASSERT_TRUE(running->Read(&response));
+  grpc::ClientContext queued_context;
+  auto queued = stub->Generate(&queued_context, GreedyRequest({1, 5}, 8));
+  ASSERT_TRUE(WaitFor([&] { return GetInfo(*stub).capacity().queued() == 1; }));
+
+  const GenerateCall rejected = RunGenerate(*stub, GreedyRequest({1, 7}, 8));
+  EXPECT_EQ(rejected.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(rejected.status.error_message(), HasSubstr("max_queue = 1"));
+  EXPECT_TRUE(rejected.responses.empty());
+
+  // The rejection changed nothing: the queued request still runs once the first one goes.
+  running_context.TryCancel();
+  while (running->Read(&response)) {
+  }
+  std::vector<int32_t> tokens;
+  while (queued->Read(&response)) {
+    tokens.insert(tokens.end(), response.token_ids().begin(), response.token_ids().end());
+  }
+  ASSERT_TRUE(queued->Finish().ok());
+  EXPECT_EQ(tokens.size(), 8u);
+  EXPECT_EQ(response.finish_reason(), v1::FINISH_REASON_LENGTH);
+}
+
+}  // namespace
+}  // namespace int4kv

@@ -1,0 +1,285 @@
+// The int4kv_server binary as a process: drain on SIGTERM (health SERVING -> NOT_SERVING, new
+// requests UNAVAILABLE, running ones finish, or are cancelled after --drain_timeout, exit 0),
+// server reflection, bearer-token auth, TLS with a certificate made at test time, start-up
+// errors, and the int4kv_generate client.
+#include <signal.h>
+
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/descriptor.pb.h"
+#include "gtest/gtest.h"
+#include "proto/generation.grpc.pb.h"
+#include "proto/reflection.grpc.pb.h"
+#include "tests/testing/generate_call.h"
+#include "tests/testing/server_process.h"
+
+namespace int4kv {
+namespace {
+
+using ::grpc::health::v1::HealthCheckResponse;
+using ::testing::Contains;
+using ::testing::HasSubstr;
+
+constexpr char kService[] = "int4kv.v1.TokenGeneration";
+
+std::unique_ptr<ServerProcess> StartServing(const std::vector<std::string>& args) {
+  absl::StatusOr<std::unique_ptr<ServerProcess>> process = ServerProcess::Start(args);
+  EXPECT_TRUE(process.ok()) << process.status();
+  if (!process.ok()) return nullptr;
+  EXPECT_TRUE(WaitForHealth((*process)->Channel(), HealthCheckResponse::SERVING))
+      << (*process)->Log();
+  return std::move(*process);
+}
+
+TEST(ServerBinaryTest, DrainTurnsHealthNotServingRejectsNewAndFinishesRunning) {
+  std::unique_ptr<ServerProcess> server = StartServing({"--drain_timeout=60s"});
+  ASSERT_NE(server, nullptr);
+  auto channel = server->Channel();
+  ASSERT_TRUE(WaitForHealth(channel, HealthCheckResponse::SERVING, absl::Seconds(1), kService));
+  auto stub = v1::TokenGeneration::NewStub(channel);
+
+  // A long generation is running when the signal comes.
+  grpc::ClientContext context;
+  auto reader = stub->Generate(&context, GreedyRequest({1, 403}, 500));
+  v1::GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  std::vector<int32_t> tokens(response.token_ids().begin(), response.token_ids().end());
+
+  server->Signal(SIGTERM);
+  EXPECT_TRUE(WaitForHealth(channel, HealthCheckResponse::NOT_SERVING, absl::Seconds(5)));
+  EXPECT_TRUE(WaitForHealth(channel, HealthCheckResponse::NOT_SERVING, absl::Seconds(1), kService));
+  const GenerateCall rejected = RunGenerate(*stub, GreedyRequest({1}, 4));
+  EXPECT_EQ(rejected.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(rejected.status.error_message(), HasSubstr("shutting down"));
+  EXPECT_TRUE(GetInfo(*stub).capacity().draining());
+
+  // The running request is not cut short.
+  while (reader->Read(&response)) {
+    tokens.insert(tokens.end(), response.token_ids().begin(), response.token_ids().end());
+  }
+  const grpc::Status status = reader->Finish();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(tokens.size(), 500u);
+  EXPECT_EQ(response.finish_reason(), v1::FINISH_REASON_LENGTH);
+
+  EXPECT_EQ(server->Wait(absl::Seconds(20)), 0) << server->Log();
+  EXPECT_THAT(server->Log(), HasSubstr("SIGTERM: draining"));
+}
+
+TEST(ServerBinaryTest, DrainTimeoutCancelsRunningRequestsWithUnavailable) {
+  std::unique_ptr<ServerProcess> server = StartServing({"--drain_timeout=50ms"});
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::TokenGeneration::NewStub(server->Channel());
+  grpc::ClientContext context;
+  auto reader = stub->Generate(&context, GreedyRequest({1}, 500));
+  v1::GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  size_t received = response.token_ids_size();
+
+  server->Signal(SIGINT);
+  while (reader->Read(&response)) received += response.token_ids_size();
+  const grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(status.error_message(), HasSubstr("drain timeout"));
+  EXPECT_LT(received, 500u);
+  EXPECT_EQ(server->Wait(absl::Seconds(20)), 0) << server->Log();
+  EXPECT_THAT(server->Log(), HasSubstr("SIGINT: draining"));
+}
+
+TEST(ServerBinaryTest, ReflectionListsAndDescribesTheService) {
+  std::unique_ptr<ServerProcess> server = StartServing({});
+  ASSERT_NE(server, nullptr);
+  auto stub = grpc::reflection::v1alpha::ServerReflection::NewStub(server->Channel());
+  grpc::ClientContext context;
+  auto stream = stub->ServerReflectionInfo(&context);
+
+  grpc::reflection::v1alpha::ServerReflectionRequest request;
+  request.set_list_services("");
+  ASSERT_TRUE(stream->Write(request));
+  grpc::reflection::v1alpha::ServerReflectionResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  std::vector<std::string> services;
+  for (const auto& service : response.list_services_response().service()) {
+    services.push_back(service.name());
+  }
+  EXPECT_THAT(services, Contains(kService));
+  EXPECT_THAT(services, Contains("grpc.health.v1.Health"));
+
+  request.set_file_containing_symbol(kService);
+  ASSERT_TRUE(stream->Write(request));
+  ASSERT_TRUE(stream->Read(&response));
+  ASSERT_GT(response.file_descriptor_response().file_descriptor_proto_size(), 0);
+  google::protobuf::FileDescriptorProto file;
+  ASSERT_TRUE(file.ParseFromString(response.file_descriptor_response().file_descriptor_proto(0)));
+  EXPECT_EQ(file.name(), "proto/generation.proto");
+  EXPECT_EQ(file.package(), "int4kv.v1");
+  ASSERT_EQ(file.service_size(), 1);
+  const google::protobuf::ServiceDescriptorProto& service = file.service(0);
+  EXPECT_EQ(service.name(), "TokenGeneration");
+  ASSERT_EQ(service.method_size(), 2);
+  EXPECT_EQ(service.method(0).name(), "Generate");
+  EXPECT_TRUE(service.method(0).server_streaming());
+  EXPECT_EQ(service.method(1).name(), "GetServerInfo");
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
+TEST(ServerBinaryTest, AuthTokenRejectsMissingAndWrongAndAcceptsTheRightOne) {
+  std::unique_ptr<ServerProcess> server = StartServing({"--auth_token=s3cret-token"});
+  ASSERT_NE(server, nullptr);  // health answered without a token
+  auto stub = v1::TokenGeneration::NewStub(server->Channel());
+
+  const GenerateCall missing = RunGenerate(*stub, GreedyRequest({1}, 4));
+  EXPECT_EQ(missing.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(missing.status.error_message(), HasSubstr("missing authorization"));
+  const GenerateCall wrong = RunGenerate(*stub, GreedyRequest({1}, 4), absl::Seconds(10), "nope");
+  EXPECT_EQ(wrong.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(wrong.status.error_message(), HasSubstr("wrong"));
+  EXPECT_TRUE(missing.responses.empty() && wrong.responses.empty());
+  {
+    grpc::ClientContext context;
+    v1::ServerInfo info;
+    EXPECT_EQ(stub->GetServerInfo(&context, v1::GetServerInfoRequest(), &info).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
+
+  const GenerateCall right =
+      RunGenerate(*stub, GreedyRequest({1}, 4), absl::Seconds(10), "s3cret-token");
+  ASSERT_TRUE(right.status.ok()) << right.status.error_message();
+  EXPECT_EQ(right.tokens.size(), 4u);
+  EXPECT_EQ(GetInfo(*stub, "s3cret-token").model().vocab_size(), 512);
+}
+
+// A self-signed certificate for localhost and 127.0.0.1, made with openssl in TEST_TMPDIR.
+struct TestCertificate {
+  std::string cert_path;
+  std::string key_path;
+  std::string cert_pem;
+};
+
+TestCertificate MakeCertificate(const std::string& name) {
+  const std::string dir = std::getenv("TEST_TMPDIR");
+  TestCertificate cert{dir + "/" + name + ".crt", dir + "/" + name + ".key", ""};
+  std::string output;
+  const int code = RunCommand(
+      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 "
+      "-subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout " +
+          cert.key_path + " -out " + cert.cert_path,
+      &output);
+  EXPECT_EQ(code, 0) << output;
+  std::string pem;
+  RunCommand("cat " + cert.cert_path, &pem);
+  cert.cert_pem = pem;
+  return cert;
+}
+
+std::shared_ptr<grpc::ChannelCredentials> TrustOnly(const std::string& pem) {
+  grpc::SslCredentialsOptions options;
+  options.pem_root_certs = pem;
+  return grpc::SslCredentials(options);
+}
+
+TEST(ServerBinaryTest, TlsRoundTripWithATestCertificate) {
+  const TestCertificate cert = MakeCertificate("server");
+  absl::StatusOr<std::unique_ptr<ServerProcess>> started =
+      ServerProcess::Start({"--tls_cert=" + cert.cert_path, "--tls_key=" + cert.key_path});
+  ASSERT_TRUE(started.ok()) << started.status();
+  ServerProcess& server = **started;
+  auto channel = server.Channel(TrustOnly(cert.cert_pem));
+  ASSERT_TRUE(WaitForHealth(channel, HealthCheckResponse::SERVING)) << server.Log();
+
+  auto stub = v1::TokenGeneration::NewStub(channel);
+  const GenerateCall call = RunGenerate(*stub, GreedyRequest({1, 403, 261}, 6));
+  ASSERT_TRUE(call.status.ok()) << call.status.error_message();
+  EXPECT_EQ(call.tokens.size(), 6u);
+  EXPECT_EQ(call.last().finish_reason(), v1::FINISH_REASON_LENGTH);
+
+  // Plaintext and a client that trusts another certificate both fail.
+  auto plaintext = v1::TokenGeneration::NewStub(server.Channel());
+  EXPECT_EQ(RunGenerate(*plaintext, GreedyRequest({1}, 2), absl::Seconds(3)).status.error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  const TestCertificate other = MakeCertificate("other");
+  auto untrusted = v1::TokenGeneration::NewStub(server.Channel(TrustOnly(other.cert_pem)));
+  EXPECT_EQ(RunGenerate(*untrusted, GreedyRequest({1}, 2), absl::Seconds(3)).status.error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST(ServerBinaryTest, BadFlagsFailAtStartNamingTheFlag) {
+  for (const auto& [flag, expected] : std::vector<std::pair<std::string, std::string>>{
+           {"--kv_mode=sideways", "--kv_mode = 'sideways' is invalid"},
+           {"--backend=tpu", "--backend = 'tpu' is invalid"},
+           {"--kv_cache_size=lots", "--kv_cache_size = 'lots' is invalid"},
+           {"--model=no/such/model.bin", "no readable file no/such/model.bin"},
+           {"--tls_cert=/nonexistent.crt", "--tls_cert and --tls_key go together"}}) {
+    const absl::StatusOr<std::unique_ptr<ServerProcess>> process = ServerProcess::Start({flag});
+    ASSERT_FALSE(process.ok()) << flag;
+    EXPECT_THAT(process.status().message(), HasSubstr("exited with 2")) << flag;
+    EXPECT_THAT(process.status().message(), HasSubstr(expected)) << flag;
+  }
+}
+
+TEST(ServerBinaryTest, EngineConfigErrorsFailAtStartWithTheEnginesMessage) {
+  absl::StatusOr<std::unique_ptr<ServerProcess>> process =
+      ServerProcess::Start({"--kv_group_size=12"});
+  ASSERT_TRUE(process.ok()) << process.status();  // the port opens before the model loads
+  EXPECT_EQ((*process)->Wait(absl::Seconds(20)), 1);
+  EXPECT_THAT((*process)->Log(), HasSubstr("the engine did not start"));
+  EXPECT_THAT((*process)->Log(), HasSubstr("group_size = 12"));
+}
+
+TEST(ServerBinaryTest, CudaBackendEitherServesOnCudaOrFailsAtStartSayingWhy) {
+  absl::StatusOr<std::unique_ptr<ServerProcess>> process = ServerProcess::Start({"--backend=cuda"});
+  ASSERT_TRUE(process.ok()) << process.status();
+  auto channel = (*process)->Channel();
+  auto stub = v1::TokenGeneration::NewStub(channel);
+  bool serving = false;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        serving = WaitForHealth(channel, HealthCheckResponse::SERVING, absl::Milliseconds(20));
+        return serving || (*process)->Exited();
+      },
+      absl::Seconds(30)))
+      << (*process)->Log();
+  if (serving) {
+    EXPECT_EQ(GetInfo(*stub).backend().backend(), "cuda");  // an engine with a CUDA path
+    return;
+  }
+  EXPECT_EQ((*process)->Wait(absl::Seconds(1)), 1);
+  EXPECT_THAT((*process)->Log(), HasSubstr("the engine did not start"));
+  EXPECT_THAT((*process)->Log(), HasSubstr("device"));
+}
+
+TEST(ServerBinaryTest, GenerateClientStreamsTokensAndPrintsFinishAndTimings) {
+  std::unique_ptr<ServerProcess> server = StartServing({});
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::TokenGeneration::NewStub(server->Channel());
+  const GenerateCall reference = RunGenerate(*stub, GreedyRequest({1, 403, 261}, 12));
+  ASSERT_TRUE(reference.status.ok());
+
+  std::string output;
+  const int code = RunCommand("server/int4kv_generate --server=" + server->address() +
+                                  " --prompt_ids=1,403,261 --max_new_tokens=12 --ignore_eos",
+                              &output);
+  ASSERT_EQ(code, 0) << output;
+  std::string expected_tokens = "tokens:";
+  for (int32_t id : reference.tokens) expected_tokens += " " + std::to_string(id);
+  EXPECT_THAT(output, HasSubstr(expected_tokens + "\n"));
+  EXPECT_THAT(output, HasSubstr("finish: length"));
+  EXPECT_THAT(output, HasSubstr("3 prompt tokens, 12 generated tokens"));
+  EXPECT_THAT(output, HasSubstr("time to first token"));
+
+  const int bad = RunCommand("server/int4kv_generate --server=" + server->address() +
+                                 " --prompt_ids=1,600 --max_new_tokens=4",
+                             &output);
+  EXPECT_EQ(bad, 1);
+  EXPECT_THAT(output, HasSubstr("INVALID_ARGUMENT: prompt[1] = 600"));
+}
+
+}  // namespace
+}  // namespace int4kv
