@@ -1,24 +1,24 @@
 // Split-KV flash decoding over the INT4 cache on tensor cores (mma.sync m16n8k16, fp16
 // operands, fp32 accumulation).
 //
-// One block = one chunk of one row's context x one KV head, 4 warps. Each warp walks 16-token
-// tiles of the chunk (warp w takes tiles w, w+4, ...) with its own online softmax, and the
-// block merges its 4 warps at the end. Per tile, with lane = 4r + c (r = lane / 4, c = lane % 4):
+// Split kernel: one block per (chunk, group of up to 8 KV heads), one warp per KV head. A
+// warp walks its chunk in 16-token tiles with an online softmax and writes a normalized
+// partial output and its log2-sum-exp; the merge kernel combines a row's partials. Per tile,
+// with lane = 4r + c (r = lane / 4, c = lane % 4):
 //
-//   S^T[h, t] = sum_k Q[h, k] K[t, k]     A = Q (16 heads x 16 k) held in registers for the
-//                                          whole block; B = K^T (16 k x 8 tokens), two n-tiles.
-//                                          Lane (r, c) loads its own D/8 code bytes of token
-//                                          8j + r's K row; the k order inside a k-step is
-//                                          permuted to match (Q is loaded in the same order).
-//   O^T[d, h] += sum_t V^T[d, t] P[t, h]  A = V^T (16 dims x 16 tokens), B = P, which is S^T's
-//                                          accumulator fragment reused in place. Lane (r, c)
-//                                          owns dims [r D/8, (r+1) D/8) and tokens 2c, 2c+1,
-//                                          2c+8, 2c+9; it loads D/16 code bytes of each.
+//   S[t, h]    = sum_k K[t, k] Q[h, k]    A = K (16 tokens x 16 k): lane (r, c) reads D/8 code
+//                                          bytes of tokens r and r + 8, and the k order inside
+//                                          a k-step is permuted to match; B = Q^T (16 k x 8
+//                                          heads), loaded once per chunk in the same order.
+//   O^T[d, h] += sum_t V^T[d, t] P[t, h]  A = V^T (16 dims x 16 tokens): lane (r, c) owns dims
+//                                          [r D/8, (r+1) D/8) and reads D/16 code bytes of
+//                                          tokens 2c, 2c+1, 2c+8, 2c+9; B = P, S's accumulator
+//                                          transposed in registers (movmatrix).
 //
-// Codes go from global memory straight into registers (prefetched one tile ahead), are
-// expanded to fp16 pairs with the 0x6400 exponent trick (no float ever touches shared
-// memory), scaled, and fed to the tensor cores. Scales (and zero points) of a tile are staged
-// in shared memory by cp.async, double-buffered per warp.
+// Lane (r, c) thus owns heads 2c, 2c+1 both in S and in O^T: softmax statistics never move
+// between lanes. Codes and parameters of a tile travel by cp.async into a per-warp shared
+// memory ring (4 stages); codes are expanded to fp16 pairs in registers with the 0x6400
+// exponent trick (no float ever touches shared memory), scaled, and fed to the tensor cores.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -85,13 +85,29 @@ __device__ __forceinline__ uint32_t PackHalf2(float lo, float hi) {
   return AsU32(__floats2half2_rn(lo, hi));
 }
 
+// (x & mask) | magic in one LOP3; plain C++ spends two, having two immediates.
+template <uint32_t kMask>
+__device__ __forceinline__ uint32_t AndOr(uint32_t x, uint32_t magic) {
+  uint32_t out;
+  asm("lop3.b32 %0, %1, %2, %3, 0xea;" : "=r"(out) : "r"(x), "n"(kMask), "r"(magic));
+  return out;
+}
+
 // Low nibbles of bytes 0 and 2 of x as fp16 (1024 + code) in the low and high halves.
 __device__ __forceinline__ __half2 LowNibbles(uint32_t x) {
-  return AsHalf2((x & 0x000f000fu) | 0x64006400u);
+  return AsHalf2(AndOr<0x000f000fu>(x, 0x64006400u));
 }
 // High nibbles of bytes 0 and 2 of x as fp16 (1024 + 16 * code).
 __device__ __forceinline__ __half2 HighNibbles(uint32_t x) {
-  return AsHalf2((x & 0x00f000f0u) | 0x64006400u);
+  return AsHalf2(AndOr<0x00f000f0u>(x, 0x64006400u));
+}
+
+// Transposes an 8x8 matrix of 16-bit values held one row per 4 lanes (lane 4i + j holds
+// row i, columns 2j and 2j + 1), the layout of mma fragments.
+__device__ __forceinline__ uint32_t TransposeHalf8x8(uint32_t x) {
+  uint32_t out;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(out) : "r"(x));
+  return out;
 }
 
 // fp16 pairs as bit patterns, so that no constant is rebuilt by a conversion in the loop.
@@ -123,19 +139,6 @@ __device__ __forceinline__ uint32_t DequantHigh(uint32_t x, __half2 scale, __hal
 }
 
 // ---- the split kernel ------------------------------------------------------------------
-
-template <int kWords>
-__device__ __forceinline__ uint32_t SelectWord(const uint32_t (&words)[kWords], int index) {
-  if constexpr (kWords == 1) {
-    return words[0];
-  } else if constexpr (kWords == 2) {
-    return index ? words[1] : words[0];
-  } else {
-    const uint32_t low = (index & 1) ? words[1] : words[0];
-    const uint32_t high = (index & 1) ? words[3] : words[2];
-    return (index & 2) ? high : low;
-  }
-}
 
 // Two fp16 or bf16 parameters packed in a word, as an fp16 pair.
 template <bool kBf16>
@@ -176,8 +179,6 @@ struct SplitKernel {
   static constexpr int kRowBytes = kDim / 2;   // staged code row
   static constexpr int kMaxGroups = kDim / 8;  // staged parameter row, in entries
   static constexpr int kParamRowBytes = kMaxGroups * 2;
-  static constexpr int kKeyScaleWords = kDim / 64 > 1 ? kDim / 64 : 1;
-  static constexpr int kValueScaleWords = kDim / 128 > 1 ? kDim / 128 : 1;
   static constexpr int kParamKinds = kAsym ? 4 : 2;  // K scale, V scale (, K zero, V zero)
   // One stage: K codes [16][kRowBytes], V codes [16][kRowBytes] (rows permuted), then the
   // parameters [kinds][16][kMaxGroups]. Shared memory: each warp's kStages stages.
@@ -316,117 +317,138 @@ struct SplitKernel {
     CpAsyncCommit();
   }
 
-  // Online-softmax state of one warp: heads r (and r + 8) for the statistics; O^T fragments.
+  // Online-softmax state of one warp. Lane (r, c) owns heads 8t + 2c + e (e = 0, 1) of head
+  // tile t: their statistics and their columns of the O^T fragments.
   struct WarpState {
-    float m_run[kHeadTiles];  // running max, log2 domain
-    float l_run[kHeadTiles];  // running sum of 2^(x - m_run), this lane's share
+    float m_run[kHeadTiles][2];  // running max, log2 domain (same in every lane of a column)
+    float l_run[kHeadTiles][2];  // running sum of 2^(x - m_run) over this lane's tokens
     float o[kHeadTiles][kDimTiles][4];
     __device__ __forceinline__ void Reset() {
 #pragma unroll
       for (int t = 0; t < kHeadTiles; ++t) {
-        m_run[t] = -INFINITY;
-        l_run[t] = 0.0f;
+        m_run[t][0] = m_run[t][1] = -INFINITY;
+        l_run[t][0] = l_run[t][1] = 0.0f;
 #pragma unroll
         for (int i = 0; i < kDimTiles; ++i) o[t][i][0] = o[t][i][1] = o[t][i][2] = o[t][i][3] = 0;
       }
     }
   };
 
+  // Byte offsets, within a stage's parameter block, of the parameters a lane reads; they
+  // depend only on the lane and the group size, so they are computed once per warp.
+  struct ParamOffsets {
+    int key[kKeyWords];        // scale of K code word w of token r (+8 j rows for token 8j+r)
+    int value[kDimTiles / 4];  // V scale of tokens 2c (+1 row: 2c+1; +8 rows: 2c+8, 2c+9)
+    __device__ __forceinline__ ParamOffsets(int lane, int log2_gs) {
+      const int r = lane / 4, c = lane % 4;
+#pragma unroll
+      for (int w = 0; w < kKeyWords; ++w) {
+        key[w] = r * kParamRowBytes + (((c * (kDim / 4) + 8 * w) >> log2_gs) << 1);
+      }
+#pragma unroll
+      for (int q = 0; q < kDimTiles / 4; ++q) {
+        value[q] = (kTile + 2 * c) * kParamRowBytes + (((r * (kDim / 8) + 8 * q) >> log2_gs) << 1);
+      }
+    }
+  };
+
+  template <int kKind>
+  static __device__ __forceinline__ uint16_t StagedParam(const uint8_t* params, int offset) {
+    return *reinterpret_cast<const uint16_t*>(params + kKind * kTile * kParamRowBytes + offset);
+  }
+  static __device__ __forceinline__ __half2 Broadcast(uint16_t bits) {
+    return ParamPair<kBf16Params>(static_cast<uint32_t>(bits) * 0x10001u);
+  }
+
   // Computes one 16-token tile from its stage. kPartial: the tile runs past the chunk end.
+  //   S[t, h]    = K Q^T   A = K (16 tokens x 16 k): lane (r, c) holds tokens r and r + 8;
+  //                        B = Q^T (16 k x 8 heads), kept in registers for the whole chunk.
+  //   O^T[d, h] += V^T P   A = V^T (16 dims x 16 tokens); B = P, S's accumulator transposed
+  //                        in registers (movmatrix).
   template <bool kPartial>
   static __device__ __forceinline__ void ProcessTile(const SplitKernelParams& p, int end,
-                                                     const uint32_t (&qa)[kKSteps][4],
+                                                     const uint32_t (&qb)[kHeadTiles][kKSteps][2],
+                                                     const ParamOffsets& offsets,
                                                      const uint8_t* stage, int tile_begin, int lane,
                                                      WarpState& st) {
     const int r = lane / 4, c = lane % 4;
-    const int log2_gs = p.log2_group_size;
     const uint8_t* stage_k = stage;
     const uint8_t* stage_v = stage + kCodeBytes;
-    const uint8_t* stage_params = stage + 2 * kCodeBytes;
-    auto param_words = [&](int kind, int token, int first_word, auto& words) {
-      const uint8_t* row = stage_params + (kind * kTile + token) * kParamRowBytes;
-#pragma unroll
-      for (int i = 0; i < static_cast<int>(sizeof(words) / 4); ++i) {
-        words[i] = reinterpret_cast<const uint32_t*>(row)[first_word + i];
-      }
-    };
+    const uint8_t* params = stage + 2 * kCodeBytes;
 
-    // ---- S^T = Q K^T for 16 tokens (two n-tiles of 8); lane (r, c) reads token 8j + r ----
+    // ---- S = K Q^T for 16 tokens ----
     const int key_dim0 = c * (kDim / 4);
-    const int key_word0 = (key_dim0 >> log2_gs) >> 1;  // first parameter word of this lane
-    float s[2][4];
+    uint32_t key_codes[2][kKeyWords];
 #pragma unroll
     for (int j = 0; j < 2; ++j) {
       const int token = 8 * j + r;
-      uint32_t codes[kKeyWords];
       LoadShared<kKeyBytes <= 16 ? kKeyBytes : 16>(
-          stage_k + KeyOffset(token, key_dim0 / 32) + (key_dim0 / 2) % 16, codes);
-      if constexpr (kKeyBytes == 32)
-        LoadShared<16>(stage_k + KeyOffset(token, 2 * c + 1), codes + 4);
-      uint32_t scales[kKeyScaleWords], zeros[kKeyScaleWords];
-      param_words(0, token, key_word0, scales);
-      if constexpr (kAsym) param_words(2, token, key_word0, zeros);
-      s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+          stage_k + KeyOffset(token, key_dim0 / 32) + (key_dim0 / 2) % 16, key_codes[j]);
+      if constexpr (kKeyBytes == 32) {
+        LoadShared<16>(stage_k + KeyOffset(token, 2 * c + 1), key_codes[j] + 4);
+      }
+    }
+    float s[kHeadTiles][4];
 #pragma unroll
-      for (int w = 0; w < kKeyWords; ++w) {
-        const int index = ((key_dim0 + 8 * w) >> log2_gs) - 2 * key_word0;
-        const uint32_t selector = (index & 1) ? 0x3232 : 0x1010;  // broadcast one half
-        const uint32_t scale_word = SelectWord(scales, index >> 1);
-        const __half2 scale2 = ParamPair<kBf16Params>(__byte_perm(scale_word, 0, selector));
-        __half2 zero2 = AsHalf2(0u);
-        if constexpr (kAsym) {
-          zero2 = ParamPair<kBf16Params>(__byte_perm(SelectWord(zeros, index >> 1), 0, selector));
-        }
+    for (int t = 0; t < kHeadTiles; ++t) s[t][0] = s[t][1] = s[t][2] = s[t][3] = 0.0f;
 #pragma unroll
-        for (int part = 0; part < 2; ++part) {
-          const uint32_t x = codes[w] >> (8 * part);
-          Mma(s[j], qa[2 * w + part], DequantLow<kAsym>(x, scale2, zero2),
-              DequantHigh<kAsym>(x, scale2, zero2));
+    for (int w = 0; w < kKeyWords; ++w) {
+      __half2 scale[2], zero[2];
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const int offset = offsets.key[w] + 8 * j * kParamRowBytes;
+        scale[j] = Broadcast(StagedParam<0>(params, offset));
+        zero[j] = kAsym ? Broadcast(StagedParam<2>(params, offset)) : AsHalf2(0u);
+      }
+#pragma unroll
+      for (int part = 0; part < 2; ++part) {
+        const uint32_t x0 = key_codes[0][w] >> (8 * part), x1 = key_codes[1][w] >> (8 * part);
+        // A registers: (token r, k 2c..), (token r+8, k 2c..), (token r, k 2c+8..),
+        // (token r+8, k 2c+8..); the low nibbles are k 2c, 2c+1.
+        const uint32_t a[4] = {
+            DequantLow<kAsym>(x0, scale[0], zero[0]), DequantLow<kAsym>(x1, scale[1], zero[1]),
+            DequantHigh<kAsym>(x0, scale[0], zero[0]), DequantHigh<kAsym>(x1, scale[1], zero[1])};
+#pragma unroll
+        for (int t = 0; t < kHeadTiles; ++t) {
+          Mma(s[t], a, qb[t][2 * w + part][0], qb[t][2 * w + part][1]);
         }
       }
     }
 
-    // ---- online softmax (log2 domain) for heads r (c0, c1) and r + 8 (c2, c3) ----
+    // ---- online softmax (log2 domain) for heads 8t + 2c + e: tokens r (s[t][e]) and r + 8
+    // (s[t][2 + e]); the other tokens of a head are in the lanes of the same c ----
     uint32_t pb[kHeadTiles][2];
-    float alpha[kHeadTiles];
+    float alpha[kHeadTiles][2];
 #pragma unroll
     for (int t = 0; t < kHeadTiles; ++t) {
-      float x[2][2];
-      float tile_max = -INFINITY;
+      float x[2][2];  // [e][token r, token r + 8]
 #pragma unroll
-      for (int j = 0; j < 2; ++j) {
+      for (int e = 0; e < 2; ++e) {
 #pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int token = tile_begin + 8 * j + 2 * c + e;
-          x[j][e] = (!kPartial || token < end) ? s[j][2 * t + e] * p.scale_log2 : -INFINITY;
-          tile_max = fmaxf(tile_max, x[j][e]);
+        for (int half = 0; half < 2; ++half) {
+          const bool valid = !kPartial || tile_begin + r + 8 * half < end;
+          x[e][half] = valid ? s[t][2 * half + e] * p.scale_log2 : -INFINITY;
         }
+        float tile_max = fmaxf(x[e][0], x[e][1]);
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 4));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 8));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 16));
+        const float m_new = fmaxf(st.m_run[t][e], tile_max);  // finite: a tile has a token
+        alpha[t][e] = exp2f(st.m_run[t][e] - m_new);
+        st.m_run[t][e] = m_new;
+        x[e][0] = exp2f(x[e][0] - m_new);
+        x[e][1] = exp2f(x[e][1] - m_new);
+        st.l_run[t][e] = st.l_run[t][e] * alpha[t][e] + x[e][0] + x[e][1];
       }
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 1));
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 2));
-      const float m_new = fmaxf(st.m_run[t], tile_max);  // finite: every tile has a token
-      alpha[t] = exp2f(st.m_run[t] - m_new);
-      st.m_run[t] = m_new;
-      float sum = 0.0f;
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const float p0 = exp2f(x[j][0] - m_new), p1 = exp2f(x[j][1] - m_new);
-        sum += p0 + p1;
-        pb[t][j] = PackHalf2(p0, p1);
-      }
-      st.l_run[t] = st.l_run[t] * alpha[t] + sum;
-    }
-    // O^T columns are heads 2c, 2c+1 (+8): fetch their rescale factors from the lanes that
-    // own those heads' statistics. Once the running maxima settle, no head's max moves and
-    // the whole warp skips the rescale.
-#pragma unroll
-    for (int t = 0; t < kHeadTiles; ++t) {
-      if (__any_sync(kFullMask, alpha[t] != 1.0f)) {
-        const float a0 = __shfl_sync(kFullMask, alpha[t], 8 * c);
-        const float a1 = __shfl_sync(kFullMask, alpha[t], 8 * c + 4);
+      // P as two 8x8 fp16 matrices (tokens 0-7, 8-15) x heads, transposed into B fragments.
+      pb[t][0] = TransposeHalf8x8(PackHalf2(x[0][0], x[1][0]));
+      pb[t][1] = TransposeHalf8x8(PackHalf2(x[0][1], x[1][1]));
+      // Once the running maxima settle no head's max moves and the warp skips the rescale.
+      if (__any_sync(kFullMask, alpha[t][0] != 1.0f || alpha[t][1] != 1.0f)) {
 #pragma unroll
         for (int i = 0; i < kDimTiles; ++i) {
-          st.o[t][i][0] *= a0, st.o[t][i][1] *= a1, st.o[t][i][2] *= a0, st.o[t][i][3] *= a1;
+          st.o[t][i][0] *= alpha[t][0], st.o[t][i][1] *= alpha[t][1];
+          st.o[t][i][2] *= alpha[t][0], st.o[t][i][3] *= alpha[t][1];
         }
       }
     }
@@ -442,38 +464,32 @@ struct SplitKernel {
         keep[k] = (t0 < end ? 0x0000ffffu : 0u) | (t0 + 1 < end ? 0xffff0000u : 0u);
       }
     }
-    const int value_dim0 = r * (kDim / 8);
-    const int value_word0 = (value_dim0 >> log2_gs) >> 1;
-    uint32_t codes[4][kValueWords];
-    uint32_t scales[4][kValueScaleWords], zeros[4][kValueScaleWords];
+    uint32_t value_codes[4][kValueWords];
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       const int token = 2 * c + (k & 1) + 8 * (k >> 1);
       const int byte = r * kValueBytes;
       LoadShared<kValueBytes>(stage_v + ValueOffset(ValueRow(token), byte / 16) + byte % 16,
-                              codes[k]);
-      param_words(1, token, value_word0, scales[k]);
-      if constexpr (kAsym) param_words(3, token, value_word0, zeros[k]);
+                              value_codes[k]);
     }
-    // A lane's dims of m-tiles 4w .. 4w+3 are 8 consecutive dims, so they share one group:
+    // A lane's dims of m-tiles 4q .. 4q+3 are 8 consecutive dims, so they share one group:
     // the parameter pairs are built once per 4 m-tiles.
     __half2 scale2[2], zero2[2];
 #pragma unroll
     for (int i = 0; i < kDimTiles; ++i) {
       const int word = i / 4, byte = i % 4;
       if (byte == 0) {
-        const int index = ((value_dim0 + 2 * i) >> log2_gs) - 2 * value_word0;
-        const uint32_t pair_selector = (index & 1) ? 0x7632 : 0x5410;
 #pragma unroll
-        for (int k = 0; k < 2; ++k) {
-          scale2[k] = ParamPair<kBf16Params>(__byte_perm(SelectWord(scales[2 * k], index >> 1),
-                                                         SelectWord(scales[2 * k + 1], index >> 1),
-                                                         pair_selector));
+        for (int k = 0; k < 2; ++k) {  // token pairs (2c, 2c+1) and (2c+8, 2c+9)
+          const int offset = offsets.value[word] + 8 * k * kParamRowBytes;
+          scale2[k] = ParamPair<kBf16Params>(
+              static_cast<uint32_t>(StagedParam<0>(params, offset)) |
+              (static_cast<uint32_t>(StagedParam<0>(params, offset + kParamRowBytes)) << 16));
           zero2[k] = AsHalf2(0u);
           if constexpr (kAsym) {
-            zero2[k] = ParamPair<kBf16Params>(__byte_perm(SelectWord(zeros[2 * k], index >> 1),
-                                                          SelectWord(zeros[2 * k + 1], index >> 1),
-                                                          pair_selector));
+            zero2[k] = ParamPair<kBf16Params>(
+                static_cast<uint32_t>(StagedParam<2>(params, offset)) |
+                (static_cast<uint32_t>(StagedParam<2>(params, offset + kParamRowBytes)) << 16));
           }
         }
       }
@@ -482,8 +498,8 @@ struct SplitKernel {
       uint32_t a[4];
 #pragma unroll
       for (int k = 0; k < 2; ++k) {
-        uint32_t x =
-            __byte_perm(codes[2 * k][word], codes[2 * k + 1][word], byte < 2 ? 0x5410 : 0x7632);
+        uint32_t x = __byte_perm(value_codes[2 * k][word], value_codes[2 * k + 1][word],
+                                 byte < 2 ? 0x5410 : 0x7632);
         if (byte & 1) x >>= 8;
         a[2 * k] = DequantLow<kAsym>(x, scale2[k], zero2[k]);
         a[2 * k + 1] = DequantHigh<kAsym>(x, scale2[k], zero2[k]);
@@ -540,8 +556,8 @@ struct SplitKernel {
     }
     int slot_next = first_slots[kStages - 1];
 
-    // Q fragments straight from global memory, in the permuted k order of the K reads (see
-    // the file comment): registers (head, d, d + 4) and (head, d + 1, d + 5).
+    // Q^T fragments straight from global memory, in the permuted k order of the K reads
+    // (see ProcessTile): registers (d, d + 4) and (d + 1, d + 5) of head 8t + r.
     const int64_t q_first =
         (static_cast<int64_t>(work.row) * p.q_heads + static_cast<int64_t>(kv_head) * p.group) *
         p.head_dim;
@@ -552,21 +568,18 @@ struct SplitKernel {
       const uint32_t bits = __ldg(q_words + (head * p.head_dim + d) / 2);
       return p.q_is_bf16 ? AsU32(ParamPair<true>(bits)) : bits;
     };
-    uint32_t qa[kKSteps][4];
+    uint32_t qb[kHeadTiles][kKSteps][2];
 #pragma unroll
-    for (int s = 0; s < kKSteps; ++s) {
-      const int d = c * (kDim / 4) + 8 * (s / 2) + 2 * (s % 2);
+    for (int t = 0; t < kHeadTiles; ++t) {
 #pragma unroll
-      for (int t = 0; t < 2; ++t) {
-        if (t == 1 && kHeadTiles == 1) {
-          qa[s][1] = qa[s][3] = 0u;
-          continue;
-        }
-        const uint32_t low = q_pair(r + 8 * t, d), high = q_pair(r + 8 * t, d + 4);
-        qa[s][t] = __byte_perm(low, high, 0x5410);
-        qa[s][2 + t] = __byte_perm(low, high, 0x7632);
+      for (int s = 0; s < kKSteps; ++s) {
+        const int d = c * (kDim / 4) + 8 * (s / 2) + 2 * (s % 2);
+        const uint32_t low = q_pair(8 * t + r, d), high = q_pair(8 * t + r, d + 4);
+        qb[t][s][0] = __byte_perm(low, high, 0x5410);
+        qb[t][s][1] = __byte_perm(low, high, 0x7632);
       }
     }
+    const ParamOffsets offsets(lane, p.log2_group_size);
 
     WarpState st;
     st.Reset();
@@ -584,9 +597,11 @@ struct SplitKernel {
       __syncwarp();
       const int tile_begin = work.begin + tile * kTile;
       if (tile_begin + kTile <= work.end) {
-        ProcessTile<false>(p, work.end, qa, my_stages + stage * kStageBytes, tile_begin, lane, st);
+        ProcessTile<false>(p, work.end, qb, offsets, my_stages + stage * kStageBytes, tile_begin,
+                           lane, st);
       } else {
-        ProcessTile<true>(p, work.end, qa, my_stages + stage * kStageBytes, tile_begin, lane, st);
+        ProcessTile<true>(p, work.end, qb, offsets, my_stages + stage * kStageBytes, tile_begin,
+                          lane, st);
       }
       __syncwarp();  // this stage is refilled next
       stage = stage == kStages - 1 ? 0 : stage + 1;
@@ -596,23 +611,23 @@ struct SplitKernel {
     // whole grid to finish before it reads any partial.
     asm volatile("griddepcontrol.launch_dependents;");
 
-    // Partial result: O normalized by its own sum, and m + log2(sum). Statistics of head h
-    // live in lanes 4h .. 4h+3 (each holds a quarter of the sum); O^T columns are 2c, 2c+1.
+    // Partial result: O normalized by its own sum, and m + log2(sum). Lane (r, c) owns heads
+    // 8t + 2c + e; its sums cover tokens r and r + 8 of every tile, so the 8 lanes of a
+    // column add theirs up.
 #pragma unroll
     for (int t = 0; t < kHeadTiles; ++t) {
-      float l = st.l_run[t];
-      l += __shfl_xor_sync(kFullMask, l, 1);
-      l += __shfl_xor_sync(kFullMask, l, 2);
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
+        float l = st.l_run[t][e];
+        l += __shfl_xor_sync(kFullMask, l, 4);
+        l += __shfl_xor_sync(kFullMask, l, 8);
+        l += __shfl_xor_sync(kFullMask, l, 16);
         const int head = 8 * t + 2 * c + e;
-        const float head_l = __shfl_sync(kFullMask, l, 8 * c + 4 * e);
-        const float head_m = __shfl_sync(kFullMask, st.m_run[t], 8 * c + 4 * e);
         if (head >= p.group) continue;
         const int64_t out_head = static_cast<int64_t>(chunk) * p.q_heads +
                                  static_cast<int64_t>(kv_head) * p.group + head;
         float* out = p.partial_out + out_head * p.head_dim + r * (kDim / 8);
-        const float inv_l = 1.0f / head_l;
+        const float inv_l = 1.0f / l;
 #pragma unroll
         for (int i = 0; i < kDimTiles; ++i) {
           if (r * (kDim / 8) + 2 * i < p.head_dim) {
@@ -620,7 +635,7 @@ struct SplitKernel {
                 make_float2(st.o[t][i][e] * inv_l, st.o[t][i][2 + e] * inv_l);
           }
         }
-        if (r == 0) p.partial_lse[out_head] = head_m + log2f(head_l);
+        if (r == 0) p.partial_lse[out_head] = st.m_run[t][e] + log2f(l);
       }
     }
   }
