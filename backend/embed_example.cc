@@ -1,0 +1,151 @@
+// How another server embeds int4kv: a paged INT4 KV cache plus a decode-attention backend,
+// no gRPC and no model code.
+//
+//   bazel run //backend:embed_example                      # CPU
+//   bazel run -c opt //backend:embed_example -- --backend=cuda   # on a GPU machine
+//
+// Two requests (5 and 12 tokens) get random K/V written into the cache; one decode step then
+// attends both over their contexts and prints the first outputs of each row.
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "backend/create_backend.h"
+#include "common/cuda_check.h"
+#include "common/half.h"
+#include "common/status_macros.h"
+#include "kv_cache/kv_cache.h"
+#include "kv_cache/store_kv.h"
+#include "kv_cache/store_kv_cuda.h"
+
+ABSL_FLAG(std::string, backend, "cpu", "cpu or cuda");
+
+namespace int4kv {
+namespace {
+
+constexpr int kKvHeads = 2, kQHeads = 8, kHeadDim = 128;
+
+absl::Status Run(bool cuda) {
+  // 1. The cache: 2 layers, 2 KV heads of 128 dims, group 8 symmetric (LightLLM's layout),
+  //    room for 64 tokens, 4 requests of up to 32 tokens.
+  KvCacheConfig config;
+  config.num_layers = 2;
+  config.kv_heads = kKvHeads;
+  config.head_dim = kHeadDim;
+  config.group_size = 8;
+  config.capacity_slots = 64;
+  config.max_requests = 4;
+  config.max_seq_len = 32;
+  ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache,
+                   KvCache::Create(config, cuda ? MemoryKind::kDevice : MemoryKind::kHost));
+  std::printf("cache: %s, %lld bytes of pools\n", config.DebugString().c_str(),
+              static_cast<long long>(config.PoolBytes()));
+
+  // 2. Requests: a req_to_token row each, slots from the allocator, K/V quantized on write.
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal;
+  std::vector<DecodeRow> rows;
+  for (int length : {5, 12}) {
+    ASSIGN_OR_RETURN(const int32_t request, cache->requests().AllocateRequest());
+    std::vector<int32_t> slots;
+    RETURN_IF_ERROR(cache->slots().Allocate(length, &slots));
+    RETURN_IF_ERROR(cache->requests().Append(request, slots));
+    std::vector<float> k(static_cast<size_t>(length) * kKvHeads * kHeadDim), v(k.size());
+    for (float& x : k) x = normal(rng);
+    for (float& x : v) x = normal(rng);
+    for (int layer = 0; layer < config.num_layers; ++layer) {
+      if (!cuda) {
+        RETURN_IF_ERROR(StoreKvHost(cache->view(), layer, slots,
+                                    KvRows{k.data(), v.data(), DType::kFloat32, 0}));
+        continue;
+      }
+      void *dk, *dv, *dslots;
+      CUDA_RETURN_IF_ERROR(cudaMalloc(&dk, k.size() * 4));
+      CUDA_RETURN_IF_ERROR(cudaMalloc(&dv, v.size() * 4));
+      CUDA_RETURN_IF_ERROR(cudaMalloc(&dslots, slots.size() * 4));
+      CUDA_RETURN_IF_ERROR(cudaMemcpy(dk, k.data(), k.size() * 4, cudaMemcpyHostToDevice));
+      CUDA_RETURN_IF_ERROR(cudaMemcpy(dv, v.data(), v.size() * 4, cudaMemcpyHostToDevice));
+      CUDA_RETURN_IF_ERROR(
+          cudaMemcpy(dslots, slots.data(), slots.size() * 4, cudaMemcpyHostToDevice));
+      RETURN_IF_ERROR(StoreKvCuda(cache->view(), layer, static_cast<int32_t*>(dslots), length,
+                                  KvRows{dk, dv, DType::kFloat32, 0}, nullptr));
+      CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+      cudaFree(dk), cudaFree(dv), cudaFree(dslots);
+    }
+    rows.push_back({request, length});
+  }
+  if (cuda) RETURN_IF_ERROR(cache->requests().SyncToDevice(nullptr));
+
+  // 3. The backend, created once for the largest batch and context it will see.
+  AttentionShape shape;
+  shape.q_heads = kQHeads;
+  shape.kv_heads = kKvHeads;
+  shape.head_dim = kHeadDim;
+  shape.max_batch = 4;
+  shape.max_seq_len = config.max_seq_len;
+  BackendOptions options;
+  options.io_dtype = cuda ? DType::kFloat16 : DType::kFloat32;
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<DecodeAttentionBackend> backend,
+      CreateDecodeAttentionBackend(cuda ? "cuda" : "cpu", BindingFor(*cache), shape, options));
+
+  // 4. One decode step: Plan once per step, Run once per layer.
+  const size_t n = rows.size() * kQHeads * kHeadDim;
+  std::vector<float> q(n), out(n);
+  for (float& x : q) x = normal(rng);
+  RETURN_IF_ERROR(backend->Plan(rows, nullptr));
+  if (!cuda) {
+    RETURN_IF_ERROR(backend->Run(/*layer=*/1, q.data(), out.data(), nullptr));
+  } else {
+    std::vector<uint16_t> q16(n), out16(n);
+    for (size_t i = 0; i < n; ++i) q16[i] = FloatToHalfBits(q[i]);
+    void *dq, *dout;
+    CUDA_RETURN_IF_ERROR(cudaMalloc(&dq, n * 2));
+    CUDA_RETURN_IF_ERROR(cudaMalloc(&dout, n * 2));
+    CUDA_RETURN_IF_ERROR(cudaMemcpy(dq, q16.data(), n * 2, cudaMemcpyHostToDevice));
+    RETURN_IF_ERROR(backend->Run(/*layer=*/1, dq, dout, nullptr));
+    CUDA_RETURN_IF_ERROR(cudaMemcpy(out16.data(), dout, n * 2, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; ++i) out[i] = HalfBitsToFloat(out16[i]);
+    cudaFree(dq), cudaFree(dout);
+  }
+  for (size_t b = 0; b < rows.size(); ++b) {
+    std::printf("row %zu (request %d, %d tokens): out[0][0..3] = %+.4f %+.4f %+.4f %+.4f\n", b,
+                rows[b].request, rows[b].seq_len, out[b * kQHeads * kHeadDim + 0],
+                out[b * kQHeads * kHeadDim + 1], out[b * kQHeads * kHeadDim + 2],
+                out[b * kQHeads * kHeadDim + 3]);
+  }
+
+  // 5. Finished requests give their slots and rows back.
+  for (const DecodeRow& row : rows) {
+    const absl::Span<const int32_t> tokens = cache->requests().Tokens(row.request);
+    RETURN_IF_ERROR(cache->slots().Free(std::vector<int32_t>(tokens.begin(), tokens.end())));
+    RETURN_IF_ERROR(cache->requests().FreeRequest(row.request));
+  }
+  std::printf("free slots after the step: %lld of %lld\n",
+              static_cast<long long>(cache->slots().free_count()),
+              static_cast<long long>(cache->slots().capacity()));
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace int4kv
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  const std::string backend = absl::GetFlag(FLAGS_backend);
+  if (backend != "cpu" && backend != "cuda") {
+    std::fprintf(stderr, "--backend must be cpu or cuda, got '%s'\n", backend.c_str());
+    return 2;
+  }
+  const absl::Status status = int4kv::Run(backend == "cuda");
+  if (!status.ok()) {
+    std::fprintf(stderr, "%s\n", status.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}
