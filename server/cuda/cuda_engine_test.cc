@@ -92,23 +92,6 @@ TEST_F(CudaEngineTest, BatchedGreedyOutputsEqualRunningAlone) {
   EXPECT_EQ(info.running, 0);
 }
 
-// The GPU path generates what the CPU path generates for most tokens: fp16 weights and
-// activations move logits slightly, which may flip a near-tie late in a sequence, so the test
-// asserts agreement on the first tokens of each request.
-TEST_F(CudaEngineTest, FirstTokensAgreeWithTheCpuPath) {
-  const std::vector<GenerateRequest> requests = MixedRequests(8, 21);
-  EngineConfig config = CudaConfig();
-  const SchedulerRun gpu = RunScheduler(config, requests);
-  config.device = "cpu";
-  const SchedulerRun cpu = RunScheduler(config, requests);
-  for (size_t i = 0; i < requests.size(); ++i) {
-    ASSERT_GE(gpu.tokens[i].size(), 4u);
-    EXPECT_EQ(std::vector<int32_t>(gpu.tokens[i].begin(), gpu.tokens[i].begin() + 4),
-              std::vector<int32_t>(cpu.tokens[i].begin(), cpu.tokens[i].begin() + 4))
-        << "request " << i;
-  }
-}
-
 // Runs everywhere: "auto" picks the GPU exactly when one is visible, and "cuda" without a GPU
 // fails at creation with a message that says why.
 TEST(CudaDeviceSelectionTest, AutoResolvesToTheAvailableDevice) {

@@ -1,7 +1,17 @@
-// The CUDA model against the CPU model on stories260K, both over an INT4 cache of the same
-// shape with the same slots: a mixed prefill step and several decode steps (teacher-forced
-// with the CPU's greedy tokens), eager and through the decode graphs, fp16 and bf16.
+// The CUDA model against the CPU model on stories260K: a chunked prefill step, a mixed step and
+// decode steps (teacher-forced with the CPU's greedy tokens), eager and through the decode
+// graphs, fp16 and bf16.
+//
+// INT4 codes are discontinuous: a K/V value that lands near a rounding boundary may take the
+// other code when computed in fp16 instead of float32, and such flips move the logits by
+// several percent (rounding the CPU model's weights to fp16 alone does that). So the logits
+// are compared with a CPU model that attends over the very codes the GPU wrote (copied from
+// the device cache each step), which leaves only the continuous fp16/bf16 error; and the codes
+// themselves are checked against the CPU path's own StoreKv, layer 0 (whose K/V depend on the
+// token and position only), allowing a flip to the neighbouring code.
 #include "server/cuda/cuda_llama_model.h"
+
+#include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
@@ -10,8 +20,10 @@
 #include <tuple>
 #include <vector>
 
+#include "backend/cpu_decode_backend.h"
 #include "common/cuda_check.h"
 #include "gtest/gtest.h"
+#include "kv_cache/store_kv.h"
 #include "server/cpu_llama_model.h"
 #include "server/cuda/cuda_kv_attention.h"
 #include "server/cuda/testing/cuda_test_util.h"
@@ -24,11 +36,20 @@ namespace {
 constexpr int32_t kMaxStepTokens = 64;
 constexpr int32_t kMaxBatch = 4;
 
-// One model over its own cache.
-struct Side {
-  std::unique_ptr<KvCache> cache;
-  std::unique_ptr<Model> model;
-  std::unique_ptr<KvAttention> attention;  // declared after model: destroyed first
+// A host attention that reads codes someone else wrote: Plan and Run of the cpu backend, no
+// StoreKv.
+class SharedCodesAttention : public KvAttention {
+ public:
+  explicit SharedCodesAttention(std::unique_ptr<DecodeAttentionBackend> backend)
+      : backend_(std::move(backend)) {}
+  absl::string_view name() const override { return "shared-codes"; }
+  absl::Status Plan(const StepBatch& batch) override { return backend_->Plan(batch.rows, nullptr); }
+  absl::Status Attend(int32_t layer, const void* q, const void*, const void*, void* out) override {
+    return backend_->Run(layer, q, out, nullptr);
+  }
+
+ private:
+  std::unique_ptr<DecodeAttentionBackend> backend_;
 };
 
 struct Request {
@@ -42,51 +63,68 @@ class CudaLlamaModelTest : public ::testing::TestWithParam<std::tuple<DType, boo
   void SetUp() override {
     if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
     weights_ = Stories260KWeights();
+    const ModelConfig& model = weights_->config;
     EngineConfig config;
     config.max_batch = kMaxBatch;
     config.max_step_tokens = kMaxStepTokens;
-    const KvCacheConfig kv = config.Resolve(weights_->config)->KvConfig(weights_->config);
+    const KvCacheConfig kv = config.Resolve(model)->KvConfig(model);
 
-    cpu_.cache = *KvCache::Create(kv, MemoryKind::kHost);
-    cpu_.model = *CpuLlamaModel::Create(weights_, kMaxStepTokens, 2);
-    cpu_.attention =
-        *Int4KvAttention::Create(cpu_.cache.get(), weights_->config.q_heads, kMaxStepTokens, 2);
+    own_cache_ = *KvCache::Create(kv, MemoryKind::kHost);
+    shared_cache_ = *KvCache::Create(kv, MemoryKind::kHost);
+    gpu_cache_ = *KvCache::Create(kv, MemoryKind::kDevice);
+    cpu_model_ = *CpuLlamaModel::Create(weights_, kMaxStepTokens, 2);
+    own_attention_ = *Int4KvAttention::Create(own_cache_.get(), model.q_heads, kMaxStepTokens, 2);
+    AttentionShape shape;
+    shape.q_heads = model.q_heads;
+    shape.kv_heads = model.kv_heads;
+    shape.head_dim = model.head_dim();
+    shape.max_batch = kMaxStepTokens;
+    shape.max_seq_len = kv.max_seq_len;
+    BackendOptions options;
+    options.cpu_threads = 2;
+    shared_attention_ = std::make_unique<SharedCodesAttention>(
+        *CreateCpuDecodeBackend(BindingFor(*shared_cache_), shape, options));
 
-    CudaModelOptions options;
-    options.max_step_tokens = kMaxStepTokens;
-    options.max_logit_rows = kMaxBatch;
-    options.dtype = dtype();
-    absl::StatusOr<std::unique_ptr<CudaLlamaModel>> model =
-        CudaLlamaModel::Create(*weights_, options);
-    ASSERT_TRUE(model.ok()) << model.status();
-    gpu_model_ = model->get();
-    gpu_.cache = *KvCache::Create(kv, MemoryKind::kDevice);
-    absl::StatusOr<std::unique_ptr<CudaKvAttention>> attention = CudaKvAttention::Create(
-        gpu_.cache.get(), weights_->config.q_heads, kMaxStepTokens, dtype(), gpu_model_->stream());
-    ASSERT_TRUE(attention.ok()) << attention.status();
+    CudaModelOptions gpu_options;
+    gpu_options.max_step_tokens = kMaxStepTokens;
+    gpu_options.max_logit_rows = kMaxBatch;
+    gpu_options.dtype = dtype();
+    absl::StatusOr<std::unique_ptr<CudaLlamaModel>> gpu_model =
+        CudaLlamaModel::Create(*weights_, gpu_options);
+    ASSERT_TRUE(gpu_model.ok()) << gpu_model.status();
+    gpu_model_ = std::move(*gpu_model);
+    absl::StatusOr<std::unique_ptr<CudaKvAttention>> gpu_attention = CudaKvAttention::Create(
+        gpu_cache_.get(), model.q_heads, kMaxStepTokens, dtype(), gpu_model_->stream());
+    ASSERT_TRUE(gpu_attention.ok()) << gpu_attention.status();
+    gpu_attention_ = std::move(*gpu_attention);
     if (graphs()) {
-      ASSERT_TRUE(gpu_model_->CaptureDecodeGraphs(**attention).ok());
+      ASSERT_TRUE(gpu_model_->CaptureDecodeGraphs(*gpu_attention_).ok());
     }
-    gpu_.model = std::move(*model);
-    gpu_.attention = std::move(*attention);
+  }
+
+  void TearDown() override {
+    gpu_attention_.reset();  // before the model whose stream it uses
+    gpu_model_.reset();
   }
 
   DType dtype() const { return std::get<0>(GetParam()); }
   bool graphs() const { return std::get<1>(GetParam()); }
 
-  // Reserves the same row and slots in both caches.
+  // Reserves the same row and slots in the three caches.
   Request AddRequest(int32_t max_length) {
     Request r;
-    r.row = *cpu_.cache->requests().AllocateRequest();
-    EXPECT_EQ(*gpu_.cache->requests().AllocateRequest(), r.row);
-    EXPECT_TRUE(cpu_.cache->slots().Allocate(max_length, &r.slots).ok());
-    std::vector<int32_t> gpu_slots;
-    EXPECT_TRUE(gpu_.cache->slots().Allocate(max_length, &gpu_slots).ok());
-    EXPECT_EQ(gpu_slots, r.slots);
+    r.row = *own_cache_->requests().AllocateRequest();
+    EXPECT_TRUE(own_cache_->slots().Allocate(max_length, &r.slots).ok());
+    for (KvCache* cache : {shared_cache_.get(), gpu_cache_.get()}) {
+      EXPECT_EQ(*cache->requests().AllocateRequest(), r.row);
+      std::vector<int32_t> slots;
+      EXPECT_TRUE(cache->slots().Allocate(max_length, &slots).ok());
+      EXPECT_EQ(slots, r.slots);
+    }
     return r;
   }
 
-  // Adds `tokens` at the request's next positions to the batch and to both tables.
+  // Adds `tokens` at the request's next positions to the batch and to every table.
   void AddTokens(Request& r, const std::vector<int32_t>& tokens, bool sample, StepBatch* batch) {
     for (const int32_t token : tokens) {
       batch->AddToken(token, r.length, r.slots[r.length], r.row);
@@ -94,50 +132,101 @@ class CudaLlamaModelTest : public ::testing::TestWithParam<std::tuple<DType, boo
     }
     const auto added =
         absl::MakeConstSpan(r.slots).subspan(r.length - tokens.size(), tokens.size());
-    ASSERT_TRUE(cpu_.cache->requests().Append(r.row, added).ok());
-    ASSERT_TRUE(gpu_.cache->requests().Append(r.row, added).ok());
+    for (KvCache* cache : {own_cache_.get(), shared_cache_.get(), gpu_cache_.get()}) {
+      ASSERT_TRUE(cache->requests().Append(r.row, added).ok());
+    }
     if (sample) batch->logit_tokens.push_back(batch->num_tokens() - 1);
   }
 
-  // Runs the step on both models; returns the CPU logits and checks the GPU's against them.
-  std::vector<float> RunAndCompare(const StepBatch& batch, double tolerance, const char* what) {
+  // Copies the device cache's codes and scales into the shared host cache.
+  void CopyGpuCodes() {
+    const KvCacheView& from = gpu_cache_->view();
+    const KvCacheView& to = shared_cache_->view();
+    ASSERT_EQ(cudaMemcpy(to.data, from.data, from.layout.DataPoolBytes(), cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(to.scales, from.scales, from.layout.ParamPoolElements() * 2,
+                         cudaMemcpyDeviceToHost),
+              cudaSuccess);
+  }
+
+  // Runs the step on the GPU and on the CPU twice (own codes; the GPU's codes). Checks the GPU
+  // logits against the shared-codes CPU logits and the device argmax against them; returns the
+  // own-codes CPU logits (which pick the next tokens).
+  std::vector<float> RunStep(const StepBatch& batch, const char* what) {
     const int32_t vocab = weights_->config.vocab_size;
     const size_t m = batch.logit_tokens.size();
-    std::vector<float> cpu_logits(m * vocab), gpu_logits(m * vocab, -1.0f);
-    EXPECT_TRUE(cpu_.attention->Plan(batch).ok());
-    EXPECT_TRUE(cpu_.model->Forward(batch, *cpu_.attention, cpu_logits.data()).ok());
-    EXPECT_TRUE(gpu_.attention->Plan(batch).ok());
-    const absl::Status status = gpu_.model->Forward(batch, *gpu_.attention, gpu_logits.data());
+    std::vector<float> own(m * vocab), shared(m * vocab), gpu(m * vocab, -1.0f);
+    EXPECT_TRUE(own_attention_->Plan(batch).ok());
+    EXPECT_TRUE(cpu_model_->Forward(batch, *own_attention_, own.data()).ok());
+    EXPECT_TRUE(gpu_attention_->Plan(batch).ok());
+    const absl::Status status = gpu_model_->Forward(batch, *gpu_attention_, gpu.data());
     EXPECT_TRUE(status.ok()) << status;
-    double max_diff = 0, max_cpu = 0;
-    for (size_t i = 0; i < cpu_logits.size(); ++i) {
-      max_diff = std::max(max_diff, std::abs(double{gpu_logits[i]} - cpu_logits[i]));
-      max_cpu = std::max(max_cpu, std::abs(double{cpu_logits[i]}));
+    CopyGpuCodes();
+    EXPECT_TRUE(shared_attention_->Plan(batch).ok());
+    EXPECT_TRUE(cpu_model_->Forward(batch, *shared_attention_, shared.data()).ok());
+
+    // Measured on H100: fp16 within 0.35% of the largest logit, bf16 within 2.6%.
+    const double tolerance = dtype() == DType::kFloat16 ? 0.01 : 0.05;
+    double max_diff = 0, max_logit = 0;
+    for (size_t i = 0; i < shared.size(); ++i) {
+      max_diff = std::max(max_diff, std::abs(double{gpu[i]} - shared[i]));
+      max_logit = std::max(max_logit, std::abs(double{shared[i]}));
     }
     std::printf("%s: max |gpu - cpu| = %.5f, max |cpu| = %.3f (%s, graphs %d)\n", what, max_diff,
-                max_cpu, std::string(DTypeName(dtype())).c_str(), graphs());
-    EXPECT_GT(max_cpu, 1.0) << what;
-    EXPECT_LE(max_diff, tolerance * max_cpu) << what;
+                max_logit, std::string(DTypeName(dtype())).c_str(), graphs());
+    EXPECT_GT(max_logit, 1.0) << what;
+    EXPECT_LE(max_diff, tolerance * max_logit) << what;
 
-    // The device argmax of the same step equals the host ArgMax of its logits.
+    // The device argmax of the same step is the host ArgMax of its logits.
     std::vector<int32_t> greedy(m, -1);
-    EXPECT_TRUE(gpu_.attention->Plan(batch).ok());
-    EXPECT_TRUE(gpu_model_->ForwardGreedy(batch, *gpu_.attention, greedy.data()).ok());
+    EXPECT_TRUE(gpu_attention_->Plan(batch).ok());
+    EXPECT_TRUE(gpu_model_->ForwardGreedy(batch, *gpu_attention_, greedy.data()).ok());
     for (size_t i = 0; i < m; ++i) {
-      EXPECT_EQ(greedy[i], ArgMax(absl::MakeConstSpan(gpu_logits.data() + i * vocab, vocab)))
+      EXPECT_EQ(greedy[i], ArgMax(absl::MakeConstSpan(gpu.data() + i * vocab, vocab)))
           << what << ", row " << i;
     }
-    return cpu_logits;
+    return own;
+  }
+
+  // Layer 0's K/V codes of every written slot: the GPU's (in the shared cache) against the CPU
+  // path's StoreKv, dequantized. Each element within one quantization step, and most equal.
+  void ExpectLayerZeroCodesMatch(const std::vector<Request>& requests) {
+    std::vector<int32_t> slots;
+    for (const Request& r : requests)
+      slots.insert(slots.end(), r.slots.begin(), r.slots.begin() + r.length);
+    const KvLayout& layout = own_cache_->view().layout;
+    const size_t group = layout.group_size;
+    const size_t count = slots.size() * layout.RowsPerSlot() * layout.head_dim;
+    std::vector<float> own(count), gpu(count);
+    ASSERT_TRUE(DequantizeHost(own_cache_->view(), 0, slots, own.data()).ok());
+    ASSERT_TRUE(DequantizeHost(shared_cache_->view(), 0, slots, gpu.data()).ok());
+    int64_t differing = 0;
+    for (size_t begin = 0; begin < count; begin += group) {
+      float absmax = 0;  // of the CPU's group: 7 * its scale
+      for (size_t i = begin; i < begin + group; ++i) absmax = std::max(absmax, std::abs(own[i]));
+      const float step = absmax / 7;
+      for (size_t i = begin; i < begin + group; ++i) {
+        EXPECT_LE(std::abs(gpu[i] - own[i]), 1.1f * step + 1e-4f) << "element " << i;
+        if (std::abs(gpu[i] - own[i]) > 0.5f * step) ++differing;  // a code flip, not scale drift
+      }
+    }
+    std::printf("layer 0: %lld of %zu K/V elements on another code\n",
+                static_cast<long long>(differing), count);
+    // Measured on H100: fp16 under 0.2% of the elements, bf16 (3 fewer mantissa bits in K and V
+    // before quantization) under 26%.
+    const double max_fraction = dtype() == DType::kFloat16 ? 0.02 : 0.30;
+    EXPECT_LE(differing, static_cast<int64_t>(max_fraction * count));
   }
 
   std::shared_ptr<const LlamaWeights> weights_;
-  Side cpu_, gpu_;
-  CudaLlamaModel* gpu_model_ = nullptr;
+  std::unique_ptr<KvCache> own_cache_, shared_cache_, gpu_cache_;
+  std::unique_ptr<CpuLlamaModel> cpu_model_;
+  std::unique_ptr<KvAttention> own_attention_, shared_attention_;
+  std::unique_ptr<CudaLlamaModel> gpu_model_;
+  std::unique_ptr<CudaKvAttention> gpu_attention_;
 };
 
 TEST_P(CudaLlamaModelTest, LogitsMatchTheCpuModelOverPrefillAndDecodeSteps) {
-  // fp16 keeps 11 significant bits, bf16 8; INT4 codes may round differently near a boundary.
-  const double tolerance = dtype() == DType::kFloat16 ? 0.03 : 0.08;
   const int32_t vocab = weights_->config.vocab_size;
   std::mt19937 rng(17);
   std::vector<Request> requests;
@@ -151,7 +240,7 @@ TEST_P(CudaLlamaModelTest, LogitsMatchTheCpuModelOverPrefillAndDecodeSteps) {
     if (length == 17) prompt.resize(10);
     AddTokens(requests.back(), prompt, /*sample=*/length != 17, &batch);
   }
-  std::vector<float> logits = RunAndCompare(batch, tolerance, "prefill");
+  std::vector<float> logits = RunStep(batch, "prefill");
   // Step 2: the rest of the second prompt beside decode tokens of the other two.
   std::vector<int32_t> next(3);
   next[0] = ArgMax(absl::MakeConstSpan(logits.data(), vocab));
@@ -162,27 +251,29 @@ TEST_P(CudaLlamaModelTest, LogitsMatchTheCpuModelOverPrefillAndDecodeSteps) {
   for (int i = 10; i < 17; ++i) rest.push_back(3 + rng() % 500);
   AddTokens(requests[1], rest, true, &batch);
   AddTokens(requests[2], {next[2]}, true, &batch);
-  logits = RunAndCompare(batch, tolerance, "mixed");
+  logits = RunStep(batch, "mixed");
   // Steps 3..8: decode only (bucket 4 with one padded row), the CPU's greedy tokens fed back.
   for (int step = 0; step < 6; ++step) {
-    for (int i = 0; i < 3; ++i)
+    for (int i = 0; i < 3; ++i) {
       next[i] = ArgMax(absl::MakeConstSpan(logits.data() + i * vocab, vocab));
+    }
     batch.Clear();
     for (int i = 0; i < 3; ++i) AddTokens(requests[i], {next[i]}, true, &batch);
-    logits = RunAndCompare(batch, tolerance, "decode");
+    logits = RunStep(batch, "decode");
   }
   if (graphs()) {
     EXPECT_GE(gpu_model_->graph_replays(), 6);
   }
+  ExpectLayerZeroCodesMatch(requests);
 }
 
 TEST_P(CudaLlamaModelTest, RejectsAHostAttention) {
   Request r = AddRequest(4);
   StepBatch batch;
   AddTokens(r, {1}, true, &batch);
-  ASSERT_TRUE(cpu_.attention->Plan(batch).ok());
+  ASSERT_TRUE(own_attention_->Plan(batch).ok());
   std::vector<float> logits(weights_->config.vocab_size);
-  const absl::Status status = gpu_.model->Forward(batch, *cpu_.attention, logits.data());
+  const absl::Status status = gpu_model_->Forward(batch, *own_attention_, logits.data());
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
 }
 

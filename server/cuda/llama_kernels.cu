@@ -11,7 +11,8 @@
 namespace int4kv {
 namespace {
 
-constexpr int kThreads = 256;  // every kernel here; reductions assume it
+constexpr int kThreads = 256;      // elementwise kernels
+constexpr int kRowThreads = 1024;  // one-block-per-row kernels (RMSNorm, argmax)
 constexpr int64_t kMaxBlocks = 1 << 16;
 
 int GridFor(int64_t work) {
@@ -85,38 +86,42 @@ __global__ void EmbeddingKernel(const T* table, const TokenMeta* meta, int32_t r
   }
 }
 
-// Sum over the block's kThreads threads in a fixed order; the result is valid in thread 0 and
-// returned to every thread.
-__device__ __forceinline__ float BlockSum(float value, float* shared /* [kThreads / 32] */) {
-  for (int offset = 16; offset > 0; offset /= 2)
+// Sum over the block's threads (a multiple of 32, at most 1024) in a fixed order, returned
+// to every thread.
+__device__ __forceinline__ float BlockSum(float value, float* shared /* [32] */) {
+  for (int offset = 16; offset > 0; offset /= 2) {
     value += __shfl_down_sync(0xffffffffu, value, offset);
+  }
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (lane == 0) shared[warp] = value;
   __syncthreads();
-  float total = 0.0f;
   if (threadIdx.x == 0) {
-    for (int w = 0; w < kThreads / 32; ++w) total += shared[w];
+    float total = 0.0f;
+    for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) total += shared[w];
     shared[0] = total;
   }
   __syncthreads();
-  total = shared[0];
+  const float total = shared[0];
   __syncthreads();  // shared is reused by the next row
   return total;
 }
 
-// One block per output row.
+// One block of kRowThreads per output row. A row is a few KB: the unrolled loops keep several
+// loads in flight per thread, as one block per row is latency-bound at batch 1.
 template <typename T>
 __global__ void RmsNormKernel(const float* x, const TokenMeta* meta, const float* weight,
                               int32_t rows, int32_t dim, float eps, T* out) {
-  __shared__ float partial[kThreads / 32];
+  __shared__ float partial[32];
   for (int32_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int64_t source = meta != nullptr ? meta[r].logit_row : r;
     const float* xr = x + source * dim;
     float sum = 0.0f;
+#pragma unroll 4
     for (int32_t d = threadIdx.x; d < dim; d += blockDim.x) sum += xr[d] * xr[d];
     const float mean_square = BlockSum(sum, partial) / static_cast<float>(dim);
     const float inv = 1.0f / sqrtf(mean_square + eps);
     T* outr = out + int64_t{r} * dim;
+#pragma unroll 4
     for (int32_t d = threadIdx.x; d < dim; d += blockDim.x) {
       outr[d] = FromFloat<T>(xr[d] * inv * weight[d]);
     }
@@ -175,24 +180,37 @@ __device__ __forceinline__ bool Better(float a, int32_t ia, float b, int32_t ib)
   return ia < ib;
 }
 
-// One block per row.
+// One block of kRowThreads per row; each thread scans its elements kArgMaxUnroll at a time
+// (loads first, then compares), then a shared-memory tree picks the block's best.
+constexpr int kArgMaxUnroll = 4;
+
 __global__ void ArgMaxKernel(const float* logits, int32_t rows, int32_t vocab, int32_t* out) {
-  __shared__ float best_value[kThreads];
-  __shared__ int32_t best_index[kThreads];
+  __shared__ float best_value[kRowThreads];
+  __shared__ int32_t best_index[kRowThreads];
   for (int32_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const float* row = logits + int64_t{r} * vocab;
     float value = 0.0f;
     int32_t index = -1;
-    for (int32_t j = threadIdx.x; j < vocab; j += blockDim.x) {
-      if (Better(row[j], j, value, index)) {
-        value = row[j];
-        index = j;
+    for (int32_t base = threadIdx.x; base < vocab; base += kArgMaxUnroll * kRowThreads) {
+      float v[kArgMaxUnroll];
+#pragma unroll
+      for (int k = 0; k < kArgMaxUnroll; ++k) {
+        const int32_t j = base + k * kRowThreads;
+        v[k] = j < vocab ? row[j] : 0.0f;
+      }
+#pragma unroll
+      for (int k = 0; k < kArgMaxUnroll; ++k) {
+        const int32_t j = base + k * kRowThreads;
+        if (j < vocab && Better(v[k], j, value, index)) {
+          value = v[k];
+          index = j;
+        }
       }
     }
     best_value[threadIdx.x] = value;
     best_index[threadIdx.x] = index;
     __syncthreads();
-    for (int stride = kThreads / 2; stride > 0; stride /= 2) {
+    for (int stride = kRowThreads / 2; stride > 0; stride /= 2) {
       if (threadIdx.x < stride) {
         const float other = best_value[threadIdx.x + stride];
         const int32_t other_index = best_index[threadIdx.x + stride];
@@ -247,8 +265,8 @@ absl::Status LaunchRmsNorm(const float* x, const TokenMeta* meta, const float* w
   if (rows == 0) return absl::OkStatus();
   return DispatchHalf(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    RmsNormKernel<T><<<RowGrid(rows), kThreads, 0, stream>>>(x, meta, weight, rows, dim, eps,
-                                                             static_cast<T*>(out));
+    RmsNormKernel<T><<<RowGrid(rows), kRowThreads, 0, stream>>>(x, meta, weight, rows, dim, eps,
+                                                                static_cast<T*>(out));
     return LaunchStatus("RmsNormKernel launch");
   });
 }
@@ -284,7 +302,7 @@ absl::Status LaunchSwiGlu(const void* gate_up, int32_t rows, int32_t hidden, DTy
 absl::Status LaunchArgMax(const float* logits, int32_t rows, int32_t vocab, int32_t* out,
                           CudaStream stream) {
   if (rows == 0) return absl::OkStatus();
-  ArgMaxKernel<<<RowGrid(rows), kThreads, 0, stream>>>(logits, rows, vocab, out);
+  ArgMaxKernel<<<RowGrid(rows), kRowThreads, 0, stream>>>(logits, rows, vocab, out);
   return LaunchStatus("ArgMaxKernel launch");
 }
 
