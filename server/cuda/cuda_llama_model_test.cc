@@ -212,9 +212,8 @@ class CudaLlamaModelTest : public ::testing::TestWithParam<std::tuple<DType, boo
     }
     std::printf("layer 0: %lld of %zu K/V elements on another code\n",
                 static_cast<long long>(differing), count);
-    // Measured on H100: fp16 under 0.2% of the elements, bf16 (3 fewer mantissa bits in K and V
-    // before quantization) under 26%.
-    const double max_fraction = dtype() == DType::kFloat16 ? 0.02 : 0.30;
+    // Measured on H100: fp16 about 0.1% of the elements, bf16 about 1.2%.
+    const double max_fraction = dtype() == DType::kFloat16 ? 0.02 : 0.05;
     EXPECT_LE(differing, static_cast<int64_t>(max_fraction * count));
   }
 
