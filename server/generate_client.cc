@@ -197,10 +197,8 @@ int Run(const char* argv0) {
   v1::GenerateResponse last;
   int messages = 0;
   absl::Duration first_token = absl::ZeroDuration();
-  std::printf("tokens:");
-  std::fflush(stdout);
   while (reader->Read(&response)) {
-    ++messages;
+    if (messages++ == 0) std::printf("tokens:");
     if (response.token_ids_size() > 0 && first_token == absl::ZeroDuration()) {
       first_token = absl::Now() - start;
     }
@@ -208,7 +206,7 @@ int Run(const char* argv0) {
     std::fflush(stdout);
     last = response;
   }
-  std::printf("\n");
+  if (messages > 0) std::printf("\n");
   const grpc::Status status = reader->Finish();
   const absl::Duration elapsed = absl::Now() - start;
   if (!status.ok()) return Fail(status);

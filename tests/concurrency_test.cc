@@ -60,11 +60,9 @@ TEST(ConcurrencyTest, SixtyFourConcurrentStreamsAllCompleteCorrectly) {
     EXPECT_EQ(calls[i].last().request_id(), "c" + std::to_string(i));
     EXPECT_EQ(calls[i].last().usage().generated_tokens(), requests[i].max_new_tokens()) << i;
   }
+  // Every slot comes back.
   auto stub = server.NewStub();
-  const v1::ServerInfo info = GetInfo(*stub);
-  EXPECT_EQ(info.capacity().slots_free(), info.capacity().slots_total());
-  EXPECT_EQ(info.capacity().running(), 0);
-  EXPECT_EQ(info.capacity().queued(), 0);
+  WaitForIdle(*stub);
 }
 
 // Starts a long generation that the client then abandons (cancel after the first message, or a
@@ -77,7 +75,7 @@ void ExpectSlotsFreedAfterClientGoesAway(bool use_deadline) {
 
   grpc::ClientContext context;
   if (use_deadline) {
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(60));
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(30));
   }
   auto reader = stub->Generate(&context, GreedyRequest({1, 403, 261}, kLongRequestTokens));
   v1::GenerateResponse response;

@@ -38,18 +38,22 @@ std::unique_ptr<ServerProcess> StartServing(const std::vector<std::string>& args
 }
 
 TEST(ServerBinaryTest, DrainTurnsHealthNotServingRejectsNewAndFinishesRunning) {
-  std::unique_ptr<ServerProcess> server = StartServing({"--drain_timeout=60s"});
+  // One request runs at a time, so the queued one keeps the drain going long enough to look.
+  std::unique_ptr<ServerProcess> server = StartServing({"--drain_timeout=60s", "--max_batch=1"});
   ASSERT_NE(server, nullptr);
   auto channel = server->Channel();
   ASSERT_TRUE(WaitForHealth(channel, HealthCheckResponse::SERVING, absl::Seconds(1), kService));
   auto stub = v1::TokenGeneration::NewStub(channel);
 
-  // A long generation is running when the signal comes.
+  // A long generation is running and another is queued when the signal comes.
   grpc::ClientContext context;
   auto reader = stub->Generate(&context, GreedyRequest({1, 403}, 500));
   v1::GenerateResponse response;
   ASSERT_TRUE(reader->Read(&response));
   std::vector<int32_t> tokens(response.token_ids().begin(), response.token_ids().end());
+  grpc::ClientContext queued_context;
+  auto queued = stub->Generate(&queued_context, GreedyRequest({1, 404}, 500));
+  ASSERT_TRUE(WaitFor([&] { return GetInfo(*stub).capacity().queued() == 1; }));
 
   server->Signal(SIGTERM);
   EXPECT_TRUE(WaitForHealth(channel, HealthCheckResponse::NOT_SERVING, absl::Seconds(5)));
@@ -59,7 +63,7 @@ TEST(ServerBinaryTest, DrainTurnsHealthNotServingRejectsNewAndFinishesRunning) {
   EXPECT_THAT(rejected.status.error_message(), HasSubstr("shutting down"));
   EXPECT_TRUE(GetInfo(*stub).capacity().draining());
 
-  // The running request is not cut short.
+  // Neither the running nor the queued request is cut short.
   while (reader->Read(&response)) {
     tokens.insert(tokens.end(), response.token_ids().begin(), response.token_ids().end());
   }
@@ -67,13 +71,17 @@ TEST(ServerBinaryTest, DrainTurnsHealthNotServingRejectsNewAndFinishesRunning) {
   EXPECT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(tokens.size(), 500u);
   EXPECT_EQ(response.finish_reason(), v1::FINISH_REASON_LENGTH);
+  size_t queued_tokens = 0;
+  while (queued->Read(&response)) queued_tokens += response.token_ids_size();
+  EXPECT_TRUE(queued->Finish().ok());
+  EXPECT_EQ(queued_tokens, 500u);
 
   EXPECT_EQ(server->Wait(absl::Seconds(20)), 0) << server->Log();
   EXPECT_THAT(server->Log(), HasSubstr("SIGTERM: draining"));
 }
 
 TEST(ServerBinaryTest, DrainTimeoutCancelsRunningRequestsWithUnavailable) {
-  std::unique_ptr<ServerProcess> server = StartServing({"--drain_timeout=50ms"});
+  std::unique_ptr<ServerProcess> server = StartServing({"--drain_timeout=0s"});
   ASSERT_NE(server, nullptr);
   auto stub = v1::TokenGeneration::NewStub(server->Channel());
   grpc::ClientContext context;

@@ -49,6 +49,17 @@ v1::ServerInfo GetInfo(v1::TokenGeneration::Stub& stub, const std::string& token
   return info;
 }
 
+v1::ServerInfo WaitForIdle(v1::TokenGeneration::Stub& stub) {
+  v1::ServerInfo info;
+  const bool idle = WaitFor([&] {
+    info = GetInfo(stub);
+    const v1::CapacityInfo& c = info.capacity();
+    return c.running() == 0 && c.queued() == 0 && c.slots_free() == c.slots_total();
+  });
+  EXPECT_TRUE(idle) << "not idle after 10 s: " << info.capacity().DebugString();
+  return info;
+}
+
 bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout) {
   const absl::Time end = absl::Now() + timeout;
   while (true) {

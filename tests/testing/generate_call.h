@@ -36,6 +36,11 @@ GenerateCall RunGenerate(v1::TokenGeneration::Stub& stub, const v1::GenerateRequ
 // GetServerInfo, failing the test (and returning an empty info) on an RPC error.
 v1::ServerInfo GetInfo(v1::TokenGeneration::Stub& stub, const std::string& token = "");
 
+// GetServerInfo once nothing runs or waits and every KV slot is free again (the engine
+// publishes its counters after the step that finished the last request, so a client that has
+// read a final message may look a moment too early). Fails the test after 10 s.
+v1::ServerInfo WaitForIdle(v1::TokenGeneration::Stub& stub);
+
 // Polls `condition` every millisecond until it holds or `timeout` passes; returns the last
 // result.
 bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout = absl::Seconds(10));
