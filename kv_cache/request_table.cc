@@ -2,8 +2,12 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/cuda_check.h"
+#include "common/status_macros.h"
+#include "kv_cache/request_table_scatter.h"
 
 namespace int4kv {
 
@@ -20,7 +24,15 @@ RequestTable::RequestTable(int32_t max_requests, int32_t max_seq_len)
 }
 
 RequestTable::~RequestTable() {
-  if (device_table_ != nullptr) cudaFree(device_table_);
+  if (staging_free_ != nullptr) {
+    cudaEventSynchronize(staging_free_);
+    cudaEventDestroy(staging_free_);
+  }
+  cudaFreeHost(staged_index_);
+  cudaFreeHost(staged_value_);
+  cudaFree(device_index_);
+  cudaFree(device_value_);
+  cudaFree(device_table_);
 }
 
 absl::Status RequestTable::CheckRequest(int32_t request) const {
@@ -97,6 +109,16 @@ absl::Status RequestTable::EnableDeviceMirror() {
   const size_t bytes = table_.size() * sizeof(int32_t);
   CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&device_table_), bytes));
   CUDA_RETURN_IF_ERROR(cudaMemset(device_table_, 0, bytes));
+  // Enough for a step in which every request appends 64 tokens; larger syncs go in pieces.
+  constexpr int64_t kStagingEntries = int64_t{64} * 1024;
+  staging_capacity_ =
+      static_cast<int32_t>(std::min<int64_t>(kStagingEntries, static_cast<int64_t>(table_.size())));
+  const size_t staging_bytes = static_cast<size_t>(staging_capacity_) * 4;
+  CUDA_RETURN_IF_ERROR(cudaMallocHost(reinterpret_cast<void**>(&staged_index_), staging_bytes));
+  CUDA_RETURN_IF_ERROR(cudaMallocHost(reinterpret_cast<void**>(&staged_value_), staging_bytes));
+  CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&device_index_), staging_bytes));
+  CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&device_value_), staging_bytes));
+  CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&staging_free_, cudaEventDisableTiming));
   for (int32_t r = 0; r < max_requests_; ++r) {
     synced_length_[r] = 0;
     if (live_[r] && length_[r] > 0) MarkDirty(r);
@@ -104,25 +126,44 @@ absl::Status RequestTable::EnableDeviceMirror() {
   return absl::OkStatus();
 }
 
+absl::Status RequestTable::FlushStaged(int32_t count, CudaStream stream) {
+  if (count == 0) return absl::OkStatus();
+  const size_t bytes = static_cast<size_t>(count) * 4;
+  CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(device_index_, staged_index_, bytes, cudaMemcpyHostToDevice, stream));
+  CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(device_value_, staged_value_, bytes, cudaMemcpyHostToDevice, stream));
+  RETURN_IF_ERROR(ScatterInt32(device_table_, device_index_, device_value_, count, stream));
+  CUDA_RETURN_IF_ERROR(cudaEventRecord(staging_free_, stream));
+  return absl::OkStatus();
+}
+
 absl::Status RequestTable::SyncToDevice(CudaStream stream) {
   if (device_table_ == nullptr) {
     return absl::FailedPreconditionError("SyncToDevice before EnableDeviceMirror");
   }
+  if (dirty_.empty()) return absl::OkStatus();
+  // The staging buffers may still feed the previous sync's copies.
+  CUDA_RETURN_IF_ERROR(cudaEventSynchronize(staging_free_));
+  int32_t staged = 0;
   for (const int32_t request : dirty_) {
     is_dirty_[request] = 0;
-    const int32_t begin = synced_length_[request];
-    const int32_t end = length_[request];
-    if (!live_[request] || end <= begin) continue;
-    const size_t offset = static_cast<size_t>(request) * max_seq_len_ + begin;
-    // Pageable source: the copy has read the host data when the call returns, so the host
-    // table may change right after.
-    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device_table_ + offset, table_.data() + offset,
-                                         (end - begin) * sizeof(int32_t), cudaMemcpyHostToDevice,
-                                         stream));
-    synced_length_[request] = end;
+    if (!live_[request]) continue;
+    const uint32_t row = static_cast<uint32_t>(request) * static_cast<uint32_t>(max_seq_len_);
+    for (int32_t t = synced_length_[request]; t < length_[request]; ++t) {
+      if (staged == staging_capacity_) {
+        RETURN_IF_ERROR(FlushStaged(staged, stream));
+        CUDA_RETURN_IF_ERROR(cudaEventSynchronize(staging_free_));
+        staged = 0;
+      }
+      staged_index_[staged] = row + static_cast<uint32_t>(t);
+      staged_value_[staged] = table_[row + t];
+      ++staged;
+    }
+    synced_length_[request] = length_[request];
   }
   dirty_.clear();
-  return absl::OkStatus();
+  return FlushStaged(staged, stream);
 }
 
 }  // namespace int4kv

@@ -2,8 +2,9 @@
 //
 // Owns a host table [max_requests][max_seq_len] of int32 slots and per-request lengths, and
 // optionally a device mirror of the table for the CUDA backend. The mirror is updated only by
-// SyncToDevice(), which copies the rows (and only the parts of rows) appended since the last
-// sync.
+// SyncToDevice(), which sends the entries appended since the last sync as (index, slot)
+// pairs through a pinned staging buffer and scatters them on the device: one copy and one
+// small kernel per sync, whatever the number of requests.
 //
 // Thread ownership: not thread-safe. In the server it belongs to the engine's scheduler thread.
 #ifndef INT4KV_KV_CACHE_REQUEST_TABLE_H_
@@ -43,7 +44,8 @@ class RequestTable {
   // Host table [max_requests][max_seq_len]; entries past a row's length are unspecified.
   const int32_t* host_table() const { return table_.data(); }
 
-  // Allocates the device mirror (one cudaMalloc, zero-filled). Call once at start-up.
+  // Allocates the device mirror (zero-filled) and the sync staging buffers. Call once at
+  // start-up.
   absl::Status EnableDeviceMirror();
   // Copies what changed since the last sync into the mirror, ordered on `stream`.
   absl::Status SyncToDevice(CudaStream stream);
@@ -62,10 +64,20 @@ class RequestTable {
   std::vector<int32_t> free_requests_;  // stack of free rows
   int32_t live_count_ = 0;
 
+  absl::Status FlushStaged(int32_t count, CudaStream stream);
+
   int32_t* device_table_ = nullptr;     // owned; [max_requests][max_seq_len]
   std::vector<int32_t> synced_length_;  // [max_requests], prefix already in the mirror
   std::vector<int32_t> dirty_;          // requests with length > synced_length
   std::vector<uint8_t> is_dirty_;       // [max_requests]
+
+  // Sync staging, owned: pinned host pairs and their device copies, [staging_capacity_] each.
+  int32_t staging_capacity_ = 0;
+  uint32_t* staged_index_ = nullptr;  // pinned: flat table index of each entry
+  int32_t* staged_value_ = nullptr;   // pinned: its slot
+  uint32_t* device_index_ = nullptr;
+  int32_t* device_value_ = nullptr;
+  CudaEvent staging_free_ = nullptr;  // recorded after the last copy out of staging
 };
 
 }  // namespace int4kv

@@ -64,5 +64,39 @@ TEST(RequestTableTest, DeviceMirrorFollowsAppends) {
   }
 }
 
+// More entries in one sync than the staging buffer holds, over many requests, with rows
+// freed and reused in between.
+TEST(RequestTableTest, LargeSyncsGoThroughStagingInPieces) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  RequestTable table(40, 4000);
+  ASSERT_TRUE(table.EnableDeviceMirror().ok());
+  std::vector<int32_t> requests;
+  int32_t next_slot = 1;
+  for (int i = 0; i < 40; ++i) {
+    requests.push_back(*table.AllocateRequest());
+    std::vector<int32_t> slots(1000 + 50 * i);
+    for (int32_t& s : slots) s = next_slot++;
+    ASSERT_TRUE(table.Append(requests.back(), slots).ok());
+  }
+  ASSERT_TRUE(table.SyncToDevice(nullptr).ok());  // about 79,000 entries
+  ASSERT_TRUE(table.FreeRequest(requests[3]).ok());
+  const int32_t reused = *table.AllocateRequest();
+  ASSERT_TRUE(table.Append(reused, std::vector<int32_t>(7, 424242)).ok());
+  for (int i = 0; i < 40; i += 5) {
+    if (requests[i] != requests[3]) ASSERT_TRUE(table.Append(requests[i], {-5, -6}).ok());
+  }
+  ASSERT_TRUE(table.SyncToDevice(nullptr).ok());
+  std::vector<int32_t> device(40 * 4000);
+  ASSERT_EQ(
+      cudaMemcpy(device.data(), table.device_table(), device.size() * 4, cudaMemcpyDeviceToHost),
+      cudaSuccess);
+  for (int32_t r = 0; r < 40; ++r) {
+    if (!table.IsLive(r)) continue;
+    for (int32_t t = 0; t < table.Length(r); ++t) {
+      ASSERT_EQ(device[r * 4000 + t], table.Tokens(r)[t]) << "request " << r << " token " << t;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace int4kv
