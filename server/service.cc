@@ -23,7 +23,7 @@ void TokenGenerationService::AttachEngine(Engine* engine, ServerDetails details)
   }
 }
 
-absl::StatusOr<const TokenGenerationService::Attached*> TokenGenerationService::Admit(
+absl::StatusOr<const TokenGenerationService::Attached*> TokenGenerationService::StartCall(
     const grpc::ServerContext& context) const {
   if (absl::Status s = auth_.Check(context.client_metadata()); !s.ok()) return s;
   const Attached* attached = attached_.load();
@@ -36,7 +36,7 @@ absl::StatusOr<const TokenGenerationService::Attached*> TokenGenerationService::
 grpc::Status TokenGenerationService::GetServerInfo(grpc::ServerContext* context,
                                                    const v1::GetServerInfoRequest* /*request*/,
                                                    v1::ServerInfo* response) {
-  const absl::StatusOr<const Attached*> attached = Admit(*context);
+  const absl::StatusOr<const Attached*> attached = StartCall(*context);
   if (!attached.ok()) return ToGrpcStatus(attached.status());
   *response = ServerInfoToProto((*attached)->engine->GetInfo(), (*attached)->details);
   return grpc::Status::OK;
@@ -45,7 +45,7 @@ grpc::Status TokenGenerationService::GetServerInfo(grpc::ServerContext* context,
 grpc::Status TokenGenerationService::Generate(grpc::ServerContext* context,
                                               const v1::GenerateRequest* request,
                                               grpc::ServerWriter<v1::GenerateResponse>* writer) {
-  const absl::StatusOr<const Attached*> attached = Admit(*context);
+  const absl::StatusOr<const Attached*> attached = StartCall(*context);
   if (!attached.ok()) return ToGrpcStatus(attached.status());
   Engine& engine = *(*attached)->engine;
   absl::StatusOr<GenerateRequest> parsed = RequestFromProto(*request);

@@ -53,7 +53,7 @@ class TokenGenerationService final : public v1::TokenGeneration::Service {
 
   // The attached engine, or Unavailable while the server is starting; Unauthenticated for a
   // call without the right token.
-  absl::StatusOr<const Attached*> Admit(const grpc::ServerContext& context) const;
+  absl::StatusOr<const Attached*> StartCall(const grpc::ServerContext& context) const;
 
   const ServiceOptions options_;
   const BearerTokenAuth auth_;
