@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Bundles Bazel-built binaries and the non-glibc shared libraries they load into
 # .gpu_bundle/ (git-ignored), so they can be carried to the GPU machine and run there with
-#   LD_LIBRARY_PATH=.gpu_bundle/lib .gpu_bundle/bin/NAME
+#   LD_LIBRARY_PATH=.gpu_bundle/lib:/usr/local/cuda/targets/x86_64-linux/lib .gpu_bundle/bin/NAME
+# cuBLAS is left out (libcublasLt alone is over 500 MB): the GPU machine's CUDA 13 has it.
 #
 # Usage: tools/gpu_bundle.sh //pkg:target [//pkg:target ...]
 # Builds the targets with -c opt first. Test targets are bundled like binaries.
@@ -22,6 +23,7 @@ for label in "$@"; do
   ldd "$bin_dir/$path" | awk '/=> \// {print $3}' | while read -r lib; do
     case "$(basename "$lib")" in
       libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*|libgcc_s.so*|libstdc++.so*) ;;
+      libcublas*) ;;
       *) cp -n "$lib" "$out/lib/" ;;
     esac
   done
