@@ -1,0 +1,44 @@
+#include "tools/latency_stats.h"
+
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace int4kv {
+namespace {
+
+TEST(LatencyStatsTest, EmptySummaryIsZero) {
+  const LatencySummary s = LatencySamples().Summarize();
+  EXPECT_EQ(s.count, 0);
+  EXPECT_EQ(s.p50_ms, 0);
+  EXPECT_EQ(s.max_ms, 0);
+}
+
+TEST(LatencyStatsTest, NearestRankOnOneToHundred) {
+  // Shuffled 1..100: p50 = 50, p90 = 90, p99 = 99, max 100, mean 50.5.
+  std::vector<double> values;
+  for (int i = 1; i <= 100; ++i) values.push_back(i);
+  std::shuffle(values.begin(), values.end(), std::mt19937(3));
+  LatencySamples samples;
+  for (double v : values) samples.Add(v);
+  const LatencySummary s = samples.Summarize();
+  EXPECT_EQ(s.count, 100);
+  EXPECT_DOUBLE_EQ(s.mean_ms, 50.5);
+  EXPECT_DOUBLE_EQ(s.p50_ms, 50);
+  EXPECT_DOUBLE_EQ(s.p90_ms, 90);
+  EXPECT_DOUBLE_EQ(s.p99_ms, 99);
+  EXPECT_DOUBLE_EQ(s.max_ms, 100);
+}
+
+TEST(LatencyStatsTest, NearestRankOnFewSamples) {
+  const std::vector<double> sorted = {1, 2, 3};
+  EXPECT_DOUBLE_EQ(NearestRankPercentile(sorted, 50), 2);  // ceil(1.5) = 2nd
+  EXPECT_DOUBLE_EQ(NearestRankPercentile(sorted, 90), 3);  // ceil(2.7) = 3rd
+  EXPECT_DOUBLE_EQ(NearestRankPercentile(sorted, 1), 1);   // ceil(0.03) = 1st
+  EXPECT_DOUBLE_EQ(NearestRankPercentile({7}, 99), 7);
+  EXPECT_DOUBLE_EQ(NearestRankPercentile({}, 50), 0);
+}
+
+}  // namespace
+}  // namespace int4kv

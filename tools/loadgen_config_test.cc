@@ -1,0 +1,92 @@
+#include "tools/loadgen_config.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace int4kv {
+namespace {
+
+using ::testing::HasSubstr;
+
+LoadgenConfig Valid() {
+  LoadgenConfig config;
+  config.target = "127.0.0.1:50051";
+  return config;
+}
+
+// stories260K's limits with the server's default flags.
+v1::ServerInfo Server() {
+  v1::ServerInfo info;
+  info.mutable_model()->set_vocab_size(512);
+  info.mutable_capacity()->set_max_new_tokens(511);
+  info.mutable_capacity()->set_max_seq_len(512);
+  info.mutable_capacity()->set_slots_total(4096);
+  return info;
+}
+
+TEST(LoadgenConfigTest, DefaultsAreValid) {
+  EXPECT_TRUE(ValidateConfig(Valid()).ok());
+  EXPECT_TRUE(CheckAgainstServer(Valid(), Server()).ok());
+}
+
+TEST(LoadgenConfigTest, BadFlagsAreNamedWithTheirRange) {
+  struct Case {
+    void (*mutate)(LoadgenConfig&);
+    const char* expected;
+  };
+  const Case cases[] = {
+      {[](LoadgenConfig& c) { c.concurrency = 0; },
+       "--concurrency = 0 is invalid: must be in [1, 4096]"},
+      {[](LoadgenConfig& c) { c.concurrency = 5000; }, "--concurrency = 5000"},
+      {[](LoadgenConfig& c) { c.rate = -1; }, "--rate = -1"},
+      {[](LoadgenConfig& c) {
+         c.rate = 10;
+         c.max_in_flight = 0;
+       },
+       "--max_in_flight = 0"},
+      {[](LoadgenConfig& c) { c.num_requests = -5; }, "--num_requests = -5"},
+      {[](LoadgenConfig& c) { c.duration = absl::ZeroDuration(); }, "both 0"},
+      {[](LoadgenConfig& c) { c.temperature = 101; }, "--temperature = 101"},
+      {[](LoadgenConfig& c) { c.channels = 0; }, "--channels = 0 is invalid: must be in [1, 64]"},
+      {[](LoadgenConfig& c) { c.deadline = absl::ZeroDuration(); }, "--deadline"},
+  };
+  for (const Case& c : cases) {
+    LoadgenConfig config = Valid();
+    c.mutate(config);
+    const absl::Status status = ValidateConfig(config);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.expected;
+    EXPECT_THAT(status.message(), HasSubstr(c.expected));
+  }
+}
+
+TEST(LoadgenConfigTest, OpenLoopIgnoresConcurrency) {
+  LoadgenConfig config = Valid();
+  config.rate = 50;
+  config.concurrency = 0;
+  EXPECT_TRUE(ValidateConfig(config).ok());
+}
+
+TEST(LoadgenConfigTest, RequestMixBeyondTheServersLimitsIsRefusedBeforeSending) {
+  LoadgenConfig config = Valid();
+  config.output_len = {1, 600};
+  EXPECT_THAT(CheckAgainstServer(config, Server()).message(),
+              HasSubstr("--output_len = '1-600' is invalid for this server: 600 exceeds its "
+                        "max_new_tokens limit (511)"));
+
+  config.output_len = {100, 100};
+  config.prompt_len = {1, 412};
+  EXPECT_TRUE(CheckAgainstServer(config, Server()).ok());  // 512 tokens: at the limit
+  config.prompt_len = {1, 413};
+  EXPECT_THAT(CheckAgainstServer(config, Server()).message(),
+              HasSubstr("the longest request (513 tokens) exceeds its max_seq_len (512)"));
+
+  v1::ServerInfo small_kv = Server();
+  small_kv.mutable_capacity()->set_slots_total(300);
+  config.prompt_len = {250, 250};
+  config.output_len = {60, 60};
+  EXPECT_THAT(CheckAgainstServer(config, small_kv).message(),
+              HasSubstr("exceeds its KV cache capacity (300 token slots)"));
+}
+
+}  // namespace
+}  // namespace int4kv

@@ -1,0 +1,153 @@
+// int4kv_loadgen: a load generator for the int4kv server on this machine. Sends Generate
+// streams in a closed loop (N concurrent streams) or an open loop (Poisson arrivals), prints
+// a progress line every second to stderr, then reports requests/s, output tokens/s, time to
+// first token, inter-token and end-to-end latency (p50/p90/p99) and errors by status code.
+//
+//   bazel run -c opt //tools:int4kv_loadgen -- --server=127.0.0.1:50051 --concurrency=64
+//       --num_requests=2000 --prompt_len=16-64 --output_len=64 --json=/tmp/load.json
+//
+// Only loopback servers are accepted (localhost, 127.0.0.0/8, [::1]).
+// Exit status: 0 when the run completed (request errors are reported, not fatal), 1 if the
+// server could not be reached, 2 for bad flags or a request mix the server cannot take, 3 if
+// a stream that ended OK broke the API (see LoadgenResult::bad_responses).
+//
+// Thread ownership: main() is the driver thread (RunLoad); gRPC's threads run the calls.
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "proto/generation.grpc.pb.h"
+#include "tools/loadgen_config.h"
+#include "tools/loadgen_report.h"
+#include "tools/loadgen_runner.h"
+#include "tools/loopback_target.h"
+
+ABSL_FLAG(std::string, server, "127.0.0.1:50051",
+          "HOST:PORT of the server; loopback only (localhost, 127.0.0.0/8, [::1])");
+ABSL_FLAG(int32_t, concurrency, 16, "closed loop: concurrent streams, each re-sent on finish");
+ABSL_FLAG(double, rate, 0,
+          "requests per second: > 0 switches to an open loop with Poisson arrivals");
+ABSL_FLAG(int32_t, max_in_flight, 1024,
+          "open loop: most streams open at once; arrivals beyond are counted as not sent");
+ABSL_FLAG(int64_t, num_requests, 0,
+          "stop sending after this many requests (arrivals, open loop); 0: no limit");
+ABSL_FLAG(absl::Duration, duration, absl::Seconds(30),
+          "stop sending after this long; 0: no limit. Requests in flight then finish");
+ABSL_FLAG(std::string, prompt_len, "32",
+          "prompt tokens per request: N, or A-B for uniform counts in [A, B]");
+ABSL_FLAG(std::string, output_len, "64",
+          "max_new_tokens per request: N, or A-B for uniform counts in [A, B]");
+ABSL_FLAG(float, temperature, 0.0f, "sampling temperature; 0: greedy");
+ABSL_FLAG(bool, ignore_eos, true, "generate exactly max_new_tokens tokens (EOS ignored)");
+ABSL_FLAG(uint64_t, seed, 1, "seed of the request mix and the arrival times");
+ABSL_FLAG(int32_t, channels, 4, "gRPC connections the streams are spread over");
+ABSL_FLAG(absl::Duration, deadline, absl::Seconds(300), "deadline of each request");
+ABSL_FLAG(absl::Duration, connect_timeout, absl::Seconds(10),
+          "how long to wait for the server's GetServerInfo before giving up");
+ABSL_FLAG(std::string, auth_token, "", "bearer token, if the server requires one");
+ABSL_FLAG(bool, progress, true, "print a progress line every second to stderr");
+ABSL_FLAG(std::string, json, "", "also write the results as JSON to this path");
+
+namespace int4kv {
+namespace {
+
+absl::StatusOr<LoadgenConfig> ConfigFromFlags() {
+  LoadgenConfig config;
+  ASSIGN_OR_RETURN(config.target, ParseLoopbackTarget(absl::GetFlag(FLAGS_server)));
+  config.concurrency = absl::GetFlag(FLAGS_concurrency);
+  config.rate = absl::GetFlag(FLAGS_rate);
+  config.max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
+  config.num_requests = absl::GetFlag(FLAGS_num_requests);
+  config.duration = absl::GetFlag(FLAGS_duration);
+  ASSIGN_OR_RETURN(config.prompt_len,
+                   LengthDistribution::Parse("prompt_len", absl::GetFlag(FLAGS_prompt_len)));
+  ASSIGN_OR_RETURN(config.output_len,
+                   LengthDistribution::Parse("output_len", absl::GetFlag(FLAGS_output_len)));
+  config.temperature = absl::GetFlag(FLAGS_temperature);
+  config.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
+  config.seed = absl::GetFlag(FLAGS_seed);
+  config.channels = absl::GetFlag(FLAGS_channels);
+  config.deadline = absl::GetFlag(FLAGS_deadline);
+  config.auth_token = absl::GetFlag(FLAGS_auth_token);
+  config.progress_interval =
+      absl::GetFlag(FLAGS_progress) ? absl::Seconds(1) : absl::ZeroDuration();
+  RETURN_IF_ERROR(ValidateConfig(config));
+  return config;
+}
+
+// GetServerInfo, waiting for the server to come up for up to --connect_timeout.
+absl::StatusOr<v1::ServerInfo> FetchServerInfo(const LoadgenConfig& config) {
+  auto stub = v1::TokenGeneration::NewStub(
+      grpc::CreateChannel(config.target, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_wait_for_ready(true);
+  context.set_deadline(std::chrono::system_clock::now() +
+                       absl::ToChronoNanoseconds(absl::GetFlag(FLAGS_connect_timeout)));
+  if (!config.auth_token.empty()) {
+    context.AddMetadata("authorization", "Bearer " + config.auth_token);
+  }
+  v1::ServerInfo info;
+  const grpc::Status status = stub->GetServerInfo(&context, v1::GetServerInfoRequest(), &info);
+  if (!status.ok()) {
+    return absl::UnavailableError(absl::StrCat("GetServerInfo on ", config.target,
+                                               " failed: ", StatusCodeName(status.error_code()),
+                                               ": ", status.error_message()));
+  }
+  return info;
+}
+
+int Run() {
+  const absl::StatusOr<LoadgenConfig> config = ConfigFromFlags();
+  if (!config.ok()) {
+    std::cerr << "int4kv_loadgen: " << config.status().message() << "\n";
+    return 2;
+  }
+  const absl::StatusOr<v1::ServerInfo> info = FetchServerInfo(*config);
+  if (!info.ok()) {
+    std::cerr << "int4kv_loadgen: " << info.status().message() << "\n";
+    return 1;
+  }
+  if (const absl::Status s = CheckAgainstServer(*config, *info); !s.ok()) {
+    std::cerr << "int4kv_loadgen: " << s.message() << "\n";
+    return 2;
+  }
+  std::cerr << "int4kv_loadgen: " << config->target << ": " << info->model().source() << " on "
+            << info->backend().backend() << ", vocab " << info->model().vocab_size()
+            << ", max_batch " << info->capacity().max_batch() << ", max_queue "
+            << info->capacity().max_queue() << std::endl;
+  const LoadgenResult result = RunLoad(
+      *config, *info, config->progress_interval > absl::ZeroDuration() ? &std::cerr : nullptr);
+  std::cout << FormatTextReport(*config, *info, result) << std::flush;
+  const std::string json_path = absl::GetFlag(FLAGS_json);
+  if (!json_path.empty()) {
+    std::ofstream file(json_path, std::ios::trunc);
+    file << FormatJsonReport(*config, *info, result);
+    file.close();
+    if (!file) {
+      std::cerr << "int4kv_loadgen: --json: cannot write " << json_path << "\n";
+      return 1;
+    }
+  }
+  return result.bad_responses > 0 ? 3 : 0;
+}
+
+}  // namespace
+}  // namespace int4kv
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Load generator for the int4kv server (loopback only). Example: int4kv_loadgen "
+      "--server=127.0.0.1:50051 --concurrency=64 --num_requests=2000 --output_len=64");
+  absl::ParseCommandLine(argc, argv);
+  return int4kv::Run();
+}

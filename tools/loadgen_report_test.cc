@@ -1,0 +1,68 @@
+#include "tools/loadgen_report.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace int4kv {
+namespace {
+
+using ::testing::HasSubstr;
+
+LoadgenResult SomeResult() {
+  LoadgenResult result;
+  result.wall_seconds = 2.0;
+  result.sent = 12;
+  result.ok = 10;
+  result.failed = 2;
+  result.output_tokens = 640;
+  result.peak_in_flight = 4;
+  result.time_to_first_token = {10, 1.5, 1.0, 2.0, 3.0, 3.5};
+  result.errors_by_code["RESOURCE_EXHAUSTED"] = 2;
+  result.error_examples["RESOURCE_EXHAUSTED"] = "queue \"full\"\n(max_queue = 8)";
+  return result;
+}
+
+TEST(LoadgenReportTest, StatusCodeNames) {
+  EXPECT_EQ(StatusCodeName(0), "OK");
+  EXPECT_EQ(StatusCodeName(8), "RESOURCE_EXHAUSTED");
+  EXPECT_EQ(StatusCodeName(14), "UNAVAILABLE");
+  EXPECT_EQ(StatusCodeName(16), "UNAUTHENTICATED");
+  EXPECT_EQ(StatusCodeName(42), "CODE_42");
+}
+
+TEST(LoadgenReportTest, TextReportHasRatesPercentilesAndErrors) {
+  LoadgenConfig config;
+  config.target = "127.0.0.1:1";
+  config.concurrency = 4;
+  const std::string text = FormatTextReport(config, v1::ServerInfo(), SomeResult());
+  EXPECT_THAT(text, HasSubstr("closed loop, 4 concurrent streams"));
+  EXPECT_THAT(text, HasSubstr("5.00 requests/s, 320.0 output tokens/s"));
+  EXPECT_THAT(text, HasSubstr("p50      1.00  p90      2.00  p99      3.00"));
+  EXPECT_THAT(text, HasSubstr("RESOURCE_EXHAUSTED"));
+  EXPECT_THAT(text, HasSubstr("peak in flight 4"));
+}
+
+TEST(LoadgenReportTest, JsonCarriesTheNumbersAndEscapesMessages) {
+  LoadgenConfig config;
+  config.target = "127.0.0.1:1";
+  config.rate = 3.5;
+  const std::string json = FormatJsonReport(config, v1::ServerInfo(), SomeResult());
+  EXPECT_THAT(json, HasSubstr("\"mode\": \"open\""));
+  EXPECT_THAT(json, HasSubstr("\"rate\": 3.5"));
+  EXPECT_THAT(json, HasSubstr("\"ok\": 10"));
+  EXPECT_THAT(json, HasSubstr("\"requests_per_s\": 5,"));
+  EXPECT_THAT(json, HasSubstr("\"output_tokens_per_s\": 320,"));
+  EXPECT_THAT(json, HasSubstr("\"ttft_ms\": {\"count\": 10, \"mean\": 1.5, \"p50\": 1, "
+                              "\"p90\": 2, \"p99\": 3, \"max\": 3.5}"));
+  EXPECT_THAT(json, HasSubstr("\"errors_by_code\": {\"RESOURCE_EXHAUSTED\": 2}"));
+  EXPECT_THAT(json, HasSubstr("queue \\\"full\\\"\\n(max_queue = 8)"));
+  // Balanced braces, one object, newline-terminated.
+  int depth = 0;
+  for (char c : json) depth += c == '{' ? 1 : c == '}' ? -1 : 0;
+  EXPECT_EQ(depth, 0);
+  EXPECT_EQ(json.front(), '{');
+  EXPECT_EQ(json.back(), '\n');
+}
+
+}  // namespace
+}  // namespace int4kv

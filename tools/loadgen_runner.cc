@@ -1,0 +1,199 @@
+#include "tools/loadgen_runner.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "proto/generation.grpc.pb.h"
+#include "tools/load_stats.h"
+#include "tools/request_mix.h"
+#include "tools/stream_call.h"
+
+namespace int4kv {
+namespace {
+
+// Finished calls, handed from gRPC's callback threads to the driver thread.
+class FinishedCalls {
+ public:
+  // Notifies under the lock: once the driver has taken the last call it may destroy this
+  // queue, and nothing here runs after the unlock.
+  void Push(std::unique_ptr<StreamCall> call) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    calls_.push_back(std::move(call));
+    ready_.notify_one();
+  }
+
+  // Everything queued, waiting until `until` (at most a second) if nothing is.
+  std::deque<std::unique_ptr<StreamCall>> TakeAll(absl::Time until) {
+    until = std::min(until, absl::Now() + absl::Seconds(1));
+    std::unique_lock<std::mutex> lock(mutex_);
+    ready_.wait_until(lock, absl::ToChronoTime(until), [&] { return !calls_.empty(); });
+    std::deque<std::unique_ptr<StreamCall>> taken;
+    taken.swap(calls_);
+    return taken;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<std::unique_ptr<StreamCall>> calls_;  // guarded by mutex_
+};
+
+std::vector<std::unique_ptr<v1::TokenGeneration::Stub>> OpenStubs(const LoadgenConfig& config) {
+  std::vector<std::unique_ptr<v1::TokenGeneration::Stub>> stubs;
+  for (int i = 0; i < config.channels; ++i) {
+    grpc::ChannelArguments arguments;
+    // One TCP connection per channel: no subchannel sharing between them.
+    arguments.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    stubs.push_back(v1::TokenGeneration::NewStub(
+        grpc::CreateCustomChannel(config.target, grpc::InsecureChannelCredentials(), arguments)));
+  }
+  return stubs;
+}
+
+// The driver loop's state; everything here belongs to the driver thread except what the
+// calls touch: `finished_` (locked) and `tokens_received_` (atomic).
+class Driver {
+ public:
+  Driver(const LoadgenConfig& config, const v1::ServerInfo& info, std::ostream* progress)
+      : config_(config),
+        progress_(progress),
+        mix_(config, info.model()),
+        stubs_(OpenStubs(config)),
+        arrival_rng_(config.seed ^ 0x5deece66dull) {
+    call_options_.deadline = config.deadline;
+    call_options_.auth_token = config.auth_token;
+    call_options_.vocab_size = info.model().vocab_size();
+  }
+
+  LoadgenResult Run() {
+    start_ = absl::Now();
+    const absl::Time send_end = config_.duration > absl::ZeroDuration() ? start_ + config_.duration
+                                                                        : absl::InfiniteFuture();
+    absl::Time next_arrival = start_ + NextGap();
+    absl::Time next_progress = config_.progress_interval > absl::ZeroDuration()
+                                   ? start_ + config_.progress_interval
+                                   : absl::InfiniteFuture();
+    last_progress_ = {start_, 0, 0};
+    while (true) {
+      const absl::Time now = absl::Now();
+      const bool sending = !CountBoundReached() && now < send_end;
+      if (sending && !config_.open_loop()) {
+        while (in_flight_ < config_.concurrency && !CountBoundReached()) Send();
+      } else if (sending) {
+        while (next_arrival <= now && !CountBoundReached()) {
+          if (in_flight_ < config_.max_in_flight) {
+            Send();
+          } else {
+            ++not_sent_;
+          }
+          next_arrival += NextGap();
+        }
+      }
+      if (!sending && in_flight_ == 0) break;
+
+      absl::Time wake = next_progress;
+      if (sending) wake = std::min(wake, send_end);
+      if (sending && config_.open_loop()) wake = std::min(wake, next_arrival);
+      for (const std::unique_ptr<StreamCall>& call : finished_.TakeAll(wake)) {
+        --in_flight_;
+        stats_.Record(call->outcome());
+      }
+      if (absl::Now() >= next_progress) {
+        PrintProgress(sending);
+        next_progress += config_.progress_interval;
+      }
+    }
+    LoadgenResult result = stats_.Summarize();
+    result.wall_seconds = absl::ToDoubleSeconds(absl::Now() - start_);
+    result.sent = sent_;
+    result.not_sent = not_sent_;
+    result.peak_in_flight = peak_in_flight_;
+    return result;
+  }
+
+ private:
+  struct ProgressMark {
+    absl::Time time;
+    int64_t finished;
+    int64_t tokens;
+  };
+
+  bool CountBoundReached() const {
+    return config_.num_requests > 0 && sent_ + not_sent_ >= config_.num_requests;
+  }
+
+  absl::Duration NextGap() {
+    if (!config_.open_loop()) return absl::ZeroDuration();
+    return absl::Seconds(std::exponential_distribution<double>(config_.rate)(arrival_rng_));
+  }
+
+  void Send() {
+    v1::TokenGeneration::Stub* stub = stubs_[sent_ % stubs_.size()].get();
+    ++sent_;
+    ++in_flight_;
+    peak_in_flight_ = std::max(peak_in_flight_, in_flight_);
+    StreamCall::Start(stub, mix_.Next(), call_options_, &tokens_received_,
+                      [finished = &finished_](std::unique_ptr<StreamCall> call) {
+                        finished->Push(std::move(call));
+                      });
+  }
+
+  void PrintProgress(bool sending) {
+    if (progress_ == nullptr) return;
+    const absl::Time now = absl::Now();
+    const int64_t tokens = tokens_received_.load(std::memory_order_relaxed);
+    const double seconds = std::max(1e-9, absl::ToDoubleSeconds(now - last_progress_.time));
+    *progress_ << absl::StrFormat(
+                      "[%6.1f s] %s sent %d, ok %d, failed %d, in flight %d | %.1f req/s, %.0f "
+                      "tok/s",
+                      absl::ToDoubleSeconds(now - start_), sending ? "sending " : "draining", sent_,
+                      stats_.ok(), stats_.failed(), in_flight_,
+                      (stats_.finished() - last_progress_.finished) / seconds,
+                      (tokens - last_progress_.tokens) / seconds)
+               << (config_.open_loop() && not_sent_ > 0
+                       ? absl::StrFormat(" | %d not sent (max_in_flight)", not_sent_)
+                       : "")
+               << (stats_.first_bad_response().empty()
+                       ? ""
+                       : " | BAD RESPONSE: " + stats_.first_bad_response())
+               << std::endl;
+    last_progress_ = {now, stats_.finished(), tokens};
+  }
+
+  const LoadgenConfig config_;
+  std::ostream* const progress_;
+  RequestMix mix_;
+  std::vector<std::unique_ptr<v1::TokenGeneration::Stub>> stubs_;
+  StreamCallOptions call_options_;
+  std::mt19937_64 arrival_rng_;
+  FinishedCalls finished_;
+  std::atomic<int64_t> tokens_received_{0};  // written by the calls' callbacks
+  LoadStats stats_;
+  absl::Time start_;
+  ProgressMark last_progress_;
+  int64_t sent_ = 0;
+  int64_t not_sent_ = 0;
+  int32_t in_flight_ = 0;
+  int32_t peak_in_flight_ = 0;
+};
+
+}  // namespace
+
+LoadgenResult RunLoad(const LoadgenConfig& config, const v1::ServerInfo& info,
+                      std::ostream* progress) {
+  Driver driver(config, info, progress);
+  return driver.Run();
+}
+
+}  // namespace int4kv

@@ -1,0 +1,69 @@
+#include "tools/stream_call.h"
+
+#include <chrono>
+#include <utility>
+
+#include "absl/time/clock.h"
+
+namespace int4kv {
+
+void StreamCall::Start(v1::TokenGeneration::Stub* stub, v1::GenerateRequest request,
+                       const StreamCallOptions& options, std::atomic<int64_t>* tokens_received,
+                       DoneCallback done) {
+  StreamCall* call = new StreamCall(std::move(request), options, tokens_received, std::move(done));
+  call->context_.set_deadline(std::chrono::system_clock::now() +
+                              absl::ToChronoNanoseconds(options.deadline));
+  if (!options.auth_token.empty()) {
+    call->context_.AddMetadata("authorization", "Bearer " + options.auth_token);
+  }
+  call->outcome_.start = absl::Now();
+  stub->async()->Generate(&call->context_, &call->request_, call);
+  call->StartRead(&call->response_);
+  call->StartCall();
+}
+
+StreamCall::StreamCall(v1::GenerateRequest request, const StreamCallOptions& options,
+                       std::atomic<int64_t>* tokens_received, DoneCallback done)
+    : request_(std::move(request)),
+      vocab_size_(options.vocab_size),
+      tokens_received_(tokens_received),
+      done_(std::move(done)) {
+  outcome_.max_new_tokens = request_.max_new_tokens();
+  outcome_.ignore_eos = request_.sampling().ignore_eos();
+}
+
+void StreamCall::OnReadDone(bool ok) {
+  if (!ok) return;  // the stream ended; OnDone follows
+  const absl::Time now = absl::Now();
+  const int k = response_.token_ids_size();
+  if (k > 0) {
+    if (!outcome_.got_token) {
+      outcome_.got_token = true;
+      outcome_.time_to_first_token = now - outcome_.start;
+    } else {
+      const double share_ms = absl::ToDoubleMilliseconds(now - last_arrival_) / k;
+      for (int i = 0; i < k; ++i) outcome_.inter_token_ms.push_back(share_ms);
+    }
+    last_arrival_ = now;
+    for (int32_t id : response_.token_ids()) {
+      if (id < 0 || id >= vocab_size_) outcome_.ids_in_range = false;
+    }
+    outcome_.tokens += k;
+    tokens_received_->fetch_add(k, std::memory_order_relaxed);
+  }
+  if (response_.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+    outcome_.finish_reason = response_.finish_reason();
+    outcome_.usage_generated_tokens = response_.usage().generated_tokens();
+  }
+  StartRead(&response_);
+}
+
+void StreamCall::OnDone(const grpc::Status& status) {
+  outcome_.end = absl::Now();
+  outcome_.code = status.error_code();
+  outcome_.message = status.error_message();
+  // Nothing may touch this object after `done_` has it.
+  done_(std::unique_ptr<StreamCall>(this));
+}
+
+}  // namespace int4kv
