@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "server/engine_device.h"
 #include "server/model_source.h"
 
 namespace int4kv {
@@ -42,8 +43,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& confi
   ASSIGN_OR_RETURN(const EngineConfig resolved, config.Resolve(weights->config));
   ASSIGN_OR_RETURN(std::unique_ptr<Scheduler> scheduler,
                    Scheduler::Create(resolved, std::move(weights), attention));
+  // The scheduler's copy has the capacity it created (kv_gpu_memory_fraction sizes it there).
+  const EngineConfig created = scheduler->config();
   std::unique_ptr<Engine> engine(
-      new Engine(resolved, std::move(scheduler), std::move(model_source)));
+      new Engine(created, std::move(scheduler), std::move(model_source)));
   engine->thread_ = std::thread([e = engine.get()] { e->Loop(); });
   return engine;
 }
@@ -65,6 +68,7 @@ Engine::Engine(const EngineConfig& config, std::unique_ptr<Scheduler> scheduler,
       scheduler_(std::move(scheduler)) {
   const KvCacheConfig& kv = scheduler_->cache().config();
   info_.device = config.device;
+  info_.device_name = DeviceName(config.device);
   info_.model_source = std::move(model_source);
   info_.model = scheduler_->model().config();
   info_.attention = std::string(scheduler_->attention().name());
@@ -79,6 +83,9 @@ Engine::Engine(const EngineConfig& config, std::unique_ptr<Scheduler> scheduler,
   info_.param_dtype = kv.param_dtype;
   info_.kv_bytes_per_token = kv.BytesPerToken();
   info_.kv_pool_bytes = kv.PoolBytes();
+  info_.kv_gpu_sizing = scheduler_->kv_gpu_sizing();
+  info_.graph_buckets = scheduler_->graph_buckets();
+  info_.cuda_graphs = !info_.graph_buckets.empty();
   UpdateInfoLocked();  // no other thread exists yet
 }
 

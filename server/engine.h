@@ -27,6 +27,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "server/cuda/kv_gpu_sizing.h"
 #include "server/engine_config.h"
 #include "server/llama_weights.h"
 #include "server/model_config.h"
@@ -39,7 +40,8 @@ namespace int4kv {
 // A snapshot for introspection (the gRPC GetServerInfo).
 struct EngineInfo {
   // Fixed at creation.
-  std::string device;        // "cpu"
+  std::string device;        // "cpu" or "cuda" (resolved)
+  std::string device_name;   // the CPU model or the GPU name (engine_device.h); "" if unknown
   std::string model_source;  // as given to Create ("tiny", a checkpoint path, ...)
   ModelConfig model;
   std::string attention;  // "int4" (or "float" in tests)
@@ -54,6 +56,13 @@ struct EngineInfo {
   ParamDtype param_dtype = ParamDtype::kFloat16;
   int64_t kv_bytes_per_token = 0;  // all layers, K and V codes plus their parameters
   int64_t kv_pool_bytes = 0;
+  // cuda with kv_gpu_memory_fraction: how the capacity was found (server/cuda/kv_gpu_sizing.h);
+  // capacity_slots 0 otherwise.
+  KvGpuSizing kv_gpu_sizing;
+  // Decode steps replay CUDA graphs (cuda with cuda_graphs on), one per batch bucket: 1, 2, 4,
+  // ..., 256, capped at max_batch. Empty on cpu and with graphs off.
+  bool cuda_graphs = false;
+  std::vector<int32_t> graph_buckets;
   // Current (as of the last step boundary).
   int64_t slots_free = 0;
   int32_t running = 0;
@@ -98,7 +107,8 @@ class Engine {
   void Shutdown(absl::Duration drain_timeout);
 
   EngineInfo GetInfo() const;
-  const EngineConfig& config() const { return config_; }  // resolved
+  // Resolved, with kv_capacity_slots as created (also when kv_gpu_memory_fraction sized it).
+  const EngineConfig& config() const { return config_; }
   const ModelConfig& model_config() const { return info_.model; }
 
  private:

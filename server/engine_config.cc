@@ -87,6 +87,33 @@ absl::StatusOr<EngineConfig> EngineConfig::Resolve(const ModelConfig& model) con
     return absl::InvalidArgumentError(
         "EngineConfig.kv_capacity_slots and kv_budget_bytes are both set: set at most one");
   }
+  // Written so that NaN fails too.
+  if (!(c.kv_gpu_memory_fraction >= 0.0 && c.kv_gpu_memory_fraction <= 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("EngineConfig.kv_gpu_memory_fraction = ", c.kv_gpu_memory_fraction,
+                     " is invalid: must be in (0, 1], or 0 for unused"));
+  }
+  if (c.kv_gpu_memory_fraction > 0.0) {
+    if (c.device != "cuda") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("EngineConfig.kv_gpu_memory_fraction needs device cuda, but the device is ",
+                       c.device, " (kv_gpu_memory_fraction = ", c.kv_gpu_memory_fraction,
+                       "): size the KV cache with kv_budget_bytes or kv_capacity_slots instead"));
+    }
+    if (c.kv_capacity_slots > 0 || c.kv_budget_bytes > 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("EngineConfig.kv_gpu_memory_fraction and ",
+                       c.kv_capacity_slots > 0 ? "kv_capacity_slots" : "kv_budget_bytes",
+                       " are both set: set at most one of kv_capacity_slots, kv_budget_bytes and "
+                       "kv_gpu_memory_fraction"));
+    }
+    // The scheduler sets the capacity once it has measured the free memory; everything else
+    // about the cache is checked now.
+    KvCacheConfig kv = c.KvConfig(model);
+    kv.capacity_slots = 1;
+    RETURN_IF_ERROR(kv.Validate());
+    return c;
+  }
   if (c.kv_budget_bytes > 0) {
     ASSIGN_OR_RETURN(c.kv_capacity_slots, CapacityForBudget(c.KvConfig(model), c.kv_budget_bytes));
   } else if (c.kv_capacity_slots == 0) {

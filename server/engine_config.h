@@ -34,10 +34,16 @@ struct EngineConfig {
   // kMaxStepTokens]; 0: max(max_batch, min(max_seq_len, kDefaultStepTokens)). Long prompts
   // are prefilled in chunks of what is left of it.
   int32_t max_step_tokens = 0;
-  // KV capacity: token slots, or a byte budget turned into slots (CapacityForBudget); at most
-  // one of the two may be set. Both 0: max_batch * max_seq_len slots.
+  // KV capacity: token slots, a byte budget turned into slots (CapacityForBudget), or (cuda
+  // only) a fraction of free GPU memory; at most one of the three may be set. All 0:
+  // max_batch * max_seq_len slots.
   int64_t kv_capacity_slots = 0;
   int64_t kv_budget_bytes = 0;
+  // In (0, 1], 0: unused. The KV pools get this fraction of the GPU memory that is free once
+  // the model and every other start-up buffer exist (the rule is in server/cuda/kv_gpu_sizing.h).
+  // Resolve leaves kv_capacity_slots 0 for it; Scheduler::Create measures the memory and sets
+  // it (Scheduler::config(), Engine::config(), EngineInfo::slots_total).
+  double kv_gpu_memory_fraction = 0.0;
   int32_t group_size = 8;  // 8, 16, 32, 64 or 128, dividing the model's head_dim
   QuantMode quant_mode = QuantMode::kSymmetric;
   ParamDtype param_dtype = ParamDtype::kFloat16;
@@ -50,11 +56,13 @@ struct EngineConfig {
   // same bucket padding and results.
   bool cuda_graphs = true;
 
-  // A copy with every default filled in and kv_capacity_slots set, or InvalidArgument naming
-  // the first bad field and its allowed range.
+  // A copy with every default filled in and kv_capacity_slots set (left 0 with
+  // kv_gpu_memory_fraction), or InvalidArgument naming the first bad field and its allowed
+  // range.
   absl::StatusOr<EngineConfig> Resolve(const ModelConfig& model) const;
 
-  // The KV cache of a resolved config for `model` (max_requests = max_batch).
+  // The KV cache of a resolved config for `model` (max_requests = max_batch; capacity 0 while
+  // kv_gpu_memory_fraction waits for Scheduler::Create to size it).
   KvCacheConfig KvConfig(const ModelConfig& model) const;
 };
 

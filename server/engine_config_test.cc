@@ -1,5 +1,7 @@
 #include "server/engine_config.h"
 
+#include <cmath>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -85,6 +87,55 @@ TEST(EngineConfigTest, NamesFieldAndLimit) {
   c = EngineConfig();
   c.device = "tpu";
   ExpectInvalid(c, "device = 'tpu'");
+}
+
+TEST(EngineConfigTest, GpuMemoryFractionIsLeftForTheCudaScheduler) {
+  EngineConfig config;
+  config.device = "cuda";  // Resolve needs no GPU; Scheduler::Create does
+  config.kv_gpu_memory_fraction = 0.9;
+  const absl::StatusOr<EngineConfig> c = config.Resolve(Stories());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->kv_gpu_memory_fraction, 0.9);
+  EXPECT_EQ(c->kv_capacity_slots, 0);  // measured and set at creation
+  EXPECT_EQ(c->kv_budget_bytes, 0);
+  config.kv_gpu_memory_fraction = 1.0;
+  EXPECT_TRUE(config.Resolve(Stories()).ok());
+}
+
+TEST(EngineConfigTest, GpuMemoryFractionOutsideItsRangeNamesTheRange) {
+  EngineConfig config;
+  config.device = "cuda";
+  for (const double fraction : {-0.5, 1.01, 2.0, std::nan("")}) {
+    config.kv_gpu_memory_fraction = fraction;
+    ExpectInvalid(config, "EngineConfig.kv_gpu_memory_fraction = ");
+    ExpectInvalid(config, "is invalid: must be in (0, 1], or 0 for unused");
+  }
+}
+
+TEST(EngineConfigTest, GpuMemoryFractionNeedsDeviceCuda) {
+  EngineConfig config;  // device cpu
+  config.kv_gpu_memory_fraction = 0.5;
+  ExpectInvalid(config, "kv_gpu_memory_fraction needs device cuda, but the device is cpu");
+  ExpectInvalid(config, "kv_budget_bytes or kv_capacity_slots instead");
+}
+
+TEST(EngineConfigTest, GpuMemoryFractionExcludesSlotsAndBudget) {
+  EngineConfig config;
+  config.device = "cuda";
+  config.kv_gpu_memory_fraction = 0.5;
+  config.kv_capacity_slots = 100;
+  ExpectInvalid(config, "kv_gpu_memory_fraction and kv_capacity_slots are both set");
+  config.kv_capacity_slots = 0;
+  config.kv_budget_bytes = 1 << 20;
+  ExpectInvalid(config, "kv_gpu_memory_fraction and kv_budget_bytes are both set");
+}
+
+TEST(EngineConfigTest, GpuMemoryFractionStillChecksTheCacheLayout) {
+  EngineConfig config;
+  config.device = "cuda";
+  config.kv_gpu_memory_fraction = 0.5;
+  config.group_size = 16;
+  ExpectInvalid(config, "group_size = 16");
 }
 
 }  // namespace

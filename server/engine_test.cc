@@ -9,6 +9,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/engine_device.h"
 #include "server/model_source.h"
 #include "server/testing/test_util.h"
 
@@ -61,6 +62,31 @@ TEST(EngineTest, InfoDescribesModelAndCache) {
   EXPECT_EQ(info.running, 0);
   EXPECT_EQ(info.queued, 0);
   EXPECT_FALSE(info.draining);
+  EXPECT_EQ(info.device_name, CpuModelName());
+  EXPECT_FALSE(info.cuda_graphs);
+  EXPECT_TRUE(info.graph_buckets.empty());
+  EXPECT_EQ(info.kv_gpu_sizing.capacity_slots, 0);
+}
+
+TEST(EngineTest, ByteBudgetSizesTheCache) {
+  EngineConfig config = SmallConfig();
+  config.kv_budget_bytes = 1 << 20;
+  std::unique_ptr<Engine> engine = MakeEngine(config);
+  const EngineInfo info = engine->GetInfo();
+  EXPECT_EQ(info.slots_total, (1 << 20) / 240 - 1);
+  EXPECT_EQ(info.kv_pool_bytes, ((1 << 20) / 240) * 240);
+  EXPECT_EQ(engine->config().kv_capacity_slots, info.slots_total);
+  EXPECT_EQ(RunToEnd(*engine, GreedyRequest(kPrompt, 5)).tokens.size(), 5u);
+}
+
+TEST(EngineTest, GpuMemoryFractionOnCpuIsInvalid) {
+  EngineConfig config = SmallConfig();
+  config.kv_gpu_memory_fraction = 0.5;
+  absl::StatusOr<std::unique_ptr<Engine>> engine =
+      Engine::Create(config, Stories260K(), kDefaultModelPath);
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(engine.status().message(), HasSubstr("kv_gpu_memory_fraction needs device cuda"));
 }
 
 TEST(EngineTest, LengthFinishAndUsage) {

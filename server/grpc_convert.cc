@@ -121,9 +121,9 @@ v1::ServerInfo ServerInfoToProto(const EngineInfo& info, const ServerDetails& de
 
   v1::BackendInfo* backend = proto.mutable_backend();
   backend->set_backend(info.device);
-  backend->set_device_name(details.device_name);
-  backend->set_cuda_graphs(details.cuda_graphs);
-  for (int32_t bucket : details.graph_buckets) backend->add_graph_buckets(bucket);
+  backend->set_device_name(info.device_name);
+  backend->set_cuda_graphs(info.cuda_graphs);
+  for (int32_t bucket : info.graph_buckets) backend->add_graph_buckets(bucket);
   return proto;
 }
 

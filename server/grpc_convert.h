@@ -5,9 +5,8 @@
 #ifndef INT4KV_SERVER_GRPC_CONVERT_H_
 #define INT4KV_SERVER_GRPC_CONVERT_H_
 
-#include <cstdint>
+#include <cstddef>
 #include <string>
-#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -19,12 +18,10 @@ namespace int4kv {
 
 constexpr size_t kMaxRequestIdBytes = 128;
 
-// What GetServerInfo reports beyond EngineInfo: fixed when the server starts.
+// What GetServerInfo reports beyond EngineInfo: fixed when the server starts. (The device name
+// and the graph buckets are the engine's: EngineInfo.)
 struct ServerDetails {
   std::string version;
-  std::string device_name;             // the CPU model or GPU name; empty if unknown
-  bool cuda_graphs = false;            // decode steps replay captured CUDA graphs
-  std::vector<int32_t> graph_buckets;  // batch sizes with a captured graph
 };
 
 // InvalidArgument naming request_id and its limit for an id over kMaxRequestIdBytes or with a

@@ -105,7 +105,7 @@ TEST(UsageToProtoTest, TimesInMicroseconds) {
 
 TEST(ServerInfoToProtoTest, CopiesEveryField) {
   EngineInfo info;
-  info.device = "cpu";
+  info.device = "cuda";
   info.model_source = "testdata/models/stories260K.bin";
   info.model.dim = 64;
   info.model.hidden_dim = 172;
@@ -133,11 +133,11 @@ TEST(ServerInfoToProtoTest, CopiesEveryField) {
   info.queued = 3;
   info.steps = 77;
   info.draining = true;
+  info.device_name = "Some GPU";
+  info.cuda_graphs = true;
+  info.graph_buckets = {1, 2, 4};
   ServerDetails details;
   details.version = "1.2.3";
-  details.device_name = "Some CPU";
-  details.cuda_graphs = true;
-  details.graph_buckets = {1, 2, 4};
 
   const v1::ServerInfo proto = ServerInfoToProto(info, details);
   EXPECT_EQ(proto.version(), "1.2.3");
@@ -169,8 +169,8 @@ TEST(ServerInfoToProtoTest, CopiesEveryField) {
   EXPECT_EQ(proto.capacity().queued(), 3);
   EXPECT_EQ(proto.capacity().engine_steps(), 77);
   EXPECT_TRUE(proto.capacity().draining());
-  EXPECT_EQ(proto.backend().backend(), "cpu");
-  EXPECT_EQ(proto.backend().device_name(), "Some CPU");
+  EXPECT_EQ(proto.backend().backend(), "cuda");
+  EXPECT_EQ(proto.backend().device_name(), "Some GPU");
   EXPECT_TRUE(proto.backend().cuda_graphs());
   EXPECT_THAT(proto.backend().graph_buckets(), ElementsAre(1, 2, 4));
 }
@@ -180,6 +180,17 @@ TEST(ServerInfoToProtoTest, SymmetricFloat16) {
   const v1::ServerInfo proto = ServerInfoToProto(info, ServerDetails());
   EXPECT_EQ(proto.kv_cache().mode(), v1::KV_QUANT_MODE_SYMMETRIC);
   EXPECT_EQ(proto.kv_cache().param_dtype(), v1::KV_PARAM_DTYPE_FLOAT16);
+}
+
+TEST(ServerInfoToProtoTest, NoGraphsNoBuckets) {
+  EngineInfo info;
+  info.device = "cpu";
+  info.device_name = "Some CPU";
+  const v1::ServerInfo proto = ServerInfoToProto(info, ServerDetails());
+  EXPECT_EQ(proto.backend().backend(), "cpu");
+  EXPECT_EQ(proto.backend().device_name(), "Some CPU");
+  EXPECT_FALSE(proto.backend().cuda_graphs());
+  EXPECT_TRUE(proto.backend().graph_buckets().empty());
 }
 
 }  // namespace

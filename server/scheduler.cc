@@ -45,9 +45,7 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(
       return absl::FailedPreconditionError(
           "EngineConfig.device = 'cuda' needs a CUDA device; none was found");
     }
-    ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache,
-                     KvCache::Create(config.KvConfig(model), MemoryKind::kDevice));
-    std::unique_ptr<Scheduler> scheduler(new Scheduler(config, std::move(cache)));
+    std::unique_ptr<Scheduler> scheduler(new Scheduler(config));
     RETURN_IF_ERROR(scheduler->CreateCudaPath(*weights));
     return scheduler;
   }
@@ -56,9 +54,12 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(
                                                    config.device,
                                                    "' is invalid: must be cpu or cuda (resolved)"));
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache,
-                   KvCache::Create(config.KvConfig(model), MemoryKind::kHost));
-  std::unique_ptr<Scheduler> scheduler(new Scheduler(config, std::move(cache)));
+  if (config.kv_gpu_memory_fraction != 0.0) {
+    return absl::InvalidArgumentError(
+        "EngineConfig.kv_gpu_memory_fraction needs device cuda, but the device is cpu");
+  }
+  std::unique_ptr<Scheduler> scheduler(new Scheduler(config));
+  ASSIGN_OR_RETURN(scheduler->cache_, KvCache::Create(config.KvConfig(model), MemoryKind::kHost));
   ASSIGN_OR_RETURN(
       scheduler->model_,
       CpuLlamaModel::Create(std::move(weights), config.max_step_tokens, config.threads));
@@ -73,8 +74,7 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(
   return scheduler;
 }
 
-Scheduler::Scheduler(const EngineConfig& config, std::unique_ptr<KvCache> cache)
-    : config_(config), cache_(std::move(cache)) {}
+Scheduler::Scheduler(const EngineConfig& config) : config_(config) {}
 
 absl::Status Scheduler::CreateCudaPath(const LlamaWeights& weights) {
   const ModelConfig& model = weights.config;
@@ -84,6 +84,16 @@ absl::Status Scheduler::CreateCudaPath(const LlamaWeights& weights) {
   options.dtype = config_.cuda_dtype;
   ASSIGN_OR_RETURN(std::unique_ptr<CudaLlamaModel> cuda_model,
                    CudaLlamaModel::Create(weights, options));
+  // The model's weights, activations and cuBLAS workspace are on the device now, so the free
+  // memory measured here is what the cache, the attention and the graphs can have.
+  if (config_.kv_gpu_memory_fraction > 0.0) {
+    ASSIGN_OR_RETURN(kv_gpu_sizing_,
+                     SizeKvCacheForFreeGpuMemory(
+                         config_.KvConfig(model), config_.kv_gpu_memory_fraction, model.q_heads,
+                         config_.max_step_tokens, config_.cuda_dtype, cuda_model->stream()));
+    config_.kv_capacity_slots = kv_gpu_sizing_.capacity_slots;
+  }
+  ASSIGN_OR_RETURN(cache_, KvCache::Create(config_.KvConfig(model), MemoryKind::kDevice));
   ASSIGN_OR_RETURN(std::unique_ptr<CudaKvAttention> attention,
                    CudaKvAttention::Create(cache_.get(), model.q_heads, config_.max_step_tokens,
                                            config_.cuda_dtype, cuda_model->stream()));
@@ -94,6 +104,11 @@ absl::Status Scheduler::CreateCudaPath(const LlamaWeights& weights) {
   logits_.resize(static_cast<size_t>(config_.max_batch) * model.vocab_size);
   greedy_tokens_.resize(config_.max_batch);
   return absl::OkStatus();
+}
+
+std::vector<int32_t> Scheduler::graph_buckets() const {
+  if (cuda_model_ == nullptr || !cuda_model_->graphs_captured()) return {};
+  return cuda_model_->buckets();
 }
 
 int64_t Scheduler::SlotsNeeded(const GenerateRequest& request) {

@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "kv_cache/kv_cache.h"
+#include "server/cuda/kv_gpu_sizing.h"
 #include "server/engine_config.h"
 #include "server/kv_attention.h"
 #include "server/llama_weights.h"
@@ -52,9 +53,11 @@ class Scheduler {
  public:
   // config must be resolved (EngineConfig::Resolve) for weights->config. device "cpu": creates
   // the host KV cache, the CPU model and the attention (`attention` null: INT4 through the cpu
-  // backend). device "cuda": the device KV cache, the CUDA model (which converts the weights and
-  // need not keep them), the CUDA INT4 attention (`attention` must be null), and, when
-  // config.cuda_graphs, the decode graphs; FailedPrecondition without a CUDA device.
+  // backend). device "cuda": the CUDA model (which converts the weights and need not keep
+  // them), then the device KV cache (with kv_gpu_memory_fraction, sized from the GPU memory
+  // left free by the model: server/cuda/kv_gpu_sizing.h), the CUDA INT4 attention (`attention`
+  // must be null), and, when config.cuda_graphs, the decode graphs; FailedPrecondition without
+  // a CUDA device.
   static absl::StatusOr<std::unique_ptr<Scheduler>> Create(
       const EngineConfig& config, std::shared_ptr<const LlamaWeights> weights,
       const KvAttentionFactory& attention = nullptr);
@@ -87,7 +90,13 @@ class Scheduler {
   const KvCache& cache() const { return *cache_; }
   const Model& model() const { return *model_; }
   const KvAttention& attention() const { return *attention_; }
+  // The config given to Create, with kv_capacity_slots as created.
   const EngineConfig& config() const { return config_; }
+  // The decode batch sizes with a captured CUDA graph (1, 2, 4, ..., capped at max_batch);
+  // empty on the cpu path and with cuda_graphs off.
+  std::vector<int32_t> graph_buckets() const;
+  // How kv_gpu_memory_fraction sized the cache; capacity_slots 0 when it did not.
+  const KvGpuSizing& kv_gpu_sizing() const { return kv_gpu_sizing_; }
 
  private:
   struct Running {
@@ -101,18 +110,19 @@ class Scheduler {
     absl::Time first_token_time = absl::InfinitePast();
   };
 
-  Scheduler(const EngineConfig& config, std::unique_ptr<KvCache> cache);
+  explicit Scheduler(const EngineConfig& config);
 
   // Adds the request's next tokens (at most `budget`) to batch_; returns how many.
   int32_t AddTokens(Running& r, int32_t budget);
   // Streams the request's new token and checks the stop conditions; true when it is done.
   bool TakeToken(Running& r, int32_t token, FinishReason* reason);
-  // Creates the CUDA model, attention and graphs over cache_ (device "cuda").
+  // Creates the CUDA model, the device cache_, the attention and the graphs (device "cuda").
   absl::Status CreateCudaPath(const LlamaWeights& weights);
   void Finish(size_t index, FinishReason reason, const absl::Status& status);
   Usage UsageOf(const Running& r, absl::Time now) const;
 
   EngineConfig config_;
+  KvGpuSizing kv_gpu_sizing_;
   std::unique_ptr<KvCache> cache_;  // owned; the model's attention points into it
   std::unique_ptr<Model> model_;
   std::unique_ptr<KvAttention> attention_;  // destroyed before model_ (it uses model_'s stream)

@@ -30,7 +30,6 @@
 #include "absl/time/time.h"
 #include "common/status_macros.h"
 #include "server/engine.h"
-#include "server/grpc_device_info.h"
 #include "server/grpc_server.h"
 #include "server/grpc_version.h"
 #include "server/model_source.h"
@@ -55,8 +54,10 @@ ABSL_FLAG(int32_t, kv_group_size, 8,
 ABSL_FLAG(std::string, kv_mode, "symmetric", "KV quantization: symmetric or asymmetric");
 ABSL_FLAG(std::string, kv_param_dtype, "fp16", "dtype of the KV scales (and zeros): fp16 or bf16");
 ABSL_FLAG(std::string, kv_cache_size, "",
-          "KV cache size: bytes (268435456, 256MiB, 1.5GiB) or, on cuda, a fraction of free GPU "
-          "memory (0.9); empty: max_batch * max_seq_len token slots");
+          "KV cache size: bytes (268435456, 256MiB, 1.5GiB; EngineConfig::kv_budget_bytes) or, on "
+          "cuda, a fraction in (0, 1] of the GPU memory left free after the model and the other "
+          "start-up buffers (0.9; EngineConfig::kv_gpu_memory_fraction); empty: max_batch * "
+          "max_seq_len token slots");
 ABSL_FLAG(int32_t, max_batch, 8, "requests generating at the same time, at most");
 ABSL_FLAG(int32_t, max_queue, 64,
           "requests waiting for admission, at most; more get RESOURCE_EXHAUSTED");
@@ -108,18 +109,9 @@ absl::StatusOr<Options> ParseOptions(const char* argv0) {
   ASSIGN_OR_RETURN(engine.quant_mode, ParseKvMode(absl::GetFlag(FLAGS_kv_mode)));
   ASSIGN_OR_RETURN(engine.param_dtype, ParseKvParamDtype(absl::GetFlag(FLAGS_kv_param_dtype)));
   ASSIGN_OR_RETURN(options.kv_cache_size, ParseKvCacheSize(absl::GetFlag(FLAGS_kv_cache_size)));
+  // The engine checks the fraction against the device (which "auto" leaves open until then).
   engine.kv_budget_bytes = options.kv_cache_size.bytes;
-  if (options.kv_cache_size.gpu_fraction > 0 && engine.device == "cpu") {
-    return absl::InvalidArgumentError(
-        "--kv_cache_size is a fraction of free GPU memory, which the cpu backend has not: give "
-        "a byte count (e.g. 256MiB)");
-  }
-  if (options.kv_cache_size.gpu_fraction > 0) {
-    // EngineConfig has no GPU-memory fraction yet; refuse rather than guess a size.
-    return absl::UnimplementedError(
-        "--kv_cache_size as a fraction of free GPU memory needs engine support that is not "
-        "built yet: give a byte count (e.g. 8GiB)");
-  }
+  engine.kv_gpu_memory_fraction = options.kv_cache_size.gpu_fraction;
   engine.max_batch = absl::GetFlag(FLAGS_max_batch);
   engine.max_queue = absl::GetFlag(FLAGS_max_queue);
   engine.max_seq_len = absl::GetFlag(FLAGS_max_seq_len);
@@ -177,32 +169,38 @@ absl::Status WritePortFile(const std::string& path, int port) {
 
 void LogSummary(const EngineInfo& info, const ServerDetails& details, const Options& options,
                 const GrpcServer& server) {
+  constexpr double kMiB = 1048576.0;
   spdlog::info("int4kv server {} serving on port {} ({}, {})", details.version, server.port(),
                server.tls() ? "TLS" : "plaintext",
                options.auth_token.empty() ? "no auth" : "bearer token required");
   spdlog::info("model {}: {}", info.model_source, info.model.DebugString());
   spdlog::info("backend {} on {}; CPU threads {}", info.device,
-               details.device_name.empty() ? "unknown device" : details.device_name,
+               info.device_name.empty() ? "unknown device" : info.device_name,
                options.engine.threads == 0 ? std::string("one per core")
                                            : std::to_string(options.engine.threads));
   spdlog::info("KV cache: {} {} group {} {} params, {} bytes/token, {} token slots ({:.1f} MiB)",
                info.attention,
                info.quant_mode == QuantMode::kSymmetric ? "symmetric" : "asymmetric",
                info.group_size, info.param_dtype == ParamDtype::kFloat16 ? "fp16" : "bf16",
-               info.kv_bytes_per_token, info.slots_total, info.kv_pool_bytes / 1048576.0);
+               info.kv_bytes_per_token, info.slots_total, info.kv_pool_bytes / kMiB);
+  const KvGpuSizing& sizing = info.kv_gpu_sizing;
+  if (sizing.capacity_slots > 0) {
+    spdlog::info(
+        "KV cache sized as {} of {:.1f} MiB: {:.1f} MiB free after the model, less {:.1f} MiB "
+        "of other cache and attention buffers and a {:.1f} MiB reserve for CUDA graphs and "
+        "kernels",
+        sizing.fraction, sizing.base_bytes / kMiB, sizing.free_bytes / kMiB,
+        sizing.other_bytes / kMiB, sizing.reserve_bytes / kMiB);
+  }
   spdlog::info(
       "capacity: max_batch {}, max_queue {}, max_seq_len {}, max_new_tokens {}, max_step_tokens "
       "{}",
       info.max_batch, info.max_queue, info.max_seq_len, info.max_new_tokens_limit,
       info.max_step_tokens);
-  std::string graphs = "off";
-  if (details.cuda_graphs) {
-    graphs =
-        details.graph_buckets.empty()
-            ? "on (the engine does not report its batch buckets)"
-            : absl::StrCat("on, batch buckets [", absl::StrJoin(details.graph_buckets, ", "), "]");
-  }
-  spdlog::info("CUDA graphs: {}", graphs);
+  spdlog::info("CUDA graphs: {}", info.cuda_graphs
+                                      ? absl::StrCat("on, batch buckets [",
+                                                     absl::StrJoin(info.graph_buckets, ", "), "]")
+                                      : std::string("off"));
 }
 
 int Run(const char* argv0) {
@@ -246,9 +244,6 @@ int Run(const char* argv0) {
   const EngineInfo info = (*engine)->GetInfo();
   ServerDetails details;
   details.version = kInt4kvVersion;
-  details.device_name = DeviceName(info.device);
-  // The resolved config says whether graphs are on; EngineInfo does not list the buckets yet.
-  details.cuda_graphs = info.device == "cuda" && (*engine)->config().cuda_graphs;
   service.AttachEngine(engine->get(), details);
   (*server)->SetServing(true);
   LogSummary(info, details, *options, **server);

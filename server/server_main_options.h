@@ -17,8 +17,8 @@ namespace int4kv {
 // ("268435456", "256MiB", "1.5GiB", "300MB"; K/M/G/T and KiB.. are powers of 1024, KB.. of
 // 1000), or a fraction of free GPU memory written with a decimal point, in (0, 1] ("0.9").
 struct KvCacheSize {
-  int64_t bytes = 0;          // > 0: a byte budget
-  double gpu_fraction = 0.0;  // > 0: a fraction of free GPU memory
+  int64_t bytes = 0;          // > 0: a byte budget (EngineConfig::kv_budget_bytes)
+  double gpu_fraction = 0.0;  // > 0: EngineConfig::kv_gpu_memory_fraction
 };
 absl::StatusOr<KvCacheSize> ParseKvCacheSize(absl::string_view text);
 

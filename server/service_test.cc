@@ -12,6 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/engine.h"
+#include "server/engine_device.h"
 #include "server/grpc_server.h"
 #include "server/model_source.h"
 
@@ -50,7 +51,6 @@ class ServiceTest : public ::testing::Test {
     ASSERT_NE(engine_, nullptr);
     ServerDetails details;
     details.version = "9.9.9";
-    details.device_name = "test cpu";
     service_->AttachEngine(engine_.get(), details);
   }
 
@@ -104,7 +104,10 @@ TEST_F(ServiceTest, UnavailableUntilAnEngineIsAttached) {
   Attach();
   ASSERT_TRUE(Info(&info).ok());
   EXPECT_EQ(info.version(), "9.9.9");
-  EXPECT_EQ(info.backend().device_name(), "test cpu");
+  EXPECT_EQ(info.backend().backend(), "cpu");
+  EXPECT_EQ(info.backend().device_name(), CpuModelName());  // the engine's
+  EXPECT_FALSE(info.backend().cuda_graphs());
+  EXPECT_TRUE(info.backend().graph_buckets().empty());
   EXPECT_EQ(info.model().vocab_size(), 512);
   EXPECT_EQ(info.capacity().max_batch(), 4);
 }

@@ -10,12 +10,14 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/descriptor.pb.h"
 #include "gtest/gtest.h"
 #include "proto/generation.grpc.pb.h"
 #include "proto/reflection.grpc.pb.h"
+#include "server/engine_device.h"
 #include "tests/testing/generate_call.h"
 #include "tests/testing/server_process.h"
 
@@ -24,6 +26,7 @@ namespace {
 
 using ::grpc::health::v1::HealthCheckResponse;
 using ::testing::Contains;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 constexpr char kService[] = "int4kv.v1.TokenGeneration";
@@ -241,6 +244,35 @@ TEST(ServerBinaryTest, EngineConfigErrorsFailAtStartWithTheEnginesMessage) {
   EXPECT_THAT((*process)->Log(), HasSubstr("group_size = 12"));
 }
 
+TEST(ServerBinaryTest, GpuMemoryFractionOnCpuFailsAtStartNamingTheField) {
+  absl::StatusOr<std::unique_ptr<ServerProcess>> process =
+      ServerProcess::Start({"--backend=cpu", "--kv_cache_size=0.5"});
+  ASSERT_TRUE(process.ok()) << process.status();  // the port opens before the engine starts
+  EXPECT_EQ((*process)->Wait(absl::Seconds(20)), 1);
+  EXPECT_THAT((*process)->Log(), HasSubstr("the engine did not start"));
+  EXPECT_THAT((*process)->Log(), HasSubstr("kv_gpu_memory_fraction needs device cuda"));
+}
+
+TEST(ServerBinaryTest, KvCacheSizeInBytesAndTheEnginesDeviceAreReportedAndLogged) {
+  std::unique_ptr<ServerProcess> server =
+      StartServing({"--backend=cpu", "--kv_cache_size=1MiB", "--cuda_graphs=true"});
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::TokenGeneration::NewStub(server->Channel());
+  const v1::ServerInfo info = GetInfo(*stub);
+  EXPECT_EQ(info.capacity().slots_total(), (1 << 20) / 240 - 1);  // 240 bytes a token
+  EXPECT_EQ(info.kv_cache().pool_bytes(), ((1 << 20) / 240) * 240);
+  EXPECT_EQ(info.backend().backend(), "cpu");
+  EXPECT_EQ(info.backend().device_name(), CpuModelName());
+  EXPECT_FALSE(info.backend().cuda_graphs());
+  EXPECT_TRUE(info.backend().graph_buckets().empty());
+  // The summary is logged just after health turns SERVING.
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(server->Log(), "CUDA graphs: off"); }))
+      << server->Log();
+  if (!CpuModelName().empty()) {
+    EXPECT_THAT(server->Log(), HasSubstr("backend cpu on " + CpuModelName()));
+  }
+}
+
 TEST(ServerBinaryTest, CudaBackendEitherServesOnCudaOrFailsAtStartSayingWhy) {
   absl::StatusOr<std::unique_ptr<ServerProcess>> process = ServerProcess::Start({"--backend=cuda"});
   ASSERT_TRUE(process.ok()) << process.status();
@@ -255,7 +287,15 @@ TEST(ServerBinaryTest, CudaBackendEitherServesOnCudaOrFailsAtStartSayingWhy) {
       absl::Seconds(30)))
       << (*process)->Log();
   if (serving) {
-    EXPECT_EQ(GetInfo(*stub).backend().backend(), "cuda");  // an engine with a CUDA path
+    const v1::ServerInfo info = GetInfo(*stub);
+    EXPECT_EQ(info.backend().backend(), "cuda");  // an engine with a CUDA path
+    EXPECT_EQ(info.backend().device_name(), CudaDeviceName());
+    EXPECT_FALSE(info.backend().device_name().empty());
+    EXPECT_TRUE(info.backend().cuda_graphs());
+    EXPECT_THAT(info.backend().graph_buckets(), ElementsAre(1, 2, 4, 8));  // max_batch 8
+    EXPECT_TRUE(WaitFor([&] {
+      return absl::StrContains((*process)->Log(), "CUDA graphs: on, batch buckets [1, 2, 4, 8]");
+    })) << (*process)->Log();
     return;
   }
   EXPECT_EQ((*process)->Wait(absl::Seconds(1)), 1);

@@ -1,4 +1,4 @@
-#include "server/grpc_device_info.h"
+#include "server/engine_device.h"
 
 #include <fstream>
 
@@ -8,7 +8,7 @@
 namespace int4kv {
 namespace {
 
-TEST(DeviceInfoTest, CpuNameFromCpuinfo) {
+TEST(EngineDeviceTest, CpuNameFromCpuinfo) {
 #if defined(__x86_64__)
   if (!std::ifstream("/proc/cpuinfo").good()) GTEST_SKIP() << "no /proc/cpuinfo";
   EXPECT_FALSE(CpuModelName().empty());  // x86 cpuinfo always has a "model name" line
@@ -18,12 +18,12 @@ TEST(DeviceInfoTest, CpuNameFromCpuinfo) {
 #endif
 }
 
-TEST(DeviceInfoTest, CudaNameIsEmptyExactlyWithoutADevice) {
+TEST(EngineDeviceTest, CudaNameIsEmptyExactlyWithoutADevice) {
   EXPECT_EQ(CudaDeviceName().empty(), CudaDeviceCount() == 0);
   EXPECT_EQ(DeviceName("cuda"), CudaDeviceName());
 }
 
-TEST(DeviceInfoTest, UnknownBackendHasNoName) { EXPECT_EQ(DeviceName("tpu"), ""); }
+TEST(EngineDeviceTest, UnknownDeviceHasNoName) { EXPECT_EQ(DeviceName("tpu"), ""); }
 
 }  // namespace
 }  // namespace int4kv

@@ -1,4 +1,4 @@
-#include "server/grpc_device_info.h"
+#include "server/engine_device.h"
 
 #include <cuda_runtime.h>
 
@@ -34,9 +34,9 @@ std::string CudaDeviceName() {
   return properties.name;
 }
 
-std::string DeviceName(absl::string_view backend) {
-  if (backend == "cpu") return CpuModelName();
-  if (backend == "cuda") return CudaDeviceName();
+std::string DeviceName(absl::string_view device) {
+  if (device == "cpu") return CpuModelName();
+  if (device == "cuda") return CudaDeviceName();
   return "";
 }
 
