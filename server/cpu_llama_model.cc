@@ -42,42 +42,8 @@ CpuLlamaModel::CpuLlamaModel(std::shared_ptr<const LlamaWeights> weights, int32_
   final_.resize(n * c.dim);
 }
 
-absl::Status CpuLlamaModel::CheckBatch(const StepBatch& batch) const {
-  const int32_t n = batch.num_tokens();
-  if (n < 1 || n > max_step_tokens_) {
-    return absl::InvalidArgumentError(absl::StrCat("step of ", n, " tokens is out of range [1, ",
-                                                   max_step_tokens_, "] (max_step_tokens)"));
-  }
-  if (batch.positions.size() != batch.tokens.size() || batch.slots.size() != batch.tokens.size() ||
-      batch.rows.size() != batch.tokens.size()) {
-    return absl::InvalidArgumentError(
-        "StepBatch.positions, slots and rows must have one entry per token");
-  }
-  const ModelConfig& c = config();
-  for (int32_t i = 0; i < n; ++i) {
-    if (batch.tokens[i] < 0 || batch.tokens[i] >= c.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("StepBatch.tokens[", i,
-                                                     "] = ", batch.tokens[i],
-                                                     " is out of range [0, ", c.vocab_size, ")"));
-    }
-    if (batch.positions[i] < 0 || batch.positions[i] >= c.max_seq_len) {
-      return absl::InvalidArgumentError(absl::StrCat("StepBatch.positions[", i,
-                                                     "] = ", batch.positions[i],
-                                                     " is out of range [0, ", c.max_seq_len, ")"));
-    }
-  }
-  for (size_t i = 0; i < batch.logit_tokens.size(); ++i) {
-    const int32_t t = batch.logit_tokens[i];
-    if (t < 0 || t >= n || (i > 0 && t <= batch.logit_tokens[i - 1])) {
-      return absl::InvalidArgumentError(absl::StrCat("StepBatch.logit_tokens[", i, "] = ", t,
-                                                     " must be ascending and in [0, ", n, ")"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 absl::Status CpuLlamaModel::Forward(const StepBatch& batch, KvAttention& attention, float* logits) {
-  RETURN_IF_ERROR(CheckBatch(batch));
+  RETURN_IF_ERROR(ValidateStepBatch(batch, config(), max_step_tokens_, max_step_tokens_));
   const LlamaWeights& w = *weights_;
   const ModelConfig& c = w.config;
   const int64_t n = batch.num_tokens();

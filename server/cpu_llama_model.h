@@ -29,8 +29,6 @@ class CpuLlamaModel : public Model {
  private:
   CpuLlamaModel(std::shared_ptr<const LlamaWeights> weights, int32_t max_step_tokens, int threads);
 
-  absl::Status CheckBatch(const StepBatch& batch) const;
-
   std::shared_ptr<const LlamaWeights> weights_;
   int32_t max_step_tokens_;
   ThreadPool pool_;

@@ -10,7 +10,9 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "backend/decode_attention_backend.h"
+#include "server/model_config.h"
 
 namespace int4kv {
 
@@ -42,6 +44,12 @@ struct StepBatch {
     rows.push_back(DecodeRow{request, position + 1});
   }
 };
+
+// Checks a step for a model: 1..max_step_tokens tokens, one position/slot/row per token,
+// token ids in the vocabulary, positions below max_seq_len, and at most max_logit_rows
+// logit_tokens, ascending and in range. Errors name the field and the limit.
+absl::Status ValidateStepBatch(const StepBatch& batch, const ModelConfig& model,
+                               int32_t max_step_tokens, int32_t max_logit_rows);
 
 }  // namespace int4kv
 

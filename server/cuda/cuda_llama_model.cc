@@ -86,46 +86,6 @@ absl::Status CudaLlamaModel::Allocate() {
   return absl::OkStatus();
 }
 
-absl::Status CudaLlamaModel::CheckBatch(const StepBatch& batch) const {
-  const int32_t n = batch.num_tokens();
-  if (n < 1 || n > options_.max_step_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("step of ", n, " tokens is out of range [1, ",
-                                                   options_.max_step_tokens,
-                                                   "] (max_step_tokens)"));
-  }
-  if (batch.positions.size() != batch.tokens.size() || batch.slots.size() != batch.tokens.size() ||
-      batch.rows.size() != batch.tokens.size()) {
-    return absl::InvalidArgumentError(
-        "StepBatch.positions, slots and rows must have one entry per token");
-  }
-  const ModelConfig& c = config();
-  for (int32_t i = 0; i < n; ++i) {
-    if (batch.tokens[i] < 0 || batch.tokens[i] >= c.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("StepBatch.tokens[", i,
-                                                     "] = ", batch.tokens[i],
-                                                     " is out of range [0, ", c.vocab_size, ")"));
-    }
-    if (batch.positions[i] < 0 || batch.positions[i] >= c.max_seq_len) {
-      return absl::InvalidArgumentError(absl::StrCat("StepBatch.positions[", i,
-                                                     "] = ", batch.positions[i],
-                                                     " is out of range [0, ", c.max_seq_len, ")"));
-    }
-  }
-  const size_t m = batch.logit_tokens.size();
-  if (m > static_cast<size_t>(options_.max_logit_rows)) {
-    return absl::InvalidArgumentError(absl::StrCat("step samples ", m, " tokens, more than ",
-                                                   options_.max_logit_rows, " (max_logit_rows)"));
-  }
-  for (size_t i = 0; i < m; ++i) {
-    const int32_t t = batch.logit_tokens[i];
-    if (t < 0 || t >= n || (i > 0 && t <= batch.logit_tokens[i - 1])) {
-      return absl::InvalidArgumentError(absl::StrCat("StepBatch.logit_tokens[", i, "] = ", t,
-                                                     " must be ascending and in [0, ", n, ")"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 absl::Status CudaLlamaModel::UploadMeta(const StepBatch& batch, int32_t rows) {
   const int32_t n = batch.num_tokens();
   const int32_t m = static_cast<int32_t>(batch.logit_tokens.size());
@@ -223,7 +183,8 @@ int32_t CudaLlamaModel::BucketIndex(int32_t bucket) const {
 
 absl::Status CudaLlamaModel::Step(const StepBatch& batch, KvAttention& attention, float* logits,
                                   int32_t* tokens, KernelTimer* timer) {
-  RETURN_IF_ERROR(CheckBatch(batch));
+  RETURN_IF_ERROR(
+      ValidateStepBatch(batch, config(), options_.max_step_tokens, options_.max_logit_rows));
   auto* cuda_attention = dynamic_cast<CudaKvAttention*>(&attention);
   if (cuda_attention == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(

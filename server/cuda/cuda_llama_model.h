@@ -97,7 +97,6 @@ class CudaLlamaModel : public Model {
   explicit CudaLlamaModel(const CudaModelOptions& options);
 
   absl::Status Allocate();
-  absl::Status CheckBatch(const StepBatch& batch) const;
   // The step behind Forward, ForwardGreedy and ProfileStep: exactly one of logits and tokens
   // is set; timer non-null forces the eager path.
   absl::Status Step(const StepBatch& batch, KvAttention& attention, float* logits, int32_t* tokens,
