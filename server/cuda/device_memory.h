@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <string>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -19,14 +20,18 @@
 
 namespace int4kv {
 
-// Owns `bytes` of device memory (cudaMalloc). Movable, not copyable.
-class DeviceBuffer {
+enum class BufferSpace { kDevice, kPinnedHost };
+
+// Owns `bytes` of device memory (cudaMalloc) or of page-locked host memory (cudaMallocHost,
+// the source of asynchronous host-to-device copies). Movable, not copyable.
+template <BufferSpace kSpace>
+class CudaBuffer {
  public:
-  DeviceBuffer() = default;
-  ~DeviceBuffer() { Free(); }
-  DeviceBuffer(DeviceBuffer&& other) noexcept
+  CudaBuffer() = default;
+  ~CudaBuffer() { Free(); }
+  CudaBuffer(CudaBuffer&& other) noexcept
       : data_(std::exchange(other.data_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
-  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
+  CudaBuffer& operator=(CudaBuffer&& other) noexcept {
     if (this != &other) {
       Free();
       data_ = std::exchange(other.data_, nullptr);
@@ -34,23 +39,26 @@ class DeviceBuffer {
     }
     return *this;
   }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  CudaBuffer(const CudaBuffer&) = delete;
+  CudaBuffer& operator=(const CudaBuffer&) = delete;
 
-  // Replaces the buffer with `bytes` of fresh device memory (contents undefined). `what` names
-  // the buffer in the error (ResourceExhausted when the device is out of memory).
+  // Replaces the buffer with `bytes` of fresh memory (contents undefined). `what` names the
+  // buffer in the error (ResourceExhausted when memory runs out).
   absl::Status Allocate(size_t bytes, const char* what) {
     Free();
     if (bytes == 0) return absl::OkStatus();
-    const cudaError_t error = cudaMalloc(&data_, bytes);
+    const cudaError_t error =
+        kSpace == BufferSpace::kDevice ? cudaMalloc(&data_, bytes) : cudaMallocHost(&data_, bytes);
     if (error != cudaSuccess) {
       data_ = nullptr;
       cudaGetLastError();  // Clear the error so later calls do not see it.
       const std::string message =
-          absl::StrCat("cannot allocate ", bytes, " bytes of device memory for ", what, ": ",
-                       cudaGetErrorString(error));
-      return error == cudaErrorMemoryAllocation ? absl::ResourceExhaustedError(message)
-                                                : absl::InternalError(message);
+          absl::StrCat("cannot allocate ", bytes, " bytes of ",
+                       kSpace == BufferSpace::kDevice ? "device memory" : "pinned host memory",
+                       " for ", what, ": ", cudaGetErrorString(error));
+      return error == cudaErrorMemoryAllocation || kSpace == BufferSpace::kPinnedHost
+                 ? absl::ResourceExhaustedError(message)
+                 : absl::InternalError(message);
     }
     bytes_ = bytes;
     return absl::OkStatus();
@@ -65,7 +73,7 @@ class DeviceBuffer {
 
  private:
   void Free() {
-    if (data_ != nullptr) cudaFree(data_);
+    if (data_ != nullptr) kSpace == BufferSpace::kDevice ? cudaFree(data_) : cudaFreeHost(data_);
     data_ = nullptr;
     bytes_ = 0;
   }
@@ -74,56 +82,8 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
-// Owns `bytes` of page-locked host memory (cudaMallocHost), the source of asynchronous
-// host-to-device copies. Movable, not copyable.
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  ~PinnedBuffer() { Free(); }
-  PinnedBuffer(PinnedBuffer&& other) noexcept
-      : data_(std::exchange(other.data_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
-  PinnedBuffer& operator=(PinnedBuffer&& other) noexcept {
-    if (this != &other) {
-      Free();
-      data_ = std::exchange(other.data_, nullptr);
-      bytes_ = std::exchange(other.bytes_, 0);
-    }
-    return *this;
-  }
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-
-  absl::Status Allocate(size_t bytes, const char* what) {
-    Free();
-    if (bytes == 0) return absl::OkStatus();
-    const cudaError_t error = cudaMallocHost(&data_, bytes);
-    if (error != cudaSuccess) {
-      data_ = nullptr;
-      cudaGetLastError();
-      return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", bytes,
-                                                       " bytes of pinned host memory for ", what,
-                                                       ": ", cudaGetErrorString(error)));
-    }
-    bytes_ = bytes;
-    return absl::OkStatus();
-  }
-
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(data_);
-  }
-  size_t bytes() const { return bytes_; }
-
- private:
-  void Free() {
-    if (data_ != nullptr) cudaFreeHost(data_);
-    data_ = nullptr;
-    bytes_ = 0;
-  }
-
-  void* data_ = nullptr;
-  size_t bytes_ = 0;
-};
+using DeviceBuffer = CudaBuffer<BufferSpace::kDevice>;
+using PinnedBuffer = CudaBuffer<BufferSpace::kPinnedHost>;
 
 // Owns a non-blocking stream (no implicit ordering with the legacy default stream).
 class OwnedStream {
