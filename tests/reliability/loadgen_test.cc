@@ -1,0 +1,120 @@
+// The load generator (//tools:int4kv_loadgen) against the int4kv_server binary: 256
+// concurrent streams in a closed loop all complete with no error and no broken response;
+// an open loop at a fixed rate sends about rate * duration requests; non-loopback targets
+// are refused before anything is sent; the JSON output carries the numbers.
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <regex>
+#include <sstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/reliability/reliability_testing.h"
+#include "tests/testing/generate_call.h"
+
+namespace int4kv {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kLoadgen[] = "tools/int4kv_loadgen";
+
+std::string TempPath(const std::string& name) {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  return absl::StrCat(dir != nullptr ? dir : "/tmp", "/", name);
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream file(path);
+  std::ostringstream contents;
+  contents << file.rdbuf();
+  return contents.str();
+}
+
+// The number after "key": in `json` (the first occurrence), or -1.
+double JsonNumber(const std::string& json, const std::string& key) {
+  std::smatch match;
+  if (!std::regex_search(json, match, std::regex("\"" + key + "\": (-?[0-9.e+]+)"))) return -1;
+  return std::stod(match[1]);
+}
+
+class LoadgenTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+        StartServing({"--max_batch=32", "--max_queue=512", "--log_level=warn"});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+  }
+
+  std::unique_ptr<ServerProcess> server_;
+};
+
+TEST_F(LoadgenTest, TwoHundredFiftySixConcurrentStreamsAllComplete) {
+  const std::string json = TempPath("closed.json");
+  const int requests = Scaled(768, 512);
+  std::string output;
+  const int code =
+      RunCommand(absl::StrCat(kLoadgen, " --server=", server_->address(),
+                              " --concurrency=256 --duration=0 --num_requests=", requests,
+                              " --prompt_len=4-16 --output_len=4-8 --json=", json),
+                 &output);
+  ASSERT_EQ(code, 0) << output;
+  EXPECT_THAT(output, HasSubstr("closed loop, 256 concurrent streams"));
+  EXPECT_THAT(output, HasSubstr("errors: none"));
+  EXPECT_THAT(output, HasSubstr("] sending  sent "));  // a progress line
+  const std::string report = ReadFile(json);
+  EXPECT_EQ(JsonNumber(report, "sent"), requests) << report;
+  EXPECT_EQ(JsonNumber(report, "ok"), requests) << report;
+  EXPECT_EQ(JsonNumber(report, "failed"), 0) << report;
+  EXPECT_EQ(JsonNumber(report, "bad_responses"), 0) << report;
+  EXPECT_EQ(JsonNumber(report, "peak_in_flight"), 256) << report;
+  const double tokens = JsonNumber(report, "output_tokens");
+  EXPECT_GE(tokens, 4.0 * requests);
+  EXPECT_LE(tokens, 8.0 * requests);
+  EXPECT_GT(JsonNumber(report, "requests_per_s"), 0);
+  EXPECT_GT(JsonNumber(report, "p99"), 0);  // ttft p99, the first latency block
+  auto stub = v1::TokenGeneration::NewStub(server_->Channel());
+  EXPECT_TRUE(WaitUntilIdle(*stub).idle());
+}
+
+TEST_F(LoadgenTest, OpenLoopSendsAtTheRequestedRate) {
+  const std::string json = TempPath("open.json");
+  std::string output;
+  const int code = RunCommand(absl::StrCat(kLoadgen, " --server=", server_->address(),
+                                           " --rate=50 --duration=3s --prompt_len=8 "
+                                           "--output_len=2-6 --seed=5 --json=",
+                                           json),
+                              &output);
+  ASSERT_EQ(code, 0) << output;
+  EXPECT_THAT(output, HasSubstr("open loop, Poisson arrivals at 50.00 req/s"));
+  const std::string report = ReadFile(json);
+  const double sent = JsonNumber(report, "sent");
+  // Poisson count over 3 s at 50/s: mean 150, sd ~12.
+  EXPECT_GE(sent, 100) << report;
+  EXPECT_LE(sent, 200) << report;
+  EXPECT_EQ(JsonNumber(report, "ok"), sent) << report;
+  EXPECT_EQ(JsonNumber(report, "not_sent"), 0) << report;
+}
+
+TEST_F(LoadgenTest, RefusesNonLoopbackTargetsAndImpossibleMixes) {
+  std::string output;
+  EXPECT_EQ(RunCommand(absl::StrCat(kLoadgen, " --server=192.0.2.7:", server_->port()), &output),
+            2);
+  EXPECT_THAT(output, HasSubstr("--server = '192.0.2.7:"));
+  EXPECT_THAT(output, HasSubstr("only targets this machine"));
+
+  EXPECT_EQ(RunCommand(absl::StrCat(kLoadgen, " --server=", server_->address(),
+                                    " --prompt_len=500 --output_len=100"),
+                       &output),
+            2);
+  EXPECT_THAT(output, HasSubstr("exceeds its max_seq_len (512)"));
+  auto stub = v1::TokenGeneration::NewStub(server_->Channel());
+  EXPECT_EQ(GetInfo(*stub).capacity().engine_steps(), 0) << "nothing may have been sent";
+}
+
+}  // namespace
+}  // namespace int4kv
