@@ -47,7 +47,7 @@ class RequestStream {
 
   // Producer (the engine). Events after Finish are dropped.
   void PushToken(int32_t token);
-  void Finish(FinishReason reason, absl::Status status, const Usage& usage);
+  void Finish(FinishReason reason, const absl::Status& status, const Usage& usage);
   bool finished() const;  // Finish has been called
 
  private:

@@ -1,9 +1,9 @@
 // KV pressure: a server whose KV cache holds about 300 token slots (--kv_cache_size=72000,
-// at 240 bytes per token for stories260K) receives, all at once, requests needing ten times
-// that. They wait in the queue for slots and all complete, with exactly the greedy tokens an
-// idle server with a full-size cache gives them; a second round, in another order, over
-// slots that earlier requests used, gives the same tokens again. While it runs, GetServerInfo
-// never shows more slots reserved than exist.
+// at 240 bytes per token for stories260K) receives, all at once, requests needing five to ten
+// times that (fewer requests in sanitizer builds). They wait in the queue for slots and all
+// complete, with exactly the greedy tokens an idle server with a full-size cache gives them; a
+// second round, in another order, over slots that earlier requests used, gives the same tokens
+// again. While it runs, GetServerInfo never shows more slots reserved than exist.
 #include <algorithm>
 #include <atomic>
 #include <memory>
@@ -87,7 +87,7 @@ TEST(KvPressureTest, RequestsWaitForSlotsAndAllCompleteUncorrupted) {
   const CapacityCounts before = WaitUntilIdle(*stub);
   ASSERT_TRUE(before.idle()) << before;
   ASSERT_LE(before.slots_total, 300);
-  ASSERT_GE(demand, 8 * before.slots_total) << "the demand must far exceed the cache";
+  ASSERT_GE(demand, 5 * before.slots_total) << "the demand must far exceed the cache";
   std::printf("kv pressure: %d requests need %lld slots, the cache has %lld\n", count,
               static_cast<long long>(demand), static_cast<long long>(before.slots_total));
 
