@@ -1,8 +1,10 @@
 #include "server/service.h"
 
+#include <atomic>
 #include <string>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "server/grpc_status.h"
 #include "spdlog/spdlog.h"
@@ -10,7 +12,9 @@
 namespace int4kv {
 
 TokenGenerationService::TokenGenerationService(ServiceOptions options)
-    : options_(std::move(options)), auth_(options_.auth_token) {}
+    : options_(std::move(options)),
+      auth_(options_.auth_token),
+      cancel_watcher_(options_.cancel_poll_interval) {}
 
 TokenGenerationService::~TokenGenerationService() { delete attached_.load(); }
 
@@ -65,14 +69,20 @@ grpc::Status TokenGenerationService::Generate(grpc::ServerContext* context,
     spdlog::debug("request '{}' (engine {}) {}", request->request_id(), stream.id(), why);
     return ToGrpcStatus(absl::CancelledError(absl::StrCat("the request was ", why)));
   };
+  // A client cancel or deadline is seen by the watcher, which cancels the engine request; the
+  // stream then finishes and wakes this thread.
+  std::atomic<bool> client_gone{false};
+  const uint64_t watch =
+      cancel_watcher_.Watch([context] { return context->IsCancelled(); },
+                            [&engine, &client_gone, id = stream.id()] {
+                              client_gone = true;
+                              engine.Cancel(id).IgnoreError();  // NotFound: it finished meanwhile
+                            });
+  absl::Cleanup unwatch = [this, watch] { cancel_watcher_.Unwatch(watch); };
 
   v1::GenerateResponse response;
   StreamEvent event;
-  while (true) {
-    if (!stream.NextFor(&event, options_.cancel_poll_interval)) {
-      if (context->IsCancelled()) return abandon("cancelled by the client or its deadline");
-      continue;
-    }
+  while (stream.Next(&event)) {
     // Tokens already produced go out together, then the finish if it is there.
     response.Clear();
     response.set_request_id(request->request_id());
@@ -93,6 +103,9 @@ grpc::Status TokenGenerationService::Generate(grpc::ServerContext* context,
       continue;
     }
     const v1::FinishReason reason = FinishReasonToProto(event.finish_reason);
+    if (reason == v1::FINISH_REASON_UNSPECIFIED && client_gone) {
+      return abandon("cancelled by the client or its deadline");
+    }
     if (reason == v1::FINISH_REASON_UNSPECIFIED) {
       // Cancelled or failed in the engine: the tokens so far, then the engine's status.
       if (response.token_ids_size() > 0) writer->Write(response);
@@ -108,6 +121,7 @@ grpc::Status TokenGenerationService::Generate(grpc::ServerContext* context,
     writer->Write(response);
     return grpc::Status::OK;
   }
+  return ToGrpcStatus(absl::InternalError("the request's stream ended without a finish event"));
 }
 
 }  // namespace int4kv

@@ -4,8 +4,9 @@
 // into the RPC's status.
 //
 // A client cancel or an expired deadline cancels the engine request (Engine::Cancel), which
-// frees its KV slots within one engine step: the handler polls ServerContext::IsCancelled
-// every `cancel_poll_interval` while it waits on the request's stream.
+// frees its KV slots within one engine step: one CancelWatcher thread asks every live call's
+// ServerContext::IsCancelled each `cancel_poll_interval`, while the handlers block on their
+// request streams.
 //
 // Thread ownership: gRPC runs Generate and GetServerInfo on its sync-server threads, any number
 // at once; each call owns its RequestStream. The service's only mutable state is the attached
@@ -20,6 +21,7 @@
 
 #include "absl/time/time.h"
 #include "proto/generation.grpc.pb.h"
+#include "server/cancel_watcher.h"
 #include "server/engine.h"
 #include "server/grpc_auth.h"
 #include "server/grpc_convert.h"
@@ -58,6 +60,7 @@ class TokenGenerationService final : public v1::TokenGeneration::Service {
   const ServiceOptions options_;
   const BearerTokenAuth auth_;
   std::atomic<const Attached*> attached_{nullptr};  // set once; owned (deleted at destruction)
+  CancelWatcher cancel_watcher_;                    // the Generate calls in flight
 };
 
 }  // namespace int4kv

@@ -1,0 +1,95 @@
+#include "server/cancel_watcher.h"
+
+#include <atomic>
+#include <memory>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+
+namespace int4kv {
+namespace {
+
+// Polls `done` for up to `limit`.
+bool WaitUntil(const std::function<bool()>& done, absl::Duration limit) {
+  const absl::Time deadline = absl::Now() + limit;
+  while (!done()) {
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return true;
+}
+
+TEST(CancelWatcherTest, CallsOnCancelOnceWhenTheCallIsCancelled) {
+  CancelWatcher watcher(absl::Milliseconds(1));
+  std::atomic<bool> cancelled{false};
+  std::atomic<int> calls{0};
+  watcher.Watch([&] { return cancelled.load(); }, [&] { ++calls; });
+  absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_EQ(calls.load(), 0) << "on_cancel ran for a call that was not cancelled";
+  EXPECT_EQ(watcher.watched(), 1u);
+  cancelled = true;
+  ASSERT_TRUE(WaitUntil([&] { return calls.load() > 0; }, absl::Seconds(10)));
+  absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(watcher.watched(), 0u);
+}
+
+TEST(CancelWatcherTest, OnlyTheCancelledCallsAreReported) {
+  CancelWatcher watcher(absl::Milliseconds(1));
+  constexpr int kCalls = 200;
+  std::vector<std::unique_ptr<std::atomic<bool>>> cancelled;
+  std::vector<std::unique_ptr<std::atomic<int>>> reported;
+  for (int i = 0; i < kCalls; ++i) {
+    cancelled.push_back(std::make_unique<std::atomic<bool>>(false));
+    reported.push_back(std::make_unique<std::atomic<int>>(0));
+    std::atomic<bool>* flag = cancelled.back().get();
+    std::atomic<int>* count = reported.back().get();
+    watcher.Watch([flag] { return flag->load(); }, [count] { ++*count; });
+  }
+  for (int i = 0; i < kCalls; i += 3) *cancelled[i] = true;
+  ASSERT_TRUE(
+      WaitUntil([&] { return watcher.watched() == kCalls - (kCalls + 2) / 3; }, absl::Seconds(10)));
+  for (int i = 0; i < kCalls; ++i) EXPECT_EQ(reported[i]->load(), i % 3 == 0 ? 1 : 0) << i;
+}
+
+TEST(CancelWatcherTest, NoCallbackAfterUnwatchReturns) {
+  CancelWatcher watcher(absl::Milliseconds(1));
+  std::atomic<bool> cancelled{false};
+  std::atomic<int> calls{0};
+  const uint64_t key = watcher.Watch([&] { return cancelled.load(); }, [&] { ++calls; });
+  watcher.Unwatch(key);
+  cancelled = true;
+  absl::SleepFor(absl::Milliseconds(30));
+  EXPECT_EQ(calls.load(), 0);
+  EXPECT_EQ(watcher.watched(), 0u);
+  watcher.Unwatch(key);  // a second Unwatch is harmless
+}
+
+TEST(CancelWatcherTest, UnwatchWaitsForARunningCallback) {
+  CancelWatcher watcher(absl::Milliseconds(1));
+  absl::Notification entered;
+  std::atomic<bool> finished{false};
+  const uint64_t key = watcher.Watch([] { return true; },
+                                     [&] {
+                                       entered.Notify();
+                                       absl::SleepFor(absl::Milliseconds(50));
+                                       finished = true;
+                                     });
+  entered.WaitForNotification();
+  watcher.Unwatch(key);
+  EXPECT_TRUE(finished.load()) << "Unwatch returned while on_cancel was still running";
+}
+
+TEST(CancelWatcherTest, DestructionDropsWatchedCallsWithoutCallbacks) {
+  std::atomic<int> calls{0};
+  {
+    CancelWatcher watcher(absl::Hours(1));
+    watcher.Watch([] { return true; }, [&] { ++calls; });
+  }
+  EXPECT_EQ(calls.load(), 0);
+}
+
+}  // namespace
+}  // namespace int4kv
