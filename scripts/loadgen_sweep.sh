@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Loadgen figures in one command: starts int4kv_server with the given flags on a free loopback
+# port, waits for SERVING, runs int4kv_loadgen (closed loop) once per concurrency, prints each
+# report, then stops the server with SIGTERM and checks that it exits 0.
+#
+#   scripts/loadgen_sweep.sh --backend=cpu --max_batch=256 --max_queue=1024
+#   scripts/loadgen_sweep.sh --backend=cuda --model=llama8b:4 --max_batch=256 --max_queue=1024 \
+#       --max_seq_len=2048
+#
+# Environment:
+#   CONCURRENCY    concurrencies to run, in order (default "1 16 64 256")
+#   DURATION       sending time per concurrency (default 15s)
+#   LOADGEN_FLAGS  further int4kv_loadgen flags (default "--prompt_len=128 --output_len=128")
+#   JSON_DIR       if set, each run's JSON goes to $JSON_DIR/loadgen_c<N>.json
+#   BIN_DIR        folder holding server/int4kv_server, server/int4kv_generate and
+#                  tools/int4kv_loadgen (default: built here with bazel -c opt)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+concurrencies=${CONCURRENCY:-1 16 64 256}
+duration=${DURATION:-15s}
+loadgen_flags=${LOADGEN_FLAGS:---prompt_len=128 --output_len=128}
+
+if [[ -z "${BIN_DIR:-}" ]]; then
+  bazel build -c opt //server:int4kv_server //server:int4kv_generate //tools:int4kv_loadgen
+  BIN_DIR=$(bazel info -c opt bazel-bin 2>/dev/null)
+fi
+
+work=$(mktemp -d)
+server_pid=""
+cleanup() {
+  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -KILL "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$BIN_DIR/server/int4kv_server" --port=127.0.0.1:0 --port_file="$work/port" "$@" \
+  >"$work/server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 600); do
+  [[ -s "$work/port" ]] && break
+  if ! kill -0 "$server_pid" 2>/dev/null; then
+    echo "loadgen_sweep: int4kv_server exited during start-up:" >&2
+    cat "$work/server.log" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+[[ -s "$work/port" ]] || { echo "loadgen_sweep: no port after 60 s" >&2; exit 1; }
+address="127.0.0.1:$(cat "$work/port")"
+"$BIN_DIR/server/int4kv_generate" --server="$address" --wait_for_serving=300s --info >/dev/null
+echo "== int4kv_server $* (start-up log)"
+cat "$work/server.log"
+
+status=0
+for c in $concurrencies; do
+  json=()
+  [[ -n "${JSON_DIR:-}" ]] && json=(--json="$JSON_DIR/loadgen_c$c.json")
+  echo "== int4kv_loadgen --concurrency=$c --duration=$duration $loadgen_flags"
+  # shellcheck disable=SC2086  # LOADGEN_FLAGS is a list of flags
+  "$BIN_DIR/tools/int4kv_loadgen" --server="$address" --concurrency="$c" \
+    --duration="$duration" --progress=false $loadgen_flags "${json[@]}" || status=$?
+done
+
+echo "== SIGTERM to int4kv_server"
+kill -TERM "$server_pid"
+server_status=0
+wait "$server_pid" || server_status=$?
+server_pid=""
+echo "int4kv_server exited with status $server_status"
+((status == 0 && server_status == 0))
