@@ -16,38 +16,16 @@ max_new_tokens=${MAX_NEW_TOKENS:-48}
 bazel build //server:int4kv_server //server:int4kv_generate
 bin=$(bazel info bazel-bin 2>/dev/null)
 
-work=$(mktemp -d)
-server_pid=""
-cleanup() {
-  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
-    kill -KILL "$server_pid" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-"$bin/server/int4kv_server" --port=127.0.0.1:0 --port_file="$work/port" "$@" \
-  >"$work/server.log" 2>&1 &
-server_pid=$!
-
-# The port file appears as soon as the port is open (before the model has loaded).
-for _ in $(seq 600); do
-  [[ -s "$work/port" ]] && break
-  if ! kill -0 "$server_pid" 2>/dev/null; then
-    echo "demo: int4kv_server exited during start-up:" >&2
-    cat "$work/server.log" >&2
-    exit 1
-  fi
-  sleep 0.1
-done
-[[ -s "$work/port" ]] || { echo "demo: no port after 60 s" >&2; cat "$work/server.log" >&2; exit 1; }
-address="127.0.0.1:$(cat "$work/port")"
+# shellcheck source=scripts/lib/server_process.sh
+source scripts/lib/server_process.sh
+start_server "$bin" "$@"
+address=$server_address
 
 # Wait for health SERVING (the model loads after the port opens), then show the start-up log.
 "$bin/server/int4kv_generate" --server="$address" --wait_for_serving=120s --info >/dev/null
-shown=$(wc -l <"$work/server.log")
+shown=$(wc -l <"$server_work/server.log")
 echo "== int4kv_server${*:+ $*} (start-up log)"
-cat "$work/server.log"
+cat "$server_work/server.log"
 
 echo "== int4kv_generate --server=$address --prompt_ids=$prompt_ids --max_new_tokens=$max_new_tokens"
 status=0
@@ -55,8 +33,6 @@ status=0
   --max_new_tokens="$max_new_tokens" --request_id=demo || status=$?
 
 echo "== SIGTERM to int4kv_server (drain log)"
-kill -TERM "$server_pid"
-wait "$server_pid" || status=$?
-server_pid=""
-tail -n +"$((shown + 1))" "$work/server.log"
+stop_server || status=$?
+tail -n +"$((shown + 1))" "$server_work/server.log"
 exit "$status"

@@ -26,33 +26,13 @@ if [[ -z "${BIN_DIR:-}" ]]; then
   BIN_DIR=$(bazel info -c opt bazel-bin 2>/dev/null)
 fi
 
-work=$(mktemp -d)
-server_pid=""
-cleanup() {
-  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
-    kill -KILL "$server_pid" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-"$BIN_DIR/server/int4kv_server" --port=127.0.0.1:0 --port_file="$work/port" "$@" \
-  >"$work/server.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 600); do
-  [[ -s "$work/port" ]] && break
-  if ! kill -0 "$server_pid" 2>/dev/null; then
-    echo "loadgen_sweep: int4kv_server exited during start-up:" >&2
-    cat "$work/server.log" >&2
-    exit 1
-  fi
-  sleep 0.1
-done
-[[ -s "$work/port" ]] || { echo "loadgen_sweep: no port after 60 s" >&2; exit 1; }
-address="127.0.0.1:$(cat "$work/port")"
+# shellcheck source=scripts/lib/server_process.sh
+source scripts/lib/server_process.sh
+start_server "$BIN_DIR" "$@"
+address=$server_address
 "$BIN_DIR/server/int4kv_generate" --server="$address" --wait_for_serving=300s --info >/dev/null
 echo "== int4kv_server $* (start-up log)"
-cat "$work/server.log"
+cat "$server_work/server.log"
 
 status=0
 for c in $concurrencies; do
@@ -65,9 +45,7 @@ for c in $concurrencies; do
 done
 
 echo "== SIGTERM to int4kv_server"
-kill -TERM "$server_pid"
 server_status=0
-wait "$server_pid" || server_status=$?
-server_pid=""
+stop_server || server_status=$?
 echo "int4kv_server exited with status $server_status"
 ((status == 0 && server_status == 0))
