@@ -22,7 +22,7 @@ start_server "$bin" "$@"
 address=$server_address
 
 # Wait for health SERVING (the model loads after the port opens), then show the start-up log.
-"$bin/server/int4kv_generate" --server="$address" --wait_for_serving=120s --info >/dev/null
+wait_for_serving "$bin" 120s
 shown=$(wc -l <"$server_work/server.log")
 echo "== int4kv_server${*:+ $*} (start-up log)"
 cat "$server_work/server.log"

@@ -30,7 +30,7 @@ fi
 source scripts/lib/server_process.sh
 start_server "$BIN_DIR" "$@"
 address=$server_address
-"$BIN_DIR/server/int4kv_generate" --server="$address" --wait_for_serving=300s --info >/dev/null
+wait_for_serving "$BIN_DIR" 300s
 echo "== int4kv_server $* (start-up log)"
 cat "$server_work/server.log"
 

@@ -3,9 +3,13 @@
 #   start_server BIN_DIR [server flags...]
 #     starts BIN_DIR/server/int4kv_server on a free loopback port, logging to
 #     $server_work/server.log, and waits for the port to open (the model may still be loading:
-#     wait for SERVING with int4kv_generate --wait_for_serving). Sets server_pid, server_work
-#     (a temporary folder) and server_address (127.0.0.1:PORT). Exits the script if the server
-#     dies or opens no port within 60 s.
+#     wait_for_serving next). Sets server_pid, server_work (a temporary folder) and
+#     server_address (127.0.0.1:PORT). Exits the script, showing the server's log, if the
+#     server dies or opens no port within 60 s.
+#   wait_for_serving BIN_DIR TIMEOUT
+#     waits until the server's health is SERVING (BIN_DIR/server/int4kv_generate
+#     --wait_for_serving). Exits the script, showing the server's log, if the server dies
+#     first or TIMEOUT passes.
 #   stop_server
 #     sends SIGTERM (drain) and waits; returns the server's exit status.
 #
@@ -15,8 +19,26 @@ server_pid=""
 server_work=$(mktemp -d)
 server_address=""
 
+# True while process $1 runs. A child that exited but was not waited for yet still answers
+# kill -0, so its state (Z) is read as well.
+running() {
+  local state
+  kill -0 "$1" 2>/dev/null || return 1
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ "$state" != Z ]]
+}
+
+server_alive() { [[ -n "$server_pid" ]] && running "$server_pid"; }
+
+# Prints why the server is not serving, with its log, and exits the script.
+fail_start() {
+  echo "$(basename "$0"): $1; int4kv_server's log:" >&2
+  cat "$server_work/server.log" >&2
+  exit 1
+}
+
 cleanup_server() {
-  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
+  if server_alive; then
     kill -KILL "$server_pid" 2>/dev/null || true
   fi
   rm -rf "$server_work"
@@ -32,19 +54,27 @@ start_server() {
   # The port file appears as soon as the port is open (before the model has loaded).
   for _ in $(seq 600); do
     [[ -s "$server_work/port" ]] && break
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-      echo "$(basename "$0"): int4kv_server exited during start-up:" >&2
-      cat "$server_work/server.log" >&2
-      exit 1
+    server_alive || fail_start "int4kv_server exited during start-up"
+    sleep 0.1
+  done
+  [[ -s "$server_work/port" ]] || fail_start "int4kv_server opened no port within 60 s"
+  server_address="127.0.0.1:$(cat "$server_work/port")"
+}
+
+wait_for_serving() {
+  local bin_dir=$1 timeout=$2 waiter
+  "$bin_dir/server/int4kv_generate" --server="$server_address" --wait_for_serving="$timeout" \
+    --info >/dev/null 2>"$server_work/wait.log" &
+  waiter=$!
+  while running "$waiter"; do
+    if ! server_alive; then
+      kill "$waiter" 2>/dev/null || true
+      wait "$waiter" 2>/dev/null || true
+      fail_start "int4kv_server exited during start-up"
     fi
     sleep 0.1
   done
-  if [[ ! -s "$server_work/port" ]]; then
-    echo "$(basename "$0"): int4kv_server opened no port within 60 s" >&2
-    cat "$server_work/server.log" >&2
-    exit 1
-  fi
-  server_address="127.0.0.1:$(cat "$server_work/port")"
+  wait "$waiter" || fail_start "not SERVING within $timeout ($(cat "$server_work/wait.log"))"
 }
 
 stop_server() {
