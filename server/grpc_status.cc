@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "absl/strings/str_cat.h"
+
 namespace int4kv {
 namespace {
 
@@ -51,6 +53,12 @@ grpc::StatusCode ToGrpcCode(absl::StatusCode code) {
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   return grpc::Status(ToGrpcCode(status.code()), std::string(status.message()));
+}
+
+std::string GrpcCodeName(int code) {
+  // gRPC's codes are the canonical codes, number for number (ToGrpcCode above).
+  const std::string name = absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
+  return name.empty() ? absl::StrCat("CODE_", code) : name;
 }
 
 }  // namespace int4kv

@@ -32,5 +32,14 @@ TEST(GrpcStatusTest, NonCanonicalCodeBecomesUnknown) {
   EXPECT_EQ(converted.error_message(), "x");
 }
 
+TEST(GrpcStatusTest, CodeNamesAreTheCanonicalNames) {
+  EXPECT_EQ(GrpcCodeName(grpc::StatusCode::OK), "OK");
+  EXPECT_EQ(GrpcCodeName(grpc::StatusCode::RESOURCE_EXHAUSTED), "RESOURCE_EXHAUSTED");
+  EXPECT_EQ(GrpcCodeName(grpc::StatusCode::UNAVAILABLE), "UNAVAILABLE");
+  EXPECT_EQ(GrpcCodeName(grpc::StatusCode::UNAUTHENTICATED), "UNAUTHENTICATED");
+  EXPECT_EQ(GrpcCodeName(42), "CODE_42");
+  EXPECT_EQ(GrpcCodeName(-1), "CODE_-1");
+}
+
 }  // namespace
 }  // namespace int4kv

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "server/grpc_status.h"
 
 namespace int4kv {
 
@@ -32,7 +33,7 @@ void LoadStats::Record(const CallOutcome& outcome) {
   result_.output_tokens += outcome.tokens;
   if (outcome.code != grpc::StatusCode::OK) {
     ++result_.failed;
-    const std::string code = StatusCodeName(outcome.code);
+    const std::string code = GrpcCodeName(outcome.code);
     if (result_.errors_by_code[code]++ == 0) result_.error_examples[code] = outcome.message;
     return;
   }

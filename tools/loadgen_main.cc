@@ -27,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "proto/generation.grpc.pb.h"
+#include "server/grpc_status.h"
 #include "tools/loadgen_config.h"
 #include "tools/loadgen_report.h"
 #include "tools/loadgen_runner.h"
@@ -100,8 +101,8 @@ absl::StatusOr<v1::ServerInfo> FetchServerInfo(const LoadgenConfig& config) {
   const grpc::Status status = stub->GetServerInfo(&context, v1::GetServerInfoRequest(), &info);
   if (!status.ok()) {
     return absl::UnavailableError(absl::StrCat("GetServerInfo on ", config.target,
-                                               " failed: ", StatusCodeName(status.error_code()),
-                                               ": ", status.error_message()));
+                                               " failed: ", GrpcCodeName(status.error_code()), ": ",
+                                               status.error_message()));
   }
   return info;
 }

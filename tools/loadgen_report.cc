@@ -85,30 +85,6 @@ std::string ShapeText(const LoadgenConfig& config) {
 
 }  // namespace
 
-std::string StatusCodeName(int code) {
-  static const char* const kNames[] = {"OK",
-                                       "CANCELLED",
-                                       "UNKNOWN",
-                                       "INVALID_ARGUMENT",
-                                       "DEADLINE_EXCEEDED",
-                                       "NOT_FOUND",
-                                       "ALREADY_EXISTS",
-                                       "PERMISSION_DENIED",
-                                       "RESOURCE_EXHAUSTED",
-                                       "FAILED_PRECONDITION",
-                                       "ABORTED",
-                                       "OUT_OF_RANGE",
-                                       "UNIMPLEMENTED",
-                                       "INTERNAL",
-                                       "UNAVAILABLE",
-                                       "DATA_LOSS",
-                                       "UNAUTHENTICATED"};
-  if (code >= 0 && code < static_cast<int>(sizeof(kNames) / sizeof(kNames[0]))) {
-    return kNames[code];
-  }
-  return absl::StrCat("CODE_", code);
-}
-
 std::string FormatTextReport(const LoadgenConfig& config, const v1::ServerInfo& info,
                              const LoadgenResult& result) {
   std::string out;

@@ -37,9 +37,6 @@ struct LoadgenResult {
   }
 };
 
-// "RESOURCE_EXHAUSTED" for grpc::StatusCode::RESOURCE_EXHAUSTED, and so on.
-std::string StatusCodeName(int code);
-
 std::string FormatTextReport(const LoadgenConfig& config, const v1::ServerInfo& info,
                              const LoadgenResult& result);
 

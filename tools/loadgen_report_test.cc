@@ -22,14 +22,6 @@ LoadgenResult SomeResult() {
   return result;
 }
 
-TEST(LoadgenReportTest, StatusCodeNames) {
-  EXPECT_EQ(StatusCodeName(0), "OK");
-  EXPECT_EQ(StatusCodeName(8), "RESOURCE_EXHAUSTED");
-  EXPECT_EQ(StatusCodeName(14), "UNAVAILABLE");
-  EXPECT_EQ(StatusCodeName(16), "UNAUTHENTICATED");
-  EXPECT_EQ(StatusCodeName(42), "CODE_42");
-}
-
 TEST(LoadgenReportTest, TextReportHasRatesPercentilesAndErrors) {
   LoadgenConfig config;
   config.target = "127.0.0.1:1";

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "server/grpc_status.h"
 #include "tests/testing/generate_call.h"
 
 namespace int4kv {
@@ -97,26 +98,7 @@ bool IsPrefix(const std::vector<int32_t>& tokens, const std::vector<int32_t>& ex
 }
 
 std::string StatusText(const grpc::Status& status) {
-  static const char* const kNames[] = {"OK",
-                                       "CANCELLED",
-                                       "UNKNOWN",
-                                       "INVALID_ARGUMENT",
-                                       "DEADLINE_EXCEEDED",
-                                       "NOT_FOUND",
-                                       "ALREADY_EXISTS",
-                                       "PERMISSION_DENIED",
-                                       "RESOURCE_EXHAUSTED",
-                                       "FAILED_PRECONDITION",
-                                       "ABORTED",
-                                       "OUT_OF_RANGE",
-                                       "UNIMPLEMENTED",
-                                       "INTERNAL",
-                                       "UNAVAILABLE",
-                                       "DATA_LOSS",
-                                       "UNAUTHENTICATED"};
-  const int code = status.error_code();
-  const std::string name = code >= 0 && code <= 16 ? kNames[code] : absl::StrCat("CODE_", code);
-  return absl::StrCat(name, ": ", status.error_message());
+  return absl::StrCat(GrpcCodeName(status.error_code()), ": ", status.error_message());
 }
 
 void RunParallel(int count, int threads, const std::function<void(int)>& body) {
