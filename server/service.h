@@ -29,7 +29,7 @@
 namespace int4kv {
 
 struct ServiceOptions {
-  std::string auth_token;  // empty: no authentication
+  std::string auth_token;                                       // empty: no authentication
   absl::Duration cancel_poll_interval = absl::Milliseconds(5);  // CancelWatcher sweep period
   int32_t max_tokens_per_response = 1024;  // tokens already produced are sent together
 };
