@@ -18,6 +18,16 @@ KvCacheBinding BindingFor(const KvCache& cache) {
   return binding;
 }
 
+AttentionShape ShapeFor(const KvCache& cache, int32_t q_heads, int32_t max_batch) {
+  AttentionShape shape;
+  shape.q_heads = q_heads;
+  shape.kv_heads = cache.config().kv_heads;
+  shape.head_dim = cache.config().head_dim;
+  shape.max_batch = max_batch;
+  shape.max_seq_len = cache.config().max_seq_len;
+  return shape;
+}
+
 float SoftmaxScale(const AttentionShape& shape) {
   return shape.softmax_scale != 0.0f ? shape.softmax_scale
                                      : 1.0f / std::sqrt(static_cast<float>(shape.head_dim));

@@ -56,6 +56,10 @@ struct KvCacheBinding {
 // device mirror of the table for device caches.
 KvCacheBinding BindingFor(const KvCache& cache);
 
+// The attention shape over `cache`: its kv_heads, head_dim and max_seq_len, with `q_heads`
+// query heads and `max_batch` rows per Plan (default softmax scale).
+AttentionShape ShapeFor(const KvCache& cache, int32_t q_heads, int32_t max_batch);
+
 // One batch row of a decode step.
 struct DecodeRow {
   int32_t request = 0;  // row of req_to_token

@@ -15,12 +15,7 @@ absl::StatusOr<std::unique_ptr<Int4KvAttention>> Int4KvAttention::Create(KvCache
   if (cache->memory_kind() != MemoryKind::kHost) {
     return absl::InvalidArgumentError("Int4KvAttention needs a host-memory KV cache");
   }
-  AttentionShape shape;
-  shape.q_heads = q_heads;
-  shape.kv_heads = cache->config().kv_heads;
-  shape.head_dim = cache->config().head_dim;
-  shape.max_batch = max_step_tokens;
-  shape.max_seq_len = cache->config().max_seq_len;
+  const AttentionShape shape = ShapeFor(*cache, q_heads, max_step_tokens);
   BackendOptions options;
   options.io_dtype = DType::kFloat32;
   options.cpu_threads = threads;

@@ -45,17 +45,17 @@ int64_t FreeBytesNow() {
 
 std::unique_ptr<Engine> CreateEngine(const EngineConfig& config) {
   absl::StatusOr<std::unique_ptr<Engine>> engine =
-      Engine::Create(config, Stories260KWeights(), kDefaultModelPath);
+      Engine::Create(config, Stories260K(), kDefaultModelPath);
   EXPECT_TRUE(engine.ok()) << engine.status();
   return engine.ok() ? std::move(*engine) : nullptr;
 }
 
 std::unique_ptr<Scheduler> CreateScheduler(const EngineConfig& config) {
-  const absl::StatusOr<EngineConfig> resolved = config.Resolve(Stories260KWeights()->config);
+  const absl::StatusOr<EngineConfig> resolved = config.Resolve(Stories260K()->config);
   EXPECT_TRUE(resolved.ok()) << resolved.status();
   if (!resolved.ok()) return nullptr;
   absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
-      Scheduler::Create(*resolved, Stories260KWeights());
+      Scheduler::Create(*resolved, Stories260K());
   EXPECT_TRUE(scheduler.ok()) << scheduler.status();
   return scheduler.ok() ? std::move(*scheduler) : nullptr;
 }

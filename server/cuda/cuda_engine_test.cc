@@ -73,7 +73,7 @@ TEST_F(CudaEngineTest, BatchedGreedyOutputsEqualRunningAlone) {
   EngineConfig config = CudaConfig();
   config.max_batch = 6;         // 16 requests: most wait at first
   config.max_step_tokens = 40;  // prompts are prefilled in chunks beside decode rows
-  std::unique_ptr<Engine> engine = *Engine::Create(config, Stories260KWeights(), kDefaultModelPath);
+  std::unique_ptr<Engine> engine = *Engine::Create(config, Stories260K(), kDefaultModelPath);
   EXPECT_EQ(engine->GetInfo().device, "cuda");
   std::vector<std::shared_ptr<RequestStream>> streams;
   for (const GenerateRequest& request : requests) {
@@ -97,7 +97,7 @@ TEST_F(CudaEngineTest, BatchedGreedyOutputsEqualRunningAlone) {
 TEST(CudaDeviceSelectionTest, AutoResolvesToTheAvailableDevice) {
   EngineConfig config = CudaConfig();
   config.device = "auto";
-  absl::StatusOr<EngineConfig> resolved = config.Resolve(Stories260KWeights()->config);
+  absl::StatusOr<EngineConfig> resolved = config.Resolve(Stories260K()->config);
   ASSERT_TRUE(resolved.ok()) << resolved.status();
   EXPECT_EQ(resolved->device, CudaDeviceCount() > 0 ? "cuda" : "cpu");
 }
@@ -105,7 +105,7 @@ TEST(CudaDeviceSelectionTest, AutoResolvesToTheAvailableDevice) {
 TEST(CudaDeviceSelectionTest, CudaWithoutAGpuIsAClearError) {
   if (CudaDeviceCount() > 0) GTEST_SKIP() << "a CUDA device is present";
   absl::StatusOr<std::unique_ptr<Engine>> engine =
-      Engine::Create(CudaConfig(), Stories260KWeights(), kDefaultModelPath);
+      Engine::Create(CudaConfig(), Stories260K(), kDefaultModelPath);
   ASSERT_FALSE(engine.ok());
   EXPECT_EQ(engine.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(engine.status().message(), HasSubstr("needs a CUDA device"));
@@ -114,7 +114,7 @@ TEST(CudaDeviceSelectionTest, CudaWithoutAGpuIsAClearError) {
 TEST(CudaDeviceSelectionTest, BadDtypeIsRejectedByResolve) {
   EngineConfig config = CudaConfig();
   config.cuda_dtype = DType::kFloat32;
-  absl::StatusOr<EngineConfig> resolved = config.Resolve(Stories260KWeights()->config);
+  absl::StatusOr<EngineConfig> resolved = config.Resolve(Stories260K()->config);
   ASSERT_FALSE(resolved.ok());
   EXPECT_THAT(resolved.status().message(), HasSubstr("cuda_dtype = float32"));
 }

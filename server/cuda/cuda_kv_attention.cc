@@ -24,12 +24,7 @@ absl::StatusOr<std::unique_ptr<CudaKvAttention>> CudaKvAttention::Create(
   }
   std::unique_ptr<CudaKvAttention> attention(
       new CudaKvAttention(cache, max_step_tokens, io_dtype, stream));
-  AttentionShape shape;
-  shape.q_heads = q_heads;
-  shape.kv_heads = cache->config().kv_heads;
-  shape.head_dim = cache->config().head_dim;
-  shape.max_batch = max_step_tokens;
-  shape.max_seq_len = cache->config().max_seq_len;
+  const AttentionShape shape = ShapeFor(*cache, q_heads, max_step_tokens);
   BackendOptions options;
   options.io_dtype = io_dtype;
   ASSIGN_OR_RETURN(attention->backend_,

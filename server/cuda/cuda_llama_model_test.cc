@@ -62,7 +62,7 @@ class CudaLlamaModelTest : public ::testing::TestWithParam<std::tuple<DType, boo
  protected:
   void SetUp() override {
     if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
-    weights_ = Stories260KWeights();
+    weights_ = Stories260K();
     const ModelConfig& model = weights_->config;
     EngineConfig config;
     config.max_batch = kMaxBatch;
@@ -74,12 +74,7 @@ class CudaLlamaModelTest : public ::testing::TestWithParam<std::tuple<DType, boo
     gpu_cache_ = *KvCache::Create(kv, MemoryKind::kDevice);
     cpu_model_ = *CpuLlamaModel::Create(weights_, kMaxStepTokens, 2);
     own_attention_ = *Int4KvAttention::Create(own_cache_.get(), model.q_heads, kMaxStepTokens, 2);
-    AttentionShape shape;
-    shape.q_heads = model.q_heads;
-    shape.kv_heads = model.kv_heads;
-    shape.head_dim = model.head_dim();
-    shape.max_batch = kMaxStepTokens;
-    shape.max_seq_len = kv.max_seq_len;
+    const AttentionShape shape = ShapeFor(*shared_cache_, model.q_heads, kMaxStepTokens);
     BackendOptions options;
     options.cpu_threads = 2;
     shared_attention_ = std::make_unique<SharedCodesAttention>(

@@ -1,8 +1,5 @@
 #include "server/testing/test_util.h"
 
-#include <cstdio>
-#include <cstdlib>
-
 #include "server/llama2c_checkpoint.h"
 #include "server/model_source.h"
 #include "server/testing/float_kv_attention.h"
@@ -10,16 +7,9 @@
 namespace int4kv {
 
 std::shared_ptr<const LlamaWeights> Stories260K() {
-  static const std::shared_ptr<const LlamaWeights>* weights = [] {
-    absl::StatusOr<LlamaWeights> loaded = LoadLlama2cCheckpoint(kDefaultModelPath);
-    if (!loaded.ok()) {
-      std::fprintf(stderr, "loading %s: %s\n", kDefaultModelPath,
-                   loaded.status().ToString().c_str());
-      std::abort();
-    }
-    return new std::shared_ptr<const LlamaWeights>(
-        std::make_shared<const LlamaWeights>(std::move(*loaded)));
-  }();
+  static const std::shared_ptr<const LlamaWeights>* weights =
+      new std::shared_ptr<const LlamaWeights>(std::make_shared<const LlamaWeights>(
+          ValueOrDie(LoadLlama2cCheckpoint(kDefaultModelPath), kDefaultModelPath)));
   return *weights;
 }
 

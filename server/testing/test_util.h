@@ -2,15 +2,30 @@
 #ifndef INT4KV_SERVER_TESTING_TEST_UTIL_H_
 #define INT4KV_SERVER_TESTING_TEST_UTIL_H_
 
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
+#include <utility>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "server/engine.h"
 #include "server/engine_config.h"
 #include "server/llama_weights.h"
 #include "server/scheduler.h"
 
 namespace int4kv {
+
+// The value of `value`; prints "`what`: <status>" and aborts the test binary on an error. For
+// set-up that has no test to fail (static fixtures, helper constructors).
+template <typename T>
+T ValueOrDie(absl::StatusOr<T> value, const char* what) {
+  if (!value.ok()) {
+    std::fprintf(stderr, "%s: %s\n", what, value.status().ToString().c_str());
+    std::abort();
+  }
+  return std::move(*value);
+}
 
 // stories260K (testdata/models/stories260K.bin), loaded once per test binary; aborts the test
 // binary with the loader's message if it cannot be read.

@@ -2,24 +2,10 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include <cstdio>
-#include <cstdlib>
-
 #include "server/model_source.h"
+#include "server/testing/test_util.h"
 
 namespace int4kv {
-namespace {
-
-template <typename T>
-T OrDie(absl::StatusOr<T> value, const char* what) {
-  if (!value.ok()) {
-    std::fprintf(stderr, "%s: %s\n", what, value.status().ToString().c_str());
-    std::abort();
-  }
-  return std::move(*value);
-}
-
-}  // namespace
 
 EngineConfig TestEngineConfig() {
   EngineConfig config;
@@ -30,13 +16,14 @@ EngineConfig TestEngineConfig() {
 }
 
 InProcessServer::InProcessServer(const EngineConfig& config, const ServiceOptions& options)
-    : engine_(OrDie(Engine::CreateFromSource(config, kDefaultModelPath), "Engine")),
+    : engine_(ValueOrDie(Engine::CreateFromSource(config, kDefaultModelPath), "Engine")),
       service_(std::make_unique<TokenGenerationService>(options)) {
   GrpcServerOptions server_options;
   server_options.address = "127.0.0.1:0";
-  server_ = OrDie(GrpcServer::Start(server_options,
-                                    {{service_.get(), v1::TokenGeneration::service_full_name()}}),
-                  "GrpcServer");
+  server_ =
+      ValueOrDie(GrpcServer::Start(server_options,
+                                   {{service_.get(), v1::TokenGeneration::service_full_name()}}),
+                 "GrpcServer");
   ServerDetails details;
   details.version = "test";
   service_->AttachEngine(engine_.get(), details);

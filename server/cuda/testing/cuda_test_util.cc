@@ -1,7 +1,5 @@
 #include "server/cuda/testing/cuda_test_util.h"
 
-#include <cstdio>
-#include <cstdlib>
 #include <deque>
 #include <random>
 
@@ -12,25 +10,6 @@
 #include "server/scheduler.h"
 
 namespace int4kv {
-namespace {
-
-template <typename T>
-T OrDie(absl::StatusOr<T> value, const char* what) {
-  if (!value.ok()) {
-    std::fprintf(stderr, "%s: %s\n", what, value.status().ToString().c_str());
-    std::abort();
-  }
-  return std::move(*value);
-}
-
-}  // namespace
-
-std::shared_ptr<const LlamaWeights> Stories260KWeights() {
-  static const std::shared_ptr<const LlamaWeights>* weights =
-      new std::shared_ptr<const LlamaWeights>(std::make_shared<const LlamaWeights>(
-          OrDie(LoadLlama2cCheckpoint(kDefaultModelPath), kDefaultModelPath)));
-  return *weights;
-}
 
 EngineConfig CudaConfig() {
   EngineConfig config;
@@ -64,10 +43,11 @@ std::vector<GenerateRequest> MixedRequests(int count, uint64_t seed, int sampled
 
 SchedulerRun RunScheduler(const EngineConfig& config,
                           const std::vector<GenerateRequest>& requests) {
-  const std::shared_ptr<const LlamaWeights> weights = Stories260KWeights();
-  const EngineConfig resolved = OrDie(config.Resolve(weights->config), "EngineConfig::Resolve");
+  const std::shared_ptr<const LlamaWeights> weights = Stories260K();
+  const EngineConfig resolved =
+      ValueOrDie(config.Resolve(weights->config), "EngineConfig::Resolve");
   std::unique_ptr<Scheduler> scheduler =
-      OrDie(Scheduler::Create(resolved, weights), "Scheduler::Create");
+      ValueOrDie(Scheduler::Create(resolved, weights), "Scheduler::Create");
   std::deque<PendingRequest> queue;
   std::vector<std::shared_ptr<RequestStream>> streams;
   for (size_t i = 0; i < requests.size(); ++i) {

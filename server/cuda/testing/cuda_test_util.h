@@ -9,12 +9,9 @@
 #include "server/engine_config.h"
 #include "server/llama_weights.h"
 #include "server/request.h"
+#include "server/testing/test_util.h"  // Stories260K, ValueOrDie
 
 namespace int4kv {
-
-// stories260K (dim 64, head_dim 8, 5 layers, vocab 512), loaded once per test binary; aborts
-// with the loader's message if it cannot be read.
-std::shared_ptr<const LlamaWeights> Stories260KWeights();
 
 // A CUDA engine config for stories260K: batch 8, everything else resolved from defaults.
 EngineConfig CudaConfig();
