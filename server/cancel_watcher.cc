@@ -12,14 +12,20 @@ CancelWatcher::~CancelWatcher() {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
   }
-  stop_.notify_all();
+  wake_.notify_all();
   thread_.join();
 }
 
 uint64_t CancelWatcher::Watch(std::function<bool()> is_cancelled, std::function<void()> on_cancel) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  const uint64_t key = next_key_++;
-  calls_.emplace(key, Call{std::move(is_cancelled), std::move(on_cancel)});
+  uint64_t key;
+  bool first;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    key = next_key_++;
+    first = calls_.empty();
+    calls_.emplace(key, Call{std::move(is_cancelled), std::move(on_cancel)});
+  }
+  if (first) wake_.notify_all();
   return key;
 }
 
@@ -35,7 +41,12 @@ size_t CancelWatcher::watched() const {
 
 void CancelWatcher::Loop() {
   std::unique_lock<std::mutex> lock(mutex_);
-  while (!stop_.wait_for(lock, absl::ToChronoNanoseconds(interval_), [&] { return stopping_; })) {
+  while (true) {
+    // Asleep while nothing is watched; then one sweep every interval.
+    wake_.wait(lock, [&] { return stopping_ || !calls_.empty(); });
+    if (wake_.wait_for(lock, absl::ToChronoNanoseconds(interval_), [&] { return stopping_; })) {
+      return;
+    }
     for (auto it = calls_.begin(); it != calls_.end();) {
       if (it->second.is_cancelled()) {
         it->second.on_cancel();

@@ -50,7 +50,7 @@ class CancelWatcher {
 
   const absl::Duration interval_;
   mutable std::mutex mutex_;
-  std::condition_variable stop_;
+  std::condition_variable wake_;    // stopping, or the first call to watch
   std::map<uint64_t, Call> calls_;  // guarded by mutex_
   uint64_t next_key_ = 1;           // guarded by mutex_
   bool stopping_ = false;           // guarded by mutex_
