@@ -17,7 +17,7 @@
 //
 // Lane (r, c) thus owns heads 2c, 2c+1 both in S and in O^T: softmax statistics never move
 // between lanes. Codes and parameters of a tile travel by cp.async into a per-warp shared
-// memory ring (4 stages); codes are expanded to fp16 pairs in registers with the 0x6400
+// memory ring (2 stages); codes are expanded to fp16 pairs in registers with the 0x6400
 // exponent trick (no float ever touches shared memory), scaled, and fed to the tensor cores.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -168,8 +168,11 @@ __device__ __forceinline__ void LoadShared(const uint8_t* p, uint32_t* out) {
 // when group <= 8, else 2. kBf16Params: the cache's scales (and zero points) are bf16.
 template <int kDim, bool kFast, bool kAsym, int kHeadTiles, bool kBf16Params>
 struct SplitKernel {
-  // Per-warp pipeline depth in tiles (three where eight warps of four would not fit).
-  static constexpr int kStages = (kDim == 256 && kAsym) ? 3 : 4;
+  // Per-warp pipeline depth in tiles: one tile in flight while the previous one is computed.
+  // Deeper rings (3, 4) were measured slower on every benchmark case: with every warp of the
+  // device asking for more at once, memory queues lengthen, and so does each block's chain
+  // of dependent reads (chunk, page-table entries, first tile) and its tail.
+  static constexpr int kStages = 2;
   static constexpr int kKSteps = kDim / 16;    // k-steps of the QK product
   static constexpr int kDimTiles = kDim / 16;  // m-tiles of the PV product
   static constexpr int kKeyBytes = kDim / 8;   // K code bytes a lane reads per token
@@ -653,61 +656,75 @@ __global__ void __launch_bounds__(kMaxWarps * 32, (kDim <= 128 && kHeadTiles == 
 
 constexpr int kMergeThreads = 256;
 
-// Block (row, head): thread t owns float4 column t % (head_dim / 4) of every chunk t / that
-// count, t / that count + lanes, ...; a block-wide max of the log-sum-exps comes first, so
-// one weighted pass over the partials follows with no rescaling.
+constexpr int kMergeBatch = 8;  // partials a thread loads before it uses any
+
+// Block (row, head): thread t owns float4 column t % (head_dim / 4) of chunks t / that count,
+// t / that count + lanes, ... It keeps its own running max and rescales per batch of
+// kMergeBatch chunks (whose loads are all in flight together); the block then combines the
+// threads of a column.
 __global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p) {
   __shared__ float4 column_sums[kMergeThreads];
   __shared__ float weights[kMergeThreads];
-  __shared__ float warp_max[kMergeThreads / 32];
-  // Launched as a programmatic dependent of the split kernel: wait until it has finished and
-  // its partials are visible.
-  asm volatile("griddepcontrol.wait;" ::: "memory");
+  __shared__ float maxima[kMergeThreads];
   const int row = blockIdx.x, head = blockIdx.y;
-  const RowWork work = p.rows[row];
+  const RowWork work = p.rows[row];  // written by Plan, not by the split kernel
   const int columns = p.head_dim / 4;
   const int lanes = kMergeThreads / columns;  // chunks processed side by side
   const int column = threadIdx.x % columns, chunk_lane = threadIdx.x / columns;
-  const bool active = chunk_lane < lanes;
-  auto lse = [&](int k) {
-    return p.partial_lse[static_cast<int64_t>(work.first_chunk + k) * p.q_heads + head];
-  };
+  // Launched as a programmatic dependent of the split kernel: what is above overlaps its
+  // tail; the partials are read only once it has finished and they are visible.
+  asm volatile("griddepcontrol.wait;" ::: "memory");
 
-  float m = -INFINITY;
-  for (int k = threadIdx.x; k < work.num_chunks; k += kMergeThreads) m = fmaxf(m, lse(k));
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) {
-    m = fmaxf(m, __shfl_xor_sync(kFullMask, m, offset));
-  }
-  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = m;
-  __syncthreads();
-  m = warp_max[0];
-#pragma unroll
-  for (int w = 1; w < kMergeThreads / 32; ++w) m = fmaxf(m, warp_max[w]);
-
+  float m = -INFINITY, total = 0.0f;
   float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  float total = 0.0f;
-  if (active) {
-#pragma unroll 4
-    for (int k = chunk_lane; k < work.num_chunks; k += lanes) {
-      const int64_t chunk_head = static_cast<int64_t>(work.first_chunk + k) * p.q_heads + head;
-      const float weight = exp2f(p.partial_lse[chunk_head] - m);
-      const float4 x =
-          reinterpret_cast<const float4*>(p.partial_out + chunk_head * p.head_dim)[column];
-      sum.x += weight * x.x, sum.y += weight * x.y, sum.z += weight * x.z, sum.w += weight * x.w;
-      total += weight;
+  if (chunk_lane < lanes) {
+    for (int k0 = chunk_lane; k0 < work.num_chunks; k0 += kMergeBatch * lanes) {
+      float lse[kMergeBatch];
+      float4 x[kMergeBatch];
+#pragma unroll
+      for (int j = 0; j < kMergeBatch; ++j) {
+        const int k = k0 + j * lanes;
+        lse[j] = -INFINITY;
+        x[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (k < work.num_chunks) {
+          const int64_t chunk_head = static_cast<int64_t>(work.first_chunk + k) * p.q_heads + head;
+          lse[j] = p.partial_lse[chunk_head];
+          x[j] = reinterpret_cast<const float4*>(p.partial_out + chunk_head * p.head_dim)[column];
+        }
+      }
+      float m_new = m;
+#pragma unroll
+      for (int j = 0; j < kMergeBatch; ++j) m_new = fmaxf(m_new, lse[j]);  // finite: k0 is valid
+      const float rescale = exp2f(m - m_new);
+      sum.x *= rescale, sum.y *= rescale, sum.z *= rescale, sum.w *= rescale;
+      total *= rescale;
+#pragma unroll
+      for (int j = 0; j < kMergeBatch; ++j) {
+        const float weight = exp2f(lse[j] - m_new);  // 0 past the row's chunks
+        sum.x += weight * x[j].x, sum.y += weight * x[j].y;
+        sum.z += weight * x[j].z, sum.w += weight * x[j].w;
+        total += weight;
+      }
+      m = m_new;
     }
   }
   column_sums[threadIdx.x] = sum;
   weights[threadIdx.x] = total;
+  maxima[threadIdx.x] = m;
   __syncthreads();
   if (threadIdx.x >= columns) return;
-  float4 acc = column_sums[threadIdx.x];
-  float all = weights[threadIdx.x];
-  for (int lane = 1; lane < lanes; ++lane) {
-    const float4 x = column_sums[lane * columns + threadIdx.x];
-    acc.x += x.x, acc.y += x.y, acc.z += x.z, acc.w += x.w;
-    all += weights[lane * columns + threadIdx.x];
+  float m_all = -INFINITY;
+  for (int lane = 0; lane < lanes; ++lane) m_all = fmaxf(m_all, maxima[lane * columns + column]);
+  float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  float all = 0.0f;
+  if (work.num_chunks > 0) {  // else every maximum is -inf, and the row stays zero
+    for (int lane = 0; lane < lanes; ++lane) {
+      const int t = lane * columns + column;
+      const float weight = exp2f(maxima[t] - m_all);  // 0 for lanes that had no chunk
+      const float4 x = column_sums[t];
+      acc.x += weight * x.x, acc.y += weight * x.y, acc.z += weight * x.z, acc.w += weight * x.w;
+      all += weight * weights[t];
+    }
   }
   // Padded rows (no chunks) get zeros.
   const float inv = work.num_chunks > 0 ? 1.0f / all : 0.0f;
