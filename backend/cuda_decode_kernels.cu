@@ -524,9 +524,13 @@ struct SplitKernel {
     const int chunk = blockIdx.x / head_blocks;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int kv_head = (blockIdx.x % head_blocks) * kMaxWarps + warp;
-    const ChunkWork work = p.chunks[chunk];
+    const ChunkWork work = p.chunks[chunk];  // written by Plan's copy, not by a kernel
     if (work.end <= work.begin || kv_head >= p.kv_heads) return;
     const int r = lane / 4, c = lane % 4;
+    // Launched as a programmatic dependent of the kernel before it: everything from here on
+    // (page table, q, the cache; the partials the previous merge may still be reading) waits
+    // until that kernel has finished and its writes are visible.
+    asm volatile("griddepcontrol.wait;" ::: "memory");
 
     extern __shared__ __align__(16) uint8_t smem[];
     uint8_t* my_stages = smem + warp * kStages * kStageBytes;
@@ -671,6 +675,9 @@ __global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p
   const int columns = p.head_dim / 4;
   const int lanes = kMergeThreads / columns;  // chunks processed side by side
   const int column = threadIdx.x % columns, chunk_lane = threadIdx.x / columns;
+  // The next layer's split kernel may start its blocks now; they wait before touching
+  // anything this kernel reads or writes.
+  asm volatile("griddepcontrol.launch_dependents;");
   // Launched as a programmatic dependent of the split kernel: what is above overlaps its
   // tail; the partials are read only once it has finished and they are visible.
   asm volatile("griddepcontrol.wait;" ::: "memory");
@@ -830,7 +837,19 @@ absl::StatusOr<DecodeKernels> DecodeKernels::Select(int32_t head_dim, int32_t gr
 
 absl::Status DecodeKernels::LaunchSplit(const SplitKernelParams& params, int32_t capacity,
                                         CudaStream stream) const {
-  split_<<<capacity * head_blocks_, 32 * warps_per_block_, smem_bytes_, stream>>>(params);
+  // Programmatic dependent launch: the grid is set up, and each block reads its chunk, while
+  // the kernel before it (a previous merge, say) drains.
+  cudaLaunchAttribute attribute;
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(capacity * head_blocks_);
+  config.blockDim = dim3(32 * warps_per_block_);
+  config.dynamicSmemBytes = smem_bytes_;
+  config.stream = stream;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&config, split_, params));
   return CudaStatus(cudaGetLastError(), "SplitKvKernel launch");
 }
 
