@@ -5,7 +5,8 @@
 // Start-up: the port opens first with health NOT_SERVING (Generate answers UNAVAILABLE), then
 // the model loads and the engine starts, then health turns SERVING. SIGINT or SIGTERM drains:
 // health NOT_SERVING, new requests UNAVAILABLE, running and queued requests get up to
-// --drain_timeout to finish, the rest are cancelled (status UNAVAILABLE, saying so), and the
+// --drain_timeout to finish, the rest are cancelled (status UNAVAILABLE, saying so), the
+// handlers send every finish and clients get 100 ms to read them, gRPC shuts down, and the
 // process exits 0.
 //
 // Thread ownership: main() owns the engine and the gRPC server; after start-up it blocks in
@@ -79,6 +80,10 @@ ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or of
 
 namespace int4kv {
 namespace {
+
+// After the drain, how long clients get to read the last finishes before gRPC closes their
+// connections (see the end of Run).
+constexpr absl::Duration kFinishLinger = absl::Milliseconds(100);
 
 struct Options {
   EngineConfig engine;
@@ -259,9 +264,17 @@ int Run(const char* argv0) {
   const absl::Time drain_start = absl::Now();
   (*engine)->Shutdown(options->drain_timeout);
   spdlog::info("engine stopped after {}", absl::FormatDuration(absl::Now() - drain_start));
-  // Every request has its finish now and the handlers send it within a poll interval. Clients
-  // that keep idle connections open would hold gRPC's shutdown until the grace period ends,
-  // so it is short.
+  // Every request has its finish now and its handler is sending it. gRPC's shutdown closes a
+  // connection once its calls are done; a client still starting calls on it then sees the
+  // connection reset, and can lose a finish it had not read yet. So the handlers return
+  // first, and clients get kFinishLinger to read, before gRPC closes anything. Clients that
+  // keep idle connections open would hold gRPC's shutdown until the grace period ends, so
+  // that is short.
+  const absl::Time handlers_deadline = absl::Now() + absl::Seconds(1);
+  while (service.generate_calls_in_flight() > 0 && absl::Now() < handlers_deadline) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  absl::SleepFor(kFinishLinger);
   (*server)->Shutdown(absl::Milliseconds(500));
   spdlog::info("server stopped");
   return 0;

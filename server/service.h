@@ -47,6 +47,10 @@ class TokenGenerationService final : public v1::TokenGeneration::Service {
   grpc::Status GetServerInfo(grpc::ServerContext* context, const v1::GetServerInfoRequest* request,
                              v1::ServerInfo* response) override;
 
+  // Accepted Generate calls whose handler has not returned yet (their final status is not
+  // handed to gRPC yet).
+  size_t generate_calls_in_flight() const { return cancel_watcher_.watched(); }
+
  private:
   struct Attached {
     Engine* engine;
