@@ -99,7 +99,9 @@ class MirroredCache {
                                   std::mt19937& rng) {
     for (KvCache* cache : {host_.get(), device_.get()}) {
       for (int32_t r = 0; r < cache->requests().max_requests(); ++r) {
-        if (cache->requests().IsLive(r)) EXPECT_TRUE(cache->requests().FreeRequest(r).ok());
+        if (cache->requests().IsLive(r)) {
+          EXPECT_TRUE(cache->requests().FreeRequest(r).ok());
+        }
       }
     }
     std::vector<int32_t> pool(host_->config().capacity_slots);
