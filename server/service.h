@@ -47,8 +47,8 @@ class TokenGenerationService final : public v1::TokenGeneration::Service {
   grpc::Status GetServerInfo(grpc::ServerContext* context, const v1::GetServerInfoRequest* request,
                              v1::ServerInfo* response) override;
 
-  // Accepted Generate calls whose handler has not returned yet (their final status is not
-  // handed to gRPC yet).
+  // Accepted Generate calls whose handler has not returned yet, not counting those whose client
+  // has already gone (the CancelWatcher stops watching them; nobody waits for their status).
   size_t generate_calls_in_flight() const { return cancel_watcher_.watched(); }
 
  private:
