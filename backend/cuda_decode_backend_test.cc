@@ -263,6 +263,11 @@ TEST_F(CudaDecodeBackendTest, GenericHeadDims) {
     c.kv_heads = 4;
     c.lengths = {1, 2, 255, 256, 257, 0, 700};
     RunCase(c, rng_);
+    // A batch of at most 4 rows: a row of hundreds of chunks is merged in groups of 8 float4
+    // columns per head (the last group partly past the head for 40, 72, 136 and 200), the
+    // short row by one block per head.
+    c.lengths = {20000, 0, 257};
+    RunCase(c, rng_);
   }
 }
 

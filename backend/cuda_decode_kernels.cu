@@ -665,20 +665,33 @@ __global__ void __launch_bounds__(kMaxWarps * 32, (kDim <= 128 && kHeadTiles == 
 constexpr int kMergeThreads = 256;
 
 constexpr int kMergeBatch = 8;  // partials a thread loads before it uses any
+// Up to this batch, rows can have hundreds of chunks each: the merge grid then has a block per
+// kNarrowMergeColumns float4 columns of a head, so that more threads share such a row's chunks.
+constexpr int kNarrowMergeMaxBatch = 4;
+constexpr int kNarrowMergeColumns = 8;
 
-// Block (row, head): thread t owns float4 column t % (head_dim / 4) of chunks t / that count,
-// t / that count + lanes, ... It keeps its own running max and rescales per batch of
-// kMergeBatch chunks (whose loads are all in flight together); the block then combines the
-// threads of a column.
+// Block (row, head, column group): with C = columns_per_block (or, for a row with few
+// chunks, C = head_dim / 4 in group 0 alone), thread t owns float4 column group * C + t % C of
+// chunks t / C, t / C + lanes, ... (lanes = threads / C). It keeps its own running max and
+// rescales per batch of kMergeBatch chunks (whose loads are all in flight together); the
+// block then combines the threads of a column.
 __global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p) {
   __shared__ float4 column_sums[kMergeThreads];
   __shared__ float weights[kMergeThreads];
   __shared__ float maxima[kMergeThreads];
   const int row = blockIdx.x, head = blockIdx.y;
   const RowWork work = p.rows[row];  // written by Plan, not by the split kernel
-  const int columns = p.head_dim / 4;
+  // Column groups pay off only for a row with more chunks than one block spanning the whole
+  // head loads at once (kMergeBatch per thread); group 0 alone merges any other row.
+  const int head_columns = p.head_dim / 4;
+  const bool grouped = p.columns_per_block < head_columns &&
+                       work.num_chunks > kMergeBatch * (kMergeThreads / head_columns);
+  if (!grouped && blockIdx.z > 0) return;
+  const int columns = grouped ? p.columns_per_block : head_columns;
   const int lanes = kMergeThreads / columns;  // chunks processed side by side
-  const int column = threadIdx.x % columns, chunk_lane = threadIdx.x / columns;
+  const int column = (grouped ? blockIdx.z * columns : 0) + threadIdx.x % columns;  // in the head
+  const int chunk_lane = threadIdx.x / columns;
+  const bool column_in_head = column < head_columns;
   // The next layer's split kernel may start its blocks now; they wait before touching
   // anything this kernel reads or writes.
   asm volatile("griddepcontrol.launch_dependents;");
@@ -688,7 +701,7 @@ __global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p
 
   float m = -INFINITY, total = 0.0f;
   float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  if (chunk_lane < lanes) {
+  if (chunk_lane < lanes && column_in_head) {
     for (int k0 = chunk_lane; k0 < work.num_chunks; k0 += kMergeBatch * lanes) {
       float lse[kMergeBatch];
       float4 x[kMergeBatch];
@@ -723,14 +736,16 @@ __global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p
   weights[threadIdx.x] = total;
   maxima[threadIdx.x] = m;
   __syncthreads();
-  if (threadIdx.x >= columns) return;
+  if (threadIdx.x >= columns || !column_in_head) return;
   float m_all = -INFINITY;
-  for (int lane = 0; lane < lanes; ++lane) m_all = fmaxf(m_all, maxima[lane * columns + column]);
+  for (int lane = 0; lane < lanes; ++lane) {
+    m_all = fmaxf(m_all, maxima[lane * columns + threadIdx.x]);
+  }
   float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   float all = 0.0f;
   if (work.num_chunks > 0) {  // else every maximum is -inf, and the row stays zero
     for (int lane = 0; lane < lanes; ++lane) {
-      const int t = lane * columns + column;
+      const int t = lane * columns + threadIdx.x;
       const float weight = exp2f(maxima[t] - m_all);  // 0 for lanes that had no chunk
       const float4 x = column_sums[t];
       acc.x += weight * x.x, acc.y += weight * x.y, acc.z += weight * x.z, acc.w += weight * x.w;
@@ -740,8 +755,7 @@ __global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p
   // Padded rows (no chunks) get zeros.
   const float inv = work.num_chunks > 0 ? 1.0f / all : 0.0f;
   const float values[4] = {acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv};
-  const int64_t out_base =
-      (static_cast<int64_t>(row) * p.q_heads + head) * p.head_dim + 4 * threadIdx.x;
+  const int64_t out_base = (static_cast<int64_t>(row) * p.q_heads + head) * p.head_dim + 4 * column;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     if (p.out_is_bf16) {
@@ -857,14 +871,20 @@ absl::Status DecodeKernels::LaunchSplit(const SplitKernelParams& params, int32_t
   return CudaStatus(cudaGetLastError(), "SplitKvKernel launch");
 }
 
-absl::Status DecodeKernels::LaunchMerge(const MergeKernelParams& params, int32_t batch,
+absl::Status DecodeKernels::LaunchMerge(const MergeKernelParams& params_in, int32_t batch,
                                         CudaStream stream) const {
+  MergeKernelParams params = params_in;
+  const int columns = params.head_dim / 4;
+  params.columns_per_block = batch <= kNarrowMergeMaxBatch && columns > kNarrowMergeColumns
+                                 ? kNarrowMergeColumns
+                                 : columns;
+  const int column_groups = (columns + params.columns_per_block - 1) / params.columns_per_block;
   // Programmatic dependent launch: the merge grid is set up while the split grid drains.
   cudaLaunchAttribute attribute;
   attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attribute.val.programmaticStreamSerializationAllowed = 1;
   cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(batch, params.q_heads);
+  config.gridDim = dim3(batch, params.q_heads, column_groups);
   config.blockDim = dim3(kMergeThreads);
   config.stream = stream;
   config.attrs = &attribute;

@@ -3,8 +3,8 @@
 //
 // Split kernel: one block per (chunk, group of up to 4 KV heads), one warp per KV head. The
 // warp attends its KV head's query heads over the chunk's tokens and writes a normalized
-// partial output and its log2-sum-exp. Merge kernel: grid (batch, q_heads) combines a row's
-// partials into the output. Both grids depend only on the batch size.
+// partial output and its log2-sum-exp. Merge kernel: grid (batch, q_heads, column groups)
+// combines a row's partials into the output. Both grids depend only on the batch size.
 #ifndef INT4KV_BACKEND_CUDA_DECODE_KERNELS_H_
 #define INT4KV_BACKEND_CUDA_DECODE_KERNELS_H_
 
@@ -45,6 +45,7 @@ struct MergeKernelParams {
   int32_t out_is_bf16;
   int32_t q_heads;
   int32_t head_dim;
+  int32_t columns_per_block;  // float4 columns of a head per merge block; set by LaunchMerge
 };
 
 // The kernel instantiation for one cache/attention shape, chosen once at backend creation.
