@@ -117,7 +117,8 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     merge.out_is_bf16 = io_dtype_ == DType::kBFloat16;
     merge.q_heads = shape_.q_heads;
     merge.head_dim = shape_.head_dim;
-    return kernels_.LaunchMerge(merge, batch_, stream);
+    const int32_t typical_chunks_per_row = (target_chunks_ + batch_ - 1) / batch_ + 1;
+    return kernels_.LaunchMerge(merge, batch_, typical_chunks_per_row, stream);
   }
 
  private:

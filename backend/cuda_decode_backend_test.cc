@@ -271,6 +271,21 @@ TEST_F(CudaDecodeBackendTest, GenericHeadDims) {
   }
 }
 
+// A large batch gives each row a few chunks, so a merge block takes several heads of a row
+// (here 8, the second block of 12 query heads half past the last head); the one long row has
+// many more chunks than such a block loads at once.
+TEST_F(CudaDecodeBackendTest, LargeBatchWithOneLongRow) {
+  for (int head_dim : {64, 128, 72}) {
+    Case c;
+    c.head_dim = head_dim;
+    c.kv_heads = 3;
+    c.group = 4;
+    c.lengths = {12000};
+    for (int i = 1; i < 48; ++i) c.lengths.push_back(kMixedLengths[i % 8]);
+    RunCase(c, rng_);
+  }
+}
+
 TEST_F(CudaDecodeBackendTest, GroupSizesModesAndDtypes) {
   for (int group_size : {8, 16, 32, 64, 128}) {
     for (QuantMode mode : {QuantMode::kSymmetric, QuantMode::kAsymmetric}) {

@@ -669,17 +669,21 @@ constexpr int kMergeBatch = 8;  // partials a thread loads before it uses any
 // kNarrowMergeColumns float4 columns of a head, so that more threads share such a row's chunks.
 constexpr int kNarrowMergeMaxBatch = 4;
 constexpr int kNarrowMergeColumns = 8;
+// Larger batches leave each row a few chunks: one block then merges several heads of a row.
+constexpr int kMaxMergeHeadsPerBlock = 8;
 
-// Block (row, head, column group): with C = columns_per_block (or, for a row with few
-// chunks, C = head_dim / 4 in group 0 alone), thread t owns float4 column group * C + t % C of
-// chunks t / C, t / C + lanes, ... (lanes = threads / C). It keeps its own running max and
+// Block (row, head block, column group) merges heads [y H, y H + H) of its row (H =
+// heads_per_block), each with kMergeThreads / H threads. With C float4 columns per head
+// (columns_per_block when a narrow grid's row has many chunks, with H = 1; else head_dim / 4
+// in column group 0 alone), thread i of a head owns column group * C + i % C of chunks i / C,
+// i / C + lanes, ... (lanes = threads per head / C). It keeps its own running max and
 // rescales per batch of kMergeBatch chunks (whose loads are all in flight together); the
 // block then combines the threads of a column.
 __global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p) {
   __shared__ float4 column_sums[kMergeThreads];
   __shared__ float weights[kMergeThreads];
   __shared__ float maxima[kMergeThreads];
-  const int row = blockIdx.x, head = blockIdx.y;
+  const int row = blockIdx.x;
   const RowWork work = p.rows[row];  // written by Plan, not by the split kernel
   // Column groups pay off only for a row with more chunks than one block spanning the whole
   // head loads at once (kMergeBatch per thread); group 0 alone merges any other row.
@@ -688,10 +692,14 @@ __global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p
                        work.num_chunks > kMergeBatch * (kMergeThreads / head_columns);
   if (!grouped && blockIdx.z > 0) return;
   const int columns = grouped ? p.columns_per_block : head_columns;
-  const int lanes = kMergeThreads / columns;  // chunks processed side by side
-  const int column = (grouped ? blockIdx.z * columns : 0) + threadIdx.x % columns;  // in the head
-  const int chunk_lane = threadIdx.x / columns;
-  const bool column_in_head = column < head_columns;
+  const int head_threads = kMergeThreads / p.heads_per_block;
+  const int head = blockIdx.y * p.heads_per_block + threadIdx.x / head_threads;
+  const int head_thread = threadIdx.x % head_threads;
+  const int head_base = threadIdx.x - head_thread;  // this head's first thread in the block
+  const int lanes = head_threads / columns;  // chunks processed side by side
+  const int column = (grouped ? blockIdx.z * columns : 0) + head_thread % columns;  // in the head
+  const int chunk_lane = head_thread / columns;
+  const bool column_in_head = column < head_columns && head < p.q_heads;
   // The next layer's split kernel may start its blocks now; they wait before touching
   // anything this kernel reads or writes.
   asm volatile("griddepcontrol.launch_dependents;");
@@ -736,16 +744,16 @@ __global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p
   weights[threadIdx.x] = total;
   maxima[threadIdx.x] = m;
   __syncthreads();
-  if (threadIdx.x >= columns || !column_in_head) return;
+  if (head_thread >= columns || !column_in_head) return;
   float m_all = -INFINITY;
   for (int lane = 0; lane < lanes; ++lane) {
-    m_all = fmaxf(m_all, maxima[lane * columns + threadIdx.x]);
+    m_all = fmaxf(m_all, maxima[head_base + lane * columns + head_thread]);
   }
   float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   float all = 0.0f;
   if (work.num_chunks > 0) {  // else every maximum is -inf, and the row stays zero
     for (int lane = 0; lane < lanes; ++lane) {
-      const int t = lane * columns + threadIdx.x;
+      const int t = head_base + lane * columns + head_thread;
       const float weight = exp2f(maxima[t] - m_all);  // 0 for lanes that had no chunk
       const float4 x = column_sums[t];
       acc.x += weight * x.x, acc.y += weight * x.y, acc.z += weight * x.z, acc.w += weight * x.w;
@@ -872,19 +880,29 @@ absl::Status DecodeKernels::LaunchSplit(const SplitKernelParams& params, int32_t
 }
 
 absl::Status DecodeKernels::LaunchMerge(const MergeKernelParams& params_in, int32_t batch,
-                                        CudaStream stream) const {
+                                        int32_t typical_chunks_per_row, CudaStream stream) const {
   MergeKernelParams params = params_in;
   const int columns = params.head_dim / 4;
-  params.columns_per_block = batch <= kNarrowMergeMaxBatch && columns > kNarrowMergeColumns
-                                 ? kNarrowMergeColumns
-                                 : columns;
+  const bool narrow = batch <= kNarrowMergeMaxBatch && columns > kNarrowMergeColumns;
+  params.columns_per_block = narrow ? kNarrowMergeColumns : columns;
   const int column_groups = (columns + params.columns_per_block - 1) / params.columns_per_block;
+  // Heads per block: as many as keep one load round (kMergeBatch chunks per lane) enough for a
+  // typical row, so that short rows do not leave most of a block idle.
+  params.heads_per_block = 1;
+  while (!narrow && 2 * params.heads_per_block <= kMaxMergeHeadsPerBlock &&
+         2 * params.heads_per_block <= params.q_heads &&
+         2 * params.heads_per_block * columns <= kMergeThreads &&
+         kMergeThreads / (2 * params.heads_per_block) / columns * kMergeBatch >=
+             typical_chunks_per_row) {
+    params.heads_per_block *= 2;
+  }
+  const int head_blocks = (params.q_heads + params.heads_per_block - 1) / params.heads_per_block;
   // Programmatic dependent launch: the merge grid is set up while the split grid drains.
   cudaLaunchAttribute attribute;
   attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attribute.val.programmaticStreamSerializationAllowed = 1;
   cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(batch, params.q_heads, column_groups);
+  config.gridDim = dim3(batch, head_blocks, column_groups);
   config.blockDim = dim3(kMergeThreads);
   config.stream = stream;
   config.attrs = &attribute;

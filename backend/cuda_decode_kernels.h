@@ -3,7 +3,7 @@
 //
 // Split kernel: one block per (chunk, group of up to 4 KV heads), one warp per KV head. The
 // warp attends its KV head's query heads over the chunk's tokens and writes a normalized
-// partial output and its log2-sum-exp. Merge kernel: grid (batch, q_heads, column groups)
+// partial output and its log2-sum-exp. Merge kernel: grid (batch, head blocks, column groups)
 // combines a row's partials into the output. Both grids depend only on the batch size.
 #ifndef INT4KV_BACKEND_CUDA_DECODE_KERNELS_H_
 #define INT4KV_BACKEND_CUDA_DECODE_KERNELS_H_
@@ -46,6 +46,7 @@ struct MergeKernelParams {
   int32_t q_heads;
   int32_t head_dim;
   int32_t columns_per_block;  // float4 columns of a head per merge block; set by LaunchMerge
+  int32_t heads_per_block;    // heads of a row per merge block; set by LaunchMerge
 };
 
 // The kernel instantiation for one cache/attention shape, chosen once at backend creation.
@@ -61,7 +62,10 @@ class DecodeKernels {
 
   absl::Status LaunchSplit(const SplitKernelParams& params, int32_t capacity,
                            CudaStream stream) const;
-  absl::Status LaunchMerge(const MergeKernelParams& params, int32_t batch, CudaStream stream) const;
+  // typical_chunks_per_row: about how many chunks the plan gives a row of this batch; rows
+  // with more are still merged right, only with fewer threads each.
+  absl::Status LaunchMerge(const MergeKernelParams& params, int32_t batch,
+                           int32_t typical_chunks_per_row, CudaStream stream) const;
 
  private:
   using SplitFn = void (*)(SplitKernelParams);
