@@ -696,7 +696,7 @@ __global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p
   const int head = blockIdx.y * p.heads_per_block + threadIdx.x / head_threads;
   const int head_thread = threadIdx.x % head_threads;
   const int head_base = threadIdx.x - head_thread;  // this head's first thread in the block
-  const int lanes = head_threads / columns;  // chunks processed side by side
+  const int lanes = head_threads / columns;         // chunks processed side by side
   const int column = (grouped ? blockIdx.z * columns : 0) + head_thread % columns;  // in the head
   const int chunk_lane = head_thread / columns;
   const bool column_in_head = column < head_columns && head < p.q_heads;
