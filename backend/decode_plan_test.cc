@@ -16,7 +16,9 @@ void ExpectValidPlan(const std::vector<DecodeRow>& rows, int32_t target) {
   const int32_t capacity = ChunkCapacity(static_cast<int32_t>(rows.size()), target);
   ASSERT_EQ(static_cast<int32_t>(plan.chunks.size()), capacity);
   ASSERT_LE(plan.used_chunks, capacity);
-  if (static_cast<int32_t>(rows.size()) < target) ASSERT_LE(plan.used_chunks, target);
+  if (static_cast<int32_t>(rows.size()) < target) {
+    ASSERT_LE(plan.used_chunks, target);
+  }
   for (size_t b = 0; b < rows.size(); ++b) {
     const RowWork& work = plan.rows[b];
     int32_t covered = 0;
