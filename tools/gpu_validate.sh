@@ -4,7 +4,8 @@
 #   tools/gpu_bundle.sh //kv_cache:store_kv_cuda_test //kv_cache:request_table_test \
 #     //backend:cuda_decode_backend_test //backend:decode_bench //backend:embed_example \
 #     //server/cuda:llama_kernels_test //server/cuda:cublas_gemm_test \
-#     //server/cuda:cuda_llama_model_test //server/cuda:cuda_engine_test //server:engine_bench
+#     //server/cuda:cuda_llama_model_test //server/cuda:cuda_engine_test \
+#     //server/cuda:cuda_engine_info_test //server:engine_bench
 # Usage there (repository root): tools/gpu_validate.sh OUT_DIR [--no-decode-bench]
 # Logs go to OUT_DIR; a summary line per step goes to stdout.
 set -uo pipefail
