@@ -9,6 +9,7 @@
 // it. Small pools are spread over several layers (one graph runs every layer once) so that
 // consecutive runs do not find their data in L2. Effective bandwidth counts the minimum
 // bytes: codes + scales + page-table entries + q + out, each read or written once.
+// --other_rows_context=N measures skewed batches: row 0 has the listed context, the others N.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -23,6 +24,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "backend/cpu_decode_backend.h"
 #include "backend/cuda_decode_backend.h"
@@ -36,6 +38,8 @@ ABSL_FLAG(std::string, group_sizes, "8,32", "KV quantization group sizes");
 ABSL_FLAG(std::string, page_tables, "random,contiguous", "page-table kinds");
 ABSL_FLAG(double, max_pool_gib, 40.0, "skip cases whose KV pool would exceed this");
 ABSL_FLAG(int, repeats, 9, "timings per case (the median is reported)");
+ABSL_FLAG(int, other_rows_context, 0,
+          "if > 0, a skewed batch: row 0 has --contexts tokens, every other row this many");
 ABSL_FLAG(bool, cpu, false, "measure the CPU backend instead (no GPU needed)");
 ABSL_FLAG(int, cpu_threads, 0, "CPU backend threads (0: one per hardware thread)");
 
@@ -126,15 +130,19 @@ struct CaseResult {
   double bytes;    // minimum bytes per layer-run
 };
 
-CaseResult RunCudaCase(int batch, int context, int group_size, bool random_pages, int repeats,
-                       std::mt19937& rng) {
+// lengths: tokens of each row of the batch.
+CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, bool random_pages,
+                       int repeats, std::mt19937& rng) {
+  const int batch = static_cast<int>(lengths.size());
+  const int max_len = *std::max_element(lengths.begin(), lengths.end());
+  const int64_t tokens = std::accumulate(lengths.begin(), lengths.end(), int64_t{0});
   KvCacheConfig config;
   config.kv_heads = kKvHeads;
   config.head_dim = kHeadDim;
   config.group_size = group_size;
-  config.capacity_slots = static_cast<int64_t>(batch) * context;
+  config.capacity_slots = tokens;
   config.max_requests = batch;
-  config.max_seq_len = context;
+  config.max_seq_len = max_len;
   const double layer_bytes =
       static_cast<double>(config.capacity_slots + 1) *
       (config.DataBytesPerTokenPerLayer() + config.ParamBytesPerTokenPerLayer());
@@ -159,15 +167,17 @@ CaseResult RunCudaCase(int batch, int context, int group_size, bool random_pages
   std::iota(slots.begin(), slots.end(), 1);
   if (random_pages) std::shuffle(slots.begin(), slots.end(), rng);
   std::vector<DecodeRow> rows;
-  for (int b = 0; b < batch; ++b) {
+  size_t first_slot = 0;
+  for (int len : lengths) {
     const int32_t request = CheckOk(cache->requests().AllocateRequest());
-    CheckOk(cache->requests().Append(
-        request, absl::MakeConstSpan(slots.data() + static_cast<size_t>(b) * context, context)));
-    rows.push_back({request, context});
+    CheckOk(cache->requests().Append(request,
+                                     absl::MakeConstSpan(slots.data() + first_slot, len)));
+    rows.push_back({request, len});
+    first_slot += len;
   }
   CheckOk(cache->requests().SyncToDevice(nullptr));
 
-  AttentionShape shape{kQHeads, kKvHeads, kHeadDim, batch, context, 0};
+  AttentionShape shape{kQHeads, kKvHeads, kHeadDim, batch, max_len, 0};
   BackendOptions options;
   options.io_dtype = DType::kFloat16;
   auto backend = CheckOk(CreateCudaDecodeBackend(BindingFor(*cache), shape, options));
@@ -212,12 +222,11 @@ CaseResult RunCudaCase(int batch, int context, int group_size, bool random_pages
   }
   CHECK_CUDA(cudaGetLastError());
 
-  const double tokens = static_cast<double>(batch) * context;
   CaseResult result;
   result.seconds = Median(per_run);
-  result.bytes =
-      tokens * (config.DataBytesPerTokenPerLayer() + config.ParamBytesPerTokenPerLayer()) +
-      tokens * 4 + 2.0 * qo * 2;
+  result.bytes = static_cast<double>(tokens) * (config.DataBytesPerTokenPerLayer() +
+                                                config.ParamBytesPerTokenPerLayer() + 4) +
+                 2.0 * qo * 2;
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaEventDestroy(start);
@@ -246,15 +255,22 @@ int RunGpu() {
           probe.kv_heads = kKvHeads;
           probe.head_dim = kHeadDim;
           probe.group_size = group_size;
+          const int other = absl::GetFlag(FLAGS_other_rows_context);
+          std::vector<int> lengths(batch, other > 0 ? other : context);
+          lengths[0] = context;
+          const double tokens = std::accumulate(lengths.begin(), lengths.end(), 0.0);
           const double pool =
-              static_cast<double>(batch) * context *
-              (probe.DataBytesPerTokenPerLayer() + probe.ParamBytesPerTokenPerLayer());
+              tokens * (probe.DataBytesPerTokenPerLayer() + probe.ParamBytesPerTokenPerLayer());
           if (pool > absl::GetFlag(FLAGS_max_pool_gib) * (1 << 30)) continue;
-          const CaseResult r = RunCudaCase(batch, context, group_size, kind == "random",
+          const CaseResult r = RunCudaCase(lengths, group_size, kind == "random",
                                            absl::GetFlag(FLAGS_repeats), rng);
           const double gbps = r.bytes / r.seconds / 1e9;
-          std::printf("| %d | %d | %d | %s | %.1f | %.0f | %.1f |\n", group_size, batch, context,
-                      std::string(kind).c_str(), r.seconds * 1e6, gbps, 100.0 * gbps / ceiling);
+          const std::string context_text =
+              other > 0 && batch > 1 ? absl::StrCat(context, " + ", batch - 1, " x ", other)
+                                     : absl::StrCat(context);
+          std::printf("| %d | %d | %s | %s | %.1f | %.0f | %.1f |\n", group_size, batch,
+                      context_text.c_str(), std::string(kind).c_str(), r.seconds * 1e6, gbps,
+                      100.0 * gbps / ceiling);
           std::fflush(stdout);
         }
       }
