@@ -774,6 +774,25 @@ __global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p
   }
 }
 
+// Launches `kernel` as a programmatic dependent of the work before it on `stream`: its blocks
+// may start before that work finishes, and wait for it with griddepcontrol.wait.
+template <typename Params>
+absl::Status LaunchDependent(void (*kernel)(Params), dim3 grid, dim3 block, size_t smem_bytes,
+                             CudaStream stream, const Params& params, const char* what) {
+  cudaLaunchAttribute attribute;
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem_bytes;
+  config.stream = stream;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&config, kernel, params));
+  return CudaStatus(cudaGetLastError(), what);
+}
+
 // ---- dispatch ----------------------------------------------------------------------------
 
 template <int kDim, bool kFast, bool kAsym, int kHeadTiles, bool kBf16Params>
@@ -863,20 +882,10 @@ absl::StatusOr<DecodeKernels> DecodeKernels::Select(int32_t head_dim, int32_t gr
 
 absl::Status DecodeKernels::LaunchSplit(const SplitKernelParams& params, int32_t capacity,
                                         CudaStream stream) const {
-  // Programmatic dependent launch: the grid is set up, and each block reads its chunk, while
-  // the kernel before it (a previous merge, say) drains.
-  cudaLaunchAttribute attribute;
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(capacity * head_blocks_);
-  config.blockDim = dim3(32 * warps_per_block_);
-  config.dynamicSmemBytes = smem_bytes_;
-  config.stream = stream;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&config, split_, params));
-  return CudaStatus(cudaGetLastError(), "SplitKvKernel launch");
+  // The grid is set up, and each block reads its chunk, while the kernel before it (a
+  // previous merge, say) drains.
+  return LaunchDependent(split_, dim3(capacity * head_blocks_), dim3(32 * warps_per_block_),
+                         smem_bytes_, stream, params, "SplitKvKernel launch");
 }
 
 absl::Status DecodeKernels::LaunchMerge(const MergeKernelParams& params_in, int32_t batch,
@@ -897,18 +906,9 @@ absl::Status DecodeKernels::LaunchMerge(const MergeKernelParams& params_in, int3
     params.heads_per_block *= 2;
   }
   const int head_blocks = (params.q_heads + params.heads_per_block - 1) / params.heads_per_block;
-  // Programmatic dependent launch: the merge grid is set up while the split grid drains.
-  cudaLaunchAttribute attribute;
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(batch, head_blocks, column_groups);
-  config.blockDim = dim3(kMergeThreads);
-  config.stream = stream;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&config, MergeKernel, params));
-  return CudaStatus(cudaGetLastError(), "MergeKernel launch");
+  // The merge grid is set up while the split grid drains.
+  return LaunchDependent(MergeKernel, dim3(batch, head_blocks, column_groups), dim3(kMergeThreads),
+                         0, stream, params, "MergeKernel launch");
 }
 
 }  // namespace int4kv

@@ -170,8 +170,7 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, bool ran
   size_t first_slot = 0;
   for (int len : lengths) {
     const int32_t request = CheckOk(cache->requests().AllocateRequest());
-    CheckOk(cache->requests().Append(request,
-                                     absl::MakeConstSpan(slots.data() + first_slot, len)));
+    CheckOk(cache->requests().Append(request, absl::MakeConstSpan(slots.data() + first_slot, len)));
     rows.push_back({request, len});
     first_slot += len;
   }
@@ -255,6 +254,7 @@ int RunGpu() {
           probe.kv_heads = kKvHeads;
           probe.head_dim = kHeadDim;
           probe.group_size = group_size;
+          if (batch < 1 || context < 1) continue;
           const int other = absl::GetFlag(FLAGS_other_rows_context);
           std::vector<int> lengths(batch, other > 0 ? other : context);
           lengths[0] = context;
@@ -262,8 +262,8 @@ int RunGpu() {
           const double pool =
               tokens * (probe.DataBytesPerTokenPerLayer() + probe.ParamBytesPerTokenPerLayer());
           if (pool > absl::GetFlag(FLAGS_max_pool_gib) * (1 << 30)) continue;
-          const CaseResult r = RunCudaCase(lengths, group_size, kind == "random",
-                                           absl::GetFlag(FLAGS_repeats), rng);
+          const CaseResult r =
+              RunCudaCase(lengths, group_size, kind == "random", absl::GetFlag(FLAGS_repeats), rng);
           const double gbps = r.bytes / r.seconds / 1e9;
           const std::string context_text =
               other > 0 && batch > 1 ? absl::StrCat(context, " + ", batch - 1, " x ", other)
