@@ -173,9 +173,9 @@ void RandomQuery(size_t n, DType io, float scale, std::mt19937& rng, std::vector
 // Checks the device output against the oracle row by row: no NaN, padded rows exactly zero,
 // and a relative error (norm of the difference over the norm of the oracle's row) of at most
 // 2e-3 beyond what rounding the exact result to the io dtype costs by itself. That rounding
-// is about 2e-4 of a row for fp16 but 1.7e-3 for bf16 (8 significant bits), up to 1.95e-3
-// for a row of 256 distinct values, so a plain 2e-3 bound would measure the dtype rather
-// than the kernel; and rounding the oracle too does not help, since a kernel error far below
+// is about 2e-4 of a row for fp16 but 1.7e-3 for bf16 (8 significant bits), and 1.98e-3 was
+// measured on a one-token row (256 distinct values), so a plain 2e-3 bound would measure
+// the dtype rather than the kernel; and rounding the oracle too does not help, since a kernel error far below
 // a bf16 step still moves some outputs a whole step.
 void ExpectClose(const std::vector<uint16_t>& got_bits, DType io, const std::vector<float>& want,
                  const std::vector<DecodeRow>& rows, int row_size, const std::string& what) {
