@@ -50,12 +50,12 @@ std::string Describe(const Case& c) {
 }
 
 // Two caches with identical bytes and page tables: one in host memory (for the oracle),
-// one in device memory (for the kernel). The pool holds `capacity_slots` slots (default
-// max_batch x max_seq_len), every one of them filled with random K/V.
+// one in device memory (for the kernel). The pool holds `capacity_slots` slots, every one of
+// them filled with random K/V.
 class MirroredCache {
  public:
-  MirroredCache(const Case& c, int max_batch, int max_seq_len, std::mt19937& rng,
-                int64_t capacity_slots = 0)
+  MirroredCache(const Case& c, int max_batch, int max_seq_len, int64_t capacity_slots,
+                std::mt19937& rng)
       : case_(c) {
     KvCacheConfig config;
     config.num_layers = 2;
@@ -66,8 +66,7 @@ class MirroredCache {
     config.param_dtype = c.params;
     config.max_requests = max_batch;
     config.max_seq_len = max_seq_len;
-    config.capacity_slots =
-        capacity_slots > 0 ? capacity_slots : static_cast<int64_t>(max_batch) * max_seq_len;
+    config.capacity_slots = capacity_slots;
     host_ = *KvCache::Create(config, MemoryKind::kHost);
     device_ = *KvCache::Create(config, MemoryKind::kDevice);
     // Random K/V in every slot (slot 0 too: padded rows must not read it into results).
@@ -175,8 +174,8 @@ void RandomQuery(size_t n, DType io, float scale, std::mt19937& rng, std::vector
 // 2e-3 beyond what rounding the exact result to the io dtype costs by itself. That rounding
 // is about 2e-4 of a row for fp16 but 1.7e-3 for bf16 (8 significant bits), and 1.98e-3 was
 // measured on a one-token row (256 distinct values), so a plain 2e-3 bound would measure
-// the dtype rather than the kernel; and rounding the oracle too does not help, since a kernel error far below
-// a bf16 step still moves some outputs a whole step.
+// the dtype rather than the kernel; and rounding the oracle too does not help, since a
+// kernel error far below a bf16 step still moves some outputs a whole step.
 void ExpectClose(const std::vector<uint16_t>& got_bits, DType io, const std::vector<float>& want,
                  const std::vector<DecodeRow>& rows, int row_size, const std::string& what) {
   double worst = 0, worst_beyond_dtype = 0;
@@ -190,7 +189,7 @@ void ExpectClose(const std::vector<uint16_t>& got_bits, DType io, const std::vec
         ASSERT_EQ(got, 0.0f) << what << " padded row " << b;
         continue;
       }
-      const double rounded = ToFloat(FromFloat(want[b * row_size + i], io), io);
+      const double rounded = ToFloat(FromFloat(static_cast<float>(w), io), io);
       diff += (got - w) * (got - w);
       rounding += (rounded - w) * (rounded - w);
       norm += w * w;
@@ -215,7 +214,7 @@ void RunCase(const Case& c, std::mt19937& rng) {
   const int max_seq_len = std::max(1, *std::max_element(c.lengths.begin(), c.lengths.end()));
   // A pool of just the batch's tokens: filling it is most of a case's time.
   const int64_t tokens = std::accumulate(c.lengths.begin(), c.lengths.end(), int64_t{0});
-  MirroredCache caches(c, max_batch, max_seq_len, rng, std::max<int64_t>(1, tokens));
+  MirroredCache caches(c, max_batch, max_seq_len, std::max<int64_t>(1, tokens), rng);
   const std::vector<DecodeRow> rows = caches.NewBatch(c.lengths, c.permuted, rng);
   AttentionShape shape{c.kv_heads * c.group, c.kv_heads, c.head_dim, max_batch, max_seq_len, 0};
   BackendOptions cuda_options;
@@ -367,7 +366,7 @@ void ReplayGraph(int bucket, int max_seq_len, const std::vector<std::vector<int>
   for (const std::vector<int>& lengths : steps) {
     capacity = std::max(capacity, std::accumulate(lengths.begin(), lengths.end(), int64_t{0}));
   }
-  MirroredCache caches(c, bucket, max_seq_len, rng, capacity);
+  MirroredCache caches(c, bucket, max_seq_len, capacity, rng);
   AttentionShape shape{8, 2, 128, bucket, max_seq_len, 0};
   BackendOptions options;
   options.io_dtype = DType::kFloat16;
@@ -433,7 +432,7 @@ TEST_F(CudaDecodeBackendTest, GraphReplayWithChangingLengthsAndPageTables) {
 TEST_F(CudaDecodeBackendTest, RejectsCpuDtypesAndBadPlans) {
   Case c;
   c.lengths = {4};
-  MirroredCache caches(c, 2, 8, rng_);
+  MirroredCache caches(c, 2, 8, 16, rng_);
   AttentionShape shape{8, 2, 128, 2, 8, 0};
   BackendOptions f32;
   EXPECT_EQ(CreateCudaDecodeBackend(BindingFor(caches.device()), shape, f32).status().code(),

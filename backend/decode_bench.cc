@@ -249,12 +249,12 @@ int RunGpu() {
   for (int group_size : ParseInts(absl::GetFlag(FLAGS_group_sizes))) {
     for (int batch : ParseInts(absl::GetFlag(FLAGS_batches))) {
       for (int context : ParseInts(absl::GetFlag(FLAGS_contexts))) {
+        if (batch < 1 || context < 1) continue;
         for (absl::string_view kind : absl::StrSplit(absl::GetFlag(FLAGS_page_tables), ',')) {
           KvCacheConfig probe;
           probe.kv_heads = kKvHeads;
           probe.head_dim = kHeadDim;
           probe.group_size = group_size;
-          if (batch < 1 || context < 1) continue;
           const int other = absl::GetFlag(FLAGS_other_rows_context);
           std::vector<int> lengths(batch, other > 0 ? other : context);
           lengths[0] = context;

@@ -84,6 +84,8 @@ namespace {
 // After the drain, how long clients get to read the last finishes before gRPC closes their
 // connections (see the end of Run).
 constexpr absl::Duration kFinishLinger = absl::Milliseconds(100);
+// The longest the drain waits for Generate handlers to return once the engine has stopped.
+constexpr absl::Duration kHandlersReturnLimit = absl::Seconds(1);
 
 struct Options {
   EngineConfig engine;
@@ -270,7 +272,7 @@ int Run(const char* argv0) {
   // first, and clients get kFinishLinger to read, before gRPC closes anything. Clients that
   // keep idle connections open would hold gRPC's shutdown until the grace period ends, so
   // that is short.
-  const absl::Time handlers_deadline = absl::Now() + absl::Seconds(1);
+  const absl::Time handlers_deadline = absl::Now() + kHandlersReturnLimit;
   while (service.generate_calls_in_flight() > 0 && absl::Now() < handlers_deadline) {
     absl::SleepFor(absl::Milliseconds(1));
   }
