@@ -107,7 +107,7 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     split.chunks = device_chunks_;
     split.partial_out = partial_out_;
     split.partial_lse = partial_lse_;
-    RETURN_IF_ERROR(kernels_.LaunchSplit(split, capacity_, stream));
+    RETURN_IF_ERROR(kernels_.LaunchSplit(split, capacity_, target_chunks_, stream));
 
     MergeKernelParams merge;
     merge.rows = device_rows_;

@@ -33,8 +33,10 @@ struct SplitKernelParams {
   int32_t log2_group_size;  // log2 of the cache's group_size
   float scale_log2;         // softmax scale * log2(e)
   const ChunkWork* chunks;  // device [capacity]
-  float* partial_out;       // device [capacity][q_heads][head_dim]
-  float* partial_lse;       // device [capacity][q_heads], log2 domain
+  // Set by LaunchSplit: if this chunk is empty, the merge's launch is released early.
+  int32_t early_release_chunk;
+  float* partial_out;  // device [capacity][q_heads][head_dim]
+  float* partial_lse;  // device [capacity][q_heads], log2 domain
 };
 
 struct MergeKernelParams {
@@ -60,7 +62,8 @@ class DecodeKernels {
   int32_t resident_warps_per_sm() const { return resident_warps_per_sm_; }
   const char* variant() const { return variant_; }
 
-  absl::Status LaunchSplit(const SplitKernelParams& params, int32_t capacity,
+  // capacity: chunks of the grid; target_chunks: the planner's one-wave chunk count.
+  absl::Status LaunchSplit(const SplitKernelParams& params, int32_t capacity, int32_t target_chunks,
                            CudaStream stream) const;
   // typical_chunks_per_row: about how many chunks the plan gives a row of this batch; rows
   // with more are still merged right, only with fewer threads each.

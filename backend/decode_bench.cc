@@ -8,13 +8,15 @@
 // --repeats timings, each timing a batch of CUDA-graph replays divided by the layer-runs in
 // it. Small pools are spread over several layers (one graph runs every layer once) so that
 // consecutive runs do not find their data in L2. Effective bandwidth counts the minimum
-// bytes: codes + scales + page-table entries + q + out, each read or written once.
+// bytes: codes + scales + page-table entries + q + out, each read or written once. Each case
+// also times a device-to-device copy of that many bytes (read + write) replayed the same way.
 // --other_rows_context=N measures skewed batches: row 0 has the listed context, the others N.
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <numeric>
 #include <random>
 #include <string>
@@ -25,6 +27,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "backend/cpu_decode_backend.h"
 #include "backend/cuda_decode_backend.h"
@@ -126,9 +129,48 @@ void FillDevice(void* device, size_t bytes, const std::vector<uint8_t>& pattern)
 }
 
 struct CaseResult {
-  double seconds;  // per layer-run
-  double bytes;    // minimum bytes per layer-run
+  double seconds;           // per layer-run
+  double bytes;             // minimum bytes per layer-run
+  double copy_seconds = 0;  // a device-to-device copy of `bytes` (read + write); 0: not run
 };
+
+// Captures `enqueue(layer)` for every layer into one CUDA graph, replays it and returns the
+// median over `repeats` timings of the time per layer (each timing a batch of replays long
+// enough to amortize the replay launch).
+double SecondsPerRun(cudaStream_t stream, int num_layers, int repeats,
+                     const std::function<void(int)>& enqueue) {
+  cudaGraph_t graph;
+  CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  for (int layer = 0; layer < num_layers; ++layer) enqueue(layer);
+  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t exec;
+  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  cudaEvent_t start, stop;
+  CHECK_CUDA(cudaEventCreate(&start));
+  CHECK_CUDA(cudaEventCreate(&stop));
+  auto time_launches = [&](int launches) {
+    CHECK_CUDA(cudaEventRecord(start, stream));
+    for (int i = 0; i < launches; ++i) CHECK_CUDA(cudaGraphLaunch(exec, stream));
+    CHECK_CUDA(cudaEventRecord(stop, stream));
+    CHECK_CUDA(cudaEventSynchronize(stop));
+    float ms = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
+    return ms * 1e-3;
+  };
+  time_launches(3);  // warm-up
+  const double one = time_launches(1);
+  const int launches = static_cast<int>(std::clamp(5e-3 / one, 1.0, 200.0));
+  std::vector<double> per_run;
+  for (int r = 0; r < repeats; ++r) {
+    per_run.push_back(time_launches(launches) / (launches * num_layers));
+  }
+  CHECK_CUDA(cudaGetLastError());
+  CHECK_CUDA(cudaGraphExecDestroy(exec));
+  CHECK_CUDA(cudaGraphDestroy(graph));
+  CHECK_CUDA(cudaEventDestroy(start));
+  CHECK_CUDA(cudaEventDestroy(stop));
+  return Median(per_run);
+}
 
 // lengths: tokens of each row of the batch.
 CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, bool random_pages,
@@ -192,44 +234,31 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, bool ran
   cudaStream_t stream;
   CHECK_CUDA(cudaStreamCreate(&stream));
   CheckOk(backend->Plan(rows, stream));
-  cudaGraph_t graph;
-  CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  for (int layer = 0; layer < config.num_layers; ++layer) {
-    CheckOk(backend->Run(layer, q, out, stream));
-  }
-  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
-  cudaGraphExec_t exec;
-  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  cudaEvent_t start, stop;
-  CHECK_CUDA(cudaEventCreate(&start));
-  CHECK_CUDA(cudaEventCreate(&stop));
-  auto time_launches = [&](int launches) {
-    CHECK_CUDA(cudaEventRecord(start, stream));
-    for (int i = 0; i < launches; ++i) CHECK_CUDA(cudaGraphLaunch(exec, stream));
-    CHECK_CUDA(cudaEventRecord(stop, stream));
-    CHECK_CUDA(cudaEventSynchronize(stop));
-    float ms = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
-    return ms * 1e-3;
-  };
-  time_launches(3);  // warm-up
-  const double one = time_launches(1);
-  const int launches = static_cast<int>(std::clamp(5e-3 / one, 1.0, 200.0));
-  std::vector<double> per_run;
-  for (int r = 0; r < repeats; ++r) {
-    per_run.push_back(time_launches(launches) / (launches * config.num_layers));
-  }
-  CHECK_CUDA(cudaGetLastError());
-
   CaseResult result;
-  result.seconds = Median(per_run);
   result.bytes = static_cast<double>(tokens) * (config.DataBytesPerTokenPerLayer() +
                                                 config.ParamBytesPerTokenPerLayer() + 4) +
                  2.0 * qo * 2;
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
+  result.seconds = SecondsPerRun(stream, config.num_layers, repeats,
+                                 [&](int layer) { CheckOk(backend->Run(layer, q, out, stream)); });
+
+  // The same number of bytes moved by cudaMemcpyAsync, as the ceiling is (half read from this
+  // layer's codes, half written to a buffer of its own per layer), replayed the same way: what
+  // a plain copy of this size achieves, launch and ramp included.
+  const size_t half = static_cast<size_t>(result.bytes / 2) / 16 * 16;
+  const bool fits_in_layer =
+      half <= static_cast<size_t>(layout.DataBytesPerSlot() * layout.num_slots);
+  void* copies = nullptr;
+  if (fits_in_layer && cudaMalloc(&copies, half * config.num_layers) == cudaSuccess) {
+    const uint8_t* codes = cache->view().data;
+    result.copy_seconds = SecondsPerRun(stream, config.num_layers, repeats, [&](int layer) {
+      CHECK_CUDA(cudaMemcpyAsync(static_cast<uint8_t*>(copies) + half * layer,
+                                 codes + layout.DataOffset(layer, 0, 0), half,
+                                 cudaMemcpyDeviceToDevice, stream));
+    });
+    CHECK_CUDA(cudaFree(copies));
+  } else {
+    (void)cudaGetLastError();  // no room for the copy: report no figure
+  }
   cudaStreamDestroy(stream);
   cudaFree(q);
   cudaFree(out);
@@ -243,8 +272,10 @@ int RunGpu() {
   std::printf("device: %s, %d SMs, %.0f MB L2\n", props.name, props.multiProcessorCount,
               props.l2CacheSize / 1e6);
   std::printf("copy ceiling (cudaMemcpy D2D, 1 GiB, read + write): %.0f GB/s\n\n", ceiling);
-  std::printf("| group | batch | context | pages | time (us) | GB/s | %% of copy |\n");
-  std::printf("|---:|---:|---:|---|---:|---:|---:|\n");
+  std::printf(
+      "| group | batch | context | pages | time (us) | GB/s | %% of copy | same-bytes copy (us) "
+      "| %% of same-bytes copy |\n");
+  std::printf("|---:|---:|---:|---|---:|---:|---:|---:|---:|\n");
   std::mt19937 rng(7);
   for (int group_size : ParseInts(absl::GetFlag(FLAGS_group_sizes))) {
     for (int batch : ParseInts(absl::GetFlag(FLAGS_batches))) {
@@ -268,9 +299,13 @@ int RunGpu() {
           const std::string context_text =
               other > 0 && batch > 1 ? absl::StrCat(context, " + ", batch - 1, " x ", other)
                                      : absl::StrCat(context);
-          std::printf("| %d | %d | %s | %s | %.1f | %.0f | %.1f |\n", group_size, batch,
+          const std::string copy_text = r.copy_seconds > 0
+                                            ? absl::StrFormat("%.1f | %.1f", r.copy_seconds * 1e6,
+                                                              100.0 * r.copy_seconds / r.seconds)
+                                            : std::string("- | -");
+          std::printf("| %d | %d | %s | %s | %.1f | %.0f | %.1f | %s |\n", group_size, batch,
                       context_text.c_str(), std::string(kind).c_str(), r.seconds * 1e6, gbps,
-                      100.0 * gbps / ceiling);
+                      100.0 * gbps / ceiling, copy_text.c_str());
           std::fflush(stdout);
         }
       }
