@@ -839,7 +839,8 @@ void DescribeDim(bool asym, int head_tiles, bool bf16, void (**fn)(SplitKernelPa
 // only idle multiprocessors: block timelines (H100) showed 4 x 1024's 128 split blocks packed
 // 4 deep on 35 of 132, and 8 x 1024's 256 on 66; with one carveout, over 116 and 132. The
 // largest carveout spread them as well but cost group-32 steps 5% (4 x 4096: 15.0 -> 15.8 us)
-// against 2% for this one (15.3 us).
+// against 2% for this one (15.3 us). MergeKernel serves every variant: in a process with
+// backends of several shapes, the last one created sets its carveout.
 absl::Status ShareCarveout(void (*split)(SplitKernelParams), int threads, int smem_bytes,
                            int* blocks) {
   auto set_both = [&](int percent) -> absl::Status {
