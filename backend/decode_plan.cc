@@ -21,8 +21,8 @@ void PlanDecode(absl::Span<const DecodeRow> rows, int32_t target_chunks, DecodeP
   // target - batch keeps the count within one wave of `target_chunks` (when the batch is
   // smaller than the target; larger batches take several waves whatever the size).
   const int64_t budget = batch < target_chunks ? target_chunks - batch : target_chunks;
-  const int64_t chunk_len =
-      RoundUp(std::max<int64_t>(kMinChunkTokens, CeilDiv(total, budget)), kChunkAlign);
+  const int64_t min_len = total <= kShortStepTokens ? kShortStepChunkTokens : kMinChunkTokens;
+  const int64_t chunk_len = RoundUp(std::max(min_len, CeilDiv(total, budget)), kChunkAlign);
   int32_t next = 0;
   for (int32_t b = 0; b < batch; ++b) {
     const int64_t len = rows[b].seq_len;

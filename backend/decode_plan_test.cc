@@ -61,8 +61,16 @@ TEST(DecodePlanTest, SplitsALongSingleRowAcrossTheTarget) {
   // 16 rows of 16384 on 264 slots: 16 chunks of 1024 each, one wave (not 17 and a tail).
   PlanDecode(std::vector<DecodeRow>(16, DecodeRow{0, 16384}), 264, &plan);
   EXPECT_EQ(plan.used_chunks, 256);
+  // A short step takes 32-token chunks (32, 32, 32, 4); beyond kShortStepTokens in all, the
+  // same row takes 64-token ones.
   PlanDecode(std::vector<DecodeRow>{{3, 100}}, 64, &plan);
-  EXPECT_EQ(plan.used_chunks, 2);  // at least kMinChunkTokens per chunk
+  EXPECT_EQ(plan.used_chunks, 4);
+  EXPECT_EQ(plan.chunks[0].end - plan.chunks[0].begin, kShortStepChunkTokens);
+  PlanDecode(std::vector<DecodeRow>{{3, 100}, {4, kShortStepTokens - 100}}, 264, &plan);
+  EXPECT_EQ(plan.rows[0].num_chunks, 4);
+  PlanDecode(std::vector<DecodeRow>{{3, 100}, {4, kShortStepTokens - 100 + 1}}, 264, &plan);
+  EXPECT_EQ(plan.rows[0].num_chunks, 2);
+  EXPECT_EQ(plan.chunks[0].end - plan.chunks[0].begin, kMinChunkTokens);
   PlanDecode(std::vector<DecodeRow>{{3, 0}, {4, 0}}, 64, &plan);
   EXPECT_EQ(plan.used_chunks, 0);
   EXPECT_EQ(plan.rows[1].num_chunks, 0);
