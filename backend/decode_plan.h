@@ -30,9 +30,9 @@ struct RowWork {
 constexpr int32_t kChunkAlign = 16;      // tokens per tensor-core tile
 constexpr int32_t kMinChunkTokens = 64;  // below this, a block's fixed costs dominate
 // A step of at most kShortStepTokens tokens leaves most of the device idle whatever its chunk
-// size; there a warp's tiles are computed one after another at about 1 us each (H100), so it
-// takes chunks of kShortStepChunkTokens: more blocks, fewer tiles each (1 x 2048: 9.8 -> 7.9
-// us; at 4096 tokens the doubled partials cost more than that saves).
+// size, and a warp computes its tiles one after another at about 1 us each (H100), so such a
+// step takes chunks of kShortStepChunkTokens: more blocks, fewer tiles each (1 x 2048: 9.85 ->
+// 7.9 us). At 4096 tokens the doubled partials cost the merge more than that saves.
 constexpr int64_t kShortStepTokens = 2048;
 constexpr int32_t kShortStepChunkTokens = 32;
 
@@ -47,9 +47,9 @@ struct DecodePlan {
 };
 
 // Splits rows into chunks: a chunk length L = max(minimum, ceil(total tokens /
-// (target_chunks - batch))) rounded to kChunkAlign, the minimum being kShortStepChunkTokens for
-// steps of at most kShortStepTokens tokens and kMinChunkTokens otherwise (target_chunks alone when the batch is not
-// smaller), then each row is cut into ceil(len / L) near-equal pieces. When batch <
+// (target_chunks - batch))) rounded to kChunkAlign (target_chunks alone when the batch is not
+// smaller; the minimum is kShortStepChunkTokens for steps of at most kShortStepTokens tokens,
+// else kMinChunkTokens), then each row is cut into ceil(len / L) near-equal pieces. When batch <
 // target_chunks this emits at most target_chunks chunks (one wave of the device); never more
 // than ChunkCapacity(batch, target_chunks). Padded rows (seq_len 0) get none.
 void PlanDecode(absl::Span<const DecodeRow> rows, int32_t target_chunks, DecodePlan* plan);
