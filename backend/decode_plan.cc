@@ -21,13 +21,14 @@ void PlanDecode(absl::Span<const DecodeRow> rows, int32_t target_chunks, DecodeP
   // target - batch keeps the count within one wave of `target_chunks` (when the batch is
   // smaller than the target; larger batches take several waves whatever the size).
   const int64_t budget = batch < target_chunks ? target_chunks - batch : target_chunks;
-  const int64_t min_len = total <= kShortStepTokens ? kShortStepChunkTokens : kMinChunkTokens;
-  const int64_t chunk_len = RoundUp(std::max(min_len, CeilDiv(total, budget)), kChunkAlign);
+  const int64_t balanced_len = CeilDiv(total, budget);
   int32_t next = 0;
   for (int32_t b = 0; b < batch; ++b) {
     const int64_t len = rows[b].seq_len;
     plan->rows[b].first_chunk = next;
     if (len == 0) continue;
+    const int64_t min_len = len <= kShortRowTokens ? kShortRowChunkTokens : kMinChunkTokens;
+    const int64_t chunk_len = RoundUp(std::max(min_len, balanced_len), kChunkAlign);
     const int64_t pieces = CeilDiv(len, chunk_len);
     const int64_t piece_len = RoundUp(CeilDiv(len, pieces), kChunkAlign);
     for (int64_t begin = 0; begin < len; begin += piece_len) {

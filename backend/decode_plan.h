@@ -28,15 +28,17 @@ struct RowWork {
 };
 
 constexpr int32_t kChunkAlign = 16;      // tokens per tensor-core tile
-// Chunks of longer steps are at least this long: shorter ones would double the partials the
-// merge reads for less than they save (1 x 4096: 9.9 -> 11.0 us with 32-token chunks).
+// Chunks of rows longer than kShortRowTokens are at least this long: shorter ones would
+// double the partials the merge reads for less than they save (1 x 4096: 9.9 -> 11.0 us with
+// 32-token chunks).
 constexpr int32_t kMinChunkTokens = 64;
-// A step of at most kShortStepTokens tokens leaves most of the device idle whatever its chunk
-// size, and a warp computes its tiles one after another at about 1 us each (H100), so such a
-// step takes chunks of kShortStepChunkTokens: more blocks, fewer tiles each (1 x 2048: 9.85 ->
-// 7.9 us). At 4096 tokens the doubled partials cost the merge more than that saves.
-constexpr int64_t kShortStepTokens = 2048;
-constexpr int32_t kShortStepChunkTokens = 32;
+// A row of at most kShortRowTokens tokens may take chunks of kShortRowChunkTokens: in a short
+// step the device is mostly idle, and a warp computes its tiles one after another at about
+// 1 us each (H100), so more blocks with fewer tiles each finish sooner (1 x 2048: 9.85 -> 7.9
+// us). The minimum depends on the row alone, never on the rest of the batch, so that a row
+// is cut the same way whatever runs beside it while the step is small (below).
+constexpr int32_t kShortRowTokens = 2048;
+constexpr int32_t kShortRowChunkTokens = 32;
 
 // Chunk capacity (grid width) for a batch of `batch` rows when the device wants about
 // `target_chunks` chunks in flight: the planner never emits more than this.
@@ -48,12 +50,14 @@ struct DecodePlan {
   int32_t used_chunks = 0;
 };
 
-// Splits rows into chunks: a chunk length L = max(minimum, ceil(total tokens /
+// Splits rows into chunks: row b's chunk length is L_b = max(minimum_b, ceil(total tokens /
 // (target_chunks - batch))) rounded to kChunkAlign (target_chunks alone when the batch is not
-// smaller; the minimum is kShortStepChunkTokens for steps of at most kShortStepTokens tokens,
-// else kMinChunkTokens), then each row is cut into ceil(len / L) near-equal pieces. When batch <
-// target_chunks this emits at most target_chunks chunks (one wave of the device); never more
-// than ChunkCapacity(batch, target_chunks). Padded rows (seq_len 0) get none.
+// smaller; minimum_b is kShortRowChunkTokens for rows of at most kShortRowTokens tokens, else
+// kMinChunkTokens), then the row is cut into ceil(len / L_b) near-equal pieces. While the
+// total term stays below a row's minimum, the row's chunks depend on that row alone, so its
+// result is the same whatever else the batch holds. When batch < target_chunks this emits at
+// most target_chunks chunks (one wave of the device); never more than ChunkCapacity(batch,
+// target_chunks). Padded rows (seq_len 0) get none.
 void PlanDecode(absl::Span<const DecodeRow> rows, int32_t target_chunks, DecodePlan* plan);
 
 }  // namespace int4kv

@@ -61,19 +61,33 @@ TEST(DecodePlanTest, SplitsALongSingleRowAcrossTheTarget) {
   // 16 rows of 16384 on 264 slots: 16 chunks of 1024 each, one wave (not 17 and a tail).
   PlanDecode(std::vector<DecodeRow>(16, DecodeRow{0, 16384}), 264, &plan);
   EXPECT_EQ(plan.used_chunks, 256);
-  // A short step takes 32-token chunks (32, 32, 32, 4); beyond kShortStepTokens in all, the
-  // same row takes 64-token ones.
+  // A row of at most kShortRowTokens takes 32-token chunks (32, 32, 32, 4); a longer row
+  // 64-token ones.
   PlanDecode(std::vector<DecodeRow>{{3, 100}}, 64, &plan);
   EXPECT_EQ(plan.used_chunks, 4);
-  EXPECT_EQ(plan.chunks[0].end - plan.chunks[0].begin, kShortStepChunkTokens);
-  PlanDecode(std::vector<DecodeRow>{{3, 100}, {4, kShortStepTokens - 100}}, 264, &plan);
-  EXPECT_EQ(plan.rows[0].num_chunks, 4);
-  PlanDecode(std::vector<DecodeRow>{{3, 100}, {4, kShortStepTokens - 100 + 1}}, 264, &plan);
-  EXPECT_EQ(plan.rows[0].num_chunks, 2);
+  EXPECT_EQ(plan.chunks[0].end - plan.chunks[0].begin, kShortRowChunkTokens);
+  PlanDecode(std::vector<DecodeRow>{{3, kShortRowTokens + 1}}, 264, &plan);
   EXPECT_EQ(plan.chunks[0].end - plan.chunks[0].begin, kMinChunkTokens);
   PlanDecode(std::vector<DecodeRow>{{3, 0}, {4, 0}}, 64, &plan);
   EXPECT_EQ(plan.used_chunks, 0);
   EXPECT_EQ(plan.rows[1].num_chunks, 0);
+}
+
+// A row is cut the same way alone and beside other rows (short or long, padded or not) as
+// long as the step is small, so its result does not depend on what else runs with it.
+TEST(DecodePlanTest, ARowIsCutTheSameWayWhateverRunsBesideIt) {
+  const int32_t target = 264;
+  for (const int32_t len : {1, 17, 100, 1000, kShortRowTokens, 5000}) {
+    DecodePlan alone, beside;
+    PlanDecode(std::vector<DecodeRow>{{3, len}}, target, &alone);
+    PlanDecode(std::vector<DecodeRow>{{7, 0}, {5, 40}, {3, len}, {4, 3000}}, target, &beside);
+    const RowWork row = beside.rows[2];
+    ASSERT_EQ(row.num_chunks, alone.rows[0].num_chunks) << "len " << len;
+    for (int32_t c = 0; c < row.num_chunks; ++c) {
+      EXPECT_EQ(beside.chunks[row.first_chunk + c].begin, alone.chunks[c].begin) << "len " << len;
+      EXPECT_EQ(beside.chunks[row.first_chunk + c].end, alone.chunks[c].end) << "len " << len;
+    }
+  }
 }
 
 }  // namespace
