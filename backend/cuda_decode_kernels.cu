@@ -48,9 +48,21 @@ __device__ __forceinline__ uint32_t SmemAddress(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
+// cp.async of kBytes (16: bypassing L1). wide_l2: an L2 miss fetches the whole aligned 128
+// bytes around the address from DRAM, not only the sectors asked for; the neighbouring rows of
+// a slot (other KV heads, read by this block's other warps or the next block) then come from L2.
 template <int kBytes>
-__device__ __forceinline__ void CpAsync(void* smem, const void* global) {
-  if constexpr (kBytes == 16) {
+__device__ __forceinline__ void CpAsync(void* smem, const void* global, bool wide_l2) {
+  if (wide_l2) {
+    if constexpr (kBytes == 16) {
+      asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16;\n" ::"r"(SmemAddress(smem)),
+                   "l"(global));
+    } else {
+      asm volatile("cp.async.ca.shared.global.L2::128B [%0], [%1], %2;\n" ::"r"(
+                       SmemAddress(smem)),
+                   "l"(global), "n"(kBytes));
+    }
+  } else if constexpr (kBytes == 16) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(SmemAddress(smem)),
                  "l"(global));
   } else {
@@ -230,6 +242,9 @@ struct SplitKernel {
     int param_row_bytes;        // parameter bytes per head row
     int log2_unit;              // fast path: log2 of the parameter copy unit
     int log2_units_per_row;
+    // A slot's rows of one layer (all KV heads' codes, or parameters) span at least 128
+    // bytes, all read in the same step, so whole 128-byte lines may be fetched (CpAsync).
+    bool wide_codes, wide_params;
   };
 
   static __device__ __forceinline__ Sources MakeSources(const SplitKernelParams& p, int kv_head) {
@@ -250,6 +265,8 @@ struct SplitKernel {
     const int log2_row = 1 + Log2OfPowerOfTwo(kDim) - p.log2_group_size;  // fast path only
     src.log2_unit = log2_row < 4 ? log2_row : 4;
     src.log2_units_per_row = log2_row - src.log2_unit;
+    src.wide_codes = src.slot_bytes >= 128;
+    src.wide_params = src.slot_param_bytes >= 128;
     return src;
   }
 
@@ -266,8 +283,9 @@ struct SplitKernel {
         const int unit = u0 + lane, token = unit / kChunks, chunk = unit % kChunks;
         const uint32_t slot = __shfl_sync(kFullMask, slot_reg, token);
         const uint64_t offset = WideMul(slot, src.slot_bytes) + chunk * 16;
-        CpAsync<16>(stage_k + KeyOffset(token, chunk), src.key + offset);
-        CpAsync<16>(stage_v + ValueOffset(ValueRow(token), chunk), src.value + offset);
+        CpAsync<16>(stage_k + KeyOffset(token, chunk), src.key + offset, src.wide_codes);
+        CpAsync<16>(stage_v + ValueOffset(ValueRow(token), chunk), src.value + offset,
+                    src.wide_codes);
       }
     } else {
       constexpr int kRowWords = kRowBytes / 4;
@@ -301,11 +319,11 @@ struct SplitKernel {
               src.Params(row_index / kTile) + WideMul(slot, src.slot_param_bytes) + part;
           uint8_t* to = stage_params + row_index * kParamRowBytes + part;
           if (src.log2_unit == 4) {
-            CpAsync<16>(to, from);
+            CpAsync<16>(to, from, src.wide_params);
           } else if (src.log2_unit == 3) {
-            CpAsync<8>(to, from);
+            CpAsync<8>(to, from, src.wide_params);
           } else {
-            CpAsync<4>(to, from);
+            CpAsync<4>(to, from, src.wide_params);
           }
         }
       }
