@@ -53,21 +53,19 @@ __device__ __forceinline__ uint32_t SmemAddress(const void* p) {
 // a slot (other KV heads, read by this block's other warps or the next block) then come from L2.
 template <int kBytes>
 __device__ __forceinline__ void CpAsync(void* smem, const void* global, bool wide_l2) {
-  if (wide_l2) {
-    if constexpr (kBytes == 16) {
-      asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16;\n" ::"r"(SmemAddress(smem)),
-                   "l"(global));
+  const uint32_t to = SmemAddress(smem);
+  if constexpr (kBytes == 16) {
+    if (wide_l2) {
+      asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16;\n" ::"r"(to), "l"(global));
     } else {
-      asm volatile("cp.async.ca.shared.global.L2::128B [%0], [%1], %2;\n" ::"r"(
-                       SmemAddress(smem)),
-                   "l"(global), "n"(kBytes));
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(to), "l"(global));
     }
-  } else if constexpr (kBytes == 16) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(SmemAddress(smem)),
-                 "l"(global));
+  } else if (wide_l2) {
+    asm volatile("cp.async.ca.shared.global.L2::128B [%0], [%1], %2;\n" ::"r"(to), "l"(global),
+                 "n"(kBytes));
   } else {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(SmemAddress(smem)),
-                 "l"(global), "n"(kBytes));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(to), "l"(global),
+                 "n"(kBytes));
   }
 }
 
