@@ -15,6 +15,11 @@
 namespace int4kv {
 namespace {
 
+// Copied to the device with each plan, just ahead of its rows.
+struct alignas(8) StepFlags {
+  int32_t discard_partials;  // MergeKernelParams::discard_partials
+};
+
 int32_t Log2(int32_t power_of_two) {
   int32_t log = 0;
   while ((1 << log) < power_of_two) ++log;
@@ -25,12 +30,13 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
  public:
   CudaDecodeBackend(const KvCacheBinding& cache, const AttentionShape& shape,
                     const BackendOptions& options, const DecodeKernels& kernels,
-                    int32_t target_chunks)
+                    int32_t target_chunks, int64_t l2_bytes)
       : DecodeAttentionBackend(shape),
         cache_(cache),
         io_dtype_(options.io_dtype),
         kernels_(kernels),
         target_chunks_(target_chunks),
+        l2_bytes_(l2_bytes),
         max_capacity_(ChunkCapacity(shape.max_batch, target_chunks)) {}
 
   ~CudaDecodeBackend() override {
@@ -40,17 +46,19 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     }
     cudaFreeHost(staging_);
     cudaFree(device_chunks_);
-    cudaFree(device_rows_);
+    cudaFree(device_step_);
     cudaFree(partial_out_);
     cudaFree(partial_lse_);
   }
 
   absl::Status Allocate() {
     const size_t chunk_bytes = sizeof(ChunkWork) * max_capacity_;
-    const size_t row_bytes = sizeof(RowWork) * shape_.max_batch;
-    CUDA_RETURN_IF_ERROR(cudaMallocHost(&staging_, chunk_bytes + row_bytes));
+    const size_t step_bytes = sizeof(StepFlags) + sizeof(RowWork) * shape_.max_batch;
+    CUDA_RETURN_IF_ERROR(cudaMallocHost(&staging_, chunk_bytes + step_bytes));
     CUDA_RETURN_IF_ERROR(cudaMalloc(&device_chunks_, chunk_bytes));
-    CUDA_RETURN_IF_ERROR(cudaMalloc(&device_rows_, row_bytes));
+    CUDA_RETURN_IF_ERROR(cudaMalloc(&device_step_, step_bytes));
+    device_rows_ =
+        reinterpret_cast<RowWork*>(static_cast<uint8_t*>(device_step_) + sizeof(StepFlags));
     const size_t partials = static_cast<size_t>(max_capacity_) * shape_.q_heads;
     CUDA_RETURN_IF_ERROR(cudaMalloc(&partial_out_, partials * shape_.head_dim * sizeof(float)));
     CUDA_RETURN_IF_ERROR(cudaMalloc(&partial_lse_, partials * sizeof(float)));
@@ -69,13 +77,22 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     const size_t row_bytes = sizeof(RowWork) * plan_.rows.size();
     uint8_t* staging = static_cast<uint8_t*>(staging_);
     std::memcpy(staging, plan_.chunks.data(), chunk_bytes);
-    std::memcpy(staging + chunk_bytes, plan_.rows.data(), row_bytes);
+    // A step that reads more of the cache than L2 holds evicts its own partials (dirty, so
+    // written back to DRAM) before the next step overwrites them; a smaller one leaves them in
+    // L2 to be overwritten in place, which dropping them would only slow.
+    int64_t tokens = 0;
+    for (const DecodeRow& row : rows) tokens += row.seq_len;
+    const KvLayout& layout = cache_.view.layout;
+    StepFlags flags;
+    flags.discard_partials =
+        tokens * (layout.DataBytesPerSlot() + 2 * layout.ParamsPerSlot()) > l2_bytes_ ? 1 : 0;
+    std::memcpy(staging + chunk_bytes, &flags, sizeof(flags));
+    std::memcpy(staging + chunk_bytes + sizeof(flags), plan_.rows.data(), row_bytes);
     CUDA_RETURN_IF_ERROR(
         cudaMemcpyAsync(device_chunks_, staging, chunk_bytes, cudaMemcpyHostToDevice, stream));
-    if (row_bytes > 0) {
-      CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device_rows_, staging + chunk_bytes, row_bytes,
-                                           cudaMemcpyHostToDevice, stream));
-    }
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device_step_, staging + chunk_bytes,
+                                         sizeof(flags) + row_bytes, cudaMemcpyHostToDevice,
+                                         stream));
     CUDA_RETURN_IF_ERROR(cudaEventRecord(staging_done_, stream));
     batch_ = static_cast<int32_t>(rows.size());
     capacity_ = static_cast<int32_t>(plan_.chunks.size());
@@ -113,6 +130,7 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     merge.rows = device_rows_;
     merge.partial_out = partial_out_;
     merge.partial_lse = partial_lse_;
+    merge.discard_partials = &static_cast<const StepFlags*>(device_step_)->discard_partials;
     merge.out = out;
     merge.out_is_bf16 = io_dtype_ == DType::kBFloat16;
     merge.q_heads = shape_.q_heads;
@@ -126,12 +144,15 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
   DType io_dtype_;
   DecodeKernels kernels_;
   int32_t target_chunks_;
+  int64_t l2_bytes_;  // the device's L2 cache
   int32_t max_capacity_;
 
   // Owned device and pinned buffers, sized for max_batch at creation.
-  void* staging_ = nullptr;             // pinned [max_capacity] ChunkWork + [max_batch] RowWork
+  // pinned [max_capacity] ChunkWork, StepFlags, [max_batch] RowWork
+  void* staging_ = nullptr;
   ChunkWork* device_chunks_ = nullptr;  // [max_capacity]
-  RowWork* device_rows_ = nullptr;      // [max_batch]
+  void* device_step_ = nullptr;         // StepFlags, then [max_batch] RowWork
+  RowWork* device_rows_ = nullptr;      // inside device_step_
   float* partial_out_ = nullptr;        // [max_capacity][q_heads][head_dim]
   float* partial_lse_ = nullptr;        // [max_capacity][q_heads]
   cudaEvent_t staging_done_ = nullptr;  // recorded after each plan's copy
@@ -165,7 +186,10 @@ absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCudaDecodeBackend(
   // Enough chunks to give every resident warp slot one (chunk, KV head).
   const int32_t target_chunks =
       std::max<int32_t>(1, sms * kernels.resident_warps_per_sm() / shape.kv_heads);
-  auto backend = std::make_unique<CudaDecodeBackend>(cache, shape, options, kernels, target_chunks);
+  int l2_bytes = 0;
+  CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, device));
+  auto backend =
+      std::make_unique<CudaDecodeBackend>(cache, shape, options, kernels, target_chunks, l2_bytes);
   RETURN_IF_ERROR(backend->Allocate());
   return std::unique_ptr<DecodeAttentionBackend>(std::move(backend));
 }

@@ -699,6 +699,28 @@ constexpr int kNarrowMergeColumns = 8;
 // Larger batches leave each row a few chunks: one block then merges several heads of a row.
 constexpr int kMaxMergeHeadsPerBlock = 8;
 
+// Invalidates, without write-back, the L2 lines of the partial outputs of heads [first_head,
+// first_head + heads_per_block) and float4 columns [first_column, first_column + columns) of a
+// row's chunks: the lines one merge block reads and no other does. Only whole lines qualify:
+// head rows and column spans must be multiples of 128 bytes (head_dim a multiple of 32,
+// columns of 8), else nothing is dropped.
+__device__ __forceinline__ void DiscardPartials(const MergeKernelParams& p, const RowWork& work,
+                                                int first_head, int first_column, int columns) {
+  constexpr int kLineFloats = 32;  // 128 bytes
+  if (p.head_dim % kLineFloats != 0 || columns % (kLineFloats / 4) != 0) return;
+  const int heads = min(p.heads_per_block, p.q_heads - first_head);
+  const int lines_per_head = columns * 4 / kLineFloats;
+  const int lines = work.num_chunks * heads * lines_per_head;
+  for (int i = threadIdx.x; i < lines; i += blockDim.x) {
+    const int line = i % lines_per_head, head = first_head + (i / lines_per_head) % heads;
+    const int chunk = work.first_chunk + i / (lines_per_head * heads);
+    const float* address = p.partial_out +
+                           (static_cast<int64_t>(chunk) * p.q_heads + head) * p.head_dim +
+                           first_column * 4 + line * kLineFloats;
+    asm volatile("discard.global.L2 [%0], 128;" ::"l"(address) : "memory");
+  }
+}
+
 // Block (row, head block, column group) merges heads [y H, y H + H) of its row (H =
 // heads_per_block), each with kMergeThreads / H threads. With C float4 columns per head
 // (columns_per_block when a narrow grid's row has many chunks, with H = 1; else head_dim / 4
@@ -711,7 +733,9 @@ __global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p
   __shared__ float weights[kMergeThreads];
   __shared__ float maxima[kMergeThreads];
   const int row = blockIdx.x;
-  const RowWork work = p.rows[row];  // written by Plan, not by the split kernel
+  // Both written by Plan's copy, not by the split kernel.
+  const RowWork work = p.rows[row];
+  const bool discard = *p.discard_partials != 0;
   // Column groups pay off only for a row with more chunks than one block spanning the whole
   // head loads at once (kMergeBatch per thread); group 0 alone merges any other row.
   const int head_columns = p.head_dim / 4;
@@ -771,6 +795,11 @@ __global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p
   weights[threadIdx.x] = total;
   maxima[threadIdx.x] = m;
   __syncthreads();
+  // Every partial this block merges is now in registers or shared memory.
+  if (discard) {
+    DiscardPartials(p, work, blockIdx.y * p.heads_per_block, grouped ? blockIdx.z * columns : 0,
+                    columns);
+  }
   if (head_thread >= columns || !column_in_head) return;
   float m_all = -INFINITY;
   for (int lane = 0; lane < lanes; ++lane) {

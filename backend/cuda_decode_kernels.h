@@ -43,6 +43,10 @@ struct MergeKernelParams {
   const RowWork* rows;  // device [batch]
   const float* partial_out;
   const float* partial_lse;
+  // Device flag written by Plan's copy: nonzero when the step reads more of the cache than L2
+  // holds, so that the partials would be evicted, and written back to DRAM, before the next
+  // step overwrites them; the merge then drops each partial from L2 once it has read it.
+  const int32_t* discard_partials;
   void* out;  // device [batch][q_heads][head_dim], fp16 or bf16
   int32_t out_is_bf16;
   int32_t q_heads;
