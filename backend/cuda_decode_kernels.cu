@@ -413,9 +413,17 @@ struct SplitKernel {
         LoadShared<16>(stage_k + KeyOffset(token, 2 * c + 1), key_codes[j] + 4);
       }
     }
-    float s[kHeadTiles][4];
+    // Four accumulators, by (code word parity, nibble), summed at the end: the tile's kKSteps
+    // MMAs form four dependent chains instead of one. A warp alone on its scheduler (short
+    // steps) waits on that chain; 1 x 1024: 8.35 -> 7.9 us.
+    float s_parts[4][kHeadTiles][4];
 #pragma unroll
-    for (int t = 0; t < kHeadTiles; ++t) s[t][0] = s[t][1] = s[t][2] = s[t][3] = 0.0f;
+    for (int h = 0; h < 4; ++h) {
+#pragma unroll
+      for (int t = 0; t < kHeadTiles; ++t) {
+        s_parts[h][t][0] = s_parts[h][t][1] = s_parts[h][t][2] = s_parts[h][t][3] = 0.0f;
+      }
+    }
 #pragma unroll
     for (int w = 0; w < kKeyWords; ++w) {
       __half2 scale[2], zero[2];
@@ -435,8 +443,16 @@ struct SplitKernel {
             DequantHigh<kAsym>(x0, scale[0], zero[0]), DequantHigh<kAsym>(x1, scale[1], zero[1])};
 #pragma unroll
         for (int t = 0; t < kHeadTiles; ++t) {
-          Mma(s[t], a, qb[t][2 * w + part][0], qb[t][2 * w + part][1]);
+          Mma(s_parts[2 * (w & 1) + part][t], a, qb[t][2 * w + part][0], qb[t][2 * w + part][1]);
         }
+      }
+    }
+    float s[kHeadTiles][4];
+#pragma unroll
+    for (int t = 0; t < kHeadTiles; ++t) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        s[t][i] = (s_parts[0][t][i] + s_parts[1][t][i]) + (s_parts[2][t][i] + s_parts[3][t][i]);
       }
     }
 
