@@ -83,9 +83,11 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     int64_t tokens = 0;
     for (const DecodeRow& row : rows) tokens += row.seq_len;
     const KvLayout& layout = cache_.view.layout;
+    const int64_t param_pools = cache_.view.quant_mode == QuantMode::kAsymmetric ? 2 : 1;
+    const int64_t bytes_per_token =
+        layout.DataBytesPerSlot() + param_pools * 2 * layout.ParamsPerSlot();  // 2-byte params
     StepFlags flags;
-    flags.discard_partials =
-        tokens * (layout.DataBytesPerSlot() + 2 * layout.ParamsPerSlot()) > l2_bytes_ ? 1 : 0;
+    flags.discard_partials = tokens * bytes_per_token > l2_bytes_ ? 1 : 0;
     std::memcpy(staging + chunk_bytes, &flags, sizeof(flags));
     std::memcpy(staging + chunk_bytes + sizeof(flags), plan_.rows.data(), row_bytes);
     CUDA_RETURN_IF_ERROR(
