@@ -589,6 +589,31 @@ struct SplitKernel {
 #pragma unroll
     for (int s = 0; s < kStages; ++s) first_slots[s] = load_slot(s);
 
+    // Q^T fragments straight from global memory, in the permuted k order of the K reads
+    // (see ProcessTile): registers (d, d + 4) and (d + 1, d + 5) of head 8t + r. Their loads
+    // go out with the page-table loads, so that the two trips overlap; they are converted
+    // and permuted only after the first tile's copies are issued.
+    const int64_t q_first =
+        (static_cast<int64_t>(work.row) * p.q_heads + static_cast<int64_t>(kv_head) * p.group) *
+        p.head_dim;
+    const uint32_t* q_words =
+        reinterpret_cast<const uint32_t*>(static_cast<const uint16_t*>(p.q) + q_first);
+    uint32_t q_raw[kHeadTiles][kKSteps][2];  // (q[head][d], q[head][d + 1]) and d + 4, d + 5
+#pragma unroll
+    for (int t = 0; t < kHeadTiles; ++t) {
+#pragma unroll
+      for (int s = 0; s < kKSteps; ++s) {
+        const int head = 8 * t + r, d = c * (kDim / 4) + 8 * (s / 2) + 2 * (s % 2);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int dim = d + 4 * h;
+          q_raw[t][s][h] = head < p.group && dim < p.head_dim
+                               ? __ldg(q_words + (head * p.head_dim + dim) / 2)
+                               : 0u;
+        }
+      }
+    }
+
     if constexpr (!kFast) {  // parameter entries past the row's groups must read as zero
       for (int i = lane * 4; i < kStages * kStageBytes; i += 32 * 4) {
         *reinterpret_cast<uint32_t*>(my_stages + i) = 0u;
@@ -606,29 +631,21 @@ struct SplitKernel {
     }
     int slot_next = first_slots[kStages - 1];
 
-    // Q^T fragments straight from global memory, in the permuted k order of the K reads
-    // (see ProcessTile): registers (d, d + 4) and (d + 1, d + 5) of head 8t + r.
-    const int64_t q_first =
-        (static_cast<int64_t>(work.row) * p.q_heads + static_cast<int64_t>(kv_head) * p.group) *
-        p.head_dim;
-    const uint32_t* q_words =
-        reinterpret_cast<const uint32_t*>(static_cast<const uint16_t*>(p.q) + q_first);
-    auto q_pair = [&](int head, int d) -> uint32_t {  // (q[head][d], q[head][d + 1]) as fp16
-      if (head >= p.group || d >= p.head_dim) return 0u;
-      const uint32_t bits = __ldg(q_words + (head * p.head_dim + d) / 2);
-      return p.q_is_bf16 ? AsU32(ParamPair<true>(bits)) : bits;
-    };
     uint32_t qb[kHeadTiles][kKSteps][2];
 #pragma unroll
     for (int t = 0; t < kHeadTiles; ++t) {
 #pragma unroll
       for (int s = 0; s < kKSteps; ++s) {
-        const int d = c * (kDim / 4) + 8 * (s / 2) + 2 * (s % 2);
-        const uint32_t low = q_pair(8 * t + r, d), high = q_pair(8 * t + r, d + 4);
-        qb[t][s][0] = __byte_perm(low, high, 0x5410);
-        qb[t][s][1] = __byte_perm(low, high, 0x7632);
+        uint32_t pair[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          pair[h] = p.q_is_bf16 ? AsU32(ParamPair<true>(q_raw[t][s][h])) : q_raw[t][s][h];
+        }
+        qb[t][s][0] = __byte_perm(pair[0], pair[1], 0x5410);
+        qb[t][s][1] = __byte_perm(pair[0], pair[1], 0x7632);
       }
     }
+
     const ParamOffsets offsets(lane, p.log2_group_size);
 
     WarpState st;
