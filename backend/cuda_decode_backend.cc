@@ -30,13 +30,13 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
  public:
   CudaDecodeBackend(const KvCacheBinding& cache, const AttentionShape& shape,
                     const BackendOptions& options, const DecodeKernels& kernels,
-                    int32_t target_chunks, int64_t l2_bytes)
+                    int32_t target_chunks, int64_t l2_resident_tokens)
       : DecodeAttentionBackend(shape),
         cache_(cache),
         io_dtype_(options.io_dtype),
         kernels_(kernels),
         target_chunks_(target_chunks),
-        l2_bytes_(l2_bytes),
+        l2_resident_tokens_(l2_resident_tokens),
         max_capacity_(ChunkCapacity(shape.max_batch, target_chunks)) {}
 
   ~CudaDecodeBackend() override {
@@ -77,17 +77,8 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     const size_t row_bytes = sizeof(RowWork) * plan_.rows.size();
     uint8_t* staging = static_cast<uint8_t*>(staging_);
     std::memcpy(staging, plan_.chunks.data(), chunk_bytes);
-    // A step that reads more of the cache than L2 holds evicts its own partials (dirty, so
-    // written back to DRAM) before the next step overwrites them; a smaller one leaves them in
-    // L2 to be overwritten in place, which dropping them would only slow.
-    int64_t tokens = 0;
-    for (const DecodeRow& row : rows) tokens += row.seq_len;
-    const KvLayout& layout = cache_.view.layout;
-    const int64_t param_pools = cache_.view.quant_mode == QuantMode::kAsymmetric ? 2 : 1;
-    const int64_t bytes_per_token =
-        layout.DataBytesPerSlot() + param_pools * 2 * layout.ParamsPerSlot();  // 2-byte params
     StepFlags flags;
-    flags.discard_partials = tokens * bytes_per_token > l2_bytes_ ? 1 : 0;
+    flags.discard_partials = plan_.total_tokens > l2_resident_tokens_ ? 1 : 0;
     std::memcpy(staging + chunk_bytes, &flags, sizeof(flags));
     std::memcpy(staging + chunk_bytes + sizeof(flags), plan_.rows.data(), row_bytes);
     CUDA_RETURN_IF_ERROR(
@@ -146,7 +137,11 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
   DType io_dtype_;
   DecodeKernels kernels_;
   int32_t target_chunks_;
-  int64_t l2_bytes_;  // the device's L2 cache
+  // Tokens of one layer's cache that fill the device's L2. A step that reads more evicts its
+  // own partials (dirty, so written back to DRAM) before the next step overwrites them, and
+  // the merge drops them once read (MergeKernelParams::discard_partials); a smaller one
+  // leaves them in L2 to be overwritten in place, which dropping them would only slow.
+  int64_t l2_resident_tokens_;
   int32_t max_capacity_;
 
   // Owned device and pinned buffers, sized for max_batch at creation.
@@ -190,8 +185,12 @@ absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCudaDecodeBackend(
       std::max<int32_t>(1, sms * kernels.resident_warps_per_sm() / shape.kv_heads);
   int l2_bytes = 0;
   CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, device));
-  auto backend =
-      std::make_unique<CudaDecodeBackend>(cache, shape, options, kernels, target_chunks, l2_bytes);
+  const KvLayout& layout = cache.view.layout;
+  const int64_t param_pools = cache.view.quant_mode == QuantMode::kAsymmetric ? 2 : 1;
+  const int64_t bytes_per_token =
+      layout.DataBytesPerSlot() + param_pools * layout.ParamsPerSlot() * int64_t{sizeof(uint16_t)};
+  auto backend = std::make_unique<CudaDecodeBackend>(cache, shape, options, kernels, target_chunks,
+                                                     l2_bytes / bytes_per_token);
   RETURN_IF_ERROR(backend->Allocate());
   return std::unique_ptr<DecodeAttentionBackend>(std::move(backend));
 }

@@ -17,6 +17,7 @@ void PlanDecode(absl::Span<const DecodeRow> rows, int32_t target_chunks, DecodeP
   plan->rows.assign(batch, RowWork{0, 0});
   int64_t total = 0;
   for (const DecodeRow& row : rows) total += row.seq_len;
+  plan->total_tokens = total;
   // Each row adds at most one chunk beyond total / chunk_len, so sizing chunks for
   // target - batch keeps the count within one wave of `target_chunks` (when the batch is
   // smaller than the target; larger batches take several waves whatever the size).

@@ -48,6 +48,7 @@ struct DecodePlan {
   std::vector<ChunkWork> chunks;  // [ChunkCapacity(batch, target)], unused ones empty
   std::vector<RowWork> rows;      // [batch]
   int32_t used_chunks = 0;
+  int64_t total_tokens = 0;  // sum of the rows' seq_len
 };
 
 // Splits rows into chunks: row b's chunk length is L_b = max(minimum_b, ceil(total tokens /

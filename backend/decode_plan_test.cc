@@ -61,6 +61,7 @@ TEST(DecodePlanTest, SplitsALongSingleRowAcrossTheTarget) {
   // 16 rows of 16384 on 264 slots: 16 chunks of 1024 each, one wave (not 17 and a tail).
   PlanDecode(std::vector<DecodeRow>(16, DecodeRow{0, 16384}), 264, &plan);
   EXPECT_EQ(plan.used_chunks, 256);
+  EXPECT_EQ(plan.total_tokens, 16 * 16384);
   // A row of at most kShortRowTokens takes 32-token chunks (32, 32, 32, 4); a longer row
   // 64-token ones.
   PlanDecode(std::vector<DecodeRow>{{3, 100}}, 64, &plan);
