@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <string>
@@ -15,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "backend/cpu_decode_backend.h"
+#include "backend/late_table_writer.h"
 #include "common/cuda_check.h"
 #include "common/half.h"
 #include "gtest/gtest.h"
@@ -355,6 +357,73 @@ TEST_F(CudaDecodeBackendTest, ReadsCachesWrittenWithLightLlmsTruncation) {
   c.rounding = QuantRounding::kTruncate;
   c.lengths = {1, 513, 2048};
   RunCase(c, rng_);
+}
+
+// The split kernel starts each warp's first tile from page-table entries it reads before
+// `griddepcontrol.wait`, while the kernel before it may still be writing them, and copies the
+// tile again if the entries read after the wait differ. Here the kernel before Run lets it
+// launch at once and only 50 us later replaces a table of wrong entries (other slots of the
+// pool, negative ones, ones far past the pool) with the right ones: the results must be those
+// of the right entries, and no read may leave the pool.
+TEST_F(CudaDecodeBackendTest, PageTableRewrittenByTheKernelBeforeRun) {
+  Case c;
+  c.lengths = {1, 37, 300, 0, 4097, 16, 2000};
+  const int max_batch = static_cast<int>(c.lengths.size());
+  const int max_seq_len = 4097;
+  const int64_t tokens = std::accumulate(c.lengths.begin(), c.lengths.end(), int64_t{0});
+  MirroredCache caches(c, max_batch, max_seq_len, tokens, rng_);
+  const std::vector<DecodeRow> rows = caches.NewBatch(c.lengths, true, rng_);
+  const RequestTable& table = caches.device().requests();
+  const size_t entries = static_cast<size_t>(table.max_requests()) * table.max_seq_len();
+  std::vector<int32_t> wrong(entries);
+  ASSERT_CUDA(cudaMemcpy(wrong.data(), table.device_table(), entries * 4, cudaMemcpyDeviceToHost));
+  for (size_t i = 0; i < entries; ++i) {
+    const int32_t right = wrong[i];
+    wrong[i] = i % 3 == 0 ? -1 - static_cast<int32_t>(i)
+               : i % 3 == 1 ? std::numeric_limits<int32_t>::max() - static_cast<int32_t>(i)
+                            : static_cast<int32_t>(right % tokens + 1);  // another slot
+  }
+  int32_t* right_entries = nullptr;
+  ASSERT_CUDA(cudaMalloc(reinterpret_cast<void**>(&right_entries), entries * 4));
+  ASSERT_CUDA(cudaMemcpy(right_entries, table.device_table(), entries * 4,
+                         cudaMemcpyDeviceToDevice));
+  // The table's owner offers no writes but SyncToDevice; this test swaps entries under it.
+  int32_t* device_table = const_cast<int32_t*>(table.device_table());
+
+  AttentionShape shape{c.kv_heads * c.group, c.kv_heads, c.head_dim, max_batch, max_seq_len, 0};
+  BackendOptions cuda_options;
+  cuda_options.io_dtype = c.io;
+  auto cuda = *CreateCudaDecodeBackend(BindingFor(caches.device()), shape, cuda_options);
+  BackendOptions oracle_options;
+  oracle_options.cpu_float64 = true;
+  auto oracle = *CreateCpuDecodeBackend(BindingFor(caches.host()), shape, oracle_options);
+  const size_t row_size = static_cast<size_t>(shape.q_heads) * c.head_dim;
+  const size_t n = rows.size() * row_size;
+  DeviceBuffers buffers(n);
+  cudaStream_t stream;
+  ASSERT_CUDA(cudaStreamCreate(&stream));
+  for (int layer = 0; layer < 2; ++layer) {
+    std::vector<uint16_t> q_bits;
+    std::vector<float> q_values;
+    RandomQuery(n, c.io, 1.0f, rng_, &q_bits, &q_values);
+    ASSERT_CUDA(cudaMemcpyAsync(buffers.q, q_bits.data(), n * 2, cudaMemcpyHostToDevice, stream));
+    ASSERT_CUDA(cudaMemsetAsync(buffers.out, 0xff, n * 2, stream));
+    ASSERT_TRUE(cuda->Plan(rows, stream).ok());
+    ASSERT_CUDA(cudaMemcpyAsync(device_table, wrong.data(), entries * 4, cudaMemcpyHostToDevice,
+                                stream));
+    ASSERT_CUDA(LaunchLateTableWrite(device_table, right_entries, static_cast<int64_t>(entries),
+                                     50000, stream));
+    ASSERT_TRUE(cuda->Run(layer, buffers.q, buffers.out, stream).ok());
+    ASSERT_CUDA(cudaStreamSynchronize(stream));
+    std::vector<uint16_t> got(n);
+    ASSERT_CUDA(cudaMemcpy(got.data(), buffers.out, n * 2, cudaMemcpyDeviceToHost));
+    std::vector<float> want(n);
+    ASSERT_TRUE(oracle->Plan(rows, nullptr).ok());
+    ASSERT_TRUE(oracle->Run(layer, q_values.data(), want.data(), nullptr).ok());
+    ExpectClose(got, c.io, want, rows, static_cast<int>(row_size), absl::StrCat("layer ", layer));
+  }
+  cudaStreamDestroy(stream);
+  cudaFree(right_entries);
 }
 
 // Captures Run once for a bucket (planned for steps[0]) and replays it for every step with
