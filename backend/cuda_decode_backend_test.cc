@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -210,14 +211,14 @@ void ExpectClose(const std::vector<uint16_t>& got_bits, DType io, const std::vec
               worst_beyond_dtype, what.c_str());
 }
 
-void RunCase(const Case& c, std::mt19937& rng) {
-  SCOPED_TRACE(Describe(c));
+// Runs both layers of case `c` over `rows` of `caches` on the CUDA backend, on a stream of
+// its own, and checks them against the float64 oracle. before_run, when set, is enqueued on
+// that stream between Plan and Run.
+void CheckAgainstOracle(const Case& c, MirroredCache& caches, const std::vector<DecodeRow>& rows,
+                        std::mt19937& rng,
+                        const std::function<void(cudaStream_t)>& before_run = nullptr) {
   const int max_batch = static_cast<int>(c.lengths.size());
   const int max_seq_len = std::max(1, *std::max_element(c.lengths.begin(), c.lengths.end()));
-  // A pool of just the batch's tokens: filling it is most of a case's time.
-  const int64_t tokens = std::accumulate(c.lengths.begin(), c.lengths.end(), int64_t{0});
-  MirroredCache caches(c, max_batch, max_seq_len, std::max<int64_t>(1, tokens), rng);
-  const std::vector<DecodeRow> rows = caches.NewBatch(c.lengths, c.permuted, rng);
   AttentionShape shape{c.kv_heads * c.group, c.kv_heads, c.head_dim, max_batch, max_seq_len, 0};
   BackendOptions cuda_options;
   cuda_options.io_dtype = c.io;
@@ -230,15 +231,19 @@ void RunCase(const Case& c, std::mt19937& rng) {
   const size_t row_size = static_cast<size_t>(shape.q_heads) * c.head_dim;
   const size_t n = rows.size() * row_size;
   DeviceBuffers buffers(n);
+  cudaStream_t stream;
+  ASSERT_CUDA(cudaStreamCreate(&stream));
   for (int layer = 0; layer < 2; ++layer) {
     std::vector<uint16_t> q_bits;
     std::vector<float> q_values;
     RandomQuery(n, c.io, c.q_scale, rng, &q_bits, &q_values);
-    ASSERT_CUDA(cudaMemcpy(buffers.q, q_bits.data(), n * 2, cudaMemcpyHostToDevice));
-    ASSERT_CUDA(cudaMemset(buffers.out, 0xff, n * 2));  // poison: NaN in fp16 and bf16
-    ASSERT_TRUE((*cuda)->Plan(rows, nullptr).ok());
-    ASSERT_TRUE((*cuda)->Run(layer, buffers.q, buffers.out, nullptr).ok());
-    ASSERT_CUDA(cudaDeviceSynchronize());
+    ASSERT_CUDA(cudaMemcpyAsync(buffers.q, q_bits.data(), n * 2, cudaMemcpyHostToDevice, stream));
+    // poison: NaN in fp16 and bf16
+    ASSERT_CUDA(cudaMemsetAsync(buffers.out, 0xff, n * 2, stream));
+    ASSERT_TRUE((*cuda)->Plan(rows, stream).ok());
+    if (before_run) before_run(stream);
+    ASSERT_TRUE((*cuda)->Run(layer, buffers.q, buffers.out, stream).ok());
+    ASSERT_CUDA(cudaStreamSynchronize(stream));
     std::vector<uint16_t> got(n);
     ASSERT_CUDA(cudaMemcpy(got.data(), buffers.out, n * 2, cudaMemcpyDeviceToHost));
     std::vector<float> want(n);
@@ -246,6 +251,18 @@ void RunCase(const Case& c, std::mt19937& rng) {
     ASSERT_TRUE(oracle->Run(layer, q_values.data(), want.data(), nullptr).ok());
     ExpectClose(got, c.io, want, rows, static_cast<int>(row_size), absl::StrCat("layer ", layer));
   }
+  ASSERT_CUDA(cudaStreamDestroy(stream));
+}
+
+void RunCase(const Case& c, std::mt19937& rng) {
+  SCOPED_TRACE(Describe(c));
+  const int max_batch = static_cast<int>(c.lengths.size());
+  const int max_seq_len = std::max(1, *std::max_element(c.lengths.begin(), c.lengths.end()));
+  // A pool of just the batch's tokens: filling it is most of a case's time.
+  const int64_t tokens = std::accumulate(c.lengths.begin(), c.lengths.end(), int64_t{0});
+  MirroredCache caches(c, max_batch, max_seq_len, std::max<int64_t>(1, tokens), rng);
+  const std::vector<DecodeRow> rows = caches.NewBatch(c.lengths, c.permuted, rng);
+  CheckAgainstOracle(c, caches, rows, rng);
 }
 
 class CudaDecodeBackendTest : public ::testing::Test {
@@ -369,7 +386,7 @@ TEST_F(CudaDecodeBackendTest, PageTableRewrittenByTheKernelBeforeRun) {
   Case c;
   c.lengths = {1, 37, 300, 0, 4097, 16, 2000};
   const int max_batch = static_cast<int>(c.lengths.size());
-  const int max_seq_len = 4097;
+  const int max_seq_len = *std::max_element(c.lengths.begin(), c.lengths.end());
   const int64_t tokens = std::accumulate(c.lengths.begin(), c.lengths.end(), int64_t{0});
   MirroredCache caches(c, max_batch, max_seq_len, tokens, rng_);
   const std::vector<DecodeRow> rows = caches.NewBatch(c.lengths, true, rng_);
@@ -389,40 +406,12 @@ TEST_F(CudaDecodeBackendTest, PageTableRewrittenByTheKernelBeforeRun) {
                          cudaMemcpyDeviceToDevice));
   // The table's owner offers no writes but SyncToDevice; this test swaps entries under it.
   int32_t* device_table = const_cast<int32_t*>(table.device_table());
-
-  AttentionShape shape{c.kv_heads * c.group, c.kv_heads, c.head_dim, max_batch, max_seq_len, 0};
-  BackendOptions cuda_options;
-  cuda_options.io_dtype = c.io;
-  auto cuda = *CreateCudaDecodeBackend(BindingFor(caches.device()), shape, cuda_options);
-  BackendOptions oracle_options;
-  oracle_options.cpu_float64 = true;
-  auto oracle = *CreateCpuDecodeBackend(BindingFor(caches.host()), shape, oracle_options);
-  const size_t row_size = static_cast<size_t>(shape.q_heads) * c.head_dim;
-  const size_t n = rows.size() * row_size;
-  DeviceBuffers buffers(n);
-  cudaStream_t stream;
-  ASSERT_CUDA(cudaStreamCreate(&stream));
-  for (int layer = 0; layer < 2; ++layer) {
-    std::vector<uint16_t> q_bits;
-    std::vector<float> q_values;
-    RandomQuery(n, c.io, 1.0f, rng_, &q_bits, &q_values);
-    ASSERT_CUDA(cudaMemcpyAsync(buffers.q, q_bits.data(), n * 2, cudaMemcpyHostToDevice, stream));
-    ASSERT_CUDA(cudaMemsetAsync(buffers.out, 0xff, n * 2, stream));
-    ASSERT_TRUE(cuda->Plan(rows, stream).ok());
+  CheckAgainstOracle(c, caches, rows, rng_, [&](cudaStream_t stream) {
     ASSERT_CUDA(cudaMemcpyAsync(device_table, wrong.data(), entries * 4, cudaMemcpyHostToDevice,
                                 stream));
     ASSERT_CUDA(LaunchLateTableWrite(device_table, right_entries, static_cast<int64_t>(entries),
                                      50000, stream));
-    ASSERT_TRUE(cuda->Run(layer, buffers.q, buffers.out, stream).ok());
-    ASSERT_CUDA(cudaStreamSynchronize(stream));
-    std::vector<uint16_t> got(n);
-    ASSERT_CUDA(cudaMemcpy(got.data(), buffers.out, n * 2, cudaMemcpyDeviceToHost));
-    std::vector<float> want(n);
-    ASSERT_TRUE(oracle->Plan(rows, nullptr).ok());
-    ASSERT_TRUE(oracle->Run(layer, q_values.data(), want.data(), nullptr).ok());
-    ExpectClose(got, c.io, want, rows, static_cast<int>(row_size), absl::StrCat("layer ", layer));
-  }
-  cudaStreamDestroy(stream);
+  });
   cudaFree(right_entries);
 }
 
