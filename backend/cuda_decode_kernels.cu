@@ -959,13 +959,17 @@ absl::Status ShareCarveout(void (*split)(SplitKernelParams), int threads, int sm
   };
   RETURN_IF_ERROR(set_both(cudaSharedmemCarveoutMaxShared));
   const int full_occupancy = *blocks;
+  cudaFuncAttributes attributes;
+  CUDA_RETURN_IF_ERROR(cudaFuncGetAttributes(&attributes, split));
   int device = 0, per_sm = 0, reserved = 0;
   CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
   CUDA_RETURN_IF_ERROR(
       cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
   CUDA_RETURN_IF_ERROR(
       cudaDeviceGetAttribute(&reserved, cudaDevAttrReservedSharedMemoryPerBlock, device));
-  const int64_t needed = static_cast<int64_t>(full_occupancy) * (smem_bytes + reserved);
+  // A block holds its dynamic and static shared memory and the system's reserve.
+  const int64_t needed = static_cast<int64_t>(full_occupancy) *
+                         (smem_bytes + static_cast<int64_t>(attributes.sharedSizeBytes) + reserved);
   const int percent = static_cast<int>((100 * needed + per_sm - 1) / per_sm);
   if (full_occupancy == 0 || percent >= 100) return absl::OkStatus();
   RETURN_IF_ERROR(set_both(percent));
