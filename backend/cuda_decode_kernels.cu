@@ -970,11 +970,15 @@ absl::Status ShareCarveout(void (*split)(SplitKernelParams), int threads, int sm
   // A block holds its dynamic and static shared memory and the system's reserve.
   const int64_t needed = static_cast<int64_t>(full_occupancy) *
                          (smem_bytes + static_cast<int64_t>(attributes.sharedSizeBytes) + reserved);
-  const int percent = static_cast<int>((100 * needed + per_sm - 1) / per_sm);
-  if (full_occupancy == 0 || percent >= 100) return absl::OkStatus();
-  RETURN_IF_ERROR(set_both(percent));
-  if (*blocks < full_occupancy) return set_both(cudaSharedmemCarveoutMaxShared);
-  return absl::OkStatus();
+  if (full_occupancy == 0) return absl::OkStatus();
+  // The device rounds a percentage to one of its carveout sizes; a block just over one of them
+  // needs the next, which a later percentage reaches.
+  for (int percent = static_cast<int>((100 * needed + per_sm - 1) / per_sm); percent < 100;
+       ++percent) {
+    RETURN_IF_ERROR(set_both(percent));
+    if (*blocks >= full_occupancy) return absl::OkStatus();
+  }
+  return set_both(cudaSharedmemCarveoutMaxShared);
 }
 
 }  // namespace
