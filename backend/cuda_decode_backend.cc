@@ -185,12 +185,8 @@ absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCudaDecodeBackend(
       std::max<int32_t>(1, sms * kernels.resident_warps_per_sm() / shape.kv_heads);
   int l2_bytes = 0;
   CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, device));
-  const KvLayout& layout = cache.view.layout;
-  const int64_t param_pools = cache.view.quant_mode == QuantMode::kAsymmetric ? 2 : 1;
-  const int64_t bytes_per_token =
-      layout.DataBytesPerSlot() + param_pools * layout.ParamsPerSlot() * int64_t{sizeof(uint16_t)};
-  auto backend = std::make_unique<CudaDecodeBackend>(cache, shape, options, kernels, target_chunks,
-                                                     l2_bytes / bytes_per_token);
+  auto backend = std::make_unique<CudaDecodeBackend>(
+      cache, shape, options, kernels, target_chunks, l2_bytes / cache.view.BytesPerSlotPerLayer());
   RETURN_IF_ERROR(backend->Allocate());
   return std::unique_ptr<DecodeAttentionBackend>(std::move(backend));
 }

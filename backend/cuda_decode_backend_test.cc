@@ -217,9 +217,9 @@ void ExpectClose(const std::vector<uint16_t>& got_bits, DType io, const std::vec
 void CheckAgainstOracle(const Case& c, MirroredCache& caches, const std::vector<DecodeRow>& rows,
                         std::mt19937& rng,
                         const std::function<void(cudaStream_t)>& before_run = nullptr) {
-  const int max_batch = static_cast<int>(c.lengths.size());
-  const int max_seq_len = std::max(1, *std::max_element(c.lengths.begin(), c.lengths.end()));
-  AttentionShape shape{c.kv_heads * c.group, c.kv_heads, c.head_dim, max_batch, max_seq_len, 0};
+  const KvCacheConfig& config = caches.host().config();
+  AttentionShape shape{c.kv_heads * c.group, c.kv_heads, c.head_dim, config.max_requests,
+                       config.max_seq_len, 0};
   BackendOptions cuda_options;
   cuda_options.io_dtype = c.io;
   auto cuda = CreateCudaDecodeBackend(BindingFor(caches.device()), shape, cuda_options);
@@ -254,13 +254,22 @@ void CheckAgainstOracle(const Case& c, MirroredCache& caches, const std::vector<
   ASSERT_CUDA(cudaStreamDestroy(stream));
 }
 
-void RunCase(const Case& c, std::mt19937& rng) {
-  SCOPED_TRACE(Describe(c));
+// The tokens of a case's batch (at least 1, as a pool size).
+int64_t CaseTokens(const Case& c) {
+  return std::max<int64_t>(1, std::accumulate(c.lengths.begin(), c.lengths.end(), int64_t{0}));
+}
+
+// Caches for case `c`: max_batch its row count, max_seq_len its longest row, and a pool of
+// just the batch's tokens (filling it is most of a case's time).
+MirroredCache CachesFor(const Case& c, std::mt19937& rng) {
   const int max_batch = static_cast<int>(c.lengths.size());
   const int max_seq_len = std::max(1, *std::max_element(c.lengths.begin(), c.lengths.end()));
-  // A pool of just the batch's tokens: filling it is most of a case's time.
-  const int64_t tokens = std::accumulate(c.lengths.begin(), c.lengths.end(), int64_t{0});
-  MirroredCache caches(c, max_batch, max_seq_len, std::max<int64_t>(1, tokens), rng);
+  return MirroredCache(c, max_batch, max_seq_len, CaseTokens(c), rng);
+}
+
+void RunCase(const Case& c, std::mt19937& rng) {
+  SCOPED_TRACE(Describe(c));
+  MirroredCache caches = CachesFor(c, rng);
   const std::vector<DecodeRow> rows = caches.NewBatch(c.lengths, c.permuted, rng);
   CheckAgainstOracle(c, caches, rows, rng);
 }
@@ -385,10 +394,8 @@ TEST_F(CudaDecodeBackendTest, ReadsCachesWrittenWithLightLlmsTruncation) {
 TEST_F(CudaDecodeBackendTest, PageTableRewrittenByTheKernelBeforeRun) {
   Case c;
   c.lengths = {1, 37, 300, 0, 4097, 16, 2000};
-  const int max_batch = static_cast<int>(c.lengths.size());
-  const int max_seq_len = *std::max_element(c.lengths.begin(), c.lengths.end());
-  const int64_t tokens = std::accumulate(c.lengths.begin(), c.lengths.end(), int64_t{0});
-  MirroredCache caches(c, max_batch, max_seq_len, tokens, rng_);
+  const int64_t tokens = CaseTokens(c);
+  MirroredCache caches = CachesFor(c, rng_);
   const std::vector<DecodeRow> rows = caches.NewBatch(c.lengths, true, rng_);
   const RequestTable& table = caches.device().requests();
   const size_t entries = static_cast<size_t>(table.max_requests()) * table.max_seq_len();

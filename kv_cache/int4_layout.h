@@ -95,6 +95,12 @@ struct KvCacheView {
   INT4KV_HOST_DEVICE uint16_t* RowZeros(int32_t layer, int64_t slot, int32_t row) const {
     return zeros == nullptr ? nullptr : zeros + layout.ParamOffset(layer, slot, row);
   }
+  // Bytes one slot holds in one layer: codes, scales, and zero points when asymmetric.
+  INT4KV_HOST_DEVICE int64_t BytesPerSlotPerLayer() const {
+    const int64_t param_pools = quant_mode == QuantMode::kAsymmetric ? 2 : 1;
+    return layout.DataBytesPerSlot() +
+           param_pools * layout.ParamsPerSlot() * static_cast<int64_t>(sizeof(uint16_t));
+  }
 };
 
 INT4KV_HOST_DEVICE float ParamToFloat(uint16_t bits, ParamDtype dtype) {

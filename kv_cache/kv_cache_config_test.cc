@@ -79,6 +79,17 @@ TEST(KvCacheConfigTest, BytesPerTokenMatchesLayout) {
   EXPECT_EQ(layout.DataPoolBytes(), 2 * 1001 * 1024);
   EXPECT_EQ(layout.DataOffset(1, 3, 9), ((1 * 1001 + 3) * 16 + 9) * 64);
   EXPECT_EQ(layout.ParamOffset(1, 3, 9), ((1 * 1001 + 3) * 16 + 9) * 16);
+
+  // A view over that layout counts the same bytes per token and layer as the config.
+  for (QuantMode mode : {QuantMode::kSymmetric, QuantMode::kAsymmetric}) {
+    KvCacheConfig with_mode = ValidConfig();
+    with_mode.quant_mode = mode;
+    KvCacheView view;
+    view.layout = with_mode.Layout();
+    view.quant_mode = mode;
+    EXPECT_EQ(view.BytesPerSlotPerLayer(),
+              with_mode.DataBytesPerTokenPerLayer() + with_mode.ParamBytesPerTokenPerLayer());
+  }
 }
 
 TEST(KvCacheConfigTest, CapacityForBudget) {
