@@ -597,7 +597,11 @@ struct SplitKernel {
     asm volatile("griddepcontrol.wait;" ::: "memory");
     if (release_early) asm volatile("griddepcontrol.launch_dependents;");
 
-    extern __shared__ __align__(16) uint8_t smem[];
+    // The stages start on a 128-byte boundary even if static shared memory comes first: with
+    // 16 bytes of static shared memory ahead of 16-byte-aligned stages, steps of 65,536 tokens
+    // and more ran 14% slower (H100: 1 x 65536 43.45 -> 49.5 us), and as fast as without
+    // them once the stages were 128-byte aligned (43.4 us).
+    extern __shared__ __align__(128) uint8_t smem[];
     uint8_t* my_stages = smem + warp * kStages * kStageBytes;
 
     // The first page-table loads go out before anything waits.
