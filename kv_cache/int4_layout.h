@@ -34,6 +34,11 @@ namespace int4kv {
 enum class ParamDtype : int32_t { kFloat16 = 0, kBFloat16 = 1 };
 enum class QuantMode : int32_t { kSymmetric = 0, kAsymmetric = 1 };
 
+// Parameter pools a cache keeps: scales, and zero points when asymmetric.
+INT4KV_HOST_DEVICE int32_t ParamPools(QuantMode mode) {
+  return mode == QuantMode::kAsymmetric ? 2 : 1;
+}
+
 constexpr int kSymmetricZeroCode = 7;
 constexpr int kSymmetricMaxCode = 7;  // |code - 7| <= 7
 constexpr int kAsymmetricMaxCode = 15;
@@ -97,9 +102,8 @@ struct KvCacheView {
   }
   // Bytes one slot holds in one layer: codes, scales, and zero points when asymmetric.
   INT4KV_HOST_DEVICE int64_t BytesPerSlotPerLayer() const {
-    const int64_t param_pools = quant_mode == QuantMode::kAsymmetric ? 2 : 1;
     return layout.DataBytesPerSlot() +
-           param_pools * layout.ParamsPerSlot() * static_cast<int64_t>(sizeof(uint16_t));
+           ParamPools(quant_mode) * layout.ParamsPerSlot() * static_cast<int64_t>(sizeof(uint16_t));
   }
 };
 

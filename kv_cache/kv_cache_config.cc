@@ -55,13 +55,11 @@ absl::Status KvCacheConfig::Validate() const {
   return absl::OkStatus();
 }
 
-int64_t KvCacheConfig::DataBytesPerTokenPerLayer() const {
-  return int64_t{2} * kv_heads * (head_dim / 2);
-}
+// The layout owns the per-slot byte counts; a token takes one slot.
+int64_t KvCacheConfig::DataBytesPerTokenPerLayer() const { return Layout().DataBytesPerSlot(); }
 
 int64_t KvCacheConfig::ParamBytesPerTokenPerLayer() const {
-  const int64_t pools = quant_mode == QuantMode::kAsymmetric ? 2 : 1;
-  return pools * 2 * kv_heads * (head_dim / group_size) * int64_t{sizeof(uint16_t)};
+  return ParamPools(quant_mode) * Layout().ParamsPerSlot() * int64_t{sizeof(uint16_t)};
 }
 
 int64_t KvCacheConfig::BytesPerToken() const {
