@@ -65,6 +65,10 @@ struct KvLayout {
   INT4KV_HOST_DEVICE int64_t ParamsPerSlot() const {
     return static_cast<int64_t>(RowsPerSlot()) * GroupsPerRow();
   }
+  // Parameter bytes one slot holds in one layer: scales, and zero points when asymmetric.
+  INT4KV_HOST_DEVICE int64_t ParamBytesPerSlot(QuantMode mode) const {
+    return ParamPools(mode) * ParamsPerSlot() * static_cast<int64_t>(sizeof(uint16_t));
+  }
   // Offset in bytes of row `row` of `slot` in `layer`, from the start of the data pool.
   INT4KV_HOST_DEVICE int64_t DataOffset(int32_t layer, int64_t slot, int32_t row) const {
     return ((static_cast<int64_t>(layer) * num_slots + slot) * RowsPerSlot() + row) * RowBytes();
@@ -102,8 +106,7 @@ struct KvCacheView {
   }
   // Bytes one slot holds in one layer: codes, scales, and zero points when asymmetric.
   INT4KV_HOST_DEVICE int64_t BytesPerSlotPerLayer() const {
-    return layout.DataBytesPerSlot() +
-           ParamPools(quant_mode) * layout.ParamsPerSlot() * static_cast<int64_t>(sizeof(uint16_t));
+    return layout.DataBytesPerSlot() + layout.ParamBytesPerSlot(quant_mode);
   }
 };
 

@@ -59,7 +59,7 @@ absl::Status KvCacheConfig::Validate() const {
 int64_t KvCacheConfig::DataBytesPerTokenPerLayer() const { return Layout().DataBytesPerSlot(); }
 
 int64_t KvCacheConfig::ParamBytesPerTokenPerLayer() const {
-  return ParamPools(quant_mode) * Layout().ParamsPerSlot() * int64_t{sizeof(uint16_t)};
+  return Layout().ParamBytesPerSlot(quant_mode);
 }
 
 int64_t KvCacheConfig::BytesPerToken() const {
