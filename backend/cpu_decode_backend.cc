@@ -12,6 +12,9 @@
 namespace int4kv {
 namespace {
 
+// More workers than this would only wait on each other (and far more fail to start).
+constexpr int32_t kMaxCpuThreads = 1024;
+
 // Dequantizes one head row into `out` [head_dim].
 template <typename T>
 void DequantizeRow(const KvCacheView& view, int32_t layer, int32_t slot, int32_t row, T* out) {
@@ -49,6 +52,7 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
   absl::Status Plan(absl::Span<const DecodeRow> rows, CudaStream) override {
     if (absl::Status s = ValidateRows(rows, shape_, cache_); !s.ok()) return s;
     rows_.assign(rows.begin(), rows.end());
+    planned_ = true;
     return absl::OkStatus();
   }
 
@@ -60,6 +64,7 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
     if (q == nullptr || out == nullptr) {
       return absl::InvalidArgumentError("q and out must not be null");
     }
+    if (!planned_) return absl::FailedPreconditionError("Run before any successful Plan");
     std::atomic<int64_t> bad_item{-1};
     const int64_t items = static_cast<int64_t>(rows_.size()) * shape_.kv_heads;
     pool_.ParallelFor(items, [&](int64_t item) {
@@ -110,8 +115,8 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
       for (int32_t g = 0; g < group; ++g) {
         T dot = 0;
         for (int32_t d = 0; d < dim; ++d) dot += static_cast<T>(q[g * dim + d]) * key[d];
-        scores[t * group + g] = dot * scale;
-        max_score[g] = std::max(max_score[g], scores[t * group + g]);
+        scores[int64_t{t} * group + g] = dot * scale;
+        max_score[g] = std::max(max_score[g], scores[int64_t{t} * group + g]);
       }
     }
     total.assign(group, 0);
@@ -120,7 +125,7 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
       DequantizeRow(cache_.view, layer, slots[t], cache_.view.layout.ValueRow(kv_head),
                     value.data());
       for (int32_t g = 0; g < group; ++g) {
-        const T p = std::exp(scores[t * group + g] - max_score[g]);
+        const T p = std::exp(scores[int64_t{t} * group + g] - max_score[g]);
         total[g] += p;
         for (int32_t d = 0; d < dim; ++d) acc[g * dim + d] += p * value[d];
       }
@@ -137,6 +142,7 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
   bool float64_;
   ThreadPool pool_;
   std::vector<DecodeRow> rows_;  // the last plan
+  bool planned_ = false;         // a Plan has succeeded
 };
 
 }  // namespace
@@ -150,9 +156,10 @@ absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCpuDecodeBackend(
                      " is invalid for the cpu backend: must be "
                      "float32"));
   }
-  if (options.cpu_threads < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("BackendOptions.cpu_threads = ", options.cpu_threads, " must be >= 0"));
+  if (options.cpu_threads < 0 || options.cpu_threads > kMaxCpuThreads) {
+    return absl::InvalidArgumentError(absl::StrCat("BackendOptions.cpu_threads = ",
+                                                   options.cpu_threads, " is invalid: must be in [0, ",
+                                                   kMaxCpuThreads, "]"));
   }
   return std::unique_ptr<DecodeAttentionBackend>(new CpuDecodeBackend(cache, shape, options));
 }

@@ -187,6 +187,69 @@ TEST(CpuDecodeBackendTest, BadShapesNameTheField) {
   EXPECT_FALSE(CreateCpuDecodeBackend(binding, {4, 2, 16, 1, 3, 0}, half).ok());
 }
 
+// A binding filled by hand that describes no usable cache is rejected at creation, naming the
+// field, instead of crashing there or in Run.
+TEST(CpuDecodeBackendTest, BadBindingsNameTheField) {
+  std::mt19937 rng(5);
+  Fixture f = MakeCache(2, 16, 8, QuantMode::kSymmetric, {3}, rng);
+  Fixture asym = MakeCache(2, 16, 8, QuantMode::kAsymmetric, {3}, rng);
+  const AttentionShape shape{4, 2, 16, 1, 3, 0};
+  struct Bad {
+    KvCacheBinding binding;
+    const char* field;
+  };
+  std::vector<Bad> bad;
+  bad.push_back({KvCacheBinding{}, "num_layers"});
+  KvCacheBinding b = BindingFor(*f.cache);
+  b.view.layout.group_size = 0;
+  bad.push_back({b, "group_size"});
+  b = BindingFor(*f.cache);
+  b.view.layout.num_slots = 1;
+  bad.push_back({b, "num_slots"});
+  b = BindingFor(*f.cache);
+  b.view.scales = nullptr;
+  bad.push_back({b, "KvCacheView.scales"});
+  b = BindingFor(*f.cache);
+  b.view.data = nullptr;
+  bad.push_back({b, "KvCacheView.data"});
+  b = BindingFor(*asym.cache);
+  b.view.zeros = nullptr;
+  bad.push_back({b, "KvCacheView.zeros"});
+  b = BindingFor(*f.cache);
+  b.req_to_token = nullptr;
+  bad.push_back({b, "req_to_token"});
+  b = BindingFor(*f.cache);
+  b.max_requests = 0;
+  bad.push_back({b, "max_requests"});
+  for (const Bad& x : bad) {
+    const auto backend = CreateCpuDecodeBackend(x.binding, shape, BackendOptions{});
+    ASSERT_FALSE(backend.ok()) << x.field;
+    EXPECT_EQ(backend.status().code(), absl::StatusCode::kInvalidArgument) << backend.status();
+    EXPECT_NE(backend.status().message().find(x.field), std::string::npos) << backend.status();
+  }
+  EXPECT_TRUE(CreateCpuDecodeBackend(BindingFor(*asym.cache), shape, BackendOptions{}).ok());
+  BackendOptions many;
+  many.cpu_threads = 1 << 20;
+  const auto backend = CreateCpuDecodeBackend(BindingFor(*f.cache), shape, many);
+  ASSERT_FALSE(backend.ok());
+  EXPECT_NE(backend.status().message().find("cpu_threads"), std::string::npos);
+}
+
+// Run before any Plan fails instead of returning OK with `out` untouched.
+TEST(CpuDecodeBackendTest, RunBeforePlanFails) {
+  std::mt19937 rng(6);
+  Fixture f = MakeCache(1, 8, 8, QuantMode::kSymmetric, {3}, rng);
+  auto backend = *CreateCpuDecodeBackend(BindingFor(*f.cache), {1, 1, 8, 1, 3, 0}, {});
+  std::vector<float> q(8, 1.0f), out(8, 0.0f);
+  EXPECT_EQ(backend->Run(0, q.data(), out.data(), nullptr).code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_FALSE(backend->Plan(std::vector<DecodeRow>{{0, 4}}, nullptr).ok());  // rejected plan
+  EXPECT_EQ(backend->Run(0, q.data(), out.data(), nullptr).code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(backend->Plan(std::vector<DecodeRow>{}, nullptr).ok());  // an empty batch is a plan
+  EXPECT_TRUE(backend->Run(0, q.data(), out.data(), nullptr).ok());
+}
+
 TEST(CpuDecodeBackendTest, CorruptPageTableIsAnErrorNotACrash) {
   std::mt19937 rng(9);
   Fixture f = MakeCache(1, 8, 8, QuantMode::kSymmetric, {3}, rng);

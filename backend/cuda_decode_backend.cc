@@ -89,6 +89,7 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     CUDA_RETURN_IF_ERROR(cudaEventRecord(staging_done_, stream));
     batch_ = static_cast<int32_t>(rows.size());
     capacity_ = static_cast<int32_t>(plan_.chunks.size());
+    planned_ = true;
     return absl::OkStatus();
   }
 
@@ -100,6 +101,7 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     if (q == nullptr || out == nullptr) {
       return absl::InvalidArgumentError("q and out must not be null");
     }
+    if (!planned_) return absl::FailedPreconditionError("Run before any successful Plan");
     if (batch_ == 0) return absl::OkStatus();
     SplitKernelParams split;
     split.cache = cache_.view;
@@ -157,6 +159,7 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
   DecodePlan plan_;    // host copy of the last plan
   int32_t batch_ = 0;  // rows of the last plan
   int32_t capacity_ = 0;
+  bool planned_ = false;  // a Plan has succeeded
 };
 
 }  // namespace

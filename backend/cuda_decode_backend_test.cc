@@ -512,8 +512,20 @@ TEST_F(CudaDecodeBackendTest, RejectsCpuDtypesAndBadPlans) {
   BackendOptions options;
   options.io_dtype = DType::kBFloat16;
   auto cuda = *CreateCudaDecodeBackend(BindingFor(caches.device()), shape, options);
+  // No plan has succeeded yet: Run fails rather than leaving `out` unwritten.
+  void* q = nullptr;
+  void* out = nullptr;
+  ASSERT_EQ(cudaMalloc(&q, 2 * 8 * 128 * 2), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&out, 2 * 8 * 128 * 2), cudaSuccess);
+  EXPECT_EQ(cuda->Run(0, q, out, nullptr).code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_FALSE(cuda->Plan(std::vector<DecodeRow>{{0, 9}}, nullptr).ok());
   EXPECT_FALSE(cuda->Plan(std::vector<DecodeRow>{{0, 1}, {1, 1}, {0, 1}}, nullptr).ok());
+  EXPECT_EQ(cuda->Run(0, q, out, nullptr).code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(cuda->Plan(std::vector<DecodeRow>{{0, 4}}, nullptr).ok());
+  EXPECT_TRUE(cuda->Run(0, q, out, nullptr).ok());
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  cudaFree(q);
+  cudaFree(out);
 }
 
 }  // namespace

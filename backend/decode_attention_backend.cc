@@ -3,7 +3,9 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "kv_cache/kv_cache.h"
+#include "kv_cache/kv_cache_config.h"
 
 namespace int4kv {
 
@@ -34,6 +36,22 @@ float SoftmaxScale(const AttentionShape& shape) {
 }
 
 absl::Status ValidateShape(const AttentionShape& shape, const KvCacheBinding& cache) {
+  // The binding first: a hand-filled one may describe no cache at all.
+  RETURN_IF_ERROR(ValidateCacheView(cache.view));
+  if (cache.req_to_token == nullptr) {
+    return absl::InvalidArgumentError(
+        "KvCacheBinding.req_to_token is null (for a device cache, create it with "
+        "MemoryKind::kDevice so the table has its device mirror)");
+  }
+  if (cache.max_requests < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KvCacheBinding.max_requests = ", cache.max_requests, " is invalid: must be >= 1"));
+  }
+  if (cache.req_to_token_stride < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("KvCacheBinding.req_to_token_stride = ",
+                                                   cache.req_to_token_stride,
+                                                   " is invalid: must be >= 1"));
+  }
   const KvLayout& layout = cache.view.layout;
   auto bad = [](absl::string_view field, int64_t value, absl::string_view rule) {
     return absl::InvalidArgumentError(
@@ -65,11 +83,6 @@ absl::Status ValidateShape(const AttentionShape& shape, const KvCacheBinding& ca
     return absl::InvalidArgumentError(
         absl::StrCat("AttentionShape.softmax_scale = ", shape.softmax_scale,
                      " is invalid: must be finite and >= 0"));
-  }
-  if (cache.req_to_token == nullptr || cache.view.data == nullptr) {
-    return absl::InvalidArgumentError(
-        "KvCacheBinding has no req_to_token table or no data pool (for a device cache, "
-        "create it with MemoryKind::kDevice so the table has its device mirror)");
   }
   return absl::OkStatus();
 }

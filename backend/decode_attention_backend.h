@@ -82,7 +82,7 @@ class DecodeAttentionBackend {
   virtual absl::string_view name() const = 0;
   const AttentionShape& shape() const { return shape_; }
 
-  // Records the batch for the following Run calls. rows.size() <= max_batch; each row's
+  // Records the batch for the following Run calls (Run fails until one Plan has succeeded). rows.size() <= max_batch; each row's
   // seq_len in [0, max_seq_len] and request in [0, max_requests) (any value when padded).
   // Bad rows give InvalidArgument naming the row and field, and leave the previous plan.
   // cuda: copies the metadata into fixed device buffers, ordered on `stream`.
@@ -90,7 +90,8 @@ class DecodeAttentionBackend {
 
   // q: [batch, q_heads, head_dim], out: [batch, q_heads, head_dim] of io_dtype, in the
   // backend's memory (host for cpu, device for cuda); batch = rows in the last Plan.
-  // Allocates nothing; cuda: asynchronous on `stream` and capturable in a CUDA graph.
+  // Allocates nothing (cpu: once each worker thread's scratch has grown to the longest row
+  // it has met); cuda: asynchronous on `stream` and capturable in a CUDA graph.
   virtual absl::Status Run(int32_t layer, const void* q, void* out, CudaStream stream) = 0;
 
  protected:

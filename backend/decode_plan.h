@@ -43,6 +43,8 @@ constexpr int32_t kShortRowChunkTokens = 32;
 // Chunk capacity (grid width) for a batch of `batch` rows when the device wants about
 // `target_chunks` chunks in flight: the planner never emits more than this.
 inline int32_t ChunkCapacity(int32_t batch, int32_t target_chunks) { return target_chunks + batch; }
+// Callers keep batch + target_chunks within int32 (max_batch <= 65536, and target_chunks is a
+// few per multiprocessor).
 
 struct DecodePlan {
   std::vector<ChunkWork> chunks;  // [ChunkCapacity(batch, target)], unused ones empty
@@ -58,7 +60,8 @@ struct DecodePlan {
 // total term stays below a row's minimum, the row's chunks depend on that row alone, so its
 // result is the same whatever else the batch holds. When batch < target_chunks this emits at
 // most target_chunks chunks (one wave of the device); never more than ChunkCapacity(batch,
-// target_chunks). Padded rows (seq_len 0) get none.
+// target_chunks). Padded rows (seq_len 0) get none. Precondition: rows passed ValidateRows
+// (every seq_len >= 0).
 void PlanDecode(absl::Span<const DecodeRow> rows, int32_t target_chunks, DecodePlan* plan);
 
 }  // namespace int4kv

@@ -17,7 +17,7 @@ ThreadPool::~ThreadPool() {
   for (std::thread& worker : workers_) worker.join();
 }
 
-void ThreadPool::RunItems(const std::function<void(int64_t)>& body, int64_t items) {
+void ThreadPool::RunItems(absl::FunctionRef<void(int64_t)> body, int64_t items) {
   for (int64_t i = next_item_.fetch_add(1); i < items; i = next_item_.fetch_add(1)) body(i);
 }
 
@@ -31,7 +31,7 @@ void ThreadPool::WorkerLoop() {
     // A worker that wakes after its loop has finished finds items_ == 0 and stays out, so it
     // never claims an index of a later loop.
     if (items_ == 0) continue;
-    const std::function<void(int64_t)>* body = body_;
+    const absl::FunctionRef<void(int64_t)>* body = body_;
     const int64_t items = items_;
     ++busy_workers_;
     lock.unlock();
@@ -41,7 +41,7 @@ void ThreadPool::WorkerLoop() {
   }
 }
 
-void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t)>& body) {
+void ThreadPool::ParallelFor(int64_t n, absl::FunctionRef<void(int64_t)> body) {
   if (n <= 0) return;
   if (workers_.empty() || n == 1) {
     for (int64_t i = 0; i < n; ++i) body(i);

@@ -8,10 +8,11 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "absl/functional/function_ref.h"
 
 namespace int4kv {
 
@@ -25,23 +26,25 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   // Calls body(i) for every i in [0, n), spread over the workers; returns when all are done.
-  void ParallelFor(int64_t n, const std::function<void(int64_t)>& body);
+  // Allocates nothing: `body` is referenced, not copied, for the duration of the call.
+  void ParallelFor(int64_t n, absl::FunctionRef<void(int64_t)> body);
 
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
  private:
   void WorkerLoop();
-  void RunItems(const std::function<void(int64_t)>& body, int64_t items);
+  void RunItems(absl::FunctionRef<void(int64_t)> body, int64_t items);
 
   std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::condition_variable wake_;
   std::condition_variable done_;
-  const std::function<void(int64_t)>* body_ = nullptr;  // guarded by mutex_
-  int64_t items_ = 0;                                   // guarded by mutex_
-  int64_t generation_ = 0;                              // guarded by mutex_
-  int busy_workers_ = 0;                                // guarded by mutex_
-  bool stopping_ = false;                               // guarded by mutex_
+  // The running loop's body, owned by ParallelFor's caller; guarded by mutex_.
+  const absl::FunctionRef<void(int64_t)>* body_ = nullptr;
+  int64_t items_ = 0;         // guarded by mutex_
+  int64_t generation_ = 0;    // guarded by mutex_
+  int busy_workers_ = 0;      // guarded by mutex_
+  bool stopping_ = false;     // guarded by mutex_
   std::atomic<int64_t> next_item_{0};
 };
 

@@ -100,6 +100,34 @@ absl::StatusOr<int64_t> CapacityForBudget(const KvCacheConfig& config, int64_t b
   return std::min(slots, kMaxCapacitySlots);
 }
 
+absl::Status ValidateCacheView(const KvCacheView& view) {
+  KvCacheConfig probe;
+  probe.num_layers = view.layout.num_layers;
+  probe.kv_heads = view.layout.kv_heads;
+  probe.head_dim = view.layout.head_dim;
+  probe.group_size = view.layout.group_size;
+  probe.param_dtype = view.param_dtype;
+  probe.quant_mode = view.quant_mode;
+  probe.capacity_slots = view.layout.num_slots - 1;
+  if (absl::Status status = probe.Validate(); !status.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KvCacheView does not describe a valid cache (num_slots = ",
+                     view.layout.num_slots, " counts slot 0): ", status.message()));
+  }
+  if (view.data == nullptr || view.scales == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KvCacheView.", view.data == nullptr ? "data" : "scales",
+                     " is null: the view needs its code and scale pools"));
+  }
+  const bool asymmetric = view.quant_mode == QuantMode::kAsymmetric;
+  if (asymmetric != (view.zeros != nullptr)) {
+    return absl::InvalidArgumentError(
+        asymmetric ? "KvCacheView.zeros is null: an asymmetric cache needs its zero-point pool"
+                   : "KvCacheView.zeros is set: a symmetric cache has no zero-point pool");
+  }
+  return absl::OkStatus();
+}
+
 absl::string_view ParamDtypeName(ParamDtype dtype) {
   return dtype == ParamDtype::kFloat16 ? "fp16" : "bf16";
 }

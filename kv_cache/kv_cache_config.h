@@ -49,6 +49,12 @@ constexpr int64_t kMaxRequestTableEntries = int64_t{1} << 30;  // max_requests *
 // one slot fits, or if `config` is invalid apart from its capacity.
 absl::StatusOr<int64_t> CapacityForBudget(const KvCacheConfig& config, int64_t budget_bytes);
 
+// Checks a KvCacheView that may not come from KvCache::view() (an embedder's binding filled
+// by hand): its layout within KvCacheConfig's ranges (num_slots counts the reserved slot 0),
+// its dtype and mode known, its data and scale pools present, and zero points present exactly
+// when asymmetric. InvalidArgument names the first bad field.
+absl::Status ValidateCacheView(const KvCacheView& view);
+
 absl::string_view ParamDtypeName(ParamDtype dtype);
 absl::string_view QuantModeName(QuantMode mode);
 absl::StatusOr<ParamDtype> ParseParamDtype(absl::string_view name);  // "fp16" | "bf16"

@@ -1,0 +1,62 @@
+// The CPU backend's Run allocates nothing once warm (DecodeAttentionBackend's contract): this
+// binary counts every global operator new while a planned backend runs. One thread, so that
+// the one worker has met the longest row after the first Run (each worker's scratch grows the
+// first time it meets a longer row).
+#include <atomic>
+#include <cstdlib>
+#include <new>
+#include <vector>
+
+#include "backend/cpu_decode_backend.h"
+#include "gtest/gtest.h"
+#include "kv_cache/kv_cache.h"
+#include "kv_cache/store_kv.h"
+
+namespace {
+std::atomic<int64_t> g_allocations{0};
+}  // namespace
+
+void* operator new(size_t bytes) {
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(bytes == 0 ? 1 : bytes)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, size_t) noexcept { std::free(p); }
+
+namespace int4kv {
+namespace {
+
+TEST(CpuRunAllocationTest, WarmRunsAllocateNothing) {
+  KvCacheConfig config;
+  config.num_layers = 1;
+  config.kv_heads = 2;
+  config.head_dim = 16;
+  config.capacity_slots = 64;
+  config.max_requests = 2;
+  config.max_seq_len = 32;
+  auto cache = *KvCache::Create(config, MemoryKind::kHost);
+  std::vector<DecodeRow> rows;
+  for (int len : {32, 17}) {
+    std::vector<int32_t> slots;
+    ASSERT_TRUE(cache->slots().Allocate(len, &slots).ok());
+    const int32_t request = *cache->requests().AllocateRequest();
+    ASSERT_TRUE(cache->requests().Append(request, slots).ok());
+    std::vector<float> k(static_cast<size_t>(len) * 2 * 16, 0.25f), v(k.size(), -0.5f);
+    ASSERT_TRUE(StoreKvHost(cache->view(), 0, slots, KvRows{k.data(), v.data(), DType::kFloat32, 0})
+                    .ok());
+    rows.push_back({request, len});
+  }
+  BackendOptions options;
+  options.cpu_threads = 1;
+  auto backend = *CreateCpuDecodeBackend(BindingFor(*cache), ShapeFor(*cache, 4, 2), options);
+  ASSERT_TRUE(backend->Plan(rows, nullptr).ok());
+  std::vector<float> q(2 * 4 * 16, 0.125f), out(q.size());
+  ASSERT_TRUE(backend->Run(0, q.data(), out.data(), nullptr).ok());  // grows scratch once
+  const int64_t before = g_allocations.load();
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(backend->Run(0, q.data(), out.data(), nullptr).ok());
+  EXPECT_EQ(g_allocations.load() - before, 0);
+}
+
+}  // namespace
+}  // namespace int4kv
