@@ -14,12 +14,17 @@
 //   code = clamp(rint(x / s), -7, 7) + 7          codes 0..14
 //   x'   = (code - 7) * s                          all-zero group -> s = 0, x' = 0
 // Asymmetric:
-//   s = max/15 - min/15 and z = min, both rounded (and saturated) to the parameter dtype
+//   z = min rounded toward -inf to the parameter dtype (saturating at its most negative finite)
+//   s = (max - z) / 15 in float (at least the smallest float denormal), rounded toward +inf to
+//       the parameter dtype (saturating at its largest finite), and one step more if x' of
+//       code 15 is still below max; s = 0 if max == z
 //   code = clamp(rint((x - z) / s), 0, 15)         codes 0..15
 //   x'   = code * s + z                             (one fused multiply-add)
+//   So z <= min and x'(15) >= max unless saturated, and every x is within s / 2 of the grid.
 // rint rounds half to even. Quantization divides by the *stored* (rounded) s and z, so the
-// dequantized value is the one nearest x on the stored grid. A group whose s rounds to 0
-// stores codes for zero (symmetric) or 0 (asymmetric) and dequantizes to 0 (or z).
+// dequantized value is the one nearest x on the stored grid. A group whose s is 0 (symmetric:
+// s rounds to 0; asymmetric: a constant group that z stores exactly) stores codes for zero
+// (symmetric) or 0 (asymmetric) and dequantizes to 0 (or z).
 // Non-finite and extreme input: NaN is stored as 0; +-Inf and finite values beyond +-1e37
 // are clamped to +-1e37 first, so no NaN or Inf is ever written or dequantized.
 #ifndef INT4KV_KV_CACHE_INT4_LAYOUT_H_

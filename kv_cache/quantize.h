@@ -35,6 +35,28 @@ INT4KV_HOST_DEVICE uint16_t ParamFromFloat(float value, ParamDtype dtype) {
   return FloatToParam(fminf(fmaxf(value, -limit), limit), dtype);
 }
 
+// The fp16 / bf16 value next to `bits` toward +infinity (up) or -infinity, for a finite
+// `bits` that is not the largest finite value in that direction. Both formats are sign and
+// magnitude, so the neighbour is one magnitude step away.
+INT4KV_HOST_DEVICE uint16_t NextParam(uint16_t bits, bool up) {
+  if ((bits & 0x7fffu) == 0) return static_cast<uint16_t>(up ? 0x0001u : 0x8001u);  // +-0
+  const bool negative = (bits & 0x8000u) != 0;
+  return static_cast<uint16_t>(negative == up ? bits - 1u : bits + 1u);
+}
+
+// Rounds a parameter to the pool dtype toward +infinity (up) or -infinity, saturating at the
+// largest finite value of that sign, so the result is never infinite.
+INT4KV_HOST_DEVICE uint16_t ParamFromFloatDirected(float value, ParamDtype dtype, bool up) {
+  const float limit = dtype == ParamDtype::kFloat16 ? kMaxFloat16 : kMaxBFloat16;
+  const float clamped = fminf(fmaxf(value, -limit), limit);
+  const uint16_t nearest = FloatToParam(clamped, dtype);
+  const float stored = ParamToFloat(nearest, dtype);
+  // Round to nearest lands on a neighbour of `clamped`; step to the other one if it is on
+  // the wrong side. That neighbour lies between `clamped` and +-limit, so it is finite.
+  if (up ? stored < clamped : stored > clamped) return NextParam(nearest, up);
+  return nearest;
+}
+
 INT4KV_HOST_DEVICE float RoundScaled(float scaled, QuantRounding rounding) {
   return rounding == QuantRounding::kNearestEven ? rintf(scaled) : truncf(scaled);
 }
@@ -57,15 +79,30 @@ INT4KV_HOST_DEVICE float DequantizeSymmetric(int code, float scale) {
   return static_cast<float>(code - kSymmetricZeroCode) * scale;
 }
 
-// Asymmetric: scale and zero point for a group spanning [lo, hi] (sanitized).
-INT4KV_HOST_DEVICE uint16_t AsymmetricScale(float lo, float hi, ParamDtype dtype) {
-  // hi/15 - lo/15 rather than (hi - lo)/15: the difference of two huge values cannot overflow.
-  const float range = static_cast<float>(kAsymmetricMaxCode);
-  return ParamFromFloat(hi / range - lo / range, dtype);
+// Asymmetric: zero point for a group whose smallest value is `lo` (sanitized). Rounded down,
+// so that z <= lo (except for fp16 below -65504, where it saturates).
+INT4KV_HOST_DEVICE uint16_t AsymmetricZero(float lo, ParamDtype dtype) {
+  return ParamFromFloatDirected(lo, dtype, /*up=*/false);
 }
 
-INT4KV_HOST_DEVICE uint16_t AsymmetricZero(float lo, ParamDtype dtype) {
-  return ParamFromFloat(lo, dtype);
+// Scale for a group whose largest value is `hi` (sanitized), given the stored zero point as
+// float: (hi - z) / 15 rounded up to the dtype, saturating at its largest finite value. The
+// float subtraction and division round to nearest and can leave the top of the grid,
+// z + 15 s as DequantizeAsymmetric computes it, just below hi; then s takes one step more.
+// With z <= lo, every x of the group then lies within half a stored step of a grid point.
+// s is 0 only when hi == z, a constant group that z stores exactly. Inputs are clamped to
+// +-kMaxQuantInput, so hi - z cannot overflow float; the former hi/15 - lo/15 form, which
+// guarded against that, is not needed.
+INT4KV_HOST_DEVICE uint16_t AsymmetricScale(float hi, float zero, ParamDtype dtype) {
+  if (!(hi > zero)) return 0;  // +0; also an fp16 group below -65504, where hi < z
+  const float top = static_cast<float>(kAsymmetricMaxCode);
+  // For float denormals (hi - z) / 15 can underflow to 0; the smallest step still rounds up.
+  const float step = fmaxf((hi - zero) / top, BitsToFloat(1u));
+  const uint16_t scale = ParamFromFloatDirected(step, dtype, /*up=*/true);
+  const float limit = dtype == ParamDtype::kFloat16 ? kMaxFloat16 : kMaxBFloat16;
+  const float stored = ParamToFloat(scale, dtype);
+  if (fmaf(top, stored, zero) < hi && stored < limit) return NextParam(scale, /*up=*/true);
+  return scale;
 }
 
 INT4KV_HOST_DEVICE int AsymmetricCode(float x, float scale, float zero, QuantRounding rounding) {
@@ -100,10 +137,10 @@ INT4KV_HOST_DEVICE void QuantizeRow(LoadFn load, int head_dim, int group_size, P
       scales[g] = SymmetricScale(absmax, dtype);
       scale = ParamToFloat(scales[g], dtype);
     } else {
-      scales[g] = AsymmetricScale(lo, hi, dtype);
       zeros[g] = AsymmetricZero(lo, dtype);
-      scale = ParamToFloat(scales[g], dtype);
       zero = ParamToFloat(zeros[g], dtype);
+      scales[g] = AsymmetricScale(hi, zero, dtype);
+      scale = ParamToFloat(scales[g], dtype);
     }
     for (int i = begin; i < begin + group_size; i += 2) {
       const float x0 = SanitizeForQuant(load(i));

@@ -1,5 +1,6 @@
 #include "kv_cache/quantize.h"
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstring>
@@ -58,6 +59,45 @@ float RefParamValue(float value, ParamDtype dtype) {
   return Bf16Value(RefBf16(value));
 }
 
+// Every finite value of a parameter dtype, in increasing order (for directed rounding).
+const std::vector<float>& FiniteParamValues(ParamDtype dtype) {
+  static const std::vector<float>* const values[2] = {
+      [] {
+        auto* v = new std::vector<float>;
+        for (uint32_t h = 0; h < 0x10000; ++h) {
+          const float f = RefHalfToFloat(static_cast<uint16_t>(h));
+          if (std::isfinite(f)) v->push_back(f);
+        }
+        std::sort(v->begin(), v->end());
+        return v;
+      }(),
+      [] {
+        auto* v = new std::vector<float>;
+        for (uint32_t b = 0; b < 0x10000; ++b) {
+          const float f = Bf16Value(b);
+          if (std::isfinite(f)) v->push_back(f);
+        }
+        std::sort(v->begin(), v->end());
+        return v;
+      }(),
+  };
+  return *values[dtype == ParamDtype::kFloat16 ? 0 : 1];
+}
+
+// Largest finite dtype value <= value, or the most negative finite one if there is none.
+float RefParamDown(float value, ParamDtype dtype) {
+  const std::vector<float>& v = FiniteParamValues(dtype);
+  auto it = std::upper_bound(v.begin(), v.end(), value);
+  return it == v.begin() ? v.front() : *(it - 1);
+}
+
+// Smallest finite dtype value >= value, or the largest finite one if there is none.
+float RefParamUp(float value, ParamDtype dtype) {
+  const std::vector<float>& v = FiniteParamValues(dtype);
+  auto it = std::lower_bound(v.begin(), v.end(), value);
+  return it == v.end() ? v.back() : *it;
+}
+
 float RefSanitize(float x) {
   if (std::isnan(x)) return 0.0f;
   return std::min(std::max(x, -1e37f), 1e37f);
@@ -87,8 +127,17 @@ void RefQuantizeGroup(const std::vector<float>& raw, ParamDtype dtype, QuantMode
       codes->push_back(c + 7);
     }
   } else {
-    *scale = RefParamValue(hi / 15.0f - lo / 15.0f, dtype);
-    *zero = RefParamValue(lo, dtype);
+    // z: lo rounded down; s: (hi - z) / 15 rounded up, one step more if the top of the grid
+    // still falls short of hi.
+    *zero = RefParamDown(lo, dtype);
+    *scale = 0.0f;
+    if (hi > *zero) {
+      const float step = std::max((hi - *zero) / 15.0f, std::numeric_limits<float>::denorm_min());
+      *scale = RefParamUp(step, dtype);
+      if (std::fma(15.0f, *scale, *zero) < hi) {
+        *scale = RefParamUp(std::nextafter(*scale, std::numeric_limits<float>::infinity()), dtype);
+      }
+    }
     for (float v : x) {
       int c = 0;
       if (*scale != 0.0f) {
@@ -282,6 +331,142 @@ TEST(QuantizeTest, RoundTripErrorIsAtMostHalfAStep) {
                                                32, ParamDtype::kFloat16, mode);
       // Half a step, plus the rounding of the stored scale/zero to fp16.
       EXPECT_LE(std::fabs(restored - x[i]), 0.5f * scale + 2e-3f) << i;
+    }
+  }
+}
+
+// Quantizes x (one row, asymmetric) and checks that every element comes back within half a
+// stored step, then that z <= min and that code 15 reaches max. The tolerance is a few float
+// ulps of x, for the float arithmetic of quantization and dequantization.
+void ExpectAsymmetricWithinHalfAStep(const std::vector<float>& x, int group, ParamDtype dtype) {
+  const Quantized q = QuantizeWith(x, group, dtype, QuantMode::kAsymmetric);
+  for (size_t g = 0; g < x.size() / group; ++g) {
+    const float scale = ParamToFloat(q.scales[g], dtype);
+    const float zero = ParamToFloat(q.zeros[g], dtype);
+    for (int i = 0; i < group; ++i) {
+      const size_t e = g * group + i;
+      const float restored =
+          DequantizeElement(q.bytes.data(), q.scales.data(), q.zeros.data(), static_cast<int>(e),
+                            group, dtype, QuantMode::kAsymmetric);
+      const float tolerance = 4.0f * FLT_EPSILON * std::fabs(x[e]);
+      ASSERT_LE(std::fabs(restored - x[e]), 0.5f * scale + tolerance)
+          << "element " << e << " x " << x[e] << " z " << zero << " s " << scale;
+    }
+    const auto begin = x.begin() + g * group;
+    ASSERT_LE(zero, *std::min_element(begin, begin + group)) << "group " << g;
+    ASSERT_GE(DequantizeAsymmetric(15, scale, zero), *std::max_element(begin, begin + group))
+        << "group " << g;
+  }
+}
+
+TEST(QuantizeTest, AsymmetricGridCoversGroupsFarFromZero) {
+  // fp16: z = 1000 (steps of 0.5 there); rounding lo to nearest gave z = 1000 and s = 0.1 / 15,
+  // a grid that ends at 1000.1, 30 steps below 1000.3.
+  ExpectAsymmetricWithinHalfAStep(
+      {1000.2f, 1000.3f, 1000.25f, 1000.22f, 1000.28f, 1000.21f, 1000.29f, 1000.26f}, 8,
+      ParamDtype::kFloat16);
+  // bf16: z = 100 (steps of 0.5); rounding to nearest gave z = 100.5, above every value.
+  ExpectAsymmetricWithinHalfAStep(
+      {100.3f, 100.5f, 100.4f, 100.35f, 100.45f, 100.32f, 100.48f, 100.41f}, 8,
+      ParamDtype::kBFloat16);
+  // Negative offsets: z rounds away from zero.
+  ExpectAsymmetricWithinHalfAStep(
+      {-1000.3f, -1000.2f, -1000.25f, -1000.22f, -1000.28f, -1000.21f, -1000.29f, -1000.26f}, 8,
+      ParamDtype::kFloat16);
+  ExpectAsymmetricWithinHalfAStep(
+      {-100.5f, -100.3f, -100.4f, -100.35f, -100.45f, -100.32f, -100.48f, -100.41f}, 8,
+      ParamDtype::kBFloat16);
+}
+
+TEST(QuantizeTest, AsymmetricRoundTripWithinHalfAStepOnOffsetGroups) {
+  std::mt19937 rng(13);
+  std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+  for (ParamDtype dtype : {ParamDtype::kFloat16, ParamDtype::kBFloat16}) {
+    // Offsets stay well inside fp16 so that its parameters do not saturate.
+    const float max_exponent = dtype == ParamDtype::kFloat16 ? 4.0f : 30.0f;
+    const float min_exponent = dtype == ParamDtype::kFloat16 ? -3.0f : -30.0f;
+    for (int group : {8, 16, 32, 64, 128}) {
+      for (int trial = 0; trial < 400; ++trial) {
+        std::vector<float> x(128);
+        for (int g = 0; g < 128 / group; ++g) {
+          // A group of width 1e-5 .. 0.3 times its offset, so that z's rounding is large
+          // against the group's step.
+          const float sign = unit(rng) < 0.5f ? -1.0f : 1.0f;
+          const float offset =
+              sign * std::pow(10.0f, min_exponent + (max_exponent - min_exponent) * unit(rng));
+          const float width = std::fabs(offset) * std::pow(10.0f, -5.0f + 4.5f * unit(rng));
+          for (int i = 0; i < group; ++i) x[g * group + i] = offset + width * unit(rng);
+        }
+        ASSERT_NO_FATAL_FAILURE(ExpectAsymmetricWithinHalfAStep(x, group, dtype));
+        ASSERT_NO_FATAL_FAILURE(ExpectMatchesReference(x, group, dtype, QuantMode::kAsymmetric));
+      }
+    }
+  }
+}
+
+TEST(QuantizeTest, AsymmetricScaleStepsUpWhereFloatRoundingFallsShort) {
+  // fp16: z = -0.0200042725 and (hi - z) / 15 is exactly 18 in float, but z + 15 * 18 =
+  // 269.97998 < 269.98; the scale takes the next step up.
+  const std::vector<float> half = {-0.02f, 269.98f, 0.0f, 100.0f, 200.0f, 135.0f, -0.01f, 269.0f};
+  const Quantized q16 = QuantizeWith(half, 8, ParamDtype::kFloat16, QuantMode::kAsymmetric);
+  EXPECT_EQ(HalfBitsToFloat(q16.scales[0]), 18.015625f);
+  ExpectAsymmetricWithinHalfAStep(half, 8, ParamDtype::kFloat16);
+  ExpectMatchesReference(half, 8, ParamDtype::kFloat16, QuantMode::kAsymmetric);
+  // bf16: z = -50.75 and (hi - z) / 15 is 5 in float, but z + 15 * 5 = 24.25 < 24.2500019.
+  const std::vector<float> bf = {-50.5270042f, 24.2500019f, 0.0f, 1.0f, -2.0f, 3.0f, -5.0f, 4.0f};
+  const Quantized q_bf = QuantizeWith(bf, 8, ParamDtype::kBFloat16, QuantMode::kAsymmetric);
+  EXPECT_EQ(Bf16BitsToFloat(q_bf.scales[0]), 5.03125f);
+  ExpectAsymmetricWithinHalfAStep(bf, 8, ParamDtype::kBFloat16);
+  ExpectMatchesReference(bf, 8, ParamDtype::kBFloat16, QuantMode::kAsymmetric);
+}
+
+TEST(QuantizeTest, AsymmetricConstantGroups) {
+  for (ParamDtype dtype : {ParamDtype::kFloat16, ParamDtype::kBFloat16}) {
+    // Exactly representable: s = 0, and every element comes back exactly.
+    for (float value : {1.5f, -3.0f, 0.0f}) {
+      const std::vector<float> x(8, value);
+      const Quantized q = QuantizeWith(x, 8, dtype, QuantMode::kAsymmetric);
+      EXPECT_EQ(q.scales[0], 0);
+      for (int i = 0; i < 8; ++i) {
+        EXPECT_EQ(DequantizeElement(q.bytes.data(), q.scales.data(), q.zeros.data(), i, 8, dtype,
+                                    QuantMode::kAsymmetric),
+                  value);
+      }
+    }
+    // Not representable: z below the value, and it comes back within half a step.
+    ExpectAsymmetricWithinHalfAStep(std::vector<float>(8, 0.1f), 8, dtype);
+    ExpectAsymmetricWithinHalfAStep(std::vector<float>(8, -1000.3f), 8, dtype);
+  }
+}
+
+TEST(QuantizeTest, DirectedParamRoundingSaturatesAtFiniteValues) {
+  // fp16: below -65504 the zero point stays at -65504, and scales stop at 65504.
+  EXPECT_EQ(ParamFromFloatDirected(-65510.0f, ParamDtype::kFloat16, false), 0xfbffu);
+  EXPECT_EQ(ParamFromFloatDirected(-1e37f, ParamDtype::kFloat16, false), 0xfbffu);
+  EXPECT_EQ(ParamFromFloatDirected(65504.5f, ParamDtype::kFloat16, true), 0x7bffu);
+  EXPECT_EQ(ParamFromFloatDirected(1e37f, ParamDtype::kFloat16, true), 0x7bffu);
+  EXPECT_EQ(ParamFromFloatDirected(FLT_MAX, ParamDtype::kBFloat16, true), 0x7f7fu);
+  EXPECT_EQ(ParamFromFloatDirected(-FLT_MAX, ParamDtype::kBFloat16, false), 0xff7fu);
+  // Around zero: the smallest subnormal of the right sign, and zero stays zero.
+  EXPECT_EQ(ParamFromFloatDirected(-1e-10f, ParamDtype::kFloat16, false), 0x8001u);
+  EXPECT_EQ(ParamFromFloatDirected(1e-10f, ParamDtype::kFloat16, true), 0x0001u);
+  EXPECT_EQ(ParamFromFloatDirected(0.0f, ParamDtype::kFloat16, false), 0x0000u);
+  EXPECT_EQ(ParamFromFloatDirected(0.0f, ParamDtype::kBFloat16, true), 0x0000u);
+  // Against the sorted table of every finite value.
+  std::mt19937 rng(17);
+  std::uniform_int_distribution<uint32_t> any_bits;
+  for (ParamDtype dtype : {ParamDtype::kFloat16, ParamDtype::kBFloat16}) {
+    for (int i = 0; i < 200000; ++i) {
+      uint32_t bits = any_bits(rng);
+      if (dtype == ParamDtype::kFloat16) bits = (bits & 0x807fffffu) | ((100u + bits % 60u) << 23);
+      float f;
+      std::memcpy(&f, &bits, 4);
+      if (!std::isfinite(f)) continue;
+      ASSERT_EQ(ParamToFloat(ParamFromFloatDirected(f, dtype, false), dtype),
+                RefParamDown(f, dtype))
+          << f;
+      ASSERT_EQ(ParamToFloat(ParamFromFloatDirected(f, dtype, true), dtype), RefParamUp(f, dtype))
+          << f;
     }
   }
 }
