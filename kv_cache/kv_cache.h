@@ -17,26 +17,31 @@ namespace int4kv {
 
 class KvCache {
  public:
-  // Validates `config`, allocates the pools in `kind` memory and, for device memory, the
-  // request table's device mirror.
+  // Validates `config`, allocates the slot allocator and the request table in host memory,
+  // the pools in `kind` memory and, for device memory, the request table's device mirror.
+  // Host memory that cannot be allocated gives ResourceExhausted naming the structure and the
+  // config fields that size it.
   static absl::StatusOr<std::unique_ptr<KvCache>> Create(const KvCacheConfig& config,
                                                          MemoryKind kind);
 
   const KvCacheConfig& config() const { return config_; }
   const KvCacheView& view() const { return pool_->view(); }
   MemoryKind memory_kind() const { return pool_->memory_kind(); }
-  TokenSlotAllocator& slots() { return slots_; }
-  const TokenSlotAllocator& slots() const { return slots_; }
-  RequestTable& requests() { return requests_; }
-  const RequestTable& requests() const { return requests_; }
+  TokenSlotAllocator& slots() { return *slots_; }
+  const TokenSlotAllocator& slots() const { return *slots_; }
+  RequestTable& requests() { return *requests_; }
+  const RequestTable& requests() const { return *requests_; }
 
  private:
-  KvCache(const KvCacheConfig& config, std::unique_ptr<KvPool> pool);
+  KvCache(const KvCacheConfig& config, std::unique_ptr<KvPool> pool,
+          std::unique_ptr<TokenSlotAllocator> slots, std::unique_ptr<RequestTable> requests);
 
   KvCacheConfig config_;
+  // Owned and never null. Create builds each one separately, so that a failed host
+  // allocation can say which one did not fit.
   std::unique_ptr<KvPool> pool_;
-  TokenSlotAllocator slots_;
-  RequestTable requests_;
+  std::unique_ptr<TokenSlotAllocator> slots_;
+  std::unique_ptr<RequestTable> requests_;
 };
 
 }  // namespace int4kv

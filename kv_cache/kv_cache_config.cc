@@ -79,11 +79,14 @@ KvLayout KvCacheConfig::Layout() const {
 }
 
 std::string KvCacheConfig::DebugString() const {
+  // BytesPerToken divides by group_size and can overflow: only a valid config has one.
+  const std::string bytes_per_token =
+      Validate().ok() ? absl::StrCat(BytesPerToken()) : std::string("invalid");
   return absl::StrFormat(
       "layers=%d kv_heads=%d head_dim=%d group_size=%d params=%s mode=%s capacity_slots=%d "
-      "max_requests=%d max_seq_len=%d bytes_per_token=%d",
+      "max_requests=%d max_seq_len=%d bytes_per_token=%s",
       num_layers, kv_heads, head_dim, group_size, ParamDtypeName(param_dtype),
-      QuantModeName(quant_mode), capacity_slots, max_requests, max_seq_len, BytesPerToken());
+      QuantModeName(quant_mode), capacity_slots, max_requests, max_seq_len, bytes_per_token);
 }
 
 absl::StatusOr<int64_t> CapacityForBudget(const KvCacheConfig& config, int64_t budget_bytes) {

@@ -112,6 +112,27 @@ TEST(KvCacheConfigTest, CapacityForBudget) {
               HasSubstr("head_dim"));
 }
 
+TEST(KvCacheConfigTest, DebugStringPrintsBytesPerTokenOnlyWhenValid) {
+  const KvCacheConfig valid = ValidConfig();
+  EXPECT_THAT(valid.DebugString(), HasSubstr("group_size=8"));
+  EXPECT_THAT(valid.DebugString(), HasSubstr("bytes_per_token=3072"));
+  // Each of these would divide by zero (or overflow) in BytesPerToken.
+  const std::function<void(KvCacheConfig&)> spoils[] = {
+      [](KvCacheConfig& c) { c.group_size = 0; },
+      [](KvCacheConfig& c) { c.head_dim = 0, c.group_size = 0; },
+      [](KvCacheConfig& c) { c.num_layers = -1; },
+      [](KvCacheConfig& c) { c.capacity_slots = 0; },
+  };
+  for (const auto& spoil : spoils) {
+    KvCacheConfig config = ValidConfig();
+    spoil(config);
+    ASSERT_FALSE(config.Validate().ok());
+    const std::string text = config.DebugString();
+    EXPECT_THAT(text, HasSubstr("bytes_per_token=invalid")) << text;
+    EXPECT_THAT(text, HasSubstr("max_seq_len=4096")) << text;  // the fields are all still there
+  }
+}
+
 TEST(KvCacheConfigTest, ParseNames) {
   EXPECT_EQ(*ParseParamDtype("bf16"), ParamDtype::kBFloat16);
   EXPECT_EQ(*ParseQuantMode("asymmetric"), QuantMode::kAsymmetric);

@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/cuda_check.h"
@@ -21,6 +22,11 @@ RequestTable::RequestTable(int32_t max_requests, int32_t max_seq_len)
       is_dirty_(max_requests, 0) {
   free_requests_.reserve(max_requests);
   for (int32_t r = max_requests - 1; r >= 0; --r) free_requests_.push_back(r);
+}
+
+int64_t RequestTable::HostBytes(int32_t max_requests, int32_t max_seq_len) {
+  // table_; length_, synced_length_ and free_requests_ (int32); live_ and is_dirty_ (uint8).
+  return int64_t{max_requests} * max_seq_len * 4 + int64_t{max_requests} * (3 * 4 + 2);
 }
 
 RequestTable::~RequestTable() {
@@ -106,19 +112,46 @@ absl::Span<const int32_t> RequestTable::Tokens(int32_t request) const {
 
 absl::Status RequestTable::EnableDeviceMirror() {
   if (device_table_ != nullptr) return absl::OkStatus();
+  // Everything is allocated into `mirror` first and moved into the members only once all of it
+  // exists; on an early return its destructor frees what was allocated.
+  struct Mirror {
+    int32_t* table = nullptr;
+    uint32_t* staged_index = nullptr;
+    int32_t* staged_value = nullptr;
+    uint32_t* device_index = nullptr;
+    int32_t* device_value = nullptr;
+    CudaEvent staging_free = nullptr;
+    ~Mirror() {
+      if (staging_free != nullptr) cudaEventDestroy(staging_free);  // never recorded
+      cudaFreeHost(staged_index);
+      cudaFreeHost(staged_value);
+      cudaFree(device_index);
+      cudaFree(device_value);
+      cudaFree(table);
+    }
+  } mirror;
   const size_t bytes = table_.size() * sizeof(int32_t);
-  CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&device_table_), bytes));
-  CUDA_RETURN_IF_ERROR(cudaMemset(device_table_, 0, bytes));
+  CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&mirror.table), bytes));
+  CUDA_RETURN_IF_ERROR(cudaMemset(mirror.table, 0, bytes));
   // Enough for a step in which every request appends 64 tokens; larger syncs go in pieces.
   constexpr int64_t kStagingEntries = int64_t{64} * 1024;
-  staging_capacity_ =
+  const int32_t staging_capacity =
       static_cast<int32_t>(std::min<int64_t>(kStagingEntries, static_cast<int64_t>(table_.size())));
-  const size_t staging_bytes = static_cast<size_t>(staging_capacity_) * 4;
-  CUDA_RETURN_IF_ERROR(cudaMallocHost(reinterpret_cast<void**>(&staged_index_), staging_bytes));
-  CUDA_RETURN_IF_ERROR(cudaMallocHost(reinterpret_cast<void**>(&staged_value_), staging_bytes));
-  CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&device_index_), staging_bytes));
-  CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&device_value_), staging_bytes));
-  CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&staging_free_, cudaEventDisableTiming));
+  const size_t staging_bytes = static_cast<size_t>(staging_capacity) * 4;
+  CUDA_RETURN_IF_ERROR(
+      cudaMallocHost(reinterpret_cast<void**>(&mirror.staged_index), staging_bytes));
+  CUDA_RETURN_IF_ERROR(
+      cudaMallocHost(reinterpret_cast<void**>(&mirror.staged_value), staging_bytes));
+  CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&mirror.device_index), staging_bytes));
+  CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&mirror.device_value), staging_bytes));
+  CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&mirror.staging_free, cudaEventDisableTiming));
+  device_table_ = std::exchange(mirror.table, nullptr);
+  staging_capacity_ = staging_capacity;
+  staged_index_ = std::exchange(mirror.staged_index, nullptr);
+  staged_value_ = std::exchange(mirror.staged_value, nullptr);
+  device_index_ = std::exchange(mirror.device_index, nullptr);
+  device_value_ = std::exchange(mirror.device_value, nullptr);
+  staging_free_ = std::exchange(mirror.staging_free, nullptr);
   for (int32_t r = 0; r < max_requests_; ++r) {
     synced_length_[r] = 0;
     if (live_[r] && length_[r] > 0) MarkDirty(r);
@@ -145,9 +178,10 @@ absl::Status RequestTable::SyncToDevice(CudaStream stream) {
   if (dirty_.empty()) return absl::OkStatus();
   // The staging buffers may still feed the previous sync's copies.
   CUDA_RETURN_IF_ERROR(cudaEventSynchronize(staging_free_));
+  // dirty_, is_dirty_ and synced_length_ change only after the last flush succeeded: a sync
+  // that fails part-way is sent in full by the next one (rewriting an entry is harmless).
   int32_t staged = 0;
   for (const int32_t request : dirty_) {
-    is_dirty_[request] = 0;
     if (!live_[request]) continue;
     const uint32_t row = static_cast<uint32_t>(request) * static_cast<uint32_t>(max_seq_len_);
     for (int32_t t = synced_length_[request]; t < length_[request]; ++t) {
@@ -160,10 +194,14 @@ absl::Status RequestTable::SyncToDevice(CudaStream stream) {
       staged_value_[staged] = table_[row + t];
       ++staged;
     }
-    synced_length_[request] = length_[request];
+  }
+  RETURN_IF_ERROR(FlushStaged(staged, stream));
+  for (const int32_t request : dirty_) {
+    is_dirty_[request] = 0;
+    if (live_[request]) synced_length_[request] = length_[request];
   }
   dirty_.clear();
-  return FlushStaged(staged, stream);
+  return absl::OkStatus();
 }
 
 }  // namespace int4kv

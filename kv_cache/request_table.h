@@ -22,10 +22,15 @@ namespace int4kv {
 
 class RequestTable {
  public:
+  // max_requests and max_seq_len >= 1 (a validated KvCacheConfig's). Throws std::bad_alloc
+  // when HostBytes(max_requests, max_seq_len) cannot be allocated.
   RequestTable(int32_t max_requests, int32_t max_seq_len);
   ~RequestTable();
   RequestTable(const RequestTable&) = delete;
   RequestTable& operator=(const RequestTable&) = delete;
+
+  // Host bytes the constructor allocates: the int32 table and five per-request arrays.
+  static int64_t HostBytes(int32_t max_requests, int32_t max_seq_len);
 
   // Claims a free request row (length 0). ResourceExhausted when all rows are in use.
   absl::StatusOr<int32_t> AllocateRequest();
@@ -45,9 +50,10 @@ class RequestTable {
   const int32_t* host_table() const { return table_.data(); }
 
   // Allocates the device mirror (zero-filled) and the sync staging buffers. Call once at
-  // start-up.
+  // start-up. All or nothing: on an error nothing is kept, and a later call starts over.
   absl::Status EnableDeviceMirror();
-  // Copies what changed since the last sync into the mirror, ordered on `stream`.
+  // Copies what changed since the last sync into the mirror, ordered on `stream`. On an error
+  // the requests stay marked as changed, and the next sync sends all of their new entries.
   absl::Status SyncToDevice(CudaStream stream);
   // Device table [max_requests][max_seq_len]; nullptr until EnableDeviceMirror().
   const int32_t* device_table() const { return device_table_; }

@@ -83,7 +83,9 @@ TEST(RequestTableTest, LargeSyncsGoThroughStagingInPieces) {
   const int32_t reused = *table.AllocateRequest();
   ASSERT_TRUE(table.Append(reused, std::vector<int32_t>(7, 424242)).ok());
   for (int i = 0; i < 40; i += 5) {
-    if (requests[i] != requests[3]) ASSERT_TRUE(table.Append(requests[i], {-5, -6}).ok());
+    if (requests[i] != requests[3]) {
+      ASSERT_TRUE(table.Append(requests[i], {-5, -6}).ok());
+    }
   }
   ASSERT_TRUE(table.SyncToDevice(nullptr).ok());
   std::vector<int32_t> device(40 * 4000);

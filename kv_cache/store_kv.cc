@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/half.h"
+#include "kv_cache/kv_cache_config.h"
 
 namespace int4kv {
 namespace {
@@ -42,6 +43,12 @@ absl::Status CheckRows(const KvRows& rows, const KvLayout& layout) {
   if (rows.k == nullptr || rows.v == nullptr) {
     return absl::InvalidArgumentError("KvRows.k and KvRows.v must not be null");
   }
+  if (rows.dtype != DType::kFloat32 && rows.dtype != DType::kFloat16 &&
+      rows.dtype != DType::kBFloat16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KvRows.dtype = ", static_cast<int>(rows.dtype),
+                     " is invalid: must be float32 (0), float16 (1) or bfloat16 (2)"));
+  }
   const int64_t row_elements = int64_t{layout.kv_heads} * layout.head_dim;
   if (rows.token_stride != 0 && rows.token_stride < row_elements) {
     return absl::InvalidArgumentError(
@@ -53,6 +60,7 @@ absl::Status CheckRows(const KvRows& rows, const KvLayout& layout) {
 
 absl::Status StoreKvHost(const KvCacheView& view, int32_t layer, absl::Span<const int32_t> slots,
                          const KvRows& rows, QuantRounding rounding) {
+  if (absl::Status s = ValidateCacheView(view); !s.ok()) return s;
   if (absl::Status s = CheckLayer(view, layer); !s.ok()) return s;
   if (slots.empty()) return absl::OkStatus();
   if (absl::Status s = CheckRows(rows, view.layout); !s.ok()) return s;
@@ -77,6 +85,7 @@ absl::Status StoreKvHost(const KvCacheView& view, int32_t layer, absl::Span<cons
 
 absl::Status DequantizeHost(const KvCacheView& view, int32_t layer, absl::Span<const int32_t> slots,
                             float* out) {
+  if (absl::Status s = ValidateCacheView(view); !s.ok()) return s;
   if (absl::Status s = CheckLayer(view, layer); !s.ok()) return s;
   if (absl::Status s = CheckSlots(view, slots); !s.ok()) return s;
   const KvLayout& layout = view.layout;

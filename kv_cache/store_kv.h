@@ -23,18 +23,21 @@ struct KvRows {
   int64_t token_stride = 0;
 };
 
-// Quantizes token i's K/V rows of `layer` into slot slots[i] of a host-memory view. Every
-// slot must be in [0, num_slots) (slot 0 is where padded rows write); on a bad layer or slot
-// nothing is written and the error names it.
+// Quantizes token i's K/V rows of `layer` into slot slots[i] of a host-memory view. The view
+// must pass ValidateCacheView (kv_cache_config.h) and every slot must be in [0, num_slots)
+// (slot 0 is where padded rows write); on a bad view, layer, rows or slot nothing is written
+// and the InvalidArgument names it.
 absl::Status StoreKvHost(const KvCacheView& view, int32_t layer, absl::Span<const int32_t> slots,
                          const KvRows& rows, QuantRounding rounding = QuantRounding::kNearestEven);
 
 // Dequantizes the rows of `layer` for each slot into
 //   out: [slots.size()][2 * kv_heads][head_dim] float32 (K heads, then V heads).
+// The view, layer and slots are checked as in StoreKvHost.
 absl::Status DequantizeHost(const KvCacheView& view, int32_t layer, absl::Span<const int32_t> slots,
                             float* out);
 
-// Checks shared by the CPU and CUDA entry points.
+// Checks shared by the CPU and CUDA entry points, after ValidateCacheView(view).
+// CheckRows: k and v set, dtype one of DType's values, token_stride 0 or a whole row.
 absl::Status CheckLayer(const KvCacheView& view, int32_t layer);
 absl::Status CheckRows(const KvRows& rows, const KvLayout& layout);
 

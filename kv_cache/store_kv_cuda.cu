@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/cuda_check.h"
+#include "kv_cache/kv_cache_config.h"
 #include "kv_cache/quantize.h"
 #include "kv_cache/store_kv_cuda.h"
 
@@ -80,6 +81,7 @@ int GridFor(int64_t work, int threads) {
 absl::Status StoreKvCuda(const KvCacheView& view, int32_t layer, const int32_t* slots,
                          int32_t num_tokens, const KvRows& rows, CudaStream stream,
                          QuantRounding rounding) {
+  if (absl::Status s = ValidateCacheView(view); !s.ok()) return s;
   if (absl::Status s = CheckLayer(view, layer); !s.ok()) return s;
   if (num_tokens < 0) {
     return absl::InvalidArgumentError(absl::StrCat("num_tokens ", num_tokens, " is negative"));
@@ -98,6 +100,7 @@ absl::Status StoreKvCuda(const KvCacheView& view, int32_t layer, const int32_t* 
 
 absl::Status DequantizeCuda(const KvCacheView& view, int32_t layer, const int32_t* slots,
                             int32_t num_tokens, float* out, CudaStream stream) {
+  if (absl::Status s = ValidateCacheView(view); !s.ok()) return s;
   if (absl::Status s = CheckLayer(view, layer); !s.ok()) return s;
   if (num_tokens < 0) {
     return absl::InvalidArgumentError(absl::StrCat("num_tokens ", num_tokens, " is negative"));

@@ -1,7 +1,14 @@
 #include "kv_cache/store_kv.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "common/half.h"
@@ -123,6 +130,132 @@ TEST(StoreKvTest, BadInputWritesNothing) {
   for (int64_t i = 0; i < layout.ParamPoolElements(); ++i) {
     ASSERT_EQ(cache->view().scales[i], 0);
   }
+}
+
+// A KvCacheView filled by hand is checked (ValidateCacheView) before any pool is touched.
+TEST(StoreKvTest, InvalidViewIsRejectedBeforeAnyAccess) {
+  const KvCacheConfig config = SmallConfig(QuantMode::kAsymmetric, 8);
+  auto cache = *KvCache::Create(config, MemoryKind::kHost);
+  const std::vector<float> k = RandomRows(1, 2, 32, 1);
+  const KvRows rows{k.data(), k.data(), DType::kFloat32, 0};
+  struct BadView {
+    std::string names;  // what the message must contain
+    std::function<void(KvCacheView&)> spoil;
+  };
+  const BadView cases[] = {
+      {"KvCacheView.zeros is null", [](KvCacheView& v) { v.zeros = nullptr; }},
+      {"KvCacheView.zeros is set",
+       [](KvCacheView& v) { v.quant_mode = QuantMode::kSymmetric; }},
+      {"KvCacheConfig.group_size = 0", [](KvCacheView& v) { v.layout.group_size = 0; }},
+      {"KvCacheView.data is null", [](KvCacheView& v) { v.data = nullptr; }},
+      {"KvCacheView.scales is null", [](KvCacheView& v) { v.scales = nullptr; }},
+      {"KvCacheConfig.capacity_slots = 0", [](KvCacheView& v) { v.layout.num_slots = 1; }},
+      {"KvCacheConfig.quant_mode = 5",
+       [](KvCacheView& v) { v.quant_mode = static_cast<QuantMode>(5); }},
+  };
+  const std::vector<int32_t> slots = {1};
+  std::vector<float> out(4 * 32);
+  for (const BadView& bad : cases) {
+    KvCacheView view = cache->view();
+    bad.spoil(view);
+    for (const absl::Status& status :
+         {StoreKvHost(view, 0, slots, rows), DequantizeHost(view, 0, slots, out.data()),
+          StoreKvHost(view, 0, {}, rows), DequantizeHost(view, 0, {}, out.data())}) {
+      EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << bad.names;
+      EXPECT_NE(status.message().find(bad.names), std::string::npos) << status.message();
+    }
+  }
+  const KvLayout& layout = cache->view().layout;
+  for (int64_t i = 0; i < layout.DataPoolBytes(); ++i) ASSERT_EQ(cache->view().data[i], 0);
+  for (int64_t i = 0; i < layout.ParamPoolElements(); ++i) {
+    ASSERT_EQ(cache->view().scales[i], 0);
+    ASSERT_EQ(cache->view().zeros[i], 0);
+  }
+}
+
+TEST(StoreKvTest, UnknownRowDtypeIsRejected) {
+  const KvCacheConfig config = SmallConfig(QuantMode::kSymmetric, 8);
+  auto cache = *KvCache::Create(config, MemoryKind::kHost);
+  const std::vector<float> k = RandomRows(1, 2, 32, 1);
+  for (const int bad : {3, 7, -1}) {
+    const KvRows rows{k.data(), k.data(), static_cast<DType>(bad), 0};
+    const absl::Status status = StoreKvHost(cache->view(), 0, {1}, rows);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(status.message(),
+              "KvRows.dtype = " + std::to_string(bad) +
+                  " is invalid: must be float32 (0), float16 (1) or bfloat16 (2)");
+    EXPECT_EQ(CheckRows(rows, cache->view().layout).message(), status.message());
+  }
+  const KvLayout& layout = cache->view().layout;
+  for (int64_t i = 0; i < layout.DataPoolBytes(); ++i) ASSERT_EQ(cache->view().data[i], 0);
+  for (int64_t i = 0; i < layout.ParamPoolElements(); ++i) {
+    ASSERT_EQ(cache->view().scales[i], 0);
+  }
+}
+
+// Caps this process's address space at `headroom` bytes more than it maps now, for the
+// scope's lifetime, so a multi-GiB allocation fails with std::bad_alloc without touching
+// memory. Sanitizers reserve terabytes and abort on a failed allocation: there the cap is not
+// set and active() is false.
+class ScopedAddressSpaceCap {
+ public:
+  explicit ScopedAddressSpaceCap(int64_t headroom) {
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+    long mapped_pages = 0;
+    std::FILE* statm = std::fopen("/proc/self/statm", "r");
+    if (statm == nullptr) return;
+    const bool read = std::fscanf(statm, "%ld", &mapped_pages) == 1;
+    std::fclose(statm);
+    if (!read || getrlimit(RLIMIT_AS, &saved_) != 0) return;
+    rlimit capped = saved_;
+    capped.rlim_cur = std::min<rlim_t>(
+        saved_.rlim_max, static_cast<rlim_t>(mapped_pages) * sysconf(_SC_PAGESIZE) + headroom);
+    active_ = setrlimit(RLIMIT_AS, &capped) == 0;
+#endif
+  }
+  ~ScopedAddressSpaceCap() {
+    if (active_) setrlimit(RLIMIT_AS, &saved_);
+  }
+  bool active() const { return active_; }
+
+ private:
+  rlimit saved_{};
+  bool active_ = false;
+};
+
+// A config that passes Validate but whose host bookkeeping does not fit gives
+// ResourceExhausted naming the structure and the field that sizes it; it does not abort.
+TEST(KvCacheCreateTest, HostBookkeepingThatDoesNotFitIsResourceExhausted) {
+  struct Case {
+    std::function<void(KvCacheConfig&)> size;
+    std::string names;
+  };
+  const Case cases[] = {
+      // About 18 GiB of request rows (4 GiB of table, 14 bytes of state per request).
+      {[](KvCacheConfig& c) { c.max_requests = 1 << 30, c.max_seq_len = 1; },
+       "of host memory for the request table (KvCacheConfig.max_requests = 1073741824, "
+       "max_seq_len = 1)"},
+      // About 5 GiB of free list and flags, checked before the (larger) pools.
+      {[](KvCacheConfig& c) { c.capacity_slots = int64_t{1} << 30; },
+       "of host memory for the token slot allocator (KvCacheConfig.capacity_slots = "
+       "1073741824)"},
+  };
+  for (const Case& c : cases) {
+    KvCacheConfig config = SmallConfig(QuantMode::kSymmetric, 8);
+    c.size(config);
+    ASSERT_TRUE(config.Validate().ok()) << config.Validate();
+    absl::Status status;
+    {
+      ScopedAddressSpaceCap cap(int64_t{256} << 20);
+      if (!cap.active()) GTEST_SKIP() << "cannot cap the address space here";
+      status = KvCache::Create(config, MemoryKind::kHost).status();
+    }
+    EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
+    EXPECT_NE(status.message().find(c.names), std::string::npos) << status.message();
+    EXPECT_EQ(status.message().find("cannot allocate "), 0) << status.message();
+  }
+  // Nothing is left capped: a normal cache still comes up.
+  EXPECT_TRUE(KvCache::Create(SmallConfig(QuantMode::kSymmetric, 8), MemoryKind::kHost).ok());
 }
 
 }  // namespace

@@ -1,14 +1,36 @@
 #include "kv_cache/token_slot_allocator.h"
 
+#include <cinttypes>
+#include <cstdio>
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
+#include "kv_cache/kv_cache_config.h"
 
 namespace int4kv {
+namespace {
+
+// Callers pass a validated KvCacheConfig::capacity_slots; anything else is a bug, and a slot
+// id past kMaxCapacitySlots would not fit in int32. Runs before any member is sized.
+int64_t CheckedCapacity(int64_t capacity) {
+  if (capacity < 1 || capacity > kMaxCapacitySlots) {
+    std::fprintf(stderr,
+                 "TokenSlotAllocator capacity = %" PRId64 " is invalid: must be in [1, %" PRId64
+                 "] (kMaxCapacitySlots)\n",
+                 capacity, kMaxCapacitySlots);
+    std::abort();
+  }
+  return capacity;
+}
+
+}  // namespace
+
+int64_t TokenSlotAllocator::HostBytes(int64_t capacity) {
+  return capacity * static_cast<int64_t>(sizeof(int32_t)) + (capacity + 1);
+}
 
 TokenSlotAllocator::TokenSlotAllocator(int64_t capacity)
-    : capacity_(capacity), allocated_(static_cast<size_t>(capacity) + 1, 0) {
-  if (capacity < 1) std::abort();  // Callers pass a validated KvCacheConfig::capacity_slots.
+    : capacity_(CheckedCapacity(capacity)), allocated_(static_cast<size_t>(capacity_) + 1, 0) {
   free_list_.reserve(static_cast<size_t>(capacity));
   // Highest first, so slot 1 is handed out first (deterministic and easy to read in dumps).
   for (int64_t slot = capacity; slot >= 1; --slot) {

@@ -15,8 +15,14 @@ namespace int4kv {
 
 class TokenSlotAllocator {
  public:
-  // Slots 1..capacity are free at start. capacity must be >= 1.
+  // Slots 1..capacity are free at start. capacity must be in [1, kMaxCapacitySlots]
+  // (kv_cache_config.h): otherwise prints the limit to stderr and aborts, before allocating.
+  // Throws std::bad_alloc when HostBytes(capacity) cannot be allocated.
   explicit TokenSlotAllocator(int64_t capacity);
+
+  // Host bytes the constructor allocates for `capacity` slots: the free list (int32 a slot)
+  // and the allocated flags (a byte a slot, plus slot 0).
+  static int64_t HostBytes(int64_t capacity);
 
   // Appends `count` slots to `out`, all or nothing: when fewer than `count` are free, returns
   // ResourceExhausted (with the requested and free counts) and changes nothing. O(1) a slot.
@@ -32,7 +38,7 @@ class TokenSlotAllocator {
   int64_t used_count() const { return capacity_ - free_count(); }
 
  private:
-  int64_t capacity_;
+  int64_t capacity_;                // checked first: the members below are sized from it
   std::vector<int32_t> free_list_;  // stack of free slots; top is handed out next
   std::vector<uint8_t> allocated_;  // [capacity + 1], 1 while the slot is handed out
 };

@@ -1,11 +1,17 @@
 #include "kv_cache/token_slot_allocator.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
 #include <random>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kv_cache/kv_cache_config.h"
 
 namespace int4kv {
 namespace {
@@ -51,6 +57,38 @@ TEST(TokenSlotAllocatorTest, BadFreesChangeNothing) {
   ASSERT_TRUE(allocator.Free({slots[3]}).ok());
   EXPECT_EQ(allocator.Free({slots[3]}).code(), absl::StatusCode::kInvalidArgument);  // double
   EXPECT_EQ(allocator.free_count(), 5);
+}
+
+// Constructs an allocator of `capacity` slots with the address space capped at 256 MiB more
+// than is mapped now, so a capacity that got past the check fails to allocate instead of
+// taking gigabytes. Called only inside death tests: the cap stays in the child process.
+void ConstructWithCappedAddressSpace(int64_t capacity) {
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+  long mapped_pages = 0;
+  std::FILE* statm = std::fopen("/proc/self/statm", "r");
+  if (statm != nullptr) {
+    if (std::fscanf(statm, "%ld", &mapped_pages) != 1) mapped_pages = 0;
+    std::fclose(statm);
+  }
+  rlimit limit;
+  if (mapped_pages > 0 && getrlimit(RLIMIT_AS, &limit) == 0) {
+    const rlim_t cap = static_cast<rlim_t>(mapped_pages) * sysconf(_SC_PAGESIZE) + (256 << 20);
+    limit.rlim_cur = std::min(limit.rlim_max, cap);
+    setrlimit(RLIMIT_AS, &limit);
+  }
+#endif
+  TokenSlotAllocator allocator(capacity);
+}
+
+TEST(TokenSlotAllocatorDeathTest, CapacityOutsideOneToMaxAborts) {
+  EXPECT_EQ(kMaxCapacitySlots, 2147483646);  // the limit the messages below spell out
+  for (const int64_t capacity : {int64_t{0}, int64_t{-1}, int64_t{-2}, int64_t{1} << 31,
+                                 kMaxCapacitySlots + 1, int64_t{1} << 40}) {
+    EXPECT_DEATH(ConstructWithCappedAddressSpace(capacity),
+                 "TokenSlotAllocator capacity = " + std::to_string(capacity) +
+                     " is invalid: must be in \\[1, 2147483646\\] \\(kMaxCapacitySlots\\)")
+        << capacity;
+  }
 }
 
 // Thousands of random alloc/free sequences against a set-based model.
