@@ -511,6 +511,13 @@ TEST_F(CudaDecodeBackendTest, RejectsCpuDtypesAndBadPlans) {
             absl::StatusCode::kInvalidArgument);
   BackendOptions options;
   options.io_dtype = DType::kBFloat16;
+  // A host cache's pools are pageable host memory the kernels cannot read.
+  const auto on_host = CreateCudaDecodeBackend(BindingFor(caches.host()), shape, options);
+  ASSERT_FALSE(on_host.ok());
+  EXPECT_EQ(on_host.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(on_host.status().message().find("KvCacheBinding.view.data is pageable host memory"),
+            std::string::npos)
+      << on_host.status();
   auto cuda = *CreateCudaDecodeBackend(BindingFor(caches.device()), shape, options);
   // No plan has succeeded yet: Run fails rather than leaving `out` unwritten.
   void* q = nullptr;
