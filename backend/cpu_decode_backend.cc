@@ -157,9 +157,9 @@ absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCpuDecodeBackend(
                      "float32"));
   }
   if (options.cpu_threads < 0 || options.cpu_threads > kMaxCpuThreads) {
-    return absl::InvalidArgumentError(absl::StrCat("BackendOptions.cpu_threads = ",
-                                                   options.cpu_threads, " is invalid: must be in [0, ",
-                                                   kMaxCpuThreads, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("BackendOptions.cpu_threads = ", options.cpu_threads,
+                     " is invalid: must be in [0, ", kMaxCpuThreads, "]"));
   }
   return std::unique_ptr<DecodeAttentionBackend>(new CpuDecodeBackend(cache, shape, options));
 }

@@ -48,9 +48,9 @@ absl::Status ValidateShape(const AttentionShape& shape, const KvCacheBinding& ca
         "KvCacheBinding.max_requests = ", cache.max_requests, " is invalid: must be >= 1"));
   }
   if (cache.req_to_token_stride < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("KvCacheBinding.req_to_token_stride = ",
-                                                   cache.req_to_token_stride,
-                                                   " is invalid: must be >= 1"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("KvCacheBinding.req_to_token_stride = ", cache.req_to_token_stride,
+                     " is invalid: must be >= 1"));
   }
   const KvLayout& layout = cache.view.layout;
   auto bad = [](absl::string_view field, int64_t value, absl::string_view rule) {

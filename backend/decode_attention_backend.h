@@ -82,9 +82,10 @@ class DecodeAttentionBackend {
   virtual absl::string_view name() const = 0;
   const AttentionShape& shape() const { return shape_; }
 
-  // Records the batch for the following Run calls (Run fails until one Plan has succeeded). rows.size() <= max_batch; each row's
+  // Records the batch for the following Run calls. rows.size() <= max_batch; each row's
   // seq_len in [0, max_seq_len] and request in [0, max_requests) (any value when padded).
-  // Bad rows give InvalidArgument naming the row and field, and leave the previous plan.
+  // Bad rows give InvalidArgument naming the row and field, and leave the previous plan; Run
+  // before any successful Plan gives FailedPrecondition.
   // cuda: copies the metadata into fixed device buffers, ordered on `stream`.
   virtual absl::Status Plan(absl::Span<const DecodeRow> rows, CudaStream stream) = 0;
 

@@ -41,10 +41,10 @@ class ThreadPool {
   std::condition_variable done_;
   // The running loop's body, owned by ParallelFor's caller; guarded by mutex_.
   const absl::FunctionRef<void(int64_t)>* body_ = nullptr;
-  int64_t items_ = 0;         // guarded by mutex_
-  int64_t generation_ = 0;    // guarded by mutex_
-  int busy_workers_ = 0;      // guarded by mutex_
-  bool stopping_ = false;     // guarded by mutex_
+  int64_t items_ = 0;       // guarded by mutex_
+  int64_t generation_ = 0;  // guarded by mutex_
+  int busy_workers_ = 0;    // guarded by mutex_
+  bool stopping_ = false;   // guarded by mutex_
   std::atomic<int64_t> next_item_{0};
 };
 

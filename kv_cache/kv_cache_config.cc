@@ -113,9 +113,9 @@ absl::Status ValidateCacheView(const KvCacheView& view) {
   probe.quant_mode = view.quant_mode;
   probe.capacity_slots = view.layout.num_slots - 1;
   if (absl::Status status = probe.Validate(); !status.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("KvCacheView does not describe a valid cache (num_slots = ",
-                     view.layout.num_slots, " counts slot 0): ", status.message()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KvCacheView does not describe a valid cache (num_slots = ", view.layout.num_slots,
+        " counts slot 0): ", status.message()));
   }
   if (view.data == nullptr || view.scales == nullptr) {
     return absl::InvalidArgumentError(
