@@ -147,8 +147,15 @@ void Engine::Shutdown(absl::Duration drain_timeout) {
     if (shut_down_) return;
     draining_ = true;
     info_.draining = true;
-    changed_.wait_for(lock, absl::ToChronoNanoseconds(drain_timeout),
-                      [&] { return queue_.empty() && info_.running == 0; });
+    const auto drained = [&] { return queue_.empty() && info_.running == 0; };
+    // wait_for adds the timeout to now(): an infinite one (or one of centuries) would
+    // overflow the clock and end the wait at once.
+    constexpr absl::Duration kLongestWait = absl::Hours(24 * 365);
+    if (drain_timeout >= kLongestWait) {
+      changed_.wait(lock, drained);
+    } else {
+      changed_.wait_for(lock, absl::ToChronoNanoseconds(drain_timeout), drained);
+    }
     stopping_ = true;
     work_.notify_all();
   }

@@ -102,8 +102,9 @@ class Engine {
   absl::Status Cancel(uint64_t id);
 
   // Stops accepting requests (Submit -> Unavailable), lets queued and running requests finish
-  // for up to `drain_timeout`, then cancels the rest (kCancelled, status Unavailable) and joins
-  // the scheduler thread. Idempotent; later calls return at once.
+  // for up to `drain_timeout` (absl::InfiniteDuration(): until they are done), then cancels the
+  // rest (kCancelled, status Unavailable) and joins the scheduler thread. Idempotent; later
+  // calls return at once.
   void Shutdown(absl::Duration drain_timeout);
 
   EngineInfo GetInfo() const;

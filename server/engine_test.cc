@@ -307,6 +307,19 @@ TEST(EngineTest, DrainRefusesNewWorkAndLetsRequestsFinish) {
             absl::StatusCode::kUnavailable);
 }
 
+// An infinite drain timeout waits for the running request (it once overflowed the clock in
+// wait_for and cancelled everything at once).
+TEST(EngineTest, InfiniteDrainTimeoutWaitsForRequests) {
+  std::unique_ptr<Engine> engine = MakeEngine();
+  std::shared_ptr<RequestStream> running = *engine->Submit(GreedyRequest(kPrompt, 200));
+  StreamEvent event;
+  ASSERT_TRUE(running->Next(&event));
+  engine->Shutdown(absl::InfiniteDuration());
+  const GenerationResult result = running->ReadAll();
+  EXPECT_EQ(result.finish_reason, FinishReason::kLength);
+  EXPECT_EQ(result.tokens.size(), 199u);  // the first token was read above
+}
+
 TEST(EngineTest, DrainTimeoutCancelsWithUnavailable) {
   EngineConfig config = SmallConfig();
   config.max_batch = 1;

@@ -244,7 +244,10 @@ std::vector<uint64_t> Scheduler::Step() {
   std::vector<std::pair<uint64_t, FinishReason>> done;
   if (!status.ok()) {
     // Every request with a token in this step failed; the others did not take part.
-    const absl::Status error(status.code(), absl::StrCat("model step failed: ", status.message()));
+    // INTERNAL whatever the step returned: the request was valid (the server checked it), so
+    // a client must not read the failure as its own (INVALID_ARGUMENT means nothing changed).
+    const absl::Status error =
+        absl::InternalError(absl::StrCat("model step failed: ", status.ToString()));
     std::vector<uint64_t> failed;
     for (size_t i = 0; i < running_.size(); ++i) {
       const int32_t row = running_[i]->table_row;

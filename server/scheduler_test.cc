@@ -164,7 +164,8 @@ TEST(SchedulerTest, WaitsForSlotsAndBatchRows) {
   EXPECT_EQ(scheduler->free_slots(), 30);
 }
 
-// A KvAttention that fails on demand, to drive the model-error path.
+// A KvAttention that fails on demand, to drive the model-error path. It fails with
+// InvalidArgument: whatever the step returns, the request must end INTERNAL.
 class FailingAttention : public KvAttention {
  public:
   FailingAttention(std::unique_ptr<KvAttention> inner, bool* fail)
@@ -173,7 +174,7 @@ class FailingAttention : public KvAttention {
   absl::Status Plan(const StepBatch& batch) override { return inner_->Plan(batch); }
   absl::Status Attend(int32_t layer, const void* q, const void* k, const void* v,
                       void* out) override {
-    if (*fail_) return absl::InternalError("injected attention failure");
+    if (*fail_) return absl::InvalidArgumentError("injected attention failure");
     return inner_->Attend(layer, q, k, v, out);
   }
 

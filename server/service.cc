@@ -109,8 +109,9 @@ grpc::Status TokenGenerationService::Generate(grpc::ServerContext* context,
     if (reason == v1::FINISH_REASON_UNSPECIFIED) {
       // Cancelled or failed in the engine: the tokens so far, then the engine's status.
       if (response.token_ids_size() > 0) writer->Write(response);
-      spdlog::debug("request '{}' (engine {}) ended: {}", request->request_id(), stream.id(),
-                    event.status.ToString());
+      // Cancelled by the engine (a drain) or failed: worth a line at the default level.
+      spdlog::warn("request '{}' (engine {}) ended: {}", request->request_id(), stream.id(),
+                   event.status.ToString());
       return ToGrpcStatus(event.status.ok()
                               ? absl::InternalError(absl::StrCat(
                                     "the request ended as ", FinishReasonName(event.finish_reason)))
