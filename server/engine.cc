@@ -1,5 +1,6 @@
 #include "server/engine.h"
 
+#include <algorithm>
 #include <random>
 #include <utility>
 
@@ -74,8 +75,11 @@ Engine::Engine(const EngineConfig& config, std::unique_ptr<Scheduler> scheduler,
   info_.attention = std::string(scheduler_->attention().name());
   info_.max_batch = config.max_batch;
   info_.max_queue = config.max_queue;
-  info_.max_seq_len = config.max_seq_len;
-  info_.max_new_tokens_limit = config.max_new_tokens_limit;
+  // The limits a request can really reach: it also needs prompt + max_new_tokens slots of the
+  // cache, so a cache smaller than max_seq_len lowers both.
+  info_.max_seq_len =
+      static_cast<int32_t>(std::min<int64_t>(config.max_seq_len, kv.capacity_slots));
+  info_.max_new_tokens_limit = std::min(config.max_new_tokens_limit, info_.max_seq_len - 1);
   info_.max_step_tokens = config.max_step_tokens;
   info_.slots_total = kv.capacity_slots;
   info_.group_size = kv.group_size;

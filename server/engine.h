@@ -47,8 +47,9 @@ struct EngineInfo {
   std::string attention;  // "int4" (or "float" in tests)
   int32_t max_batch = 0;
   int32_t max_queue = 0;
-  int32_t max_seq_len = 0;
-  int32_t max_new_tokens_limit = 0;
+  // Request limits, lowered to the KV capacity where the cache holds fewer slots.
+  int32_t max_seq_len = 0;           // prompt + max_new_tokens, at most
+  int32_t max_new_tokens_limit = 0;  // the largest max_new_tokens accepted
   int32_t max_step_tokens = 0;
   int64_t slots_total = 0;  // KV capacity in token slots
   int32_t group_size = 0;

@@ -215,6 +215,11 @@ TEST(EngineTest, NeverFitsTheCache) {
   EXPECT_THAT(std::string(stream.status().message()),
               HasSubstr("= 51 exceeds the KV cache capacity (50 token slots)"));
   EXPECT_TRUE(engine->Submit(GreedyRequest(kPrompt, 43)).ok());
+  // The advertised limits are the ones the cache allows: a request at them is accepted.
+  const EngineInfo info = engine->GetInfo();
+  EXPECT_EQ(info.max_seq_len, 50);
+  EXPECT_EQ(info.max_new_tokens_limit, 49);
+  EXPECT_TRUE(engine->Submit(GreedyRequest({1}, info.max_new_tokens_limit)).ok());
 }
 
 TEST(EngineTest, QueueFullIsResourceExhausted) {
