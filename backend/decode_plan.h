@@ -41,10 +41,9 @@ constexpr int32_t kShortRowTokens = 2048;
 constexpr int32_t kShortRowChunkTokens = 32;
 
 // Chunk capacity (grid width) for a batch of `batch` rows when the device wants about
-// `target_chunks` chunks in flight: the planner never emits more than this.
+// `target_chunks` chunks in flight: the planner never emits more than this. The sum stays
+// within int32: max_batch <= 65536, and target_chunks is a few per multiprocessor.
 inline int32_t ChunkCapacity(int32_t batch, int32_t target_chunks) { return target_chunks + batch; }
-// Callers keep batch + target_chunks within int32 (max_batch <= 65536, and target_chunks is a
-// few per multiprocessor).
 
 struct DecodePlan {
   std::vector<ChunkWork> chunks;  // [ChunkCapacity(batch, target)], unused ones empty

@@ -29,10 +29,19 @@ INT4KV_HOST_DEVICE float SanitizeForQuant(float x) {
   return fminf(fmaxf(x, -kMaxQuantInput), kMaxQuantInput);
 }
 
+// The pool dtype's largest finite value.
+INT4KV_HOST_DEVICE float ParamLimit(ParamDtype dtype) {
+  return dtype == ParamDtype::kFloat16 ? kMaxFloat16 : kMaxBFloat16;
+}
+
+// `value` clamped to the pool dtype's finite range.
+INT4KV_HOST_DEVICE float ClampToParamRange(float value, ParamDtype dtype) {
+  return fminf(fmaxf(value, -ParamLimit(dtype)), ParamLimit(dtype));
+}
+
 // Rounds a parameter to the pool dtype, saturating at its largest finite value.
 INT4KV_HOST_DEVICE uint16_t ParamFromFloat(float value, ParamDtype dtype) {
-  const float limit = dtype == ParamDtype::kFloat16 ? kMaxFloat16 : kMaxBFloat16;
-  return FloatToParam(fminf(fmaxf(value, -limit), limit), dtype);
+  return FloatToParam(ClampToParamRange(value, dtype), dtype);
 }
 
 // The fp16 / bf16 value next to `bits` toward +infinity (up) or -infinity, for a finite
@@ -47,8 +56,7 @@ INT4KV_HOST_DEVICE uint16_t NextParam(uint16_t bits, bool up) {
 // Rounds a parameter to the pool dtype toward +infinity (up) or -infinity, saturating at the
 // largest finite value of that sign, so the result is never infinite.
 INT4KV_HOST_DEVICE uint16_t ParamFromFloatDirected(float value, ParamDtype dtype, bool up) {
-  const float limit = dtype == ParamDtype::kFloat16 ? kMaxFloat16 : kMaxBFloat16;
-  const float clamped = fminf(fmaxf(value, -limit), limit);
+  const float clamped = ClampToParamRange(value, dtype);
   const uint16_t nearest = FloatToParam(clamped, dtype);
   const float stored = ParamToFloat(nearest, dtype);
   // Round to nearest lands on a neighbour of `clamped`; step to the other one if it is on
@@ -99,9 +107,10 @@ INT4KV_HOST_DEVICE uint16_t AsymmetricScale(float hi, float zero, ParamDtype dty
   // For float denormals (hi - z) / 15 can underflow to 0; the smallest step still rounds up.
   const float step = fmaxf((hi - zero) / top, BitsToFloat(1u));
   const uint16_t scale = ParamFromFloatDirected(step, dtype, /*up=*/true);
-  const float limit = dtype == ParamDtype::kFloat16 ? kMaxFloat16 : kMaxBFloat16;
   const float stored = ParamToFloat(scale, dtype);
-  if (fmaf(top, stored, zero) < hi && stored < limit) return NextParam(scale, /*up=*/true);
+  if (fmaf(top, stored, zero) < hi && stored < ParamLimit(dtype)) {
+    return NextParam(scale, /*up=*/true);
+  }
   return scale;
 }
 

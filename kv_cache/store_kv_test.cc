@@ -1,11 +1,6 @@
 #include "kv_cache/store_kv.h"
 
-#include <sys/resource.h>
-#include <unistd.h>
-
-#include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <functional>
 #include <random>
 #include <string>
@@ -14,6 +9,7 @@
 #include "common/half.h"
 #include "gtest/gtest.h"
 #include "kv_cache/kv_cache.h"
+#include "kv_cache/testing/address_space_cap.h"
 
 namespace int4kv {
 namespace {
@@ -192,36 +188,6 @@ TEST(StoreKvTest, UnknownRowDtypeIsRejected) {
     ASSERT_EQ(cache->view().scales[i], 0);
   }
 }
-
-// Caps this process's address space at `headroom` bytes more than it maps now, for the
-// scope's lifetime, so a multi-GiB allocation fails with std::bad_alloc without touching
-// memory. Sanitizers reserve terabytes and abort on a failed allocation: there the cap is not
-// set and active() is false.
-class ScopedAddressSpaceCap {
- public:
-  explicit ScopedAddressSpaceCap(int64_t headroom) {
-#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-    long mapped_pages = 0;
-    std::FILE* statm = std::fopen("/proc/self/statm", "r");
-    if (statm == nullptr) return;
-    const bool read = std::fscanf(statm, "%ld", &mapped_pages) == 1;
-    std::fclose(statm);
-    if (!read || getrlimit(RLIMIT_AS, &saved_) != 0) return;
-    rlimit capped = saved_;
-    capped.rlim_cur = std::min<rlim_t>(
-        saved_.rlim_max, static_cast<rlim_t>(mapped_pages) * sysconf(_SC_PAGESIZE) + headroom);
-    active_ = setrlimit(RLIMIT_AS, &capped) == 0;
-#endif
-  }
-  ~ScopedAddressSpaceCap() {
-    if (active_) setrlimit(RLIMIT_AS, &saved_);
-  }
-  bool active() const { return active_; }
-
- private:
-  rlimit saved_{};
-  bool active_ = false;
-};
 
 // A config that passes Validate but whose host bookkeeping does not fit gives
 // ResourceExhausted naming the structure and the field that sizes it; it does not abort.

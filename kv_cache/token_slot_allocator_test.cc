@@ -1,10 +1,6 @@
 #include "kv_cache/token_slot_allocator.h"
 
-#include <sys/resource.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cstdio>
 #include <random>
 #include <set>
 #include <string>
@@ -12,6 +8,7 @@
 
 #include "gtest/gtest.h"
 #include "kv_cache/kv_cache_config.h"
+#include "kv_cache/testing/address_space_cap.h"
 
 namespace int4kv {
 namespace {
@@ -63,20 +60,7 @@ TEST(TokenSlotAllocatorTest, BadFreesChangeNothing) {
 // than is mapped now, so a capacity that got past the check fails to allocate instead of
 // taking gigabytes. Called only inside death tests: the cap stays in the child process.
 void ConstructWithCappedAddressSpace(int64_t capacity) {
-#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-  long mapped_pages = 0;
-  std::FILE* statm = std::fopen("/proc/self/statm", "r");
-  if (statm != nullptr) {
-    if (std::fscanf(statm, "%ld", &mapped_pages) != 1) mapped_pages = 0;
-    std::fclose(statm);
-  }
-  rlimit limit;
-  if (mapped_pages > 0 && getrlimit(RLIMIT_AS, &limit) == 0) {
-    const rlim_t cap = static_cast<rlim_t>(mapped_pages) * sysconf(_SC_PAGESIZE) + (256 << 20);
-    limit.rlim_cur = std::min(limit.rlim_max, cap);
-    setrlimit(RLIMIT_AS, &limit);
-  }
-#endif
+  ScopedAddressSpaceCap cap(int64_t{256} << 20);
   TokenSlotAllocator allocator(capacity);
 }
 
