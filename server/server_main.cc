@@ -3,22 +3,29 @@
 //   bazel run -c opt //server:int4kv_server -- --port=127.0.0.1:50051 --backend=cpu
 //
 // Start-up: the port opens first with health NOT_SERVING (Generate answers UNAVAILABLE), then
-// the model loads and the engine starts, then health turns SERVING. SIGINT or SIGTERM drains:
+// the model loads and the engine starts, then health turns SERVING. SIGINT or SIGTERM while the
+// model loads stops the process at once (exit 0, never SERVING), whatever the load is waiting
+// for. SIGINT or SIGTERM once serving drains:
 // health NOT_SERVING, new requests UNAVAILABLE, running and queued requests get up to
 // --drain_timeout to finish, the rest are cancelled (status UNAVAILABLE, saying so), the
 // handlers send every finish and clients get 100 ms to read them, gRPC shuts down, and the
 // process exits 0.
 //
-// Thread ownership: main() owns the engine and the gRPC server; after start-up it blocks in
-// sigwait. SIGINT and SIGTERM are blocked in every thread (the mask is set before any thread
-// starts), so only that sigwait sees them.
+// Thread ownership: main() owns the engine and the gRPC server; a loader thread creates the
+// engine while main waits for a signal or the loader's end, then main blocks in sigwait.
+// SIGINT and SIGTERM are blocked in every thread (the mask is set before any thread starts),
+// so only main's waits see them.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <signal.h>
 
+#include <atomic>
 #include <cstdio>
+#include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "absl/flags/flag.h"
@@ -242,7 +249,29 @@ int Run(const char* argv0) {
     }
   }
 
-  absl::StatusOr<std::unique_ptr<Engine>> engine = CreateEngine(*options);
+  // The model loads on its own thread, so that a signal meanwhile is acted on at once: a load
+  // can take minutes, or wait on a file that never comes.
+  absl::StatusOr<std::unique_ptr<Engine>> engine;
+  std::atomic<bool> loaded{false};
+  std::thread loader([&] {
+    engine = CreateEngine(*options);
+    loaded.store(true, std::memory_order_release);
+  });
+  const timespec poll = {0, 20 * 1000 * 1000};  // 20 ms
+  while (!loaded.load(std::memory_order_acquire)) {
+    const int signal_number = sigtimedwait(&signals, nullptr, &poll);
+    if (signal_number == SIGINT || signal_number == SIGTERM) {
+      spdlog::info("{} while the model loads: stopping (health stays NOT_SERVING)",
+                   signal_number == SIGINT ? "SIGINT" : "SIGTERM");
+      (*server)->Shutdown(absl::ZeroDuration());
+      spdlog::info("server stopped");
+      spdlog::shutdown();
+      // The loader may be blocked for good (a read that never returns); it cannot be joined
+      // or cancelled, so the process ends without running destructors.
+      std::_Exit(0);
+    }
+  }
+  loader.join();
   if (!engine.ok()) {
     spdlog::error("the engine did not start: {}", engine.status().ToString());
     (*server)->Shutdown(absl::ZeroDuration());

@@ -1,10 +1,17 @@
 // The int4kv_server binary as a process: drain on SIGTERM (health SERVING -> NOT_SERVING, new
 // requests UNAVAILABLE, running ones finish, or are cancelled after --drain_timeout, exit 0),
-// server reflection, bearer-token auth, TLS with a certificate made at test time, start-up
-// errors, and the int4kv_generate client.
+// SIGTERM while the model loads (exit 0 at once, never SERVING), server reflection, bearer-token
+// auth, TLS with a certificate made at test time, start-up errors, and the int4kv_generate client.
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
+#include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <thread>
@@ -28,6 +35,7 @@ using ::grpc::health::v1::HealthCheckResponse;
 using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr char kService[] = "int4kv.v1.TokenGeneration";
 
@@ -101,6 +109,36 @@ TEST(ServerBinaryTest, DrainTimeoutCancelsRunningRequestsWithUnavailable) {
   EXPECT_LT(received, 500u);
   EXPECT_EQ(server->Wait(absl::Seconds(20)), 0) << server->Log();
   EXPECT_THAT(server->Log(), HasSubstr("SIGINT: draining"));
+}
+
+// A FIFO as the checkpoint makes a load that never ends: the flag check's open is let through
+// by one writer, and the loader's own open then waits for a writer that never comes.
+TEST(ServerBinaryTest, SignalWhileTheModelLoadsStopsAtOnceWithoutServing) {
+  const std::string fifo = std::string(std::getenv("TEST_TMPDIR")) + "/never_written.bin";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
+  std::atomic<bool> stop_writer{false};
+  std::thread writer([&] {  // opens once, as soon as a reader waits, and closes at once
+    while (!stop_writer.load()) {
+      const int fd = open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+      if (fd >= 0) {
+        close(fd);
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start({"--model=" + fifo});
+  stop_writer.store(true);
+  writer.join();
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = (*server)->Channel();
+  EXPECT_TRUE(WaitForHealth(channel, HealthCheckResponse::NOT_SERVING, absl::Seconds(5)));
+  EXPECT_FALSE((*server)->Exited());
+
+  (*server)->Signal(SIGTERM);
+  EXPECT_EQ((*server)->Wait(absl::Seconds(20)), 0) << (*server)->Log();
+  EXPECT_THAT((*server)->Log(), HasSubstr("SIGTERM while the model loads: stopping"));
+  EXPECT_THAT((*server)->Log(), Not(HasSubstr("serving on port")));
 }
 
 TEST(ServerBinaryTest, ReflectionListsAndDescribesTheService) {
