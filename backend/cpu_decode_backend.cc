@@ -150,6 +150,8 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
 absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCpuDecodeBackend(
     const KvCacheBinding& cache, const AttentionShape& shape, const BackendOptions& options) {
   if (absl::Status s = ValidateShape(shape, cache); !s.ok()) return s;
+  // Device pools would be dereferenced on the host in Run.
+  if (absl::Status s = CheckBindingMemory(cache, MemoryKind::kHost, "cpu"); !s.ok()) return s;
   if (options.io_dtype != DType::kFloat32) {
     return absl::InvalidArgumentError(
         absl::StrCat("BackendOptions.io_dtype = ", DTypeName(options.io_dtype),

@@ -165,6 +165,37 @@ TEST(CpuDecodeBackendTest, BadPlansAreRejectedAndKeepThePreviousPlan) {
   EXPECT_TRUE(backend->Run(0, q.data(), out.data(), nullptr).ok());
 }
 
+// A request row keeps its old entries once freed, and a reused row holds the previous
+// request's slots past its own tokens: a plan reading them would attend another request's
+// K/V. With a KvCache's binding, Plan refuses such rows.
+TEST(CpuDecodeBackendTest, RowsPastTheirRequestsTokensAreRejected) {
+  std::mt19937 rng(5);
+  Fixture f = MakeCache(1, 8, 8, QuantMode::kSymmetric, {4}, rng);
+  auto backend =
+      *CreateCpuDecodeBackend(BindingFor(*f.cache), {2, 1, 8, 1, 4, 0}, BackendOptions{});
+  ASSERT_TRUE(backend->Plan(std::vector<DecodeRow>{{0, 4}}, nullptr).ok());
+  RequestTable& requests = f.cache->requests();
+  const std::vector<int32_t> old_slots(requests.Tokens(0).begin(), requests.Tokens(0).end());
+  ASSERT_TRUE(requests.FreeRequest(0).ok());
+  absl::Status s = backend->Plan(std::vector<DecodeRow>{{0, 4}}, nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("rows[0].request = 0 is not a live request"), std::string::npos) << s;
+  ASSERT_EQ(*requests.AllocateRequest(), 0);
+  ASSERT_TRUE(requests.Append(0, absl::MakeConstSpan(old_slots.data(), 1)).ok());
+  s = backend->Plan(std::vector<DecodeRow>{{0, 4}}, nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("rows[0].seq_len = 4 exceeds the 1 tokens of request 0"),
+            std::string::npos)
+      << s;
+  EXPECT_TRUE(backend->Plan(std::vector<DecodeRow>{{0, 1}}, nullptr).ok());
+  EXPECT_TRUE(backend->Plan(std::vector<DecodeRow>{{0, 0}}, nullptr).ok());  // padded
+  // A binding made by hand carries no request bookkeeping, and is not checked.
+  KvCacheBinding by_hand = BindingFor(*f.cache);
+  by_hand.requests = nullptr;
+  auto unchecked = *CreateCpuDecodeBackend(by_hand, {2, 1, 8, 1, 4, 0}, BackendOptions{});
+  EXPECT_TRUE(unchecked->Plan(std::vector<DecodeRow>{{0, 4}}, nullptr).ok());
+}
+
 TEST(CpuDecodeBackendTest, BadShapesNameTheField) {
   std::mt19937 rng(3);
   Fixture f = MakeCache(2, 16, 8, QuantMode::kSymmetric, {3}, rng);

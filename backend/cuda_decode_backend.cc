@@ -15,31 +15,6 @@
 namespace int4kv {
 namespace {
 
-// The kernels read the binding's pools and table directly: each must be device memory
-// (device, managed, or pinned host memory mapped into the device's address space). Pageable
-// host memory, a host KvCache's, would fault on the device and leave the context unusable.
-absl::Status CheckDeviceReadable(const KvCacheBinding& cache) {
-  const struct {
-    const char* field;
-    const void* pointer;
-  } pointers[] = {{"view.data", cache.view.data},
-                  {"view.scales", cache.view.scales},
-                  {"view.zeros", cache.view.zeros},
-                  {"req_to_token", cache.req_to_token}};
-  for (const auto& [field, pointer] : pointers) {
-    if (pointer == nullptr) continue;  // ValidateShape has checked which may be null
-    cudaPointerAttributes attributes{};
-    CUDA_RETURN_IF_ERROR(cudaPointerGetAttributes(&attributes, pointer));
-    if (attributes.type == cudaMemoryTypeUnregistered) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "KvCacheBinding.", field,
-          " is pageable host memory: the cuda backend needs device memory (a KvCache created "
-          "with MemoryKind::kDevice)"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 // Copied to the device with each plan, just ahead of its rows.
 struct alignas(8) StepFlags {
   int32_t discard_partials;  // MergeKernelParams::discard_partials
@@ -192,7 +167,6 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
 absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCudaDecodeBackend(
     const KvCacheBinding& cache, const AttentionShape& shape, const BackendOptions& options) {
   RETURN_IF_ERROR(ValidateShape(shape, cache));
-  RETURN_IF_ERROR(CheckDeviceReadable(cache));
   if (options.io_dtype != DType::kFloat16 && options.io_dtype != DType::kBFloat16) {
     return absl::InvalidArgumentError(
         absl::StrCat("BackendOptions.io_dtype = ", DTypeName(options.io_dtype),
@@ -201,6 +175,9 @@ absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCudaDecodeBackend(
   if (CudaDeviceCount() == 0) {
     return absl::FailedPreconditionError("the cuda backend needs a CUDA device; none found");
   }
+  // The kernels read the binding's pools and table directly: pageable host memory, a host
+  // KvCache's, would fault on the device and leave the context unusable.
+  RETURN_IF_ERROR(CheckBindingMemory(cache, MemoryKind::kDevice, "cuda"));
   ASSIGN_OR_RETURN(
       DecodeKernels kernels,
       DecodeKernels::Select(shape.head_dim, shape.q_heads / shape.kv_heads, shape.kv_heads,
@@ -214,8 +191,8 @@ absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCudaDecodeBackend(
       std::max<int32_t>(1, sms * kernels.resident_warps_per_sm() / shape.kv_heads);
   int l2_bytes = 0;
   CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, device));
-  auto backend = std::make_unique<CudaDecodeBackend>(
-      cache, shape, options, kernels, target_chunks, l2_bytes / cache.view.BytesPerSlotPerLayer());
+  auto backend = std::make_unique<CudaDecodeBackend>(cache, shape, options, kernels, target_chunks,
+                                                     l2_bytes / cache.view.BytesPerSlotPerLayer());
   RETURN_IF_ERROR(backend->Allocate());
   return std::unique_ptr<DecodeAttentionBackend>(std::move(backend));
 }

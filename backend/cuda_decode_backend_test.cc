@@ -218,8 +218,8 @@ void CheckAgainstOracle(const Case& c, MirroredCache& caches, const std::vector<
                         std::mt19937& rng,
                         const std::function<void(cudaStream_t)>& before_run = nullptr) {
   const KvCacheConfig& config = caches.host().config();
-  AttentionShape shape{c.kv_heads * c.group, c.kv_heads, c.head_dim, config.max_requests,
-                       config.max_seq_len, 0};
+  AttentionShape shape{c.kv_heads * c.group, c.kv_heads,         c.head_dim,
+                       config.max_requests,  config.max_seq_len, 0};
   BackendOptions cuda_options;
   cuda_options.io_dtype = c.io;
   auto cuda = CreateCudaDecodeBackend(BindingFor(caches.device()), shape, cuda_options);
@@ -403,19 +403,19 @@ TEST_F(CudaDecodeBackendTest, PageTableRewrittenByTheKernelBeforeRun) {
   ASSERT_CUDA(cudaMemcpy(wrong.data(), table.device_table(), entries * 4, cudaMemcpyDeviceToHost));
   for (size_t i = 0; i < entries; ++i) {
     const int32_t right = wrong[i];
-    wrong[i] = i % 3 == 0 ? -1 - static_cast<int32_t>(i)
+    wrong[i] = i % 3 == 0   ? -1 - static_cast<int32_t>(i)
                : i % 3 == 1 ? std::numeric_limits<int32_t>::max() - static_cast<int32_t>(i)
                             : static_cast<int32_t>(right % tokens + 1);  // another slot
   }
   int32_t* right_entries = nullptr;
   ASSERT_CUDA(cudaMalloc(reinterpret_cast<void**>(&right_entries), entries * 4));
-  ASSERT_CUDA(cudaMemcpy(right_entries, table.device_table(), entries * 4,
-                         cudaMemcpyDeviceToDevice));
+  ASSERT_CUDA(
+      cudaMemcpy(right_entries, table.device_table(), entries * 4, cudaMemcpyDeviceToDevice));
   // The table's owner offers no writes but SyncToDevice; this test swaps entries under it.
   int32_t* device_table = const_cast<int32_t*>(table.device_table());
   CheckAgainstOracle(c, caches, rows, rng_, [&](cudaStream_t stream) {
-    ASSERT_CUDA(cudaMemcpyAsync(device_table, wrong.data(), entries * 4, cudaMemcpyHostToDevice,
-                                stream));
+    ASSERT_CUDA(
+        cudaMemcpyAsync(device_table, wrong.data(), entries * 4, cudaMemcpyHostToDevice, stream));
     ASSERT_CUDA(LaunchLateTableWrite(device_table, right_entries, static_cast<int64_t>(entries),
                                      50000, stream));
   });
@@ -505,6 +505,7 @@ TEST_F(CudaDecodeBackendTest, RejectsCpuDtypesAndBadPlans) {
   Case c;
   c.lengths = {4};
   MirroredCache caches(c, 2, 8, 16, rng_);
+  caches.NewBatch(c.lengths, true, rng_);  // request 0, 4 tokens
   AttentionShape shape{8, 2, 128, 2, 8, 0};
   BackendOptions f32;
   EXPECT_EQ(CreateCudaDecodeBackend(BindingFor(caches.device()), shape, f32).status().code(),
@@ -518,6 +519,14 @@ TEST_F(CudaDecodeBackendTest, RejectsCpuDtypesAndBadPlans) {
   EXPECT_NE(on_host.status().message().find("KvCacheBinding.view.data is pageable host memory"),
             std::string::npos)
       << on_host.status();
+  // And the cpu backend would dereference a device cache's pools on the host.
+  const auto cpu_on_device =
+      CreateCpuDecodeBackend(BindingFor(caches.device()), shape, BackendOptions{});
+  ASSERT_FALSE(cpu_on_device.ok());
+  EXPECT_EQ(cpu_on_device.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(cpu_on_device.status().message().find("KvCacheBinding.view.data is device memory"),
+            std::string::npos)
+      << cpu_on_device.status();
   auto cuda = *CreateCudaDecodeBackend(BindingFor(caches.device()), shape, options);
   // No plan has succeeded yet: Run fails rather than leaving `out` unwritten.
   void* q = nullptr;
@@ -533,6 +542,25 @@ TEST_F(CudaDecodeBackendTest, RejectsCpuDtypesAndBadPlans) {
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   cudaFree(q);
   cudaFree(out);
+}
+
+// Without a device, asking for the cuda backend says so, whatever the binding.
+TEST(CudaDecodeBackendWithoutDeviceTest, CreationIsAFailedPrecondition) {
+  if (CudaDeviceCount() > 0) GTEST_SKIP() << "a CUDA device is present";
+  KvCacheConfig config;
+  config.num_layers = 1;
+  config.kv_heads = 2;
+  config.head_dim = 128;
+  config.max_requests = 2;
+  config.max_seq_len = 8;
+  config.capacity_slots = 16;
+  auto cache = *KvCache::Create(config, MemoryKind::kHost);
+  BackendOptions options;
+  options.io_dtype = DType::kFloat16;
+  const auto cuda = CreateCudaDecodeBackend(BindingFor(*cache), ShapeFor(*cache, 8, 2), options);
+  EXPECT_EQ(cuda.status().code(), absl::StatusCode::kFailedPrecondition) << cuda.status();
+  EXPECT_NE(cuda.status().message().find("needs a CUDA device; none found"), std::string::npos)
+      << cuda.status();
 }
 
 }  // namespace

@@ -1,8 +1,11 @@
 #include "backend/decode_attention_backend.h"
 
+#include <cuda_runtime_api.h>
+
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/cuda_check.h"
 #include "common/status_macros.h"
 #include "kv_cache/kv_cache.h"
 #include "kv_cache/kv_cache_config.h"
@@ -17,6 +20,7 @@ KvCacheBinding BindingFor(const KvCache& cache) {
                              : cache.requests().host_table();
   binding.max_requests = cache.requests().max_requests();
   binding.req_to_token_stride = cache.requests().max_seq_len();
+  binding.requests = &cache.requests();
   return binding;
 }
 
@@ -100,10 +104,51 @@ absl::Status ValidateRows(absl::Span<const DecodeRow> rows, const AttentionShape
                                                      " is out of range [0, ", shape.max_seq_len,
                                                      "]"));
     }
-    if (row.seq_len > 0 && (row.request < 0 || row.request >= cache.max_requests)) {
+    if (row.seq_len == 0) continue;
+    if (row.request < 0 || row.request >= cache.max_requests) {
       return absl::InvalidArgumentError(absl::StrCat("rows[", i, "].request = ", row.request,
                                                      " is out of range [0, ", cache.max_requests,
                                                      ")"));
+    }
+    if (cache.requests == nullptr) continue;
+    if (!cache.requests->IsLive(row.request)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("rows[", i, "].request = ", row.request, " is not a live request"));
+    }
+    const int32_t length = cache.requests->Length(row.request);
+    if (row.seq_len > length) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "rows[", i, "].seq_len = ", row.seq_len, " exceeds the ", length, " tokens of request ",
+          row.request, ": its later req_to_token entries are not its own"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckBindingMemory(const KvCacheBinding& cache, MemoryKind memory,
+                                absl::string_view backend) {
+  // Without a device every pointer is host memory, and a cpu backend needs nothing else.
+  if (memory == MemoryKind::kHost && CudaDeviceCount() == 0) return absl::OkStatus();
+  const struct {
+    const char* field;
+    const void* pointer;
+  } pointers[] = {{"view.data", cache.view.data},
+                  {"view.scales", cache.view.scales},
+                  {"view.zeros", cache.view.zeros},
+                  {"req_to_token", cache.req_to_token}};
+  for (const auto& [field, pointer] : pointers) {
+    if (pointer == nullptr) continue;  // ValidateShape has checked which may be null
+    cudaPointerAttributes attributes{};
+    CUDA_RETURN_IF_ERROR(cudaPointerGetAttributes(&attributes, pointer));
+    if (memory == MemoryKind::kDevice && attributes.type == cudaMemoryTypeUnregistered) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "KvCacheBinding.", field, " is pageable host memory: the ", backend,
+          " backend needs device memory (a KvCache created with MemoryKind::kDevice)"));
+    }
+    if (memory == MemoryKind::kHost && attributes.type == cudaMemoryTypeDevice) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("KvCacheBinding.", field, " is device memory: the ", backend,
+                       " backend needs host memory (a KvCache created with MemoryKind::kHost)"));
     }
   }
   return absl::OkStatus();

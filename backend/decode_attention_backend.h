@@ -3,16 +3,18 @@
 // A backend reads a paged INT4 KV cache (it never owns or allocates cache memory) and
 // computes, for each batch row, attention of that row's query heads over its context:
 //
-//   out[b, h, :] = sum_t softmax_t(scale * q[b, h, :] . K[slot(b, t), h / G, :]) V[slot(b, t), h /
-//   G, :]
+//   out[b, h, :] = sum_t softmax_t(scale * q[b, h, :] . K[slot(b, t), h / G, :])
+//                        * V[slot(b, t), h / G, :]
 //
 // with G = q_heads / kv_heads (grouped-query attention) and slot(b, t) read from the
-// req_to_token table. Usage per decode step:
+// req_to_token table. Usage (create_backend.h; embed_example.cc shows every step):
 //
-//   auto backend = CreateDecodeAttentionBackend("cuda", binding, shape, options);  //
-//   create_backend.h backend->Plan(rows, stream);               // host: batch metadata into fixed
-//   buffers for each layer: backend->Run(layer, q, out, stream);   // allocation-free,
-//   graph-capturable
+//   auto backend = CreateDecodeAttentionBackend("cuda", BindingFor(cache), shape, options);
+//   per decode step, once the step's slots are appended and its K/V stored:
+//     cache.requests().SyncToDevice(stream);  // device caches: the table's new entries
+//     backend->Plan(rows, stream);             // host: batch metadata into fixed buffers
+//     for each layer: backend->Run(layer, q, out, stream);  // allocation-free,
+//                                                           // graph-capturable
 //
 // Thread ownership: a backend is used by one thread at a time (the engine's scheduler).
 #ifndef INT4KV_BACKEND_DECODE_ATTENTION_BACKEND_H_
@@ -28,10 +30,12 @@
 #include "common/cuda_stream.h"
 #include "common/dtype.h"
 #include "kv_cache/int4_layout.h"
+#include "kv_cache/kv_pool.h"
 
 namespace int4kv {
 
 class KvCache;
+class RequestTable;
 
 // Shape of the attention a backend computes, fixed at creation.
 struct AttentionShape {
@@ -50,6 +54,10 @@ struct KvCacheBinding {
   const int32_t* req_to_token = nullptr;  // [max_requests][req_to_token_stride]
   int32_t max_requests = 0;
   int32_t req_to_token_stride = 0;  // entries per request row (its max_seq_len)
+  // The table's host bookkeeping, when the binding comes from a KvCache (BindingFor): Plan
+  // then also rejects a row whose request is not live or has fewer tokens than its seq_len,
+  // whose entries would be another request's slots or padding. nullptr: not checked.
+  const RequestTable* requests = nullptr;
 };
 
 // The binding of a KvCache: host pools and table for host caches, device pools and the
@@ -83,7 +91,8 @@ class DecodeAttentionBackend {
   const AttentionShape& shape() const { return shape_; }
 
   // Records the batch for the following Run calls. rows.size() <= max_batch; each row's
-  // seq_len in [0, max_seq_len] and request in [0, max_requests) (any value when padded).
+  // seq_len in [0, max_seq_len] and request in [0, max_requests) (any value when padded);
+  // with the binding's `requests`, a row's request live and seq_len <= its length.
   // Bad rows give InvalidArgument naming the row and field, and leave the previous plan; Run
   // before any successful Plan gives FailedPrecondition.
   // cuda: copies the metadata into fixed device buffers, ordered on `stream`.
@@ -103,6 +112,11 @@ class DecodeAttentionBackend {
 
 // Shared validation, used by every implementation.
 absl::Status ValidateShape(const AttentionShape& shape, const KvCacheBinding& cache);
+// InvalidArgument naming the first of the binding's pointers that a backend reading
+// `memory` cannot read: device memory for kHost (checked only where a CUDA device exists),
+// pageable host memory for kDevice (device, managed and mapped pinned memory pass).
+absl::Status CheckBindingMemory(const KvCacheBinding& cache, MemoryKind memory,
+                                absl::string_view backend);
 absl::Status ValidateRows(absl::Span<const DecodeRow> rows, const AttentionShape& shape,
                           const KvCacheBinding& cache);
 float SoftmaxScale(const AttentionShape& shape);

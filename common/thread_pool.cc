@@ -1,11 +1,19 @@
 #include "common/thread_pool.h"
 
+#include <system_error>
+
 namespace int4kv {
 
 ThreadPool::ThreadPool(int threads) {
   if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
   if (threads <= 0) threads = 1;
-  for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+  for (int i = 1; i < threads; ++i) {
+    try {
+      workers_.emplace_back([this] { WorkerLoop(); });
+    } catch (const std::system_error&) {
+      break;  // the system starts no more threads (a process or container limit): run on fewer
+    }
+  }
 }
 
 ThreadPool::~ThreadPool() {

@@ -19,7 +19,8 @@ namespace int4kv {
 class ThreadPool {
  public:
   // `threads` workers in total, counting the caller of ParallelFor; 0 means one per
-  // hardware thread.
+  // hardware thread. Fewer where the system refuses to start more threads (size() tells):
+  // the loops still run, on the threads there are.
   explicit ThreadPool(int threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;

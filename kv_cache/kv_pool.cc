@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <new>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -12,6 +13,15 @@
 
 namespace int4kv {
 namespace {
+
+// The KvCacheConfig fields that size the pools, for allocation errors.
+std::string PoolSizeFields(const KvCacheConfig& config) {
+  return absl::StrCat("KvCacheConfig.num_layers = ", config.num_layers,
+                      ", kv_heads = ", config.kv_heads, ", head_dim = ", config.head_dim,
+                      ", group_size = ", config.group_size,
+                      ", quant_mode = ", QuantModeName(config.quant_mode),
+                      ", capacity_slots = ", config.capacity_slots);
+}
 
 KvCacheView MakeView(const KvCacheConfig& config) {
   KvCacheView view;
@@ -62,20 +72,30 @@ class DeviceKvPool : public KvPool {
     std::unique_ptr<DeviceKvPool> pool(new DeviceKvPool(MakeView(config)));
     KvCacheView& view = pool->mutable_view();
     const size_t param_bytes = static_cast<size_t>(view.layout.ParamPoolElements()) * 2;
-    RETURN_IF_ERROR(DeviceAlloc(static_cast<size_t>(view.layout.DataPoolBytes()),
+    RETURN_IF_ERROR(DeviceAlloc(config, static_cast<size_t>(view.layout.DataPoolBytes()),
                                 reinterpret_cast<void**>(&view.data)));
-    RETURN_IF_ERROR(DeviceAlloc(param_bytes, reinterpret_cast<void**>(&view.scales)));
+    RETURN_IF_ERROR(DeviceAlloc(config, param_bytes, reinterpret_cast<void**>(&view.scales)));
     if (config.quant_mode == QuantMode::kAsymmetric) {
-      RETURN_IF_ERROR(DeviceAlloc(param_bytes, reinterpret_cast<void**>(&view.zeros)));
+      RETURN_IF_ERROR(DeviceAlloc(config, param_bytes, reinterpret_cast<void**>(&view.zeros)));
     }
+    // The zero fills run on the legacy default stream, which a stream created with
+    // cudaStreamNonBlocking does not wait for: they are done before the pool is handed out.
+    CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
     return std::unique_ptr<KvPool>(std::move(pool));
   }
 
  private:
   explicit DeviceKvPool(const KvCacheView& view) : KvPool(view, MemoryKind::kDevice) {}
 
-  static absl::Status DeviceAlloc(size_t bytes, void** out) {
-    CUDA_RETURN_IF_ERROR(cudaMalloc(out, bytes));
+  static absl::Status DeviceAlloc(const KvCacheConfig& config, size_t bytes, void** out) {
+    const cudaError_t error = cudaMalloc(out, bytes);
+    if (error == cudaErrorMemoryAllocation) {
+      cudaGetLastError();  // not sticky; clear it for the caller's next CUDA call
+      return absl::ResourceExhaustedError(
+          absl::StrCat("cannot allocate ", bytes, " bytes of device memory for the KV pools (",
+                       config.PoolBytes(), " in all; ", PoolSizeFields(config), ")"));
+    }
+    CUDA_RETURN_IF_ERROR(error);
     CUDA_RETURN_IF_ERROR(cudaMemset(*out, 0, bytes));
     return absl::OkStatus();
   }
@@ -95,7 +115,8 @@ absl::StatusOr<std::unique_ptr<KvPool>> CreateHostPool(const KvCacheConfig& conf
         new HostKvPool(view, std::move(data), std::move(scales), std::move(zeros)));
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", config.PoolBytes(),
-                                                     " bytes of host memory for the KV pools"));
+                                                     " bytes of host memory for the KV pools (",
+                                                     PoolSizeFields(config), ")"));
   }
 }
 

@@ -145,6 +145,9 @@ absl::Status RequestTable::EnableDeviceMirror() {
   CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&mirror.device_index), staging_bytes));
   CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&mirror.device_value), staging_bytes));
   CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&mirror.staging_free, cudaEventDisableTiming));
+  // The zero fill runs on the legacy default stream, which a stream created with
+  // cudaStreamNonBlocking does not wait for: a later SyncToDevice could land under it.
+  CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
   device_table_ = std::exchange(mirror.table, nullptr);
   staging_capacity_ = staging_capacity;
   staged_index_ = std::exchange(mirror.staged_index, nullptr);

@@ -140,8 +140,7 @@ TEST(StoreKvTest, InvalidViewIsRejectedBeforeAnyAccess) {
   };
   const BadView cases[] = {
       {"KvCacheView.zeros is null", [](KvCacheView& v) { v.zeros = nullptr; }},
-      {"KvCacheView.zeros is set",
-       [](KvCacheView& v) { v.quant_mode = QuantMode::kSymmetric; }},
+      {"KvCacheView.zeros is set", [](KvCacheView& v) { v.quant_mode = QuantMode::kSymmetric; }},
       {"KvCacheConfig.group_size = 0", [](KvCacheView& v) { v.layout.group_size = 0; }},
       {"KvCacheView.data is null", [](KvCacheView& v) { v.data = nullptr; }},
       {"KvCacheView.scales is null", [](KvCacheView& v) { v.scales = nullptr; }},
@@ -189,9 +188,9 @@ TEST(StoreKvTest, UnknownRowDtypeIsRejected) {
   }
 }
 
-// A config that passes Validate but whose host bookkeeping does not fit gives
-// ResourceExhausted naming the structure and the field that sizes it; it does not abort.
-TEST(KvCacheCreateTest, HostBookkeepingThatDoesNotFitIsResourceExhausted) {
+// A config that passes Validate but whose host bookkeeping or pools do not fit gives
+// ResourceExhausted naming the structure and the fields that size it; it does not abort.
+TEST(KvCacheCreateTest, HostMemoryThatDoesNotFitIsResourceExhausted) {
   struct Case {
     std::function<void(KvCacheConfig&)> size;
     std::string names;
@@ -205,6 +204,12 @@ TEST(KvCacheCreateTest, HostBookkeepingThatDoesNotFitIsResourceExhausted) {
       {[](KvCacheConfig& c) { c.capacity_slots = int64_t{1} << 30; },
        "of host memory for the token slot allocator (KvCacheConfig.capacity_slots = "
        "1073741824)"},
+      // About 100 GB of pools behind a few MB of bookkeeping.
+      {[](KvCacheConfig& c) {
+         c.num_layers = 64, c.kv_heads = 8, c.head_dim = 128, c.capacity_slots = 1 << 20;
+       },
+       "of host memory for the KV pools (KvCacheConfig.num_layers = 64, kv_heads = 8, "
+       "head_dim = 128, group_size = 8, quant_mode = symmetric, capacity_slots = 1048576)"},
   };
   for (const Case& c : cases) {
     KvCacheConfig config = SmallConfig(QuantMode::kSymmetric, 8);

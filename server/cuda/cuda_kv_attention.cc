@@ -36,9 +36,6 @@ absl::StatusOr<std::unique_ptr<CudaKvAttention>> CudaKvAttention::Create(
   CUDA_RETURN_IF_ERROR(cudaEventRecord(attention->staging_done_.get(), stream));
   attention->rows_.reserve(max_step_tokens);
   attention->slots_.reserve(max_step_tokens);
-  // The cache's pools and table mirror were zero-filled outside `stream` (which does not
-  // synchronize with the legacy default stream): finish that before any step reads them.
-  CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
   return attention;
 }
 
