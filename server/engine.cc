@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <random>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -19,13 +20,29 @@ uint64_t MixSeed(uint64_t x) {
   return x ^ (x >> 31);
 }
 
+// `config` as created: kv_capacity_slots is the cache's capacity. A request also needs prompt
+// + max_new_tokens slots of the cache, so a cache smaller than max_seq_len lowers the largest
+// max_new_tokens accepted (and advertised, EngineInfo::max_new_tokens_limit).
 RequestLimits LimitsFor(const EngineConfig& config, const ModelConfig& model) {
   RequestLimits limits;
   limits.vocab_size = model.vocab_size;
-  limits.max_new_tokens = config.max_new_tokens_limit;
   limits.max_seq_len = config.max_seq_len;
   limits.kv_capacity_slots = config.kv_capacity_slots;
+  const int64_t longest = std::min<int64_t>(config.max_seq_len, config.kv_capacity_slots);
+  limits.max_new_tokens =
+      static_cast<int32_t>(std::min<int64_t>(config.max_new_tokens_limit, longest - 1));
   return limits;
+}
+
+// The EngineConfig field that sized the KV cache, with its value, for errors.
+std::string KvSizingField(const EngineConfig& config) {
+  if (config.kv_budget_bytes > 0) {
+    return absl::StrCat("EngineConfig.kv_budget_bytes = ", config.kv_budget_bytes);
+  }
+  if (config.kv_gpu_memory_fraction > 0) {
+    return absl::StrCat("EngineConfig.kv_gpu_memory_fraction = ", config.kv_gpu_memory_fraction);
+  }
+  return absl::StrCat("EngineConfig.kv_capacity_slots = ", config.kv_capacity_slots);
 }
 
 uint64_t RandomSeedBase() {
@@ -46,6 +63,13 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& confi
                    Scheduler::Create(resolved, std::move(weights), attention));
   // The scheduler's copy has the capacity it created (kv_gpu_memory_fraction sizes it there).
   const EngineConfig created = scheduler->config();
+  if (created.kv_capacity_slots < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the KV cache holds ", created.kv_capacity_slots, " token slots (sized by ",
+                     KvSizingField(resolved),
+                     "): a request needs at least 2, one prompt token and one "
+                     "new token"));
+  }
   std::unique_ptr<Engine> engine(
       new Engine(created, std::move(scheduler), std::move(model_source)));
   engine->thread_ = std::thread([e = engine.get()] { e->Loop(); });
@@ -79,7 +103,7 @@ Engine::Engine(const EngineConfig& config, std::unique_ptr<Scheduler> scheduler,
   // cache, so a cache smaller than max_seq_len lowers both.
   info_.max_seq_len =
       static_cast<int32_t>(std::min<int64_t>(config.max_seq_len, kv.capacity_slots));
-  info_.max_new_tokens_limit = std::min(config.max_new_tokens_limit, info_.max_seq_len - 1);
+  info_.max_new_tokens_limit = limits_.max_new_tokens;
   info_.max_step_tokens = config.max_step_tokens;
   info_.slots_total = kv.capacity_slots;
   info_.group_size = kv.group_size;
@@ -101,7 +125,11 @@ absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(GenerateRequest re
   if (draining_) {
     return absl::UnavailableError("the engine is shutting down and accepts no new requests");
   }
-  if (queue_.size() >= static_cast<size_t>(config_.max_queue)) {
+  // Batch rows free now take queued requests at the next step boundary: those requests are
+  // not waiting, and do not count against max_queue. So an idle engine accepts max_batch +
+  // max_queue requests at once, however the submissions and the steps interleave.
+  const size_t free_rows = static_cast<size_t>(std::max(0, config_.max_batch - info_.running));
+  if (queue_.size() >= static_cast<size_t>(config_.max_queue) + free_rows) {
     return absl::ResourceExhaustedError(
         absl::StrCat("the request queue is full (max_queue = ", config_.max_queue,
                      " waiting requests); retry later"));
@@ -222,11 +250,13 @@ void Engine::Loop() {
       }
       UpdateInfoLocked();
     }
+    // A wake-up that only cancelled the last running request runs no forward pass.
+    const bool forward_pass = scheduler_->running() > 0;
     const std::vector<uint64_t> finished = scheduler_->Step();
     {
       std::lock_guard<std::mutex> lock(mutex_);
       for (uint64_t id : finished) live_.erase(id);
-      ++info_.steps;
+      if (forward_pass) ++info_.steps;
       UpdateInfoLocked();
     }
     changed_.notify_all();

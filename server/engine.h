@@ -93,7 +93,8 @@ class Engine {
 
   // Validates and queues a request; the stream carries its tokens and then its finish.
   //   InvalidArgument: a bad field (named, with its range) or a request that can never fit.
-  //   ResourceExhausted: the queue holds max_queue requests.
+  //   ResourceExhausted: the queue holds max_queue requests beyond the batch rows now free
+  //   (those take queued requests at the next step).
   //   Unavailable: the engine is shutting down.
   // A rejected request changes nothing in the engine.
   absl::StatusOr<std::shared_ptr<RequestStream>> Submit(GenerateRequest request);

@@ -23,8 +23,10 @@ struct EngineConfig {
   // "cpu", "cuda", or "auto" (cuda when a CUDA device is visible, else cpu; Resolve replaces
   // it with the choice).
   std::string device = "cpu";
-  int32_t max_batch = 8;   // running requests, in [1, kMaxEngineBatch]
-  int32_t max_queue = 64;  // waiting requests, in [1, kMaxEngineQueue]
+  int32_t max_batch = 8;  // running requests, in [1, kMaxEngineBatch]
+  // Requests waiting for admission beyond the batch rows free at the next step, in
+  // [1, kMaxEngineQueue].
+  int32_t max_queue = 64;
   // Longest sequence (prompt + generated tokens); 0: the model's max_seq_len, which is also
   // the upper limit.
   int32_t max_seq_len = 0;

@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <memory>
 #include <thread>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/engine_device.h"
@@ -220,6 +222,58 @@ TEST(EngineTest, NeverFitsTheCache) {
   EXPECT_EQ(info.max_seq_len, 50);
   EXPECT_EQ(info.max_new_tokens_limit, 49);
   EXPECT_TRUE(engine->Submit(GreedyRequest({1}, info.max_new_tokens_limit)).ok());
+  // Past it, the error quotes the same limit.
+  const auto too_many = engine->Submit(GreedyRequest({1}, 100));
+  EXPECT_EQ(too_many.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(too_many.status().message()),
+              HasSubstr("max_new_tokens = 100 is invalid: must be in [1, 49]"));
+}
+
+// A cache too small for any request (one prompt token and one new token) is refused at
+// creation rather than served with an empty range of max_new_tokens.
+TEST(EngineTest, CacheTooSmallForAnyRequestIsRefused) {
+  EngineConfig by_slots = SmallConfig();
+  by_slots.kv_capacity_slots = 1;
+  EngineConfig by_bytes = SmallConfig();
+  by_bytes.kv_budget_bytes = 480;
+  for (const auto& [config, field] : {std::pair{by_slots, "EngineConfig.kv_capacity_slots = 1"},
+                                      std::pair{by_bytes, "EngineConfig.kv_budget_bytes = 480"}}) {
+    const absl::StatusOr<std::unique_ptr<Engine>> engine =
+        Engine::Create(config, Stories260K(), kDefaultModelPath);
+    ASSERT_FALSE(engine.ok()) << field;
+    EXPECT_EQ(engine.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(
+        std::string(engine.status().message()),
+        HasSubstr(absl::StrCat("token slots (sized by ", field, "): a request needs at least 2")));
+  }
+  EngineConfig two = SmallConfig();
+  two.kv_capacity_slots = 2;
+  std::unique_ptr<Engine> engine = MakeEngine(two);
+  EXPECT_EQ(engine->GetInfo().max_new_tokens_limit, 1);
+  EXPECT_EQ((*engine->Submit(GreedyRequest({1}, 1)))->ReadAll().tokens.size(), 1u);
+}
+
+// Rows free at the next step take queued requests then, so they are not counted as waiting:
+// an idle engine accepts max_batch + max_queue requests submitted at once, whether or not its
+// scheduler thread has admitted some between the submissions; one more is refused.
+TEST(EngineTest, IdleEngineAcceptsABatchAndAQueueAtOnce) {
+  EngineConfig config = SmallConfig();
+  config.max_batch = 4;
+  config.max_queue = 1;
+  std::unique_ptr<Engine> engine = MakeEngine(config);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (int i = 0; i < 5; ++i) {
+    const absl::StatusOr<std::shared_ptr<RequestStream>> stream =
+        engine->Submit(GreedyRequest(kPrompt, 400));
+    ASSERT_TRUE(stream.ok()) << "request " << i << ": " << stream.status();
+    streams.push_back(*stream);
+  }
+  const absl::StatusOr<std::shared_ptr<RequestStream>> rejected =
+      engine->Submit(GreedyRequest(kPrompt, 400));
+  EXPECT_EQ(rejected.status().code(), absl::StatusCode::kResourceExhausted);
+  WaitForRunning(*engine, 4);
+  EXPECT_EQ(engine->GetInfo().queued, 1);
+  for (const auto& stream : streams) EXPECT_TRUE(engine->Cancel(stream->id()).ok());
 }
 
 TEST(EngineTest, QueueFullIsResourceExhausted) {

@@ -3,10 +3,10 @@
 // streams the engine's events back. ToGrpcStatus (grpc_status.h) turns every absl::Status
 // into the RPC's status.
 //
-// A client cancel or an expired deadline cancels the engine request (Engine::Cancel), which
-// frees its KV slots within one engine step: one CancelWatcher thread asks every live call's
-// ServerContext::IsCancelled each `cancel_poll_interval`, while the handlers block on their
-// request streams.
+// A client cancel or an expired deadline cancels the engine request (Engine::Cancel) within
+// `cancel_poll_interval`, and the engine frees its KV slots within one step after that: one
+// CancelWatcher thread asks every live call's ServerContext::IsCancelled each
+// `cancel_poll_interval`, while the handlers block on their request streams.
 //
 // Thread ownership: gRPC runs Generate and GetServerInfo on its sync-server threads, any number
 // at once; each call owns its RequestStream. The service's only mutable state is the attached
