@@ -89,6 +89,7 @@ class DeviceKvPool : public KvPool {
 
   static absl::Status DeviceAlloc(const KvCacheConfig& config, size_t bytes, void** out) {
     const cudaError_t error = cudaMalloc(out, bytes);
+    if (error != cudaSuccess) *out = nullptr;  // the pool frees what it holds
     if (error == cudaErrorMemoryAllocation) {
       cudaGetLastError();  // not sticky; clear it for the caller's next CUDA call
       return absl::ResourceExhaustedError(

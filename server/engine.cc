@@ -67,8 +67,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& confi
     return absl::InvalidArgumentError(
         absl::StrCat("the KV cache holds ", created.kv_capacity_slots, " token slots (sized by ",
                      KvSizingField(resolved),
-                     "): a request needs at least 2, one prompt token and one "
-                     "new token"));
+                     "): a request needs at least 2, one prompt token and one new token"));
   }
   std::unique_ptr<Engine> engine(
       new Engine(created, std::move(scheduler), std::move(model_source)));
