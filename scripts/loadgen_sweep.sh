@@ -34,6 +34,7 @@ wait_for_serving "$BIN_DIR" 300s
 echo "== int4kv_server $* (start-up log)"
 cat "$server_work/server.log"
 
+[[ -n "${JSON_DIR:-}" ]] && mkdir -p "$JSON_DIR"
 status=0
 for c in $concurrencies; do
   json=()

@@ -20,14 +20,6 @@ PACKAGES=(
   openssl                  # TLS tests generate a certificate at test time
 )
 
-SUDO=""
-if [[ "$(id -u)" != 0 ]]; then
-  if command -v sudo >/dev/null; then SUDO="sudo"; else
-    echo "setup.sh: not root and no sudo; install as root: ${PACKAGES[*]}" >&2
-    exit 1
-  fi
-fi
-
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
@@ -39,6 +31,14 @@ done
 if ((${#missing[@]} == 0)); then
   echo "setup.sh: all ${#PACKAGES[@]} packages already installed; nothing to do."
 else
+  # Root or sudo only when something is missing, so that a set-up machine passes as any user.
+  SUDO=""
+  if [[ "$(id -u)" != 0 ]]; then
+    if command -v sudo >/dev/null; then SUDO="sudo"; else
+      echo "setup.sh: not root and no sudo; install as root: ${missing[*]}" >&2
+      exit 1
+    fi
+  fi
   echo "setup.sh: installing ${#missing[@]} package(s): ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -q

@@ -24,6 +24,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/help_flags.h"
 #include "proto/generation.grpc.pb.h"
 #include "proto/health.grpc.pb.h"
 #include "server/server_main_options.h"
@@ -228,6 +229,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Streams one generation from an int4kv server. Example: int4kv_generate "
       "--server=127.0.0.1:50051 --prompt_ids=1,2,3 --max_new_tokens=16");
+  int4kv::HelpListsFlagsOf(__FILE__);
   absl::ParseCommandLine(argc, argv);
   return int4kv::Run(argv[0]);
 }

@@ -36,6 +36,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/help_flags.h"
 #include "common/status_macros.h"
 #include "server/engine.h"
 #include "server/grpc_server.h"
@@ -318,6 +319,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "int4kv gRPC token-generation server. Example: int4kv_server --port=127.0.0.1:50051 "
       "--model=testdata/models/stories260K.bin --backend=cpu");
+  int4kv::HelpListsFlagsOf(__FILE__);
   absl::ParseCommandLine(argc, argv);
   const std::string level_name = absl::GetFlag(FLAGS_log_level);
   const spdlog::level::level_enum level = spdlog::level::from_str(level_name);

@@ -8,9 +8,10 @@ namespace int4kv {
 
 absl::Status ValidateConfig(const LoadgenConfig& config) {
   if (config.target.empty()) return absl::InvalidArgumentError("--server is required");
-  if (!(config.rate >= 0 && std::isfinite(config.rate))) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--rate = ", config.rate, " is invalid: must be 0 (closed loop) or a finite rate > 0"));
+  if (!(config.rate >= 0 && config.rate <= kMaxLoadgenRate)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--rate = ", config.rate, " is invalid: must be 0 (closed loop) or in (0, ",
+                     kMaxLoadgenRate, "] requests per second"));
   }
   if (!config.open_loop() && (config.concurrency < 1 || config.concurrency > kMaxLoadgenStreams)) {
     return absl::InvalidArgumentError(absl::StrCat("--concurrency = ", config.concurrency,
@@ -48,6 +49,11 @@ absl::Status ValidateConfig(const LoadgenConfig& config) {
   if (config.deadline <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--deadline = ", absl::FormatDuration(config.deadline), " is invalid: must be > 0"));
+  }
+  if (config.connect_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--connect_timeout = ", absl::FormatDuration(config.connect_timeout),
+                     " is invalid: must be > 0"));
   }
   if (config.progress_interval < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(

@@ -16,6 +16,12 @@ namespace int4kv {
 
 constexpr int32_t kMaxLoadgenStreams = 4096;
 constexpr int32_t kMaxLoadgenChannels = 64;
+// Open-loop arrivals per second at most: far beyond any server here, and small enough that
+// the gaps between arrivals stay well above the clock's resolution.
+constexpr double kMaxLoadgenRate = 1e6;
+// Sending stops once this many requests in a row end UNAVAILABLE: the server has gone away
+// or is shutting down (LoadgenResult::server_lost).
+constexpr int32_t kServerLostAfterUnavailable = 256;
 
 struct LoadgenConfig {
   std::string target;  // a loopback gRPC target (ParseLoopbackTarget)
@@ -44,6 +50,7 @@ struct LoadgenConfig {
 
   int32_t channels = 4;  // gRPC connections; streams are spread over them round-robin
   absl::Duration deadline = absl::Seconds(300);         // per request
+  absl::Duration connect_timeout = absl::Seconds(10);   // for the first GetServerInfo
   std::string auth_token;                               // sent as "authorization: Bearer <token>"
   absl::Duration progress_interval = absl::Seconds(1);  // 0: no progress lines
 

@@ -39,6 +39,11 @@ TEST(LoadgenConfigTest, BadFlagsAreNamedWithTheirRange) {
        "--concurrency = 0 is invalid: must be in [1, 4096]"},
       {[](LoadgenConfig& c) { c.concurrency = 5000; }, "--concurrency = 5000"},
       {[](LoadgenConfig& c) { c.rate = -1; }, "--rate = -1"},
+      // Gaps between arrivals at 1e12 per second round to nothing: the run never ended.
+      {[](LoadgenConfig& c) { c.rate = 1e12; },
+       "--rate = 1e+12 is invalid: must be 0 (closed loop) or in (0, 1e+06]"},
+      {[](LoadgenConfig& c) { c.connect_timeout = absl::Seconds(-1); },
+       "--connect_timeout = -1s is invalid: must be > 0"},
       {[](LoadgenConfig& c) {
          c.rate = 10;
          c.max_in_flight = 0;

@@ -4,12 +4,13 @@
 // first token, inter-token and end-to-end latency (p50/p90/p99) and errors by status code.
 //
 //   bazel run -c opt //tools:int4kv_loadgen -- --server=127.0.0.1:50051 --concurrency=64
-//       --num_requests=2000 --prompt_len=16-64 --output_len=64 --json=/tmp/load.json
+//       --num_requests=2000 --duration=0 --prompt_len=16-64 --output_len=64 --json=/tmp/load.json
 //
 // Only loopback servers are accepted (localhost, 127.0.0.0/8, [::1]).
 // Exit status: 0 when the run completed (request errors are reported, not fatal), 1 if the
-// server could not be reached, 2 for bad flags or a request mix the server cannot take, 3 if
-// a stream that ended OK broke the API (see LoadgenResult::bad_responses).
+// server could not be reached or stopped answering mid-run (LoadgenResult::server_lost), 2 for
+// bad flags, an unwritable --json path or a request mix the server cannot take, 3 if a stream
+// that ended OK broke the API (see LoadgenResult::bad_responses).
 //
 // Thread ownership: main() is the driver thread (RunLoad); gRPC's threads run the calls.
 #include <grpcpp/grpcpp.h>
@@ -25,6 +26,7 @@
 #include "absl/flags/usage.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "common/help_flags.h"
 #include "common/status_macros.h"
 #include "proto/generation.grpc.pb.h"
 #include "server/grpc_status.h"
@@ -37,13 +39,16 @@ ABSL_FLAG(std::string, server, "127.0.0.1:50051",
           "HOST:PORT of the server; loopback only (localhost, 127.0.0.0/8, [::1])");
 ABSL_FLAG(int32_t, concurrency, 16, "closed loop: concurrent streams, each re-sent on finish");
 ABSL_FLAG(double, rate, 0,
-          "requests per second: > 0 switches to an open loop with Poisson arrivals");
+          "requests per second, at most 1e6: > 0 switches to an open loop with Poisson "
+          "arrivals");
 ABSL_FLAG(int32_t, max_in_flight, 1024,
           "open loop: most streams open at once; arrivals beyond are counted as not sent");
 ABSL_FLAG(int64_t, num_requests, 0,
-          "stop sending after this many requests (arrivals, open loop); 0: no limit");
+          "stop sending after this many requests (arrivals, open loop) or --duration, whichever "
+          "comes first; 0: no limit");
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(30),
-          "stop sending after this long; 0: no limit. Requests in flight then finish");
+          "stop sending after this long or --num_requests, whichever comes first; 0: no limit. "
+          "Requests in flight then finish");
 ABSL_FLAG(std::string, prompt_len, "32",
           "prompt tokens per request: N, or A-B for uniform counts in [A, B]");
 ABSL_FLAG(std::string, output_len, "64",
@@ -54,7 +59,7 @@ ABSL_FLAG(uint64_t, seed, 1, "seed of the request mix and the arrival times");
 ABSL_FLAG(int32_t, channels, 4, "gRPC connections the streams are spread over");
 ABSL_FLAG(absl::Duration, deadline, absl::Seconds(300), "deadline of each request");
 ABSL_FLAG(absl::Duration, connect_timeout, absl::Seconds(10),
-          "how long to wait for the server's GetServerInfo before giving up");
+          "how long to wait for the server's GetServerInfo before giving up; > 0");
 ABSL_FLAG(std::string, auth_token, "", "bearer token, if the server requires one");
 ABSL_FLAG(bool, progress, true, "print a progress line every second to stderr");
 ABSL_FLAG(std::string, json, "", "also write the results as JSON to this path");
@@ -80,6 +85,7 @@ absl::StatusOr<LoadgenConfig> ConfigFromFlags() {
   config.channels = absl::GetFlag(FLAGS_channels);
   config.deadline = absl::GetFlag(FLAGS_deadline);
   config.auth_token = absl::GetFlag(FLAGS_auth_token);
+  config.connect_timeout = absl::GetFlag(FLAGS_connect_timeout);
   config.progress_interval =
       absl::GetFlag(FLAGS_progress) ? absl::Seconds(1) : absl::ZeroDuration();
   RETURN_IF_ERROR(ValidateConfig(config));
@@ -93,7 +99,7 @@ absl::StatusOr<v1::ServerInfo> FetchServerInfo(const LoadgenConfig& config) {
   grpc::ClientContext context;
   context.set_wait_for_ready(true);
   context.set_deadline(std::chrono::system_clock::now() +
-                       absl::ToChronoNanoseconds(absl::GetFlag(FLAGS_connect_timeout)));
+                       absl::ToChronoNanoseconds(config.connect_timeout));
   if (!config.auth_token.empty()) {
     context.AddMetadata("authorization", "Bearer " + config.auth_token);
   }
@@ -113,6 +119,16 @@ int Run() {
     std::cerr << "int4kv_loadgen: " << config.status().message() << "\n";
     return 2;
   }
+  // The JSON file is opened before the run, so that a bad path costs no load.
+  const std::string json_path = absl::GetFlag(FLAGS_json);
+  std::ofstream json_file;
+  if (!json_path.empty()) {
+    json_file.open(json_path, std::ios::trunc);
+    if (!json_file) {
+      std::cerr << "int4kv_loadgen: --json = " << json_path << " cannot be written\n";
+      return 2;
+    }
+  }
   const absl::StatusOr<v1::ServerInfo> info = FetchServerInfo(*config);
   if (!info.ok()) {
     std::cerr << "int4kv_loadgen: " << info.status().message() << "\n";
@@ -129,17 +145,21 @@ int Run() {
   const LoadgenResult result = RunLoad(
       *config, *info, config->progress_interval > absl::ZeroDuration() ? &std::cerr : nullptr);
   std::cout << FormatTextReport(*config, *info, result) << std::flush;
-  const std::string json_path = absl::GetFlag(FLAGS_json);
   if (!json_path.empty()) {
-    std::ofstream file(json_path, std::ios::trunc);
-    file << FormatJsonReport(*config, *info, result);
-    file.close();
-    if (!file) {
-      std::cerr << "int4kv_loadgen: --json: cannot write " << json_path << "\n";
-      return 1;
+    json_file << FormatJsonReport(*config, *info, result);
+    json_file.close();
+    if (!json_file) {
+      std::cerr << "int4kv_loadgen: --json: writing " << json_path << " failed\n";
+      return 2;
     }
   }
-  return result.bad_responses > 0 ? 3 : 0;
+  if (result.bad_responses > 0) return 3;
+  if (result.server_lost) {
+    std::cerr << "int4kv_loadgen: the server stopped answering: " << kServerLostAfterUnavailable
+              << " requests in a row ended UNAVAILABLE\n";
+    return 1;
+  }
+  return 0;
 }
 
 }  // namespace
@@ -148,7 +168,9 @@ int Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Load generator for the int4kv server (loopback only). Example: int4kv_loadgen "
-      "--server=127.0.0.1:50051 --concurrency=64 --num_requests=2000 --output_len=64");
+      "--server=127.0.0.1:50051 --concurrency=64 --num_requests=2000 --duration=0 "
+      "--output_len=64");
+  int4kv::HelpListsFlagsOf(__FILE__);
   absl::ParseCommandLine(argc, argv);
   return int4kv::Run();
 }

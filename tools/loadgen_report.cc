@@ -118,6 +118,10 @@ std::string FormatTextReport(const LoadgenConfig& config, const v1::ServerInfo& 
                                             result.error_examples.at(code)));
     }
   }
+  if (result.server_lost) {
+    absl::StrAppend(&out, "  SERVER LOST: sending stopped after ", kServerLostAfterUnavailable,
+                    " requests in a row ended UNAVAILABLE\n");
+  }
   if (result.bad_responses > 0) {
     absl::StrAppend(&out, "  BAD RESPONSES: ", result.bad_responses,
                     " OK streams broke the API (finish reason, usage or token ids)\n");
@@ -166,6 +170,7 @@ std::string FormatJsonReport(const LoadgenConfig& config, const v1::ServerInfo& 
           .Int("failed", result.failed)
           .Int("not_sent", result.not_sent)
           .Int("bad_responses", result.bad_responses)
+          .Raw("server_lost", result.server_lost ? "true" : "false")
           .Int("peak_in_flight", result.peak_in_flight)
           .Int("output_tokens", result.output_tokens)
           .Num("requests_per_s", result.requests_per_second())

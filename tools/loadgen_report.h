@@ -25,6 +25,8 @@ struct LoadgenResult {
   // outside the vocabulary.
   int64_t bad_responses = 0;
   int32_t peak_in_flight = 0;
+  // Sending stopped early: kServerLostAfterUnavailable requests in a row ended UNAVAILABLE.
+  bool server_lost = false;
   LatencySummary time_to_first_token;                 // OK requests that got a token
   LatencySummary inter_token;                         // every token after the first, OK requests
   LatencySummary end_to_end;                          // OK requests, start to status

@@ -87,11 +87,12 @@ class Driver {
     last_progress_ = {start_, 0, 0};
     while (true) {
       const absl::Time now = absl::Now();
-      const bool sending = !CountBoundReached() && now < send_end;
+      const bool sending = !CountBoundReached() && now < send_end && !server_lost_;
       if (sending && !config_.open_loop()) {
         while (in_flight_ < config_.concurrency && !CountBoundReached()) Send();
       } else if (sending) {
-        while (next_arrival <= now && !CountBoundReached()) {
+        // Arrivals due by now, none past the end of sending.
+        while (next_arrival <= now && next_arrival < send_end && !CountBoundReached()) {
           if (in_flight_ < config_.max_in_flight) {
             Send();
           } else {
@@ -108,6 +109,9 @@ class Driver {
       for (const std::unique_ptr<StreamCall>& call : finished_.TakeAll(wake)) {
         --in_flight_;
         stats_.Record(call->outcome());
+        unavailable_in_a_row_ =
+            call->outcome().code == grpc::StatusCode::UNAVAILABLE ? unavailable_in_a_row_ + 1 : 0;
+        if (unavailable_in_a_row_ >= kServerLostAfterUnavailable) server_lost_ = true;
       }
       if (absl::Now() >= next_progress) {
         PrintProgress(sending);
@@ -119,6 +123,7 @@ class Driver {
     result.sent = sent_;
     result.not_sent = not_sent_;
     result.peak_in_flight = peak_in_flight_;
+    result.server_lost = server_lost_;
     return result;
   }
 
@@ -155,8 +160,8 @@ class Driver {
     const int64_t tokens = tokens_received_.load(std::memory_order_relaxed);
     const double seconds = std::max(1e-9, absl::ToDoubleSeconds(now - last_progress_.time));
     *progress_ << absl::StrFormat(
-                      "[%6.1f s] %s sent %d, ok %d, failed %d, in flight %d | %.1f req/s, %.0f "
-                      "tok/s",
+                      "[%6.1f s] %s sent %d, ok %d, failed %d, in flight %d | %.1f finished/s, "
+                      "%.0f tok/s",
                       absl::ToDoubleSeconds(now - start_), sending ? "sending " : "draining", sent_,
                       stats_.ok(), stats_.failed(), in_flight_,
                       (stats_.finished() - last_progress_.finished) / seconds,
@@ -186,6 +191,8 @@ class Driver {
   int64_t not_sent_ = 0;
   int32_t in_flight_ = 0;
   int32_t peak_in_flight_ = 0;
+  int32_t unavailable_in_a_row_ = 0;  // requests ending UNAVAILABLE since the last other end
+  bool server_lost_ = false;          // kServerLostAfterUnavailable of them: stop sending
 };
 
 }  // namespace

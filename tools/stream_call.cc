@@ -40,6 +40,8 @@ void StreamCall::OnReadDone(bool ok) {
     if (!outcome_.got_token) {
       outcome_.got_token = true;
       outcome_.time_to_first_token = now - outcome_.start;
+      // Tokens that came with the first one arrived with no gap after it.
+      outcome_.inter_token_ms.insert(outcome_.inter_token_ms.end(), k - 1, 0.0);
     } else {
       const double share_ms = absl::ToDoubleMilliseconds(now - last_arrival_) / k;
       for (int i = 0; i < k; ++i) outcome_.inter_token_ms.push_back(share_ms);

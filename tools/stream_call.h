@@ -32,8 +32,10 @@ struct CallOutcome {
   // From the start to the first response that carried a token; unset if none did.
   bool got_token = false;
   absl::Duration time_to_first_token;
-  // Inter-token latency samples (ms): a later response carrying k tokens, arriving g after the
-  // previous token-carrying response, adds k samples of g / k.
+  // Inter-token latency samples (ms), one for every token after the first: a later response
+  // carrying k tokens, arriving g after the previous token-carrying response, adds k samples
+  // of g / k; the first token-carrying response adds a sample of 0 for each token after its
+  // first.
   std::vector<double> inter_token_ms;
   int64_t tokens = 0;                                              // token ids received
   bool ids_in_range = true;                                        // every id in [0, vocab_size)

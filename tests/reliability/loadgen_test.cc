@@ -2,14 +2,19 @@
 // concurrent streams in a closed loop all complete with no error and no broken response;
 // an open loop at a fixed rate sends about rate * duration requests; non-loopback targets
 // are refused before anything is sent; the JSON output carries the numbers.
+#include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <regex>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/reliability/reliability_testing.h"
@@ -77,6 +82,12 @@ TEST_F(LoadgenTest, TwoHundredFiftySixConcurrentStreamsAllComplete) {
   EXPECT_LE(tokens, 8.0 * requests);
   EXPECT_GT(JsonNumber(report, "requests_per_s"), 0);
   EXPECT_GT(JsonNumber(report, "p99"), 0);  // ttft p99, the first latency block
+  // One inter-token sample for every token after each request's first, also for tokens that
+  // came in one response with the first.
+  std::smatch itl;
+  ASSERT_TRUE(std::regex_search(report, itl, std::regex("\"itl_ms\": \\{\"count\": ([0-9]+)")))
+      << report;
+  EXPECT_EQ(std::stod(itl[1]), tokens - requests) << report;
   auto stub = v1::TokenGeneration::NewStub(server_->Channel());
   EXPECT_TRUE(WaitUntilIdle(*stub).idle());
 }
@@ -112,8 +123,45 @@ TEST_F(LoadgenTest, RefusesNonLoopbackTargetsAndImpossibleMixes) {
                        &output),
             2);
   EXPECT_THAT(output, HasSubstr("exceeds its max_seq_len (512)"));
+  // Flags out of range, and a --json path that cannot be written, before any request.
+  EXPECT_EQ(
+      RunCommand(absl::StrCat(kLoadgen, " --server=", server_->address(), " --rate=1e12"), &output),
+      2);
+  EXPECT_THAT(output, HasSubstr("--rate = 1e+12 is invalid: must be 0 (closed loop) or in (0, "));
+  EXPECT_EQ(
+      RunCommand(absl::StrCat(kLoadgen, " --server=", server_->address(), " --connect_timeout=0s"),
+                 &output),
+      2);
+  EXPECT_THAT(output, HasSubstr("--connect_timeout = 0 is invalid: must be > 0"));
+  EXPECT_EQ(RunCommand(absl::StrCat(kLoadgen, " --server=", server_->address(),
+                                    " --json=/nonexistent/dir/load.json"),
+                       &output),
+            2);
+  EXPECT_THAT(output, HasSubstr("--json = /nonexistent/dir/load.json cannot be written"));
   auto stub = v1::TokenGeneration::NewStub(server_->Channel());
   EXPECT_EQ(GetInfo(*stub).capacity().engine_steps(), 0) << "nothing may have been sent";
+}
+
+// A server that dies mid-run: the load generator stops sending once requests keep ending
+// UNAVAILABLE, reports it and exits 1, instead of flooding the address until --duration.
+TEST_F(LoadgenTest, StopsWhenTheServerGoesAway) {
+  std::thread killer([this] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    server_->Signal(SIGKILL);
+  });
+  std::string output;
+  const absl::Time start = absl::Now();
+  const int code = RunCommand(absl::StrCat(kLoadgen, " --server=", server_->address(),
+                                           " --concurrency=16 --duration=60s --prompt_len=4 "
+                                           "--output_len=64"),
+                              &output);
+  const absl::Duration took = absl::Now() - start;
+  killer.join();
+  EXPECT_EQ(code, 1) << output;
+  EXPECT_THAT(output, HasSubstr("SERVER LOST: sending stopped after 256 requests in a row ended "
+                                "UNAVAILABLE"));
+  EXPECT_THAT(output, HasSubstr("the server stopped answering"));
+  EXPECT_LT(took, absl::Seconds(30)) << output;
 }
 
 }  // namespace
