@@ -1,6 +1,5 @@
 #include "tools/loadgen_config.h"
 
-#include <cmath>
 
 #include "absl/strings/str_cat.h"
 
