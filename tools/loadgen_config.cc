@@ -1,6 +1,5 @@
 #include "tools/loadgen_config.h"
 
-
 #include "absl/strings/str_cat.h"
 
 namespace int4kv {
