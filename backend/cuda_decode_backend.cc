@@ -54,19 +54,39 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
   absl::Status Allocate() {
     const size_t chunk_bytes = sizeof(ChunkWork) * max_capacity_;
     const size_t step_bytes = sizeof(StepFlags) + sizeof(RowWork) * shape_.max_batch;
-    CUDA_RETURN_IF_ERROR(cudaMallocHost(&staging_, chunk_bytes + step_bytes));
-    CUDA_RETURN_IF_ERROR(cudaMalloc(&device_chunks_, chunk_bytes));
-    CUDA_RETURN_IF_ERROR(cudaMalloc(&device_step_, step_bytes));
+    RETURN_IF_ERROR(Malloc(&staging_, chunk_bytes + step_bytes, /*pinned_host=*/true,
+                           "the plan's staging area"));
+    RETURN_IF_ERROR(
+        Malloc(reinterpret_cast<void**>(&device_chunks_), chunk_bytes, false, "the chunk list"));
+    RETURN_IF_ERROR(Malloc(&device_step_, step_bytes, false, "the row list"));
     device_rows_ =
         reinterpret_cast<RowWork*>(static_cast<uint8_t*>(device_step_) + sizeof(StepFlags));
     const size_t partials = static_cast<size_t>(max_capacity_) * shape_.q_heads;
-    CUDA_RETURN_IF_ERROR(cudaMalloc(&partial_out_, partials * shape_.head_dim * sizeof(float)));
-    CUDA_RETURN_IF_ERROR(cudaMalloc(&partial_lse_, partials * sizeof(float)));
+    RETURN_IF_ERROR(Malloc(reinterpret_cast<void**>(&partial_out_),
+                           partials * shape_.head_dim * sizeof(float), false,
+                           "the partial outputs"));
+    RETURN_IF_ERROR(Malloc(reinterpret_cast<void**>(&partial_lse_), partials * sizeof(float), false,
+                           "the partial log-sum-exps"));
     CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&staging_done_, cudaEventDisableTiming));
     return absl::OkStatus();
   }
 
   absl::string_view name() const override { return "cuda"; }
+
+  // cudaMalloc, or cudaMallocHost when pinned_host, of one of Allocate's buffers. Out of memory
+  // is ResourceExhausted naming the buffer and the shape fields that size it.
+  absl::Status Malloc(void** out, size_t bytes, bool pinned_host, const char* what) const {
+    const cudaError_t error = pinned_host ? cudaMallocHost(out, bytes) : cudaMalloc(out, bytes);
+    if (error == cudaSuccess) return absl::OkStatus();
+    *out = nullptr;
+    cudaGetLastError();  // not sticky; clear it for the caller's next CUDA call
+    if (error != cudaErrorMemoryAllocation) return CudaStatus(error, what);
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "cannot allocate ", bytes, " bytes of ", pinned_host ? "pinned host" : "device",
+        " memory for the cuda backend's ", what, " (AttentionShape.max_batch = ", shape_.max_batch,
+        ", q_heads = ", shape_.q_heads, ", head_dim = ", shape_.head_dim, "; room for ",
+        max_capacity_, " chunks)"));
+  }
 
   absl::Status Plan(absl::Span<const DecodeRow> rows, CudaStream stream) override {
     RETURN_IF_ERROR(ValidateRows(rows, shape_, cache_));

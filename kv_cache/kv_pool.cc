@@ -96,7 +96,7 @@ class DeviceKvPool : public KvPool {
           absl::StrCat("cannot allocate ", bytes, " bytes of device memory for the KV pools (",
                        config.PoolBytes(), " in all; ", PoolSizeFields(config), ")"));
     }
-    CUDA_RETURN_IF_ERROR(error);
+    RETURN_IF_ERROR(CudaStatus(error, "cudaMalloc for the KV pools"));
     CUDA_RETURN_IF_ERROR(cudaMemset(*out, 0, bytes));
     return absl::OkStatus();
   }

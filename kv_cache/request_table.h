@@ -3,8 +3,9 @@
 // Owns a host table [max_requests][max_seq_len] of int32 slots and per-request lengths, and
 // optionally a device mirror of the table for the CUDA backend. The mirror is updated only by
 // SyncToDevice(), which sends the entries appended since the last sync as (index, slot)
-// pairs through a pinned staging buffer and scatters them on the device: one copy and one
-// small kernel per sync, whatever the number of requests.
+// pairs through a pinned staging buffer and scatters them on the device: two copies and one
+// small kernel per 65,536 entries, whatever the number of requests (a larger sync waits for
+// each piece's copies before staging the next).
 //
 // Thread ownership: not thread-safe. In the server it belongs to the engine's scheduler thread.
 #ifndef INT4KV_KV_CACHE_REQUEST_TABLE_H_

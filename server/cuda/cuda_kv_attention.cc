@@ -53,6 +53,10 @@ CudaKvAttention::~CudaKvAttention() {
 }
 
 absl::Status CudaKvAttention::Plan(const StepBatch& batch) {
+  // A failed Plan leaves no plan: Prepare, Store and Run then fail rather than use the last
+  // step's rows and slots.
+  planned_ = -1;
+  prepared_ = -1;
   const int32_t n = batch.num_tokens();
   if (batch.slots.size() != batch.rows.size() || batch.rows.size() != batch.tokens.size()) {
     return absl::InvalidArgumentError("StepBatch.slots and rows must have one entry per token");

@@ -98,12 +98,17 @@ absl::StatusOr<DeviceLlamaWeights> DeviceLlamaWeights::Upload(const LlamaWeights
   for (int32_t i = 0; i < c.num_layers; ++i) {
     const LlamaLayerWeights& l = weights.layers[i];
     DeviceLayerWeights& d = device.layers[i];
-    RETURN_IF_ERROR(convert.Float(l.attention_norm, "an attention norm", &d.attention_norm));
-    RETURN_IF_ERROR(convert.Half({&l.wq, &l.wk, &l.wv}, "a fused wq/wk/wv matrix", &d.wqkv));
-    RETURN_IF_ERROR(convert.Half({&l.wo}, "a wo matrix", &d.wo));
-    RETURN_IF_ERROR(convert.Float(l.ffn_norm, "an FFN norm", &d.ffn_norm));
-    RETURN_IF_ERROR(convert.Half({&l.w1, &l.w3}, "a fused w1/w3 matrix", &d.w13));
-    RETURN_IF_ERROR(convert.Half({&l.w2}, "a w2 matrix", &d.w2));
+    // Out of memory names the layer too: how far the upload got.
+    const auto of_layer = [i](const char* tensor) { return absl::StrCat(tensor, " of layer ", i); };
+    RETURN_IF_ERROR(
+        convert.Float(l.attention_norm, of_layer("the attention norm").c_str(), &d.attention_norm));
+    RETURN_IF_ERROR(convert.Half({&l.wq, &l.wk, &l.wv},
+                                 of_layer("the fused wq/wk/wv matrix").c_str(), &d.wqkv));
+    RETURN_IF_ERROR(convert.Half({&l.wo}, of_layer("the wo matrix").c_str(), &d.wo));
+    RETURN_IF_ERROR(convert.Float(l.ffn_norm, of_layer("the FFN norm").c_str(), &d.ffn_norm));
+    RETURN_IF_ERROR(
+        convert.Half({&l.w1, &l.w3}, of_layer("the fused w1/w3 matrix").c_str(), &d.w13));
+    RETURN_IF_ERROR(convert.Half({&l.w2}, of_layer("the w2 matrix").c_str(), &d.w2));
   }
   RETURN_IF_ERROR(convert.Float(weights.final_norm, "the final norm", &device.final_norm));
   if (!c.shared_classifier) {
