@@ -3,6 +3,7 @@
 #include "server/engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <memory>
 #include <thread>
 #include <utility>
@@ -274,6 +275,26 @@ TEST(EngineTest, IdleEngineAcceptsABatchAndAQueueAtOnce) {
   WaitForRunning(*engine, 4);
   EXPECT_EQ(engine->GetInfo().queued, 1);
   for (const auto& stream : streams) EXPECT_TRUE(engine->Cancel(stream->id()).ok());
+}
+
+// engine_steps counts forward passes: for one request alone, one per token it produced. The
+// wake-up that cancels it runs none, and must not count.
+TEST(EngineTest, StepsCountForwardPassesOnly) {
+  EngineConfig config = SmallConfig();
+  config.max_batch = 1;
+  std::unique_ptr<Engine> engine = MakeEngine(config);
+  std::shared_ptr<RequestStream> stream = *engine->Submit(GreedyRequest(kPrompt, 400));
+  WaitForRunning(*engine, 1);
+  ASSERT_TRUE(engine->Cancel(stream->id()).ok());
+  const GenerationResult result = stream->ReadAll();
+  WaitForRunning(*engine, 0);
+  ASSERT_LT(result.tokens.size(), 400u);
+  // The scheduler thread publishes the count right after the step that freed the request.
+  for (int i = 0; i < 1000 && engine->GetInfo().steps != static_cast<int64_t>(result.tokens.size());
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(engine->GetInfo().steps, static_cast<int64_t>(result.tokens.size()));
 }
 
 TEST(EngineTest, QueueFullIsResourceExhausted) {
