@@ -45,9 +45,9 @@ Fixture MakeCache(int kv_heads, int head_dim, int group, QuantMode mode,
     next += len;
     EXPECT_TRUE(f.cache->requests().Append(request, slots).ok());
     std::vector<float> k(static_cast<size_t>(len) * kv_heads * head_dim), v(k.size());
-    for (float& x : k) x = normal(rng);
-    for (float& x : v) x = normal(rng);
-    for (int layer = 0; layer < 2; ++layer) {
+    for (int layer = 0; layer < 2; ++layer) {  // each layer its own K/V
+      for (float& x : k) x = normal(rng);
+      for (float& x : v) x = normal(rng);
       EXPECT_TRUE(
           StoreKvHost(f.cache->view(), layer, slots, KvRows{k.data(), v.data(), DType::kFloat32, 0})
               .ok());
@@ -59,9 +59,10 @@ Fixture MakeCache(int kv_heads, int head_dim, int group, QuantMode mode,
 
 // Plain float64 attention over DequantizeHost's values, written independently of the backend.
 std::vector<double> Reference(const KvCache& cache, int layer, const std::vector<DecodeRow>& rows,
-                              const std::vector<float>& q, int q_heads) {
+                              const std::vector<float>& q, int q_heads, double scale = 0) {
   const KvLayout& layout = cache.view().layout;
   const int dim = layout.head_dim, group = q_heads / layout.kv_heads;
+  if (scale == 0) scale = 1 / std::sqrt(double(dim));
   std::vector<double> out(rows.size() * q_heads * dim, 0.0);
   for (size_t b = 0; b < rows.size(); ++b) {
     if (rows[b].seq_len == 0) continue;
@@ -79,7 +80,7 @@ std::vector<double> Reference(const KvCache& cache, int layer, const std::vector
           dot += double{q[(b * q_heads + h) * dim + d]} *
                  kv[(static_cast<size_t>(t) * 2 * layout.kv_heads + kvh) * dim + d];
         }
-        s[t] = dot / std::sqrt(double(dim));
+        s[t] = dot * scale;
         m = std::max(m, s[t]);
       }
       double z = 0;
@@ -123,7 +124,9 @@ TEST(CpuDecodeBackendTest, MatchesFloat64ReferenceAcrossShapes) {
                      << "kv_heads " << c.kv_heads << " G " << c.group_ratio << " dim " << c.head_dim
                      << " threads " << threads << " f64 " << f64);
         Fixture f = MakeCache(c.kv_heads, c.head_dim, c.group, c.mode, {1, 0, 37, 130, 2}, rng);
-        AttentionShape shape{c.kv_heads * c.group_ratio, c.kv_heads, c.head_dim, 8, 130, 0};
+        // The default scale (1 / sqrt(head_dim)) and a given one, alternately.
+        const float scale = (&c - cases) % 2 == 0 ? 0.0f : 0.3f;
+        AttentionShape shape{c.kv_heads * c.group_ratio, c.kv_heads, c.head_dim, 8, 130, scale};
         BackendOptions options;
         options.cpu_threads = threads;
         options.cpu_float64 = f64;
@@ -133,12 +136,15 @@ TEST(CpuDecodeBackendTest, MatchesFloat64ReferenceAcrossShapes) {
         std::normal_distribution<float> normal;
         for (float& x : q) x = normal(rng);
         ASSERT_TRUE(backend->Plan(f.rows, nullptr).ok());
-        ASSERT_TRUE(backend->Run(1, q.data(), out.data(), nullptr).ok());
-        const std::vector<double> want = Reference(*f.cache, 1, f.rows, q, shape.q_heads);
-        EXPECT_LT(RelativeError(out, want), f64 ? 1e-7 : 1e-5);
-        // The padded row (index 1) is all zeros.
-        for (int i = 0; i < shape.q_heads * c.head_dim; ++i) {
-          ASSERT_EQ(out[shape.q_heads * c.head_dim + i], 0.0f);
+        for (int layer : {0, 1}) {  // different K/V each: a backend reading the wrong one fails
+          ASSERT_TRUE(backend->Run(layer, q.data(), out.data(), nullptr).ok());
+          const std::vector<double> want =
+              Reference(*f.cache, layer, f.rows, q, shape.q_heads, shape.softmax_scale);
+          EXPECT_LT(RelativeError(out, want), f64 ? 1e-7 : 1e-5) << "layer " << layer;
+          // The padded row (index 1) is all zeros.
+          for (int i = 0; i < shape.q_heads * c.head_dim; ++i) {
+            ASSERT_EQ(out[shape.q_heads * c.head_dim + i], 0.0f);
+          }
         }
       }
     }
@@ -151,6 +157,8 @@ TEST(CpuDecodeBackendTest, BadPlansAreRejectedAndKeepThePreviousPlan) {
   AttentionShape shape{2, 1, 8, 2, 5, 0};
   auto backend = *CreateCpuDecodeBackend(BindingFor(*f.cache), shape, BackendOptions{});
   ASSERT_TRUE(backend->Plan(f.rows, nullptr).ok());
+  std::vector<float> q(2 * 2 * 8, 0.5f), planned(q.size()), after(q.size());
+  ASSERT_TRUE(backend->Run(0, q.data(), planned.data(), nullptr).ok());
   const std::vector<DecodeRow> too_many = {{0, 1}, {1, 1}, {0, 1}};
   absl::Status s = backend->Plan(too_many, nullptr);
   EXPECT_NE(s.message().find("max_batch 2"), std::string::npos) << s;
@@ -158,11 +166,12 @@ TEST(CpuDecodeBackendTest, BadPlansAreRejectedAndKeepThePreviousPlan) {
   EXPECT_NE(s.message().find("rows[0].seq_len = 6"), std::string::npos) << s;
   s = backend->Plan(std::vector<DecodeRow>{{0, 1}, {2, 1}}, nullptr);
   EXPECT_NE(s.message().find("rows[1].request = 2"), std::string::npos) << s;
+  // The rejected plans left the good one: the same rows, the same output.
+  ASSERT_TRUE(backend->Run(0, q.data(), after.data(), nullptr).ok());
+  EXPECT_EQ(after, planned);
+  EXPECT_NE(planned, std::vector<float>(q.size(), 0.0f));
+  EXPECT_FALSE(backend->Run(2, q.data(), after.data(), nullptr).ok());        // no layer 2
   EXPECT_TRUE(backend->Plan(std::vector<DecodeRow>{{99, 0}}, nullptr).ok());  // padded: any request
-  ASSERT_TRUE(backend->Plan(f.rows, nullptr).ok());
-  std::vector<float> q(2 * 2 * 8, 0.5f), out(q.size());
-  EXPECT_FALSE(backend->Run(2, q.data(), out.data(), nullptr).ok());
-  EXPECT_TRUE(backend->Run(0, q.data(), out.data(), nullptr).ok());
 }
 
 // A request row keeps its old entries once freed, and a reused row holds the previous

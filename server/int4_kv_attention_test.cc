@@ -59,17 +59,21 @@ TEST(Int4KvAttentionTest, StoresQuantizedRowsAndAttendsCausally) {
   // The cache holds the INT4 round trip of layer 1's K/V, in the tokens' slots.
   std::vector<float> stored(n * 2 * kKvHeads * kHeadDim);
   ASSERT_TRUE(DequantizeHost(cache->view(), 1, batch.slots, stored.data()).ok());
+  // Rows [0, kKvHeads) of a token are its K heads, then its V heads; the expected outputs
+  // below are built from these stored rows, so both halves are checked against the inputs.
   for (int t = 0; t < n; ++t) {
-    for (int h = 0; h < kKvHeads; ++h) {
+    for (int row = 0; row < 2 * kKvHeads; ++row) {
+      const int h = row % kKvHeads;
+      const float* input = &(row < kKvHeads ? k : v)[(t * kKvHeads + h) * kHeadDim];
       uint8_t bytes[kHeadDim / 2];
       uint16_t scales[kHeadDim / 8];
-      const float* key = &k[(t * kKvHeads + h) * kHeadDim];
-      QuantizeRow([&](int i) { return key[i]; }, kHeadDim, 8, ParamDtype::kFloat16,
+      QuantizeRow([&](int i) { return input[i]; }, kHeadDim, 8, ParamDtype::kFloat16,
                   QuantMode::kSymmetric, QuantRounding::kNearestEven, bytes, scales, nullptr);
       for (int i = 0; i < kHeadDim; ++i) {
-        ASSERT_EQ(stored[(t * 2 * kKvHeads + h) * kHeadDim + i],
+        ASSERT_EQ(stored[(t * 2 * kKvHeads + row) * kHeadDim + i],
                   DequantizeElement(bytes, scales, nullptr, i, 8, ParamDtype::kFloat16,
-                                    QuantMode::kSymmetric));
+                                    QuantMode::kSymmetric))
+            << "token " << t << " row " << row;
       }
     }
   }

@@ -55,6 +55,7 @@ TEST(SchedulerTest, SlotAccountingUnderRandomTraffic) {
   std::deque<PendingRequest> queue;
   std::map<uint64_t, int64_t> reserved;  // running id -> slots
   std::vector<std::shared_ptr<RequestStream>> streams;
+  std::vector<int32_t> asked;  // max_new_tokens of each stream's request
   uint64_t next_id = 1;
   int cancelled = 0, submitted = 0;
   for (int step = 0; step < 400; ++step) {
@@ -66,6 +67,7 @@ TEST(SchedulerTest, SlotAccountingUnderRandomTraffic) {
       request.ignore_eos = rng() % 2 == 0;
       if (rng() % 4 == 0) request.stop_token_ids = {static_cast<int32_t>(rng() % 512)};
       request.sampling.temperature = (rng() % 2) ? 0.0f : 1.0f;
+      asked.push_back(request.max_new_tokens);
       queue.push_back(Pending(next_id++, std::move(request)));
       streams.push_back(queue.back().stream);
       ++submitted;
@@ -101,11 +103,15 @@ TEST(SchedulerTest, SlotAccountingUnderRandomTraffic) {
   ExpectEmpty(*scheduler);
   // Every stream got exactly one finish and no more tokens than it asked for.
   std::map<FinishReason, int> reasons;
-  for (const auto& stream : streams) {
-    ASSERT_TRUE(stream->finished());
-    const GenerationResult result = stream->ReadAll();
+  for (size_t i = 0; i < streams.size(); ++i) {
+    ASSERT_TRUE(streams[i]->finished());
+    const GenerationResult result = streams[i]->ReadAll();
     ++reasons[result.finish_reason];
     EXPECT_EQ(result.usage.generated_tokens, static_cast<int32_t>(result.tokens.size()));
+    EXPECT_LE(static_cast<int32_t>(result.tokens.size()), asked[i]) << "stream " << i;
+    if (result.finish_reason == FinishReason::kLength) {
+      EXPECT_EQ(static_cast<int32_t>(result.tokens.size()), asked[i]) << "stream " << i;
+    }
   }
   EXPECT_EQ(reasons[FinishReason::kCancelled], cancelled);
   EXPECT_GT(reasons[FinishReason::kLength], 0);
