@@ -35,49 +35,54 @@ std::vector<float> RandomRows(int tokens, int kv_heads, int head_dim, uint32_t s
   return x;
 }
 
+// Every row dtype, into caches of fp16 and of bf16 parameters.
 TEST(StoreKvTest, RoundTripWithinHalfAStepForEveryDtype) {
   for (QuantMode mode : {QuantMode::kSymmetric, QuantMode::kAsymmetric}) {
-    const KvCacheConfig config = SmallConfig(mode, 8);
-    auto cache = *KvCache::Create(config, MemoryKind::kHost);
-    const std::vector<float> k = RandomRows(3, 2, 32, 1);
-    const std::vector<float> v = RandomRows(3, 2, 32, 2);
-    for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
-      // Inputs in the dtype under test, and their exact float values.
-      std::vector<uint16_t> k16(k.size()), v16(v.size());
-      std::vector<float> k_exact = k, v_exact = v;
-      for (size_t i = 0; i < k.size(); ++i) {
-        if (dtype == DType::kFloat16) {
-          k16[i] = FloatToHalfBits(k[i]), v16[i] = FloatToHalfBits(v[i]);
-          k_exact[i] = HalfBitsToFloat(k16[i]), v_exact[i] = HalfBitsToFloat(v16[i]);
-        } else if (dtype == DType::kBFloat16) {
-          k16[i] = FloatToBf16Bits(k[i]), v16[i] = FloatToBf16Bits(v[i]);
-          k_exact[i] = Bf16BitsToFloat(k16[i]), v_exact[i] = Bf16BitsToFloat(v16[i]);
-        }
-      }
-      KvRows rows;
-      rows.dtype = dtype;
-      rows.k = dtype == DType::kFloat32 ? static_cast<const void*>(k.data()) : k16.data();
-      rows.v = dtype == DType::kFloat32 ? static_cast<const void*>(v.data()) : v16.data();
-      const std::vector<int32_t> slots = {3, 9, 1};
-      ASSERT_TRUE(StoreKvHost(cache->view(), 1, slots, rows).ok());
-      std::vector<float> out(3 * 4 * 32);
-      ASSERT_TRUE(DequantizeHost(cache->view(), 1, slots, out.data()).ok());
-      for (int t = 0; t < 3; ++t) {
-        for (int row = 0; row < 4; ++row) {
-          const std::vector<float>& src = row < 2 ? k_exact : v_exact;
-          const uint16_t* scales = cache->view().RowScales(1, slots[t], row);
-          for (int d = 0; d < 32; ++d) {
-            const float want = src[(t * 2 + row % 2) * 32 + d];
-            const float got = out[(t * 4 + row) * 32 + d];
-            const float step = HalfBitsToFloat(scales[d / 8]);
-            EXPECT_LE(std::fabs(got - want), 0.5f * step + 1e-3f)
-                << "token " << t << " row " << row << " dim " << d;
+    for (ParamDtype params : {ParamDtype::kFloat16, ParamDtype::kBFloat16}) {
+      SCOPED_TRACE(testing::Message() << QuantModeName(mode) << " " << ParamDtypeName(params));
+      KvCacheConfig config = SmallConfig(mode, 8);
+      config.param_dtype = params;
+      auto cache = *KvCache::Create(config, MemoryKind::kHost);
+      const std::vector<float> k = RandomRows(3, 2, 32, 1);
+      const std::vector<float> v = RandomRows(3, 2, 32, 2);
+      for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+        // Inputs in the dtype under test, and their exact float values.
+        std::vector<uint16_t> k16(k.size()), v16(v.size());
+        std::vector<float> k_exact = k, v_exact = v;
+        for (size_t i = 0; i < k.size(); ++i) {
+          if (dtype == DType::kFloat16) {
+            k16[i] = FloatToHalfBits(k[i]), v16[i] = FloatToHalfBits(v[i]);
+            k_exact[i] = HalfBitsToFloat(k16[i]), v_exact[i] = HalfBitsToFloat(v16[i]);
+          } else if (dtype == DType::kBFloat16) {
+            k16[i] = FloatToBf16Bits(k[i]), v16[i] = FloatToBf16Bits(v[i]);
+            k_exact[i] = Bf16BitsToFloat(k16[i]), v_exact[i] = Bf16BitsToFloat(v16[i]);
           }
         }
+        KvRows rows;
+        rows.dtype = dtype;
+        rows.k = dtype == DType::kFloat32 ? static_cast<const void*>(k.data()) : k16.data();
+        rows.v = dtype == DType::kFloat32 ? static_cast<const void*>(v.data()) : v16.data();
+        const std::vector<int32_t> slots = {3, 9, 1};
+        ASSERT_TRUE(StoreKvHost(cache->view(), 1, slots, rows).ok());
+        std::vector<float> out(3 * 4 * 32);
+        ASSERT_TRUE(DequantizeHost(cache->view(), 1, slots, out.data()).ok());
+        for (int t = 0; t < 3; ++t) {
+          for (int row = 0; row < 4; ++row) {
+            const std::vector<float>& src = row < 2 ? k_exact : v_exact;
+            const uint16_t* scales = cache->view().RowScales(1, slots[t], row);
+            for (int d = 0; d < 32; ++d) {
+              const float want = src[(t * 2 + row % 2) * 32 + d];
+              const float got = out[(t * 4 + row) * 32 + d];
+              const float step = ParamToFloat(scales[d / 8], params);
+              EXPECT_LE(std::fabs(got - want), 0.5f * step + 1e-3f)
+                  << "token " << t << " row " << row << " dim " << d;
+            }
+          }
+        }
+        // Layer 0 was never written: still zeros.
+        ASSERT_TRUE(DequantizeHost(cache->view(), 0, slots, out.data()).ok());
+        for (float x : out) EXPECT_EQ(x, 0.0f);
       }
-      // Layer 0 was never written: still zeros.
-      ASSERT_TRUE(DequantizeHost(cache->view(), 0, slots, out.data()).ok());
-      for (float x : out) EXPECT_EQ(x, 0.0f);
     }
   }
 }

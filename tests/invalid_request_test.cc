@@ -126,6 +126,17 @@ TEST(InvalidRequestTest, EachGetsInvalidArgumentNamingFieldAndLimitAndChangesNot
   EXPECT_EQ(after.capacity().slots_free(), idle.capacity().slots_free());
   EXPECT_LE(after.capacity().engine_steps() - idle.capacity().engine_steps(), 64);
 
+  // On an idle server the bad requests run no step at all: a wrongly admitted one would.
+  for (const InvalidCase& c : InvalidCases()) {
+    v1::GenerateRequest request = GreedyRequest({1, 403, 261}, 8);
+    c.mutate(&request);
+    EXPECT_EQ(RunGenerate(*stub, request).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << c.name;
+  }
+  const v1::ServerInfo after_idle_rejections = WaitForIdle(*stub);
+  EXPECT_EQ(after_idle_rejections.capacity().engine_steps(), after.capacity().engine_steps());
+  EXPECT_EQ(after_idle_rejections.capacity().slots_free(), idle.capacity().slots_free());
+
   // And the next request is served normally.
   const GenerateCall next = RunGenerate(*stub, valid);
   ASSERT_TRUE(next.status.ok());
