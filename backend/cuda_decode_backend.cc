@@ -73,19 +73,13 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
 
   absl::string_view name() const override { return "cuda"; }
 
-  // cudaMalloc, or cudaMallocHost when pinned_host, of one of Allocate's buffers. Out of memory
-  // is ResourceExhausted naming the buffer and the shape fields that size it.
+  // CudaAllocate of one of Allocate's buffers; errors name it and the shape fields that size it.
   absl::Status Malloc(void** out, size_t bytes, bool pinned_host, const char* what) const {
-    const cudaError_t error = pinned_host ? cudaMallocHost(out, bytes) : cudaMalloc(out, bytes);
-    if (error == cudaSuccess) return absl::OkStatus();
-    *out = nullptr;
-    cudaGetLastError();  // not sticky; clear it for the caller's next CUDA call
-    if (error != cudaErrorMemoryAllocation) return CudaStatus(error, what);
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "cannot allocate ", bytes, " bytes of ", pinned_host ? "pinned host" : "device",
-        " memory for the cuda backend's ", what, " (AttentionShape.max_batch = ", shape_.max_batch,
-        ", q_heads = ", shape_.q_heads, ", head_dim = ", shape_.head_dim, "; room for ",
-        max_capacity_, " chunks)"));
+    return CudaAllocate(
+        out, bytes, pinned_host,
+        absl::StrCat("the cuda backend's ", what, " (AttentionShape.max_batch = ", shape_.max_batch,
+                     ", q_heads = ", shape_.q_heads, ", head_dim = ", shape_.head_dim,
+                     "; room for ", max_capacity_, " chunks)"));
   }
 
   absl::Status Plan(absl::Span<const DecodeRow> rows, CudaStream stream) override {

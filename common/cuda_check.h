@@ -5,8 +5,12 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
+#include <string>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace int4kv {
 
@@ -15,6 +19,24 @@ inline absl::Status CudaStatus(cudaError_t error, const char* call) {
   if (error == cudaSuccess) return absl::OkStatus();
   return absl::InternalError(absl::StrCat(call, " failed: ", cudaGetErrorName(error), " (",
                                           cudaGetErrorString(error), ")"));
+}
+
+// cudaMalloc, or cudaMallocHost when `pinned_host`, of `bytes` into *out; `what` names the
+// buffer ("the KV pools", ...). On failure *out is null, the (non-sticky) CUDA error is
+// cleared for the caller's next call, and the status says "cannot allocate N bytes of device
+// memory for <what>: <CUDA error>": ResourceExhausted when memory ran out (and for any pinned
+// host failure, which the system refuses for reasons of its own), else Internal.
+inline absl::Status CudaAllocate(void** out, size_t bytes, bool pinned_host,
+                                 absl::string_view what) {
+  const cudaError_t error = pinned_host ? cudaMallocHost(out, bytes) : cudaMalloc(out, bytes);
+  if (error == cudaSuccess) return absl::OkStatus();
+  *out = nullptr;
+  cudaGetLastError();
+  const std::string message = absl::StrCat("cannot allocate ", bytes, " bytes of ",
+                                           pinned_host ? "pinned host memory" : "device memory",
+                                           " for ", what, ": ", cudaGetErrorString(error));
+  return error == cudaErrorMemoryAllocation || pinned_host ? absl::ResourceExhaustedError(message)
+                                                           : absl::InternalError(message);
 }
 
 // Number of CUDA devices usable by this process; 0 when there is no GPU or no driver.

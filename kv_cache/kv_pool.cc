@@ -88,15 +88,10 @@ class DeviceKvPool : public KvPool {
   explicit DeviceKvPool(const KvCacheView& view) : KvPool(view, MemoryKind::kDevice) {}
 
   static absl::Status DeviceAlloc(const KvCacheConfig& config, size_t bytes, void** out) {
-    const cudaError_t error = cudaMalloc(out, bytes);
-    if (error != cudaSuccess) *out = nullptr;  // the pool frees what it holds
-    if (error == cudaErrorMemoryAllocation) {
-      cudaGetLastError();  // not sticky; clear it for the caller's next CUDA call
-      return absl::ResourceExhaustedError(
-          absl::StrCat("cannot allocate ", bytes, " bytes of device memory for the KV pools (",
-                       config.PoolBytes(), " in all; ", PoolSizeFields(config), ")"));
-    }
-    RETURN_IF_ERROR(CudaStatus(error, "cudaMalloc for the KV pools"));
+    // On failure *out is null, so the pool frees only what it holds.
+    RETURN_IF_ERROR(CudaAllocate(out, bytes, /*pinned_host=*/false,
+                                 absl::StrCat("the KV pools (", config.PoolBytes(), " in all; ",
+                                              PoolSizeFields(config), ")")));
     CUDA_RETURN_IF_ERROR(cudaMemset(*out, 0, bytes));
     return absl::OkStatus();
   }

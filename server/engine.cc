@@ -28,9 +28,8 @@ RequestLimits LimitsFor(const EngineConfig& config, const ModelConfig& model) {
   limits.vocab_size = model.vocab_size;
   limits.max_seq_len = config.max_seq_len;
   limits.kv_capacity_slots = config.kv_capacity_slots;
-  const int64_t longest = std::min<int64_t>(config.max_seq_len, config.kv_capacity_slots);
   limits.max_new_tokens =
-      static_cast<int32_t>(std::min<int64_t>(config.max_new_tokens_limit, longest - 1));
+      static_cast<int32_t>(std::min<int64_t>(config.max_new_tokens_limit, limits.longest() - 1));
   return limits;
 }
 
@@ -100,8 +99,7 @@ Engine::Engine(const EngineConfig& config, std::unique_ptr<Scheduler> scheduler,
   info_.max_queue = config.max_queue;
   // The limits a request can really reach: it also needs prompt + max_new_tokens slots of the
   // cache, so a cache smaller than max_seq_len lowers both.
-  info_.max_seq_len =
-      static_cast<int32_t>(std::min<int64_t>(config.max_seq_len, kv.capacity_slots));
+  info_.max_seq_len = static_cast<int32_t>(limits_.longest());
   info_.max_new_tokens_limit = limits_.max_new_tokens;
   info_.max_step_tokens = config.max_step_tokens;
   info_.slots_total = kv.capacity_slots;

@@ -3,6 +3,7 @@
 #ifndef INT4KV_SERVER_REQUEST_H_
 #define INT4KV_SERVER_REQUEST_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -60,6 +61,9 @@ struct RequestLimits {
   int32_t max_new_tokens = 0;     // largest max_new_tokens accepted
   int32_t max_seq_len = 0;        // prompt + max_new_tokens must not exceed it
   int64_t kv_capacity_slots = 0;  // nor the KV cache's capacity
+
+  // The longest request (prompt + max_new_tokens) that can ever be served.
+  int64_t longest() const { return std::min<int64_t>(max_seq_len, kv_capacity_slots); }
 };
 
 // OK, or InvalidArgument naming the field and the allowed range: empty prompt, a token or stop

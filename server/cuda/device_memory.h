@@ -10,11 +10,9 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
-#include <string>
 #include <utility>
 
 #include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
 #include "common/cuda_check.h"
 #include "common/cuda_stream.h"
 
@@ -47,18 +45,9 @@ class CudaBuffer {
   absl::Status Allocate(size_t bytes, const char* what) {
     Free();
     if (bytes == 0) return absl::OkStatus();
-    const cudaError_t error =
-        kSpace == BufferSpace::kDevice ? cudaMalloc(&data_, bytes) : cudaMallocHost(&data_, bytes);
-    if (error != cudaSuccess) {
-      data_ = nullptr;
-      cudaGetLastError();  // Clear the error so later calls do not see it.
-      const std::string message =
-          absl::StrCat("cannot allocate ", bytes, " bytes of ",
-                       kSpace == BufferSpace::kDevice ? "device memory" : "pinned host memory",
-                       " for ", what, ": ", cudaGetErrorString(error));
-      return error == cudaErrorMemoryAllocation || kSpace == BufferSpace::kPinnedHost
-                 ? absl::ResourceExhaustedError(message)
-                 : absl::InternalError(message);
+    if (absl::Status status = CudaAllocate(&data_, bytes, kSpace == BufferSpace::kPinnedHost, what);
+        !status.ok()) {
+      return status;
     }
     bytes_ = bytes;
     return absl::OkStatus();
