@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/thread_pool.h"
+#include "kv_cache/kv_cache_config.h"
 #include "kv_cache/quantize.h"
 
 namespace int4kv {
@@ -84,8 +85,11 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
   }
 
  private:
-  // One (batch row, KV head): the G query heads that share it. Returns false (and writes
-  // zeros) if the row's page table points outside the pool.
+  // One (batch row, KV head): the G query heads that share it, by an online softmax over the
+  // row's tokens, so that the scratch has a fixed size and lives on the stack (Run allocates
+  // nothing). The item reads its q only before it writes its out, and no other item's, so q
+  // and out may be the same buffer. Returns false (and writes zeros) if the row's page table
+  // points outside the pool.
   template <typename T>
   bool RunItem(int32_t layer, int64_t item, const float* q_all, float* out_all) const {
     const int32_t b = static_cast<int32_t>(item / shape_.kv_heads);
@@ -96,38 +100,39 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
     const int64_t first_head = int64_t{b} * shape_.q_heads + int64_t{kv_head} * group;
     const float* q = q_all + first_head * dim;  // [group][dim]
     float* out = out_all + first_head * dim;    // [group][dim]
-    std::fill(out, out + int64_t{group} * dim, 0.0f);
-    if (row.seq_len == 0) return true;
-
     const int32_t* slots = cache_.req_to_token + int64_t{row.request} * cache_.req_to_token_stride;
-    for (int32_t t = 0; t < row.seq_len; ++t) {
-      if (slots[t] < 0 || slots[t] >= cache_.view.layout.num_slots) return false;
+    bool slots_ok = true;
+    for (int32_t t = 0; t < row.seq_len && slots_ok; ++t) {
+      slots_ok = slots[t] >= 0 && slots[t] < cache_.view.layout.num_slots;
+    }
+    if (row.seq_len == 0 || !slots_ok) {
+      std::fill(out, out + int64_t{group} * dim, 0.0f);
+      return slots_ok;
     }
     const T scale = static_cast<T>(SoftmaxScale(shape_));
-    // Per-thread scratch, reused across calls so the steady state allocates nothing.
-    thread_local std::vector<T> key, value, scores, max_score, total, acc;
-    key.resize(dim);
-    value.resize(dim);
-    scores.resize(static_cast<size_t>(row.seq_len) * group);  // [t][g]
-    max_score.assign(group, -INFINITY);
+    T key[kMaxHeadDim], value[kMaxHeadDim];
+    T max_score[kMaxQueryHeadsPerKvHead], total[kMaxQueryHeadsPerKvHead];
+    T acc[kMaxQueryHeadsPerKvHead * kMaxHeadDim];  // [group][dim]
+    std::fill(max_score, max_score + group, static_cast<T>(-INFINITY));
+    std::fill(total, total + group, static_cast<T>(0));
+    std::fill(acc, acc + group * dim, static_cast<T>(0));
     for (int32_t t = 0; t < row.seq_len; ++t) {
-      DequantizeRow(cache_.view, layer, slots[t], cache_.view.layout.KeyRow(kv_head), key.data());
+      DequantizeRow(cache_.view, layer, slots[t], cache_.view.layout.KeyRow(kv_head), key);
+      DequantizeRow(cache_.view, layer, slots[t], cache_.view.layout.ValueRow(kv_head), value);
       for (int32_t g = 0; g < group; ++g) {
-        T dot = 0;
-        for (int32_t d = 0; d < dim; ++d) dot += static_cast<T>(q[g * dim + d]) * key[d];
-        scores[int64_t{t} * group + g] = dot * scale;
-        max_score[g] = std::max(max_score[g], scores[int64_t{t} * group + g]);
-      }
-    }
-    total.assign(group, 0);
-    acc.assign(static_cast<size_t>(group) * dim, 0);
-    for (int32_t t = 0; t < row.seq_len; ++t) {
-      DequantizeRow(cache_.view, layer, slots[t], cache_.view.layout.ValueRow(kv_head),
-                    value.data());
-      for (int32_t g = 0; g < group; ++g) {
-        const T p = std::exp(scores[int64_t{t} * group + g] - max_score[g]);
+        T score = 0;
+        for (int32_t d = 0; d < dim; ++d) score += static_cast<T>(q[g * dim + d]) * key[d];
+        score *= scale;
+        T* acc_g = acc + g * dim;
+        if (score > max_score[g]) {  // rescale what came before to the new maximum
+          const T shrink = std::exp(max_score[g] - score);
+          total[g] *= shrink;
+          for (int32_t d = 0; d < dim; ++d) acc_g[d] *= shrink;
+          max_score[g] = score;
+        }
+        const T p = std::exp(score - max_score[g]);
         total[g] += p;
-        for (int32_t d = 0; d < dim; ++d) acc[g * dim + d] += p * value[d];
+        for (int32_t d = 0; d < dim; ++d) acc_g[d] += p * value[d];
       }
     }
     for (int32_t g = 0; g < group; ++g) {

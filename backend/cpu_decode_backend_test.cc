@@ -145,6 +145,10 @@ TEST(CpuDecodeBackendTest, MatchesFloat64ReferenceAcrossShapes) {
           for (int i = 0; i < shape.q_heads * c.head_dim; ++i) {
             ASSERT_EQ(out[shape.q_heads * c.head_dim + i], 0.0f);
           }
+          // In place (q and out one buffer): the same output.
+          std::vector<float> in_place = q;
+          ASSERT_TRUE(backend->Run(layer, in_place.data(), in_place.data(), nullptr).ok());
+          EXPECT_EQ(in_place, out) << "in place, layer " << layer;
         }
       }
     }

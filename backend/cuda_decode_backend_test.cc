@@ -544,6 +544,40 @@ TEST_F(CudaDecodeBackendTest, RejectsCpuDtypesAndBadPlans) {
   cudaFree(out);
 }
 
+// The kernels read the device mirror of req_to_token. A reused request row's mirror still
+// holds the previous request's slots until SyncToDevice, so Plan refuses rows past what the
+// mirror has of their request (before, such a row attended the previous request's K/V).
+TEST(CudaDecodeBackendDeviceTableTest, PlanNeedsTheRowsSyncedToTheDevice) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  KvCacheConfig config;
+  config.num_layers = 1;
+  config.kv_heads = 2;
+  config.head_dim = 128;
+  config.max_requests = 1;
+  config.max_seq_len = 8;
+  config.capacity_slots = 16;
+  auto cache = *KvCache::Create(config, MemoryKind::kDevice);
+  BackendOptions options;
+  options.io_dtype = DType::kFloat16;
+  auto cuda = *CreateCudaDecodeBackend(BindingFor(*cache), ShapeFor(*cache, 8, 1), options);
+  RequestTable& table = cache->requests();
+  int32_t request = *table.AllocateRequest();
+  ASSERT_TRUE(table.Append(request, {7, 8}).ok());
+  ASSERT_TRUE(table.SyncToDevice(nullptr).ok());
+  ASSERT_TRUE(cuda->Plan(std::vector<DecodeRow>{{request, 2}}, nullptr).ok());
+  ASSERT_TRUE(table.FreeRequest(request).ok());
+  request = *table.AllocateRequest();  // the same row: its mirror still says 7, 8
+  ASSERT_TRUE(table.Append(request, {3}).ok());
+  const absl::Status unsynced = cuda->Plan(std::vector<DecodeRow>{{request, 1}}, nullptr);
+  EXPECT_EQ(unsynced.code(), absl::StatusCode::kFailedPrecondition) << unsynced;
+  EXPECT_NE(unsynced.message().find("rows[0].seq_len = 1 exceeds the 0 tokens"),
+            std::string::npos)
+      << unsynced;
+  EXPECT_NE(unsynced.message().find("SyncToDevice"), std::string::npos) << unsynced;
+  ASSERT_TRUE(table.SyncToDevice(nullptr).ok());
+  EXPECT_TRUE(cuda->Plan(std::vector<DecodeRow>{{request, 1}}, nullptr).ok());
+}
+
 // Without a device, asking for the cuda backend says so, whatever the binding.
 TEST(CudaDecodeBackendWithoutDeviceTest, CreationIsAFailedPrecondition) {
   if (CudaDeviceCount() > 0) GTEST_SKIP() << "a CUDA device is present";

@@ -70,10 +70,10 @@ absl::Status ValidateShape(const AttentionShape& shape, const KvCacheBinding& ca
                absl::StrCat("the cache's head_dim (", layout.head_dim, ")"));
   }
   if (shape.q_heads < shape.kv_heads || shape.q_heads % shape.kv_heads != 0 ||
-      shape.q_heads / shape.kv_heads > 16) {
+      shape.q_heads / shape.kv_heads > kMaxQueryHeadsPerKvHead) {
     return bad("q_heads", shape.q_heads,
-               absl::StrCat("a multiple of kv_heads (", shape.kv_heads,
-                            ") with at most 16 query heads per KV head"));
+               absl::StrCat("a multiple of kv_heads (", shape.kv_heads, ") with at most ",
+                            kMaxQueryHeadsPerKvHead, " query heads per KV head"));
   }
   if (shape.max_batch < 1 || shape.max_batch > 65536) {
     return bad("max_batch", shape.max_batch, "in [1, 65536]");
@@ -120,6 +120,19 @@ absl::Status ValidateRows(absl::Span<const DecodeRow> rows, const AttentionShape
       return absl::InvalidArgumentError(absl::StrCat(
           "rows[", i, "].seq_len = ", row.seq_len, " exceeds the ", length, " tokens of request ",
           row.request, ": its later req_to_token entries are not its own"));
+    }
+    // A binding that reads the device mirror sees only what SyncToDevice sent; a reused row's
+    // mirror holds the previous request's slots past that.
+    if (cache.requests->device_table() != nullptr &&
+        cache.req_to_token == cache.requests->device_table()) {
+      const int32_t synced = cache.requests->SyncedLength(row.request);
+      if (row.seq_len > synced) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "rows[", i, "].seq_len = ", row.seq_len, " exceeds the ", synced,
+            " tokens of request ", row.request,
+            " in the device req_to_token table: call requests().SyncToDevice(stream) after "
+            "Append, before Plan"));
+      }
     }
   }
   return absl::OkStatus();

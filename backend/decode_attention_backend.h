@@ -37,12 +37,15 @@ namespace int4kv {
 class KvCache;
 class RequestTable;
 
+// Query heads that may share one KV head (AttentionShape.q_heads / kv_heads).
+constexpr int32_t kMaxQueryHeadsPerKvHead = 16;
+
 // Shape of the attention a backend computes, fixed at creation.
 struct AttentionShape {
-  int32_t q_heads = 0;      // multiple of kv_heads; q_heads / kv_heads <= 16
+  int32_t q_heads = 0;      // multiple of kv_heads; q_heads / kv_heads <= 16 (the above)
   int32_t kv_heads = 0;     // must equal the cache's kv_heads
   int32_t head_dim = 0;     // must equal the cache's head_dim
-  int32_t max_batch = 0;    // rows per Plan, >= 1
+  int32_t max_batch = 0;    // rows per Plan, in [1, 65536]
   int32_t max_seq_len = 0;  // longest context, <= the req_to_token row length
   float softmax_scale = 0;  // 0 means 1 / sqrt(head_dim)
 };
@@ -93,15 +96,17 @@ class DecodeAttentionBackend {
   // Records the batch for the following Run calls. rows.size() <= max_batch; each row's
   // seq_len in [0, max_seq_len] and request in [0, max_requests) (any value when padded);
   // with the binding's `requests`, a row's request live and seq_len <= its length.
-  // Bad rows give InvalidArgument naming the row and field, and leave the previous plan; Run
-  // before any successful Plan gives FailedPrecondition.
+  // Bad rows give InvalidArgument naming the row and field, and leave the previous plan. A
+  // binding that reads the table's device mirror also needs seq_len <= what SyncToDevice has
+  // sent of the request (FailedPrecondition otherwise). Run before any successful Plan gives
+  // FailedPrecondition.
   // cuda: copies the metadata into fixed device buffers, ordered on `stream`.
   virtual absl::Status Plan(absl::Span<const DecodeRow> rows, CudaStream stream) = 0;
 
   // q: [batch, q_heads, head_dim], out: [batch, q_heads, head_dim] of io_dtype, in the
   // backend's memory (host for cpu, device for cuda); batch = rows in the last Plan.
-  // Allocates nothing (cpu: once each worker thread's scratch has grown to the longest row
-  // it has met); cuda: asynchronous on `stream` and capturable in a CUDA graph.
+  // Allocates nothing. q and out may be the same buffer (attention in place). cuda:
+  // asynchronous on `stream` and capturable in a CUDA graph.
   virtual absl::Status Run(int32_t layer, const void* q, void* out, CudaStream stream) = 0;
 
  protected:

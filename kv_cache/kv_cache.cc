@@ -31,7 +31,8 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheConfig& co
   }
   std::unique_ptr<RequestTable> requests;
   try {
-    requests = std::make_unique<RequestTable>(config.max_requests, config.max_seq_len);
+    requests = std::make_unique<RequestTable>(config.max_requests, config.max_seq_len,
+                                              config.capacity_slots + 1);
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "cannot allocate ", RequestTable::HostBytes(config.max_requests, config.max_seq_len),

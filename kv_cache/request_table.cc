@@ -12,9 +12,10 @@
 
 namespace int4kv {
 
-RequestTable::RequestTable(int32_t max_requests, int32_t max_seq_len)
+RequestTable::RequestTable(int32_t max_requests, int32_t max_seq_len, int64_t num_slots)
     : max_requests_(max_requests),
       max_seq_len_(max_seq_len),
+      num_slots_(num_slots),
       table_(static_cast<size_t>(max_requests) * max_seq_len, 0),
       length_(max_requests, 0),
       live_(max_requests, 0),
@@ -83,6 +84,13 @@ absl::Status RequestTable::Append(int32_t request, absl::Span<const int32_t> slo
                                               " tokens; appending ", slots.size(),
                                               " would exceed max_seq_len ", max_seq_len_));
   }
+  for (size_t i = 0; i < slots.size(); ++i) {
+    if (slots[i] < 0 || slots[i] >= num_slots_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("slots[", i, "] = ", slots[i], " appended to request ", request,
+                       " is outside the pool's slots [0, ", num_slots_, ")"));
+    }
+  }
   int32_t* row = table_.data() + static_cast<size_t>(request) * max_seq_len_;
   std::copy(slots.begin(), slots.end(), row + length_[request]);
   length_[request] = static_cast<int32_t>(new_length);
@@ -94,6 +102,11 @@ void RequestTable::MarkDirty(int32_t request) {
   if (device_table_ == nullptr || is_dirty_[request]) return;
   is_dirty_[request] = 1;
   dirty_.push_back(request);
+}
+
+int32_t RequestTable::SyncedLength(int32_t request) const {
+  if (device_table_ == nullptr || !IsLive(request)) return 0;
+  return synced_length_[request];
 }
 
 bool RequestTable::IsLive(int32_t request) const {

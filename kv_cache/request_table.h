@@ -23,9 +23,10 @@ namespace int4kv {
 
 class RequestTable {
  public:
-  // max_requests and max_seq_len >= 1 (a validated KvCacheConfig's). Throws std::bad_alloc
-  // when HostBytes(max_requests, max_seq_len) cannot be allocated.
-  RequestTable(int32_t max_requests, int32_t max_seq_len);
+  // max_requests and max_seq_len >= 1 (a validated KvCacheConfig's); num_slots: the pool's
+  // slots (KvLayout::num_slots), the range every appended slot must fall in. Throws
+  // std::bad_alloc when HostBytes(max_requests, max_seq_len) cannot be allocated.
+  RequestTable(int32_t max_requests, int32_t max_seq_len, int64_t num_slots);
   ~RequestTable();
   RequestTable(const RequestTable&) = delete;
   RequestTable& operator=(const RequestTable&) = delete;
@@ -37,7 +38,9 @@ class RequestTable {
   absl::StatusOr<int32_t> AllocateRequest();
   // Releases a row; its slots are the caller's to free in the TokenSlotAllocator.
   absl::Status FreeRequest(int32_t request);
-  // Appends slots to a live request's row. Past max_seq_len: OutOfRange, nothing changes.
+  // Appends slots to a live request's row. Past max_seq_len: OutOfRange; a slot outside
+  // [0, num_slots): InvalidArgument naming it (a kernel would read outside the pool). On an
+  // error nothing changes.
   absl::Status Append(int32_t request, absl::Span<const int32_t> slots);
 
   bool IsLive(int32_t request) const;
@@ -46,6 +49,7 @@ class RequestTable {
   int32_t live_count() const { return live_count_; }
   int32_t max_requests() const { return max_requests_; }
   int32_t max_seq_len() const { return max_seq_len_; }
+  int64_t num_slots() const { return num_slots_; }
 
   // Host table [max_requests][max_seq_len]; entries past a row's length are unspecified.
   const int32_t* host_table() const { return table_.data(); }
@@ -58,6 +62,10 @@ class RequestTable {
   absl::Status SyncToDevice(CudaStream stream);
   // Device table [max_requests][max_seq_len]; nullptr until EnableDeviceMirror().
   const int32_t* device_table() const { return device_table_; }
+  // Leading entries of a request's row that the last SyncToDevice sent to the mirror (0 for a
+  // row not in use, and for every row without a mirror). A reused row's mirror still holds the
+  // previous occupant's slots past this length.
+  int32_t SyncedLength(int32_t request) const;
 
  private:
   absl::Status CheckRequest(int32_t request) const;
@@ -65,6 +73,7 @@ class RequestTable {
 
   int32_t max_requests_;
   int32_t max_seq_len_;
+  int64_t num_slots_;
   std::vector<int32_t> table_;          // [max_requests][max_seq_len]
   std::vector<int32_t> length_;         // [max_requests]
   std::vector<uint8_t> live_;           // [max_requests]

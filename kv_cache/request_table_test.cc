@@ -4,6 +4,7 @@
 
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/cuda_check.h"
 #include "gtest/gtest.h"
 
@@ -11,7 +12,7 @@ namespace int4kv {
 namespace {
 
 TEST(RequestTableTest, AppendAndFree) {
-  RequestTable table(2, 4);
+  RequestTable table(2, 4, 16);
   const int32_t a = *table.AllocateRequest();
   const int32_t b = *table.AllocateRequest();
   EXPECT_NE(a, b);
@@ -41,7 +42,7 @@ TEST(RequestTableTest, AppendAndFree) {
 
 TEST(RequestTableTest, DeviceMirrorFollowsAppends) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
-  RequestTable table(3, 8);
+  RequestTable table(3, 8, 1 << 20);
   ASSERT_TRUE(table.EnableDeviceMirror().ok());
   const int32_t a = *table.AllocateRequest();
   const int32_t b = *table.AllocateRequest();
@@ -64,11 +65,29 @@ TEST(RequestTableTest, DeviceMirrorFollowsAppends) {
   }
 }
 
+// A slot outside the pool would send a kernel's reads outside it (the cuda backend does not
+// check entries): Append refuses it, naming the slot, and keeps the row as it was.
+TEST(RequestTableTest, SlotsOutsideThePoolAreRejected) {
+  RequestTable table(2, 8, 16);
+  const int32_t a = *table.AllocateRequest();
+  ASSERT_TRUE(table.Append(a, {0, 15}).ok());
+  for (const std::vector<int32_t>& bad : {std::vector<int32_t>{3, 16}, {-1}, {4, 5, 1 << 30}}) {
+    const absl::Status status = table.Append(a, bad);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+    const std::string expected = absl::StrCat("slots[", bad.size() - 1, "] = ", bad.back());
+    EXPECT_NE(status.message().find(expected), std::string::npos) << status.message();
+    EXPECT_NE(status.message().find("[0, 16)"), std::string::npos) << status.message();
+    EXPECT_EQ(table.Length(a), 2);
+  }
+  EXPECT_EQ(std::vector<int32_t>(table.Tokens(a).begin(), table.Tokens(a).end()),
+            (std::vector<int32_t>{0, 15}));
+}
+
 // More entries in one sync than the staging buffer holds, over many requests, with rows
 // freed and reused in between.
 TEST(RequestTableTest, LargeSyncsGoThroughStagingInPieces) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
-  RequestTable table(40, 4000);
+  RequestTable table(40, 4000, 1 << 20);
   ASSERT_TRUE(table.EnableDeviceMirror().ok());
   std::vector<int32_t> requests;
   int32_t next_slot = 1;
@@ -84,7 +103,7 @@ TEST(RequestTableTest, LargeSyncsGoThroughStagingInPieces) {
   ASSERT_TRUE(table.Append(reused, std::vector<int32_t>(7, 424242)).ok());
   for (int i = 0; i < 40; i += 5) {
     if (requests[i] != requests[3]) {
-      ASSERT_TRUE(table.Append(requests[i], {-5, -6}).ok());
+      ASSERT_TRUE(table.Append(requests[i], {5, 6}).ok());
     }
   }
   ASSERT_TRUE(table.SyncToDevice(nullptr).ok());
