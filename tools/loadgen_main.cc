@@ -15,6 +15,7 @@
 // Thread ownership: main() is the driver thread (RunLoad); gRPC's threads run the calls.
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -26,6 +27,8 @@
 #include "absl/flags/usage.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/help_flags.h"
 #include "common/status_macros.h"
 #include "proto/generation.grpc.pb.h"
@@ -59,7 +62,8 @@ ABSL_FLAG(uint64_t, seed, 1, "seed of the request mix and the arrival times");
 ABSL_FLAG(int32_t, channels, 4, "gRPC connections the streams are spread over");
 ABSL_FLAG(absl::Duration, deadline, absl::Seconds(300), "deadline of each request");
 ABSL_FLAG(absl::Duration, connect_timeout, absl::Seconds(10),
-          "how long to wait for the server's GetServerInfo before giving up; > 0");
+          "how long to wait for the server's GetServerInfo before giving up, also while the "
+          "server is still loading its model; > 0");
 ABSL_FLAG(std::string, auth_token, "", "bearer token, if the server requires one");
 ABSL_FLAG(bool, progress, true, "print a progress line every second to stderr");
 ABSL_FLAG(std::string, json, "", "also write the results as JSON to this path");
@@ -92,25 +96,46 @@ absl::StatusOr<LoadgenConfig> ConfigFromFlags() {
   return config;
 }
 
-// GetServerInfo, waiting for the server to come up for up to --connect_timeout.
+// GetServerInfo, waiting for the server to come up for up to --connect_timeout. wait_for_ready
+// covers a port that is not open yet; a server that has opened its port but is still loading
+// the model answers UNAVAILABLE ("the server is starting"), so UNAVAILABLE is retried too, with
+// a short backoff, until the timeout runs out. Any other error ends the wait at once.
 absl::StatusOr<v1::ServerInfo> FetchServerInfo(const LoadgenConfig& config) {
+  constexpr absl::Duration kFirstBackoff = absl::Milliseconds(20);
+  constexpr absl::Duration kMaxBackoff = absl::Milliseconds(500);
   auto stub = v1::TokenGeneration::NewStub(
       grpc::CreateChannel(config.target, grpc::InsecureChannelCredentials()));
-  grpc::ClientContext context;
-  context.set_wait_for_ready(true);
-  context.set_deadline(std::chrono::system_clock::now() +
-                       absl::ToChronoNanoseconds(config.connect_timeout));
-  if (!config.auth_token.empty()) {
-    context.AddMetadata("authorization", "Bearer " + config.auth_token);
+  const absl::Time give_up = absl::Now() + config.connect_timeout;
+  absl::Duration backoff = kFirstBackoff;
+  grpc::Status last_answer;  // the last UNAVAILABLE, or the final DEADLINE_EXCEEDED
+  while (true) {
+    grpc::ClientContext context;
+    context.set_wait_for_ready(true);
+    context.set_deadline(absl::ToChronoTime(give_up));
+    if (!config.auth_token.empty()) {
+      context.AddMetadata("authorization", "Bearer " + config.auth_token);
+    }
+    v1::ServerInfo info;
+    const grpc::Status status = stub->GetServerInfo(&context, v1::GetServerInfoRequest(), &info);
+    if (status.ok()) return info;
+    const grpc::StatusCode code = status.error_code();
+    if (code != grpc::StatusCode::UNAVAILABLE && code != grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return absl::UnavailableError(absl::StrCat("GetServerInfo on ", config.target, " failed: ",
+                                                 GrpcCodeName(code), ": ",
+                                                 status.error_message()));
+    }
+    // The server's own answer says more than the deadline that ended the wait after it.
+    if (code == grpc::StatusCode::UNAVAILABLE || last_answer.ok()) last_answer = status;
+    const absl::Duration left = give_up - absl::Now();
+    if (code == grpc::StatusCode::DEADLINE_EXCEEDED || left <= absl::ZeroDuration()) {
+      return absl::UnavailableError(absl::StrCat(
+          "GetServerInfo on ", config.target, " still failed when --connect_timeout = ",
+          absl::FormatDuration(config.connect_timeout), " ran out: ",
+          GrpcCodeName(last_answer.error_code()), ": ", last_answer.error_message()));
+    }
+    absl::SleepFor(std::min(backoff, left));
+    backoff = std::min(2 * backoff, kMaxBackoff);
   }
-  v1::ServerInfo info;
-  const grpc::Status status = stub->GetServerInfo(&context, v1::GetServerInfoRequest(), &info);
-  if (!status.ok()) {
-    return absl::UnavailableError(absl::StrCat("GetServerInfo on ", config.target,
-                                               " failed: ", GrpcCodeName(status.error_code()), ": ",
-                                               status.error_message()));
-  }
-  return info;
 }
 
 int Run() {
