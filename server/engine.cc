@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "server/condition_wait.h"
 #include "server/engine_device.h"
 #include "server/model_source.h"
 
@@ -177,14 +178,7 @@ void Engine::Shutdown(absl::Duration drain_timeout) {
     draining_ = true;
     info_.draining = true;
     const auto drained = [&] { return queue_.empty() && info_.running == 0; };
-    // wait_for adds the timeout to now(): an infinite one (or one of centuries) would
-    // overflow the clock and end the wait at once.
-    constexpr absl::Duration kLongestWait = absl::Hours(24 * 365);
-    if (drain_timeout >= kLongestWait) {
-      changed_.wait(lock, drained);
-    } else {
-      changed_.wait_for(lock, absl::ToChronoNanoseconds(drain_timeout), drained);
-    }
+    WaitFor(changed_, lock, drain_timeout, drained);  // an infinite timeout waits for good
     stopping_ = true;
     work_.notify_all();
   }

@@ -1,6 +1,6 @@
 #include "server/request_stream.h"
 
-#include <chrono>
+#include "server/condition_wait.h"
 
 namespace int4kv {
 
@@ -21,10 +21,7 @@ bool RequestStream::Next(StreamEvent* event) {
 bool RequestStream::NextFor(StreamEvent* event, absl::Duration timeout) {
   std::unique_lock<std::mutex> lock(mutex_);
   if (done_) return false;
-  if (!ready_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
-                       [&] { return !events_.empty(); })) {
-    return false;
-  }
+  if (!WaitFor(ready_, lock, timeout, [&] { return !events_.empty(); })) return false;
   return PopLocked(event);
 }
 

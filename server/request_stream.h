@@ -38,7 +38,8 @@ class RequestStream {
 
   // Consumer. Blocks until the next event; false once the finish event has been read.
   bool Next(StreamEvent* event);
-  // As Next, waiting at most `timeout`; false on timeout too (then done() is false).
+  // As Next, waiting at most `timeout`; false on timeout too (then done() is false). An
+  // infinite timeout waits as Next does.
   bool NextFor(StreamEvent* event, absl::Duration timeout);
   // True once the finish event has been read.
   bool done() const;

@@ -1,5 +1,6 @@
 #include "server/request_stream.h"
 
+#include <chrono>
 #include <thread>
 
 #include "gtest/gtest.h"
@@ -46,6 +47,29 @@ TEST(RequestStreamTest, NextForTimesOut) {
   EXPECT_EQ(event.finish_reason, FinishReason::kCancelled);
   EXPECT_EQ(event.status.code(), absl::StatusCode::kCancelled);
   EXPECT_TRUE(stream.done());
+}
+
+// An infinite timeout waits for the event (before, wait_for's now() + timeout overflowed the
+// clock and NextFor returned false at once); so does a timeout of centuries.
+TEST(RequestStreamTest, NextForAnInfiniteTimeoutWaitsForALateEvent) {
+  for (const absl::Duration timeout : {absl::InfiniteDuration(), absl::Hours(24 * 365 * 300)}) {
+    RequestStream stream(2);
+    std::thread producer([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      stream.PushToken(11);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      stream.Finish(FinishReason::kLength, absl::OkStatus(), Usage());
+    });
+    StreamEvent event;
+    ASSERT_TRUE(stream.NextFor(&event, timeout)) << timeout;
+    EXPECT_EQ(event.type, StreamEvent::Type::kToken);
+    EXPECT_EQ(event.token, 11);
+    ASSERT_TRUE(stream.NextFor(&event, timeout)) << timeout;
+    EXPECT_EQ(event.type, StreamEvent::Type::kFinish);
+    EXPECT_TRUE(stream.done());
+    EXPECT_FALSE(stream.NextFor(&event, timeout));  // nothing after the finish
+    producer.join();
+  }
 }
 
 }  // namespace
