@@ -121,17 +121,16 @@ absl::StatusOr<v1::ServerInfo> FetchServerInfo(const LoadgenConfig& config) {
     const grpc::StatusCode code = status.error_code();
     if (code != grpc::StatusCode::UNAVAILABLE && code != grpc::StatusCode::DEADLINE_EXCEEDED) {
       return absl::UnavailableError(absl::StrCat("GetServerInfo on ", config.target, " failed: ",
-                                                 GrpcCodeName(code), ": ",
-                                                 status.error_message()));
+                                                 GrpcCodeName(code), ": ", status.error_message()));
     }
     // The server's own answer says more than the deadline that ended the wait after it.
     if (code == grpc::StatusCode::UNAVAILABLE || last_answer.ok()) last_answer = status;
     const absl::Duration left = give_up - absl::Now();
     if (code == grpc::StatusCode::DEADLINE_EXCEEDED || left <= absl::ZeroDuration()) {
       return absl::UnavailableError(absl::StrCat(
-          "GetServerInfo on ", config.target, " still failed when --connect_timeout = ",
-          absl::FormatDuration(config.connect_timeout), " ran out: ",
-          GrpcCodeName(last_answer.error_code()), ": ", last_answer.error_message()));
+          "GetServerInfo on ", config.target,
+          " still failed when --connect_timeout = ", absl::FormatDuration(config.connect_timeout),
+          " ran out: ", GrpcCodeName(last_answer.error_code()), ": ", last_answer.error_message()));
     }
     absl::SleepFor(std::min(backoff, left));
     backoff = std::min(2 * backoff, kMaxBackoff);
