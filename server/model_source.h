@@ -1,6 +1,8 @@
 // Where a model's weights come from, parsed from one string at the edge (a flag, a config
 // file): a preset name with an optional layer count ("tiny", "llama8b", "llama8b:2") or a
-// llama2.c checkpoint path (anything containing '/' or ending in ".bin").
+// llama2.c checkpoint path (anything containing '/' or ending in ".bin"). The server's --model
+// also takes any other existing file as a checkpoint (ResolveModelFlag in
+// server_main_options.h).
 #ifndef INT4KV_SERVER_MODEL_SOURCE_H_
 #define INT4KV_SERVER_MODEL_SOURCE_H_
 

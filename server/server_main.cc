@@ -53,7 +53,8 @@ ABSL_FLAG(std::string, port_file, "",
           "if set, the port listened on is written to this file once the port is open");
 ABSL_FLAG(std::string, model, int4kv::kDefaultModelPath,
           "a llama2.c checkpoint path (relative paths: from the directory bazel run was started "
-          "in, then the runfiles) or a preset: tiny, llama8b[:layers] (random weights)");
+          "in, then the runfiles) or a preset: tiny, llama8b[:layers] (random weights); an "
+          "existing file wins over a preset name");
 ABSL_FLAG(uint64_t, weight_seed, 1, "seed of the random weights of a preset model");
 ABSL_FLAG(std::string, backend, "auto",
           "auto, cpu or cuda (EngineConfig::device); auto: cuda when a GPU is visible, else cpu");
@@ -98,8 +99,8 @@ constexpr absl::Duration kHandlersReturnLimit = absl::Seconds(1);
 struct Options {
   EngineConfig engine;
   KvCacheSize kv_cache_size;
-  std::string model;       // as given (reported by GetServerInfo)
-  std::string model_path;  // where a checkpoint was found; empty for a preset
+  std::string model;     // as given
+  ModelFlag model_flag;  // the source (reported by GetServerInfo) and where a checkpoint is
   GrpcServerOptions server;
   std::string port_file;
   std::string auth_token;
@@ -111,11 +112,8 @@ absl::StatusOr<Options> ParseOptions(const char* argv0) {
   ASSIGN_OR_RETURN(options.server.address, ParseListenAddress(absl::GetFlag(FLAGS_port)));
   options.port_file = absl::GetFlag(FLAGS_port_file);
   options.model = absl::GetFlag(FLAGS_model);
-  ASSIGN_OR_RETURN(const ModelSource source,
-                   ParseModelSource(options.model, absl::GetFlag(FLAGS_weight_seed)));
-  if (source.kind == ModelSource::Kind::kCheckpoint) {
-    ASSIGN_OR_RETURN(options.model_path, FindInputFile(source.path, argv0, true));
-  }
+  ASSIGN_OR_RETURN(options.model_flag,
+                   ResolveModelFlag(options.model, absl::GetFlag(FLAGS_weight_seed), argv0));
   EngineConfig& engine = options.engine;
   ASSIGN_OR_RETURN(engine.device, ParseBackend(absl::GetFlag(FLAGS_backend)));
   ASSIGN_OR_RETURN(engine.cuda_dtype, ParseCudaDtype(absl::GetFlag(FLAGS_cuda_dtype)));
@@ -157,10 +155,9 @@ absl::StatusOr<Options> ParseOptions(const char* argv0) {
 // and rejects a backend it cannot run, with its own message).
 absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(const Options& options) {
   const absl::Time start = absl::Now();
-  ASSIGN_OR_RETURN(const ModelSource source,
-                   ParseModelSource(options.model, absl::GetFlag(FLAGS_weight_seed)));
+  const ModelSource& source = options.model_flag.source;
   ModelSource resolved = source;
-  if (source.kind == ModelSource::Kind::kCheckpoint) resolved.path = options.model_path;
+  if (source.kind == ModelSource::Kind::kCheckpoint) resolved.path = options.model_flag.file;
   ASSIGN_OR_RETURN(LlamaWeights loaded, LoadModelWeights(resolved, options.engine.threads));
   const auto weights = std::make_shared<const LlamaWeights>(std::move(loaded));
   spdlog::info("model {} loaded in {:.2f} s", options.model,

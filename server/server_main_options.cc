@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "common/status_macros.h"
 
 namespace int4kv {
 namespace {
@@ -174,6 +175,35 @@ absl::StatusOr<std::string> FindInputFile(absl::string_view path, absl::string_v
   }
   return absl::NotFoundError(
       absl::StrCat("no readable file ", path, "; tried ", absl::StrJoin(candidates, ", ")));
+}
+
+absl::StatusOr<ModelFlag> ResolveModelFlag(absl::string_view text, uint64_t weight_seed,
+                                           absl::string_view argv0) {
+  ModelFlag flag;
+  absl::StatusOr<ModelSource> parsed = ParseModelSource(text, weight_seed);
+  if (parsed.ok() && parsed->kind == ModelSource::Kind::kCheckpoint) {
+    flag.source = *std::move(parsed);
+    ASSIGN_OR_RETURN(flag.file, FindInputFile(text, argv0, true));
+    return flag;
+  }
+  if (text.empty()) return parsed.status();
+  // A name that could be either: an existing file wins, so that a checkpoint need not be
+  // renamed to *.bin or given a directory to be loaded.
+  absl::StatusOr<std::string> file = FindInputFile(text, argv0, true);
+  if (file.ok()) {
+    flag.source.kind = ModelSource::Kind::kCheckpoint;
+    flag.source.path = std::string(text);
+    flag.source.seed = weight_seed;
+    flag.file = *std::move(file);
+    return flag;
+  }
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--model = '", text, "' is neither a checkpoint file (",
+                     file.status().message(), ") nor a preset (", parsed.status().message(), ")"));
+  }
+  flag.source = *std::move(parsed);
+  return flag;
 }
 
 absl::StatusOr<std::string> ReadInputFile(const std::string& path, absl::string_view what) {

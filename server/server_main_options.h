@@ -10,6 +10,7 @@
 #include "absl/strings/string_view.h"
 #include "common/dtype.h"
 #include "kv_cache/int4_layout.h"
+#include "server/model_source.h"
 
 namespace int4kv {
 
@@ -42,6 +43,19 @@ absl::StatusOr<std::string> ParseListenAddress(absl::string_view text);
 // <this executable>.runfiles/int4kv. NotFound listing every place tried.
 absl::StatusOr<std::string> FindInputFile(absl::string_view path, absl::string_view argv0,
                                           bool search_runfiles);
+
+// --model: what ParseModelSource calls a checkpoint path (containing '/' or ending in ".bin")
+// must be a file FindInputFile finds (with the runfiles); any other value is a checkpoint if
+// such a file exists ("model.ckpt"), else a preset ("tiny", "llama8b:2"). `source` keeps the
+// value as given; `file` is where the checkpoint was found (empty for a preset).
+struct ModelFlag {
+  ModelSource source;
+  std::string file;
+};
+// NotFound for a missing checkpoint path; InvalidArgument for a value that is neither a file
+// nor a preset, naming both readings.
+absl::StatusOr<ModelFlag> ResolveModelFlag(absl::string_view text, uint64_t weight_seed,
+                                           absl::string_view argv0);
 
 // The whole file; NotFound / Internal naming `what` and the path.
 absl::StatusOr<std::string> ReadInputFile(const std::string& path, absl::string_view what);

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -118,6 +119,57 @@ TEST(FindInputFileTest, NotFoundListsThePlacesTried) {
   ASSERT_EQ(found.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(found.status().message(), HasSubstr("/x/bin.runfiles/int4kv/no/such.bin"));
   EXPECT_EQ(FindInputFile("/no/such/abs", "", true).status().code(), absl::StatusCode::kNotFound);
+}
+
+// --model=model.ckpt (no '/', not *.bin): an existing file is a checkpoint; before, any such
+// name was taken for a preset and failed as an unknown one.
+TEST(ResolveModelFlagTest, AnExistingFileWinsOverAPresetName) {
+  const std::string dir = std::getenv("TEST_TMPDIR");
+  std::ofstream(dir + "/model.ckpt") << "x";
+  setenv("BUILD_WORKING_DIRECTORY", dir.c_str(), 1);
+  const absl::StatusOr<ModelFlag> flag = ResolveModelFlag("model.ckpt", 3, "");
+  unsetenv("BUILD_WORKING_DIRECTORY");
+  ASSERT_TRUE(flag.ok()) << flag.status();
+  EXPECT_EQ(flag->source.kind, ModelSource::Kind::kCheckpoint);
+  EXPECT_EQ(flag->source.path, "model.ckpt");
+  EXPECT_EQ(flag->source.ToString(), "model.ckpt");
+  EXPECT_EQ(flag->file, dir + "/model.ckpt");
+}
+
+TEST(ResolveModelFlagTest, PresetsAndCheckpointPaths) {
+  absl::StatusOr<ModelFlag> flag = ResolveModelFlag("llama8b:2", 5, "");
+  ASSERT_TRUE(flag.ok()) << flag.status();
+  EXPECT_EQ(flag->source.kind, ModelSource::Kind::kPreset);
+  EXPECT_EQ(flag->source.ToString(), "llama8b:2");
+  EXPECT_EQ(flag->source.seed, 5u);
+  EXPECT_EQ(flag->file, "");
+  flag = ResolveModelFlag("testdata/models/stories260K.bin", 1, "");
+  ASSERT_TRUE(flag.ok()) << flag.status();
+  EXPECT_EQ(flag->source.kind, ModelSource::Kind::kCheckpoint);
+  EXPECT_EQ(flag->file, "testdata/models/stories260K.bin");
+  // A path by its form must exist: no fallback to a preset.
+  flag = ResolveModelFlag("no/such/model.bin", 1, "");
+  EXPECT_EQ(flag.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(flag.status().message(), HasSubstr("no readable file no/such/model.bin"));
+}
+
+TEST(ResolveModelFlagTest, NeitherFileNorPresetNamesBothReadings) {
+  for (const char* text : {"model.ckpt.missing", "llama8b:0"}) {
+    const absl::StatusOr<ModelFlag> flag = ResolveModelFlag(text, 1, "");
+    ASSERT_EQ(flag.status().code(), absl::StatusCode::kInvalidArgument) << text;
+    EXPECT_THAT(flag.status().message(),
+                HasSubstr(absl::StrCat("--model = '", text,
+                                       "' is neither a checkpoint file (no "
+                                       "readable file ",
+                                       text, "; tried ")))
+        << text;
+    EXPECT_THAT(flag.status().message(), HasSubstr(") nor a preset (")) << text;
+  }
+  EXPECT_THAT(ResolveModelFlag("model.ckpt.missing", 1, "").status().message(),
+              HasSubstr("unknown model preset 'model.ckpt.missing': must be tiny or llama8b"));
+  EXPECT_THAT(ResolveModelFlag("llama8b:0", 1, "").status().message(),
+              HasSubstr("layer count '0' is invalid"));
+  EXPECT_THAT(ResolveModelFlag("", 1, "").status().message(), HasSubstr("empty"));
 }
 
 TEST(ReadInputFileTest, ReadsWholeFileOrNamesWhat) {

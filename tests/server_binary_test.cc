@@ -273,6 +273,31 @@ TEST(ServerBinaryTest, BadFlagsFailAtStartNamingTheFlag) {
   }
 }
 
+// A checkpoint named without '/' or ".bin" is loaded when the file exists (it was taken for a
+// preset name before); a name that is neither says so for both readings.
+TEST(ServerBinaryTest, ModelNamedLikeAPresetIsLoadedWhenTheFileExists) {
+  const std::string dir = std::getenv("TEST_TMPDIR");
+  ASSERT_EQ(std::system(("cp testdata/models/stories260K.bin " + dir + "/model.ckpt").c_str()), 0);
+  setenv("BUILD_WORKING_DIRECTORY", dir.c_str(), 1);  // where relative --model paths start
+  std::unique_ptr<ServerProcess> server = StartServing({"--model=model.ckpt"});
+  const absl::StatusOr<std::unique_ptr<ServerProcess>> missing =
+      ServerProcess::Start({"--model=other.ckpt"});
+  unsetenv("BUILD_WORKING_DIRECTORY");
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::TokenGeneration::NewStub(server->Channel());
+  const v1::ServerInfo info = GetInfo(*stub);
+  EXPECT_EQ(info.model().source(), "model.ckpt");
+  EXPECT_EQ(info.model().vocab_size(), 512);
+
+  ASSERT_FALSE(missing.ok());
+  EXPECT_THAT(missing.status().message(), HasSubstr("exited with 2"));
+  EXPECT_THAT(missing.status().message(),
+              HasSubstr("--model = 'other.ckpt' is neither a checkpoint file (no readable file "
+                        "other.ckpt; tried "));
+  EXPECT_THAT(missing.status().message(),
+              HasSubstr("nor a preset (unknown model preset 'other.ckpt'"));
+}
+
 TEST(ServerBinaryTest, EngineConfigErrorsFailAtStartWithTheEnginesMessage) {
   absl::StatusOr<std::unique_ptr<ServerProcess>> process =
       ServerProcess::Start({"--kv_group_size=12"});
