@@ -11,6 +11,10 @@
 // handlers send every finish and clients get 100 ms to read them, gRPC shuts down, and the
 // process exits 0.
 //
+// Exit status: 0 after a drain or a signal while loading; 2 for a bad flag (before the port
+// opens, except for flags that do not fit the model, found once it has loaded); 1 if the port
+// cannot be opened or the engine does not start.
+//
 // Thread ownership: main() owns the engine and the gRPC server; a loader thread creates the
 // engine while main waits for a signal or the loader's end, then main blocks in sigwait.
 // SIGINT and SIGTERM are blocked in every thread (the mask is set before any thread starts),
@@ -36,6 +40,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/cuda_check.h"
 #include "common/help_flags.h"
 #include "common/status_macros.h"
 #include "server/engine.h"
@@ -130,6 +135,13 @@ absl::StatusOr<Options> ParseOptions(const char* argv0) {
   engine.max_seq_len = absl::GetFlag(FLAGS_max_seq_len);
   engine.max_new_tokens_limit = absl::GetFlag(FLAGS_max_new_tokens);
   engine.threads = absl::GetFlag(FLAGS_threads);
+  // The engine would resolve "auto" to cpu without a GPU, and then refuse the fraction.
+  if (engine.device == "auto" && engine.kv_gpu_memory_fraction > 0.0 && CudaDeviceCount() == 0) {
+    engine.device = "cpu";
+  }
+  // Before the port opens and the model loads; the engine repeats these checks, naming its
+  // config's fields rather than the flags.
+  RETURN_IF_ERROR(CheckEngineFlags(engine));
   options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
   if (options.drain_timeout < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
@@ -152,8 +164,10 @@ absl::StatusOr<Options> ParseOptions(const char* argv0) {
 }
 
 // Loads the model and starts the engine on the configured backend (the engine resolves "auto"
-// and rejects a backend it cannot run, with its own message).
-absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(const Options& options) {
+// and rejects a backend it cannot run, with its own message). Flags that do not fit the
+// loaded model end it with their error in `flag_error` (and the same as the result).
+absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(const Options& options,
+                                                     absl::Status* flag_error) {
   const absl::Time start = absl::Now();
   const ModelSource& source = options.model_flag.source;
   ModelSource resolved = source;
@@ -162,6 +176,8 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(const Options& options) {
   const auto weights = std::make_shared<const LlamaWeights>(std::move(loaded));
   spdlog::info("model {} loaded in {:.2f} s", options.model,
                absl::ToDoubleSeconds(absl::Now() - start));
+  *flag_error = CheckEngineFlagsForModel(options.engine, weights->config);
+  RETURN_IF_ERROR(*flag_error);
 
   return Engine::Create(options.engine, weights, source.ToString());
 }
@@ -250,9 +266,10 @@ int Run(const char* argv0) {
   // The model loads on its own thread, so that a signal meanwhile is acted on at once: a load
   // can take minutes, or wait on a file that never comes.
   absl::StatusOr<std::unique_ptr<Engine>> engine;
+  absl::Status flag_error;
   std::atomic<bool> loaded{false};
   std::thread loader([&] {
-    engine = CreateEngine(*options);
+    engine = CreateEngine(*options, &flag_error);
     loaded.store(true, std::memory_order_release);
   });
   const timespec poll = {0, 20 * 1000 * 1000};  // 20 ms
@@ -270,6 +287,11 @@ int Run(const char* argv0) {
     }
   }
   loader.join();
+  if (!flag_error.ok()) {  // a bad flag, as those ParseOptions finds: exit 2
+    spdlog::error("{}", std::string(flag_error.message()));
+    (*server)->Shutdown(absl::ZeroDuration());
+    return 2;
+  }
   if (!engine.ok()) {
     spdlog::error("the engine did not start: {}", engine.status().ToString());
     (*server)->Shutdown(absl::ZeroDuration());

@@ -206,6 +206,81 @@ absl::StatusOr<ModelFlag> ResolveModelFlag(absl::string_view text, uint64_t weig
   return flag;
 }
 
+namespace {
+
+absl::Status InvalidFlag(absl::string_view flag, int64_t value, absl::string_view allowed) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("--", flag, " = ", value, " is invalid: must be ", allowed));
+}
+
+}  // namespace
+
+absl::Status CheckEngineFlags(const EngineConfig& engine) {
+  if (engine.max_batch < 1 || engine.max_batch > kMaxEngineBatch) {
+    return InvalidFlag("max_batch", engine.max_batch,
+                       absl::StrCat("in [1, ", kMaxEngineBatch, "]"));
+  }
+  if (engine.max_queue < 1 || engine.max_queue > kMaxEngineQueue) {
+    return InvalidFlag("max_queue", engine.max_queue,
+                       absl::StrCat("in [1, ", kMaxEngineQueue, "]"));
+  }
+  if (engine.max_seq_len != 0 && engine.max_seq_len < 2) {
+    return InvalidFlag("max_seq_len", engine.max_seq_len,
+                       "0 (the model's) or in [2, the model's max_seq_len]");
+  }
+  if (engine.max_new_tokens_limit < 0) {
+    return InvalidFlag("max_new_tokens", engine.max_new_tokens_limit,
+                       "0 (max_seq_len - 1) or in [1, max_seq_len - 1]");
+  }
+  const int32_t group = engine.group_size;
+  if (group != 8 && group != 16 && group != 32 && group != 64 && group != 128) {
+    return InvalidFlag("kv_group_size", group, "one of 8, 16, 32, 64, 128");
+  }
+  if (engine.threads < 0 || engine.threads > 1024) {
+    return InvalidFlag("threads", engine.threads, "0 (one per core) or in [1, 1024]");
+  }
+  if (engine.kv_gpu_memory_fraction > 0.0 && engine.device == "cpu") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--kv_cache_size = ", engine.kv_gpu_memory_fraction,
+        " is a fraction of GPU memory, which needs --backend=cuda, but the backend is ",
+        engine.device, ": give --kv_cache_size in bytes (e.g. 256MiB) instead"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckEngineFlagsForModel(const EngineConfig& engine, const ModelConfig& model) {
+  if (engine.max_seq_len > model.max_seq_len) {
+    return InvalidFlag("max_seq_len", engine.max_seq_len,
+                       absl::StrCat("0 (the model's) or in [2, ", model.max_seq_len,
+                                    "] (the model's max_seq_len)"));
+  }
+  const int32_t max_seq_len = engine.max_seq_len == 0 ? model.max_seq_len : engine.max_seq_len;
+  if (engine.max_new_tokens_limit >= max_seq_len) {
+    return InvalidFlag("max_new_tokens", engine.max_new_tokens_limit,
+                       absl::StrCat("0 (max_seq_len - 1) or in [1, ", max_seq_len - 1,
+                                    "] (max_seq_len - 1, with max_seq_len ", max_seq_len, ")"));
+  }
+  if (model.head_dim() <= 0 || model.head_dim() % engine.group_size != 0) {
+    return InvalidFlag("kv_group_size", engine.group_size,
+                       absl::StrCat("a divisor of the model's head_dim (", model.head_dim(), ")"));
+  }
+  if (engine.kv_budget_bytes > 0) {
+    KvCacheConfig kv = engine.KvConfig(model);
+    kv.max_seq_len = max_seq_len;
+    kv.capacity_slots = 1;
+    // A cache the model cannot have is the engine's to report; only the budget is checked here.
+    if (kv.Validate().ok() && engine.kv_budget_bytes < 2 * kv.BytesPerToken()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--kv_cache_size = ", engine.kv_budget_bytes,
+                       " bytes holds no token slot: ", kv.BytesPerToken(),
+                       " bytes per token for this model and KV layout, and one slot is "
+                       "reserved (need at least ",
+                       2 * kv.BytesPerToken(), ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> ReadInputFile(const std::string& path, absl::string_view what) {
   std::ifstream file(path, std::ios::binary);
   if (!file) return absl::NotFoundError(absl::StrCat(what, ": cannot open ", path));

@@ -10,6 +10,8 @@
 #include "absl/strings/string_view.h"
 #include "common/dtype.h"
 #include "kv_cache/int4_layout.h"
+#include "server/engine_config.h"
+#include "server/model_config.h"
 #include "server/model_source.h"
 
 namespace int4kv {
@@ -56,6 +58,18 @@ struct ModelFlag {
 // nor a preset, naming both readings.
 absl::StatusOr<ModelFlag> ResolveModelFlag(absl::string_view text, uint64_t weight_seed,
                                            absl::string_view argv0);
+
+// The checks of EngineConfig::Resolve that need no model, before anything loads, naming the
+// flags instead of the fields (InvalidArgument): --max_batch, --max_queue, --max_seq_len and
+// --max_new_tokens (their lower bounds), --kv_group_size, --threads, and a --kv_cache_size
+// fraction of GPU memory on device cpu (resolve an "auto" that will find no GPU to "cpu"
+// first).
+absl::Status CheckEngineFlags(const EngineConfig& engine);
+
+// The checks that need the model, once it has loaded: --max_seq_len at most the model's,
+// --max_new_tokens below the sequence length, --kv_group_size dividing the model's head_dim,
+// and a --kv_cache_size byte count that holds at least one token slot.
+absl::Status CheckEngineFlagsForModel(const EngineConfig& engine, const ModelConfig& model);
 
 // The whole file; NotFound / Internal naming `what` and the path.
 absl::StatusOr<std::string> ReadInputFile(const std::string& path, absl::string_view what);

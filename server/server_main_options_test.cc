@@ -172,6 +172,71 @@ TEST(ResolveModelFlagTest, NeitherFileNorPresetNamesBothReadings) {
   EXPECT_THAT(ResolveModelFlag("", 1, "").status().message(), HasSubstr("empty"));
 }
 
+TEST(CheckEngineFlagsTest, NamesTheFlagAndItsLimit) {
+  EXPECT_TRUE(CheckEngineFlags(EngineConfig()).ok());
+  const std::pair<void (*)(EngineConfig&), const char*> cases[] = {
+      {[](EngineConfig& c) { c.max_batch = 0; },
+       "--max_batch = 0 is invalid: must be in [1, 4096]"},
+      {[](EngineConfig& c) { c.max_queue = kMaxEngineQueue + 1; },
+       "--max_queue = 1048577 is invalid: must be in [1, 1048576]"},
+      {[](EngineConfig& c) { c.max_seq_len = -3; }, "--max_seq_len = -3 is invalid"},
+      {[](EngineConfig& c) { c.max_new_tokens_limit = -1; }, "--max_new_tokens = -1 is invalid"},
+      {[](EngineConfig& c) { c.group_size = 12; }, "--kv_group_size = 12 is invalid"},
+      {[](EngineConfig& c) { c.threads = 2000; }, "--threads = 2000 is invalid"},
+      {[](EngineConfig& c) { c.kv_gpu_memory_fraction = 0.5; },
+       "--kv_cache_size = 0.5 is a fraction of GPU memory, which needs --backend=cuda"},
+  };
+  for (const auto& [edit, expected] : cases) {
+    EngineConfig config;
+    edit(config);
+    const absl::Status status = CheckEngineFlags(config);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << expected;
+    EXPECT_THAT(status.message(), HasSubstr(expected));
+  }
+  EngineConfig on_cuda;
+  on_cuda.device = "cuda";
+  on_cuda.kv_gpu_memory_fraction = 0.5;
+  EXPECT_TRUE(CheckEngineFlags(on_cuda).ok());
+}
+
+TEST(CheckEngineFlagsTest, AgainstTheModelNamesTheFlag) {
+  ModelConfig model;  // stories260K's shape: head_dim 8, max_seq_len 512
+  model.dim = 64;
+  model.hidden_dim = 172;
+  model.num_layers = 5;
+  model.q_heads = 8;
+  model.kv_heads = 4;
+  model.vocab_size = 512;
+  model.max_seq_len = 512;
+  EXPECT_TRUE(CheckEngineFlagsForModel(EngineConfig(), model).ok());
+  const std::pair<void (*)(EngineConfig&), const char*> cases[] = {
+      {[](EngineConfig& c) { c.max_seq_len = 513; },
+       "--max_seq_len = 513 is invalid: must be 0 (the model's) or in [2, 512]"},
+      {[](EngineConfig& c) { c.max_new_tokens_limit = 512; },
+       "--max_new_tokens = 512 is invalid: must be 0 (max_seq_len - 1) or in [1, 511]"},
+      {[](EngineConfig& c) {
+         c.max_seq_len = 100;
+         c.max_new_tokens_limit = 100;
+       },
+       "--max_new_tokens = 100 is invalid: must be 0 (max_seq_len - 1) or in [1, 99]"},
+      {[](EngineConfig& c) { c.group_size = 16; },
+       "--kv_group_size = 16 is invalid: must be a divisor of the model's head_dim (8)"},
+      {[](EngineConfig& c) { c.kv_budget_bytes = 479; },
+       "--kv_cache_size = 479 bytes holds no token slot: 240 bytes per token"},
+  };
+  for (const auto& [edit, expected] : cases) {
+    EngineConfig config;
+    edit(config);
+    const absl::Status status = CheckEngineFlagsForModel(config, model);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << expected;
+    EXPECT_THAT(status.message(), HasSubstr(expected));
+  }
+  EngineConfig fits;
+  fits.kv_budget_bytes = 480;  // one slot and the reserved one
+  fits.max_new_tokens_limit = 511;
+  EXPECT_TRUE(CheckEngineFlagsForModel(fits, model).ok());
+}
+
 TEST(ReadInputFileTest, ReadsWholeFileOrNamesWhat) {
   const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/cert.pem";
   std::ofstream(path) << "line1\nline2\n";
