@@ -79,8 +79,11 @@ TEST_F(LoadgenTest, TwoHundredFiftySixConcurrentStreamsAllComplete) {
   ASSERT_EQ(code, 0) << output;
   EXPECT_THAT(output, HasSubstr("closed loop, 256 concurrent streams"));
   EXPECT_THAT(output, HasSubstr("errors: none"));
-  EXPECT_THAT(output, HasSubstr("] sending  sent "));  // a progress line
   const std::string report = ReadFile(json);
+  // A progress line a second, sending or draining (a fast machine may finish sooner).
+  if (JsonNumber(report, "wall_s") > 1.5) {
+    EXPECT_THAT(output, testing::ContainsRegex("\\] (sending |draining) sent "));
+  }
   EXPECT_EQ(JsonNumber(report, "sent"), requests) << report;
   EXPECT_EQ(JsonNumber(report, "ok"), requests) << report;
   EXPECT_EQ(JsonNumber(report, "failed"), 0) << report;
