@@ -114,6 +114,7 @@ TEST_F(LoadgenTest, OpenLoopSendsAtTheRequestedRate) {
                               &output);
   ASSERT_EQ(code, 0) << output;
   EXPECT_THAT(output, HasSubstr("open loop, Poisson arrivals at 50.00 req/s"));
+  EXPECT_THAT(output, HasSubstr("] sending  sent "));  // a progress line a second, for 3 s
   const std::string report = ReadFile(json);
   const double sent = JsonNumber(report, "sent");
   // Poisson count over 3 s at 50/s: mean 150, sd ~12.
