@@ -65,6 +65,8 @@ absl::Status CudaKvAttention::Plan(const StepBatch& batch) {
     return absl::InvalidArgumentError(
         absl::StrCat("step of ", n, " tokens exceeds ", max_rows_, " (max_step_tokens)"));
   }
+  // The new entries go to the device table first: the rows are checked against what it holds.
+  RETURN_IF_ERROR(cache_->requests().SyncToDevice(stream_));
   RETURN_IF_ERROR(ValidateRows(batch.rows, backend_->shape(), binding_));
   const int32_t num_slots = binding_.view.layout.num_slots;
   for (int32_t i = 0; i < n; ++i) {
@@ -73,7 +75,6 @@ absl::Status CudaKvAttention::Plan(const StepBatch& batch) {
                                                      " is out of range [0, ", num_slots, ")"));
     }
   }
-  RETURN_IF_ERROR(cache_->requests().SyncToDevice(stream_));
   rows_.assign(batch.rows.begin(), batch.rows.end());
   slots_.assign(batch.slots.begin(), batch.slots.end());
   planned_ = n;
