@@ -2,19 +2,12 @@
 // requests UNAVAILABLE, running ones finish, or are cancelled after --drain_timeout, exit 0),
 // SIGTERM while the model loads (exit 0 at once, never SERVING), server reflection, bearer-token
 // auth, TLS with a certificate made at test time, start-up errors, and the int4kv_generate client.
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <atomic>
-#include <cerrno>
-#include <chrono>
 #include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -112,25 +105,10 @@ TEST(ServerBinaryTest, DrainTimeoutCancelsRunningRequestsWithUnavailable) {
   EXPECT_THAT(server->Log(), HasSubstr("SIGINT: draining"));
 }
 
-// A FIFO as the checkpoint makes a load that never ends: the flag check's open is let through
-// by one writer, and the loader's own open then waits for a writer that never comes.
+// A server whose model load never ends (ServerProcess::StartNeverLoading).
 TEST(ServerBinaryTest, SignalWhileTheModelLoadsStopsAtOnceWithoutServing) {
-  const std::string fifo = std::string(std::getenv("TEST_TMPDIR")) + "/never_written.bin";
-  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
-  std::atomic<bool> stop_writer{false};
-  std::thread writer([&] {  // opens once, as soon as a reader waits, and closes at once
-    while (!stop_writer.load()) {
-      const int fd = open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
-      if (fd >= 0) {
-        close(fd);
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-  });
-  absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start({"--model=" + fifo});
-  stop_writer.store(true);
-  writer.join();
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::StartNeverLoading(
+      std::string(std::getenv("TEST_TMPDIR")) + "/never_written.bin");
   ASSERT_TRUE(server.ok()) << server.status();
   auto channel = (*server)->Channel();
   EXPECT_TRUE(WaitForHealth(channel, HealthCheckResponse::NOT_SERVING, absl::Seconds(5)));

@@ -3,16 +3,11 @@
 // an open loop at a fixed rate sends about rate * duration requests; non-loopback targets
 // are refused before anything is sent; the JSON output carries the numbers; a server that is
 // still loading its model is waited for until --connect_timeout.
-#include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
-#include <cstring>
 #include <fstream>
 #include <memory>
 #include <regex>
@@ -177,28 +172,12 @@ TEST_F(LoadgenTest, StopsWhenTheServerGoesAway) {
   EXPECT_LT(took, absl::Seconds(30)) << output;
 }
 
-// A FIFO as the checkpoint makes a server that opens its port and then loads forever (see
-// ServerBinaryTest.SignalWhileTheModelLoadsStopsAtOnceWithoutServing): the flag check's open is
-// let through by one writer, and the loader's own open then waits for a writer that never
-// comes. Meanwhile GetServerInfo answers UNAVAILABLE ("the server is starting"); the load
-// generator keeps asking until --connect_timeout runs out, then fails naming it.
+// A server that opens its port and then loads forever (ServerProcess::StartNeverLoading)
+// answers GetServerInfo with UNAVAILABLE ("the server is starting"); the load generator keeps
+// asking until --connect_timeout runs out, then fails naming it.
 TEST(LoadgenStartupTest, WaitsForAServerStillLoadingUntilTheConnectTimeout) {
-  const std::string fifo = TempPath("never_written.bin");
-  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
-  std::atomic<bool> stop_writer{false};
-  std::thread writer([&] {  // opens once, as soon as a reader waits, and closes at once
-    while (!stop_writer.load()) {
-      const int fd = open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
-      if (fd >= 0) {
-        close(fd);
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-  });
-  absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start({"--model=" + fifo});
-  stop_writer.store(true);
-  writer.join();
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::StartNeverLoading(TempPath("never_written.bin"));
   ASSERT_TRUE(server.ok()) << server.status();
   ASSERT_TRUE(WaitForHealth((*server)->Channel(),
                             grpc::health::v1::HealthCheckResponse::NOT_SERVING, absl::Seconds(5)));

@@ -2,14 +2,19 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -85,6 +90,30 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
   }
   return absl::FailedPreconditionError(
       absl::StrCat("int4kv_server wrote no port within 30 s:\n", process->Log()));
+}
+
+absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::StartNeverLoading(
+    const std::string& fifo_path, const std::vector<std::string>& args) {
+  if (mkfifo(fifo_path.c_str(), 0600) != 0) {
+    return absl::InternalError(absl::StrCat("mkfifo ", fifo_path, ": ", std::strerror(errno)));
+  }
+  std::atomic<bool> stop_writer{false};
+  std::thread writer([&] {  // opens once, as soon as a reader waits, and closes at once
+    while (!stop_writer.load()) {
+      const int fd = open(fifo_path.c_str(), O_WRONLY | O_NONBLOCK);
+      if (fd >= 0) {
+        close(fd);
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
+  std::vector<std::string> all_args = args;
+  all_args.push_back("--model=" + fifo_path);
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server = Start(all_args);
+  stop_writer.store(true);
+  writer.join();
+  return server;
 }
 
 ServerProcess::~ServerProcess() {

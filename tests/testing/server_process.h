@@ -24,6 +24,13 @@ class ServerProcess {
   // FailedPrecondition (with the log) if the process exits first or nothing appears in 30 s.
   static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(const std::vector<std::string>& args);
 
+  // Start with a FIFO at `fifo_path` as --model: a server that opens its port and then loads
+  // forever (GetServerInfo and Generate answer UNAVAILABLE, health NOT_SERVING). The flag
+  // check's open of the checkpoint is let through by one writer; the loader's own open then
+  // waits for a writer that never comes.
+  static absl::StatusOr<std::unique_ptr<ServerProcess>> StartNeverLoading(
+      const std::string& fifo_path, const std::vector<std::string>& args = {});
+
   // SIGKILL if still running.
   ~ServerProcess();
 
