@@ -177,7 +177,7 @@ void Engine::Shutdown(absl::Duration drain_timeout) {
     if (shut_down_) return;
     draining_ = true;
     info_.draining = true;
-    const auto drained = [&] { return queue_.empty() && info_.running == 0; };
+    const auto drained = [&] { return drain_ended_ || (queue_.empty() && info_.running == 0); };
     WaitFor(changed_, lock, drain_timeout, drained);  // an infinite timeout waits for good
     stopping_ = true;
     work_.notify_all();
@@ -185,6 +185,12 @@ void Engine::Shutdown(absl::Duration drain_timeout) {
   thread_.join();
   std::lock_guard<std::mutex> lock(mutex_);
   shut_down_ = true;
+}
+
+void Engine::EndDrain() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  drain_ended_ = true;
+  changed_.notify_all();
 }
 
 EngineInfo Engine::GetInfo() const {
@@ -219,7 +225,8 @@ void Engine::Loop() {
       pending_cancels_.clear();
       if (stopping_) {
         const absl::Status status = absl::UnavailableError(
-            "the engine shut down before the request finished (drain timeout reached)");
+            "the engine shut down before the request finished (its drain timeout ran out, or a "
+            "second signal ended the drain)");
         scheduler_->CancelAll(FinishReason::kCancelled, status);
         for (PendingRequest& pending : queue_) {
           Usage usage;

@@ -108,6 +108,10 @@ class Engine {
   // rest (kCancelled, status Unavailable) and joins the scheduler thread. Idempotent; later
   // calls return at once.
   void Shutdown(absl::Duration drain_timeout);
+  // Ends a Shutdown's drain now, as if its drain_timeout had run out: the requests still
+  // queued or running are cancelled (status Unavailable). Called before Shutdown, it makes
+  // that Shutdown drain nothing. For a second signal during a long drain.
+  void EndDrain();
 
   EngineInfo GetInfo() const;
   // Resolved, with kv_capacity_slots as created (also when kv_gpu_memory_fraction sized it).
@@ -138,6 +142,7 @@ class Engine {
   std::vector<uint64_t> pending_cancels_;  // guarded by mutex_: running ids to cancel
   uint64_t next_id_ = 1;                   // guarded by mutex_
   bool draining_ = false;                  // guarded by mutex_
+  bool drain_ended_ = false;               // guarded by mutex_; set by EndDrain
   bool stopping_ = false;                  // guarded by mutex_
   bool shut_down_ = false;                 // guarded by mutex_
   EngineInfo info_;                        // guarded by mutex_ (fixed fields set once)

@@ -400,6 +400,28 @@ TEST(EngineTest, InfiniteDrainTimeoutWaitsForRequests) {
   EXPECT_EQ(result.tokens.size(), 199u);  // the first token was read above
 }
 
+// EndDrain (a second signal) cuts an unlimited drain short: what is still queued or running
+// ends Unavailable, and Shutdown returns.
+TEST(EngineTest, EndDrainCutsAnInfiniteDrainShort) {
+  EngineConfig config = SmallConfig();
+  config.max_batch = 1;
+  std::unique_ptr<Engine> engine = MakeEngine(config);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (int i = 0; i < 8; ++i) streams.push_back(*engine->Submit(GreedyRequest(kPrompt, 500)));
+  StreamEvent event;
+  ASSERT_TRUE(streams[0]->Next(&event));
+  std::thread shutdown([&] { engine->Shutdown(absl::InfiniteDuration()); });
+  for (int i = 0; i < 10000 && !engine->GetInfo().draining; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  engine->EndDrain();
+  shutdown.join();  // without EndDrain, after all 4,000 tokens
+  const GenerationResult last = streams.back()->ReadAll();  // 3,500 tokens behind the first
+  EXPECT_LT(last.tokens.size(), 500u);
+  EXPECT_EQ(last.finish_reason, FinishReason::kCancelled);
+  EXPECT_EQ(last.status.code(), absl::StatusCode::kUnavailable) << last.status;
+}
+
 TEST(EngineTest, DrainTimeoutCancelsWithUnavailable) {
   EngineConfig config = SmallConfig();
   config.max_batch = 1;

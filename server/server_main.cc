@@ -7,18 +7,18 @@
 // model loads stops the process at once (exit 0, never SERVING), whatever the load is waiting
 // for. SIGINT or SIGTERM once serving drains:
 // health NOT_SERVING, new requests UNAVAILABLE, running and queued requests get up to
-// --drain_timeout to finish, the rest are cancelled (status UNAVAILABLE, saying so), the
-// handlers send every finish and clients get 100 ms to read them, gRPC shuts down, and the
-// process exits 0.
+// --drain_timeout to finish (a second signal ends that wait), the rest are cancelled (status
+// UNAVAILABLE, saying so), the handlers send every finish and clients get 100 ms to read them,
+// gRPC shuts down, and the process exits 0.
 //
 // Exit status: 0 after a drain or a signal while loading; 2 for a bad flag (before the port
 // opens, except for flags that do not fit the model, found once it has loaded); 1 if the port
 // cannot be opened or the engine does not start.
 //
 // Thread ownership: main() owns the engine and the gRPC server; a loader thread creates the
-// engine while main waits for a signal or the loader's end, then main blocks in sigwait.
-// SIGINT and SIGTERM are blocked in every thread (the mask is set before any thread starts),
-// so only main's waits see them.
+// engine while main waits for a signal or the loader's end, then main blocks in sigwait; during
+// the drain a second thread waits for another signal. SIGINT and SIGTERM are blocked in every
+// thread (the mask is set before any thread starts), so only these waits see them.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <signal.h>
 
@@ -313,7 +313,24 @@ int Run(const char* argv0) {
       (*engine)->GetInfo().running, (*engine)->GetInfo().queued);
   (*server)->SetServing(false);
   const absl::Time drain_start = absl::Now();
+  // A second SIGINT or SIGTERM during the drain (one with --drain_timeout=inf, say) ends it:
+  // what is still queued or running is cancelled, as when the timeout runs out.
+  std::atomic<bool> drained{false};
+  std::thread second_signal([&] {
+    const timespec poll = {0, 20 * 1000 * 1000};  // 20 ms
+    while (!drained.load(std::memory_order_acquire)) {
+      const int again = sigtimedwait(&signals, nullptr, &poll);
+      if (again == SIGINT || again == SIGTERM) {
+        spdlog::warn("{} again: ending the drain; requests still queued or running end UNAVAILABLE",
+                     again == SIGINT ? "SIGINT" : "SIGTERM");
+        (*engine)->EndDrain();
+        return;
+      }
+    }
+  });
   (*engine)->Shutdown(options->drain_timeout);
+  drained.store(true, std::memory_order_release);
+  second_signal.join();
   spdlog::info("engine stopped after {}", absl::FormatDuration(absl::Now() - drain_start));
   // Every request has its finish now and its handler is sending it. gRPC's shutdown closes a
   // connection once its calls are done; a client still starting calls on it then sees the
