@@ -30,7 +30,7 @@ cat "$server_work/server.log"
 echo "== int4kv_generate --server=$address --prompt_ids=$prompt_ids --max_new_tokens=$max_new_tokens"
 status=0
 "$bin/server/int4kv_generate" --server="$address" --prompt_ids="$prompt_ids" \
-  --max_new_tokens="$max_new_tokens" --request_id=demo || status=$?
+  --max_new_tokens="$max_new_tokens" --request_id=demo "${client_flags[@]}" || status=$?
 
 echo "== SIGTERM to int4kv_server (drain log)"
 stop_server || status=$?

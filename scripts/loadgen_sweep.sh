@@ -42,7 +42,8 @@ for c in $concurrencies; do
   echo "== int4kv_loadgen --concurrency=$c --duration=$duration $loadgen_flags"
   # shellcheck disable=SC2086  # LOADGEN_FLAGS is a list of flags
   "$BIN_DIR/tools/int4kv_loadgen" --server="$address" --concurrency="$c" \
-    --duration="$duration" --progress=false $loadgen_flags "${json[@]}" || status=$?
+    --duration="$duration" --progress=false $loadgen_flags "${json[@]}" "${client_flags[@]}" ||
+    status=$?
 done
 
 echo "== SIGTERM to int4kv_server"

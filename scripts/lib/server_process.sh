@@ -1,10 +1,13 @@
+# shellcheck shell=bash
 # Sourced by scripts that run int4kv_server in the background (demo.sh, loadgen_sweep.sh).
 #
 #   start_server BIN_DIR [server flags...]
 #     starts BIN_DIR/server/int4kv_server on a free loopback port, logging to
 #     $server_work/server.log, and waits for the port to open (the model may still be loading:
-#     wait_for_serving next). Sets server_pid, server_work (a temporary folder) and
-#     server_address (127.0.0.1:PORT). Exits the script, showing the server's log, if the
+#     wait_for_serving next). Sets server_pid, server_work (a temporary folder),
+#     server_address (127.0.0.1:PORT) and client_flags (--auth_token=... when the server was
+#     given one: the clients need it too). Refuses --tls_cert and --tls_key (exit 2): the load
+#     generator speaks plaintext only. Exits the script, showing the server's log, if the
 #     server dies or opens no port within 60 s.
 #   wait_for_serving BIN_DIR TIMEOUT
 #     waits until the server's health is SERVING (BIN_DIR/server/int4kv_generate
@@ -18,6 +21,7 @@
 server_pid=""
 server_work=$(mktemp -d)
 server_address=""
+client_flags=()
 
 # True while process $1 runs. A child that exited but was not waited for yet still answers
 # kill -0, so its state (Z) is read as well.
@@ -48,6 +52,18 @@ trap cleanup_server EXIT
 start_server() {
   local bin_dir=$1
   shift
+  local args=("$@") i
+  for ((i = 0; i < ${#args[@]}; ++i)); do
+    case ${args[i]} in
+      --auth_token=*) client_flags=(--auth_token="${args[i]#--auth_token=}") ;;
+      --auth_token) client_flags=(--auth_token="${args[i + 1]:-}") ;;
+      --tls_cert | --tls_cert=* | --tls_key | --tls_key=*)
+        echo "$(basename "$0"): ${args[i]%%=*} is not supported here: int4kv_loadgen and" \
+          "these scripts' clients speak plaintext; run int4kv_server directly for TLS" >&2
+        exit 2
+        ;;
+    esac
+  done
   "$bin_dir/server/int4kv_server" --port=127.0.0.1:0 --port_file="$server_work/port" "$@" \
     >"$server_work/server.log" 2>&1 &
   server_pid=$!
@@ -64,7 +80,7 @@ start_server() {
 wait_for_serving() {
   local bin_dir=$1 timeout=$2 waiter
   "$bin_dir/server/int4kv_generate" --server="$server_address" --wait_for_serving="$timeout" \
-    --info >/dev/null 2>"$server_work/wait.log" &
+    --info "${client_flags[@]}" >/dev/null 2>"$server_work/wait.log" &
   waiter=$!
   while running "$waiter"; do
     if ! server_alive; then
