@@ -544,22 +544,31 @@ TEST_F(CudaDecodeBackendTest, RejectsCpuDtypesAndBadPlans) {
   cudaFree(out);
 }
 
+// A one-layer cache of 2 KV heads (head_dim 128), 8 tokens a request, 16 slots.
+KvCacheConfig TinyConfig(int32_t max_requests) {
+  KvCacheConfig config;
+  config.num_layers = 1;
+  config.kv_heads = 2;
+  config.head_dim = 128;
+  config.max_requests = max_requests;
+  config.max_seq_len = 8;
+  config.capacity_slots = 16;
+  return config;
+}
+
+BackendOptions Fp16Options() {
+  BackendOptions options;
+  options.io_dtype = DType::kFloat16;
+  return options;
+}
+
 // The kernels read the device mirror of req_to_token. A reused request row's mirror still
 // holds the previous request's slots until SyncToDevice, so Plan refuses rows past what the
 // mirror has of their request (before, such a row attended the previous request's K/V).
 TEST(CudaDecodeBackendDeviceTableTest, PlanNeedsTheRowsSyncedToTheDevice) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
-  KvCacheConfig config;
-  config.num_layers = 1;
-  config.kv_heads = 2;
-  config.head_dim = 128;
-  config.max_requests = 1;
-  config.max_seq_len = 8;
-  config.capacity_slots = 16;
-  auto cache = *KvCache::Create(config, MemoryKind::kDevice);
-  BackendOptions options;
-  options.io_dtype = DType::kFloat16;
-  auto cuda = *CreateCudaDecodeBackend(BindingFor(*cache), ShapeFor(*cache, 8, 1), options);
+  auto cache = *KvCache::Create(TinyConfig(1), MemoryKind::kDevice);
+  auto cuda = *CreateCudaDecodeBackend(BindingFor(*cache), ShapeFor(*cache, 8, 1), Fp16Options());
   RequestTable& table = cache->requests();
   int32_t request = *table.AllocateRequest();
   ASSERT_TRUE(table.Append(request, {7, 8}).ok());
@@ -570,8 +579,7 @@ TEST(CudaDecodeBackendDeviceTableTest, PlanNeedsTheRowsSyncedToTheDevice) {
   ASSERT_TRUE(table.Append(request, {3}).ok());
   const absl::Status unsynced = cuda->Plan(std::vector<DecodeRow>{{request, 1}}, nullptr);
   EXPECT_EQ(unsynced.code(), absl::StatusCode::kFailedPrecondition) << unsynced;
-  EXPECT_NE(unsynced.message().find("rows[0].seq_len = 1 exceeds the 0 tokens"),
-            std::string::npos)
+  EXPECT_NE(unsynced.message().find("rows[0].seq_len = 1 exceeds the 0 tokens"), std::string::npos)
       << unsynced;
   EXPECT_NE(unsynced.message().find("SyncToDevice"), std::string::npos) << unsynced;
   ASSERT_TRUE(table.SyncToDevice(nullptr).ok());
@@ -581,17 +589,9 @@ TEST(CudaDecodeBackendDeviceTableTest, PlanNeedsTheRowsSyncedToTheDevice) {
 // Without a device, asking for the cuda backend says so, whatever the binding.
 TEST(CudaDecodeBackendWithoutDeviceTest, CreationIsAFailedPrecondition) {
   if (CudaDeviceCount() > 0) GTEST_SKIP() << "a CUDA device is present";
-  KvCacheConfig config;
-  config.num_layers = 1;
-  config.kv_heads = 2;
-  config.head_dim = 128;
-  config.max_requests = 2;
-  config.max_seq_len = 8;
-  config.capacity_slots = 16;
-  auto cache = *KvCache::Create(config, MemoryKind::kHost);
-  BackendOptions options;
-  options.io_dtype = DType::kFloat16;
-  const auto cuda = CreateCudaDecodeBackend(BindingFor(*cache), ShapeFor(*cache, 8, 2), options);
+  auto cache = *KvCache::Create(TinyConfig(2), MemoryKind::kHost);
+  const auto cuda =
+      CreateCudaDecodeBackend(BindingFor(*cache), ShapeFor(*cache, 8, 2), Fp16Options());
   EXPECT_EQ(cuda.status().code(), absl::StatusCode::kFailedPrecondition) << cuda.status();
   EXPECT_NE(cuda.status().message().find("needs a CUDA device; none found"), std::string::npos)
       << cuda.status();
