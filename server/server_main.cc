@@ -139,6 +139,11 @@ absl::StatusOr<Options> ParseOptions(const char* argv0) {
   if (engine.device == "auto" && engine.kv_gpu_memory_fraction > 0.0 && CudaDeviceCount() == 0) {
     engine.device = "cpu";
   }
+  if (engine.device == "cuda" && CudaDeviceCount() == 0) {
+    return absl::InvalidArgumentError(
+        "--backend = 'cuda' needs a CUDA device, and none is visible (use --backend=cpu, or "
+        "auto to take a GPU when there is one)");
+  }
   // Before the port opens and the model loads; the engine repeats these checks, naming its
   // config's fields rather than the flags.
   RETURN_IF_ERROR(CheckEngineFlags(engine));
