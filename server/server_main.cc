@@ -339,10 +339,11 @@ int Run(const char* argv0) {
   spdlog::info("engine stopped after {}", absl::FormatDuration(absl::Now() - drain_start));
   // Every request has its finish now and its handler is sending it. gRPC's shutdown closes a
   // connection once its calls are done; a client still starting calls on it then sees the
-  // connection reset, and can lose a finish it had not read yet. So the handlers return
-  // first, and clients get kFinishLinger to read, before gRPC closes anything. Clients that
-  // keep idle connections open would hold gRPC's shutdown until the grace period ends, so
-  // that is short.
+  // connection reset, and can lose a finish it had not read yet. So the Generate handlers
+  // still sending get up to kHandlersReturnLimit to return, and clients kFinishLinger to
+  // read, before gRPC closes anything (a handler still running after that is ended by gRPC's
+  // shutdown). Clients that keep idle connections open would hold gRPC's shutdown until the
+  // grace period ends, so that is short.
   const absl::Time handlers_deadline = absl::Now() + kHandlersReturnLimit;
   while (service.generate_calls_in_flight() > 0 && absl::Now() < handlers_deadline) {
     absl::SleepFor(absl::Milliseconds(1));
