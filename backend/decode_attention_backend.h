@@ -42,7 +42,7 @@ constexpr int32_t kMaxQueryHeadsPerKvHead = 16;
 
 // Shape of the attention a backend computes, fixed at creation.
 struct AttentionShape {
-  int32_t q_heads = 0;      // multiple of kv_heads; q_heads / kv_heads <= 16 (the above)
+  int32_t q_heads = 0;      // multiple of kv_heads; q_heads / kv_heads <= kMaxQueryHeadsPerKvHead
   int32_t kv_heads = 0;     // must equal the cache's kv_heads
   int32_t head_dim = 0;     // must equal the cache's head_dim
   int32_t max_batch = 0;    // rows per Plan, in [1, 65536]

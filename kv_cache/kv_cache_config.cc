@@ -22,9 +22,8 @@ absl::Status KvCacheConfig::Validate() const {
   if (kv_heads < 1 || kv_heads > kMaxKvHeads) {
     return OutOfRange("kv_heads", kv_heads, absl::StrCat("in [1, ", kMaxKvHeads, "]"));
   }
-  if (group_size != 8 && group_size != 16 && group_size != 32 && group_size != 64 &&
-      group_size != 128) {
-    return OutOfRange("group_size", group_size, "one of 8, 16, 32, 64, 128");
+  if (!IsSupportedGroupSize(group_size)) {
+    return OutOfRange("group_size", group_size, kGroupSizeRule);
   }
   if (head_dim < 2 || head_dim > kMaxHeadDim || head_dim % 2 != 0) {
     return OutOfRange("head_dim", head_dim, absl::StrCat("even and in [2, ", kMaxHeadDim, "]"));

@@ -43,6 +43,12 @@ constexpr int64_t kMaxCapacitySlots = (int64_t{1} << 31) - 2;  // slots are int3
 constexpr int32_t kMaxHeadDim = 256;
 constexpr int32_t kMaxKvHeads = 1024;
 constexpr int32_t kMaxLayers = 4096;
+// KvCacheConfig.group_size: one of 8, 16, 32, 64, 128 (kGroupSizeRule says so in errors).
+constexpr bool IsSupportedGroupSize(int32_t group_size) {
+  return group_size == 8 || group_size == 16 || group_size == 32 || group_size == 64 ||
+         group_size == 128;
+}
+constexpr char kGroupSizeRule[] = "one of 8, 16, 32, 64, 128";
 constexpr int64_t kMaxRequestTableEntries = int64_t{1} << 30;  // max_requests * max_seq_len
 
 // The largest capacity (in token slots) whose pools fit in `budget_bytes`. Fails if not even

@@ -17,6 +17,11 @@ absl::Status Invalid(absl::string_view field, int64_t value, absl::string_view a
 
 }  // namespace
 
+std::string ResolveDevice(absl::string_view device) {
+  if (device == "auto") return CudaDeviceCount() > 0 ? "cuda" : "cpu";
+  return std::string(device);
+}
+
 KvCacheConfig EngineConfig::KvConfig(const ModelConfig& model) const {
   KvCacheConfig kv;
   kv.num_layers = model.num_layers;
@@ -34,7 +39,7 @@ KvCacheConfig EngineConfig::KvConfig(const ModelConfig& model) const {
 absl::StatusOr<EngineConfig> EngineConfig::Resolve(const ModelConfig& model) const {
   RETURN_IF_ERROR(model.Validate());
   EngineConfig c = *this;
-  if (c.device == "auto") c.device = CudaDeviceCount() > 0 ? "cuda" : "cpu";
+  c.device = ResolveDevice(c.device);
   if (c.device != "cpu" && c.device != "cuda") {
     return absl::InvalidArgumentError(absl::StrCat("EngineConfig.device = '", c.device,
                                                    "' is invalid: must be cpu, cuda or auto"));
@@ -67,10 +72,8 @@ absl::StatusOr<EngineConfig> EngineConfig::Resolve(const ModelConfig& model) con
     return Invalid("max_step_tokens", c.max_step_tokens,
                    absl::StrCat("in [max_batch (", c.max_batch, "), ", kMaxStepTokens, "]"));
   }
-  if (c.group_size != 8 && c.group_size != 16 && c.group_size != 32 && c.group_size != 64 &&
-      c.group_size != 128) {
-    return Invalid("group_size", c.group_size, "one of 8, 16, 32, 64, 128");
-  }
+  if (!IsSupportedGroupSize(c.group_size))
+    return Invalid("group_size", c.group_size, kGroupSizeRule);
   if (model.head_dim() % c.group_size != 0) {
     return Invalid("group_size", c.group_size,
                    absl::StrCat("a divisor of the model's head_dim (", model.head_dim(), ")"));
@@ -80,7 +83,9 @@ absl::StatusOr<EngineConfig> EngineConfig::Resolve(const ModelConfig& model) con
         absl::StrCat("the model has ", model.q_heads / model.kv_heads,
                      " query heads per KV head; the decode-attention backend supports at most 16"));
   }
-  if (c.threads < 0 || c.threads > 1024) return Invalid("threads", c.threads, "in [0, 1024]");
+  if (c.threads < 0 || c.threads > kMaxEngineThreads) {
+    return Invalid("threads", c.threads, absl::StrCat("in [0, ", kMaxEngineThreads, "]"));
+  }
   if (c.kv_capacity_slots < 0) return Invalid("kv_capacity_slots", c.kv_capacity_slots, ">= 0");
   if (c.kv_budget_bytes < 0) return Invalid("kv_budget_bytes", c.kv_budget_bytes, ">= 0");
   if (c.kv_capacity_slots > 0 && c.kv_budget_bytes > 0) {

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "common/dtype.h"
 #include "kv_cache/int4_layout.h"
 #include "kv_cache/kv_cache_config.h"
@@ -18,6 +19,11 @@ constexpr int32_t kMaxEngineBatch = 4096;
 constexpr int32_t kMaxEngineQueue = 1 << 20;
 constexpr int32_t kMaxStepTokens = 65536;  // the backend's max_batch limit
 constexpr int32_t kDefaultStepTokens = 512;
+constexpr int32_t kMaxEngineThreads = 1024;  // EngineConfig::threads
+
+// EngineConfig::device with "auto" made a choice: "cuda" when a CUDA device is visible, else
+// "cpu". Other values come back as they are.
+std::string ResolveDevice(absl::string_view device);
 
 struct EngineConfig {
   // "cpu", "cuda", or "auto" (cuda when a CUDA device is visible, else cpu; Resolve replaces

@@ -127,7 +127,6 @@ absl::StatusOr<Options> ParseOptions(const char* argv0) {
   ASSIGN_OR_RETURN(engine.quant_mode, ParseKvMode(absl::GetFlag(FLAGS_kv_mode)));
   ASSIGN_OR_RETURN(engine.param_dtype, ParseKvParamDtype(absl::GetFlag(FLAGS_kv_param_dtype)));
   ASSIGN_OR_RETURN(options.kv_cache_size, ParseKvCacheSize(absl::GetFlag(FLAGS_kv_cache_size)));
-  // The engine checks the fraction against the device (which "auto" leaves open until then).
   engine.kv_budget_bytes = options.kv_cache_size.bytes;
   engine.kv_gpu_memory_fraction = options.kv_cache_size.gpu_fraction;
   engine.max_batch = absl::GetFlag(FLAGS_max_batch);
@@ -135,10 +134,8 @@ absl::StatusOr<Options> ParseOptions(const char* argv0) {
   engine.max_seq_len = absl::GetFlag(FLAGS_max_seq_len);
   engine.max_new_tokens_limit = absl::GetFlag(FLAGS_max_new_tokens);
   engine.threads = absl::GetFlag(FLAGS_threads);
-  // The engine would resolve "auto" to cpu without a GPU, and then refuse the fraction.
-  if (engine.device == "auto" && engine.kv_gpu_memory_fraction > 0.0 && CudaDeviceCount() == 0) {
-    engine.device = "cpu";
-  }
+  // Resolved now, as the engine would, so that the checks below see the device it will use.
+  engine.device = ResolveDevice(engine.device);
   if (engine.device == "cuda" && CudaDeviceCount() == 0) {
     return absl::InvalidArgumentError(
         "--backend = 'cuda' needs a CUDA device, and none is visible (use --backend=cpu, or "
@@ -168,8 +165,8 @@ absl::StatusOr<Options> ParseOptions(const char* argv0) {
   return options;
 }
 
-// Loads the model and starts the engine on the configured backend (the engine resolves "auto"
-// and rejects a backend it cannot run, with its own message). Flags that do not fit the
+// Loads the model and starts the engine on the configured backend (the engine rejects a
+// backend it cannot run, with its own message). Flags that do not fit the
 // loaded model end it with their error in `flag_error` (and the same as the result).
 absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(const Options& options,
                                                      absl::Status* flag_error) {
@@ -185,6 +182,19 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(const Options& options,
   RETURN_IF_ERROR(*flag_error);
 
   return Engine::Create(options.engine, weights, source.ToString());
+}
+
+const char* SignalName(int signal_number) { return signal_number == SIGINT ? "SIGINT" : "SIGTERM"; }
+
+// Waits for SIGINT or SIGTERM (blocked in every thread, see above) until `done` is set, looking
+// at `done` every 20 ms. Returns the signal, or 0 once `done` is set.
+int WaitForSignalUntil(const sigset_t& signals, const std::atomic<bool>& done) {
+  const timespec poll = {0, 20 * 1000 * 1000};
+  while (!done.load(std::memory_order_acquire)) {
+    const int signal_number = sigtimedwait(&signals, nullptr, &poll);
+    if (signal_number == SIGINT || signal_number == SIGTERM) return signal_number;
+  }
+  return 0;
 }
 
 absl::Status WritePortFile(const std::string& path, int port) {
@@ -277,19 +287,15 @@ int Run(const char* argv0) {
     engine = CreateEngine(*options, &flag_error);
     loaded.store(true, std::memory_order_release);
   });
-  const timespec poll = {0, 20 * 1000 * 1000};  // 20 ms
-  while (!loaded.load(std::memory_order_acquire)) {
-    const int signal_number = sigtimedwait(&signals, nullptr, &poll);
-    if (signal_number == SIGINT || signal_number == SIGTERM) {
-      spdlog::info("{} while the model loads: stopping (health stays NOT_SERVING)",
-                   signal_number == SIGINT ? "SIGINT" : "SIGTERM");
-      (*server)->Shutdown(absl::ZeroDuration());
-      spdlog::info("server stopped");
-      spdlog::shutdown();
-      // The loader may be blocked for good (a read that never returns); it cannot be joined
-      // or cancelled, so the process ends without running destructors.
-      std::_Exit(0);
-    }
+  if (const int signal_number = WaitForSignalUntil(signals, loaded); signal_number != 0) {
+    spdlog::info("{} while the model loads: stopping (health stays NOT_SERVING)",
+                 SignalName(signal_number));
+    (*server)->Shutdown(absl::ZeroDuration());
+    spdlog::info("server stopped");
+    spdlog::shutdown();
+    // The loader may be blocked for good (a read that never returns); it cannot be joined
+    // or cancelled, so the process ends without running destructors.
+    std::_Exit(0);
   }
   loader.join();
   if (!flag_error.ok()) {  // a bad flag, as those ParseOptions finds: exit 2
@@ -314,7 +320,7 @@ int Run(const char* argv0) {
   spdlog::info(
       "{}: draining (health NOT_SERVING, new requests UNAVAILABLE); up to {} for {} "
       "running and {} queued requests",
-      signal_number == SIGINT ? "SIGINT" : "SIGTERM", absl::FormatDuration(options->drain_timeout),
+      SignalName(signal_number), absl::FormatDuration(options->drain_timeout),
       (*engine)->GetInfo().running, (*engine)->GetInfo().queued);
   (*server)->SetServing(false);
   const absl::Time drain_start = absl::Now();
@@ -322,15 +328,10 @@ int Run(const char* argv0) {
   // what is still queued or running is cancelled, as when the timeout runs out.
   std::atomic<bool> drained{false};
   std::thread second_signal([&] {
-    const timespec poll = {0, 20 * 1000 * 1000};  // 20 ms
-    while (!drained.load(std::memory_order_acquire)) {
-      const int again = sigtimedwait(&signals, nullptr, &poll);
-      if (again == SIGINT || again == SIGTERM) {
-        spdlog::warn("{} again: ending the drain; requests still queued or running end UNAVAILABLE",
-                     again == SIGINT ? "SIGINT" : "SIGTERM");
-        (*engine)->EndDrain();
-        return;
-      }
+    if (const int again = WaitForSignalUntil(signals, drained); again != 0) {
+      spdlog::warn("{} again: ending the drain; requests still queued or running end UNAVAILABLE",
+                   SignalName(again));
+      (*engine)->EndDrain();
     }
   });
   (*engine)->Shutdown(options->drain_timeout);

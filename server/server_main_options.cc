@@ -232,12 +232,12 @@ absl::Status CheckEngineFlags(const EngineConfig& engine) {
     return InvalidFlag("max_new_tokens", engine.max_new_tokens_limit,
                        "0 (max_seq_len - 1) or in [1, max_seq_len - 1]");
   }
-  const int32_t group = engine.group_size;
-  if (group != 8 && group != 16 && group != 32 && group != 64 && group != 128) {
-    return InvalidFlag("kv_group_size", group, "one of 8, 16, 32, 64, 128");
+  if (!IsSupportedGroupSize(engine.group_size)) {
+    return InvalidFlag("kv_group_size", engine.group_size, kGroupSizeRule);
   }
-  if (engine.threads < 0 || engine.threads > 1024) {
-    return InvalidFlag("threads", engine.threads, "0 (one per core) or in [1, 1024]");
+  if (engine.threads < 0 || engine.threads > kMaxEngineThreads) {
+    return InvalidFlag("threads", engine.threads,
+                       absl::StrCat("0 (one per core) or in [1, ", kMaxEngineThreads, "]"));
   }
   if (engine.kv_gpu_memory_fraction > 0.0 && engine.device == "cpu") {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -62,8 +62,7 @@ absl::StatusOr<ModelFlag> ResolveModelFlag(absl::string_view text, uint64_t weig
 // The checks of EngineConfig::Resolve that need no model, before anything loads, naming the
 // flags instead of the fields (InvalidArgument): --max_batch, --max_queue, --max_seq_len and
 // --max_new_tokens (their lower bounds), --kv_group_size, --threads, and a --kv_cache_size
-// fraction of GPU memory on device cpu (resolve an "auto" that will find no GPU to "cpu"
-// first).
+// fraction of GPU memory on device cpu (pass the device through ResolveDevice first).
 absl::Status CheckEngineFlags(const EngineConfig& engine);
 
 // The checks that need the model, once it has loaded: --max_seq_len at most the model's,

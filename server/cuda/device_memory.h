@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "common/cuda_check.h"
 #include "common/cuda_stream.h"
+#include "common/status_macros.h"
 
 namespace int4kv {
 
@@ -45,10 +46,7 @@ class CudaBuffer {
   absl::Status Allocate(size_t bytes, const char* what) {
     Free();
     if (bytes == 0) return absl::OkStatus();
-    if (absl::Status status = CudaAllocate(&data_, bytes, kSpace == BufferSpace::kPinnedHost, what);
-        !status.ok()) {
-      return status;
-    }
+    RETURN_IF_ERROR(CudaAllocate(&data_, bytes, kSpace == BufferSpace::kPinnedHost, what));
     bytes_ = bytes;
     return absl::OkStatus();
   }

@@ -14,6 +14,8 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -132,20 +134,16 @@ TEST_F(LoadgenTest, RefusesNonLoopbackTargetsAndImpossibleMixes) {
             2);
   EXPECT_THAT(output, HasSubstr("exceeds its max_seq_len (512)"));
   // Flags out of range, and a --json path that cannot be written, before any request.
-  EXPECT_EQ(
-      RunCommand(absl::StrCat(kLoadgen, " --server=", server_->address(), " --rate=1e12"), &output),
-      2);
-  EXPECT_THAT(output, HasSubstr("--rate = 1e+12 is invalid: must be 0 (closed loop) or in (0, "));
-  EXPECT_EQ(
-      RunCommand(absl::StrCat(kLoadgen, " --server=", server_->address(), " --connect_timeout=0s"),
-                 &output),
-      2);
-  EXPECT_THAT(output, HasSubstr("--connect_timeout = 0 is invalid: must be > 0"));
-  EXPECT_EQ(RunCommand(absl::StrCat(kLoadgen, " --server=", server_->address(),
-                                    " --json=/nonexistent/dir/load.json"),
-                       &output),
-            2);
-  EXPECT_THAT(output, HasSubstr("--json = /nonexistent/dir/load.json cannot be written"));
+  for (const auto& [flag, expected] : std::vector<std::pair<std::string, std::string>>{
+           {"--rate=1e12", "--rate = 1e+12 is invalid: must be 0 (closed loop) or in (0, "},
+           {"--connect_timeout=0s", "--connect_timeout = 0 is invalid: must be > 0"},
+           {"--json=/nonexistent/dir/load.json",
+            "--json = /nonexistent/dir/load.json cannot be written"}}) {
+    EXPECT_EQ(
+        RunCommand(absl::StrCat(kLoadgen, " --server=", server_->address(), " ", flag), &output), 2)
+        << flag;
+    EXPECT_THAT(output, HasSubstr(expected)) << flag;
+  }
   auto stub = v1::TokenGeneration::NewStub(server_->Channel());
   EXPECT_EQ(GetInfo(*stub).capacity().engine_steps(), 0) << "nothing may have been sent";
 }
