@@ -422,6 +422,71 @@ TEST_F(CudaDecodeBackendTest, PageTableRewrittenByTheKernelBeforeRun) {
   cudaFree(right_entries);
 }
 
+// A server that fills its own table (no RequestTable to check rows against) may leave a
+// sentinel or a stale value in it. The cuda backend does not check entries; it reads each as
+// the nearest slot of the pool, so nothing outside the pools is read (memcheck in
+// tools/gpu_validate.sh) and the result is the attention over the clamped slots.
+TEST_F(CudaDecodeBackendTest, EntriesOutsideThePoolAreReadAsClampedSlots) {
+  Case c;
+  c.lengths = {300, 37, 1000, 64};
+  MirroredCache caches = CachesFor(c, rng_);
+  const std::vector<DecodeRow> rows = caches.NewBatch(c.lengths, true, rng_);
+  const RequestTable& table = caches.device().requests();
+  const int32_t num_slots = static_cast<int32_t>(caches.host().view().layout.num_slots);
+  const size_t entries = static_cast<size_t>(table.max_requests()) * table.max_seq_len();
+  std::vector<int32_t> bad(entries);
+  ASSERT_CUDA(cudaMemcpy(bad.data(), table.device_table(), entries * 4, cudaMemcpyDeviceToHost));
+  std::vector<int32_t> clamped = bad;
+  for (const DecodeRow& row : {rows[1], rows[2]}) {
+    for (int t = 0; t < row.seq_len; t += 3) {
+      const size_t at = static_cast<size_t>(row.request) * table.max_seq_len() + t;
+      bad[at] = t % 2 == 0 ? -1 - t : std::numeric_limits<int32_t>::max() - t;
+      clamped[at] = t % 2 == 0 ? 0 : num_slots - 1;
+    }
+    const size_t last = static_cast<size_t>(row.request) * table.max_seq_len() + row.seq_len - 1;
+    bad[last] = num_slots;  // one past the pool
+    clamped[last] = num_slots - 1;
+  }
+  int32_t* bad_table = nullptr;
+  ASSERT_CUDA(cudaMalloc(reinterpret_cast<void**>(&bad_table), entries * 4));
+  ASSERT_CUDA(cudaMemcpy(bad_table, bad.data(), entries * 4, cudaMemcpyHostToDevice));
+
+  KvCacheBinding device = BindingFor(caches.device());
+  device.req_to_token = bad_table;
+  device.requests = nullptr;
+  KvCacheBinding host = BindingFor(caches.host());
+  host.req_to_token = clamped.data();
+  host.requests = nullptr;
+  AttentionShape shape{c.kv_heads * c.group, c.kv_heads,
+                       c.head_dim,           static_cast<int32_t>(rows.size()),
+                       table.max_seq_len(),  0};
+  BackendOptions options;
+  options.io_dtype = c.io;
+  auto cuda = *CreateCudaDecodeBackend(device, shape, options);
+  BackendOptions oracle_options;
+  oracle_options.cpu_float64 = true;
+  auto oracle = *CreateCpuDecodeBackend(host, shape, oracle_options);
+
+  const size_t row_size = static_cast<size_t>(shape.q_heads) * c.head_dim;
+  const size_t n = rows.size() * row_size;
+  DeviceBuffers buffers(n);
+  std::vector<uint16_t> q_bits;
+  std::vector<float> q_values;
+  RandomQuery(n, c.io, 1.0f, rng_, &q_bits, &q_values);
+  ASSERT_CUDA(cudaMemcpy(buffers.q, q_bits.data(), n * 2, cudaMemcpyHostToDevice));
+  ASSERT_CUDA(cudaMemset(buffers.out, 0xff, n * 2));
+  ASSERT_TRUE(cuda->Plan(rows, nullptr).ok());
+  ASSERT_TRUE(cuda->Run(0, buffers.q, buffers.out, nullptr).ok());
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  std::vector<uint16_t> got(n);
+  ASSERT_CUDA(cudaMemcpy(got.data(), buffers.out, n * 2, cudaMemcpyDeviceToHost));
+  std::vector<float> want(n);
+  ASSERT_TRUE(oracle->Plan(rows, nullptr).ok());
+  ASSERT_TRUE(oracle->Run(0, q_values.data(), want.data(), nullptr).ok());
+  ExpectClose(got, c.io, want, rows, static_cast<int>(row_size), "clamped entries");
+  cudaFree(bad_table);
+}
+
 // Captures Run once for a bucket (planned for steps[0]) and replays it for every step with
 // that step's lengths, fresh page tables and fresh queries.
 void ReplayGraph(int bucket, int max_seq_len, const std::vector<std::vector<int>>& steps,

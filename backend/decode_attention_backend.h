@@ -51,7 +51,12 @@ struct AttentionShape {
 };
 
 // Where the cache lives, as the backend sees it: the pools and the req_to_token table, in
-// the memory the backend reads (host for "cpu", device for "cuda"). Not owned.
+// the memory the backend reads (host for "cpu"; for "cuda", memory of the device current when
+// the backend is created). Not owned: it must outlive every backend created from it.
+// The first seq_len entries of a planned row are slots in [0, num_slots). cpu: Run answers
+// InvalidArgument naming the row for any other entry. cuda: entries are not checked; one
+// outside the pool is read as the nearest slot of it (0 or num_slots - 1), so the row's output
+// is wrong but nothing outside the pools is read (RequestTable::Append refuses such slots).
 struct KvCacheBinding {
   KvCacheView view;
   const int32_t* req_to_token = nullptr;  // [max_requests][req_to_token_stride]
@@ -78,7 +83,9 @@ struct DecodeRow {
 };
 
 struct BackendOptions {
-  // Element type of q and out. cpu: float32. cuda: float16 or bfloat16.
+  // Element type of q and out. cpu: float32. cuda: float16 or bfloat16; the cuda kernels
+  // compute in fp16 range either way (bf16 q and cache parameters are converted to fp16), so
+  // |q|, K or V values above 65504 give inf or NaN.
   DType io_dtype = DType::kFloat32;
   // cpu only: accumulate in float64 (the test oracle) instead of float32 (serving).
   bool cpu_float64 = false;
@@ -106,7 +113,10 @@ class DecodeAttentionBackend {
   // q: [batch, q_heads, head_dim], out: [batch, q_heads, head_dim] of io_dtype, in the
   // backend's memory (host for cpu, device for cuda); batch = rows in the last Plan.
   // Allocates nothing. q and out may be the same buffer (attention in place). cuda:
-  // asynchronous on `stream` and capturable in a CUDA graph.
+  // asynchronous on `stream` and capturable in a CUDA graph. A captured Run keeps the batch
+  // size of the Plan before the capture: before each replay, Plan exactly that many rows
+  // (pad with seq_len 0 rows), on the same stream as the replay, after SyncToDevice and the
+  // StoreKvCuda calls the step reads.
   virtual absl::Status Run(int32_t layer, const void* q, void* out, CudaStream stream) = 0;
 
  protected:

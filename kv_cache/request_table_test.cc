@@ -65,8 +65,9 @@ TEST(RequestTableTest, DeviceMirrorFollowsAppends) {
   }
 }
 
-// A slot outside the pool would send a kernel's reads outside it (the cuda backend does not
-// check entries): Append refuses it, naming the slot, and keeps the row as it was.
+// A slot outside the pool would give the row wrong values (the cuda backend reads it clamped
+// into the pool; the cpu backend refuses it at Run): Append refuses it, naming the slot, and
+// keeps the row as it was.
 TEST(RequestTableTest, SlotsOutsideThePoolAreRejected) {
   RequestTable table(2, 8, 16);
   const int32_t a = *table.AllocateRequest();
