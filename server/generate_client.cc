@@ -5,7 +5,7 @@
 //   bazel run //server:int4kv_generate -- --server=127.0.0.1:50051 --info
 //
 // Exit status: 0 on a normal finish, 1 on an RPC error (printed as CODE: message), 2 for bad
-// flags.
+// flag values; an unknown flag or one whose value does not parse exits 1 (Abseil's parser).
 #include <grpcpp/grpcpp.h>
 
 #include <cstdio>

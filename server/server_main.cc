@@ -11,9 +11,10 @@
 // UNAVAILABLE, saying so), the handlers send every finish and clients get 100 ms to read them,
 // gRPC shuts down, and the process exits 0.
 //
-// Exit status: 0 after a drain or a signal while loading; 2 for a bad flag (before the port
-// opens, except for flags that do not fit the model, found once it has loaded); 1 if the port
-// cannot be opened or the engine does not start.
+// Exit status: 0 after a drain or a signal while loading; 2 for a bad flag value (before the
+// port opens, except for flags that do not fit the model, found once it has loaded); 1 if the
+// port cannot be opened or the engine does not start, and also for an unknown flag or one
+// whose value does not parse (Abseil's flag parser exits 1 itself).
 //
 // Thread ownership: main() owns the engine and the gRPC server; a loader thread creates the
 // engine while main waits for a signal or the loader's end, then main blocks in sigwait; during
@@ -75,7 +76,8 @@ ABSL_FLAG(std::string, kv_cache_size, "",
           "max_seq_len token slots");
 ABSL_FLAG(int32_t, max_batch, 8, "requests generating at the same time, at most");
 ABSL_FLAG(int32_t, max_queue, 64,
-          "requests waiting for admission, at most; more get RESOURCE_EXHAUSTED");
+          "requests waiting for admission beyond the batch rows free at the next step, at "
+          "most; more get RESOURCE_EXHAUSTED");
 ABSL_FLAG(int32_t, max_seq_len, 0,
           "longest prompt + max_new_tokens; 0: the model's max_seq_len (also the upper limit)");
 ABSL_FLAG(int32_t, max_new_tokens, 0,

@@ -90,4 +90,16 @@ absl::Status CheckAgainstServer(const LoadgenConfig& config, const v1::ServerInf
   return absl::OkStatus();
 }
 
+std::string OverloadWarning(const LoadgenConfig& config, const v1::ServerInfo& info) {
+  const int64_t takes =
+      static_cast<int64_t>(info.capacity().max_batch()) + info.capacity().max_queue();
+  const int32_t streams = config.open_loop() ? config.max_in_flight : config.concurrency;
+  if (streams <= takes) return "";
+  return absl::StrCat(config.open_loop() ? "--max_in_flight = " : "--concurrency = ", streams,
+                      " exceeds what the server takes at once (max_batch + max_queue = ", takes,
+                      "): the requests beyond it end RESOURCE_EXHAUSTED",
+                      config.open_loop() ? "" : " and are sent again at once",
+                      ", and the figures include that traffic");
+}
+
 }  // namespace int4kv

@@ -64,6 +64,12 @@ absl::Status ValidateConfig(const LoadgenConfig& config);
 // above its max_new_tokens limit, max_seq_len or KV capacity.
 absl::Status CheckAgainstServer(const LoadgenConfig& config, const v1::ServerInfo& info);
 
+// A warning (empty if none) when more streams can be open at once (--concurrency, or
+// --max_in_flight in open loop) than the server takes (max_batch + max_queue): the rest are
+// refused with RESOURCE_EXHAUSTED, and in closed loop sent again at once, which costs the
+// server time that the figures then include.
+std::string OverloadWarning(const LoadgenConfig& config, const v1::ServerInfo& info);
+
 }  // namespace int4kv
 
 #endif  // INT4KV_TOOLS_LOADGEN_CONFIG_H_

@@ -29,6 +29,24 @@ TEST(LoadgenConfigTest, DefaultsAreValid) {
   EXPECT_TRUE(CheckAgainstServer(Valid(), Server()).ok());
 }
 
+TEST(LoadgenConfigTest, WarnsWhenMoreStreamsThanTheServerTakes) {
+  v1::ServerInfo info = Server();
+  info.mutable_capacity()->set_max_batch(8);
+  info.mutable_capacity()->set_max_queue(64);
+  LoadgenConfig config = Valid();
+  config.concurrency = 72;
+  EXPECT_EQ(OverloadWarning(config, info), "");
+  config.concurrency = 73;
+  EXPECT_THAT(OverloadWarning(config, info),
+              HasSubstr("--concurrency = 73 exceeds what the server takes at once (max_batch + "
+                        "max_queue = 72)"));
+  config.rate = 100;  // open loop: the bound is --max_in_flight
+  config.max_in_flight = 72;
+  EXPECT_EQ(OverloadWarning(config, info), "");
+  config.max_in_flight = 1024;
+  EXPECT_THAT(OverloadWarning(config, info), HasSubstr("--max_in_flight = 1024 exceeds"));
+}
+
 TEST(LoadgenConfigTest, BadFlagsAreNamedWithTheirRange) {
   struct Case {
     void (*mutate)(LoadgenConfig&);

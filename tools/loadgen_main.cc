@@ -9,8 +9,9 @@
 // Only loopback servers are accepted (localhost, 127.0.0.0/8, [::1]).
 // Exit status: 0 when the run completed (request errors are reported, not fatal), 1 if the
 // server could not be reached or stopped answering mid-run (LoadgenResult::server_lost), 2 for
-// bad flags, an unwritable --json path or a request mix the server cannot take, 3 if a stream
-// that ended OK broke the API (see LoadgenResult::bad_responses).
+// bad flag values, an unwritable --json path or a request mix the server cannot take, 3 if a
+// stream that ended OK broke the API (see LoadgenResult::bad_responses). An unknown flag or one
+// whose value does not parse exits 1 (Abseil's parser exits by itself).
 //
 // Thread ownership: main() is the driver thread (RunLoad); gRPC's threads run the calls.
 #include <grpcpp/grpcpp.h>
@@ -161,6 +162,9 @@ int Run() {
   if (const absl::Status s = CheckAgainstServer(*config, *info); !s.ok()) {
     std::cerr << "int4kv_loadgen: " << s.message() << "\n";
     return 2;
+  }
+  if (const std::string warning = OverloadWarning(*config, *info); !warning.empty()) {
+    std::cerr << "int4kv_loadgen: warning: " << warning << "\n";
   }
   std::cerr << "int4kv_loadgen: " << config->target << ": " << info->model().source() << " on "
             << info->backend().backend() << ", vocab " << info->model().vocab_size()

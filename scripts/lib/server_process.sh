@@ -7,7 +7,8 @@
 #     wait_for_serving next). Sets server_pid, server_work (a temporary folder),
 #     server_address (127.0.0.1:PORT) and client_flags (--auth_token=... when the server was
 #     given one: the clients need it too). Refuses --tls_cert and --tls_key (exit 2): the load
-#     generator speaks plaintext only. Exits the script, showing the server's log, if the
+#     generator speaks plaintext only; and --port and --port_file (exit 2): it picks the port
+#     itself. Exits the script, showing the server's log, if the
 #     server dies or opens no port within 60 s.
 #   wait_for_serving BIN_DIR TIMEOUT
 #     waits until the server's health is SERVING (BIN_DIR/server/int4kv_generate
@@ -60,6 +61,11 @@ start_server() {
       --tls_cert | --tls_cert=* | --tls_key | --tls_key=*)
         echo "$(basename "$0"): ${args[i]%%=*} is not supported here: int4kv_loadgen and" \
           "these scripts' clients speak plaintext; run int4kv_server directly for TLS" >&2
+        exit 2
+        ;;
+      --port | --port=* | --port_file | --port_file=*)
+        echo "$(basename "$0"): ${args[i]%%=*} is not supported here: the script picks a free" \
+          "loopback port and reads it from a port file of its own" >&2
         exit 2
         ;;
     esac
