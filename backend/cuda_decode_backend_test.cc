@@ -651,6 +651,31 @@ TEST(CudaDecodeBackendDeviceTableTest, PlanNeedsTheRowsSyncedToTheDevice) {
   EXPECT_TRUE(cuda->Plan(std::vector<DecodeRow>{{request, 1}}, nullptr).ok());
 }
 
+// The kernels run on the device current at creation: a cache on another device is refused,
+// naming the pool, rather than read across devices.
+TEST(CudaDecodeBackendTwoDeviceTest, RefusesACacheOnAnotherDevice) {
+  if (CudaDeviceCount() < 2) GTEST_SKIP() << "needs two CUDA devices";
+  ASSERT_EQ(cudaSetDevice(1), cudaSuccess);
+  auto cache = *KvCache::Create(TinyConfig(1), MemoryKind::kDevice);
+  ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+  const auto elsewhere =
+      CreateCudaDecodeBackend(BindingFor(*cache), ShapeFor(*cache, 8, 1), Fp16Options());
+  EXPECT_EQ(elsewhere.status().code(), absl::StatusCode::kInvalidArgument) << elsewhere.status();
+  EXPECT_NE(elsewhere.status().message().find(
+                "KvCacheBinding.view.data is memory of device 1: the cuda backend runs on the "
+                "current device, 0"),
+            std::string::npos)
+      << elsewhere.status();
+  ASSERT_EQ(cudaSetDevice(1), cudaSuccess);
+  {
+    const auto same_device =
+        CreateCudaDecodeBackend(BindingFor(*cache), ShapeFor(*cache, 8, 1), Fp16Options());
+    EXPECT_TRUE(same_device.ok()) << same_device.status();
+  }
+  cache.reset();
+  ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+}
+
 // Without a device, asking for the cuda backend says so, whatever the binding.
 TEST(CudaDecodeBackendWithoutDeviceTest, CreationIsAFailedPrecondition) {
   if (CudaDeviceCount() > 0) GTEST_SKIP() << "a CUDA device is present";

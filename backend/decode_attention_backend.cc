@@ -149,6 +149,8 @@ absl::Status CheckBindingMemory(const KvCacheBinding& cache, MemoryKind memory,
                   {"view.scales", cache.view.scales},
                   {"view.zeros", cache.view.zeros},
                   {"req_to_token", cache.req_to_token}};
+  int current_device = -1;
+  if (memory == MemoryKind::kDevice) CUDA_RETURN_IF_ERROR(cudaGetDevice(&current_device));
   for (const auto& [field, pointer] : pointers) {
     if (pointer == nullptr) continue;  // ValidateShape has checked which may be null
     cudaPointerAttributes attributes{};
@@ -157,6 +159,13 @@ absl::Status CheckBindingMemory(const KvCacheBinding& cache, MemoryKind memory,
       return absl::InvalidArgumentError(absl::StrCat(
           "KvCacheBinding.", field, " is pageable host memory: the ", backend,
           " backend needs device memory (a KvCache created with MemoryKind::kDevice)"));
+    }
+    if (memory == MemoryKind::kDevice && attributes.type == cudaMemoryTypeDevice &&
+        attributes.device != current_device) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "KvCacheBinding.", field, " is memory of device ", attributes.device, ": the ",
+          backend, " backend runs on the current device, ", current_device,
+          " (create the KvCache and the backend with the same device current)"));
     }
     if (memory == MemoryKind::kHost && attributes.type == cudaMemoryTypeDevice) {
       return absl::InvalidArgumentError(

@@ -52,7 +52,8 @@ struct AttentionShape {
 
 // Where the cache lives, as the backend sees it: the pools and the req_to_token table, in
 // the memory the backend reads (host for "cpu"; for "cuda", memory of the device current when
-// the backend is created). Not owned: it must outlive every backend created from it.
+// the backend is created, which creation checks). Not owned: it must outlive every backend
+// created from it.
 // The first seq_len entries of a planned row are slots in [0, num_slots). cpu: Run answers
 // InvalidArgument naming the row for any other entry. cuda: entries are not checked; one
 // outside the pool is read as the nearest slot of it (0 or num_slots - 1), so the row's output
@@ -128,8 +129,9 @@ class DecodeAttentionBackend {
 // Shared validation, used by every implementation.
 absl::Status ValidateShape(const AttentionShape& shape, const KvCacheBinding& cache);
 // InvalidArgument naming the first of the binding's pointers that a backend reading
-// `memory` cannot read: device memory for kHost (checked only where a CUDA device exists),
-// pageable host memory for kDevice (device, managed and mapped pinned memory pass).
+// `memory` cannot read: device memory for kHost (checked only where a CUDA device exists);
+// for kDevice, pageable host memory and memory of a device other than the current one
+// (managed and mapped pinned memory pass).
 absl::Status CheckBindingMemory(const KvCacheBinding& cache, MemoryKind memory,
                                 absl::string_view backend);
 absl::Status ValidateRows(absl::Span<const DecodeRow> rows, const AttentionShape& shape,
