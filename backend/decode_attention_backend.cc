@@ -162,10 +162,10 @@ absl::Status CheckBindingMemory(const KvCacheBinding& cache, MemoryKind memory,
     }
     if (memory == MemoryKind::kDevice && attributes.type == cudaMemoryTypeDevice &&
         attributes.device != current_device) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "KvCacheBinding.", field, " is memory of device ", attributes.device, ": the ",
-          backend, " backend runs on the current device, ", current_device,
-          " (create the KvCache and the backend with the same device current)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("KvCacheBinding.", field, " is memory of device ", attributes.device,
+                       ": the ", backend, " backend runs on the current device, ", current_device,
+                       " (create the KvCache and the backend with the same device current)"));
     }
     if (memory == MemoryKind::kHost && attributes.type == cudaMemoryTypeDevice) {
       return absl::InvalidArgumentError(

@@ -1,6 +1,5 @@
 #include "server/grpc_server.h"
 
-#include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/resource_quota.h>
 #include <grpcpp/security/server_credentials.h>
 
@@ -34,7 +33,10 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
     credentials = grpc::InsecureServerCredentials();
   }
 
-  grpc::EnableDefaultHealthCheckService(true);
+  std::vector<std::string> names;
+  for (const GrpcServiceEntry& entry : services) names.push_back(entry.name);
+  // NOT_SERVING before the server accepts its first call.
+  auto health = std::make_unique<HealthService>(names);
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(options.address, credentials, &port);
@@ -45,11 +47,8 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
     quota.SetMaxThreads(options.max_threads);
     builder.SetResourceQuota(quota);
   }
-  std::vector<std::string> names;
-  for (const GrpcServiceEntry& entry : services) {
-    builder.RegisterService(entry.service);
-    names.push_back(entry.name);
-  }
+  for (const GrpcServiceEntry& entry : services) builder.RegisterService(entry.service);
+  builder.RegisterService(health.get());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     if (server != nullptr) server->Shutdown();
@@ -57,29 +56,23 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
         absl::StrCat("could not listen on ", options.address,
                      " (address in use, not local, or malformed; gRPC logged the reason above)"));
   }
-  std::unique_ptr<GrpcServer> wrapped(new GrpcServer(std::move(server), port, tls, names));
-  wrapped->SetServing(false);
-  return wrapped;
+  return std::unique_ptr<GrpcServer>(
+      new GrpcServer(std::move(health), std::move(server), port, tls));
 }
 
-GrpcServer::GrpcServer(std::unique_ptr<grpc::Server> server, int port, bool tls,
-                       std::vector<std::string> names)
-    : server_(std::move(server)), port_(port), tls_(tls), names_(std::move(names)) {}
+GrpcServer::GrpcServer(std::unique_ptr<HealthService> health, std::unique_ptr<grpc::Server> server,
+                       int port, bool tls)
+    : health_(std::move(health)), server_(std::move(server)), port_(port), tls_(tls) {}
 
 GrpcServer::~GrpcServer() { Shutdown(absl::ZeroDuration()); }
 
-void GrpcServer::SetServing(bool serving) {
-  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
-  if (health == nullptr) return;
-  health->SetServingStatus("", serving);
-  for (const std::string& name : names_) health->SetServingStatus(name, serving);
-}
+void GrpcServer::SetServing(bool serving) { health_->SetServing(serving); }
 
 void GrpcServer::Shutdown(absl::Duration grace) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (shut_down_) return;
   shut_down_ = true;
-  SetServing(false);
+  health_->Shutdown();  // else an open Watch stream would hold the server for all of `grace`
   server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(grace));
   server_->Wait();
 }

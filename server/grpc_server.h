@@ -1,7 +1,7 @@
 // A started gRPC server: one listening address (plaintext or TLS), the given services and the
-// standard grpc.health.v1.Health service (libgrpc++'s built-in one). Health reports
-// NOT_SERVING for the server ("") and for every named service until SetServing(true), and again
-// from SetServing(false) or Shutdown on.
+// standard grpc.health.v1.Health service (HealthService). Health reports NOT_SERVING for the
+// server ("") and for every named service from the first call until SetServing(true), and
+// again from SetServing(false) or Shutdown on; Shutdown also ends every Watch stream.
 //
 // Server reflection is opt-in for the binary that wants it: it calls
 // grpc::reflection::InitProtoReflectionServerBuilderPlugin() before Start (see
@@ -21,6 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/health_service.h"
 
 namespace int4kv {
 
@@ -58,18 +59,19 @@ class GrpcServer {
   // Health status of the server and of every named service.
   void SetServing(bool serving);
 
-  // Health NOT_SERVING, stops accepting calls, waits up to `grace` for running calls to end,
-  // then cancels them. Idempotent.
+  // Health NOT_SERVING and Watch streams ended, stops accepting calls, waits up to `grace` for
+  // running calls to end, then cancels them. Idempotent.
   void Shutdown(absl::Duration grace);
 
  private:
-  GrpcServer(std::unique_ptr<grpc::Server> server, int port, bool tls,
-             std::vector<std::string> names);
+  GrpcServer(std::unique_ptr<HealthService> health, std::unique_ptr<grpc::Server> server, int port,
+             bool tls);
 
+  // Declared before server_, so destroyed after it: the server serves it until then.
+  const std::unique_ptr<HealthService> health_;
   std::unique_ptr<grpc::Server> server_;
   const int port_;
   const bool tls_;
-  const std::vector<std::string> names_;
   std::mutex mutex_;
   bool shut_down_ = false;  // guarded by mutex_
 };

@@ -69,6 +69,34 @@ TEST(GrpcServerTest, PicksAFreePortAndHealthFollowsSetServing) {
   EXPECT_EQ(CheckHealth(port, "", &status).error_code(), grpc::StatusCode::UNAVAILABLE);
 }
 
+// An open Watch stream ends at Shutdown with the last status, instead of holding the server
+// for the whole grace period as a running call would.
+TEST(GrpcServerTest, ShutdownEndsWatchStreamsWithoutWaitingOutTheGrace) {
+  v1::TokenGeneration::Service service;
+  absl::StatusOr<std::unique_ptr<GrpcServer>> server =
+      GrpcServer::Start(LocalOptions(), {{&service, kServiceName}});
+  ASSERT_TRUE(server.ok()) << server.status();
+  (*server)->SetServing(true);
+  auto stub = grpc::health::v1::Health::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string((*server)->port()), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  HealthCheckRequest request;
+  request.set_service(kServiceName);
+  auto stream = stub->Watch(&context, request);
+  HealthCheckResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  EXPECT_EQ(response.status(), HealthCheckResponse::SERVING);
+
+  const absl::Time start = absl::Now();
+  (*server)->Shutdown(absl::Seconds(60));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(20));
+  ASSERT_TRUE(stream->Read(&response));
+  EXPECT_EQ(response.status(), HealthCheckResponse::NOT_SERVING);
+  EXPECT_FALSE(stream->Read(&response));
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
 TEST(GrpcServerTest, ATakenPortIsAnErrorNamingTheAddress) {
   v1::TokenGeneration::Service service;
   absl::StatusOr<std::unique_ptr<GrpcServer>> first =
