@@ -8,7 +8,9 @@ using grpc::health::v1::HealthCheckRequest;
 using grpc::health::v1::HealthCheckResponse;
 
 // One Watch stream. Every member is guarded by the service's mutex_, which the reactions
-// take; gRPC runs reactions on its own threads, never inside StartWrite or Finish.
+// take. StartWrite and Finish are called with it held: gRPC runs this reactor's reactions on
+// its own threads, never inside those calls (write completions are not inlined, and a user
+// reactor's OnCancel and OnDone are not inlineable).
 class HealthService::WatchStream final : public grpc::ServerWriteReactor<HealthCheckResponse> {
  public:
   WatchStream(HealthService* service, std::string name)
