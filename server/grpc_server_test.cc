@@ -9,6 +9,7 @@
 #include "gtest/gtest.h"
 #include "proto/generation.grpc.pb.h"
 #include "proto/health.grpc.pb.h"
+#include "server/testing/health_check.h"
 
 namespace int4kv {
 namespace {
@@ -24,14 +25,7 @@ grpc::Status CheckHealth(int port, const std::string& service,
                          HealthCheckResponse::ServingStatus* status) {
   auto stub = grpc::health::v1::Health::NewStub(
       grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  HealthCheckRequest request;
-  request.set_service(service);
-  HealthCheckResponse response;
-  const grpc::Status result = stub->Check(&context, request, &response);
-  *status = response.status();
-  return result;
+  return ::int4kv::CheckHealth(*stub, service, status);
 }
 
 GrpcServerOptions LocalOptions() {

@@ -8,6 +8,7 @@
 
 #include "gtest/gtest.h"
 #include "proto/health.grpc.pb.h"
+#include "server/testing/health_check.h"
 
 namespace int4kv {
 namespace {
@@ -39,16 +40,8 @@ class HealthServiceTest : public ::testing::Test {
     }
   }
 
-  // Check's answer for `service`, or its error code.
   grpc::Status Check(const std::string& service, HealthCheckResponse::ServingStatus* status) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    HealthCheckRequest request;
-    request.set_service(service);
-    HealthCheckResponse response;
-    const grpc::Status result = stub_->Check(&context, request, &response);
-    *status = response.status();
-    return result;
+    return CheckHealth(*stub_, service, status);
   }
 
   std::unique_ptr<grpc::ClientReader<HealthCheckResponse>> Watch(grpc::ClientContext* context,
