@@ -4,9 +4,11 @@
 // see SERVING before the owner says so (libgrpc++'s built-in service starts as SERVING and
 // can only be changed once the server is running). Check answers the status, or NOT_FOUND for
 // a name that is neither "" (the server as a whole) nor one given at construction. Watch
-// sends the status at once (SERVICE_UNKNOWN for an unknown name) and then every change, until
-// the client cancels or Shutdown ends the stream with OK. Both use gRPC's callback API, so an
-// open Watch stream holds no server thread.
+// sends the status at once (SERVICE_UNKNOWN for an unknown name, and nothing after that), then
+// each change: changes that come while a message is being written are merged, and the stream
+// gets the status current when the write completes, if it differs from the last one sent. A
+// stream lasts until the client cancels or Shutdown ends it with OK. Both use gRPC's callback
+// API, so an open Watch stream holds no server thread.
 //
 // Thread ownership: SetServing and Shutdown may be called from any thread; gRPC runs the
 // handlers and each stream's reactions on its own threads. The service must outlive the
@@ -36,8 +38,9 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
   // The status of the server and of every named service. Ignored after Shutdown.
   void SetServing(bool serving);
 
-  // NOT_SERVING from now on; every open Watch stream gets it and then ends with OK, and a
-  // Watch started later ends the same way right after its first status. Idempotent.
+  // NOT_SERVING from now on. Every open Watch stream gets it, if its last status differs (a
+  // stream of an unknown name gets nothing), and then ends with OK; a Watch started later
+  // ends the same way right after its first status. Idempotent.
   void Shutdown();
 
   grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* context,

@@ -2,9 +2,13 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "proto/health.grpc.pb.h"
@@ -109,16 +113,89 @@ TEST_F(HealthServiceTest, WatchSendsEveryChangeThenEndsAtShutdown) {
   EXPECT_EQ(status, HealthCheckResponse::NOT_SERVING);
 }
 
-TEST_F(HealthServiceTest, WatchOfAnUnknownServiceSaysSoUntilCancelled) {
+TEST_F(HealthServiceTest, WatchOfAnUnknownServiceSaysSoOnceThenNothingUntilShutdown) {
   grpc::ClientContext context;
   auto stream = Watch(&context, "no.Such");
   HealthCheckResponse response;
   ASSERT_TRUE(stream->Read(&response));
   EXPECT_EQ(response.status(), HealthCheckResponse::SERVICE_UNKNOWN);
   health_->SetServing(true);  // not its name: nothing for this stream
-  context.TryCancel();
-  EXPECT_FALSE(stream->Read(&response));
-  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  health_->Shutdown();
+  EXPECT_FALSE(stream->Read(&response)) << "got " << response.status();
+  const grpc::Status end = stream->Finish();
+  EXPECT_TRUE(end.ok()) << end.error_message();
+}
+
+// Streams of known and unknown names opened, cancelled or kept while another thread flips the
+// status as fast as it can: each first message is right for its name, a cancelled stream ends
+// CANCELLED, and at Shutdown every kept stream ends with OK, its last message NOT_SERVING
+// (SERVICE_UNKNOWN, and nothing else, for an unknown name).
+TEST_F(HealthServiceTest, StreamsComeAndGoWhileTheStatusFlips) {
+  struct Kept {
+    std::unique_ptr<grpc::ClientContext> context;
+    std::unique_ptr<grpc::ClientReader<HealthCheckResponse>> stream;
+    bool known;
+    HealthCheckResponse::ServingStatus first;
+  };
+  std::mutex kept_mutex;
+  std::vector<Kept> kept;  // guarded by kept_mutex
+  std::atomic<bool> flipping{true};
+  std::thread flipper([&] {
+    for (bool serving = true; flipping; serving = !serving) {
+      health_->SetServing(serving);
+      std::this_thread::yield();
+    }
+  });
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&, c] {
+      for (int i = 0; i < 25; ++i) {
+        const bool known = (i + c) % 3 != 0;
+        auto context = std::make_unique<grpc::ClientContext>();
+        auto stream = Watch(context.get(), known ? kName : "no.Such");
+        HealthCheckResponse response;
+        ASSERT_TRUE(stream->Read(&response));
+        if (known) {
+          EXPECT_TRUE(response.status() == HealthCheckResponse::SERVING ||
+                      response.status() == HealthCheckResponse::NOT_SERVING)
+              << response.status();
+        } else {
+          EXPECT_EQ(response.status(), HealthCheckResponse::SERVICE_UNKNOWN);
+        }
+        if (i % 2 == 0) {
+          context->TryCancel();
+          while (stream->Read(&response)) {
+          }
+          EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+        } else {
+          std::lock_guard<std::mutex> lock(kept_mutex);
+          kept.push_back({std::move(context), std::move(stream), known, response.status()});
+        }
+      }
+    });
+  }
+  for (std::thread& client : clients) client.join();
+  flipping = false;
+  flipper.join();
+
+  health_->Shutdown();
+  ASSERT_EQ(kept.size(), 48u);
+  for (Kept& k : kept) {
+    HealthCheckResponse::ServingStatus last = k.first;
+    int more = 0;
+    HealthCheckResponse response;
+    while (k.stream->Read(&response)) {
+      last = response.status();
+      ++more;
+    }
+    if (k.known) {
+      EXPECT_EQ(last, HealthCheckResponse::NOT_SERVING);
+    } else {
+      EXPECT_EQ(more, 0) << "an unknown name's stream got " << last;
+    }
+    const grpc::Status end = k.stream->Finish();
+    EXPECT_TRUE(end.ok()) << end.error_message();
+  }
 }
 
 TEST_F(HealthServiceTest, AWatchStartedAfterShutdownGetsNotServingAndEnds) {
