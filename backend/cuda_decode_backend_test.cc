@@ -211,22 +211,22 @@ void ExpectClose(const std::vector<uint16_t>& got_bits, DType io, const std::vec
               worst_beyond_dtype, what.c_str());
 }
 
-// Runs both layers of case `c` over `rows` of `caches` on the CUDA backend, on a stream of
-// its own, and checks them against the float64 oracle. before_run, when set, is enqueued on
-// that stream between Plan and Run.
-void CheckAgainstOracle(const Case& c, MirroredCache& caches, const std::vector<DecodeRow>& rows,
-                        std::mt19937& rng,
-                        const std::function<void(cudaStream_t)>& before_run = nullptr) {
-  const KvCacheConfig& config = caches.host().config();
+// Runs both layers of case `c` over `rows` on the CUDA backend reading `device`, on a stream
+// of its own, and checks them against the float64 oracle reading `host` (the host mirror of
+// a cache of `config`). before_run, when set, is enqueued on that stream between Plan and Run.
+void CheckBindingsAgainstOracle(const Case& c, const KvCacheConfig& config,
+                                const KvCacheBinding& device, const KvCacheBinding& host,
+                                const std::vector<DecodeRow>& rows, std::mt19937& rng,
+                                const std::function<void(cudaStream_t)>& before_run = nullptr) {
   AttentionShape shape{c.kv_heads * c.group, c.kv_heads,         c.head_dim,
                        config.max_requests,  config.max_seq_len, 0};
   BackendOptions cuda_options;
   cuda_options.io_dtype = c.io;
-  auto cuda = CreateCudaDecodeBackend(BindingFor(caches.device()), shape, cuda_options);
+  auto cuda = CreateCudaDecodeBackend(device, shape, cuda_options);
   ASSERT_TRUE(cuda.ok()) << cuda.status();
   BackendOptions oracle_options;
   oracle_options.cpu_float64 = true;
-  auto oracle = *CreateCpuDecodeBackend(BindingFor(caches.host()), shape, oracle_options);
+  auto oracle = *CreateCpuDecodeBackend(host, shape, oracle_options);
 
   const size_t row_size = static_cast<size_t>(shape.q_heads) * c.head_dim;
   const size_t n = rows.size() * row_size;
@@ -252,6 +252,14 @@ void CheckAgainstOracle(const Case& c, MirroredCache& caches, const std::vector<
     ExpectClose(got, c.io, want, rows, static_cast<int>(row_size), absl::StrCat("layer ", layer));
   }
   ASSERT_CUDA(cudaStreamDestroy(stream));
+}
+
+// CheckBindingsAgainstOracle over the bindings of `caches`.
+void CheckAgainstOracle(const Case& c, MirroredCache& caches, const std::vector<DecodeRow>& rows,
+                        std::mt19937& rng,
+                        const std::function<void(cudaStream_t)>& before_run = nullptr) {
+  CheckBindingsAgainstOracle(c, caches.host().config(), BindingFor(caches.device()),
+                             BindingFor(caches.host()), rows, rng, before_run);
 }
 
 // The tokens of a case's batch (at least 1, as a pool size).
@@ -457,33 +465,7 @@ TEST_F(CudaDecodeBackendTest, EntriesOutsideThePoolAreReadAsClampedSlots) {
   KvCacheBinding host = BindingFor(caches.host());
   host.req_to_token = clamped.data();
   host.requests = nullptr;
-  AttentionShape shape{c.kv_heads * c.group, c.kv_heads,
-                       c.head_dim,           static_cast<int32_t>(rows.size()),
-                       table.max_seq_len(),  0};
-  BackendOptions options;
-  options.io_dtype = c.io;
-  auto cuda = *CreateCudaDecodeBackend(device, shape, options);
-  BackendOptions oracle_options;
-  oracle_options.cpu_float64 = true;
-  auto oracle = *CreateCpuDecodeBackend(host, shape, oracle_options);
-
-  const size_t row_size = static_cast<size_t>(shape.q_heads) * c.head_dim;
-  const size_t n = rows.size() * row_size;
-  DeviceBuffers buffers(n);
-  std::vector<uint16_t> q_bits;
-  std::vector<float> q_values;
-  RandomQuery(n, c.io, 1.0f, rng_, &q_bits, &q_values);
-  ASSERT_CUDA(cudaMemcpy(buffers.q, q_bits.data(), n * 2, cudaMemcpyHostToDevice));
-  ASSERT_CUDA(cudaMemset(buffers.out, 0xff, n * 2));
-  ASSERT_TRUE(cuda->Plan(rows, nullptr).ok());
-  ASSERT_TRUE(cuda->Run(0, buffers.q, buffers.out, nullptr).ok());
-  ASSERT_CUDA(cudaDeviceSynchronize());
-  std::vector<uint16_t> got(n);
-  ASSERT_CUDA(cudaMemcpy(got.data(), buffers.out, n * 2, cudaMemcpyDeviceToHost));
-  std::vector<float> want(n);
-  ASSERT_TRUE(oracle->Plan(rows, nullptr).ok());
-  ASSERT_TRUE(oracle->Run(0, q_values.data(), want.data(), nullptr).ok());
-  ExpectClose(got, c.io, want, rows, static_cast<int>(row_size), "clamped entries");
+  CheckBindingsAgainstOracle(c, caches.host().config(), device, host, rows, rng_);
   cudaFree(bad_table);
 }
 
