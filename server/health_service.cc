@@ -16,17 +16,16 @@ class HealthService::WatchStream final : public grpc::ServerWriteReactor<HealthC
   WatchStream(HealthService* service, std::string name)
       : service_(service), name_(std::move(name)) {}
 
-  const std::string& name() const { return name_; }
-
-  // Sends `status` unless it is what the client last got; a status that arrives during a
-  // write is sent when the write is done. After the service's Shutdown, finishes once the
-  // last status is out.
-  void SendLocked(ServingStatus status) {
+  // Sends the service's current status for this stream's name unless it is what the client
+  // last got; a change that arrives during a write is sent when the write is done. After the
+  // service's Shutdown, finishes once the last status is out.
+  void SendLocked() {
     if (finishing_) return;
     if (writing_) {
       pending_ = true;  // OnWriteDone sends the status current by then
       return;
     }
+    const ServingStatus status = service_->StatusLocked(name_);
     if (sent_any_ && status == last_sent_) {
       if (service_->shut_down_) FinishLocked(grpc::Status::OK);
       return;
@@ -46,7 +45,7 @@ class HealthService::WatchStream final : public grpc::ServerWriteReactor<HealthC
       return;
     }
     const bool pending = std::exchange(pending_, false);
-    if (pending || service_->shut_down_) SendLocked(service_->StatusLocked(name_));
+    if (pending || service_->shut_down_) SendLocked();
   }
 
   void OnCancel() override {
@@ -107,7 +106,7 @@ void HealthService::SetServing(bool serving) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (shut_down_ || serving_ == serving) return;
   serving_ = serving;
-  for (WatchStream* stream : streams_) stream->SendLocked(StatusLocked(stream->name()));
+  for (WatchStream* stream : streams_) stream->SendLocked();
 }
 
 void HealthService::Shutdown() {
@@ -115,7 +114,7 @@ void HealthService::Shutdown() {
   if (shut_down_) return;
   serving_ = false;
   shut_down_ = true;
-  for (WatchStream* stream : streams_) stream->SendLocked(StatusLocked(stream->name()));
+  for (WatchStream* stream : streams_) stream->SendLocked();
 }
 
 grpc::ServerUnaryReactor* HealthService::Check(grpc::CallbackServerContext* context,
@@ -142,7 +141,7 @@ grpc::ServerWriteReactor<HealthCheckResponse>* HealthService::Watch(
   auto* stream = new WatchStream(this, request->service());
   std::lock_guard<std::mutex> lock(mutex_);
   streams_.insert(stream);
-  stream->SendLocked(StatusLocked(request->service()));
+  stream->SendLocked();
   return stream;
 }
 
