@@ -163,6 +163,8 @@ absl::Status Engine::Cancel(uint64_t id) {
     queue_.erase(it);
     live_.erase(id);
     info_.queued = static_cast<int32_t>(queue_.size());
+    // A drain waits for an empty queue with nothing running; this may be what empties it.
+    changed_.notify_all();
     return absl::OkStatus();
   }
   pending_cancels_.push_back(id);
@@ -250,10 +252,12 @@ void Engine::Loop() {
     }
     // A wake-up that only cancelled the last running request runs no forward pass.
     const bool forward_pass = scheduler_->running() > 0;
-    const std::vector<uint64_t> finished = scheduler_->Step();
+    scheduler_->Advance();
     {
+      // Requests end under the lock, with the counters updated in the same hold: a client that
+      // sees its request end and submits again at once finds its row and slots free.
       std::lock_guard<std::mutex> lock(mutex_);
-      for (uint64_t id : finished) live_.erase(id);
+      for (uint64_t id : scheduler_->RetireFinished()) live_.erase(id);
       if (forward_pass) ++info_.steps;
       UpdateInfoLocked();
     }

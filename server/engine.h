@@ -135,10 +135,10 @@ class Engine {
   std::unique_ptr<Scheduler> scheduler_;
 
   mutable std::mutex mutex_;
-  std::condition_variable work_;           // wakes the scheduler thread
-  std::condition_variable changed_;        // signalled after every step (Shutdown waits on it)
-  std::deque<PendingRequest> queue_;       // guarded by mutex_
-  std::unordered_set<uint64_t> live_;      // guarded by mutex_: queued or running ids
+  std::condition_variable work_;       // wakes the scheduler thread
+  std::condition_variable changed_;    // after every step and queued cancel (Shutdown waits on it)
+  std::deque<PendingRequest> queue_;   // guarded by mutex_
+  std::unordered_set<uint64_t> live_;  // guarded by mutex_: queued or running ids
   std::vector<uint64_t> pending_cancels_;  // guarded by mutex_: running ids to cancel
   uint64_t next_id_ = 1;                   // guarded by mutex_
   bool draining_ = false;                  // guarded by mutex_

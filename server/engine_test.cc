@@ -325,6 +325,35 @@ TEST(EngineTest, QueueFullIsResourceExhausted) {
   EXPECT_EQ(queued2->ReadAll().finish_reason, FinishReason::kLength);
 }
 
+// A request's end reaches its client only after the engine has freed its row and slots and
+// published that: GetInfo shows them free at once (no polling), and a client that submits
+// again at once is not refused for the row it has just left, even with the queue full.
+TEST(EngineTest, ARequestEndsWithItsRowAndSlotsAlreadyFree) {
+  EngineConfig config = SmallConfig();
+  config.max_batch = 1;
+  config.max_queue = 1;
+  std::unique_ptr<Engine> engine = MakeEngine(config);
+  const int64_t total = engine->GetInfo().slots_total;
+  for (int i = 0; i < 20; ++i) {
+    std::shared_ptr<RequestStream> alone = *engine->Submit(GreedyRequest(kPrompt, 2));
+    ASSERT_EQ(alone->ReadAll().finish_reason, FinishReason::kLength);
+    const EngineInfo info = engine->GetInfo();
+    EXPECT_EQ(info.running, 0) << "round " << i;
+    EXPECT_EQ(info.slots_free, total) << "round " << i;
+
+    // The batch row taken and the one queue place taken: the first request's end frees the
+    // row for the queued one, and the queue place for a new request.
+    std::shared_ptr<RequestStream> first = *engine->Submit(GreedyRequest(kPrompt, 2));
+    std::shared_ptr<RequestStream> queued = *engine->Submit(GreedyRequest(kPrompt, 2));
+    ASSERT_EQ(first->ReadAll().finish_reason, FinishReason::kLength);
+    const absl::StatusOr<std::shared_ptr<RequestStream>> again =
+        engine->Submit(GreedyRequest(kPrompt, 2));
+    ASSERT_TRUE(again.ok()) << "round " << i << ": " << again.status();
+    EXPECT_EQ(queued->ReadAll().finish_reason, FinishReason::kLength);
+    EXPECT_EQ((*again)->ReadAll().finish_reason, FinishReason::kLength);
+  }
+}
+
 TEST(EngineTest, CancelTakesEffectWithinOneStepAndFreesSlots) {
   std::unique_ptr<Engine> engine = MakeEngine();
   const int64_t total = engine->GetInfo().slots_total;

@@ -211,8 +211,23 @@ bool Scheduler::TakeToken(Running& r, int32_t token, FinishReason* reason) {
 }
 
 std::vector<uint64_t> Scheduler::Step() {
+  Advance();
+  return RetireFinished();
+}
+
+std::vector<uint64_t> Scheduler::RetireFinished() {
   std::vector<uint64_t> finished;
-  if (running_.empty()) return finished;
+  for (const Retirement& retirement : to_retire_) {
+    if (Cancel(retirement.id, retirement.reason, retirement.status)) {
+      finished.push_back(retirement.id);
+    }
+  }
+  to_retire_.clear();
+  return finished;
+}
+
+void Scheduler::Advance() {
+  if (running_.empty()) return;
   batch_.Clear();
   logit_owner_.clear();
   int32_t budget = config_.max_step_tokens;
@@ -241,23 +256,20 @@ std::vector<uint64_t> Scheduler::Step() {
     status = device_greedy ? cuda_model_->ForwardGreedy(batch_, *attention_, greedy_tokens_.data())
                            : model_->Forward(batch_, *attention_, logits_.data());
   }
-  std::vector<std::pair<uint64_t, FinishReason>> done;
   if (!status.ok()) {
     // Every request with a token in this step failed; the others did not take part.
     // INTERNAL whatever the step returned: the request was valid (the server checked it), so
     // a client must not read the failure as its own (INVALID_ARGUMENT means nothing changed).
     const absl::Status error =
         absl::InternalError(absl::StrCat("model step failed: ", status.ToString()));
-    std::vector<uint64_t> failed;
-    for (size_t i = 0; i < running_.size(); ++i) {
-      const int32_t row = running_[i]->table_row;
+    for (const auto& r : running_) {
+      const int32_t row = r->table_row;
       if (std::any_of(batch_.rows.begin(), batch_.rows.end(),
                       [row](const DecodeRow& d) { return d.request == row; })) {
-        failed.push_back(running_[i]->pending.id);
+        to_retire_.push_back(Retirement{r->pending.id, FinishReason::kError, error});
       }
     }
-    for (uint64_t id : failed) Cancel(id, FinishReason::kError, error);
-    return failed;
+    return;
   }
   const int32_t vocab = model_->config().vocab_size;
   for (size_t i = 0; i < logit_owner_.size(); ++i) {
@@ -268,14 +280,9 @@ std::vector<uint64_t> Scheduler::Step() {
                                     logits_.data() + i * static_cast<size_t>(vocab), vocab));
     FinishReason reason;
     if (TakeToken(r, token, &reason)) {
-      done.emplace_back(logit_owner_[i]->pending.id, reason);
+      to_retire_.push_back(Retirement{r.pending.id, reason, absl::OkStatus()});
     }
   }
-  for (const auto& [id, reason] : done) {
-    Cancel(id, reason, absl::OkStatus());
-    finished.push_back(id);
-  }
-  return finished;
 }
 
 }  // namespace int4kv

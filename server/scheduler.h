@@ -77,12 +77,18 @@ class Scheduler {
   // Cancel for every running request.
   void CancelAll(FinishReason reason, const absl::Status& status);
 
-  // One engine step: every request past its prompt decodes one token; requests still in
-  // prefill get the rest of the max_step_tokens budget in admission order (a request whose
-  // prompt completes samples its first token). Streams the new tokens and finishes requests
-  // that hit a stop token, EOS or max_new_tokens, freeing their slots. Returns the ids that
-  // finished in this step. A model error finishes the step's requests with kError.
+  // One engine step: Advance, then RetireFinished.
   std::vector<uint64_t> Step();
+  // The step's work: every request past its prompt decodes one token; requests still in
+  // prefill get the rest of the max_step_tokens budget in admission order (a request whose
+  // prompt completes samples its first token). Streams the new tokens and marks the requests
+  // that hit a stop token, EOS or max_new_tokens, or whose step failed (a model error, kError),
+  // to be retired. Must be followed by RetireFinished before the next Advance.
+  void Advance();
+  // Ends the requests Advance marked: their streams get the finish event and their slots and
+  // rows are freed. Returns their ids. Kept apart from Advance so that the engine can retire
+  // them under its lock and publish its counters before any client sees a request end.
+  std::vector<uint64_t> RetireFinished();
 
   int32_t running() const { return static_cast<int32_t>(running_.size()); }
   bool idle() const { return running_.empty(); }
@@ -132,6 +138,13 @@ class Scheduler {
   std::vector<Running*> logit_owner_;   // [batch_.logit_tokens.size()]
   std::vector<float> logits_;           // [max_batch][vocab]
   std::vector<int32_t> greedy_tokens_;  // [max_batch]: device argmax when every sampler is greedy
+  // Requests Advance found done, for RetireFinished.
+  struct Retirement {
+    uint64_t id;
+    FinishReason reason;
+    absl::Status status;
+  };
+  std::vector<Retirement> to_retire_;
 };
 
 }  // namespace int4kv
