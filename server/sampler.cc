@@ -70,7 +70,11 @@ int32_t Sampler::Sample(absl::Span<const float> logits) {
   if (params_.temperature == 0.0f || params_.top_k == 1 || vocab == 1) return ArgMax(logits);
 
   candidates_.clear();
-  for (int32_t i = 0; i < vocab; ++i) candidates_.emplace_back(logits[i], i);
+  // NaN ranks as -inf, so that the ordering below is a strict weak order (NaN would make the
+  // sorts undefined) and a NaN logit is never drawn.
+  for (int32_t i = 0; i < vocab; ++i) {
+    candidates_.emplace_back(std::isnan(logits[i]) ? -INFINITY : logits[i], i);
+  }
   // Most likely first; ties keep the lower id first so the order is fully determined.
   auto more_likely = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
@@ -88,6 +92,9 @@ int32_t Sampler::Sample(absl::Span<const float> logits) {
   // Softmax over the kept candidates, in double.
   float max_logit = -INFINITY;
   for (const auto& c : candidates_) max_logit = std::max(max_logit, c.first);
+  // An infinite logit (or none above -inf) leaves no softmax to draw from: the most likely
+  // token, as greedy would take it.
+  if (!std::isfinite(max_logit)) return ArgMax(logits);
   probs_.resize(candidates_.size());
   double total = 0.0;
   for (size_t i = 0; i < candidates_.size(); ++i) {

@@ -48,6 +48,8 @@ class Sampler {
   // A token id in [0, logits.size()). Greedy picks the largest logit (lowest id on ties), as
   // does top_k == 1; otherwise the distribution softmax(logits / temperature) is cut to the
   // top_k tokens, then to the top_p nucleus, renormalized and sampled with one Uniform() draw.
+  // A NaN logit ranks as -inf; when the largest logit is +inf, or none is above -inf, the
+  // token is ArgMax's.
   int32_t Sample(absl::Span<const float> logits);
 
  private:

@@ -109,6 +109,31 @@ TEST(SamplerTest, TopPKeepsTheNucleus) {
   EXPECT_GT(counts[1], 1300);
 }
 
+// A broken forward pass may give NaN or infinite logits: NaN ones are never drawn (nor do they
+// make the sorts undefined), and an infinite one is taken as greedy would take it.
+TEST(SamplerTest, NonFiniteLogits) {
+  for (const int32_t top_k : {0, 5}) {
+    for (const float top_p : {1.0f, 0.9f}) {
+      SamplingParams p;
+      p.temperature = 1.0f;
+      p.top_k = top_k;
+      p.top_p = top_p;
+      Sampler s(p, 5);
+      std::vector<float> logits = RandomLogits(64, 3);
+      for (int i = 0; i < 64; i += 3) logits[i] = NAN;
+      for (int i = 0; i < 300; ++i) {
+        const int32_t t = s.Sample(logits);
+        ASSERT_TRUE(t >= 0 && t < 64) << t;
+        EXPECT_FALSE(std::isnan(logits[t])) << "top_k " << top_k << " top_p " << top_p;
+      }
+      logits[10] = INFINITY;
+      for (int i = 0; i < 20; ++i) EXPECT_EQ(s.Sample(logits), 10);
+      const std::vector<float> no_finite = {NAN, -INFINITY, NAN, -INFINITY};
+      EXPECT_EQ(s.Sample(no_finite), 1);  // greedy's choice: the first that is not NaN
+    }
+  }
+}
+
 TEST(SamplerTest, FrequenciesFollowTheSoftmax) {
   SamplingParams p;
   p.temperature = 2.0f;
