@@ -27,6 +27,7 @@
 #include "common/help_flags.h"
 #include "proto/generation.grpc.pb.h"
 #include "proto/health.grpc.pb.h"
+#include "server/condition_wait.h"
 #include "server/server_main_options.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "HOST:PORT of the server");
@@ -39,7 +40,8 @@ ABSL_FLAG(std::optional<uint64_t>, seed, std::nullopt, "sampling seed; unset: th
 ABSL_FLAG(std::string, stop_ids, "", "comma-separated stop token ids");
 ABSL_FLAG(bool, ignore_eos, false, "keep generating after the model's EOS token");
 ABSL_FLAG(std::string, request_id, "", "an id of your choosing, echoed by the server");
-ABSL_FLAG(absl::Duration, deadline, absl::Seconds(60), "deadline of the call");
+ABSL_FLAG(absl::Duration, deadline, absl::Seconds(60),
+          "deadline of the call; inf (or a year or more) for none");
 ABSL_FLAG(bool, tls, false, "use TLS with the system's root certificates");
 ABSL_FLAG(std::string, tls_root_cert, "",
           "PEM root certificate(s) to verify the server with (implies --tls)");
@@ -89,8 +91,11 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const char* argv0) {
 }
 
 void PrepareContext(grpc::ClientContext* context) {
-  context->set_deadline(std::chrono::system_clock::now() +
-                        absl::ToChronoNanoseconds(absl::GetFlag(FLAGS_deadline)));
+  // now() + a deadline of centuries overflows the clock; those mean none, as the default is.
+  const absl::Duration deadline = absl::GetFlag(FLAGS_deadline);
+  if (deadline < kLongestTimedWait) {
+    context->set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(deadline));
+  }
   const std::string token = absl::GetFlag(FLAGS_auth_token);
   if (!token.empty()) context->AddMetadata("authorization", "Bearer " + token);
 }
@@ -165,6 +170,11 @@ const char* FinishName(v1::FinishReason reason) {
 }
 
 int Run(const char* argv0) {
+  if (absl::GetFlag(FLAGS_deadline) <= absl::ZeroDuration()) {
+    std::fprintf(stderr, "--deadline = %s is invalid: must be > 0 (inf for none)\n",
+                 absl::FormatDuration(absl::GetFlag(FLAGS_deadline)).c_str());
+    return 2;
+  }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(argv0);
   if (!channel.ok()) {
     std::fprintf(stderr, "%s\n", std::string(channel.status().message()).c_str());

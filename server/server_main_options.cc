@@ -269,13 +269,14 @@ absl::Status CheckEngineFlagsForModel(const EngineConfig& engine, const ModelCon
     kv.max_seq_len = max_seq_len;
     kv.capacity_slots = 1;
     // A cache the model cannot have is the engine's to report; only the budget is checked here.
-    if (kv.Validate().ok() && engine.kv_budget_bytes < 2 * kv.BytesPerToken()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--kv_cache_size = ", engine.kv_budget_bytes,
-                       " bytes holds no token slot: ", kv.BytesPerToken(),
-                       " bytes per token for this model and KV layout, and one slot is "
-                       "reserved (need at least ",
-                       2 * kv.BytesPerToken(), ")"));
+    // A request needs 2 slots (one prompt token, one new token), and slot 0 is reserved.
+    if (kv.Validate().ok() && engine.kv_budget_bytes < 3 * kv.BytesPerToken()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--kv_cache_size = ", engine.kv_budget_bytes,
+          " bytes holds fewer than the 2 token slots a request needs: ", kv.BytesPerToken(),
+          " bytes per token for this model and KV layout, and one slot is "
+          "reserved (need at least ",
+          3 * kv.BytesPerToken(), ")"));
     }
   }
   return absl::OkStatus();

@@ -221,8 +221,9 @@ TEST(CheckEngineFlagsTest, AgainstTheModelNamesTheFlag) {
        "--max_new_tokens = 100 is invalid: must be 0 (max_seq_len - 1) or in [1, 99]"},
       {[](EngineConfig& c) { c.group_size = 16; },
        "--kv_group_size = 16 is invalid: must be a divisor of the model's head_dim (8)"},
-      {[](EngineConfig& c) { c.kv_budget_bytes = 479; },
-       "--kv_cache_size = 479 bytes holds no token slot: 240 bytes per token"},
+      {[](EngineConfig& c) { c.kv_budget_bytes = 719; },
+       "--kv_cache_size = 719 bytes holds fewer than the 2 token slots a request needs: 240 "
+       "bytes per token"},
   };
   for (const auto& [edit, expected] : cases) {
     EngineConfig config;
@@ -232,7 +233,7 @@ TEST(CheckEngineFlagsTest, AgainstTheModelNamesTheFlag) {
     EXPECT_THAT(status.message(), HasSubstr(expected));
   }
   EngineConfig fits;
-  fits.kv_budget_bytes = 480;  // one slot and the reserved one
+  fits.kv_budget_bytes = 720;  // two slots and the reserved one
   fits.max_new_tokens_limit = 511;
   EXPECT_TRUE(CheckEngineFlagsForModel(fits, model).ok());
 }

@@ -301,7 +301,9 @@ TEST(ServerBinaryTest, FlagsThatDoNotFitTheModelFailOnceItLoadsNamingTheFlag) {
             "--max_seq_len = 1000 is invalid: must be 0 (the model's) or in [2, 512]"},
            {"--kv_group_size=16",
             "--kv_group_size = 16 is invalid: must be a divisor of the model's head_dim (8)"},
-           {"--kv_cache_size=300", "--kv_cache_size = 300 bytes holds no token slot: 240 bytes"}}) {
+           {"--kv_cache_size=700",
+            "--kv_cache_size = 700 bytes holds fewer than the 2 token slots a request needs: "
+            "240 bytes"}}) {
     absl::StatusOr<std::unique_ptr<ServerProcess>> process = ServerProcess::Start({flag});
     ASSERT_TRUE(process.ok()) << flag << ": " << process.status();
     EXPECT_EQ((*process)->Wait(absl::Seconds(20)), 2) << flag;
@@ -392,6 +394,20 @@ TEST(ServerBinaryTest, GenerateClientStreamsTokensAndPrintsFinishAndTimings) {
                              &output);
   EXPECT_EQ(bad, 1);
   EXPECT_THAT(output, HasSubstr("INVALID_ARGUMENT: prompt[1] = 600"));
+
+  // No deadline at all; a deadline that has passed before the call is a bad flag.
+  ASSERT_EQ(
+      RunCommand("server/int4kv_generate --server=" + server->address() +
+                     " --prompt_ids=1,403,261 --max_new_tokens=12 --ignore_eos --deadline=inf",
+                 &output),
+      0)
+      << output;
+  EXPECT_THAT(output, HasSubstr(expected_tokens + "\n"));
+  EXPECT_EQ(RunCommand("server/int4kv_generate --server=" + server->address() +
+                           " --prompt_ids=1 --deadline=-1s",
+                       &output),
+            2);
+  EXPECT_THAT(output, HasSubstr("--deadline = -1s is invalid: must be > 0"));
 }
 
 }  // namespace
