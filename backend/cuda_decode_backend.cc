@@ -68,6 +68,9 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     RETURN_IF_ERROR(Malloc(reinterpret_cast<void**>(&partial_lse_), partials * sizeof(float), false,
                            "the partial log-sum-exps"));
     CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&staging_done_, cudaEventDisableTiming));
+    // The host plan's largest size too, so that no Plan allocates.
+    plan_.chunks.reserve(max_capacity_);
+    plan_.rows.reserve(shape_.max_batch);
     return absl::OkStatus();
   }
 

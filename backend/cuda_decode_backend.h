@@ -2,8 +2,9 @@
 // merge stage, grouped-query heads on tensor cores, grids and workspace that depend only on
 // the batch size (so Run can be captured once per batch bucket and replayed).
 //
-// Memory: all device buffers (chunk metadata, partial outputs, log-sum-exps) and a pinned
-// staging area are allocated at creation for max_batch; Plan and Run allocate nothing.
+// Memory: all device buffers (chunk metadata, partial outputs, log-sum-exps), a pinned
+// staging area and the host plan are allocated at creation for max_batch; Plan and Run
+// allocate nothing.
 #ifndef INT4KV_BACKEND_CUDA_DECODE_BACKEND_H_
 #define INT4KV_BACKEND_CUDA_DECODE_BACKEND_H_
 

@@ -581,8 +581,13 @@ TEST_F(CudaDecodeBackendTest, RejectsCpuDtypesAndBadPlans) {
   ASSERT_EQ(cudaMalloc(&q, 2 * 8 * 128 * 2), cudaSuccess);
   ASSERT_EQ(cudaMalloc(&out, 2 * 8 * 128 * 2), cudaSuccess);
   EXPECT_EQ(cuda->Run(0, q, out, nullptr).code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_FALSE(cuda->Plan(std::vector<DecodeRow>{{0, 9}}, nullptr).ok());
-  EXPECT_FALSE(cuda->Plan(std::vector<DecodeRow>{{0, 1}, {1, 1}, {0, 1}}, nullptr).ok());
+  const absl::Status too_long = cuda->Plan(std::vector<DecodeRow>{{0, 9}}, nullptr);
+  EXPECT_EQ(too_long.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(too_long.message().find("rows[0].seq_len = 9"), std::string::npos) << too_long;
+  const absl::Status too_many = cuda->Plan(std::vector<DecodeRow>{{0, 1}, {1, 1}, {0, 1}}, nullptr);
+  EXPECT_EQ(too_many.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(too_many.message().find("batch of 3 rows exceeds max_batch 2"), std::string::npos)
+      << too_many;
   EXPECT_EQ(cuda->Run(0, q, out, nullptr).code(), absl::StatusCode::kFailedPrecondition);
   ASSERT_TRUE(cuda->Plan(std::vector<DecodeRow>{{0, 4}}, nullptr).ok());
   EXPECT_TRUE(cuda->Run(0, q, out, nullptr).ok());

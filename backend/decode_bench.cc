@@ -396,5 +396,12 @@ int RunCpu() {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  const int repeats = absl::GetFlag(FLAGS_repeats);
+  const int runs_per_graph = absl::GetFlag(FLAGS_runs_per_graph);
+  if (repeats < 1 || runs_per_graph < 1) {
+    std::fprintf(stderr, "--repeats = %d, --runs_per_graph = %d: both must be >= 1\n", repeats,
+                 runs_per_graph);
+    return 2;
+  }
   return absl::GetFlag(FLAGS_cpu) ? int4kv::RunCpu() : int4kv::RunGpu();
 }

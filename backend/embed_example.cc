@@ -30,6 +30,28 @@ namespace {
 
 constexpr int kKvHeads = 2, kQHeads = 8, kHeadDim = 128;
 
+// Device memory that frees itself, so that an error part-way through leaks nothing.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() { cudaFree(data_); }
+
+  // Allocates `bytes` and, if `host` is given, copies that many bytes from it.
+  absl::Status Allocate(size_t bytes, const void* host = nullptr) {
+    CUDA_RETURN_IF_ERROR(cudaMalloc(&data_, bytes));
+    if (host != nullptr) {
+      CUDA_RETURN_IF_ERROR(cudaMemcpy(data_, host, bytes, cudaMemcpyHostToDevice));
+    }
+    return absl::OkStatus();
+  }
+  void* get() const { return data_; }
+
+ private:
+  void* data_ = nullptr;
+};
+
 absl::Status Run(bool cuda) {
   // 1. The cache: 2 layers, 2 KV heads of 128 dims, group 8 symmetric (LightLLM's layout),
   //    room for 64 tokens, 4 requests of up to 32 tokens.
@@ -64,18 +86,13 @@ absl::Status Run(bool cuda) {
                                     KvRows{k.data(), v.data(), DType::kFloat32, 0}));
         continue;
       }
-      void *dk, *dv, *dslots;
-      CUDA_RETURN_IF_ERROR(cudaMalloc(&dk, k.size() * 4));
-      CUDA_RETURN_IF_ERROR(cudaMalloc(&dv, v.size() * 4));
-      CUDA_RETURN_IF_ERROR(cudaMalloc(&dslots, slots.size() * 4));
-      CUDA_RETURN_IF_ERROR(cudaMemcpy(dk, k.data(), k.size() * 4, cudaMemcpyHostToDevice));
-      CUDA_RETURN_IF_ERROR(cudaMemcpy(dv, v.data(), v.size() * 4, cudaMemcpyHostToDevice));
-      CUDA_RETURN_IF_ERROR(
-          cudaMemcpy(dslots, slots.data(), slots.size() * 4, cudaMemcpyHostToDevice));
-      RETURN_IF_ERROR(StoreKvCuda(cache->view(), layer, static_cast<int32_t*>(dslots), length,
-                                  KvRows{dk, dv, DType::kFloat32, 0}, nullptr));
+      DeviceBuffer dk, dv, dslots;
+      RETURN_IF_ERROR(dk.Allocate(k.size() * sizeof(float), k.data()));
+      RETURN_IF_ERROR(dv.Allocate(v.size() * sizeof(float), v.data()));
+      RETURN_IF_ERROR(dslots.Allocate(slots.size() * sizeof(int32_t), slots.data()));
+      RETURN_IF_ERROR(StoreKvCuda(cache->view(), layer, static_cast<const int32_t*>(dslots.get()),
+                                  length, KvRows{dk.get(), dv.get(), DType::kFloat32, 0}, nullptr));
       CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
-      cudaFree(dk), cudaFree(dv), cudaFree(dslots);
     }
     rows.push_back({request, length});
   }
@@ -104,14 +121,13 @@ absl::Status Run(bool cuda) {
   } else {
     std::vector<uint16_t> q16(n), out16(n);
     for (size_t i = 0; i < n; ++i) q16[i] = FloatToHalfBits(q[i]);
-    void *dq, *dout;
-    CUDA_RETURN_IF_ERROR(cudaMalloc(&dq, n * 2));
-    CUDA_RETURN_IF_ERROR(cudaMalloc(&dout, n * 2));
-    CUDA_RETURN_IF_ERROR(cudaMemcpy(dq, q16.data(), n * 2, cudaMemcpyHostToDevice));
-    RETURN_IF_ERROR(backend->Run(/*layer=*/1, dq, dout, nullptr));
-    CUDA_RETURN_IF_ERROR(cudaMemcpy(out16.data(), dout, n * 2, cudaMemcpyDeviceToHost));
+    DeviceBuffer dq, dout;
+    RETURN_IF_ERROR(dq.Allocate(n * sizeof(uint16_t), q16.data()));
+    RETURN_IF_ERROR(dout.Allocate(n * sizeof(uint16_t)));
+    RETURN_IF_ERROR(backend->Run(/*layer=*/1, dq.get(), dout.get(), nullptr));
+    CUDA_RETURN_IF_ERROR(
+        cudaMemcpy(out16.data(), dout.get(), n * sizeof(uint16_t), cudaMemcpyDeviceToHost));
     for (size_t i = 0; i < n; ++i) out[i] = HalfBitsToFloat(out16[i]);
-    cudaFree(dq), cudaFree(dout);
   }
   for (size_t b = 0; b < rows.size(); ++b) {
     std::printf("row %zu (request %d, %d tokens): out[0][0..3] = %+.4f %+.4f %+.4f %+.4f\n", b,

@@ -35,11 +35,13 @@ RequestTable::~RequestTable() {
     cudaEventSynchronize(staging_free_);
     cudaEventDestroy(staging_free_);
   }
-  cudaFreeHost(staged_index_);
-  cudaFreeHost(staged_value_);
-  cudaFree(device_index_);
-  cudaFree(device_value_);
-  cudaFree(device_table_);
+  // Only what was allocated: even a null cudaFree starts a CUDA context, which a host-only
+  // table on a machine with a GPU must not do.
+  if (staged_index_ != nullptr) cudaFreeHost(staged_index_);
+  if (staged_value_ != nullptr) cudaFreeHost(staged_value_);
+  if (device_index_ != nullptr) cudaFree(device_index_);
+  if (device_value_ != nullptr) cudaFree(device_value_);
+  if (device_table_ != nullptr) cudaFree(device_table_);
 }
 
 absl::Status RequestTable::CheckRequest(int32_t request) const {

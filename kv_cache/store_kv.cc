@@ -88,6 +88,10 @@ absl::Status DequantizeHost(const KvCacheView& view, int32_t layer, absl::Span<c
   if (absl::Status s = ValidateCacheView(view); !s.ok()) return s;
   if (absl::Status s = CheckLayer(view, layer); !s.ok()) return s;
   if (absl::Status s = CheckSlots(view, slots); !s.ok()) return s;
+  if (out == nullptr && !slots.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("out is null with ", slots.size(), " slots to dequantize"));
+  }
   const KvLayout& layout = view.layout;
   for (size_t i = 0; i < slots.size(); ++i) {
     for (int32_t row = 0; row < layout.RowsPerSlot(); ++row) {

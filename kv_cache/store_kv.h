@@ -33,7 +33,8 @@ absl::Status StoreKvHost(const KvCacheView& view, int32_t layer, absl::Span<cons
 
 // Dequantizes the rows of `layer` for each slot into
 //   out: [slots.size()][2 * kv_heads][head_dim] float32 (K heads, then V heads).
-// The view, layer and slots are checked as in StoreKvHost.
+// The view, layer and slots are checked as in StoreKvHost; out must not be null when there
+// are slots.
 absl::Status DequantizeHost(const KvCacheView& view, int32_t layer, absl::Span<const int32_t> slots,
                             float* out);
 

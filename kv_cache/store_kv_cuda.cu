@@ -87,6 +87,9 @@ absl::Status StoreKvCuda(const KvCacheView& view, int32_t layer, const int32_t* 
     return absl::InvalidArgumentError(absl::StrCat("num_tokens ", num_tokens, " is negative"));
   }
   if (num_tokens == 0) return absl::OkStatus();
+  if (slots == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("slots is null with num_tokens = ", num_tokens));
+  }
   if (absl::Status s = CheckRows(rows, view.layout); !s.ok()) return s;
   const KvLayout& layout = view.layout;
   const int64_t stride =
@@ -106,6 +109,10 @@ absl::Status DequantizeCuda(const KvCacheView& view, int32_t layer, const int32_
     return absl::InvalidArgumentError(absl::StrCat("num_tokens ", num_tokens, " is negative"));
   }
   if (num_tokens == 0) return absl::OkStatus();
+  if (slots == nullptr || out == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(slots == nullptr ? "slots" : "out",
+                                                   " is null with num_tokens = ", num_tokens));
+  }
   const int64_t total = int64_t{num_tokens} * view.layout.RowsPerSlot() * view.layout.head_dim;
   constexpr int kThreads = 256;
   DequantizeKernel<<<GridFor(total, kThreads), kThreads, 0, stream>>>(view, layer, slots,

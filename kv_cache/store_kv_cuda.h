@@ -13,10 +13,11 @@
 namespace int4kv {
 
 // Device-memory view and inputs. slots: device [num_tokens]. The view, layer and rows are
-// checked on the host as in StoreKvHost (InvalidArgument, nothing launched); which memory the
-// pointers are in is not: a host view, slots or rows fault on the device. A slot outside
-// [0, num_slots) is skipped on the device (nothing written for that token): slots come from
-// the TokenSlotAllocator, and a device-side check cannot report back without a sync.
+// checked on the host as in StoreKvHost, and slots (and out) must not be null when num_tokens
+// > 0 (InvalidArgument, nothing launched); which memory the pointers are in is not: a host
+// view, slots or rows fault on the device. A slot outside [0, num_slots) is skipped on the
+// device (nothing written for that token): slots come from the TokenSlotAllocator, and a
+// device-side check cannot report back without a sync.
 absl::Status StoreKvCuda(const KvCacheView& view, int32_t layer, const int32_t* slots,
                          int32_t num_tokens, const KvRows& rows, CudaStream stream,
                          QuantRounding rounding = QuantRounding::kNearestEven);

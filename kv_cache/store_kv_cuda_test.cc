@@ -158,5 +158,33 @@ TEST(StoreKvCudaTest, OutOfRangeSlotsAreSkipped) {
   cudaFree(dslots);
 }
 
+// A null slots or out pointer with tokens to process is an InvalidArgument naming it, and
+// nothing is launched: a kernel reading through it would leave the CUDA context unusable.
+TEST(StoreKvCudaTest, NullPointersAreRejectedBeforeAnyLaunch) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  KvCacheConfig config;
+  config.kv_heads = 1;
+  config.head_dim = 16;
+  config.capacity_slots = 4;
+  auto device = *KvCache::Create(config, MemoryKind::kDevice);
+  const std::vector<float> k(3 * 16, 1.5f);
+  float* dk = ToDevice(k);
+  float* dout = ToDevice(std::vector<float>(3 * 2 * 16));
+  int32_t* dslots = ToDevice(std::vector<int32_t>{1, 2, 3});
+  const KvRows rows{dk, dk, DType::kFloat32, 0};
+  absl::Status status = StoreKvCuda(device->view(), 0, nullptr, 3, rows, nullptr);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(status.message(), "slots is null with num_tokens = 3");
+  status = DequantizeCuda(device->view(), 0, nullptr, 3, dout, nullptr);
+  EXPECT_EQ(status.message(), "slots is null with num_tokens = 3");
+  status = DequantizeCuda(device->view(), 0, dslots, 3, nullptr, nullptr);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(status.message(), "out is null with num_tokens = 3");
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  cudaFree(dk);
+  cudaFree(dout);
+  cudaFree(dslots);
+}
+
 }  // namespace
 }  // namespace int4kv

@@ -127,6 +127,9 @@ TEST(StoreKvTest, BadInputWritesNothing) {
   rows.token_stride = 10;
   EXPECT_NE(StoreKvHost(cache->view(), 0, {2}, rows).message().find("token_stride"),
             std::string::npos);
+  status = DequantizeHost(cache->view(), 0, {2, 3}, nullptr);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(status.message(), "out is null with 2 slots to dequantize");
   for (int64_t i = 0; i < layout.DataPoolBytes(); ++i) ASSERT_EQ(cache->view().data[i], 0);
   for (int64_t i = 0; i < layout.ParamPoolElements(); ++i) {
     ASSERT_EQ(cache->view().scales[i], 0);
