@@ -37,7 +37,9 @@ absl::Status ValidateRequest(const GenerateRequest& request, const RequestLimits
                                                    " is invalid: must be in [1, ",
                                                    limits.max_new_tokens, "]"));
   }
-  if (absl::Status s = ValidateSamplingParams(request.sampling); !s.ok()) return s;
+  if (absl::Status s = ValidateSamplingParams(request.sampling); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("sampling.", s.message()));  // the proto field
+  }
   if (request.stop_token_ids.size() > static_cast<size_t>(kMaxStopTokens)) {
     return absl::InvalidArgumentError(absl::StrCat("stop_token_ids has ",
                                                    request.stop_token_ids.size(),

@@ -48,13 +48,13 @@ TEST(ValidateRequestTest, NamesFieldAndRange) {
   ExpectInvalid(r, "max_new_tokens = 101");
   r = Valid();
   r.sampling.temperature = -1;
-  ExpectInvalid(r, "temperature = -1");
+  ExpectInvalid(r, "sampling.temperature = -1");
   r = Valid();
   r.sampling.top_p = 2;
-  ExpectInvalid(r, "top_p = 2");
+  ExpectInvalid(r, "sampling.top_p = 2");
   r = Valid();
   r.sampling.top_k = -3;
-  ExpectInvalid(r, "top_k = -3");
+  ExpectInvalid(r, "sampling.top_k = -3");
   r = Valid();
   r.stop_token_ids = {5, 600};
   ExpectInvalid(r, "stop_token_ids[1] = 600");
