@@ -41,14 +41,14 @@ absl::Status ValidateRequest(const GenerateRequest& request, const RequestLimits
     return absl::InvalidArgumentError(absl::StrCat("sampling.", s.message()));  // the proto field
   }
   if (request.stop_token_ids.size() > static_cast<size_t>(kMaxStopTokens)) {
-    return absl::InvalidArgumentError(absl::StrCat("stop_token_ids has ",
+    return absl::InvalidArgumentError(absl::StrCat("sampling.stop_token_ids has ",
                                                    request.stop_token_ids.size(),
                                                    " entries: at most ", kMaxStopTokens));
   }
   for (size_t i = 0; i < request.stop_token_ids.size(); ++i) {
     const int32_t token = request.stop_token_ids[i];
     if (token < 0 || token >= limits.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("stop_token_ids[", i, "] = ", token,
+      return absl::InvalidArgumentError(absl::StrCat("sampling.stop_token_ids[", i, "] = ", token,
                                                      " is invalid: token ids must be in [0, ",
                                                      limits.vocab_size, ")"));
     }

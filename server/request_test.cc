@@ -57,7 +57,7 @@ TEST(ValidateRequestTest, NamesFieldAndRange) {
   ExpectInvalid(r, "sampling.top_k = -3");
   r = Valid();
   r.stop_token_ids = {5, 600};
-  ExpectInvalid(r, "stop_token_ids[1] = 600");
+  ExpectInvalid(r, "sampling.stop_token_ids[1] = 600");
   r.stop_token_ids.assign(kMaxStopTokens + 1, 5);
   ExpectInvalid(r, "at most 64");
 }

@@ -246,7 +246,7 @@ TEST_F(HostileInputTest, MessagesAtAndPastTheGrpcSizeLimit) {
     v1::GenerateRequest r = prompt_of(1, 1);
     r.mutable_sampling()->mutable_stop_token_ids()->Resize(kGrpcMaxMessageBytes - 100, 5);
     cases.push_back({"stop ids just under the limit", r, grpc::StatusCode::INVALID_ARGUMENT,
-                     "stop_token_ids has 4194204 entries: at most 64"});
+                     "sampling.stop_token_ids has 4194204 entries: at most 64"});
   }
   std::vector<GenerateCall> calls(cases.size());
   RunParallel(static_cast<int>(cases.size()), 3, [&](int i) {

@@ -81,15 +81,16 @@ std::vector<Defect> FindDefects(const v1::GenerateRequest& request, const Reques
     defects.push_back({"max_new_tokens = ", absl::StrCat("[1, ", rules.max_new_tokens, "]")});
   }
   const v1::SamplingParams& s = request.sampling();
-  if (!ValidTemperature(s.temperature())) defects.push_back({"temperature = ", "[0, 100]"});
-  if (s.has_top_p() && !ValidTopP(s.top_p())) defects.push_back({"top_p = ", "(0, 1]"});
-  if (s.top_k() < 0) defects.push_back({"top_k = ", ">= 0"});
+  if (!ValidTemperature(s.temperature()))
+    defects.push_back({"sampling.temperature = ", "[0, 100]"});
+  if (s.has_top_p() && !ValidTopP(s.top_p())) defects.push_back({"sampling.top_p = ", "(0, 1]"});
+  if (s.top_k() < 0) defects.push_back({"sampling.top_k = ", ">= 0"});
   if (s.stop_token_ids_size() > kMaxStopTokens) {
-    defects.push_back({"stop_token_ids has", "at most 64"});
+    defects.push_back({"sampling.stop_token_ids has", "at most 64"});
   }
   for (const int32_t token : s.stop_token_ids()) {
     if (token < 0 || token >= rules.vocab_size) {
-      defects.push_back({"stop_token_ids[", vocab_range});
+      defects.push_back({"sampling.stop_token_ids[", vocab_range});
       break;
     }
   }

@@ -39,7 +39,7 @@ TEST(HostileRequestsTest, OracleFollowsTheDocumentedRules) {
   r.mutable_sampling()->set_temperature(std::numeric_limits<float>::quiet_NaN());
   r.mutable_sampling()->set_top_p(0.0f);
   r.mutable_sampling()->set_top_k(-1);
-  EXPECT_EQ(Prefixes(r), (V{"temperature = ", "top_p = ", "top_k = "}));
+  EXPECT_EQ(Prefixes(r), (V{"sampling.temperature = ", "sampling.top_p = ", "sampling.top_k = "}));
   r = Valid();
   r.mutable_sampling()->set_temperature(-0.0f);  // valid: -0 >= 0
   r.mutable_sampling()->set_top_p(1e-45f);       // valid: > 0
@@ -54,7 +54,8 @@ TEST(HostileRequestsTest, OracleFollowsTheDocumentedRules) {
   EXPECT_EQ(Prefixes(r), V{"prompt is empty"});
   for (int i = 0; i < 65; ++i) r.mutable_sampling()->add_stop_token_ids(3);
   r.mutable_sampling()->add_stop_token_ids(-1);
-  EXPECT_EQ(Prefixes(r), (V{"prompt is empty", "stop_token_ids has", "stop_token_ids["}));
+  EXPECT_EQ(Prefixes(r),
+            (V{"prompt is empty", "sampling.stop_token_ids has", "sampling.stop_token_ids["}));
   const RequestRules small_kv = {512, 512, 511, 100};
   r = Valid();
   r.set_max_new_tokens(99);
