@@ -41,6 +41,7 @@ struct Case {
   bool permuted = true;
   QuantRounding rounding = QuantRounding::kNearestEven;
   float q_scale = 1.0f;
+  bool in_place = false;  // Run with out == q
 };
 
 std::string Describe(const Case& c) {
@@ -49,7 +50,7 @@ std::string Describe(const Case& c) {
   return absl::StrCat("head_dim ", c.head_dim, " kv_heads ", c.kv_heads, " G ", c.group,
                       " group_size ", c.group_size, " ", QuantModeName(c.mode), " params ",
                       ParamDtypeName(c.params), " io ", DTypeName(c.io), " permuted ", c.permuted,
-                      " lengths ", lengths);
+                      " in place ", c.in_place, " lengths ", lengths);
 }
 
 // Two caches with identical bytes and page tables: one in host memory (for the oracle),
@@ -238,14 +239,15 @@ void CheckBindingsAgainstOracle(const Case& c, const KvCacheConfig& config,
     std::vector<float> q_values;
     RandomQuery(n, c.io, c.q_scale, rng, &q_bits, &q_values);
     ASSERT_CUDA(cudaMemcpyAsync(buffers.q, q_bits.data(), n * 2, cudaMemcpyHostToDevice, stream));
-    // poison: NaN in fp16 and bf16
-    ASSERT_CUDA(cudaMemsetAsync(buffers.out, 0xff, n * 2, stream));
+    uint16_t* out = c.in_place ? buffers.q : buffers.out;
+    // poison: NaN in fp16 and bf16 (in place, the queries themselves must be overwritten)
+    if (!c.in_place) ASSERT_CUDA(cudaMemsetAsync(out, 0xff, n * 2, stream));
     ASSERT_TRUE((*cuda)->Plan(rows, stream).ok());
     if (before_run) before_run(stream);
-    ASSERT_TRUE((*cuda)->Run(layer, buffers.q, buffers.out, stream).ok());
+    ASSERT_TRUE((*cuda)->Run(layer, buffers.q, out, stream).ok());
     ASSERT_CUDA(cudaStreamSynchronize(stream));
     std::vector<uint16_t> got(n);
-    ASSERT_CUDA(cudaMemcpy(got.data(), buffers.out, n * 2, cudaMemcpyDeviceToHost));
+    ASSERT_CUDA(cudaMemcpy(got.data(), out, n * 2, cudaMemcpyDeviceToHost));
     std::vector<float> want(n);
     ASSERT_TRUE(oracle->Plan(rows, nullptr).ok());
     ASSERT_TRUE(oracle->Run(layer, q_values.data(), want.data(), nullptr).ok());
@@ -296,6 +298,18 @@ TEST_F(CudaDecodeBackendTest, SmallMixedBatch) {
   Case c;
   c.lengths = {1, 0, 37, 300};
   RunCase(c, rng_);
+}
+
+// Attention in place (out == q), as the header allows: every row, padded ones included, is
+// overwritten with its result, and no block reads a query another has already replaced.
+TEST_F(CudaDecodeBackendTest, InPlaceRun) {
+  for (const int group : {1, 8}) {
+    Case c;
+    c.group = group;
+    c.lengths = {1, 0, 300, 4097, 17};
+    c.in_place = true;
+    RunCase(c, rng_);
+  }
 }
 
 TEST_F(CudaDecodeBackendTest, TunedHeadDimsAndGqaRatios) {
