@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -138,13 +139,18 @@ TEST(StoreKvCudaTest, BytesIdenticalToCpu) {
   }
 }
 
-TEST(StoreKvCudaTest, OutOfRangeSlotsAreSkipped) {
-  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+// A device cache of one KV head of 16 dims and 4 slots.
+std::unique_ptr<KvCache> SmallDeviceCache() {
   KvCacheConfig config;
   config.kv_heads = 1;
   config.head_dim = 16;
   config.capacity_slots = 4;
-  auto device = *KvCache::Create(config, MemoryKind::kDevice);
+  return *KvCache::Create(config, MemoryKind::kDevice);
+}
+
+TEST(StoreKvCudaTest, OutOfRangeSlotsAreSkipped) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  std::unique_ptr<KvCache> device = SmallDeviceCache();
   const std::vector<float> k(3 * 16, 1.5f);
   float* dk = ToDevice(k);
   int32_t* dslots = ToDevice(std::vector<int32_t>{-1, 5, 1000000});
@@ -162,11 +168,7 @@ TEST(StoreKvCudaTest, OutOfRangeSlotsAreSkipped) {
 // nothing is launched: a kernel reading through it would leave the CUDA context unusable.
 TEST(StoreKvCudaTest, NullPointersAreRejectedBeforeAnyLaunch) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
-  KvCacheConfig config;
-  config.kv_heads = 1;
-  config.head_dim = 16;
-  config.capacity_slots = 4;
-  auto device = *KvCache::Create(config, MemoryKind::kDevice);
+  std::unique_ptr<KvCache> device = SmallDeviceCache();
   const std::vector<float> k(3 * 16, 1.5f);
   float* dk = ToDevice(k);
   float* dout = ToDevice(std::vector<float>(3 * 2 * 16));
