@@ -29,10 +29,11 @@ int32_t Log2(int32_t power_of_two) {
 class CudaDecodeBackend : public DecodeAttentionBackend {
  public:
   CudaDecodeBackend(const KvCacheBinding& cache, const AttentionShape& shape,
-                    const BackendOptions& options, const DecodeKernels& kernels,
+                    const BackendOptions& options, const DecodeKernels& kernels, int device,
                     int32_t target_chunks, int64_t l2_resident_tokens)
       : DecodeAttentionBackend(shape),
         cache_(cache),
+        device_(device),
         io_dtype_(options.io_dtype),
         kernels_(kernels),
         target_chunks_(target_chunks),
@@ -85,7 +86,19 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
                      "; room for ", max_capacity_, " chunks)"));
   }
 
+  // The kernels' attributes, the buffers and the binding belong to the device current at
+  // creation; launching from another would fault or run on the wrong device.
+  absl::Status CheckCurrentDevice() const {
+    int current = -1;
+    CUDA_RETURN_IF_ERROR(cudaGetDevice(&current));
+    if (current == device_) return absl::OkStatus();
+    return absl::FailedPreconditionError(
+        absl::StrCat("the cuda backend was created on device ", device_, " but device ", current,
+                     " is current: call cudaSetDevice(", device_, ") first"));
+  }
+
   absl::Status Plan(absl::Span<const DecodeRow> rows, CudaStream stream) override {
+    RETURN_IF_ERROR(CheckCurrentDevice());
     RETURN_IF_ERROR(ValidateRows(rows, shape_, cache_));
     PlanDecode(rows, target_chunks_, &plan_);
     // The pinned staging area may still feed the previous plan's copy.
@@ -119,6 +132,7 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
       return absl::InvalidArgumentError("q and out must not be null");
     }
     if (!planned_) return absl::FailedPreconditionError("Run before any successful Plan");
+    RETURN_IF_ERROR(CheckCurrentDevice());
     if (batch_ == 0) return absl::OkStatus();
     SplitKernelParams split;
     split.cache = cache_.view;
@@ -153,6 +167,7 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
 
  private:
   KvCacheBinding cache_;
+  const int device_;  // current at creation
   DType io_dtype_;
   DecodeKernels kernels_;
   int32_t target_chunks_;
@@ -208,8 +223,9 @@ absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCudaDecodeBackend(
       std::max<int32_t>(1, sms * kernels.resident_warps_per_sm() / shape.kv_heads);
   int l2_bytes = 0;
   CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, device));
-  auto backend = std::make_unique<CudaDecodeBackend>(cache, shape, options, kernels, target_chunks,
-                                                     l2_bytes / cache.view.BytesPerSlotPerLayer());
+  auto backend =
+      std::make_unique<CudaDecodeBackend>(cache, shape, options, kernels, device, target_chunks,
+                                          l2_bytes / cache.view.BytesPerSlotPerLayer());
   RETURN_IF_ERROR(backend->Allocate());
   return std::unique_ptr<DecodeAttentionBackend>(std::move(backend));
 }

@@ -562,6 +562,40 @@ TEST_F(CudaDecodeBackendTest, GraphReplayWithChangingLengthsAndPageTables) {
   ReplayGraph(48, 6000, steps, rng_);
 }
 
+// A backend belongs to the device current at its creation: Plan and Run with another one
+// current refuse (a launch there would fault, or run on the wrong device), and work again
+// once the creation device is current.
+TEST_F(CudaDecodeBackendTest, PlanAndRunNeedTheCreationDevice) {
+  if (CudaDeviceCount() < 2) GTEST_SKIP() << "needs two CUDA devices";
+  ASSERT_CUDA(cudaSetDevice(0));
+  Case c;
+  c.lengths = {4};
+  MirroredCache caches(c, 2, 8, 16, rng_);
+  caches.NewBatch(c.lengths, true, rng_);  // request 0, 4 tokens
+  AttentionShape shape{8, 2, 128, 2, 8, 0};
+  BackendOptions options;
+  options.io_dtype = DType::kFloat16;
+  auto cuda = *CreateCudaDecodeBackend(BindingFor(caches.device()), shape, options);
+  DeviceBuffers buffers(8 * 128);
+  ASSERT_CUDA(cudaMemset(buffers.q, 0, 8 * 128 * 2));
+  const std::vector<DecodeRow> rows = {{0, 4}};
+  ASSERT_TRUE(cuda->Plan(rows, nullptr).ok());
+  ASSERT_CUDA(cudaSetDevice(1));
+  const std::string expected =
+      "the cuda backend was created on device 0 but device 1 is current: call cudaSetDevice(0) "
+      "first";
+  const absl::Status plan = cuda->Plan(rows, nullptr);
+  EXPECT_EQ(plan.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(plan.message(), expected);
+  const absl::Status run = cuda->Run(0, buffers.q, buffers.out, nullptr);
+  EXPECT_EQ(run.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(run.message(), expected);
+  ASSERT_CUDA(cudaSetDevice(0));
+  EXPECT_TRUE(cuda->Plan(rows, nullptr).ok());
+  EXPECT_TRUE(cuda->Run(0, buffers.q, buffers.out, nullptr).ok());
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
+
 TEST_F(CudaDecodeBackendTest, RejectsCpuDtypesAndBadPlans) {
   Case c;
   c.lengths = {4};
