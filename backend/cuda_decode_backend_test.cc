@@ -562,20 +562,32 @@ TEST_F(CudaDecodeBackendTest, GraphReplayWithChangingLengthsAndPageTables) {
   ReplayGraph(48, 6000, steps, rng_);
 }
 
+// Request 0 with 4 tokens in a cache for 2 requests of up to 8 tokens (16 slots), and the
+// shape of a backend over it (8 query heads, 2 KV heads, head_dim 128).
+struct OneRequestCache {
+  static Case FourTokens() {
+    Case c;
+    c.lengths = {4};
+    return c;
+  }
+  explicit OneRequestCache(std::mt19937& rng) : caches(request, 2, 8, 16, rng) {
+    caches.NewBatch(request.lengths, true, rng);
+  }
+  const Case request = FourTokens();  // before caches, which it builds
+  MirroredCache caches;
+  AttentionShape shape{8, 2, 128, 2, 8, 0};
+};
+
 // A backend belongs to the device current at its creation: Plan and Run with another one
 // current refuse (a launch there would fault, or run on the wrong device), and work again
 // once the creation device is current.
 TEST_F(CudaDecodeBackendTest, PlanAndRunNeedTheCreationDevice) {
   if (CudaDeviceCount() < 2) GTEST_SKIP() << "needs two CUDA devices";
   ASSERT_CUDA(cudaSetDevice(0));
-  Case c;
-  c.lengths = {4};
-  MirroredCache caches(c, 2, 8, 16, rng_);
-  caches.NewBatch(c.lengths, true, rng_);  // request 0, 4 tokens
-  AttentionShape shape{8, 2, 128, 2, 8, 0};
+  OneRequestCache one(rng_);
   BackendOptions options;
   options.io_dtype = DType::kFloat16;
-  auto cuda = *CreateCudaDecodeBackend(BindingFor(caches.device()), shape, options);
+  auto cuda = *CreateCudaDecodeBackend(BindingFor(one.caches.device()), one.shape, options);
   DeviceBuffers buffers(8 * 128);
   ASSERT_CUDA(cudaMemset(buffers.q, 0, 8 * 128 * 2));
   const std::vector<DecodeRow> rows = {{0, 4}};
@@ -597,11 +609,9 @@ TEST_F(CudaDecodeBackendTest, PlanAndRunNeedTheCreationDevice) {
 }
 
 TEST_F(CudaDecodeBackendTest, RejectsCpuDtypesAndBadPlans) {
-  Case c;
-  c.lengths = {4};
-  MirroredCache caches(c, 2, 8, 16, rng_);
-  caches.NewBatch(c.lengths, true, rng_);  // request 0, 4 tokens
-  AttentionShape shape{8, 2, 128, 2, 8, 0};
+  OneRequestCache one(rng_);
+  MirroredCache& caches = one.caches;
+  const AttentionShape& shape = one.shape;
   BackendOptions f32;
   EXPECT_EQ(CreateCudaDecodeBackend(BindingFor(caches.device()), shape, f32).status().code(),
             absl::StatusCode::kInvalidArgument);
