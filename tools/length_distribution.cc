@@ -20,10 +20,11 @@ absl::StatusOr<LengthDistribution> LengthDistribution::Parse(absl::string_view f
       absl::StrSplit(absl::StripAsciiWhitespace(text), '-');
   if (parts.size() > 2) return invalid("more than one '-'");
   LengthDistribution distribution;
-  if (!absl::SimpleAtoi(parts[0], &distribution.min)) return invalid("not a number");
+  // SimpleAtoi also fails on numbers past int32.
+  if (!absl::SimpleAtoi(parts[0], &distribution.min)) return invalid("not a count up to 2^31 - 1");
   distribution.max = distribution.min;
   if (parts.size() == 2 && !absl::SimpleAtoi(parts[1], &distribution.max)) {
-    return invalid("the upper bound is not a number");
+    return invalid("the upper bound is not a count up to 2^31 - 1");
   }
   if (distribution.min < 1) return invalid("counts must be at least 1");
   if (distribution.max < distribution.min) return invalid("B is below A");

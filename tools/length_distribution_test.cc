@@ -42,6 +42,10 @@ TEST(LengthDistributionTest, BadTextIsRejectedNamingTheFlag) {
     EXPECT_THAT(d.status().message(), HasSubstr("--prompt_len"));
     EXPECT_THAT(d.status().message(), HasSubstr("1 <= A <= B"));
   }
+  EXPECT_THAT(LengthDistribution::Parse("prompt_len", "3000000000").status().message(),
+              HasSubstr("'3000000000' is invalid: not a count up to 2^31 - 1"));
+  EXPECT_THAT(LengthDistribution::Parse("prompt_len", "1-3000000000").status().message(),
+              HasSubstr("the upper bound is not a count up to 2^31 - 1"));
 }
 
 }  // namespace

@@ -8,9 +8,10 @@
 //
 // Only loopback servers are accepted (localhost, 127.0.0.0/8, [::1]).
 // Exit status: 0 when the run completed (request errors are reported, not fatal), 1 if the
-// server could not be reached or stopped answering mid-run (LoadgenResult::server_lost), 2 for
+// server could not be reached or stopped answering (LoadgenResult::ended_without_server), 2 for
 // bad flag values, an unwritable --json path or a request mix the server cannot take, 3 if a
-// stream that ended OK broke the API (see LoadgenResult::bad_responses). An unknown flag or one
+// stream that ended OK broke the API (see LoadgenResult::bad_responses), even if the server
+// was lost too. An unknown flag or one
 // whose value does not parse exits 1 (Abseil's parser exits by itself).
 //
 // Thread ownership: main() is the driver thread (RunLoad); gRPC's threads run the calls.
@@ -144,11 +145,12 @@ int Run() {
     std::cerr << "int4kv_loadgen: " << config.status().message() << "\n";
     return 2;
   }
-  // The JSON file is opened before the run, so that a bad path costs no load.
+  // The JSON file is opened before the run, so that a bad path costs no load; for appending,
+  // so that a run that fails keeps the results already there.
   const std::string json_path = absl::GetFlag(FLAGS_json);
   std::ofstream json_file;
   if (!json_path.empty()) {
-    json_file.open(json_path, std::ios::trunc);
+    json_file.open(json_path, std::ios::app);
     if (!json_file) {
       std::cerr << "int4kv_loadgen: --json = " << json_path << " cannot be written\n";
       return 2;
@@ -174,6 +176,8 @@ int Run() {
       *config, *info, config->progress_interval > absl::ZeroDuration() ? &std::cerr : nullptr);
   std::cout << FormatTextReport(*config, *info, result) << std::flush;
   if (!json_path.empty()) {
+    json_file.close();
+    json_file.open(json_path, std::ios::trunc);
     json_file << FormatJsonReport(*config, *info, result);
     json_file.close();
     if (!json_file) {
@@ -181,12 +185,11 @@ int Run() {
       return 2;
     }
   }
-  if (result.bad_responses > 0) return 3;
-  if (result.server_lost) {
-    std::cerr << "int4kv_loadgen: the server stopped answering: " << kServerLostAfterUnavailable
-              << " requests in a row ended UNAVAILABLE\n";
-    return 1;
+  if (result.ended_without_server()) {
+    std::cerr << "int4kv_loadgen: the server stopped answering (SERVER LOST in the report)\n";
   }
+  if (result.bad_responses > 0) return 3;
+  if (result.ended_without_server()) return 1;
   return 0;
 }
 

@@ -121,6 +121,9 @@ std::string FormatTextReport(const LoadgenConfig& config, const v1::ServerInfo& 
   if (result.server_lost) {
     absl::StrAppend(&out, "  SERVER LOST: sending stopped after ", kServerLostAfterUnavailable,
                     " requests in a row ended UNAVAILABLE\n");
+  } else if (result.unavailable_at_end > 0) {
+    absl::StrAppend(&out, "  SERVER LOST: the run ended with ", result.unavailable_at_end,
+                    " requests in a row UNAVAILABLE\n");
   }
   if (result.bad_responses > 0) {
     absl::StrAppend(&out, "  BAD RESPONSES: ", result.bad_responses,
@@ -170,7 +173,8 @@ std::string FormatJsonReport(const LoadgenConfig& config, const v1::ServerInfo& 
           .Int("failed", result.failed)
           .Int("not_sent", result.not_sent)
           .Int("bad_responses", result.bad_responses)
-          .Raw("server_lost", result.server_lost ? "true" : "false")
+          .Raw("server_lost", result.ended_without_server() ? "true" : "false")
+          .Int("unavailable_at_end", result.unavailable_at_end)
           .Int("peak_in_flight", result.peak_in_flight)
           .Int("output_tokens", result.output_tokens)
           .Num("requests_per_s", result.requests_per_second())

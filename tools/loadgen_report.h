@@ -14,7 +14,9 @@
 namespace int4kv {
 
 struct LoadgenResult {
-  double wall_seconds = 0;    // from the first request sent to the last one's end
+  // From the start of sending (in an open loop, the first arrival comes one random gap later)
+  // to the last request's end.
+  double wall_seconds = 0;
   int64_t sent = 0;           // requests started
   int64_t ok = 0;             // finished with status OK
   int64_t failed = 0;         // finished with any other status
@@ -27,6 +29,10 @@ struct LoadgenResult {
   int32_t peak_in_flight = 0;
   // Sending stopped early: kServerLostAfterUnavailable requests in a row ended UNAVAILABLE.
   bool server_lost = false;
+  // Requests that ended last, all UNAVAILABLE (0 if the last one to end did not): a run that
+  // ends on such a streak lost its server too, even one too short to stop sending.
+  int64_t unavailable_at_end = 0;
+  bool ended_without_server() const { return server_lost || unavailable_at_end > 0; }
   LatencySummary time_to_first_token;                 // OK requests that got a token
   LatencySummary inter_token;                         // every token after the first, OK requests
   LatencySummary end_to_end;                          // OK requests, start to status

@@ -124,6 +124,7 @@ class Driver {
     result.not_sent = not_sent_;
     result.peak_in_flight = peak_in_flight_;
     result.server_lost = server_lost_;
+    result.unavailable_at_end = unavailable_in_a_row_;
     return result;
   }
 

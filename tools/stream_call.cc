@@ -11,8 +11,8 @@ void StreamCall::Start(v1::TokenGeneration::Stub* stub, v1::GenerateRequest requ
                        const StreamCallOptions& options, std::atomic<int64_t>* tokens_received,
                        DoneCallback done) {
   StreamCall* call = new StreamCall(std::move(request), options, tokens_received, std::move(done));
-  call->context_.set_deadline(std::chrono::system_clock::now() +
-                              absl::ToChronoNanoseconds(options.deadline));
+  // absl::Time saturates, so an infinite deadline stays infinite (now() + inf would overflow).
+  call->context_.set_deadline(absl::ToChronoTime(absl::Now() + options.deadline));
   if (!options.auth_token.empty()) {
     call->context_.AddMetadata("authorization", "Bearer " + options.auth_token);
   }

@@ -148,6 +148,21 @@ TEST_F(LoadgenTest, RefusesNonLoopbackTargetsAndImpossibleMixes) {
   EXPECT_EQ(GetInfo(*stub).capacity().engine_steps(), 0) << "nothing may have been sent";
 }
 
+// A run refused once the server has answered (outputs longer than it allows) leaves the
+// report already at the --json path as it was.
+TEST_F(LoadgenTest, ARefusedRunKeepsThePreviousJsonReport) {
+  const std::string json = TempPath("kept.json");
+  std::ofstream(json) << "{\"previous\": 1}\n";
+  std::string output;
+  EXPECT_EQ(RunCommand(absl::StrCat(kLoadgen, " --server=", server_->address(),
+                                    " --output_len=600 --json=", json),
+                       &output),
+            2)
+      << output;
+  EXPECT_THAT(output, HasSubstr("exceeds its max_new_tokens limit"));
+  EXPECT_EQ(ReadFile(json), "{\"previous\": 1}\n");
+}
+
 // A server that dies mid-run: the load generator stops sending once requests keep ending
 // UNAVAILABLE, reports it and exits 1, instead of flooding the address until --duration.
 TEST_F(LoadgenTest, StopsWhenTheServerGoesAway) {
@@ -168,6 +183,25 @@ TEST_F(LoadgenTest, StopsWhenTheServerGoesAway) {
                                 "UNAVAILABLE"));
   EXPECT_THAT(output, HasSubstr("the server stopped answering"));
   EXPECT_LT(took, absl::Seconds(30)) << output;
+}
+
+// A server that dies in a run too short for 256 failures in a row: the run still ends on
+// requests UNAVAILABLE, which the report calls a lost server, with exit status 1.
+TEST_F(LoadgenTest, ARunEndingOnUnavailableRequestsLostItsServer) {
+  std::thread killer([this] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    server_->Signal(SIGKILL);
+  });
+  std::string output;
+  // About 120 arrivals over 6 s, most of them after the kill.
+  const int code = RunCommand(absl::StrCat(kLoadgen, " --server=", server_->address(),
+                                           " --rate=20 --duration=6s --prompt_len=4 "
+                                           "--output_len=16"),
+                              &output);
+  killer.join();
+  EXPECT_EQ(code, 1) << output;
+  EXPECT_THAT(output, HasSubstr("SERVER LOST: the run ended with "));
+  EXPECT_THAT(output, HasSubstr("the server stopped answering"));
 }
 
 // A server that opens its port and then loads forever (ServerProcess::StartNeverLoading)
