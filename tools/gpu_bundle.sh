@@ -19,12 +19,18 @@ for label in "$@"; do
   path="${label#//}"
   path="${path/://}"
   cp "$bin_dir/$path" "$out/bin/"
+  libs=$(ldd "$bin_dir/$path")
+  if grep -q "not found" <<<"$libs"; then
+    echo "$label: libraries not found here:" >&2
+    grep "not found" <<<"$libs" >&2
+    exit 1
+  fi
   # Copy every resolved library except the C runtime, which the GPU machine has.
-  ldd "$bin_dir/$path" | awk '/=> \// {print $3}' | while read -r lib; do
+  awk '/=> \// {print $3}' <<<"$libs" | while read -r lib; do
     case "$(basename "$lib")" in
       libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*|libgcc_s.so*|libstdc++.so*) ;;
       libcublas*) ;;
-      *) cp -n "$lib" "$out/lib/" ;;
+      *) [[ -e $out/lib/$(basename "$lib") ]] || cp "$lib" "$out/lib/" ;;  # shared by several
     esac
   done
 done

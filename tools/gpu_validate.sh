@@ -6,17 +6,20 @@
 #     //server/cuda:llama_kernels_test //server/cuda:cublas_gemm_test \
 #     //server/cuda:cuda_llama_model_test //server/cuda:cuda_engine_test \
 #     //server/cuda:cuda_engine_info_test //server:engine_bench
-# Usage there (repository root): tools/gpu_validate.sh OUT_DIR [--no-decode-bench]
+# Usage there (from any directory): tools/gpu_validate.sh OUT_DIR [--no-decode-bench]; a
+# binary missing from the bundle fails the run as a failing step does.
 # Logs go to OUT_DIR; a summary line per step goes to stdout.
 set -uo pipefail
-out=${1:?usage: tools/gpu_validate.sh OUT_DIR [--no-decode-bench]}
+out=$(realpath -m "${1:?usage: tools/gpu_validate.sh OUT_DIR [--no-decode-bench]}")
 decode_bench=1
 [[ "${2:-}" == "--no-decode-bench" ]] && decode_bench=0
 mkdir -p "$out"
+cd "$(dirname "$0")/.."  # the bundle is found from the repository root
 export LD_LIBRARY_PATH="$PWD/.gpu_bundle/lib:/usr/local/cuda/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}"
 bin=.gpu_bundle/bin
 nvidia-smi -L
 failures=0
+missing=0
 
 step() {  # step NAME TIMEOUT_S COMMAND...
   local name=$1 limit=$2
@@ -29,26 +32,34 @@ step() {  # step NAME TIMEOUT_S COMMAND...
     "$(grep -E '^\[  (PASSED|FAILED)|SUMMARY|tokens/s|ceiling' "$out/$name.log" | tail -n 1)"
 }
 
+# present BINARY: true if the bundle has it, else reports it missing (a failed validation).
+present() {
+  [[ -x $bin/$1 ]] && return 0
+  printf '%-28s MISSING from %s\n' "$1" "$bin"
+  missing=$((missing + 1))
+  return 1
+}
+
 for t in store_kv_cuda_test request_table_test cuda_decode_backend_test llama_kernels_test \
   cublas_gemm_test cuda_llama_model_test cuda_engine_test cuda_engine_info_test; do
-  [[ -x $bin/$t ]] && step "$t" 300 "$bin/$t"
+  present "$t" && step "$t" 300 "$bin/$t"
 done
-[[ -x $bin/embed_example ]] && step embed_example 60 "$bin/embed_example" --backend=cuda
+present embed_example && step embed_example 60 "$bin/embed_example" --backend=cuda
 
 sanitize() {  # sanitize TOOL TEST FILTER
-  [[ -x $bin/$2 ]] || return 0
+  [[ -x $bin/$2 ]] || return 0  # reported missing above
   step "$1-$2" 150 compute-sanitizer --tool "$1" --error-exitcode 1 "$bin/$2" --gtest_filter="$3"
 }
 sanitize memcheck store_kv_cuda_test '*'
 sanitize memcheck request_table_test '*'
 sanitize memcheck cuda_decode_backend_test \
-  '*SmallMixedBatch*:*Graph*:*Truncation*:*LargeBatch*:*LengthsFarBeyond*:*Rewritten*:*OutsideThePool*'
-sanitize racecheck cuda_decode_backend_test '*SmallMixedBatch*:*Graph*:*LargeBatch*:*Rewritten*'
+  '*SmallMixedBatch*:*Graph*:*Truncation*:*LargeBatch*:*LengthsFarBeyond*:*Rewritten*:*OutsideThePool*:*InPlace*'
+sanitize racecheck cuda_decode_backend_test '*SmallMixedBatch*:*Graph*:*LargeBatch*:*Rewritten*:*InPlace*'
 sanitize memcheck llama_kernels_test '*'
 sanitize racecheck llama_kernels_test '*'
 sanitize memcheck cuda_engine_test '*Graph*'
 
-[[ -x $bin/engine_bench ]] && step engine_bench 300 "$bin/engine_bench"
-((decode_bench)) && [[ -x $bin/decode_bench ]] && step decode_bench 400 "$bin/decode_bench"
-echo "gpu_validate: $failures step(s) failed"
-exit $((failures > 0))
+present engine_bench && step engine_bench 300 "$bin/engine_bench"
+((decode_bench)) && present decode_bench && step decode_bench 400 "$bin/decode_bench"
+echo "gpu_validate: $failures step(s) failed, $missing binary(ies) missing"
+exit $((failures + missing > 0))
