@@ -80,5 +80,35 @@ TEST(LoadStatsTest, CountsLatenciesAndErrorsByCode) {
   EXPECT_THAT(stats.first_bad_response(), HasSubstr("usage.generated_tokens = 1"));
 }
 
+// Each summary takes its samples from OK requests only, one per request (time to first
+// token, end to end) or one per token after the first (inter-token).
+TEST(LoadStatsTest, LatenciesComeFromOkRequestsOnly) {
+  LoadStats stats;
+  for (int i = 1; i <= 3; ++i) {
+    CallOutcome o = GoodOutcome();
+    o.time_to_first_token = absl::Milliseconds(10 * i);
+    o.end = o.start + absl::Milliseconds(100 * i);
+    o.inter_token_ms = {1.0 * i, 2.0 * i, 3.0 * i};
+    stats.Record(o);
+  }
+  CallOutcome late = GoodOutcome();  // a failed call's times must not count
+  late.code = grpc::StatusCode::DEADLINE_EXCEEDED;
+  late.time_to_first_token = absl::Seconds(5);
+  late.end = late.start + absl::Seconds(9);
+  late.inter_token_ms = {5000};
+  stats.Record(late);
+
+  const LoadgenResult result = stats.Summarize();
+  EXPECT_EQ(result.time_to_first_token.count, 3);
+  EXPECT_DOUBLE_EQ(result.time_to_first_token.p50_ms, 20);
+  EXPECT_DOUBLE_EQ(result.time_to_first_token.max_ms, 30);
+  EXPECT_DOUBLE_EQ(result.end_to_end.p50_ms, 200);
+  EXPECT_DOUBLE_EQ(result.end_to_end.p99_ms, 300);
+  EXPECT_DOUBLE_EQ(result.end_to_end.mean_ms, 200);
+  EXPECT_EQ(result.inter_token.count, 9);
+  EXPECT_DOUBLE_EQ(result.inter_token.max_ms, 9);
+  EXPECT_DOUBLE_EQ(result.inter_token.p50_ms, 3);  // 1 2 2 3 3 4 6 6 9: the 5th
+}
+
 }  // namespace
 }  // namespace int4kv

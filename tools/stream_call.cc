@@ -7,6 +7,20 @@
 
 namespace int4kv {
 
+void CallOutcome::AddTokenArrival(absl::Time at, int count) {
+  if (!got_token) {
+    got_token = true;
+    time_to_first_token = at - start;
+    // Tokens that came with the first one arrived with no gap after it.
+    inter_token_ms.insert(inter_token_ms.end(), count - 1, 0.0);
+  } else {
+    const double share_ms = absl::ToDoubleMilliseconds(at - last_token_arrival) / count;
+    inter_token_ms.insert(inter_token_ms.end(), count, share_ms);
+  }
+  last_token_arrival = at;
+  tokens += count;
+}
+
 void StreamCall::Start(v1::TokenGeneration::Stub* stub, v1::GenerateRequest request,
                        const StreamCallOptions& options, std::atomic<int64_t>* tokens_received,
                        DoneCallback done) {
@@ -37,20 +51,10 @@ void StreamCall::OnReadDone(bool ok) {
   const absl::Time now = absl::Now();
   const int k = response_.token_ids_size();
   if (k > 0) {
-    if (!outcome_.got_token) {
-      outcome_.got_token = true;
-      outcome_.time_to_first_token = now - outcome_.start;
-      // Tokens that came with the first one arrived with no gap after it.
-      outcome_.inter_token_ms.insert(outcome_.inter_token_ms.end(), k - 1, 0.0);
-    } else {
-      const double share_ms = absl::ToDoubleMilliseconds(now - last_arrival_) / k;
-      for (int i = 0; i < k; ++i) outcome_.inter_token_ms.push_back(share_ms);
-    }
-    last_arrival_ = now;
+    outcome_.AddTokenArrival(now, k);
     for (int32_t id : response_.token_ids()) {
       if (id < 0 || id >= vocab_size_) outcome_.ids_in_range = false;
     }
-    outcome_.tokens += k;
     tokens_received_->fetch_add(k, std::memory_order_relaxed);
   }
   if (response_.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {

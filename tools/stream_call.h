@@ -37,12 +37,17 @@ struct CallOutcome {
   // of g / k; the first token-carrying response adds a sample of 0 for each token after its
   // first.
   std::vector<double> inter_token_ms;
+  absl::Time last_token_arrival;                                   // of the last such response
   int64_t tokens = 0;                                              // token ids received
   bool ids_in_range = true;                                        // every id in [0, vocab_size)
   int32_t max_new_tokens = 0;                                      // of the request
   bool ignore_eos = false;                                         // of the request
   v1::FinishReason finish_reason = v1::FINISH_REASON_UNSPECIFIED;  // of the last response
   int32_t usage_generated_tokens = -1;                             // -1: no usage seen
+
+  // Records a response carrying `count` > 0 tokens that arrived at `at`: the timing fields
+  // above and `tokens`.
+  void AddTokenArrival(absl::Time at, int count);
 };
 
 struct StreamCallOptions {
@@ -76,7 +81,6 @@ class StreamCall final : public grpc::ClientReadReactor<v1::GenerateResponse> {
   std::atomic<int64_t>* const tokens_received_;
   const DoneCallback done_;
   v1::GenerateResponse response_;  // the read in progress
-  absl::Time last_arrival_;        // of the last token-carrying response
   CallOutcome outcome_;
 };
 
