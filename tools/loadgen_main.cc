@@ -11,8 +11,8 @@
 // server could not be reached or stopped answering (LoadgenResult::ended_without_server), 2 for
 // bad flag values, an unwritable --json path or a request mix the server cannot take, 3 if a
 // stream that ended OK broke the API (see LoadgenResult::bad_responses), even if the server
-// was lost too. An unknown flag or one
-// whose value does not parse exits 1 (Abseil's parser exits by itself).
+// was lost too. An unknown flag or one whose value does not parse exits 1 (Abseil's parser
+// exits by itself).
 //
 // Thread ownership: main() is the driver thread (RunLoad); gRPC's threads run the calls.
 #include <grpcpp/grpcpp.h>
