@@ -17,6 +17,7 @@
 #include "absl/flags/parse.h"
 #include "backend/create_backend.h"
 #include "common/cuda_check.h"
+#include "common/device_memory.h"
 #include "common/half.h"
 #include "common/status_macros.h"
 #include "kv_cache/kv_cache.h"
@@ -30,27 +31,13 @@ namespace {
 
 constexpr int kKvHeads = 2, kQHeads = 8, kHeadDim = 128;
 
-// Device memory that frees itself, so that an error part-way through leaks nothing.
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() { cudaFree(data_); }
-
-  // Allocates `bytes` and, if `host` is given, copies that many bytes from it.
-  absl::Status Allocate(size_t bytes, const void* host = nullptr) {
-    CUDA_RETURN_IF_ERROR(cudaMalloc(&data_, bytes));
-    if (host != nullptr) {
-      CUDA_RETURN_IF_ERROR(cudaMemcpy(data_, host, bytes, cudaMemcpyHostToDevice));
-    }
-    return absl::OkStatus();
-  }
-  void* get() const { return data_; }
-
- private:
-  void* data_ = nullptr;
-};
+// Copies `bytes` from the host into fresh device memory that frees itself, so that an error
+// part-way through leaks nothing.
+absl::Status Upload(const void* host, size_t bytes, DeviceBuffer* device, const char* what) {
+  RETURN_IF_ERROR(device->Allocate(bytes, what));
+  CUDA_RETURN_IF_ERROR(cudaMemcpy(device->get(), host, bytes, cudaMemcpyHostToDevice));
+  return absl::OkStatus();
+}
 
 absl::Status Run(bool cuda) {
   // 1. The cache: 2 layers, 2 KV heads of 128 dims, group 8 symmetric (LightLLM's layout),
@@ -87,11 +74,11 @@ absl::Status Run(bool cuda) {
         continue;
       }
       DeviceBuffer dk, dv, dslots;
-      RETURN_IF_ERROR(dk.Allocate(k.size() * sizeof(float), k.data()));
-      RETURN_IF_ERROR(dv.Allocate(v.size() * sizeof(float), v.data()));
-      RETURN_IF_ERROR(dslots.Allocate(slots.size() * sizeof(int32_t), slots.data()));
-      RETURN_IF_ERROR(StoreKvCuda(cache->view(), layer, static_cast<const int32_t*>(dslots.get()),
-                                  length, KvRows{dk.get(), dv.get(), DType::kFloat32, 0}, nullptr));
+      RETURN_IF_ERROR(Upload(k.data(), k.size() * sizeof(float), &dk, "K rows"));
+      RETURN_IF_ERROR(Upload(v.data(), v.size() * sizeof(float), &dv, "V rows"));
+      RETURN_IF_ERROR(Upload(slots.data(), slots.size() * sizeof(int32_t), &dslots, "slots"));
+      RETURN_IF_ERROR(StoreKvCuda(cache->view(), layer, dslots.as<const int32_t>(), length,
+                                  KvRows{dk.get(), dv.get(), DType::kFloat32, 0}, nullptr));
       CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
     }
     rows.push_back({request, length});
@@ -122,8 +109,8 @@ absl::Status Run(bool cuda) {
     std::vector<uint16_t> q16(n), out16(n);
     for (size_t i = 0; i < n; ++i) q16[i] = FloatToHalfBits(q[i]);
     DeviceBuffer dq, dout;
-    RETURN_IF_ERROR(dq.Allocate(n * sizeof(uint16_t), q16.data()));
-    RETURN_IF_ERROR(dout.Allocate(n * sizeof(uint16_t)));
+    RETURN_IF_ERROR(Upload(q16.data(), n * sizeof(uint16_t), &dq, "q"));
+    RETURN_IF_ERROR(dout.Allocate(n * sizeof(uint16_t), "out"));
     RETURN_IF_ERROR(backend->Run(/*layer=*/1, dq.get(), dout.get(), nullptr));
     CUDA_RETURN_IF_ERROR(
         cudaMemcpy(out16.data(), dout.get(), n * sizeof(uint16_t), cudaMemcpyDeviceToHost));

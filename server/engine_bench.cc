@@ -32,7 +32,7 @@
 #include "kv_cache/kv_cache.h"
 #include "server/cuda/cuda_kv_attention.h"
 #include "server/cuda/cuda_llama_model.h"
-#include "server/cuda/device_memory.h"
+#include "common/device_memory.h"
 #include "server/cuda/kernel_timer.h"
 #include "server/engine_config.h"
 #include "server/model_source.h"

@@ -27,7 +27,6 @@
 #include "common/help_flags.h"
 #include "proto/generation.grpc.pb.h"
 #include "proto/health.grpc.pb.h"
-#include "server/condition_wait.h"
 #include "server/server_main_options.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "HOST:PORT of the server");
@@ -40,8 +39,7 @@ ABSL_FLAG(std::optional<uint64_t>, seed, std::nullopt, "sampling seed; unset: th
 ABSL_FLAG(std::string, stop_ids, "", "comma-separated stop token ids");
 ABSL_FLAG(bool, ignore_eos, false, "keep generating after the model's EOS token");
 ABSL_FLAG(std::string, request_id, "", "an id of your choosing, echoed by the server");
-ABSL_FLAG(absl::Duration, deadline, absl::Seconds(60),
-          "deadline of the call; inf (or a year or more) for none");
+ABSL_FLAG(absl::Duration, deadline, absl::Seconds(60), "deadline of the call; inf for none");
 ABSL_FLAG(bool, tls, false, "use TLS with the system's root certificates");
 ABSL_FLAG(std::string, tls_root_cert, "",
           "PEM root certificate(s) to verify the server with (implies --tls)");
@@ -91,11 +89,8 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const char* argv0) {
 }
 
 void PrepareContext(grpc::ClientContext* context) {
-  // now() + a deadline of centuries overflows the clock; those mean none, as the default is.
-  const absl::Duration deadline = absl::GetFlag(FLAGS_deadline);
-  if (deadline < kLongestTimedWait) {
-    context->set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(deadline));
-  }
+  // absl::Time saturates, so an infinite deadline stays infinite (now() + inf would overflow).
+  context->set_deadline(absl::ToChronoTime(absl::Now() + absl::GetFlag(FLAGS_deadline)));
   const std::string token = absl::GetFlag(FLAGS_auth_token);
   if (!token.empty()) context->AddMetadata("authorization", "Bearer " + token);
 }

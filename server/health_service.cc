@@ -26,13 +26,12 @@ class HealthService::WatchStream final : public grpc::ServerWriteReactor<HealthC
       return;
     }
     const ServingStatus status = service_->StatusLocked(name_);
-    if (sent_any_ && status == last_sent_) {
+    if (status == last_sent_) {
       if (service_->shut_down_) FinishLocked(grpc::Status::OK);
       return;
     }
     response_.set_status(status);
     last_sent_ = status;
-    sent_any_ = true;
     writing_ = true;
     StartWrite(&response_);
   }
@@ -72,8 +71,8 @@ class HealthService::WatchStream final : public grpc::ServerWriteReactor<HealthC
   HealthService* const service_;
   const std::string name_;
   HealthCheckResponse response_;  // the message being written
+  // UNKNOWN until the first write: StatusLocked never returns it, so the first status is sent.
   ServingStatus last_sent_ = HealthCheckResponse::UNKNOWN;
-  bool sent_any_ = false;
   bool writing_ = false;
   bool pending_ = false;    // the status changed during a write
   bool finishing_ = false;  // Finish called

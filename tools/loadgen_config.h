@@ -20,7 +20,7 @@ constexpr int32_t kMaxLoadgenChannels = 64;
 // the gaps between arrivals stay well above the clock's resolution.
 constexpr double kMaxLoadgenRate = 1e6;
 // Sending stops once this many requests in a row end UNAVAILABLE: the server has gone away
-// or is shutting down (LoadgenResult::server_lost).
+// or is shutting down (LoadgenResult::stopped_sending).
 constexpr int32_t kServerLostAfterUnavailable = 256;
 
 struct LoadgenConfig {

@@ -8,7 +8,7 @@
 //
 // Only loopback servers are accepted (localhost, 127.0.0.0/8, [::1]).
 // Exit status: 0 when the run completed (request errors are reported, not fatal), 1 if the
-// server could not be reached or stopped answering (LoadgenResult::ended_without_server), 2 for
+// server could not be reached or stopped answering (LoadgenResult::server_lost), 2 for
 // bad flag values, an unwritable --json path or a request mix the server cannot take, 3 if a
 // stream that ended OK broke the API (see LoadgenResult::bad_responses), even if the server
 // was lost too. An unknown flag or one whose value does not parse exits 1 (Abseil's parser
@@ -185,11 +185,11 @@ int Run() {
       return 2;
     }
   }
-  if (result.ended_without_server()) {
+  if (result.server_lost()) {
     std::cerr << "int4kv_loadgen: the server stopped answering (SERVER LOST in the report)\n";
   }
   if (result.bad_responses > 0) return 3;
-  if (result.ended_without_server()) return 1;
+  if (result.server_lost()) return 1;
   return 0;
 }
 

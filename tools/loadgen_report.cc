@@ -118,7 +118,7 @@ std::string FormatTextReport(const LoadgenConfig& config, const v1::ServerInfo& 
                                             result.error_examples.at(code)));
     }
   }
-  if (result.server_lost) {
+  if (result.stopped_sending) {
     absl::StrAppend(&out, "  SERVER LOST: sending stopped after ", kServerLostAfterUnavailable,
                     " requests in a row ended UNAVAILABLE\n");
   } else if (result.unavailable_at_end > 0) {
@@ -173,7 +173,7 @@ std::string FormatJsonReport(const LoadgenConfig& config, const v1::ServerInfo& 
           .Int("failed", result.failed)
           .Int("not_sent", result.not_sent)
           .Int("bad_responses", result.bad_responses)
-          .Raw("server_lost", result.ended_without_server() ? "true" : "false")
+          .Raw("server_lost", result.server_lost() ? "true" : "false")
           .Int("unavailable_at_end", result.unavailable_at_end)
           .Int("peak_in_flight", result.peak_in_flight)
           .Int("output_tokens", result.output_tokens)

@@ -28,11 +28,12 @@ struct LoadgenResult {
   int64_t bad_responses = 0;
   int32_t peak_in_flight = 0;
   // Sending stopped early: kServerLostAfterUnavailable requests in a row ended UNAVAILABLE.
-  bool server_lost = false;
+  bool stopped_sending = false;
   // Requests that ended last, all UNAVAILABLE (0 if the last one to end did not): a run that
   // ends on such a streak lost its server too, even one too short to stop sending.
   int64_t unavailable_at_end = 0;
-  bool ended_without_server() const { return server_lost || unavailable_at_end > 0; }
+  // The server stopped answering: sending stopped early, or the run ended on such a streak.
+  bool server_lost() const { return stopped_sending || unavailable_at_end > 0; }
   LatencySummary time_to_first_token;                 // OK requests that got a token
   LatencySummary inter_token;                         // every token after the first, OK requests
   LatencySummary end_to_end;                          // OK requests, start to status

@@ -87,7 +87,7 @@ class Driver {
     last_progress_ = {start_, 0, 0};
     while (true) {
       const absl::Time now = absl::Now();
-      const bool sending = !CountBoundReached() && now < send_end && !server_lost_;
+      const bool sending = !CountBoundReached() && now < send_end && !stopped_sending_;
       if (sending && !config_.open_loop()) {
         while (in_flight_ < config_.concurrency && !CountBoundReached()) Send();
       } else if (sending) {
@@ -111,7 +111,7 @@ class Driver {
         stats_.Record(call->outcome());
         unavailable_in_a_row_ =
             call->outcome().code == grpc::StatusCode::UNAVAILABLE ? unavailable_in_a_row_ + 1 : 0;
-        if (unavailable_in_a_row_ >= kServerLostAfterUnavailable) server_lost_ = true;
+        if (unavailable_in_a_row_ >= kServerLostAfterUnavailable) stopped_sending_ = true;
       }
       if (absl::Now() >= next_progress) {
         PrintProgress(sending);
@@ -123,7 +123,7 @@ class Driver {
     result.sent = sent_;
     result.not_sent = not_sent_;
     result.peak_in_flight = peak_in_flight_;
-    result.server_lost = server_lost_;
+    result.stopped_sending = stopped_sending_;
     result.unavailable_at_end = unavailable_in_a_row_;
     return result;
   }
@@ -193,7 +193,7 @@ class Driver {
   int32_t in_flight_ = 0;
   int32_t peak_in_flight_ = 0;
   int32_t unavailable_in_a_row_ = 0;  // requests ending UNAVAILABLE since the last other end
-  bool server_lost_ = false;          // kServerLostAfterUnavailable of them: stop sending
+  bool stopped_sending_ = false;      // kServerLostAfterUnavailable of them: stop sending
 };
 
 }  // namespace

@@ -15,7 +15,7 @@
 #include "absl/status/statusor.h"
 #include "common/cuda_stream.h"
 #include "common/dtype.h"
-#include "server/cuda/device_memory.h"
+#include "common/device_memory.h"
 
 struct cublasContext;
 

@@ -29,7 +29,7 @@
 #include "common/cuda_stream.h"
 #include "common/dtype.h"
 #include "kv_cache/kv_cache.h"
-#include "server/cuda/device_memory.h"
+#include "common/device_memory.h"
 #include "server/kv_attention.h"
 
 namespace int4kv {

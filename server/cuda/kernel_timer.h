@@ -20,7 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/cuda_stream.h"
-#include "server/cuda/device_memory.h"
+#include "common/device_memory.h"
 
 namespace int4kv {
 

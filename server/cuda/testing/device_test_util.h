@@ -12,7 +12,7 @@
 #include "common/dtype.h"
 #include "common/half.h"
 #include "gtest/gtest.h"
-#include "server/cuda/device_memory.h"
+#include "common/device_memory.h"
 
 namespace int4kv {
 

@@ -1,11 +1,11 @@
-// Small owners of CUDA resources for the CUDA engine path: device and pinned host buffers, a
-// stream and an event. Each is created once at start-up (Allocate / Create return a Status
-// naming the call and the size on failure) and released in its destructor; none of them
-// allocates after that.
+// Small owners of CUDA resources: device and pinned host buffers, a stream and an event. Each
+// is created once (Allocate / Create return a Status naming the call and the size on failure)
+// and released in its destructor; none of them allocates after that. The CUDA engine path and
+// the embedding example use them.
 //
-// Thread ownership: plain owners, no locking; the engine's scheduler thread uses them.
-#ifndef INT4KV_SERVER_CUDA_DEVICE_MEMORY_H_
-#define INT4KV_SERVER_CUDA_DEVICE_MEMORY_H_
+// Thread ownership: plain owners, no locking; one thread at a time uses each.
+#ifndef INT4KV_COMMON_DEVICE_MEMORY_H_
+#define INT4KV_COMMON_DEVICE_MEMORY_H_
 
 #include <cuda_runtime.h>
 
@@ -126,4 +126,4 @@ class OwnedEvent {
 
 }  // namespace int4kv
 
-#endif  // INT4KV_SERVER_CUDA_DEVICE_MEMORY_H_
+#endif  // INT4KV_COMMON_DEVICE_MEMORY_H_
