@@ -172,13 +172,18 @@ absl::Status Engine::Cancel(uint64_t id) {
   return absl::OkStatus();
 }
 
+void Engine::StopAccepting() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  draining_ = true;
+  info_.draining = true;
+}
+
 void Engine::Shutdown(absl::Duration drain_timeout) {
   std::lock_guard<std::mutex> shutdown_lock(shutdown_mutex_);
+  StopAccepting();
   {
     std::unique_lock<std::mutex> lock(mutex_);
     if (shut_down_) return;
-    draining_ = true;
-    info_.draining = true;
     const auto drained = [&] { return drain_ended_ || (queue_.empty() && info_.running == 0); };
     WaitFor(changed_, lock, drain_timeout, drained);  // an infinite timeout waits for good
     stopping_ = true;

@@ -108,6 +108,10 @@ class Engine {
   // rest (kCancelled, status Unavailable) and joins the scheduler thread. Idempotent; later
   // calls return at once.
   void Shutdown(absl::Duration drain_timeout);
+  // The first step of Shutdown alone: Submit refuses (Unavailable) from now on, and queued
+  // and running requests go on. For a server that stops advertising itself before it drains,
+  // so that no request gets in between. Idempotent.
+  void StopAccepting();
   // Ends a Shutdown's drain now, as if its drain_timeout had run out: the requests still
   // queued or running are cancelled (status Unavailable). Called before Shutdown, it makes
   // that Shutdown drain nothing. For a second signal during a long drain.

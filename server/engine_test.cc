@@ -416,6 +416,22 @@ TEST(EngineTest, DrainRefusesNewWorkAndLetsRequestsFinish) {
             absl::StatusCode::kUnavailable);
 }
 
+// StopAccepting refuses new requests at once, without waiting or stopping anything: what is
+// queued or running still finishes, and a later Shutdown drains it.
+TEST(EngineTest, StopAcceptingRefusesAtOnceAndKeepsRunning) {
+  std::unique_ptr<Engine> engine = MakeEngine();
+  std::shared_ptr<RequestStream> running = *engine->Submit(GreedyRequest(kPrompt, 50));
+  engine->StopAccepting();
+  EXPECT_TRUE(engine->GetInfo().draining);
+  const absl::StatusOr<std::shared_ptr<RequestStream>> refused =
+      engine->Submit(GreedyRequest(kPrompt, 3));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  const GenerationResult result = running->ReadAll();
+  EXPECT_EQ(result.finish_reason, FinishReason::kLength);
+  EXPECT_EQ(result.tokens.size(), 50u);
+  engine->Shutdown(absl::Seconds(60));
+}
+
 // An infinite drain timeout waits for the running request (it once overflowed the clock in
 // wait_for and cancelled everything at once).
 TEST(EngineTest, InfiniteDrainTimeoutWaitsForRequests) {

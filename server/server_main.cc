@@ -324,6 +324,8 @@ int Run(const char* argv0) {
       "running and {} queued requests",
       SignalName(signal_number), absl::FormatDuration(options->drain_timeout),
       (*engine)->GetInfo().running, (*engine)->GetInfo().queued);
+  // Refusing first: a client that sees health NOT_SERVING must not get a request in.
+  (*engine)->StopAccepting();
   (*server)->SetServing(false);
   const absl::Time drain_start = absl::Now();
   // A second SIGINT or SIGTERM during the drain (one with --drain_timeout=inf, say) ends it:
