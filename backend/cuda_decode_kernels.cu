@@ -95,6 +95,28 @@ __device__ __forceinline__ void Mma(float (&c)[4], const uint32_t (&a)[4], uint3
 
 constexpr int Log2OfPowerOfTwo(int x) { return x <= 1 ? 0 : 1 + Log2OfPowerOfTwo(x / 2); }
 
+// 2^x on the special-function unit alone, results below 2^-126 flushed to zero. exp2f keeps
+// such results denormal with a range test and two multiplies around the same instruction (four
+// dependent instructions instead of one); softmax weights that small are zero for every use here.
+__device__ __forceinline__ float Exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+// 1 / x and log2(x) for normal positive x (softmax sums, which are at least 1), on the
+// special-function unit alone: within 2 ulp, without the IEEE division's refinement steps
+// and slow path, or log2f's denormal handling.
+__device__ __forceinline__ float Reciprocal(float x) {
+  float y;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float Log2(float x) {
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // 32 x 32 -> 64-bit product in one wide multiply.
 __device__ __forceinline__ uint64_t WideMul(uint32_t a, uint32_t b) {
   uint64_t product;
@@ -491,10 +513,10 @@ struct SplitKernel {
         tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 8));
         tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 16));
         const float m_new = fmaxf(st.m_run[t][e], tile_max);  // finite: a tile has a token
-        alpha[t][e] = exp2f(st.m_run[t][e] - m_new);
+        alpha[t][e] = Exp2(st.m_run[t][e] - m_new);
         st.m_run[t][e] = m_new;
-        x[e][0] = exp2f(x[e][0] - m_new);
-        x[e][1] = exp2f(x[e][1] - m_new);
+        x[e][0] = Exp2(x[e][0] - m_new);
+        x[e][1] = Exp2(x[e][1] - m_new);
         st.l_run[t][e] = st.l_run[t][e] * alpha[t][e] + x[e][0] + x[e][1];
       }
       // P as two 8x8 fp16 matrices (tokens 0-7, 8-15) x heads, transposed into B fragments.
@@ -750,15 +772,24 @@ struct SplitKernel {
         const int64_t out_head = static_cast<int64_t>(chunk) * p.q_heads +
                                  static_cast<int64_t>(kv_head) * p.group + head;
         float* out = p.partial_out + out_head * p.head_dim + r * (kDim / 8);
-        const float inv_l = 1.0f / l;
+        const float inv_l = Reciprocal(l);  // l >= 1: the max's own weight is in it
+        if constexpr (kFast) {  // m-tiles 2j, 2j + 1 are 4 consecutive dims of the row
 #pragma unroll
-        for (int i = 0; i < kDimTiles; ++i) {
-          if (r * (kDim / 8) + 2 * i < p.head_dim) {
-            *reinterpret_cast<float2*>(out + 2 * i) =
-                make_float2(st.o[t][i][e] * inv_l, st.o[t][i][2 + e] * inv_l);
+          for (int i = 0; i < kDimTiles; i += 2) {
+            *reinterpret_cast<float4*>(out + 2 * i) =
+                make_float4(st.o[t][i][e] * inv_l, st.o[t][i][2 + e] * inv_l,
+                            st.o[t][i + 1][e] * inv_l, st.o[t][i + 1][2 + e] * inv_l);
+          }
+        } else {
+#pragma unroll
+          for (int i = 0; i < kDimTiles; ++i) {
+            if (r * (kDim / 8) + 2 * i < p.head_dim) {
+              *reinterpret_cast<float2*>(out + 2 * i) =
+                  make_float2(st.o[t][i][e] * inv_l, st.o[t][i][2 + e] * inv_l);
+            }
           }
         }
-        if (r == 0) p.partial_lse[out_head] = st.m_run[t][e] + log2f(l);
+        if (r == 0) p.partial_lse[out_head] = st.m_run[t][e] + Log2(l);
       }
     }
   }
@@ -867,12 +898,12 @@ __global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p
       float m_new = m;
 #pragma unroll
       for (int j = 0; j < kMergeBatch; ++j) m_new = fmaxf(m_new, lse[j]);  // finite: k0 is valid
-      const float rescale = exp2f(m - m_new);
+      const float rescale = Exp2(m - m_new);
       sum.x *= rescale, sum.y *= rescale, sum.z *= rescale, sum.w *= rescale;
       total *= rescale;
 #pragma unroll
       for (int j = 0; j < kMergeBatch; ++j) {
-        const float weight = exp2f(lse[j] - m_new);  // 0 past the row's chunks
+        const float weight = Exp2(lse[j] - m_new);  // 0 past the row's chunks
         sum.x += weight * x[j].x, sum.y += weight * x[j].y;
         sum.z += weight * x[j].z, sum.w += weight * x[j].w;
         total += weight;
@@ -899,14 +930,14 @@ __global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p
   if (work.num_chunks > 0) {  // else every maximum is -inf, and the row stays zero
     for (int lane = 0; lane < lanes; ++lane) {
       const int t = head_base + lane * columns + head_thread;
-      const float weight = exp2f(maxima[t] - m_all);  // 0 for lanes that had no chunk
+      const float weight = Exp2(maxima[t] - m_all);  // 0 for lanes that had no chunk
       const float4 x = column_sums[t];
       acc.x += weight * x.x, acc.y += weight * x.y, acc.z += weight * x.z, acc.w += weight * x.w;
       all += weight * weights[t];
     }
   }
   // Padded rows (no chunks) get zeros.
-  const float inv = work.num_chunks > 0 ? 1.0f / all : 0.0f;
+  const float inv = work.num_chunks > 0 ? Reciprocal(all) : 0.0f;  // all >= 1 then
   const float values[4] = {acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv};
   const int64_t out_base = (static_cast<int64_t>(row) * p.q_heads + head) * p.head_dim + 4 * column;
 #pragma unroll
