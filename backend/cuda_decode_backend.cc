@@ -131,6 +131,11 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     if (q == nullptr || out == nullptr) {
       return absl::InvalidArgumentError("q and out must not be null");
     }
+    if (reinterpret_cast<uintptr_t>(q) % kQueryAlignmentBytes != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("q must be ", kQueryAlignmentBytes,
+                                                     "-byte aligned on the cuda backend; it is at ",
+                                                     absl::Hex(reinterpret_cast<uintptr_t>(q))));
+    }
     if (!planned_) return absl::FailedPreconditionError("Run before any successful Plan");
     RETURN_IF_ERROR(CheckCurrentDevice());
     if (batch_ == 0) return absl::OkStatus();

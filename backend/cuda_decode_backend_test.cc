@@ -41,7 +41,8 @@ struct Case {
   bool permuted = true;
   QuantRounding rounding = QuantRounding::kNearestEven;
   float q_scale = 1.0f;
-  bool in_place = false;  // Run with out == q
+  bool in_place = false;    // Run with out == q
+  bool constant_q = false;  // every q element q_scale (exactly representable) instead of random
 };
 
 std::string Describe(const Case& c) {
@@ -50,7 +51,7 @@ std::string Describe(const Case& c) {
   return absl::StrCat("head_dim ", c.head_dim, " kv_heads ", c.kv_heads, " G ", c.group,
                       " group_size ", c.group_size, " ", QuantModeName(c.mode), " params ",
                       ParamDtypeName(c.params), " io ", DTypeName(c.io), " permuted ", c.permuted,
-                      " in place ", c.in_place, " lengths ", lengths);
+                      " in place ", c.in_place, " constant q ", c.constant_q, " lengths ", lengths);
 }
 
 // Two caches with identical bytes and page tables: one in host memory (for the oracle),
@@ -90,18 +91,19 @@ class MirroredCache {
                         .ok());
       }
     }
-    const KvLayout& layout = host_->view().layout;
-    EXPECT_EQ(cudaMemcpy(device_->view().data, host_->view().data, layout.DataPoolBytes(),
-                         cudaMemcpyHostToDevice),
-              cudaSuccess);
-    EXPECT_EQ(cudaMemcpy(device_->view().scales, host_->view().scales,
-                         layout.ParamPoolElements() * 2, cudaMemcpyHostToDevice),
-              cudaSuccess);
-    if (c.mode == QuantMode::kAsymmetric) {
-      EXPECT_EQ(cudaMemcpy(device_->view().zeros, host_->view().zeros,
-                           layout.ParamPoolElements() * 2, cudaMemcpyHostToDevice),
-                cudaSuccess);
+    CopyPoolsToDevice();
+  }
+
+  // Stores K/V rows [slots.size(), kv_heads, head_dim] (float32) into `slots` of both layers
+  // of the host cache, then copies its pools to the device cache.
+  void Store(absl::Span<const int32_t> slots, const std::vector<float>& k,
+             const std::vector<float>& v) {
+    for (int layer = 0; layer < 2; ++layer) {
+      EXPECT_TRUE(StoreKvHost(host_->view(), layer, slots,
+                              KvRows{k.data(), v.data(), DType::kFloat32, 0}, case_.rounding)
+                      .ok());
     }
+    CopyPoolsToDevice();
   }
 
   // Replaces all requests with new ones of `lengths` tokens on fresh page tables.
@@ -118,9 +120,11 @@ class MirroredCache {
     std::iota(pool.begin(), pool.end(), 1);
     if (permuted) std::shuffle(pool.begin(), pool.end(), rng);
     std::vector<DecodeRow> rows;
+    row_slots_.clear();
     size_t next = 0;
     for (int len : lengths) {
-      const std::vector<int32_t> slots(pool.begin() + next, pool.begin() + next + len);
+      const std::vector<int32_t>& slots =
+          row_slots_.emplace_back(pool.begin() + next, pool.begin() + next + len);
       next += len;
       const int32_t request = *host_->requests().AllocateRequest();
       EXPECT_EQ(*device_->requests().AllocateRequest(), request);
@@ -134,10 +138,28 @@ class MirroredCache {
 
   KvCache& host() { return *host_; }
   KvCache& device() { return *device_; }
+  // The slots of row `row` of the last NewBatch, in token order.
+  const std::vector<int32_t>& row_slots(size_t row) const { return row_slots_[row]; }
 
  private:
+  void CopyPoolsToDevice() {
+    const KvLayout& layout = host_->view().layout;
+    EXPECT_EQ(cudaMemcpy(device_->view().data, host_->view().data, layout.DataPoolBytes(),
+                         cudaMemcpyHostToDevice),
+              cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(device_->view().scales, host_->view().scales,
+                         layout.ParamPoolElements() * 2, cudaMemcpyHostToDevice),
+              cudaSuccess);
+    if (case_.mode == QuantMode::kAsymmetric) {
+      EXPECT_EQ(cudaMemcpy(device_->view().zeros, host_->view().zeros,
+                           layout.ParamPoolElements() * 2, cudaMemcpyHostToDevice),
+                cudaSuccess);
+    }
+  }
+
   Case case_;
   std::unique_ptr<KvCache> host_, device_;
+  std::vector<std::vector<int32_t>> row_slots_;  // per row of the last NewBatch
 };
 
 float ToFloat(uint16_t bits, DType dtype) {
@@ -238,10 +260,16 @@ void CheckBindingsAgainstOracle(const Case& c, const KvCacheConfig& config,
     std::vector<uint16_t> q_bits;
     std::vector<float> q_values;
     RandomQuery(n, c.io, c.q_scale, rng, &q_bits, &q_values);
+    if (c.constant_q) {
+      std::fill(q_bits.begin(), q_bits.end(), FromFloat(c.q_scale, c.io));
+      std::fill(q_values.begin(), q_values.end(), c.q_scale);
+    }
     ASSERT_CUDA(cudaMemcpyAsync(buffers.q, q_bits.data(), n * 2, cudaMemcpyHostToDevice, stream));
     uint16_t* out = c.in_place ? buffers.q : buffers.out;
     // poison: NaN in fp16 and bf16 (in place, the queries themselves must be overwritten)
-    if (!c.in_place) ASSERT_CUDA(cudaMemsetAsync(out, 0xff, n * 2, stream));
+    if (!c.in_place) {
+      ASSERT_CUDA(cudaMemsetAsync(out, 0xff, n * 2, stream));
+    }
     ASSERT_TRUE((*cuda)->Plan(rows, stream).ok());
     if (before_run) before_run(stream);
     ASSERT_TRUE((*cuda)->Run(layer, buffers.q, out, stream).ok());
@@ -386,6 +414,35 @@ TEST_F(CudaDecodeBackendTest, ContiguousAndPermutedPageTablesWithPeakySoftmax) {
     c.lengths = kMixedLengths;
     RunCase(c, rng_);
   }
+}
+
+// Keys that grow along each row, aligned with q, so that every head's running max keeps
+// moving: in the 64-token row by about 10 (log2 domain) a tile, past the split kernel's slack
+// of 8, in the 1000-token row by about 0.6 a tile, under it (the max then moves every dozen
+// tiles or so), and by about 2 in the 300-token row. Scores span about 40 in log2 units, yet
+// the element products q_d k_d stay near 4 at most, as in the peaky case, so the fp16
+// rounding of dequantized keys stays inside the tolerance (a float64 model of the kernel's
+// roundings gives relative errors of 6e-4 to 8e-4). The output is mostly the V of a row's last
+// tokens: a weight left unscaled or a sum missed along the way shows at once.
+TEST_F(CudaDecodeBackendTest, RunningMaxesThatKeepMoving) {
+  Case c;
+  c.lengths = {1000, 300, 64};
+  c.constant_q = true;
+  c.q_scale = 2.0f;
+  MirroredCache caches = CachesFor(c, rng_);
+  const std::vector<DecodeRow> rows = caches.NewBatch(c.lengths, c.permuted, rng_);
+  std::normal_distribution<float> normal;
+  for (size_t b = 0; b < rows.size(); ++b) {
+    const int len = c.lengths[b];
+    std::vector<float> k(static_cast<size_t>(len) * c.kv_heads * c.head_dim), v(k.size());
+    for (size_t i = 0; i < k.size(); ++i) {
+      const size_t token = i / (c.kv_heads * c.head_dim);
+      k[i] = 1.2f * static_cast<float>(token + 1) / len + 0.25f * normal(rng_);
+      v[i] = normal(rng_);
+    }
+    caches.Store(caches.row_slots(b), k, v);
+  }
+  CheckAgainstOracle(c, caches, rows, rng_);
 }
 
 // The seed design's fixed grid broke once a sequence needed more blocks than it had. The step
@@ -648,6 +705,12 @@ TEST_F(CudaDecodeBackendTest, RejectsCpuDtypesAndBadPlans) {
       << too_many;
   EXPECT_EQ(cuda->Run(0, q, out, nullptr).code(), absl::StatusCode::kFailedPrecondition);
   ASSERT_TRUE(cuda->Plan(std::vector<DecodeRow>{{0, 4}}, nullptr).ok());
+  // The split kernel reads q 16 bytes at a time.
+  const absl::Status misaligned = cuda->Run(0, static_cast<char*>(q) + 8, out, nullptr);
+  EXPECT_EQ(misaligned.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(misaligned.message().find("q must be 16-byte aligned on the cuda backend"),
+            std::string::npos)
+      << misaligned;
   EXPECT_TRUE(cuda->Run(0, q, out, nullptr).ok());
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   cudaFree(q);

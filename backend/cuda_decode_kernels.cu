@@ -689,6 +689,19 @@ struct SplitKernel {
     uint32_t q_raw[kHeadTiles][kKSteps][2];  // (q[head][d], q[head][d + 1]) and d + 4, d + 5
 #pragma unroll
     for (int t = 0; t < kHeadTiles; ++t) {
+      if constexpr (kFast) {  // k-steps 2j, 2j + 1 read 8 consecutive dims: one 16-byte load
+        const int head = 8 * t + r;
+#pragma unroll
+        for (int j = 0; j < kKSteps / 2; ++j) {
+          const uint4 v = head < p.group
+                              ? __ldg(reinterpret_cast<const uint4*>(
+                                    q_words + (head * kDim + c * (kDim / 4) + 8 * j) / 2))
+                              : make_uint4(0u, 0u, 0u, 0u);
+          q_raw[t][2 * j][0] = v.x, q_raw[t][2 * j + 1][0] = v.y;
+          q_raw[t][2 * j][1] = v.z, q_raw[t][2 * j + 1][1] = v.w;
+        }
+        continue;
+      }
 #pragma unroll
       for (int s = 0; s < kKSteps; ++s) {
         const int head = 8 * t + r, d = c * (kDim / 4) + 8 * (s / 2) + 2 * (s % 2);

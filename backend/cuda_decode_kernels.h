@@ -19,11 +19,14 @@
 
 namespace int4kv {
 
+// The split kernel loads q 16 bytes at a time: Run refuses a q less aligned.
+constexpr int kQueryAlignmentBytes = 16;
+
 struct SplitKernelParams {
   KvCacheView cache;            // device pools
   const int32_t* req_to_token;  // device [max_requests][req_to_token_stride]
   int64_t req_to_token_stride;
-  const void* q;  // device [batch][q_heads][head_dim], fp16 or bf16
+  const void* q;  // device [batch][q_heads][head_dim], fp16 or bf16; kQueryAlignmentBytes aligned
   int32_t q_is_bf16;
   int32_t layer;
   int32_t q_heads;

@@ -115,8 +115,9 @@ class DecodeAttentionBackend {
 
   // q: [batch, q_heads, head_dim], out: [batch, q_heads, head_dim] of io_dtype, in the
   // backend's memory (host for cpu, device for cuda); batch = rows in the last Plan.
-  // Allocates nothing. q and out may be the same buffer (attention in place). cuda:
-  // asynchronous on `stream` and capturable in a CUDA graph. A captured Run keeps the batch
+  // Allocates nothing. q and out may be the same buffer (attention in place). cuda: q must be
+  // 16-byte aligned, as cudaMalloc's buffers are (InvalidArgument otherwise); asynchronous on
+  // `stream` and capturable in a CUDA graph. A captured Run keeps the batch
   // size of the Plan before the capture: before each replay, Plan exactly that many rows
   // (pad with seq_len 0 rows), on the same stream as the replay, after SyncToDevice and the
   // StoreKvCuda calls the step reads.
