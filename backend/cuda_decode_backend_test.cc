@@ -417,13 +417,13 @@ TEST_F(CudaDecodeBackendTest, ContiguousAndPermutedPageTablesWithPeakySoftmax) {
 }
 
 // Keys that grow along each row, aligned with q, so that every head's running max keeps
-// moving: in the 64-token row by about 10 (log2 domain) a tile, past the split kernel's slack
-// of 8, in the 1000-token row by about 0.6 a tile, under it (the max then moves every dozen
-// tiles or so), and by about 2 in the 300-token row. Scores span about 40 in log2 units, yet
-// the element products q_d k_d stay near 4 at most, as in the peaky case, so the fp16
-// rounding of dequantized keys stays inside the tolerance (a float64 model of the kernel's
-// roundings gives relative errors of 6e-4 to 8e-4). The output is mostly the V of a row's last
-// tokens: a weight left unscaled or a sum missed along the way shows at once.
+// moving and every tile rescales what came before: in the 64-token row by about 10 (log2
+// domain) a tile, in the 300-token row by about 2, in the 1000-token row by about 0.6.
+// Scores span about 40 in log2 units, yet the element products q_d k_d stay near 4 at most,
+// as in the peaky case, so the fp16 rounding of dequantized keys stays inside the tolerance (a
+// float64 model of the kernel's roundings gives relative errors of 6e-4 to 8e-4). The output
+// is mostly the V of a row's last tokens: a weight left unscaled or a sum missed along the way
+// shows at once.
 TEST_F(CudaDecodeBackendTest, RunningMaxesThatKeepMoving) {
   Case c;
   c.lengths = {1000, 300, 64};

@@ -41,8 +41,6 @@ namespace {
 constexpr int kMaxWarps = 4;
 constexpr int kTile = 16;
 constexpr unsigned kFullMask = 0xffffffffu;
-// Log2-domain lead a score may have over its head's running max before the max moves.
-constexpr float kMaxSlack = 8.0f;
 
 // ---- small device helpers --------------------------------------------------------------
 
@@ -497,15 +495,12 @@ struct SplitKernel {
     }
 
     // ---- online softmax (log2 domain) for heads 8t + 2c + e: tokens r (s[t][e]) and r + 8
-    // (s[t][2 + e]); the other tokens of a head are in the lanes of the same c. A running max
-    // moves only when some score of the tile exceeds it by more than kMaxSlack: below that the
-    // weights 2^(x - m_run) stay within 2^kMaxSlack (fp16 P holds them exactly as well), and
-    // the tile needs no cross-lane max and no rescale ----
+    // (s[t][2 + e]); the other tokens of a head are in the lanes of the same c ----
     uint32_t pb[kHeadTiles][2];
+    float alpha[kHeadTiles][2];
 #pragma unroll
     for (int t = 0; t < kHeadTiles; ++t) {
       float x[2][2];  // [e][token r, token r + 8]
-      bool above = false;
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
 #pragma unroll
@@ -513,39 +508,28 @@ struct SplitKernel {
           const bool valid = !kPartial || tile_begin + r + 8 * half < end;
           x[e][half] = valid ? s[t][2 * half + e] * p.scale_log2 : -INFINITY;
         }
-        above |= fmaxf(x[e][0], x[e][1]) > st.m_run[t][e] + kMaxSlack;  // m_run -inf: true
-      }
-      if (__any_sync(kFullMask, above)) {
-        float alpha[2];
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float tile_max = fmaxf(x[e][0], x[e][1]);
-          tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 4));
-          tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 8));
-          tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 16));
-          const float m_new = fmaxf(st.m_run[t][e], tile_max);  // finite: a tile has a token
-          alpha[e] = Exp2(st.m_run[t][e] - m_new);
-          st.m_run[t][e] = m_new;
-          x[e][0] = Exp2(x[e][0] - m_new);
-          x[e][1] = Exp2(x[e][1] - m_new);
-          st.l_run[t][e] = st.l_run[t][e] * alpha[e] + x[e][0] + x[e][1];
-        }
-#pragma unroll
-        for (int i = 0; i < kDimTiles; ++i) {
-          st.o[t][i][0] *= alpha[0], st.o[t][i][1] *= alpha[1];
-          st.o[t][i][2] *= alpha[0], st.o[t][i][3] *= alpha[1];
-        }
-      } else {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          x[e][0] = Exp2(x[e][0] - st.m_run[t][e]);
-          x[e][1] = Exp2(x[e][1] - st.m_run[t][e]);
-          st.l_run[t][e] += x[e][0] + x[e][1];
-        }
+        float tile_max = fmaxf(x[e][0], x[e][1]);
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 4));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 8));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 16));
+        const float m_new = fmaxf(st.m_run[t][e], tile_max);  // finite: a tile has a token
+        alpha[t][e] = Exp2(st.m_run[t][e] - m_new);
+        st.m_run[t][e] = m_new;
+        x[e][0] = Exp2(x[e][0] - m_new);
+        x[e][1] = Exp2(x[e][1] - m_new);
+        st.l_run[t][e] = st.l_run[t][e] * alpha[t][e] + x[e][0] + x[e][1];
       }
       // P as two 8x8 fp16 matrices (tokens 0-7, 8-15) x heads, transposed into B fragments.
       pb[t][0] = TransposeHalf8x8(PackHalf2(x[0][0], x[1][0]));
       pb[t][1] = TransposeHalf8x8(PackHalf2(x[0][1], x[1][1]));
+      // Once the running maxima settle no head's max moves and the warp skips the rescale.
+      if (__any_sync(kFullMask, alpha[t][0] != 1.0f || alpha[t][1] != 1.0f)) {
+#pragma unroll
+        for (int i = 0; i < kDimTiles; ++i) {
+          st.o[t][i][0] *= alpha[t][0], st.o[t][i][1] *= alpha[t][1];
+          st.o[t][i][2] *= alpha[t][0], st.o[t][i][3] *= alpha[t][1];
+        }
+      }
     }
 
     // ---- O^T += V^T P; lane (r, c) reads tokens 2c, 2c+1, 2c+8, 2c+9, dims [r D/8, ..) ----
