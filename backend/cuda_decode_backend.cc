@@ -111,6 +111,9 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     flags.discard_partials = plan_.total_tokens > l2_resident_tokens_ ? 1 : 0;
     std::memcpy(staging + chunk_bytes, &flags, sizeof(flags));
     std::memcpy(staging + chunk_bytes + sizeof(flags), plan_.rows.data(), row_bytes);
+    // From here the device's plan is overwritten: a copy that fails leaves it half old, half
+    // new, so no plan counts until both copies are enqueued.
+    planned_ = false;
     CUDA_RETURN_IF_ERROR(
         cudaMemcpyAsync(device_chunks_, staging, chunk_bytes, cudaMemcpyHostToDevice, stream));
     CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device_step_, staging + chunk_bytes,

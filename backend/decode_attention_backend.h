@@ -108,7 +108,8 @@ class DecodeAttentionBackend {
   // binding that reads the table's device mirror also needs seq_len <= what SyncToDevice has
   // sent of the request (FailedPrecondition otherwise). Run before any successful Plan gives
   // FailedPrecondition.
-  // cuda: copies the metadata into fixed device buffers, ordered on `stream`. Plan and Run
+  // cuda: copies the metadata into fixed device buffers, ordered on `stream`; a CUDA error
+  // in those copies leaves no plan (Run then gives FailedPrecondition). Plan and Run
   // need the device that was current at creation to be current (FailedPrecondition naming
   // both devices otherwise).
   virtual absl::Status Plan(absl::Span<const DecodeRow> rows, CudaStream stream) = 0;
