@@ -259,10 +259,11 @@ void CheckBindingsAgainstOracle(const Case& c, const KvCacheConfig& config,
   for (int layer = 0; layer < 2; ++layer) {
     std::vector<uint16_t> q_bits;
     std::vector<float> q_values;
-    RandomQuery(n, c.io, c.q_scale, rng, &q_bits, &q_values);
     if (c.constant_q) {
-      std::fill(q_bits.begin(), q_bits.end(), FromFloat(c.q_scale, c.io));
-      std::fill(q_values.begin(), q_values.end(), c.q_scale);
+      q_bits.assign(n, FromFloat(c.q_scale, c.io));
+      q_values.assign(n, c.q_scale);
+    } else {
+      RandomQuery(n, c.io, c.q_scale, rng, &q_bits, &q_values);
     }
     ASSERT_CUDA(cudaMemcpyAsync(buffers.q, q_bits.data(), n * 2, cudaMemcpyHostToDevice, stream));
     uint16_t* out = c.in_place ? buffers.q : buffers.out;

@@ -14,8 +14,8 @@
 
 #include "absl/status/statusor.h"
 #include "common/cuda_stream.h"
-#include "common/dtype.h"
 #include "common/device_memory.h"
+#include "common/dtype.h"
 
 struct cublasContext;
 

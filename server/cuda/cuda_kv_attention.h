@@ -27,9 +27,9 @@
 #include "absl/status/statusor.h"
 #include "backend/decode_attention_backend.h"
 #include "common/cuda_stream.h"
+#include "common/device_memory.h"
 #include "common/dtype.h"
 #include "kv_cache/kv_cache.h"
-#include "common/device_memory.h"
 #include "server/kv_attention.h"
 
 namespace int4kv {

@@ -32,11 +32,11 @@
 
 #include "absl/status/statusor.h"
 #include "common/cuda_stream.h"
+#include "common/device_memory.h"
 #include "common/dtype.h"
 #include "server/cuda/cublas_gemm.h"
 #include "server/cuda/cuda_graph.h"
 #include "server/cuda/cuda_kv_attention.h"
-#include "common/device_memory.h"
 #include "server/cuda/device_weights.h"
 #include "server/cuda/kernel_timer.h"
 #include "server/llama_weights.h"

@@ -17,8 +17,8 @@
 
 #include "absl/status/statusor.h"
 #include "common/cuda_stream.h"
-#include "common/dtype.h"
 #include "common/device_memory.h"
+#include "common/dtype.h"
 #include "server/llama_weights.h"
 
 namespace int4kv {

@@ -9,10 +9,10 @@
 #include <random>
 #include <vector>
 
+#include "common/device_memory.h"
 #include "common/dtype.h"
 #include "common/half.h"
 #include "gtest/gtest.h"
-#include "common/device_memory.h"
 
 namespace int4kv {
 
