@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -46,7 +47,10 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
       : DecodeAttentionBackend(shape),
         cache_(cache),
         float64_(options.cpu_float64),
-        pool_(options.cpu_threads) {}
+        pool_(options.cpu_threads) {
+    // Plan copies at most max_batch rows (ValidateRows): reserved here, it never allocates.
+    rows_.reserve(shape.max_batch);
+  }
 
   absl::string_view name() const override { return "cpu"; }
 
@@ -66,22 +70,28 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
       return absl::InvalidArgumentError("q and out must not be null");
     }
     if (!planned_) return absl::FailedPreconditionError("Run before any successful Plan");
-    std::atomic<int64_t> bad_item{-1};
+    // The first batch row with a bad entry (items of several bad rows race to report one).
+    std::atomic<int32_t> bad_row{INT32_MAX};
     const int64_t items = static_cast<int64_t>(rows_.size()) * shape_.kv_heads;
     pool_.ParallelFor(items, [&](int64_t item) {
       const bool ok =
           float64_
               ? RunItem<double>(layer, item, static_cast<const float*>(q), static_cast<float*>(out))
               : RunItem<float>(layer, item, static_cast<const float*>(q), static_cast<float*>(out));
-      if (!ok) bad_item.store(item);
+      const int32_t b = static_cast<int32_t>(item / shape_.kv_heads);
+      int32_t seen = bad_row.load();
+      while (!ok && b < seen && !bad_row.compare_exchange_weak(seen, b)) {
+      }
     });
-    if (bad_item.load() >= 0) {
-      const DecodeRow& row = rows_[bad_item.load() / shape_.kv_heads];
-      return absl::InvalidArgumentError(absl::StrCat(
-          "req_to_token row ", row.request, " holds a slot outside [0, ",
-          cache_.view.layout.num_slots, ") within its first ", row.seq_len, " tokens"));
-    }
-    return absl::OkStatus();
+    if (bad_row.load() == INT32_MAX) return absl::OkStatus();
+    const int32_t b = bad_row.load();
+    const DecodeRow& row = rows_[b];
+    const int32_t* slots = cache_.req_to_token + int64_t{row.request} * cache_.req_to_token_stride;
+    const int32_t t = FirstBadToken(slots, row.seq_len);
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rows[", b, "] (request ", row.request, "): req_to_token[", row.request, "][", t,
+        "] = ", slots[t], " is outside the pool's slots [0, ", cache_.view.layout.num_slots,
+        "); that row's output is zeros, the other rows' are computed"));
   }
 
  private:
@@ -90,6 +100,14 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
   // nothing). The item reads its q only before it writes its out, and no other item's, so q
   // and out may be the same buffer. Returns false (and writes zeros) if the row's page table
   // points outside the pool.
+  // The first of a row's `seq_len` entries outside the pool's slots, or -1.
+  int32_t FirstBadToken(const int32_t* slots, int32_t seq_len) const {
+    for (int32_t t = 0; t < seq_len; ++t) {
+      if (slots[t] < 0 || slots[t] >= cache_.view.layout.num_slots) return t;
+    }
+    return -1;
+  }
+
   template <typename T>
   bool RunItem(int32_t layer, int64_t item, const float* q_all, float* out_all) const {
     const int32_t b = static_cast<int32_t>(item / shape_.kv_heads);
@@ -100,14 +118,14 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
     const int64_t first_head = int64_t{b} * shape_.q_heads + int64_t{kv_head} * group;
     const float* q = q_all + first_head * dim;  // [group][dim]
     float* out = out_all + first_head * dim;    // [group][dim]
-    const int32_t* slots = cache_.req_to_token + int64_t{row.request} * cache_.req_to_token_stride;
-    bool slots_ok = true;
-    for (int32_t t = 0; t < row.seq_len && slots_ok; ++t) {
-      slots_ok = slots[t] >= 0 && slots[t] < cache_.view.layout.num_slots;
-    }
-    if (row.seq_len == 0 || !slots_ok) {
+    if (row.seq_len == 0) {  // padded: its request may be any value, so its table is not read
       std::fill(out, out + int64_t{group} * dim, 0.0f);
-      return slots_ok;
+      return true;
+    }
+    const int32_t* slots = cache_.req_to_token + int64_t{row.request} * cache_.req_to_token_stride;
+    if (FirstBadToken(slots, row.seq_len) >= 0) {
+      std::fill(out, out + int64_t{group} * dim, 0.0f);
+      return false;
     }
     const T scale = static_cast<T>(SoftmaxScale(shape_));
     T key[kMaxHeadDim], value[kMaxHeadDim];

@@ -10,7 +10,9 @@
 
 namespace int4kv {
 
-// cache: host pools and host req_to_token. options.io_dtype must be float32.
+// cache: host pools and host req_to_token. options.io_dtype must be float32. Where a CUDA
+// device exists, creation asks CUDA whether each of the binding's pointers is device memory
+// (CheckBindingMemory), which starts the process's CUDA context on the current device.
 absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCpuDecodeBackend(
     const KvCacheBinding& cache, const AttentionShape& shape, const BackendOptions& options);
 

@@ -1,10 +1,12 @@
 #include "backend/cpu_decode_backend.h"
 
+#include <climits>
 #include <cmath>
 #include <limits>
 #include <random>
 #include <vector>
 
+#include "backend/create_backend.h"
 #include "gtest/gtest.h"
 #include "kv_cache/kv_cache.h"
 #include "kv_cache/store_kv.h"
@@ -217,10 +219,13 @@ TEST(CpuDecodeBackendTest, BadShapesNameTheField) {
     AttentionShape shape;
     const char* field;
   };
-  const Bad bad[] = {{{4, 1, 16, 1, 3, 0}, "kv_heads"},      {{4, 2, 32, 1, 3, 0}, "head_dim"},
-                     {{3, 2, 16, 1, 3, 0}, "q_heads"},       {{64, 2, 16, 1, 3, 0}, "q_heads"},
-                     {{4, 2, 16, 0, 3, 0}, "max_batch"},     {{4, 2, 16, 1, 4, 0}, "max_seq_len"},
-                     {{4, 2, 16, 1, 3, -1}, "softmax_scale"}};
+  const Bad bad[] = {{{4, 1, 16, 1, 3, 0}, "AttentionShape.kv_heads = 1"},
+                     {{4, 2, 32, 1, 3, 0}, "AttentionShape.head_dim = 32"},
+                     {{3, 2, 16, 1, 3, 0}, "AttentionShape.q_heads = 3"},
+                     {{64, 2, 16, 1, 3, 0}, "AttentionShape.q_heads = 64"},
+                     {{4, 2, 16, 0, 3, 0}, "AttentionShape.max_batch = 0"},
+                     {{4, 2, 16, 1, 4, 0}, "AttentionShape.max_seq_len = 4"},
+                     {{4, 2, 16, 1, 3, -1}, "AttentionShape.softmax_scale = -1"}};
   for (const Bad& b : bad) {
     const auto backend = CreateCpuDecodeBackend(binding, b.shape, BackendOptions{});
     ASSERT_FALSE(backend.ok()) << b.field;
@@ -243,13 +248,19 @@ TEST(CpuDecodeBackendTest, BadBindingsNameTheField) {
     const char* field;
   };
   std::vector<Bad> bad;
-  bad.push_back({KvCacheBinding{}, "num_layers"});
+  bad.push_back({KvCacheBinding{}, "KvCacheView.layout.num_slots = 0"});
   KvCacheBinding b = BindingFor(*f.cache);
+  b.view.layout.num_layers = 0;
+  bad.push_back({b, "KvCacheView.layout.num_layers = 0"});
+  b = BindingFor(*f.cache);
   b.view.layout.group_size = 0;
-  bad.push_back({b, "group_size"});
+  bad.push_back({b, "KvCacheView.layout.group_size = 0"});
   b = BindingFor(*f.cache);
   b.view.layout.num_slots = 1;
-  bad.push_back({b, "num_slots"});
+  bad.push_back({b, "KvCacheView.layout.num_slots = 1 is invalid: must be in [2, "});
+  b = BindingFor(*f.cache);
+  b.view.quant_mode = static_cast<QuantMode>(7);
+  bad.push_back({b, "KvCacheView.quant_mode = 7"});
   b = BindingFor(*f.cache);
   b.view.scales = nullptr;
   bad.push_back({b, "KvCacheView.scales"});
@@ -294,20 +305,75 @@ TEST(CpuDecodeBackendTest, RunBeforePlanFails) {
   EXPECT_TRUE(backend->Run(0, q.data(), out.data(), nullptr).ok());
 }
 
+// Entries outside the pool in a table filled by hand: Run names the first bad row, the entry
+// and its value whichever worker thread meets a bad row first, zeroes the bad rows and still
+// computes the others.
 TEST(CpuDecodeBackendTest, CorruptPageTableIsAnErrorNotACrash) {
   std::mt19937 rng(9);
-  Fixture f = MakeCache(1, 8, 8, QuantMode::kSymmetric, {3}, rng);
+  Fixture f = MakeCache(1, 8, 8, QuantMode::kSymmetric, {3, 3, 3}, rng);
   KvCacheBinding binding = BindingFor(*f.cache);
-  std::vector<int32_t> table = {1, 2, 1 << 30};  // third slot is past the pool
+  // Request 0 is fine; request 1 holds a negative slot, request 2 one far past the pool.
+  std::vector<int32_t> table = {1, 2, 3, 4, -5, 6, 7, 8, 1 << 30};
   binding.req_to_token = table.data();
   binding.req_to_token_stride = 3;
-  auto backend = *CreateCpuDecodeBackend(binding, {1, 1, 8, 1, 3, 0}, BackendOptions{});
-  ASSERT_TRUE(backend->Plan(std::vector<DecodeRow>{{0, 3}}, nullptr).ok());
-  std::vector<float> q(8, 1.0f), out(8);
-  const absl::Status s = backend->Run(0, q.data(), out.data(), nullptr);
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  ASSERT_TRUE(backend->Plan(std::vector<DecodeRow>{{0, 2}}, nullptr).ok());
+  binding.requests = nullptr;  // the table is the embedder's own
+  const AttentionShape shape{1, 1, 8, 3, 3, 0};
+  BackendOptions threads;
+  threads.cpu_threads = 3;
+  auto backend = *CreateCpuDecodeBackend(binding, shape, threads);
+  const std::vector<float> q = {1, -1, 0.5f, 2, 0,  1, -2, 0.25f, 1,  1, 1, 1,
+                                1, 1,  1,    1, -1, 0, 1,  0,     -1, 0, 1, 0};
+  for (int repeat = 0; repeat < 20; ++repeat) {
+    ASSERT_TRUE(backend->Plan(std::vector<DecodeRow>{{2, 3}, {0, 3}, {1, 3}}, nullptr).ok());
+    std::vector<float> out(24, std::nanf(""));
+    const absl::Status s = backend->Run(0, q.data(), out.data(), nullptr);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(s.message().find("rows[0] (request 2): req_to_token[2][2] = 1073741824 is "
+                               "outside the pool's slots [0, 17)"),
+              std::string::npos)
+        << s;
+    // Row 1 (request 0) as it comes out alone.
+    ASSERT_TRUE(backend->Plan(std::vector<DecodeRow>{{0, 3}}, nullptr).ok());
+    std::vector<float> alone(8);
+    ASSERT_TRUE(backend->Run(0, q.data() + 8, alone.data(), nullptr).ok());
+    for (int d = 0; d < 8; ++d) {
+      EXPECT_EQ(out[d], 0.0f) << d;
+      EXPECT_EQ(out[8 + d], alone[d]) << d;
+      EXPECT_EQ(out[16 + d], 0.0f) << d;
+    }
+  }
+  // Only the first seq_len entries count: request 2's first two are in the pool.
+  ASSERT_TRUE(backend->Plan(std::vector<DecodeRow>{{2, 2}}, nullptr).ok());
+  std::vector<float> out(8);
   EXPECT_TRUE(backend->Run(0, q.data(), out.data(), nullptr).ok());
+}
+
+// The entry point by name, and rows out of range at Plan; a padded row's request is never
+// looked at, whatever it holds.
+TEST(CpuDecodeBackendTest, CreatedByNameAndRowsOutOfRangeRefused) {
+  std::mt19937 rng(10);
+  Fixture f = MakeCache(1, 8, 8, QuantMode::kSymmetric, {3}, rng);
+  const AttentionShape shape{1, 1, 8, 2, 3, 0};
+  const auto unknown = CreateDecodeAttentionBackend("tpu", BindingFor(*f.cache), shape, {});
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(unknown.status().message(), "backend name 'tpu' is unknown: must be cpu or cuda");
+  auto backend = *CreateDecodeAttentionBackend("cpu", BindingFor(*f.cache), shape, {});
+  EXPECT_EQ(backend->name(), "cpu");
+  absl::Status s = backend->Plan(std::vector<DecodeRow>{{0, 1}, {0, -1}}, nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "rows[1].seq_len = -1 is out of range [0, 3]");
+  s = backend->Plan(std::vector<DecodeRow>{{-2, 1}}, nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "rows[0].request = -2 is out of range [0, 1)");
+  ASSERT_TRUE(backend->Plan(std::vector<DecodeRow>{{0, 3}, {INT_MIN, 0}}, nullptr).ok());
+  const std::vector<float> q(16, 0.5f);
+  std::vector<float> out(16, std::nanf(""));
+  ASSERT_TRUE(backend->Run(1, q.data(), out.data(), nullptr).ok());
+  for (int d = 0; d < 8; ++d) {
+    EXPECT_FALSE(std::isnan(out[d])) << d;
+    EXPECT_EQ(out[8 + d], 0.0f) << d;
+  }
 }
 
 }  // namespace

@@ -99,6 +99,14 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
 
   absl::Status Plan(absl::Span<const DecodeRow> rows, CudaStream stream) override {
     RETURN_IF_ERROR(CheckCurrentDevice());
+    // The wait below is illegal in a capture (and would end it): refused first, plan kept.
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capture));
+    if (capture != cudaStreamCaptureStatusNone) {
+      return absl::FailedPreconditionError(
+          "Plan on a stream that is being captured: Plan waits on the host, so call it before "
+          "the capture, and before each replay");
+    }
     RETURN_IF_ERROR(ValidateRows(rows, shape_, cache_));
     PlanDecode(rows, target_chunks_, &plan_);
     // The pinned staging area may still feed the previous plan's copy.

@@ -570,6 +570,9 @@ void ReplayGraph(int bucket, int max_seq_len, const std::vector<std::vector<int>
   ASSERT_TRUE(cuda->Plan(rows, stream).ok());
   cudaGraph_t graph;
   ASSERT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  // Plan waits on the host: on a capturing stream it is refused, and the capture goes on.
+  const absl::Status plan_in_capture = cuda->Plan(rows, stream);
+  EXPECT_EQ(plan_in_capture.code(), absl::StatusCode::kFailedPrecondition) << plan_in_capture;
   ASSERT_TRUE(cuda->Run(1, buffers.q, buffers.out, stream).ok());
   ASSERT_CUDA(cudaStreamEndCapture(stream, &graph));
   cudaGraphExec_t exec;

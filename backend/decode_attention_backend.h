@@ -55,7 +55,8 @@ struct AttentionShape {
 // the backend is created, which creation checks). Not owned: it must outlive every backend
 // created from it.
 // The first seq_len entries of a planned row are slots in [0, num_slots). cpu: Run answers
-// InvalidArgument naming the row for any other entry. cuda: entries are not checked; one
+// InvalidArgument naming the first such row, the entry and its value, and leaves that row's
+// output zero (the other rows are computed). cuda: entries are not checked; one
 // outside the pool is read as the nearest slot of it (0 or num_slots - 1), so the row's output
 // is wrong but nothing outside the pools is read (RequestTable::Append refuses such slots).
 struct KvCacheBinding {
@@ -109,9 +110,12 @@ class DecodeAttentionBackend {
   // sent of the request (FailedPrecondition otherwise). Run before any successful Plan gives
   // FailedPrecondition.
   // cuda: copies the metadata into fixed device buffers, ordered on `stream`; a CUDA error
-  // in those copies leaves no plan (Run then gives FailedPrecondition). Plan and Run
-  // need the device that was current at creation to be current (FailedPrecondition naming
-  // both devices otherwise).
+  // in those copies leaves no plan (Run then gives FailedPrecondition). It waits on the host
+  // for the previous Plan's copy to have left its pinned staging area, so it is called outside
+  // stream capture (FailedPrecondition on a capturing stream; a replayed graph takes the plan
+  // of the Plan call before the replay). Plan
+  // and Run need the device that was current at creation to be current (FailedPrecondition
+  // naming both devices otherwise).
   virtual absl::Status Plan(absl::Span<const DecodeRow> rows, CudaStream stream) = 0;
 
   // q: [batch, q_heads, head_dim], out: [batch, q_heads, head_dim] of io_dtype, in the
@@ -121,7 +125,9 @@ class DecodeAttentionBackend {
   // `stream` and capturable in a CUDA graph. A captured Run keeps the batch
   // size of the Plan before the capture: before each replay, Plan exactly that many rows
   // (pad with seq_len 0 rows), on the same stream as the replay, after SyncToDevice and the
-  // StoreKvCuda calls the step reads.
+  // StoreKvCuda calls the step reads. A captured graph uses the backend's device buffers:
+  // destroy it before the backend. q and out must be device memory; a host pointer makes the
+  // kernels fault, which leaves the CUDA context unusable.
   virtual absl::Status Run(int32_t layer, const void* q, void* out, CudaStream stream) = 0;
 
  protected:
@@ -133,7 +139,8 @@ class DecodeAttentionBackend {
 // Shared validation, used by every implementation.
 absl::Status ValidateShape(const AttentionShape& shape, const KvCacheBinding& cache);
 // InvalidArgument naming the first of the binding's pointers that a backend reading
-// `memory` cannot read: device memory for kHost (checked only where a CUDA device exists);
+// `memory` cannot read: device memory for kHost (checked only where a CUDA device exists,
+// through cudaPointerGetAttributes, which starts a CUDA context);
 // for kDevice, pageable host memory and memory of a device other than the current one
 // (managed and mapped pinned memory pass).
 absl::Status CheckBindingMemory(const KvCacheBinding& cache, MemoryKind memory,

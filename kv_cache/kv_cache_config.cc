@@ -2,8 +2,10 @@
 
 #include <algorithm>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
 
 namespace int4kv {
 namespace {
@@ -103,6 +105,12 @@ absl::StatusOr<int64_t> CapacityForBudget(const KvCacheConfig& config, int64_t b
 }
 
 absl::Status ValidateCacheView(const KvCacheView& view) {
+  const int64_t num_slots = view.layout.num_slots;
+  if (num_slots < 2 || num_slots - 1 > kMaxCapacitySlots) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KvCacheView.layout.num_slots = ", num_slots, " is invalid: must be in [2, ",
+        kMaxCapacitySlots + 1, "] (the reserved slot 0 and at least one slot for a token)"));
+  }
   KvCacheConfig probe;
   probe.num_layers = view.layout.num_layers;
   probe.kv_heads = view.layout.kv_heads;
@@ -110,11 +118,18 @@ absl::Status ValidateCacheView(const KvCacheView& view) {
   probe.group_size = view.layout.group_size;
   probe.param_dtype = view.param_dtype;
   probe.quant_mode = view.quant_mode;
-  probe.capacity_slots = view.layout.num_slots - 1;
+  probe.capacity_slots = num_slots - 1;
   if (absl::Status status = probe.Validate(); !status.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "KvCacheView does not describe a valid cache (num_slots = ", view.layout.num_slots,
-        " counts slot 0): ", status.message()));
+    // Validate names the config's fields; the view holds them under the same names, in its
+    // layout except for the parameter dtype and the quantization mode.
+    absl::string_view message = status.message();
+    if (absl::ConsumePrefix(&message, "KvCacheConfig.")) {
+      const bool on_view =
+          absl::StartsWith(message, "param_dtype ") || absl::StartsWith(message, "quant_mode ");
+      return absl::InvalidArgumentError(
+          absl::StrCat(on_view ? "KvCacheView." : "KvCacheView.layout.", message));
+    }
+    return status;
   }
   if (view.data == nullptr || view.scales == nullptr) {
     return absl::InvalidArgumentError(

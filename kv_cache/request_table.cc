@@ -3,9 +3,12 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <new>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "common/cuda_check.h"
 #include "common/status_macros.h"
 #include "kv_cache/request_table_scatter.h"
@@ -146,23 +149,38 @@ absl::Status RequestTable::EnableDeviceMirror() {
     }
   } mirror;
   const size_t bytes = table_.size() * sizeof(int32_t);
-  CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&mirror.table), bytes));
+  const std::string table_name =
+      absl::StrCat("the req_to_token device mirror (max_requests = ", max_requests_,
+                   ", max_seq_len = ", max_seq_len_, ")");
+  RETURN_IF_ERROR(CudaAllocate(reinterpret_cast<void**>(&mirror.table), bytes,
+                               /*pinned_host=*/false, table_name));
   CUDA_RETURN_IF_ERROR(cudaMemset(mirror.table, 0, bytes));
   // Enough for a step in which every request appends 64 tokens; larger syncs go in pieces.
   constexpr int64_t kStagingEntries = int64_t{64} * 1024;
   const int32_t staging_capacity =
       static_cast<int32_t>(std::min<int64_t>(kStagingEntries, static_cast<int64_t>(table_.size())));
   const size_t staging_bytes = static_cast<size_t>(staging_capacity) * 4;
-  CUDA_RETURN_IF_ERROR(
-      cudaMallocHost(reinterpret_cast<void**>(&mirror.staged_index), staging_bytes));
-  CUDA_RETURN_IF_ERROR(
-      cudaMallocHost(reinterpret_cast<void**>(&mirror.staged_value), staging_bytes));
-  CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&mirror.device_index), staging_bytes));
-  CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&mirror.device_value), staging_bytes));
+  constexpr absl::string_view kStagingName = "the req_to_token mirror's staging buffers";
+  RETURN_IF_ERROR(CudaAllocate(reinterpret_cast<void**>(&mirror.staged_index), staging_bytes,
+                               /*pinned_host=*/true, kStagingName));
+  RETURN_IF_ERROR(CudaAllocate(reinterpret_cast<void**>(&mirror.staged_value), staging_bytes,
+                               /*pinned_host=*/true, kStagingName));
+  RETURN_IF_ERROR(CudaAllocate(reinterpret_cast<void**>(&mirror.device_index), staging_bytes,
+                               /*pinned_host=*/false, kStagingName));
+  RETURN_IF_ERROR(CudaAllocate(reinterpret_cast<void**>(&mirror.device_value), staging_bytes,
+                               /*pinned_host=*/false, kStagingName));
   CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&mirror.staging_free, cudaEventDisableTiming));
   // The zero fill runs on the legacy default stream, which a stream created with
   // cudaStreamNonBlocking does not wait for: a later SyncToDevice could land under it.
   CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+  // Room for every request in the dirty list, so that Append, which marks its request dirty
+  // after it has changed the table, never allocates.
+  try {
+    dirty_.reserve(max_requests_);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot allocate the dirty list of ", max_requests_, " requests"));
+  }
   device_table_ = std::exchange(mirror.table, nullptr);
   staging_capacity_ = staging_capacity;
   staged_index_ = std::exchange(mirror.staged_index, nullptr);

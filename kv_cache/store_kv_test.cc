@@ -149,11 +149,11 @@ TEST(StoreKvTest, InvalidViewIsRejectedBeforeAnyAccess) {
   const BadView cases[] = {
       {"KvCacheView.zeros is null", [](KvCacheView& v) { v.zeros = nullptr; }},
       {"KvCacheView.zeros is set", [](KvCacheView& v) { v.quant_mode = QuantMode::kSymmetric; }},
-      {"KvCacheConfig.group_size = 0", [](KvCacheView& v) { v.layout.group_size = 0; }},
+      {"KvCacheView.layout.group_size = 0", [](KvCacheView& v) { v.layout.group_size = 0; }},
       {"KvCacheView.data is null", [](KvCacheView& v) { v.data = nullptr; }},
       {"KvCacheView.scales is null", [](KvCacheView& v) { v.scales = nullptr; }},
-      {"KvCacheConfig.capacity_slots = 0", [](KvCacheView& v) { v.layout.num_slots = 1; }},
-      {"KvCacheConfig.quant_mode = 5",
+      {"KvCacheView.layout.num_slots = 1", [](KvCacheView& v) { v.layout.num_slots = 1; }},
+      {"KvCacheView.quant_mode = 5",
        [](KvCacheView& v) { v.quant_mode = static_cast<QuantMode>(5); }},
   };
   const std::vector<int32_t> slots = {1};
