@@ -123,11 +123,24 @@ absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(GenerateRequest re
   if (draining_) {
     return absl::UnavailableError("the engine is shutting down and accepts no new requests");
   }
-  // Batch rows free now take queued requests at the next step boundary: those requests are
-  // not waiting, and do not count against max_queue. So an idle engine accepts max_batch +
-  // max_queue requests at once, however the submissions and the steps interleave.
-  const size_t free_rows = static_cast<size_t>(std::max(0, config_.max_batch - info_.running));
-  if (queue_.size() >= static_cast<size_t>(config_.max_queue) + free_rows) {
+  // The queued requests that the next step boundary admits (in order, while batch rows and
+  // KV slots last, as Loop does; the counts published at the last boundary) are not waiting
+  // and do not count against max_queue. So an idle engine accepts max_batch + max_queue
+  // requests at once when the cache holds the first max_batch, however the submissions and
+  // the steps interleave, and a full cache leaves at most max_queue requests waiting.
+  int32_t rows = std::max(0, config_.max_batch - info_.running);
+  int64_t slots = info_.slots_free;
+  int64_t waiting = 0;
+  auto waits = [&](const GenerateRequest& queued) {
+    const int64_t needed = Scheduler::SlotsNeeded(queued);
+    if (waiting > 0 || rows == 0 || needed > slots) return true;  // FIFO: all behind wait too
+    --rows;
+    slots -= needed;
+    return false;
+  };
+  for (const PendingRequest& queued : queue_) waiting += waits(queued.request) ? 1 : 0;
+  waiting += waits(request) ? 1 : 0;
+  if (waiting > config_.max_queue) {
     return absl::ResourceExhaustedError(
         absl::StrCat("the request queue is full (max_queue = ", config_.max_queue,
                      " waiting requests); retry later"));

@@ -93,8 +93,8 @@ class Engine {
 
   // Validates and queues a request; the stream carries its tokens and then its finish.
   //   InvalidArgument: a bad field (named, with its range) or a request that can never fit.
-  //   ResourceExhausted: the queue holds max_queue requests beyond the batch rows now free
-  //   (those take queued requests at the next step).
+  //   ResourceExhausted: max_queue requests already wait beyond those the next step admits
+  //   (in order, while batch rows and KV slots last).
   //   Unavailable: the engine is shutting down.
   // A rejected request changes nothing in the engine.
   absl::StatusOr<std::shared_ptr<RequestStream>> Submit(GenerateRequest request);

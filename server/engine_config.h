@@ -30,8 +30,8 @@ struct EngineConfig {
   // it with the choice).
   std::string device = "cpu";
   int32_t max_batch = 8;  // running requests, in [1, kMaxEngineBatch]
-  // Requests waiting for admission beyond the batch rows free at the next step, in
-  // [1, kMaxEngineQueue].
+  // Requests waiting for admission, beyond those the next step admits (in order, while batch
+  // rows and KV slots last), in [1, kMaxEngineQueue].
   int32_t max_queue = 64;
   // Longest sequence (prompt + generated tokens); 0: the model's max_seq_len, which is also
   // the upper limit.

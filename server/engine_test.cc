@@ -277,6 +277,35 @@ TEST(EngineTest, IdleEngineAcceptsABatchAndAQueueAtOnce) {
   for (const auto& stream : streams) EXPECT_TRUE(engine->Cancel(stream->id()).ok());
 }
 
+// When the KV cache, not the batch rows, is what is full, the free rows admit nobody at the
+// next step: the requests behind the running one wait, and only max_queue of them are taken.
+TEST(EngineTest, QueueBoundHoldsWhenTheCacheIsFull) {
+  EngineConfig config = SmallConfig();
+  config.max_batch = 4;
+  config.max_queue = 1;
+  config.kv_capacity_slots = 7 + 400 + 50;  // one request of kPrompt + 400 tokens at a time
+  std::unique_ptr<Engine> engine = MakeEngine(config);
+  std::shared_ptr<RequestStream> running = *engine->Submit(GreedyRequest(kPrompt, 400));
+  WaitForRunning(*engine, 1);
+  std::shared_ptr<RequestStream> waiting = *engine->Submit(GreedyRequest(kPrompt, 400));
+  const absl::StatusOr<std::shared_ptr<RequestStream>> rejected =
+      engine->Submit(GreedyRequest(kPrompt, 400));
+  EXPECT_EQ(rejected.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(rejected.status().message()),
+              HasSubstr("request queue is full (max_queue = 1 waiting requests)"));
+  // A request small enough for the free slots is admitted at the next step, so it does not
+  // wait; it cannot pass the waiting one, though (admission is in order), so it is refused too.
+  EXPECT_EQ(engine->Submit(GreedyRequest(kPrompt, 10)).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(engine->GetInfo().queued, 1);
+  ASSERT_TRUE(engine->Cancel(waiting->id()).ok());
+  // With nobody waiting, the small request fits beside the running one.
+  std::shared_ptr<RequestStream> small = *engine->Submit(GreedyRequest(kPrompt, 10));
+  EXPECT_EQ(small->ReadAll().finish_reason, FinishReason::kLength);
+  ASSERT_TRUE(engine->Cancel(running->id()).ok());
+  EXPECT_EQ(running->ReadAll().finish_reason, FinishReason::kCancelled);
+}
+
 // engine_steps counts forward passes: for one request alone, one per token it produced. The
 // wake-up that cancels it runs none, and must not count.
 TEST(EngineTest, StepsCountForwardPassesOnly) {

@@ -53,8 +53,9 @@ absl::Status ValidateRequest(const GenerateRequest& request, const RequestLimits
                                                      limits.vocab_size, ")"));
     }
   }
+  // The message names the limit that binds, the smaller of the two.
   const int64_t total = static_cast<int64_t>(request.prompt.size()) + request.max_new_tokens;
-  if (total > limits.max_seq_len) {
+  if (total > limits.max_seq_len && limits.max_seq_len <= limits.kv_capacity_slots) {
     return absl::InvalidArgumentError(absl::StrCat(
         "prompt length (", request.prompt.size(), ") + max_new_tokens (", request.max_new_tokens,
         ") = ", total, " exceeds max_seq_len (", limits.max_seq_len, ")"));

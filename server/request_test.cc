@@ -62,15 +62,26 @@ TEST(ValidateRequestTest, NamesFieldAndRange) {
   ExpectInvalid(r, "at most 64");
 }
 
+// A request too long for the server is refused naming the limit that binds: the smaller of
+// max_seq_len and the cache's slots.
 TEST(ValidateRequestTest, NeverFits) {
   GenerateRequest r = Valid();
   r.prompt.assign(40, 1);
-  r.max_new_tokens = 89;  // 129 > max_seq_len 128
-  ExpectInvalid(r, "prompt length (40) + max_new_tokens (89) = 129 exceeds max_seq_len (128)");
+  r.max_new_tokens = 89;  // 129 > max_seq_len 128 > capacity 120
+  ExpectInvalid(r,
+                "prompt length (40) + max_new_tokens (89) = 129 exceeds the KV cache "
+                "capacity (120 token slots)");
   r.max_new_tokens = 81;  // 121 <= 128 but > capacity 120
-  ExpectInvalid(r, "exceeds the KV cache capacity (120 token slots)");
+  ExpectInvalid(r, "= 121 exceeds the KV cache capacity (120 token slots)");
   r.max_new_tokens = 80;
   EXPECT_TRUE(ValidateRequest(r, Limits()).ok());
+  RequestLimits roomy = Limits();
+  roomy.kv_capacity_slots = 1000;
+  r.max_new_tokens = 89;
+  const absl::Status status = ValidateRequest(r, roomy);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(status.message(),
+            "prompt length (40) + max_new_tokens (89) = 129 exceeds max_seq_len (128)");
 }
 
 TEST(FinishReasonTest, Names) {

@@ -76,8 +76,8 @@ ABSL_FLAG(std::string, kv_cache_size, "",
           "max_seq_len token slots");
 ABSL_FLAG(int32_t, max_batch, 8, "requests generating at the same time, at most");
 ABSL_FLAG(int32_t, max_queue, 64,
-          "requests waiting for admission beyond the batch rows free at the next step, at "
-          "most; more get RESOURCE_EXHAUSTED");
+          "requests waiting for admission beyond those the next step admits (while batch "
+          "rows and KV slots last), at most; more get RESOURCE_EXHAUSTED");
 ABSL_FLAG(int32_t, max_seq_len, 0,
           "longest prompt + max_new_tokens; 0: the model's max_seq_len (also the upper limit)");
 ABSL_FLAG(int32_t, max_new_tokens, 0,
