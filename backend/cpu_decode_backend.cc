@@ -95,11 +95,6 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
   }
 
  private:
-  // One (batch row, KV head): the G query heads that share it, by an online softmax over the
-  // row's tokens, so that the scratch has a fixed size and lives on the stack (Run allocates
-  // nothing). The item reads its q only before it writes its out, and no other item's, so q
-  // and out may be the same buffer. Returns false (and writes zeros) if the row's page table
-  // points outside the pool.
   // The first of a row's `seq_len` entries outside the pool's slots, or -1.
   int32_t FirstBadToken(const int32_t* slots, int32_t seq_len) const {
     for (int32_t t = 0; t < seq_len; ++t) {
@@ -108,6 +103,11 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
     return -1;
   }
 
+  // One (batch row, KV head): the G query heads that share it, by an online softmax over the
+  // row's tokens, so that the scratch has a fixed size and lives on the stack (Run allocates
+  // nothing). The item reads its q only before it writes its out, and no other item's, so q
+  // and out may be the same buffer. Returns false (and writes zeros) if the row's page table
+  // points outside the pool.
   template <typename T>
   bool RunItem(int32_t layer, int64_t item, const float* q_all, float* out_all) const {
     const int32_t b = static_cast<int32_t>(item / shape_.kv_heads);

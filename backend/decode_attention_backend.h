@@ -113,9 +113,8 @@ class DecodeAttentionBackend {
   // in those copies leaves no plan (Run then gives FailedPrecondition). It waits on the host
   // for the previous Plan's copy to have left its pinned staging area, so it is called outside
   // stream capture (FailedPrecondition on a capturing stream; a replayed graph takes the plan
-  // of the Plan call before the replay). Plan
-  // and Run need the device that was current at creation to be current (FailedPrecondition
-  // naming both devices otherwise).
+  // of the Plan call before the replay). Plan and Run need the device that was current at
+  // creation to be current (FailedPrecondition naming both devices otherwise).
   virtual absl::Status Plan(absl::Span<const DecodeRow> rows, CudaStream stream) = 0;
 
   // q: [batch, q_heads, head_dim], out: [batch, q_heads, head_dim] of io_dtype, in the

@@ -130,17 +130,18 @@ absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(GenerateRequest re
   // the steps interleave, and a full cache leaves at most max_queue requests waiting.
   int32_t rows = std::max(0, config_.max_batch - info_.running);
   int64_t slots = info_.slots_free;
-  int64_t waiting = 0;
-  auto waits = [&](const GenerateRequest& queued) {
-    const int64_t needed = Scheduler::SlotsNeeded(queued);
-    if (waiting > 0 || rows == 0 || needed > slots) return true;  // FIFO: all behind wait too
+  size_t admitted = 0;  // the head of the queue that the next step admits
+  for (const PendingRequest& queued : queue_) {
+    const int64_t needed = Scheduler::SlotsNeeded(queued.request);
+    if (rows == 0 || needed > slots) break;  // in order: everything behind it waits too
     --rows;
     slots -= needed;
-    return false;
-  };
-  for (const PendingRequest& queued : queue_) waiting += waits(queued.request) ? 1 : 0;
-  waiting += waits(request) ? 1 : 0;
-  if (waiting > config_.max_queue) {
+    ++admitted;
+  }
+  const bool admitted_too =
+      admitted == queue_.size() && rows > 0 && Scheduler::SlotsNeeded(request) <= slots;
+  const size_t waiting = queue_.size() - admitted + (admitted_too ? 0 : 1);
+  if (waiting > static_cast<size_t>(config_.max_queue)) {
     return absl::ResourceExhaustedError(
         absl::StrCat("the request queue is full (max_queue = ", config_.max_queue,
                      " waiting requests); retry later"));

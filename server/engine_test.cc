@@ -293,8 +293,8 @@ TEST(EngineTest, QueueBoundHoldsWhenTheCacheIsFull) {
   EXPECT_EQ(rejected.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(std::string(rejected.status().message()),
               HasSubstr("request queue is full (max_queue = 1 waiting requests)"));
-  // A request small enough for the free slots is admitted at the next step, so it does not
-  // wait; it cannot pass the waiting one, though (admission is in order), so it is refused too.
+  // A request small enough for the free slots would not wait on its own, but it cannot pass
+  // the waiting one (admission is in order): it would wait too, and is refused.
   EXPECT_EQ(engine->Submit(GreedyRequest(kPrompt, 10)).status().code(),
             absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(engine->GetInfo().queued, 1);
