@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/monotonic_time.h"
 #include "common/status_macros.h"
 #include "server/condition_wait.h"
 #include "server/engine_device.h"
@@ -152,7 +153,7 @@ absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(GenerateRequest re
       request.sampling.seed.has_value() ? *request.sampling.seed : MixSeed(seed_base_ + pending.id);
   pending.request = std::move(request);
   pending.stream = std::make_shared<RequestStream>(pending.id);
-  pending.submit_time = absl::Now();
+  pending.submit_time = MonotonicNow();
   std::shared_ptr<RequestStream> stream = pending.stream;
   live_.insert(pending.id);
   queue_.push_back(std::move(pending));
@@ -171,7 +172,7 @@ absl::Status Engine::Cancel(uint64_t id) {
     if (it->id != id) continue;
     Usage usage;
     usage.prompt_tokens = static_cast<int32_t>(it->request.prompt.size());
-    usage.total_time = absl::Now() - it->submit_time;
+    usage.total_time = MonotonicNow() - it->submit_time;
     it->stream->Finish(FinishReason::kCancelled,
                        absl::CancelledError(absl::StrCat("request ", id, " was cancelled")), usage);
     queue_.erase(it);
@@ -252,7 +253,7 @@ void Engine::Loop() {
         for (PendingRequest& pending : queue_) {
           Usage usage;
           usage.prompt_tokens = static_cast<int32_t>(pending.request.prompt.size());
-          usage.total_time = absl::Now() - pending.submit_time;
+          usage.total_time = MonotonicNow() - pending.submit_time;
           pending.stream->Finish(FinishReason::kCancelled, status, usage);
         }
         queue_.clear();

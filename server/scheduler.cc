@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/cuda_check.h"
+#include "common/monotonic_time.h"
 #include "common/status_macros.h"
 #include "server/cpu_llama_model.h"
 #include "server/cuda/cuda_kv_attention.h"
@@ -144,7 +145,7 @@ Usage Scheduler::UsageOf(const Running& r, absl::Time now) const {
 
 void Scheduler::Finish(size_t index, FinishReason reason, const absl::Status& status) {
   Running& r = *running_[index];
-  r.pending.stream->Finish(reason, status, UsageOf(r, absl::Now()));
+  r.pending.stream->Finish(reason, status, UsageOf(r, MonotonicNow()));
   CheckOk(cache_->slots().Free(r.slots), "freeing a finished request's slots");
   CheckOk(cache_->requests().FreeRequest(r.table_row), "freeing a finished request's row");
   running_.erase(running_.begin() + index);
@@ -192,7 +193,7 @@ bool Scheduler::TakeToken(Running& r, int32_t token, FinishReason* reason) {
   const GenerateRequest& request = r.pending.request;
   ++r.generated;
   r.last_token = token;
-  if (r.first_token_time == absl::InfinitePast()) r.first_token_time = absl::Now();
+  if (r.first_token_time == absl::InfinitePast()) r.first_token_time = MonotonicNow();
   r.pending.stream->PushToken(token);
   if (std::find(request.stop_token_ids.begin(), request.stop_token_ids.end(), token) !=
       request.stop_token_ids.end()) {

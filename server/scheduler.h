@@ -46,7 +46,7 @@ struct PendingRequest {
   GenerateRequest request;
   uint64_t seed = 0;  // the sampler's seed (request.sampling.seed, or one the engine picked)
   std::shared_ptr<RequestStream> stream;
-  absl::Time submit_time;
+  absl::Time submit_time;  // MonotonicNow() at Submit
 };
 
 class Scheduler {
@@ -113,7 +113,7 @@ class Scheduler {
     int32_t computed = 0;        // tokens whose K/V are in the cache (the row's length)
     int32_t generated = 0;       // tokens sampled and streamed
     int32_t last_token = -1;     // the next decode input
-    absl::Time first_token_time = absl::InfinitePast();
+    absl::Time first_token_time = absl::InfinitePast();  // MonotonicNow() at the first token
   };
 
   explicit Scheduler(const EngineConfig& config);

@@ -6,6 +6,7 @@
 #include <random>
 #include <vector>
 
+#include "common/monotonic_time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/int4_kv_attention.h"
@@ -28,7 +29,7 @@ PendingRequest Pending(uint64_t id, GenerateRequest request) {
   pending.request = std::move(request);
   pending.seed = id;
   pending.stream = std::make_shared<RequestStream>(id);
-  pending.submit_time = absl::Now();
+  pending.submit_time = MonotonicNow();
   return pending;
 }
 

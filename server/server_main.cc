@@ -43,6 +43,7 @@
 #include "absl/time/time.h"
 #include "common/cuda_check.h"
 #include "common/help_flags.h"
+#include "common/monotonic_time.h"
 #include "common/status_macros.h"
 #include "server/engine.h"
 #include "server/grpc_server.h"
@@ -172,14 +173,14 @@ absl::StatusOr<Options> ParseOptions(const char* argv0) {
 // loaded model end it with their error in `flag_error` (and the same as the result).
 absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(const Options& options,
                                                      absl::Status* flag_error) {
-  const absl::Time start = absl::Now();
+  const absl::Time start = MonotonicNow();
   const ModelSource& source = options.model_flag.source;
   ModelSource resolved = source;
   if (source.kind == ModelSource::Kind::kCheckpoint) resolved.path = options.model_flag.file;
   ASSIGN_OR_RETURN(LlamaWeights loaded, LoadModelWeights(resolved, options.engine.threads));
   const auto weights = std::make_shared<const LlamaWeights>(std::move(loaded));
   spdlog::info("model {} loaded in {:.2f} s", options.model,
-               absl::ToDoubleSeconds(absl::Now() - start));
+               absl::ToDoubleSeconds(MonotonicNow() - start));
   *flag_error = CheckEngineFlagsForModel(options.engine, weights->config);
   RETURN_IF_ERROR(*flag_error);
 
@@ -327,7 +328,7 @@ int Run(const char* argv0) {
   // Refusing first: a client that sees health NOT_SERVING must not get a request in.
   (*engine)->StopAccepting();
   (*server)->SetServing(false);
-  const absl::Time drain_start = absl::Now();
+  const absl::Time drain_start = MonotonicNow();
   // A second SIGINT or SIGTERM during the drain (one with --drain_timeout=inf, say) ends it:
   // what is still queued or running is cancelled, as when the timeout runs out.
   std::atomic<bool> drained{false};
@@ -341,7 +342,7 @@ int Run(const char* argv0) {
   (*engine)->Shutdown(options->drain_timeout);
   drained.store(true, std::memory_order_release);
   second_signal.join();
-  spdlog::info("engine stopped after {}", absl::FormatDuration(absl::Now() - drain_start));
+  spdlog::info("engine stopped after {}", absl::FormatDuration(MonotonicNow() - drain_start));
   // Every request has its finish now and its handler is sending it. gRPC's shutdown closes a
   // connection once its calls are done; a client still starting calls on it then sees the
   // connection reset, and can lose a finish it had not read yet. So the Generate handlers
@@ -349,8 +350,8 @@ int Run(const char* argv0) {
   // read, before gRPC closes anything (a handler still running after that is ended by gRPC's
   // shutdown). Clients that keep idle connections open would hold gRPC's shutdown until the
   // grace period ends, so that is short.
-  const absl::Time handlers_deadline = absl::Now() + kHandlersReturnLimit;
-  while (service.generate_calls_in_flight() > 0 && absl::Now() < handlers_deadline) {
+  const absl::Time handlers_deadline = MonotonicNow() + kHandlersReturnLimit;
+  while (service.generate_calls_in_flight() > 0 && MonotonicNow() < handlers_deadline) {
     absl::SleepFor(absl::Milliseconds(1));
   }
   absl::SleepFor(kFinishLinger);
