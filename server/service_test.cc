@@ -1,10 +1,12 @@
 // The service on a real in-process gRPC server and engine (stories260K): the starting state,
-// a streamed generation against the engine's own output, the request id, and auth. The
+// a streamed generation against the engine's own output, a model failing mid-stream, the
+// request id, and auth. The
 // end-to-end suites in tests/ cover concurrency, cancellation, validation and the binary.
 #include "server/service.h"
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,7 +16,9 @@
 #include "server/engine.h"
 #include "server/engine_device.h"
 #include "server/grpc_server.h"
+#include "server/int4_kv_attention.h"
 #include "server/model_source.h"
+#include "server/testing/test_util.h"
 
 namespace int4kv {
 namespace {
@@ -147,6 +151,66 @@ TEST_F(ServiceTest, StreamsTheEnginesTokensThenFinishAndUsage) {
   EXPECT_EQ(last.usage().generated_tokens(), 40);
   EXPECT_GT(last.usage().time_to_first_token_us(), 0);
   EXPECT_GE(last.usage().total_time_us(), last.usage().time_to_first_token_us());
+}
+
+// The model's attention, failing from its `fail_from`-th call on.
+class AttentionFailingLater : public KvAttention {
+ public:
+  AttentionFailingLater(std::unique_ptr<KvAttention> inner, int fail_from)
+      : inner_(std::move(inner)), fail_from_(fail_from) {}
+  absl::string_view name() const override { return "failing later"; }
+  absl::Status Plan(const StepBatch& batch) override { return inner_->Plan(batch); }
+  absl::Status Attend(int32_t layer, const void* q, const void* k, const void* v,
+                      void* out) override {
+    if (++calls_ >= fail_from_) return absl::InvalidArgumentError("injected attention failure");
+    return inner_->Attend(layer, q, k, v, out);
+  }
+
+ private:
+  std::unique_ptr<KvAttention> inner_;
+  const int fail_from_;
+  std::atomic<int> calls_{0};
+};
+
+// A model that fails mid-stream: the client gets the tokens produced before the failure,
+// exactly those of a healthy engine, then INTERNAL carrying the engine's message.
+TEST_F(ServiceTest, ModelFailureEndsTheStreamInternalAfterItsTokens) {
+  StartServer();
+  EngineConfig config;
+  config.max_batch = 4;
+  config.threads = 2;
+  // stories260K has 5 layers: the 10th step's attention fails, after 9 tokens went out.
+  const KvAttentionFactory failing_attention =
+      [](KvCache* cache, const ModelConfig& model,
+         const EngineConfig& resolved) -> absl::StatusOr<std::unique_ptr<KvAttention>> {
+    absl::StatusOr<std::unique_ptr<Int4KvAttention>> inner =
+        Int4KvAttention::Create(cache, model.q_heads, resolved.max_step_tokens, 1);
+    if (!inner.ok()) return inner.status();
+    return std::unique_ptr<KvAttention>(new AttentionFailingLater(std::move(*inner), 5 * 9 + 1));
+  };
+  absl::StatusOr<std::unique_ptr<Engine>> engine =
+      Engine::Create(config, Stories260K(), kDefaultModelPath, failing_attention);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  engine_ = std::move(*engine);
+  service_->AttachEngine(engine_.get(), ServerDetails{});
+
+  v1::GenerateRequest request = Request({1, 403, 261, 378}, 40);
+  request.mutable_sampling()->set_temperature(0.0f);  // greedy: the same tokens every time
+  std::vector<v1::GenerateResponse> responses;
+  const grpc::Status status = Generate(request, &responses);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INTERNAL);
+  EXPECT_THAT(status.error_message(), HasSubstr("injected attention failure"));
+  std::vector<int32_t> tokens;
+  for (const v1::GenerateResponse& response : responses) {
+    EXPECT_EQ(response.finish_reason(), v1::FINISH_REASON_UNSPECIFIED);
+    EXPECT_FALSE(response.has_usage());
+    tokens.insert(tokens.end(), response.token_ids().begin(), response.token_ids().end());
+  }
+  const std::unique_ptr<Engine> healthy = MakeEngine();
+  const GenerationResult expected = (*healthy->Submit(*RequestFromProto(request)))->ReadAll();
+  ASSERT_EQ(expected.tokens.size(), 40u);
+  ASSERT_EQ(tokens.size(), 9u);
+  EXPECT_THAT(tokens, ElementsAreArray(expected.tokens.begin(), expected.tokens.begin() + 9));
 }
 
 TEST_F(ServiceTest, BadRequestIdIsRejectedByName) {
