@@ -9,7 +9,6 @@
 #include "common/monotonic_time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/int4_kv_attention.h"
 #include "server/testing/test_util.h"
 
 namespace int4kv {
@@ -171,35 +170,11 @@ TEST(SchedulerTest, WaitsForSlotsAndBatchRows) {
   EXPECT_EQ(scheduler->free_slots(), 30);
 }
 
-// A KvAttention that fails on demand, to drive the model-error path. It fails with
-// InvalidArgument: whatever the step returns, the request must end INTERNAL.
-class FailingAttention : public KvAttention {
- public:
-  FailingAttention(std::unique_ptr<KvAttention> inner, bool* fail)
-      : inner_(std::move(inner)), fail_(fail) {}
-  absl::string_view name() const override { return "failing"; }
-  absl::Status Plan(const StepBatch& batch) override { return inner_->Plan(batch); }
-  absl::Status Attend(int32_t layer, const void* q, const void* k, const void* v,
-                      void* out) override {
-    if (*fail_) return absl::InvalidArgumentError("injected attention failure");
-    return inner_->Attend(layer, q, k, v, out);
-  }
-
- private:
-  std::unique_ptr<KvAttention> inner_;
-  bool* fail_;
-};
-
 TEST(SchedulerTest, ModelErrorFinishesTheStepsRequests) {
+  // The attention fails while `fail` is set: whatever the step returns, the request must end
+  // INTERNAL.
   bool fail = false;
-  KvAttentionFactory factory =
-      [&fail](KvCache* cache, const ModelConfig& model,
-              const EngineConfig& config) -> absl::StatusOr<std::unique_ptr<KvAttention>> {
-    absl::StatusOr<std::unique_ptr<Int4KvAttention>> inner =
-        Int4KvAttention::Create(cache, model.q_heads, config.max_step_tokens, 1);
-    if (!inner.ok()) return inner.status();
-    return std::unique_ptr<KvAttention>(new FailingAttention(std::move(*inner), &fail));
-  };
+  const KvAttentionFactory factory = FailingInt4AttentionFactory([&fail] { return fail; });
   std::unique_ptr<Scheduler> scheduler =
       *Scheduler::Create(Resolved(SmallConfig()), Stories260K(), factory);
   PendingRequest a = Pending(1, GreedyRequest({1, 2, 3}, 10));

@@ -16,7 +16,6 @@
 #include "server/engine.h"
 #include "server/engine_device.h"
 #include "server/grpc_server.h"
-#include "server/int4_kv_attention.h"
 #include "server/model_source.h"
 #include "server/testing/test_util.h"
 
@@ -153,25 +152,6 @@ TEST_F(ServiceTest, StreamsTheEnginesTokensThenFinishAndUsage) {
   EXPECT_GE(last.usage().total_time_us(), last.usage().time_to_first_token_us());
 }
 
-// The model's attention, failing from its `fail_from`-th call on.
-class AttentionFailingLater : public KvAttention {
- public:
-  AttentionFailingLater(std::unique_ptr<KvAttention> inner, int fail_from)
-      : inner_(std::move(inner)), fail_from_(fail_from) {}
-  absl::string_view name() const override { return "failing later"; }
-  absl::Status Plan(const StepBatch& batch) override { return inner_->Plan(batch); }
-  absl::Status Attend(int32_t layer, const void* q, const void* k, const void* v,
-                      void* out) override {
-    if (++calls_ >= fail_from_) return absl::InvalidArgumentError("injected attention failure");
-    return inner_->Attend(layer, q, k, v, out);
-  }
-
- private:
-  std::unique_ptr<KvAttention> inner_;
-  const int fail_from_;
-  std::atomic<int> calls_{0};
-};
-
 // A model that fails mid-stream: the client gets the tokens produced before the failure,
 // exactly those of a healthy engine, then INTERNAL carrying the engine's message.
 TEST_F(ServiceTest, ModelFailureEndsTheStreamInternalAfterItsTokens) {
@@ -180,14 +160,9 @@ TEST_F(ServiceTest, ModelFailureEndsTheStreamInternalAfterItsTokens) {
   config.max_batch = 4;
   config.threads = 2;
   // stories260K has 5 layers: the 10th step's attention fails, after 9 tokens went out.
+  std::atomic<int> attends{0};
   const KvAttentionFactory failing_attention =
-      [](KvCache* cache, const ModelConfig& model,
-         const EngineConfig& resolved) -> absl::StatusOr<std::unique_ptr<KvAttention>> {
-    absl::StatusOr<std::unique_ptr<Int4KvAttention>> inner =
-        Int4KvAttention::Create(cache, model.q_heads, resolved.max_step_tokens, 1);
-    if (!inner.ok()) return inner.status();
-    return std::unique_ptr<KvAttention>(new AttentionFailingLater(std::move(*inner), 5 * 9 + 1));
-  };
+      FailingInt4AttentionFactory([&attends] { return ++attends > 5 * 9; });
   absl::StatusOr<std::unique_ptr<Engine>> engine =
       Engine::Create(config, Stories260K(), kDefaultModelPath, failing_attention);
   ASSERT_TRUE(engine.ok()) << engine.status();

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -33,6 +34,11 @@ std::shared_ptr<const LlamaWeights> Stories260K();
 
 // A KvAttentionFactory that keeps K/V in float32 (no quantization).
 KvAttentionFactory FloatAttentionFactory();
+
+// A KvAttentionFactory of the INT4 attention (1 backend thread) whose Attend fails with
+// InvalidArgument "injected attention failure" whenever `fail_now` returns true (called once
+// per Attend, from the scheduler thread), to drive the model-error path.
+KvAttentionFactory FailingInt4AttentionFactory(std::function<bool()> fail_now);
 
 // A small engine config for stories260K: batch 8, 2 threads.
 EngineConfig SmallConfig();
