@@ -2,54 +2,75 @@
 
 #include <algorithm>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/strip.h"
+#include "common/status_macros.h"
 
 namespace int4kv {
 namespace {
 
-absl::Status OutOfRange(absl::string_view field, int64_t value, absl::string_view allowed) {
+// Where the fields a config shares with a view are named: every one under "KvCacheConfig." in
+// a config; in a view, the layout's under "KvCacheView.layout." and the dtype and mode under
+// "KvCacheView.".
+struct FieldOwners {
+  absl::string_view layout;
+  absl::string_view format;
+};
+constexpr absl::string_view kConfigOwner = "KvCacheConfig.";
+constexpr FieldOwners kConfigFields = {kConfigOwner, kConfigOwner};
+constexpr FieldOwners kViewFields = {"KvCacheView.layout.", "KvCacheView."};
+
+absl::Status OutOfRange(absl::string_view owner, absl::string_view field, int64_t value,
+                        absl::string_view allowed) {
   return absl::InvalidArgumentError(
-      absl::StrCat("KvCacheConfig.", field, " = ", value, " is invalid: must be ", allowed));
+      absl::StrCat(owner, field, " = ", value, " is invalid: must be ", allowed));
+}
+
+// The fields that fix the cache's format (all but its sizes).
+absl::Status ValidateFormat(const KvCacheConfig& c, const FieldOwners& owners) {
+  if (c.num_layers < 1 || c.num_layers > kMaxLayers) {
+    return OutOfRange(owners.layout, "num_layers", c.num_layers,
+                      absl::StrCat("in [1, ", kMaxLayers, "]"));
+  }
+  if (c.kv_heads < 1 || c.kv_heads > kMaxKvHeads) {
+    return OutOfRange(owners.layout, "kv_heads", c.kv_heads,
+                      absl::StrCat("in [1, ", kMaxKvHeads, "]"));
+  }
+  if (!IsSupportedGroupSize(c.group_size)) {
+    return OutOfRange(owners.layout, "group_size", c.group_size, kGroupSizeRule);
+  }
+  if (c.head_dim < 2 || c.head_dim > kMaxHeadDim || c.head_dim % 2 != 0) {
+    return OutOfRange(owners.layout, "head_dim", c.head_dim,
+                      absl::StrCat("even and in [2, ", kMaxHeadDim, "]"));
+  }
+  if (c.head_dim % c.group_size != 0) {
+    return OutOfRange(owners.layout, "head_dim", c.head_dim,
+                      absl::StrCat("a multiple of group_size (", c.group_size, ")"));
+  }
+  if (c.param_dtype != ParamDtype::kFloat16 && c.param_dtype != ParamDtype::kBFloat16) {
+    return OutOfRange(owners.format, "param_dtype", static_cast<int>(c.param_dtype),
+                      "fp16 (0) or bf16 (1)");
+  }
+  if (c.quant_mode != QuantMode::kSymmetric && c.quant_mode != QuantMode::kAsymmetric) {
+    return OutOfRange(owners.format, "quant_mode", static_cast<int>(c.quant_mode),
+                      "symmetric (0) or asymmetric (1)");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
 
 absl::Status KvCacheConfig::Validate() const {
-  if (num_layers < 1 || num_layers > kMaxLayers) {
-    return OutOfRange("num_layers", num_layers, absl::StrCat("in [1, ", kMaxLayers, "]"));
-  }
-  if (kv_heads < 1 || kv_heads > kMaxKvHeads) {
-    return OutOfRange("kv_heads", kv_heads, absl::StrCat("in [1, ", kMaxKvHeads, "]"));
-  }
-  if (!IsSupportedGroupSize(group_size)) {
-    return OutOfRange("group_size", group_size, kGroupSizeRule);
-  }
-  if (head_dim < 2 || head_dim > kMaxHeadDim || head_dim % 2 != 0) {
-    return OutOfRange("head_dim", head_dim, absl::StrCat("even and in [2, ", kMaxHeadDim, "]"));
-  }
-  if (head_dim % group_size != 0) {
-    return OutOfRange("head_dim", head_dim,
-                      absl::StrCat("a multiple of group_size (", group_size, ")"));
-  }
-  if (param_dtype != ParamDtype::kFloat16 && param_dtype != ParamDtype::kBFloat16) {
-    return OutOfRange("param_dtype", static_cast<int>(param_dtype), "fp16 (0) or bf16 (1)");
-  }
-  if (quant_mode != QuantMode::kSymmetric && quant_mode != QuantMode::kAsymmetric) {
-    return OutOfRange("quant_mode", static_cast<int>(quant_mode),
-                      "symmetric (0) or asymmetric (1)");
-  }
+  RETURN_IF_ERROR(ValidateFormat(*this, kConfigFields));
   if (capacity_slots < 1 || capacity_slots > kMaxCapacitySlots) {
-    return OutOfRange("capacity_slots", capacity_slots,
+    return OutOfRange(kConfigOwner, "capacity_slots", capacity_slots,
                       absl::StrCat("in [1, ", kMaxCapacitySlots, "]"));
   }
-  if (max_requests < 1) return OutOfRange("max_requests", max_requests, ">= 1");
-  if (max_seq_len < 1) return OutOfRange("max_seq_len", max_seq_len, ">= 1");
+  if (max_requests < 1) return OutOfRange(kConfigOwner, "max_requests", max_requests, ">= 1");
+  if (max_seq_len < 1) return OutOfRange(kConfigOwner, "max_seq_len", max_seq_len, ">= 1");
   if (int64_t{max_requests} * max_seq_len > kMaxRequestTableEntries) {
     return OutOfRange(
-        "max_seq_len", max_seq_len,
+        kConfigOwner, "max_seq_len", max_seq_len,
         absl::StrCat("such that max_requests * max_seq_len <= ", kMaxRequestTableEntries,
                      " (max_requests = ", max_requests, ")"));
   }
@@ -111,26 +132,14 @@ absl::Status ValidateCacheView(const KvCacheView& view) {
         "KvCacheView.layout.num_slots = ", num_slots, " is invalid: must be in [2, ",
         kMaxCapacitySlots + 1, "] (the reserved slot 0 and at least one slot for a token)"));
   }
-  KvCacheConfig probe;
-  probe.num_layers = view.layout.num_layers;
-  probe.kv_heads = view.layout.kv_heads;
-  probe.head_dim = view.layout.head_dim;
-  probe.group_size = view.layout.group_size;
-  probe.param_dtype = view.param_dtype;
-  probe.quant_mode = view.quant_mode;
-  probe.capacity_slots = num_slots - 1;
-  if (absl::Status status = probe.Validate(); !status.ok()) {
-    // Validate names the config's fields; the view holds them under the same names, in its
-    // layout except for the parameter dtype and the quantization mode.
-    absl::string_view message = status.message();
-    if (absl::ConsumePrefix(&message, "KvCacheConfig.")) {
-      const bool on_view =
-          absl::StartsWith(message, "param_dtype ") || absl::StartsWith(message, "quant_mode ");
-      return absl::InvalidArgumentError(
-          absl::StrCat(on_view ? "KvCacheView." : "KvCacheView.layout.", message));
-    }
-    return status;
-  }
+  KvCacheConfig format;
+  format.num_layers = view.layout.num_layers;
+  format.kv_heads = view.layout.kv_heads;
+  format.head_dim = view.layout.head_dim;
+  format.group_size = view.layout.group_size;
+  format.param_dtype = view.param_dtype;
+  format.quant_mode = view.quant_mode;
+  RETURN_IF_ERROR(ValidateFormat(format, kViewFields));
   if (view.data == nullptr || view.scales == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat("KvCacheView.", view.data == nullptr ? "data" : "scales",
