@@ -34,17 +34,10 @@ int64_t RequestTable::HostBytes(int32_t max_requests, int32_t max_seq_len) {
 }
 
 RequestTable::~RequestTable() {
-  if (staging_free_ != nullptr) {
-    cudaEventSynchronize(staging_free_);
-    cudaEventDestroy(staging_free_);
-  }
-  // Only what was allocated: even a null cudaFree starts a CUDA context, which a host-only
-  // table on a machine with a GPU must not do.
-  if (staged_index_ != nullptr) cudaFreeHost(staged_index_);
-  if (staged_value_ != nullptr) cudaFreeHost(staged_value_);
-  if (device_index_ != nullptr) cudaFree(device_index_);
-  if (device_value_ != nullptr) cudaFree(device_value_);
-  if (device_table_ != nullptr) cudaFree(device_table_);
+  // The staging buffers may still feed the last sync's copies. The owners free only what was
+  // allocated: even a null cudaFree starts a CUDA context, which a host-only table on a machine
+  // with a GPU must not do.
+  if (staging_free_.get() != nullptr) cudaEventSynchronize(staging_free_.get());
 }
 
 absl::Status RequestTable::CheckRequest(int32_t request) const {
@@ -104,13 +97,13 @@ absl::Status RequestTable::Append(int32_t request, absl::Span<const int32_t> slo
 }
 
 void RequestTable::MarkDirty(int32_t request) {
-  if (device_table_ == nullptr || is_dirty_[request]) return;
+  if (device_table_.get() == nullptr || is_dirty_[request]) return;
   is_dirty_[request] = 1;
   dirty_.push_back(request);
 }
 
 int32_t RequestTable::SyncedLength(int32_t request) const {
-  if (device_table_ == nullptr || !IsLive(request)) return 0;
+  if (device_table_.get() == nullptr || !IsLive(request)) return 0;
   return synced_length_[request];
 }
 
@@ -129,47 +122,29 @@ absl::Span<const int32_t> RequestTable::Tokens(int32_t request) const {
 }
 
 absl::Status RequestTable::EnableDeviceMirror() {
-  if (device_table_ != nullptr) return absl::OkStatus();
-  // Everything is allocated into `mirror` first and moved into the members only once all of it
-  // exists; on an early return its destructor frees what was allocated.
-  struct Mirror {
-    int32_t* table = nullptr;
-    uint32_t* staged_index = nullptr;
-    int32_t* staged_value = nullptr;
-    uint32_t* device_index = nullptr;
-    int32_t* device_value = nullptr;
-    CudaEvent staging_free = nullptr;
-    ~Mirror() {
-      if (staging_free != nullptr) cudaEventDestroy(staging_free);  // never recorded
-      cudaFreeHost(staged_index);
-      cudaFreeHost(staged_value);
-      cudaFree(device_index);
-      cudaFree(device_value);
-      cudaFree(table);
-    }
-  } mirror;
+  if (device_table_.get() != nullptr) return absl::OkStatus();
+  // Everything is allocated into these owners first and moved into the members only once all
+  // of it exists; on an early return they free what was allocated.
+  DeviceBuffer table, device_index, device_value;
+  PinnedBuffer staged_index, staged_value;
+  OwnedEvent staging_free;
   const size_t bytes = table_.size() * sizeof(int32_t);
   const std::string table_name =
       absl::StrCat("the req_to_token device mirror (max_requests = ", max_requests_,
                    ", max_seq_len = ", max_seq_len_, ")");
-  RETURN_IF_ERROR(CudaAllocate(reinterpret_cast<void**>(&mirror.table), bytes,
-                               /*pinned_host=*/false, table_name));
-  CUDA_RETURN_IF_ERROR(cudaMemset(mirror.table, 0, bytes));
+  RETURN_IF_ERROR(table.Allocate(bytes, table_name.c_str()));
+  CUDA_RETURN_IF_ERROR(cudaMemset(table.get(), 0, bytes));
   // Enough for a step in which every request appends 64 tokens; larger syncs go in pieces.
   constexpr int64_t kStagingEntries = int64_t{64} * 1024;
   const int32_t staging_capacity =
       static_cast<int32_t>(std::min<int64_t>(kStagingEntries, static_cast<int64_t>(table_.size())));
   const size_t staging_bytes = static_cast<size_t>(staging_capacity) * 4;
-  constexpr absl::string_view kStagingName = "the req_to_token mirror's staging buffers";
-  RETURN_IF_ERROR(CudaAllocate(reinterpret_cast<void**>(&mirror.staged_index), staging_bytes,
-                               /*pinned_host=*/true, kStagingName));
-  RETURN_IF_ERROR(CudaAllocate(reinterpret_cast<void**>(&mirror.staged_value), staging_bytes,
-                               /*pinned_host=*/true, kStagingName));
-  RETURN_IF_ERROR(CudaAllocate(reinterpret_cast<void**>(&mirror.device_index), staging_bytes,
-                               /*pinned_host=*/false, kStagingName));
-  RETURN_IF_ERROR(CudaAllocate(reinterpret_cast<void**>(&mirror.device_value), staging_bytes,
-                               /*pinned_host=*/false, kStagingName));
-  CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&mirror.staging_free, cudaEventDisableTiming));
+  constexpr const char* kStagingName = "the req_to_token mirror's staging buffers";
+  RETURN_IF_ERROR(staged_index.Allocate(staging_bytes, kStagingName));
+  RETURN_IF_ERROR(staged_value.Allocate(staging_bytes, kStagingName));
+  RETURN_IF_ERROR(device_index.Allocate(staging_bytes, kStagingName));
+  RETURN_IF_ERROR(device_value.Allocate(staging_bytes, kStagingName));
+  RETURN_IF_ERROR(staging_free.Create(/*timing=*/false));
   // The zero fill runs on the legacy default stream, which a stream created with
   // cudaStreamNonBlocking does not wait for: a later SyncToDevice could land under it.
   CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
@@ -181,13 +156,13 @@ absl::Status RequestTable::EnableDeviceMirror() {
     return absl::ResourceExhaustedError(
         absl::StrCat("cannot allocate the dirty list of ", max_requests_, " requests"));
   }
-  device_table_ = std::exchange(mirror.table, nullptr);
+  device_table_ = std::move(table);
   staging_capacity_ = staging_capacity;
-  staged_index_ = std::exchange(mirror.staged_index, nullptr);
-  staged_value_ = std::exchange(mirror.staged_value, nullptr);
-  device_index_ = std::exchange(mirror.device_index, nullptr);
-  device_value_ = std::exchange(mirror.device_value, nullptr);
-  staging_free_ = std::exchange(mirror.staging_free, nullptr);
+  staged_index_ = std::move(staged_index);
+  staged_value_ = std::move(staged_value);
+  device_index_ = std::move(device_index);
+  device_value_ = std::move(device_value);
+  staging_free_ = std::move(staging_free);
   for (int32_t r = 0; r < max_requests_; ++r) {
     synced_length_[r] = 0;
     if (live_[r] && length_[r] > 0) MarkDirty(r);
@@ -198,22 +173,23 @@ absl::Status RequestTable::EnableDeviceMirror() {
 absl::Status RequestTable::FlushStaged(int32_t count, CudaStream stream) {
   if (count == 0) return absl::OkStatus();
   const size_t bytes = static_cast<size_t>(count) * 4;
-  CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(device_index_, staged_index_, bytes, cudaMemcpyHostToDevice, stream));
-  CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(device_value_, staged_value_, bytes, cudaMemcpyHostToDevice, stream));
-  RETURN_IF_ERROR(ScatterInt32(device_table_, device_index_, device_value_, count, stream));
-  CUDA_RETURN_IF_ERROR(cudaEventRecord(staging_free_, stream));
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device_index_.get(), staged_index_.get(), bytes,
+                                       cudaMemcpyHostToDevice, stream));
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device_value_.get(), staged_value_.get(), bytes,
+                                       cudaMemcpyHostToDevice, stream));
+  RETURN_IF_ERROR(ScatterInt32(device_table_.as<int32_t>(), device_index_.as<uint32_t>(),
+                               device_value_.as<int32_t>(), count, stream));
+  CUDA_RETURN_IF_ERROR(cudaEventRecord(staging_free_.get(), stream));
   return absl::OkStatus();
 }
 
 absl::Status RequestTable::SyncToDevice(CudaStream stream) {
-  if (device_table_ == nullptr) {
+  if (device_table_.get() == nullptr) {
     return absl::FailedPreconditionError("SyncToDevice before EnableDeviceMirror");
   }
   if (dirty_.empty()) return absl::OkStatus();
   // The staging buffers may still feed the previous sync's copies.
-  CUDA_RETURN_IF_ERROR(cudaEventSynchronize(staging_free_));
+  CUDA_RETURN_IF_ERROR(cudaEventSynchronize(staging_free_.get()));
   // dirty_, is_dirty_ and synced_length_ change only after the last flush succeeded: a sync
   // that fails part-way is sent in full by the next one (rewriting an entry is harmless).
   int32_t staged = 0;
@@ -223,11 +199,11 @@ absl::Status RequestTable::SyncToDevice(CudaStream stream) {
     for (int32_t t = synced_length_[request]; t < length_[request]; ++t) {
       if (staged == staging_capacity_) {
         RETURN_IF_ERROR(FlushStaged(staged, stream));
-        CUDA_RETURN_IF_ERROR(cudaEventSynchronize(staging_free_));
+        CUDA_RETURN_IF_ERROR(cudaEventSynchronize(staging_free_.get()));
         staged = 0;
       }
-      staged_index_[staged] = row + static_cast<uint32_t>(t);
-      staged_value_[staged] = table_[row + t];
+      staged_index_.as<uint32_t>()[staged] = row + static_cast<uint32_t>(t);
+      staged_value_.as<int32_t>()[staged] = table_[row + t];
       ++staged;
     }
   }

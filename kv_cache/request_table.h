@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "common/cuda_stream.h"
+#include "common/device_memory.h"
 
 namespace int4kv {
 
@@ -61,7 +62,7 @@ class RequestTable {
   // the requests stay marked as changed, and the next sync sends all of their new entries.
   absl::Status SyncToDevice(CudaStream stream);
   // Device table [max_requests][max_seq_len]; nullptr until EnableDeviceMirror().
-  const int32_t* device_table() const { return device_table_; }
+  const int32_t* device_table() const { return device_table_.as<int32_t>(); }
   // Leading entries of a request's row that the last SyncToDevice sent to the mirror (0 for a
   // row not in use, and for every row without a mirror). A reused row's mirror still holds the
   // previous occupant's slots past this length.
@@ -82,18 +83,18 @@ class RequestTable {
 
   absl::Status FlushStaged(int32_t count, CudaStream stream);
 
-  int32_t* device_table_ = nullptr;     // owned; [max_requests][max_seq_len]
+  DeviceBuffer device_table_;           // [max_requests][max_seq_len]; empty without a mirror
   std::vector<int32_t> synced_length_;  // [max_requests], prefix already in the mirror
   std::vector<int32_t> dirty_;          // requests with length > synced_length
   std::vector<uint8_t> is_dirty_;       // [max_requests]
 
-  // Sync staging, owned: pinned host pairs and their device copies, [staging_capacity_] each.
+  // Sync staging: pinned host pairs and their device copies, [staging_capacity_] each.
   int32_t staging_capacity_ = 0;
-  uint32_t* staged_index_ = nullptr;  // pinned: flat table index of each entry
-  int32_t* staged_value_ = nullptr;   // pinned: its slot
-  uint32_t* device_index_ = nullptr;
-  int32_t* device_value_ = nullptr;
-  CudaEvent staging_free_ = nullptr;  // recorded after the last copy out of staging
+  PinnedBuffer staged_index_;  // uint32: flat table index of each entry
+  PinnedBuffer staged_value_;  // int32: its slot
+  DeviceBuffer device_index_;
+  DeviceBuffer device_value_;
+  OwnedEvent staging_free_;  // recorded after the last copy out of staging
 };
 
 }  // namespace int4kv
