@@ -825,7 +825,8 @@ constexpr int kMergeThreads = 256;
 // their split blocks start rather than when they finish their loops.
 constexpr int kEarlyReleasePercent = 40;
 
-constexpr int kMergeBatch = 8;  // partials a thread loads before it uses any
+constexpr int kMergeBatch = 8;     // partials a thread loads before it uses any
+constexpr int kCombineUnroll = 8;  // lanes of a column combined per unrolled step
 // Up to this batch, rows can have hundreds of chunks each: the merge grid then has a block per
 // kNarrowMergeColumns float4 columns of a head, so that more threads share such a row's chunks.
 constexpr int kNarrowMergeMaxBatch = 4;
@@ -935,13 +936,19 @@ __global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p
                     columns);
   }
   if (head_thread >= columns || !column_in_head) return;
+  // Both walks over the column's lanes are unrolled by kCombineUnroll so that their
+  // shared-memory reads go out together instead of one dependent trip per lane: this combine
+  // lies between the partials' arrival and the output, on every step's path to the next
+  // kernel's release.
   float m_all = -INFINITY;
+#pragma unroll(kCombineUnroll)
   for (int lane = 0; lane < lanes; ++lane) {
     m_all = fmaxf(m_all, maxima[head_base + lane * columns + head_thread]);
   }
   float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   float all = 0.0f;
   if (work.num_chunks > 0) {  // else every maximum is -inf, and the row stays zero
+#pragma unroll(kCombineUnroll)
     for (int lane = 0; lane < lanes; ++lane) {
       const int t = head_base + lane * columns + head_thread;
       const float weight = Exp2(maxima[t] - m_all);  // 0 for lanes that had no chunk
