@@ -8,7 +8,6 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/string_view.h"
 #include "common/cuda_check.h"
 #include "common/status_macros.h"
 #include "kv_cache/request_table_scatter.h"
