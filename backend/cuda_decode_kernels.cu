@@ -839,15 +839,18 @@ constexpr int kMaxMergeHeadsPerBlock = 8;
 // row's chunks: the lines one merge block reads and no other does. Only whole lines qualify:
 // head rows and column spans must be multiples of 128 bytes (head_dim a multiple of 32,
 // columns of 8), else nothing is dropped.
+template <int kHeads>
 __device__ __forceinline__ void DiscardPartials(const MergeKernelParams& p, const RowWork& work,
                                                 int first_head, int first_column, int columns) {
   constexpr int kLineFloats = 32;  // 128 bytes
   if (p.head_dim % kLineFloats != 0 || columns % (kLineFloats / 4) != 0) return;
-  const int heads = min(p.heads_per_block, p.q_heads - first_head);
+  // A specialized block indexes its lines by kHeads and skips heads past q_heads.
+  const int heads = kHeads > 0 ? kHeads : min(p.heads_per_block, p.q_heads - first_head);
   const int lines_per_head = columns * 4 / kLineFloats;
   const int lines = work.num_chunks * heads * lines_per_head;
   for (int i = threadIdx.x; i < lines; i += blockDim.x) {
     const int line = i % lines_per_head, head = first_head + (i / lines_per_head) % heads;
+    if (kHeads > 0 && head >= p.q_heads) continue;
     const int chunk = work.first_chunk + i / (lines_per_head * heads);
     const float* address = p.partial_out +
                            (static_cast<int64_t>(chunk) * p.q_heads + head) * p.head_dim +
@@ -863,23 +866,27 @@ __device__ __forceinline__ void DiscardPartials(const MergeKernelParams& p, cons
 // i / C + lanes, ... (lanes = threads per head / C). It keeps its own running max and
 // rescales per batch of kMergeBatch chunks (whose loads are all in flight together); the
 // block then combines the threads of a column.
-__global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p) {
-  __shared__ float4 column_sums[kMergeThreads];
-  __shared__ float weights[kMergeThreads];
-  __shared__ float maxima[kMergeThreads];
+// kHeadColumns / kHeads / kColumns: the launch's float4 columns of a head, heads a block and
+// columns this row's block merges, when known at compile time (0: worked out from p and the
+// row), so that the specialized kernels index without divisions.
+template <int kHeadColumns, int kHeads, int kColumns>
+__device__ __forceinline__ void MergeBody(const MergeKernelParams& p, const RowWork& work,
+                                          bool discard, float4* column_sums, float* weights,
+                                          float* maxima) {
   const int row = blockIdx.x;
-  // Both written by Plan's copy, not by the split kernel.
-  const RowWork work = p.rows[row];
-  const bool discard = *p.discard_partials != 0;
+  const int head_columns = kHeadColumns > 0 ? kHeadColumns : p.head_dim / 4;
+  const int heads_per_block = kHeads > 0 ? kHeads : p.heads_per_block;
+  const int head_dim = kHeadColumns > 0 ? 4 * kHeadColumns : p.head_dim;
   // Column groups pay off only for a row with more chunks than one block spanning the whole
   // head loads at once (kMergeBatch per thread); group 0 alone merges any other row.
-  const int head_columns = p.head_dim / 4;
-  const bool grouped = p.columns_per_block < head_columns &&
-                       work.num_chunks > kMergeBatch * (kMergeThreads / head_columns);
+  const bool grouped = kColumns > 0
+                           ? kColumns < head_columns
+                           : p.columns_per_block < head_columns &&
+                                 work.num_chunks > kMergeBatch * (kMergeThreads / head_columns);
   if (!grouped && blockIdx.z > 0) return;
-  const int columns = grouped ? p.columns_per_block : head_columns;
-  const int head_threads = kMergeThreads / p.heads_per_block;
-  const int head = blockIdx.y * p.heads_per_block + threadIdx.x / head_threads;
+  const int columns = kColumns > 0 ? kColumns : grouped ? p.columns_per_block : head_columns;
+  const int head_threads = kMergeThreads / heads_per_block;
+  const int head = blockIdx.y * heads_per_block + threadIdx.x / head_threads;
   const int head_thread = threadIdx.x % head_threads;
   const int head_base = threadIdx.x - head_thread;  // this head's first thread in the block
   const int lanes = head_threads / columns;         // chunks processed side by side
@@ -907,7 +914,7 @@ __global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p
         if (k < work.num_chunks) {
           const int64_t chunk_head = static_cast<int64_t>(work.first_chunk + k) * p.q_heads + head;
           lse[j] = p.partial_lse[chunk_head];
-          x[j] = reinterpret_cast<const float4*>(p.partial_out + chunk_head * p.head_dim)[column];
+          x[j] = reinterpret_cast<const float4*>(p.partial_out + chunk_head * head_dim)[column];
         }
       }
       float m_new = m;
@@ -932,8 +939,8 @@ __global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p
   __syncthreads();
   // Every partial this block merges is now in registers or shared memory.
   if (discard) {
-    DiscardPartials(p, work, blockIdx.y * p.heads_per_block, grouped ? blockIdx.z * columns : 0,
-                    columns);
+    DiscardPartials<kHeads>(p, work, blockIdx.y * heads_per_block,
+                            grouped ? blockIdx.z * columns : 0, columns);
   }
   if (head_thread >= columns || !column_in_head) return;
   // Both walks over the column's lanes are unrolled by kCombineUnroll so that their
@@ -960,7 +967,7 @@ __global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p
   // Padded rows (no chunks) get zeros.
   const float inv = work.num_chunks > 0 ? Reciprocal(all) : 0.0f;  // all >= 1 then
   const float values[4] = {acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv};
-  const int64_t out_base = (static_cast<int64_t>(row) * p.q_heads + head) * p.head_dim + 4 * column;
+  const int64_t out_base = (static_cast<int64_t>(row) * p.q_heads + head) * head_dim + 4 * column;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     if (p.out_is_bf16) {
@@ -969,6 +976,71 @@ __global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p
       static_cast<__half*>(p.out)[out_base + i] = __float2half_rn(values[i]);
     }
   }
+}
+
+// The merge for shapes without a specialization: every size read from p.
+__global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p) {
+  __shared__ float4 column_sums[kMergeThreads];
+  __shared__ float weights[kMergeThreads];
+  __shared__ float maxima[kMergeThreads];
+  // Both written by Plan's copy, not by the split kernel.
+  const RowWork work = p.rows[blockIdx.x];
+  const bool discard = *p.discard_partials != 0;
+  MergeBody<0, 0, 0>(p, work, discard, column_sums, weights, maxima);
+}
+
+// Tuned head_dims (4 * kHeadColumns), a launch that is not narrow: kHeads heads a block, each
+// over its whole head.
+template <int kHeadColumns, int kHeads>
+__global__ void __launch_bounds__(kMergeThreads) MergeKernelTuned(MergeKernelParams p) {
+  __shared__ float4 column_sums[kMergeThreads];
+  __shared__ float weights[kMergeThreads];
+  __shared__ float maxima[kMergeThreads];
+  const RowWork work = p.rows[blockIdx.x];
+  const bool discard = *p.discard_partials != 0;
+  MergeBody<kHeadColumns, kHeads, kHeadColumns>(p, work, discard, column_sums, weights, maxima);
+}
+
+// Tuned head_dims, narrow grid: a row with more chunks than a whole-head block loads at once is
+// merged kNarrowMergeColumns columns a block, any other row by column group 0 alone.
+template <int kHeadColumns>
+__global__ void __launch_bounds__(kMergeThreads) MergeKernelTunedNarrow(MergeKernelParams p) {
+  __shared__ float4 column_sums[kMergeThreads];
+  __shared__ float weights[kMergeThreads];
+  __shared__ float maxima[kMergeThreads];
+  const RowWork work = p.rows[blockIdx.x];
+  const bool discard = *p.discard_partials != 0;
+  if (work.num_chunks > kMergeBatch * (kMergeThreads / kHeadColumns)) {
+    MergeBody<kHeadColumns, 1, kNarrowMergeColumns>(p, work, discard, column_sums, weights, maxima);
+  } else {
+    MergeBody<kHeadColumns, 1, kHeadColumns>(p, work, discard, column_sums, weights, maxima);
+  }
+}
+
+using MergeFn = void (*)(MergeKernelParams);
+
+// Merge kernels for the tuned head_dims 64, 128 and 256, by launch: [0] narrow, [1 + log2 H] H
+// heads a block (the shapes LaunchMerge can choose; null where 2 H whole heads would not fit a
+// block). Every other head_dim uses MergeKernel.
+constexpr int kTunedMergeDims[] = {64, 128, 256};
+constexpr MergeFn kTunedMerges[3][5] = {
+    {MergeKernelTunedNarrow<16>, MergeKernelTuned<16, 1>, MergeKernelTuned<16, 2>,
+     MergeKernelTuned<16, 4>, MergeKernelTuned<16, 8>},
+    {MergeKernelTunedNarrow<32>, MergeKernelTuned<32, 1>, MergeKernelTuned<32, 2>,
+     MergeKernelTuned<32, 4>, MergeKernelTuned<32, 8>},
+    {MergeKernelTunedNarrow<64>, MergeKernelTuned<64, 1>, MergeKernelTuned<64, 2>,
+     MergeKernelTuned<64, 4>, nullptr},
+};
+
+// The merge kernel for a launch of LaunchMerge's shape (narrow grid, or heads_per_block heads a
+// block, a power of two up to kMaxMergeHeadsPerBlock).
+MergeFn SelectMerge(int head_dim, bool narrow, int heads_per_block) {
+  for (int d = 0; d < 3; ++d) {
+    if (head_dim != kTunedMergeDims[d]) continue;
+    const int slot = narrow ? 0 : 1 + __builtin_ctz(static_cast<unsigned>(heads_per_block));
+    if (slot < 5 && kTunedMerges[d][slot] != nullptr) return kTunedMerges[d][slot];
+  }
+  return MergeKernel;
 }
 
 // Launches `kernel` as a programmatic dependent of the work before it on `stream`: its blocks
@@ -1025,21 +1097,28 @@ void DescribeDim(bool asym, int head_tiles, bool bf16, void (**fn)(SplitKernelPa
 // only idle multiprocessors: block timelines (H100) showed 4 x 1024's 128 split blocks packed
 // 4 deep on 35 of 132, and 8 x 1024's 256 on 66; with one carveout, over 116 and 132. The
 // largest carveout spread them as well but cost group-32 steps 5% (4 x 4096: 15.0 -> 15.8 us)
-// against 2% for this one (15.3 us). MergeKernel serves every variant: in a process with
-// backends of several shapes, the last one created sets its carveout.
+// against 2% for this one (15.3 us). The merge kernels serve every variant: in a process with
+// backends of several shapes, the last one created sets their carveout.
 absl::Status ShareCarveout(void (*split)(SplitKernelParams), int threads, int smem_bytes,
                            int* blocks) {
-  auto set_both = [&](int percent) -> absl::Status {
-    for (const void* kernel :
-         {reinterpret_cast<const void*>(split), reinterpret_cast<const void*>(MergeKernel)}) {
-      CUDA_RETURN_IF_ERROR(
-          cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, percent));
+  auto set_all = [&](int percent) -> absl::Status {
+    auto set = [&](const void* kernel) {
+      return CudaStatus(
+          cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, percent),
+          "carveout");
+    };
+    RETURN_IF_ERROR(set(reinterpret_cast<const void*>(split)));
+    RETURN_IF_ERROR(set(reinterpret_cast<const void*>(MergeKernel)));
+    for (const auto& dim : kTunedMerges) {
+      for (const MergeFn merge : dim) {
+        if (merge != nullptr) RETURN_IF_ERROR(set(reinterpret_cast<const void*>(merge)));
+      }
     }
     return CudaStatus(cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, split, threads,
                                                                     smem_bytes),
                       "occupancy query");
   };
-  RETURN_IF_ERROR(set_both(cudaSharedmemCarveoutMaxShared));
+  RETURN_IF_ERROR(set_all(cudaSharedmemCarveoutMaxShared));
   const int full_occupancy = *blocks;
   cudaFuncAttributes attributes;
   CUDA_RETURN_IF_ERROR(cudaFuncGetAttributes(&attributes, split));
@@ -1057,10 +1136,10 @@ absl::Status ShareCarveout(void (*split)(SplitKernelParams), int threads, int sm
   // needs the next, which a later percentage reaches.
   for (int percent = static_cast<int>((100 * needed + per_sm - 1) / per_sm); percent < 100;
        ++percent) {
-    RETURN_IF_ERROR(set_both(percent));
+    RETURN_IF_ERROR(set_all(percent));
     if (*blocks >= full_occupancy) return absl::OkStatus();
   }
-  return set_both(cudaSharedmemCarveoutMaxShared);
+  return set_all(cudaSharedmemCarveoutMaxShared);
 }
 
 }  // namespace
@@ -1155,8 +1234,9 @@ absl::Status DecodeKernels::LaunchMerge(const MergeKernelParams& params_in, int3
   }
   const int head_blocks = (params.q_heads + params.heads_per_block - 1) / params.heads_per_block;
   // The merge grid is set up while the split grid drains.
-  return LaunchDependent(MergeKernel, dim3(batch, head_blocks, column_groups), dim3(kMergeThreads),
-                         0, stream, params, "MergeKernel launch");
+  return LaunchDependent(SelectMerge(params.head_dim, narrow, params.heads_per_block),
+                         dim3(batch, head_blocks, column_groups), dim3(kMergeThreads), 0, stream,
+                         params, "MergeKernel launch");
 }
 
 }  // namespace int4kv
