@@ -859,13 +859,6 @@ __device__ __forceinline__ void DiscardPartials(const MergeKernelParams& p, cons
   }
 }
 
-// A merge block's shared memory: each thread's column sum, weight total and running maximum.
-struct MergeShared {
-  float4 column_sums[kMergeThreads];
-  float weights[kMergeThreads];
-  float maxima[kMergeThreads];
-};
-
 // Block (row, head block, column group) merges heads [y H, y H + H) of its row (H =
 // heads_per_block), each with kMergeThreads / H threads. With C float4 columns per head
 // (columns_per_block when a narrow grid's row has many chunks, with H = 1; else head_dim / 4
@@ -878,12 +871,9 @@ struct MergeShared {
 // row), so that the specialized kernels index without divisions.
 template <int kHeadColumns, int kHeads, int kColumns>
 __device__ __forceinline__ void MergeBody(const MergeKernelParams& p, const RowWork& work,
-                                          MergeShared& shared) {
+                                          bool discard, float4* column_sums, float* weights,
+                                          float* maxima) {
   const int row = blockIdx.x;
-  const bool discard = *p.discard_partials != 0;
-  float4* column_sums = shared.column_sums;
-  float* weights = shared.weights;
-  float* maxima = shared.maxima;
   const int head_columns = kHeadColumns > 0 ? kHeadColumns : p.head_dim / 4;
   const int heads_per_block = kHeads > 0 ? kHeads : p.heads_per_block;
   const int head_dim = kHeadColumns > 0 ? 4 * kHeadColumns : p.head_dim;
@@ -988,31 +978,42 @@ __device__ __forceinline__ void MergeBody(const MergeKernelParams& p, const RowW
   }
 }
 
-// The merge for shapes without a specialization: every size read from p. The row's work and
-// the discard flag are written by Plan's copy, not by the split kernel.
+// The merge for shapes without a specialization: every size read from p.
 __global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p) {
-  __shared__ MergeShared shared;
-  MergeBody<0, 0, 0>(p, p.rows[blockIdx.x], shared);
+  __shared__ float4 column_sums[kMergeThreads];
+  __shared__ float weights[kMergeThreads];
+  __shared__ float maxima[kMergeThreads];
+  // Both written by Plan's copy, not by the split kernel.
+  const RowWork work = p.rows[blockIdx.x];
+  const bool discard = *p.discard_partials != 0;
+  MergeBody<0, 0, 0>(p, work, discard, column_sums, weights, maxima);
 }
 
 // Tuned head_dims (4 * kHeadColumns), a launch that is not narrow: kHeads heads a block, each
 // over its whole head.
 template <int kHeadColumns, int kHeads>
 __global__ void __launch_bounds__(kMergeThreads) MergeKernelTuned(MergeKernelParams p) {
-  __shared__ MergeShared shared;
-  MergeBody<kHeadColumns, kHeads, kHeadColumns>(p, p.rows[blockIdx.x], shared);
+  __shared__ float4 column_sums[kMergeThreads];
+  __shared__ float weights[kMergeThreads];
+  __shared__ float maxima[kMergeThreads];
+  const RowWork work = p.rows[blockIdx.x];
+  const bool discard = *p.discard_partials != 0;
+  MergeBody<kHeadColumns, kHeads, kHeadColumns>(p, work, discard, column_sums, weights, maxima);
 }
 
 // Tuned head_dims, narrow grid: a row with more chunks than a whole-head block loads at once is
 // merged kNarrowMergeColumns columns a block, any other row by column group 0 alone.
 template <int kHeadColumns>
 __global__ void __launch_bounds__(kMergeThreads) MergeKernelTunedNarrow(MergeKernelParams p) {
-  __shared__ MergeShared shared;
+  __shared__ float4 column_sums[kMergeThreads];
+  __shared__ float weights[kMergeThreads];
+  __shared__ float maxima[kMergeThreads];
   const RowWork work = p.rows[blockIdx.x];
+  const bool discard = *p.discard_partials != 0;
   if (work.num_chunks > kMergeBatch * (kMergeThreads / kHeadColumns)) {
-    MergeBody<kHeadColumns, 1, kNarrowMergeColumns>(p, work, shared);
+    MergeBody<kHeadColumns, 1, kNarrowMergeColumns>(p, work, discard, column_sums, weights, maxima);
   } else {
-    MergeBody<kHeadColumns, 1, kHeadColumns>(p, work, shared);
+    MergeBody<kHeadColumns, 1, kHeadColumns>(p, work, discard, column_sums, weights, maxima);
   }
 }
 
