@@ -1020,8 +1020,8 @@ __global__ void __launch_bounds__(kMergeThreads) MergeKernelTunedNarrow(MergeKer
 using MergeFn = void (*)(MergeKernelParams);
 
 // Merge kernels for the tuned head_dims 64, 128 and 256, by launch: [0] narrow, [1 + log2 H] H
-// heads a block (the shapes LaunchMerge can choose; null where 2 H whole heads would not fit a
-// block). Every other head_dim uses MergeKernel.
+// heads a block (the shapes LaunchMerge can choose; null where H heads of a thread a column
+// would not fit a block). Every other head_dim uses MergeKernel.
 constexpr int kTunedMergeDims[] = {64, 128, 256};
 constexpr MergeFn kTunedMerges[3][5] = {
     {MergeKernelTunedNarrow<16>, MergeKernelTuned<16, 1>, MergeKernelTuned<16, 2>,
