@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "backend/cuda_decode_kernels.h"
@@ -1023,7 +1024,8 @@ using MergeFn = void (*)(MergeKernelParams);
 // heads a block (the shapes LaunchMerge can choose; null where H heads of a thread a column
 // would not fit a block). Every other head_dim uses MergeKernel.
 constexpr int kTunedMergeDims[] = {64, 128, 256};
-constexpr MergeFn kTunedMerges[3][5] = {
+constexpr int kMergeLaunchShapes = 5;  // narrow, and 1, 2, 4 or 8 heads a block
+constexpr MergeFn kTunedMerges[std::size(kTunedMergeDims)][kMergeLaunchShapes] = {
     {MergeKernelTunedNarrow<16>, MergeKernelTuned<16, 1>, MergeKernelTuned<16, 2>,
      MergeKernelTuned<16, 4>, MergeKernelTuned<16, 8>},
     {MergeKernelTunedNarrow<32>, MergeKernelTuned<32, 1>, MergeKernelTuned<32, 2>,
@@ -1035,10 +1037,10 @@ constexpr MergeFn kTunedMerges[3][5] = {
 // The merge kernel for a launch of LaunchMerge's shape (narrow grid, or heads_per_block heads a
 // block, a power of two up to kMaxMergeHeadsPerBlock).
 MergeFn SelectMerge(int head_dim, bool narrow, int heads_per_block) {
-  for (int d = 0; d < 3; ++d) {
+  for (size_t d = 0; d < std::size(kTunedMergeDims); ++d) {
     if (head_dim != kTunedMergeDims[d]) continue;
     const int slot = narrow ? 0 : 1 + __builtin_ctz(static_cast<unsigned>(heads_per_block));
-    if (slot < 5 && kTunedMerges[d][slot] != nullptr) return kTunedMerges[d][slot];
+    if (slot < kMergeLaunchShapes && kTunedMerges[d][slot] != nullptr) return kTunedMerges[d][slot];
   }
   return MergeKernel;
 }

@@ -1,7 +1,7 @@
 // The service on a real in-process gRPC server and engine (stories260K): the starting state,
 // a streamed generation against the engine's own output, a model failing mid-stream, the
-// request id, and auth. The
-// end-to-end suites in tests/ cover concurrency, cancellation, validation and the binary.
+// request id, and auth. The end-to-end suites in tests/ cover concurrency, cancellation,
+// validation and the binary.
 #include "server/service.h"
 
 #include <grpcpp/grpcpp.h>
