@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "common/cuda_check.h"
+#include "common/exact_number.h"
 #include "common/status_macros.h"
 
 namespace int4kv {
@@ -95,7 +96,7 @@ absl::StatusOr<EngineConfig> EngineConfig::Resolve(const ModelConfig& model) con
   // Written so that NaN fails too.
   if (!(c.kv_gpu_memory_fraction >= 0.0 && c.kv_gpu_memory_fraction <= 1.0)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("EngineConfig.kv_gpu_memory_fraction = ", c.kv_gpu_memory_fraction,
+        absl::StrCat("EngineConfig.kv_gpu_memory_fraction = ", ExactNumber(c.kv_gpu_memory_fraction),
                      " is invalid: must be in (0, 1], or 0 for unused"));
   }
   if (c.kv_gpu_memory_fraction > 0.0) {

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/exact_number.h"
 
 namespace int4kv {
 namespace {
@@ -21,13 +22,13 @@ uint64_t RotateLeft(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 absl::Status ValidateSamplingParams(const SamplingParams& params) {
   if (!(params.temperature >= 0.0f && params.temperature <= kMaxTemperature)) {
-    return absl::InvalidArgumentError(absl::StrCat("temperature = ", params.temperature,
+    return absl::InvalidArgumentError(absl::StrCat("temperature = ", ExactNumber(params.temperature),
                                                    " is invalid: must be in [0, ", kMaxTemperature,
                                                    "] (0 means greedy)"));
   }
   if (!(params.top_p > 0.0f && params.top_p <= 1.0f)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("top_p = ", params.top_p, " is invalid: must be in (0, 1]"));
+        absl::StrCat("top_p = ", ExactNumber(params.top_p), " is invalid: must be in (0, 1]"));
   }
   if (params.top_k < 0) {
     return absl::InvalidArgumentError(

@@ -1,6 +1,7 @@
 #include "tools/loadgen_config.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/exact_number.h"
 
 namespace int4kv {
 
@@ -8,7 +9,7 @@ absl::Status ValidateConfig(const LoadgenConfig& config) {
   if (config.target.empty()) return absl::InvalidArgumentError("--server is required");
   if (!(config.rate >= 0 && config.rate <= kMaxLoadgenRate)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--rate = ", config.rate, " is invalid: must be 0 (closed loop) or in (0, ",
+        absl::StrCat("--rate = ", ExactNumber(config.rate), " is invalid: must be 0 (closed loop) or in (0, ",
                      kMaxLoadgenRate, "] requests per second"));
   }
   if (!config.open_loop() && (config.concurrency < 1 || config.concurrency > kMaxLoadgenStreams)) {
@@ -37,7 +38,7 @@ absl::Status ValidateConfig(const LoadgenConfig& config) {
   }
   if (!(config.temperature >= 0 && config.temperature <= 100)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--temperature = ", config.temperature, " is invalid: must be in [0, 100]"));
+        absl::StrCat("--temperature = ", ExactNumber(config.temperature), " is invalid: must be in [0, 100]"));
   }
   if (config.channels < 1 || config.channels > kMaxLoadgenChannels) {
     return absl::InvalidArgumentError(absl::StrCat("--channels = ", config.channels,

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "common/exact_number.h"
 
 namespace int4kv {
 namespace {
@@ -77,14 +78,25 @@ std::vector<Defect> FindDefects(const v1::GenerateRequest& request, const Reques
       break;
     }
   }
+  // Rejected numbers must be quoted exactly: a value just past a limit must not read as the
+  // limit itself (100.00001 printed as "100").
   if (request.max_new_tokens() < 1 || request.max_new_tokens() > rules.max_new_tokens) {
-    defects.push_back({"max_new_tokens = ", absl::StrCat("[1, ", rules.max_new_tokens, "]")});
+    defects.push_back({absl::StrCat("max_new_tokens = ", request.max_new_tokens(), " is invalid"),
+                       absl::StrCat("[1, ", rules.max_new_tokens, "]")});
   }
   const v1::SamplingParams& s = request.sampling();
-  if (!ValidTemperature(s.temperature()))
-    defects.push_back({"sampling.temperature = ", "[0, 100]"});
-  if (s.has_top_p() && !ValidTopP(s.top_p())) defects.push_back({"sampling.top_p = ", "(0, 1]"});
-  if (s.top_k() < 0) defects.push_back({"sampling.top_k = ", ">= 0"});
+  if (!ValidTemperature(s.temperature())) {
+    defects.push_back(
+        {absl::StrCat("sampling.temperature = ", ExactNumber(s.temperature()), " is invalid"),
+         "[0, 100]"});
+  }
+  if (s.has_top_p() && !ValidTopP(s.top_p())) {
+    defects.push_back(
+        {absl::StrCat("sampling.top_p = ", ExactNumber(s.top_p()), " is invalid"), "(0, 1]"});
+  }
+  if (s.top_k() < 0) {
+    defects.push_back({absl::StrCat("sampling.top_k = ", s.top_k(), " is invalid"), ">= 0"});
+  }
   if (s.stop_token_ids_size() > kMaxStopTokens) {
     defects.push_back({"sampling.stop_token_ids has", "at most 64"});
   }

@@ -32,14 +32,21 @@ TEST(HostileRequestsTest, OracleFollowsTheDocumentedRules) {
   EXPECT_EQ(Prefixes(r), V{"prompt["});
   r = Valid();
   r.set_max_new_tokens(0);
-  EXPECT_EQ(Prefixes(r), V{"max_new_tokens = "});
+  EXPECT_EQ(Prefixes(r), V{"max_new_tokens = 0 is invalid"});
   r.set_max_new_tokens(511);  // 2 + 511 > 512
   EXPECT_EQ(Prefixes(r), V{"prompt length ("});
   r = Valid();
   r.mutable_sampling()->set_temperature(std::numeric_limits<float>::quiet_NaN());
   r.mutable_sampling()->set_top_p(0.0f);
   r.mutable_sampling()->set_top_k(-1);
-  EXPECT_EQ(Prefixes(r), (V{"sampling.temperature = ", "sampling.top_p = ", "sampling.top_k = "}));
+  EXPECT_EQ(Prefixes(r), (V{"sampling.temperature = nan is invalid", "sampling.top_p = 0 is invalid",
+                            "sampling.top_k = -1 is invalid"}));
+  // A value just past a limit is quoted with the digits that tell it from the limit.
+  r.mutable_sampling()->set_temperature(std::nextafter(100.0f, 200.0f));
+  r.mutable_sampling()->set_top_p(std::nextafter(1.0f, 2.0f));
+  r.mutable_sampling()->set_top_k(0);
+  EXPECT_EQ(Prefixes(r), (V{"sampling.temperature = 100.00001 is invalid",
+                            "sampling.top_p = 1.0000001 is invalid"}));
   r = Valid();
   r.mutable_sampling()->set_temperature(-0.0f);  // valid: -0 >= 0
   r.mutable_sampling()->set_top_p(1e-45f);       // valid: > 0
