@@ -44,10 +44,11 @@ ABSL_FLAG(bool, tls, false, "use TLS with the system's root certificates");
 ABSL_FLAG(std::string, tls_root_cert, "",
           "PEM root certificate(s) to verify the server with (implies --tls)");
 ABSL_FLAG(std::string, tls_server_name, "",
-          "TLS: the name to verify the server's certificate against, if not the host of --server");
+          "TLS: the name to verify the server's certificate against, if not the host of --server "
+          "(needs --tls or --tls_root_cert)");
 ABSL_FLAG(std::string, auth_token, "", "bearer token, sent as \"authorization: Bearer <token>\"");
 ABSL_FLAG(absl::Duration, wait_for_serving, absl::ZeroDuration(),
-          "first wait up to this long for the server's health to be SERVING");
+          "first wait up to this long for the server's health to be SERVING (0: don't wait)");
 ABSL_FLAG(bool, info, false, "print the server's GetServerInfo and exit");
 
 namespace int4kv {
@@ -70,6 +71,10 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(absl::string_view flag, absl::stri
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const char* argv0) {
   const std::string root_cert_flag = absl::GetFlag(FLAGS_tls_root_cert);
   const bool tls = absl::GetFlag(FLAGS_tls) || !root_cert_flag.empty();
+  if (!tls && !absl::GetFlag(FLAGS_tls_server_name).empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_server_name is set but TLS is off: add --tls or --tls_root_cert, or drop it");
+  }
   grpc::ChannelArguments arguments;
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
   if (tls) {
@@ -168,6 +173,11 @@ int Run(const char* argv0) {
   if (absl::GetFlag(FLAGS_deadline) <= absl::ZeroDuration()) {
     std::fprintf(stderr, "--deadline = %s is invalid: must be > 0 (inf for none)\n",
                  absl::FormatDuration(absl::GetFlag(FLAGS_deadline)).c_str());
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_wait_for_serving) < absl::ZeroDuration()) {
+    std::fprintf(stderr, "--wait_for_serving = %s is invalid: must be >= 0 (0: don't wait)\n",
+                 absl::FormatDuration(absl::GetFlag(FLAGS_wait_for_serving)).c_str());
     return 2;
   }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(argv0);

@@ -2,6 +2,7 @@
 // requests UNAVAILABLE, running ones finish, or are cancelled after --drain_timeout, exit 0),
 // SIGTERM while the model loads (exit 0 at once, never SERVING), server reflection, bearer-token
 // auth, TLS with a certificate made at test time, start-up errors, and the int4kv_generate client.
+#include <cuda_runtime.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -332,6 +333,13 @@ TEST(ServerBinaryTest, KvCacheSizeInBytesAndTheEnginesDeviceAreReportedAndLogged
   }
 }
 
+// Device 0's compute capability major version; 0 if it cannot be read.
+int CudaComputeCapabilityMajor() {
+  int major = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) != cudaSuccess) return 0;
+  return major;
+}
+
 TEST(ServerBinaryTest, CudaBackendEitherServesOnCudaOrFailsAtStartSayingWhy) {
   absl::StatusOr<std::unique_ptr<ServerProcess>> process = ServerProcess::Start({"--backend=cuda"});
   if (CudaDeviceName().empty()) {  // no GPU: a bad flag, refused before the port opens
@@ -364,10 +372,11 @@ TEST(ServerBinaryTest, CudaBackendEitherServesOnCudaOrFailsAtStartSayingWhy) {
     })) << (*process)->Log();
     return;
   }
-  // A device that is visible but cannot run the engine.
+  // Only a device older than the kernels' code (Hopper, compute capability 9.0) may refuse;
+  // on any other, a start-up failure is a defect, not a device that cannot run the engine.
+  EXPECT_LT(CudaComputeCapabilityMajor(), 9) << "the server did not serve: " << (*process)->Log();
   EXPECT_EQ((*process)->Wait(absl::Seconds(1)), 1);
   EXPECT_THAT((*process)->Log(), HasSubstr("the engine did not start"));
-  EXPECT_THAT((*process)->Log(), HasSubstr("device"));
 }
 
 TEST(ServerBinaryTest, GenerateClientStreamsTokensAndPrintsFinishAndTimings) {
@@ -408,6 +417,17 @@ TEST(ServerBinaryTest, GenerateClientStreamsTokensAndPrintsFinishAndTimings) {
                        &output),
             2);
   EXPECT_THAT(output, HasSubstr("--deadline = -1s is invalid: must be > 0"));
+  // Flags that would otherwise be dropped without a word.
+  EXPECT_EQ(RunCommand("server/int4kv_generate --server=" + server->address() +
+                           " --prompt_ids=1 --wait_for_serving=-5s",
+                       &output),
+            2);
+  EXPECT_THAT(output, HasSubstr("--wait_for_serving = -5s is invalid: must be >= 0"));
+  EXPECT_EQ(RunCommand("server/int4kv_generate --server=" + server->address() +
+                           " --prompt_ids=1 --tls_server_name=int4kv.test",
+                       &output),
+            2);
+  EXPECT_THAT(output, HasSubstr("--tls_server_name is set but TLS is off"));
 }
 
 }  // namespace
