@@ -8,7 +8,8 @@
 #     //server/cuda:cuda_engine_info_test //server:engine_bench
 # Usage there (from any directory): tools/gpu_validate.sh OUT_DIR [--no-decode-bench]; a
 # binary missing from the bundle fails the run as a failing step does.
-# Logs go to OUT_DIR; a summary line per step goes to stdout.
+# Logs go to OUT_DIR; a summary line per step goes to stdout. A GPU test that skips (its
+# binary found no usable device) fails its step: here every test must run.
 set -uo pipefail
 out=$(realpath -m "${1:?usage: tools/gpu_validate.sh OUT_DIR [--no-decode-bench]}")
 decode_bench=1
@@ -17,7 +18,7 @@ mkdir -p "$out"
 cd "$(dirname "$0")/.."  # the bundle is found from the repository root
 export LD_LIBRARY_PATH="$PWD/.gpu_bundle/lib:/usr/local/cuda/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}"
 bin=.gpu_bundle/bin
-nvidia-smi -L
+nvidia-smi -L || { echo "gpu_validate: nvidia-smi sees no GPU" >&2; exit 1; }
 failures=0
 missing=0
 
@@ -27,9 +28,12 @@ step() {  # step NAME TIMEOUT_S COMMAND...
   local start=$SECONDS
   timeout "$limit" "$@" >"$out/$name.log" 2>&1
   local rc=$?
+  if ((rc == 0)) && grep -q '^\[  SKIPPED \]' "$out/$name.log"; then
+    rc=77  # skipped tests: the device was not usable, and nothing was checked
+  fi
   ((rc == 0)) || failures=$((failures + 1))
   printf '%-28s rc=%-3d %4ds  %s\n' "$name" "$rc" $((SECONDS - start)) \
-    "$(grep -E '^\[  (PASSED|FAILED)|SUMMARY|tokens/s|ceiling' "$out/$name.log" | tail -n 1)"
+    "$(grep -E '^\[  (PASSED|FAILED|SKIPPED)|SUMMARY|tokens/s|ceiling' "$out/$name.log" | tail -n 1)"
 }
 
 # present BINARY: true if the bundle has it, else reports it missing (a failed validation).
