@@ -225,7 +225,11 @@ TEST(CpuDecodeBackendTest, BadShapesNameTheField) {
                      {{64, 2, 16, 1, 3, 0}, "AttentionShape.q_heads = 64"},
                      {{4, 2, 16, 0, 3, 0}, "AttentionShape.max_batch = 0"},
                      {{4, 2, 16, 1, 4, 0}, "AttentionShape.max_seq_len = 4"},
-                     {{4, 2, 16, 1, 3, -1}, "AttentionShape.softmax_scale = -1"}};
+                     {{4, 2, 16, 1, 3, -1}, "AttentionShape.softmax_scale = -1"},
+                     {{4, 2, 16, 1, 3, std::nextafter(kMaxSoftmaxScale, 2 * kMaxSoftmaxScale)},
+                      "AttentionShape.softmax_scale = 10000.001 is invalid: must be in [0, 10000]"},
+                     {{4, 2, 16, 1, 3, std::numeric_limits<float>::quiet_NaN()},
+                      "AttentionShape.softmax_scale = nan"}};
   for (const Bad& b : bad) {
     const auto backend = CreateCpuDecodeBackend(binding, b.shape, BackendOptions{});
     ASSERT_FALSE(backend.ok()) << b.field;

@@ -210,6 +210,28 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
   bool planned_ = false;  // a Plan has succeeded
 };
 
+// The binding's pools must be kPoolAlignmentBytes aligned, its table as int32_t is.
+absl::Status CheckAlignment(const KvCacheBinding& cache) {
+  const struct {
+    const char* field;
+    const void* pointer;
+    uintptr_t alignment;
+  } pointers[] = {{"view.data", cache.view.data, kPoolAlignmentBytes},
+                  {"view.scales", cache.view.scales, kPoolAlignmentBytes},
+                  {"view.zeros", cache.view.zeros, kPoolAlignmentBytes},
+                  {"req_to_token", cache.req_to_token, alignof(int32_t)}};
+  for (const auto& [field, pointer, alignment] : pointers) {
+    const uintptr_t address = reinterpret_cast<uintptr_t>(pointer);
+    if (address % alignment != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "KvCacheBinding.", field, " = 0x", absl::Hex(address), " is not ", alignment,
+          "-byte aligned (", address % alignment, " bytes past a boundary): the cuda backend "
+          "reads it ", alignment, " bytes at a time"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCudaDecodeBackend(
@@ -226,6 +248,7 @@ absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCudaDecodeBackend(
   // The kernels read the binding's pools and table directly: pageable host memory, a host
   // KvCache's, would fault on the device and leave the context unusable.
   RETURN_IF_ERROR(CheckBindingMemory(cache, MemoryKind::kDevice, "cuda"));
+  RETURN_IF_ERROR(CheckAlignment(cache));
   ASSIGN_OR_RETURN(
       DecodeKernels kernels,
       DecodeKernels::Select(shape.head_dim, shape.q_heads / shape.kv_heads, shape.kv_heads,

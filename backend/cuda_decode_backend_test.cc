@@ -341,6 +341,30 @@ TEST_F(CudaDecodeBackendTest, InPlaceRun) {
   }
 }
 
+// Kernel attributes are process-wide, and one kernel instantiation serves every kv_heads: a
+// backend created later with fewer KV heads (a smaller block) must not lower the shared-memory
+// limit that an earlier backend's launches need.
+TEST_F(CudaDecodeBackendTest, ABackendWithFewerKvHeadsLeavesAnEarlierOneRunning) {
+  Case c;
+  c.kv_heads = 8;  // blocks of 4 warps
+  c.lengths = {300, 17, 1000};
+  MirroredCache caches = CachesFor(c, rng_);
+  const std::vector<DecodeRow> rows = caches.NewBatch(c.lengths, c.permuted, rng_);
+  Case small = c;
+  small.kv_heads = 1;  // blocks of 1 warp: the same kernel, a quarter of the shared memory
+  small.lengths = {5};
+  MirroredCache small_caches = CachesFor(small, rng_);
+  std::vector<std::unique_ptr<DecodeAttentionBackend>> later;  // alive while the first runs
+  CheckAgainstOracle(c, caches, rows, rng_, [&](cudaStream_t) {
+    AttentionShape shape{small.group, 1, small.head_dim, 1, 5, 0};
+    auto backend =
+        CreateCudaDecodeBackend(BindingFor(small_caches.device()), shape, BackendOptions());
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    later.push_back(*std::move(backend));
+  });
+  EXPECT_EQ(later.size(), 2u);  // created before each layer's Run
+}
+
 TEST_F(CudaDecodeBackendTest, TunedHeadDimsAndGqaRatios) {
   for (int head_dim : {64, 128, 256}) {
     for (int group : {1, 2, 4, 8, 16}) {
@@ -693,6 +717,22 @@ TEST_F(CudaDecodeBackendTest, RejectsCpuDtypesAndBadPlans) {
   EXPECT_NE(cpu_on_device.status().message().find("KvCacheBinding.view.data is device memory"),
             std::string::npos)
       << cpu_on_device.status();
+  // Pools the kernels cannot copy 16 bytes at a time from (a hand-filled binding).
+  KvCacheBinding shifted_data = BindingFor(caches.device());
+  shifted_data.view.data += 8;
+  KvCacheBinding shifted_scales = BindingFor(caches.device());
+  shifted_scales.view.scales += 4;  // 8 bytes
+  const std::pair<std::string, KvCacheBinding> misaligned_bindings[] = {
+      {"view.data", shifted_data}, {"view.scales", shifted_scales}};
+  for (const auto& [field, binding] : misaligned_bindings) {
+    const auto misaligned_pool = CreateCudaDecodeBackend(binding, shape, options);
+    ASSERT_FALSE(misaligned_pool.ok()) << field;
+    EXPECT_EQ(misaligned_pool.status().code(), absl::StatusCode::kInvalidArgument);
+    const std::string message(misaligned_pool.status().message());
+    EXPECT_NE(message.find("KvCacheBinding." + field + " = 0x"), std::string::npos) << message;
+    EXPECT_NE(message.find("is not 16-byte aligned (8 bytes past a boundary)"), std::string::npos)
+        << message;
+  }
   auto cuda = *CreateCudaDecodeBackend(BindingFor(caches.device()), shape, options);
   // No plan has succeeded yet: Run fails rather than leaving `out` unwritten.
   void* q = nullptr;

@@ -1188,9 +1188,14 @@ absl::StatusOr<DecodeKernels> DecodeKernels::Select(int32_t head_dim, int32_t gr
   }
   kernels.warps_per_block_ = kv_heads < kMaxWarps ? kv_heads : kMaxWarps;
   kernels.head_blocks_ = (kv_heads + kMaxWarps - 1) / kMaxWarps;
-  kernels.smem_bytes_ *= kernels.warps_per_block_;  // Describe gave the bytes of one warp
-  CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
-      kernels.split_, cudaFuncAttributeMaxDynamicSharedMemorySize, kernels.smem_bytes_));
+  const int warp_smem_bytes = kernels.smem_bytes_;  // Describe gave the bytes of one warp
+  kernels.smem_bytes_ = warp_smem_bytes * kernels.warps_per_block_;
+  // The limit belongs to the kernel, process-wide, and one instantiation serves every kv_heads:
+  // it is set for the largest block of the instantiation, so that creating a backend with fewer
+  // KV heads never lowers the limit that another live backend's launches need.
+  CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(kernels.split_,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            warp_smem_bytes * kMaxWarps));
   int blocks = 0;
   RETURN_IF_ERROR(ShareCarveout(kernels.split_, 32 * kernels.warps_per_block_, kernels.smem_bytes_,
                                 &blocks));

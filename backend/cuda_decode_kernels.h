@@ -21,6 +21,10 @@ namespace int4kv {
 
 // The split kernel loads q 16 bytes at a time: Run refuses a q less aligned.
 constexpr int kQueryAlignmentBytes = 16;
+// The split kernel copies codes and parameters up to 16 bytes at a time from the pools' bases
+// on: backend creation refuses pools less aligned (a misaligned copy faults and leaves the
+// CUDA context unusable).
+constexpr int kPoolAlignmentBytes = 16;
 
 struct SplitKernelParams {
   KvCacheView cache;            // device pools
@@ -61,7 +65,13 @@ struct MergeKernelParams {
 // The kernel instantiation for one cache/attention shape, chosen once at backend creation.
 class DecodeKernels {
  public:
-  // Fails (InvalidArgument) for shapes no instantiation covers.
+  // Fails (InvalidArgument) for shapes no instantiation covers. Sets kernel attributes, which
+  // are process-wide: the split kernel's dynamic shared-memory limit is set for its largest
+  // block, so that another live backend's launches keep working; the shared-memory carveout
+  // of the split and merge kernels is the one of the backend created last. That is a matter of
+  // speed only: a backend of another head_dim created later may leave an earlier one's split
+  // and merge kernels on different carveouts, which spreads a step's blocks less well
+  // (docs/PERFORMANCE.md, row 12).
   static absl::StatusOr<DecodeKernels> Select(int32_t head_dim, int32_t group, int32_t kv_heads,
                                               QuantMode mode, ParamDtype params);
 

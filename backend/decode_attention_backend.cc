@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/cuda_check.h"
+#include "common/exact_number.h"
 #include "common/status_macros.h"
 #include "kv_cache/kv_cache.h"
 #include "kv_cache/kv_cache_config.h"
@@ -83,10 +84,11 @@ absl::Status ValidateShape(const AttentionShape& shape, const KvCacheBinding& ca
         "max_seq_len", shape.max_seq_len,
         absl::StrCat("in [1, ", cache.req_to_token_stride, "] (the req_to_token row length)"));
   }
-  if (!std::isfinite(shape.softmax_scale) || shape.softmax_scale < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("AttentionShape.softmax_scale = ", shape.softmax_scale,
-                     " is invalid: must be finite and >= 0"));
+  // Written so that NaN fails too.
+  if (!(shape.softmax_scale >= 0.0f && shape.softmax_scale <= kMaxSoftmaxScale)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "AttentionShape.softmax_scale = ", ExactNumber(shape.softmax_scale),
+        " is invalid: must be in [0, ", kMaxSoftmaxScale, "] (0 means 1 / sqrt(head_dim))"));
   }
   return absl::OkStatus();
 }

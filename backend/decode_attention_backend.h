@@ -41,13 +41,18 @@ class RequestTable;
 constexpr int32_t kMaxQueryHeadsPerKvHead = 16;
 
 // Shape of the attention a backend computes, fixed at creation.
+// Far above any model's scale (1 / sqrt(head_dim) and its variants are below 1); larger ones
+// only push scores toward float's range, and from about 2.4e38 the kernels' scale times
+// log2(e) is infinite and every output NaN.
+constexpr float kMaxSoftmaxScale = 1e4f;
+
 struct AttentionShape {
   int32_t q_heads = 0;      // multiple of kv_heads; q_heads / kv_heads <= kMaxQueryHeadsPerKvHead
   int32_t kv_heads = 0;     // must equal the cache's kv_heads
   int32_t head_dim = 0;     // must equal the cache's head_dim
   int32_t max_batch = 0;    // rows per Plan, in [1, 65536]
   int32_t max_seq_len = 0;  // longest context, <= the req_to_token row length
-  float softmax_scale = 0;  // 0 means 1 / sqrt(head_dim)
+  float softmax_scale = 0;  // in [0, kMaxSoftmaxScale]; 0 means 1 / sqrt(head_dim)
 };
 
 // Where the cache lives, as the backend sees it: the pools and the req_to_token table, in

@@ -155,11 +155,23 @@ absl::Status ValidateCacheView(const KvCacheView& view) {
 }
 
 absl::string_view ParamDtypeName(ParamDtype dtype) {
-  return dtype == ParamDtype::kFloat16 ? "fp16" : "bf16";
+  switch (dtype) {
+    case ParamDtype::kFloat16:
+      return "fp16";
+    case ParamDtype::kBFloat16:
+      return "bf16";
+  }
+  return "invalid";  // a value cast from outside the enum
 }
 
 absl::string_view QuantModeName(QuantMode mode) {
-  return mode == QuantMode::kSymmetric ? "symmetric" : "asymmetric";
+  switch (mode) {
+    case QuantMode::kSymmetric:
+      return "symmetric";
+    case QuantMode::kAsymmetric:
+      return "asymmetric";
+  }
+  return "invalid";
 }
 
 absl::StatusOr<ParamDtype> ParseParamDtype(absl::string_view name) {

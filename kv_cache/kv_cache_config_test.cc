@@ -133,6 +133,19 @@ TEST(KvCacheConfigTest, DebugStringPrintsBytesPerTokenOnlyWhenValid) {
   }
 }
 
+// Values cast from outside the enums print as invalid, not as the other member.
+TEST(KvCacheConfigTest, DebugStringNamesEnumValuesOutsideTheEnums) {
+  KvCacheConfig config = ValidConfig();
+  config.param_dtype = static_cast<ParamDtype>(7);
+  config.quant_mode = static_cast<QuantMode>(-1);
+  ASSERT_FALSE(config.Validate().ok());
+  const std::string text = config.DebugString();
+  EXPECT_THAT(text, HasSubstr("params=invalid")) << text;
+  EXPECT_THAT(text, HasSubstr("mode=invalid")) << text;
+  EXPECT_EQ(ParamDtypeName(ParamDtype::kBFloat16), "bf16");
+  EXPECT_EQ(QuantModeName(QuantMode::kAsymmetric), "asymmetric");
+}
+
 TEST(KvCacheConfigTest, ParseNames) {
   EXPECT_EQ(*ParseParamDtype("bf16"), ParamDtype::kBFloat16);
   EXPECT_EQ(*ParseQuantMode("asymmetric"), QuantMode::kAsymmetric);

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/cuda_check.h"
 #include "common/status_macros.h"
+#include "kv_cache/kv_cache_config.h"
 #include "kv_cache/request_table_scatter.h"
 
 namespace int4kv {
@@ -122,6 +123,14 @@ absl::Span<const int32_t> RequestTable::Tokens(int32_t request) const {
 
 absl::Status RequestTable::EnableDeviceMirror() {
   if (device_table_.get() != nullptr) return absl::OkStatus();
+  // SyncToDevice addresses the mirror's entries with 32-bit indices.
+  const int64_t entries = static_cast<int64_t>(max_requests_) * max_seq_len_;
+  if (entries > kMaxRequestTableEntries) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a request table of ", max_requests_, " requests x ", max_seq_len_, " tokens has ",
+        entries, " entries: a device mirror holds at most ", kMaxRequestTableEntries,
+        " (KvCacheConfig's limit on max_requests * max_seq_len)"));
+  }
   // Everything is allocated into these owners first and moved into the members only once all
   // of it exists; on an early return they free what was allocated.
   DeviceBuffer table, device_index, device_value;

@@ -57,6 +57,8 @@ class RequestTable {
 
   // Allocates the device mirror (zero-filled) and the sync staging buffers. Call once at
   // start-up. All or nothing: on an error nothing is kept, and a later call starts over.
+  // Fails (InvalidArgument) for tables of more than kMaxRequestTableEntries entries, which a
+  // validated KvCacheConfig never has.
   absl::Status EnableDeviceMirror();
   // Copies what changed since the last sync into the mirror, ordered on `stream`. On an error
   // the requests stay marked as changed, and the next sync sends all of their new entries.
