@@ -313,6 +313,12 @@ void RunCase(const Case& c, std::mt19937& rng) {
   CheckAgainstOracle(c, caches, rows, rng);
 }
 
+BackendOptions Fp16Options() {
+  BackendOptions options;
+  options.io_dtype = DType::kFloat16;
+  return options;
+}
+
 class CudaDecodeBackendTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -358,7 +364,7 @@ TEST_F(CudaDecodeBackendTest, ABackendWithFewerKvHeadsLeavesAnEarlierOneRunning)
   CheckAgainstOracle(c, caches, rows, rng_, [&](cudaStream_t) {
     AttentionShape shape{small.group, 1, small.head_dim, 1, 5, 0};
     auto backend =
-        CreateCudaDecodeBackend(BindingFor(small_caches.device()), shape, BackendOptions());
+        CreateCudaDecodeBackend(BindingFor(small_caches.device()), shape, Fp16Options());
     ASSERT_TRUE(backend.ok()) << backend.status();
     later.push_back(*std::move(backend));
   });
@@ -771,12 +777,6 @@ KvCacheConfig TinyConfig(int32_t max_requests) {
   config.max_seq_len = 8;
   config.capacity_slots = 16;
   return config;
-}
-
-BackendOptions Fp16Options() {
-  BackendOptions options;
-  options.io_dtype = DType::kFloat16;
-  return options;
 }
 
 // The kernels read the device mirror of req_to_token. A reused request row's mirror still

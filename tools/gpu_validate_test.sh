@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs gpu_validate.sh, from another directory, over a stand-in bundle (scripts in place of the
 # GPU binaries, of nvidia-smi and of compute-sanitizer) and checks that a binary missing from
-# the bundle, a failing step, a test binary that skips its tests, or no GPU at all fails the run,
+# the bundle, a failing step, tests skipped for want of a device, or no GPU at all fails the run,
 # that the logs land in the OUT_DIR given relative to the caller, and that a complete passing
 # bundle passes.
 set -euo pipefail
@@ -26,8 +26,8 @@ binaries=(store_kv_cuda_test request_table_test cuda_decode_backend_test llama_k
   cublas_gemm_test cuda_llama_model_test cuda_engine_test cuda_engine_info_test embed_example
   engine_bench)
 for b in "${binaries[@]}"; do
-  printf '#!/usr/bin/env bash\n[[ -n ${FAIL_%s:-} ]] && exit 1\necho "[  PASSED  ] 1 test."\n[[ -n ${SKIP_%s:-} ]] && echo "[  SKIPPED ] 1 test, listed below:"\nexit 0\n' \
-    "$b" "$b" >"$repo/.gpu_bundle/bin/$b"
+  printf '#!/usr/bin/env bash\n[[ -n ${FAIL_%s:-} ]] && exit 1\necho "[  PASSED  ] 1 test."\n[[ -n ${SKIP_%s:-} ]] && printf "x.cc:1: Skipped\\n%%s\\n[  SKIPPED ] 1 test\\n" "$SKIP_%s"\nexit 0\n' \
+    "$b" "$b" "$b" >"$repo/.gpu_bundle/bin/$b"
   chmod +x "$repo/.gpu_bundle/bin/$b"
 done
 
@@ -52,10 +52,14 @@ FAIL_llama_kernels_test=1 run 1
 grep -q "^llama_kernels_test  *rc=1" "$work/out"
 grep -q "gpu_validate: 1 step(s) failed, 1 binary(ies) missing" "$work/out"
 
-# A test binary that exits 0 with skipped tests (no usable device) fails its step.
-SKIP_cuda_decode_backend_test=1 run 1
+# A test binary that exits 0 with tests skipped for want of a device fails its step; a test
+# skipped for another reason (one that needs no GPU, say) does not.
+SKIP_cuda_decode_backend_test="no CUDA device" run 1
 grep -q "^cuda_decode_backend_test  *rc=77" "$work/out"
 grep -q "gpu_validate: 1 step(s) failed, 1 binary(ies) missing" "$work/out"
+SKIP_cuda_engine_info_test="a CUDA device is present" run 1
+grep -q "^cuda_engine_info_test  *rc=0" "$work/out"
+grep -q "gpu_validate: 0 step(s) failed, 1 binary(ies) missing" "$work/out"
 
 # No GPU at all: the run stops at once.
 printf '#!/usr/bin/env bash\necho "No devices were found" >&2\nexit 6\n' >"$work/path/nvidia-smi"
