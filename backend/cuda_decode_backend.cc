@@ -222,12 +222,11 @@ absl::Status CheckAlignment(const KvCacheBinding& cache) {
                   {"req_to_token", cache.req_to_token, alignof(int32_t)}};
   for (const auto& [field, pointer, alignment] : pointers) {
     const uintptr_t address = reinterpret_cast<uintptr_t>(pointer);
-    if (address % alignment != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "KvCacheBinding.", field, " = 0x", absl::Hex(address), " is not ", alignment,
-          "-byte aligned (", address % alignment, " bytes past a boundary): the cuda backend "
-          "reads it ", alignment, " bytes at a time"));
-    }
+    if (address % alignment == 0) continue;
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KvCacheBinding.", field, " = 0x", absl::Hex(address), " is not ", alignment,
+        "-byte aligned (", address % alignment, " bytes past a boundary): the cuda backend ",
+        "reads it ", alignment, " bytes at a time"));
   }
   return absl::OkStatus();
 }

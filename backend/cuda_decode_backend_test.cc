@@ -363,8 +363,7 @@ TEST_F(CudaDecodeBackendTest, ABackendWithFewerKvHeadsLeavesAnEarlierOneRunning)
   std::vector<std::unique_ptr<DecodeAttentionBackend>> later;  // alive while the first runs
   CheckAgainstOracle(c, caches, rows, rng_, [&](cudaStream_t) {
     AttentionShape shape{small.group, 1, small.head_dim, 1, 5, 0};
-    auto backend =
-        CreateCudaDecodeBackend(BindingFor(small_caches.device()), shape, Fp16Options());
+    auto backend = CreateCudaDecodeBackend(BindingFor(small_caches.device()), shape, Fp16Options());
     ASSERT_TRUE(backend.ok()) << backend.status();
     later.push_back(*std::move(backend));
   });

@@ -40,12 +40,12 @@ class RequestTable;
 // Query heads that may share one KV head (AttentionShape.q_heads / kv_heads).
 constexpr int32_t kMaxQueryHeadsPerKvHead = 16;
 
-// Shape of the attention a backend computes, fixed at creation.
-// Far above any model's scale (1 / sqrt(head_dim) and its variants are below 1); larger ones
-// only push scores toward float's range, and from about 2.4e38 the kernels' scale times
-// log2(e) is infinite and every output NaN.
+// The largest AttentionShape::softmax_scale. Far above any model's scale (1 / sqrt(head_dim)
+// and its variants are below 1); larger ones only push scores toward float's range, and from
+// about 2.4e38 the kernels' scale times log2(e) is infinite and every output NaN.
 constexpr float kMaxSoftmaxScale = 1e4f;
 
+// Shape of the attention a backend computes, fixed at creation.
 struct AttentionShape {
   int32_t q_heads = 0;      // multiple of kv_heads; q_heads / kv_heads <= kMaxQueryHeadsPerKvHead
   int32_t kv_heads = 0;     // must equal the cache's kv_heads

@@ -127,8 +127,8 @@ absl::Status RequestTable::EnableDeviceMirror() {
   const int64_t entries = static_cast<int64_t>(max_requests_) * max_seq_len_;
   if (entries > kMaxRequestTableEntries) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "a request table of ", max_requests_, " requests x ", max_seq_len_, " tokens has ",
-        entries, " entries: a device mirror holds at most ", kMaxRequestTableEntries,
+        "a request table of ", max_requests_, " requests x ", max_seq_len_, " tokens has ", entries,
+        " entries: a device mirror holds at most ", kMaxRequestTableEntries,
         " (KvCacheConfig's limit on max_requests * max_seq_len)"));
   }
   // Everything is allocated into these owners first and moved into the members only once all

@@ -95,9 +95,9 @@ absl::StatusOr<EngineConfig> EngineConfig::Resolve(const ModelConfig& model) con
   }
   // Written so that NaN fails too.
   if (!(c.kv_gpu_memory_fraction >= 0.0 && c.kv_gpu_memory_fraction <= 1.0)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("EngineConfig.kv_gpu_memory_fraction = ", ExactNumber(c.kv_gpu_memory_fraction),
-                     " is invalid: must be in (0, 1], or 0 for unused"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "EngineConfig.kv_gpu_memory_fraction = ", ExactNumber(c.kv_gpu_memory_fraction),
+        " is invalid: must be in (0, 1], or 0 for unused"));
   }
   if (c.kv_gpu_memory_fraction > 0.0) {
     if (c.device != "cuda") {

@@ -22,9 +22,9 @@ uint64_t RotateLeft(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 absl::Status ValidateSamplingParams(const SamplingParams& params) {
   if (!(params.temperature >= 0.0f && params.temperature <= kMaxTemperature)) {
-    return absl::InvalidArgumentError(absl::StrCat("temperature = ", ExactNumber(params.temperature),
-                                                   " is invalid: must be in [0, ", kMaxTemperature,
-                                                   "] (0 means greedy)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("temperature = ", ExactNumber(params.temperature),
+                     " is invalid: must be in [0, ", kMaxTemperature, "] (0 means greedy)"));
   }
   if (!(params.top_p > 0.0f && params.top_p <= 1.0f)) {
     return absl::InvalidArgumentError(

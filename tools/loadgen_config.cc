@@ -8,9 +8,9 @@ namespace int4kv {
 absl::Status ValidateConfig(const LoadgenConfig& config) {
   if (config.target.empty()) return absl::InvalidArgumentError("--server is required");
   if (!(config.rate >= 0 && config.rate <= kMaxLoadgenRate)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--rate = ", ExactNumber(config.rate), " is invalid: must be 0 (closed loop) or in (0, ",
-                     kMaxLoadgenRate, "] requests per second"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--rate = ", ExactNumber(config.rate), " is invalid: must be 0 (closed loop) or in (0, ",
+        kMaxLoadgenRate, "] requests per second"));
   }
   if (!config.open_loop() && (config.concurrency < 1 || config.concurrency > kMaxLoadgenStreams)) {
     return absl::InvalidArgumentError(absl::StrCat("--concurrency = ", config.concurrency,
@@ -37,8 +37,8 @@ absl::Status ValidateConfig(const LoadgenConfig& config) {
         "--num_requests and --duration are both 0: set at least one bound on the run");
   }
   if (!(config.temperature >= 0 && config.temperature <= 100)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--temperature = ", ExactNumber(config.temperature), " is invalid: must be in [0, 100]"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--temperature = ", ExactNumber(config.temperature), " is invalid: must be in [0, 100]"));
   }
   if (config.channels < 1 || config.channels > kMaxLoadgenChannels) {
     return absl::InvalidArgumentError(absl::StrCat("--channels = ", config.channels,

@@ -19,8 +19,9 @@ absl::StatusOr<KvGpuSizing> ComputeKvGpuSizing(const KvCacheConfig& kv, double f
                                                int64_t free_bytes, int64_t other_bytes,
                                                int64_t reserve_bytes) {
   if (!(fraction > 0.0 && fraction <= 1.0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "EngineConfig.kv_gpu_memory_fraction = ", ExactNumber(fraction), " is invalid: must be in (0, 1]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("EngineConfig.kv_gpu_memory_fraction = ", ExactNumber(fraction),
+                     " is invalid: must be in (0, 1]"));
   }
   KvGpuSizing sizing;
   sizing.fraction = fraction;
@@ -37,8 +38,9 @@ absl::StatusOr<KvGpuSizing> ComputeKvGpuSizing(const KvCacheConfig& kv, double f
   // One row of the pools is the reserved slot 0.
   if (sizing.budget_bytes < 2 * per_token) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "EngineConfig.kv_gpu_memory_fraction = ", ExactNumber(fraction), " leaves no room for the KV cache: ",
-        free_bytes, " bytes of GPU memory are free after the model, less ", sizing.other_bytes,
+        "EngineConfig.kv_gpu_memory_fraction = ", ExactNumber(fraction),
+        " leaves no room for the KV cache: ", free_bytes,
+        " bytes of GPU memory are free after the model, less ", sizing.other_bytes,
         " for the cache's other buffers and the attention's workspace and ", sizing.reserve_bytes,
         " reserved for CUDA graphs and kernels, gives a budget of ", sizing.budget_bytes,
         " bytes; the pools need at least ", 2 * per_token, " (", per_token,

@@ -39,8 +39,8 @@ TEST(HostileRequestsTest, OracleFollowsTheDocumentedRules) {
   r.mutable_sampling()->set_temperature(std::numeric_limits<float>::quiet_NaN());
   r.mutable_sampling()->set_top_p(0.0f);
   r.mutable_sampling()->set_top_k(-1);
-  EXPECT_EQ(Prefixes(r), (V{"sampling.temperature = nan is invalid", "sampling.top_p = 0 is invalid",
-                            "sampling.top_k = -1 is invalid"}));
+  EXPECT_EQ(Prefixes(r), (V{"sampling.temperature = nan is invalid",
+                            "sampling.top_p = 0 is invalid", "sampling.top_k = -1 is invalid"}));
   // A value just past a limit is quoted with the digits that tell it from the limit.
   r.mutable_sampling()->set_temperature(std::nextafter(100.0f, 200.0f));
   r.mutable_sampling()->set_top_p(std::nextafter(1.0f, 2.0f));
