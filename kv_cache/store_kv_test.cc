@@ -101,10 +101,17 @@ TEST(StoreKvTest, TokenStrideReadsInterleavedRows) {
   }
   KvRows dense{k.data(), v.data(), DType::kFloat32, 0};
   ASSERT_TRUE(StoreKvHost(cache->view(), 1, {4, 5}, dense).ok());
+  const int scales_per_row = config.head_dim / config.group_size;
   for (int32_t slot : {4, 5}) {
     for (int row = 0; row < 4; ++row) {
       for (int b = 0; b < 16; ++b) {
         EXPECT_EQ(cache->view().Row(0, slot, row)[b], cache->view().Row(1, slot, row)[b]);
+      }
+      for (int g = 0; g < scales_per_row; ++g) {
+        EXPECT_EQ(cache->view().RowScales(0, slot, row)[g],
+                  cache->view().RowScales(1, slot, row)[g])
+            << "slot " << slot << " row " << row << " group " << g;
+        EXPECT_NE(cache->view().RowScales(0, slot, row)[g], 0) << "random rows have nonzero scales";
       }
     }
   }
