@@ -7,11 +7,11 @@
 // Shape: 32 query heads, 8 KV heads, head_dim 128, fp16 queries. Each case is the median of
 // --repeats timings, each timing a batch of CUDA-graph replays divided by the layer-runs in
 // it. Small pools are spread over several layers so that consecutive runs do not find their
-// data in L2; one graph runs the layers in turn, at least --runs_per_graph runs in all (as a
-// model's step graph runs one per layer), so that the gap between two replays is shared by
-// as many runs as in a model's step. Effective bandwidth counts the minimum
-// bytes: codes + scales + page-table entries + q + out, each read or written once. Each case
-// also times a device-to-device copy of that many bytes (read + write) replayed the same way,
+// data in L2; one graph runs the layers in turn, whole rounds of them and at least
+// --runs_per_graph runs in all (as a model's step graph runs one per layer), so that the gap
+// between two replays is shared by as many runs as in a model's step. Effective bandwidth counts
+// the minimum bytes: codes + scales + page-table entries + q + out, each read or written once. Each
+// case also times a device-to-device copy of that many bytes (read + write) replayed the same way,
 // and a kernel that only reads the layer's codes and scales, contiguously, once.
 // --other_rows_context=N measures skewed batches: row 0 has the listed context, the others N.
 #include <cuda_runtime.h>
@@ -46,8 +46,8 @@ ABSL_FLAG(std::string, page_tables, "random,contiguous", "page-table kinds");
 ABSL_FLAG(double, max_pool_gib, 40.0, "skip cases whose KV pool would exceed this");
 ABSL_FLAG(int, repeats, 9, "timings per case (the median is reported)");
 ABSL_FLAG(int, runs_per_graph, 32,
-          "layer-runs a timed graph holds at least (the layers in turn, as a model's step graph "
-          "runs one per layer)");
+          "layer-runs a timed graph holds at least (whole rounds of the layers in turn, as a "
+          "model's step graph runs one per layer)");
 ABSL_FLAG(int, other_rows_context, 0,
           "if > 0, a skewed batch: row 0 has --contexts tokens, every other row this many");
 ABSL_FLAG(bool, cpu, false, "measure the CPU backend instead (no GPU needed)");
@@ -142,15 +142,17 @@ struct CaseResult {
   double read_seconds = 0;  // a plain read of the layer's codes and scales
 };
 
-// Captures `enqueue(layer)` for the layers in turn, every layer at least once and at least
-// --runs_per_graph calls in all, into one CUDA graph, replays it and returns the median over
-// `repeats` timings of the time per call (each timing a batch of replays long enough to
-// amortize the replay launch). Calls go round the layers, and RunCudaCase makes the pool at
-// least 512 MB (or 64 layers: over 90 MB at 1 x 1024), more than L2 holds, so no call finds
+// Captures `enqueue(layer)` for the layers in turn, every layer the same number of times and
+// at least --runs_per_graph calls in all, into one CUDA graph, replays it and returns the
+// median over `repeats` timings of the time per call (each timing a batch of replays long
+// enough to amortize the replay launch). Calls go round the layers whole times (a partial
+// last round would come back to the first layers sooner), and RunCudaCase makes the pool at
+// least 512 MB (or 64 layers: over 75 MB at 1 x 1024), more than L2 holds, so no call finds
 // its data there.
 double SecondsPerRun(cudaStream_t stream, int num_layers, int repeats,
                      const std::function<void(int)>& enqueue) {
-  const int runs = std::max(num_layers, absl::GetFlag(FLAGS_runs_per_graph));
+  const int min_runs = std::max(1, absl::GetFlag(FLAGS_runs_per_graph));
+  const int runs = num_layers * ((min_runs + num_layers - 1) / num_layers);
   cudaGraph_t graph;
   CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
   for (int run = 0; run < runs; ++run) enqueue(run % num_layers);
