@@ -894,8 +894,10 @@ __device__ __forceinline__ void MergeBody(const MergeKernelParams& p, const RowW
   const int column = (grouped ? blockIdx.z * columns : 0) + head_thread % columns;  // in the head
   const int chunk_lane = head_thread / columns;
   const bool column_in_head = column < head_columns && head < p.q_heads;
-  // The next layer's split kernel may start its blocks now; they wait before touching
-  // anything this kernel reads or writes.
+  // A kernel launched next as a programmatic dependent (the next layer's split kernel, in
+  // decode_bench's chain of layer-runs) may start its blocks now; they wait before touching
+  // anything this kernel reads or writes. A kernel launched without that attribute (a model's
+  // output projection, say) still starts only once this grid has finished.
   asm volatile("griddepcontrol.launch_dependents;");
   // Launched as a programmatic dependent of the split kernel: what is above overlaps its
   // tail; the partials are read only once it has finished and they are visible.
