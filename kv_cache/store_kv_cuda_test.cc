@@ -4,6 +4,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -137,6 +138,53 @@ TEST(StoreKvCudaTest, BytesIdenticalToCpu) {
     cudaFree(dslots);
     cudaFree(dout);
   }
+}
+
+// As the model stores them: K and V rows inside a fused [token][q | k | v] projection output
+// (token_stride = the fused row), and padded rows that all write slot 0 with the same values.
+TEST(StoreKvCudaTest, FusedRowsAndPaddedRowsMatchCpu) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  KvCacheConfig config;
+  config.num_layers = 2;
+  config.kv_heads = 2;
+  config.head_dim = 64;
+  config.capacity_slots = 16;
+  config.max_requests = 2;
+  config.max_seq_len = 16;
+  auto host = *KvCache::Create(config, MemoryKind::kHost);
+  auto device = *KvCache::Create(config, MemoryKind::kDevice);
+  const int q_dim = 8 * 64, kv_dim = 2 * 64, fused = q_dim + 2 * kv_dim;
+  const std::vector<int32_t> slots = {5, 0, 7, 0, 0, 3, 9, 0, 1};
+  const int tokens = static_cast<int>(slots.size());
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal;
+  std::vector<uint16_t> qkv(static_cast<size_t>(tokens) * fused);
+  for (uint16_t& x : qkv) x = FloatToHalfBits(normal(rng));
+  for (int t = 2; t < tokens; ++t) {  // padded rows: token 1's values
+    if (slots[t] == 0) std::copy_n(qkv.begin() + fused, fused, qkv.begin() + t * fused);
+  }
+  ASSERT_TRUE(
+      StoreKvHost(host->view(), 1, slots,
+                  KvRows{qkv.data() + q_dim, qkv.data() + q_dim + kv_dim, DType::kFloat16, fused})
+          .ok());
+  uint16_t* dqkv = ToDevice(qkv);
+  int32_t* dslots = ToDevice(slots);
+  ASSERT_TRUE(StoreKvCuda(device->view(), 1, dslots, tokens,
+                          KvRows{dqkv + q_dim, dqkv + q_dim + kv_dim, DType::kFloat16, fused},
+                          nullptr)
+                  .ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const KvLayout& layout = host->view().layout;
+  EXPECT_EQ(ToHost(device->view().data, layout.DataPoolBytes()),
+            std::vector<uint8_t>(host->view().data, host->view().data + layout.DataPoolBytes()));
+  EXPECT_EQ(
+      ToHost(device->view().scales, layout.ParamPoolElements()),
+      std::vector<uint16_t>(host->view().scales, host->view().scales + layout.ParamPoolElements()));
+  // The rows did land: slot 5 holds token 0's K, not zeros.
+  const std::vector<uint16_t> scales = ToHost(device->view().scales, layout.ParamPoolElements());
+  EXPECT_NE(scales[layout.ParamOffset(1, 5, 0)], 0);
+  cudaFree(dqkv);
+  cudaFree(dslots);
 }
 
 // A device cache of one KV head of 16 dims and 4 slots.
