@@ -1,5 +1,6 @@
 // Benchmark support: a kernel that only reads device memory, as fast as the device streams
-// it, so that decode_bench can time a plain read of the bytes an attention step reads.
+// it, so that decode_bench can time a plain read of the bytes an attention step reads; and an
+// empty kernel, for runs that must not follow one another as programmatic dependents.
 #ifndef INT4KV_BACKEND_READ_STREAM_H_
 #define INT4KV_BACKEND_READ_STREAM_H_
 
@@ -14,6 +15,10 @@ namespace int4kv {
 // multiples of 16). `sink`: 4 bytes of device memory that the kernel may overwrite.
 cudaError_t LaunchReadStream(const void* a, int64_t a_bytes, const void* b, int64_t b_bytes,
                              uint32_t* sink, cudaStream_t stream);
+
+// Enqueues on `stream` a kernel of one block that does nothing, launched without
+// programmatic dependent launch: whatever follows it starts only once it has finished.
+cudaError_t LaunchEmptyKernel(cudaStream_t stream);
 
 }  // namespace int4kv
 
