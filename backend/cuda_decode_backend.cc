@@ -212,15 +212,8 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
 
 // The binding's pools must be kPoolAlignmentBytes aligned, its table as int32_t is.
 absl::Status CheckAlignment(const KvCacheBinding& cache) {
-  const struct {
-    const char* field;
-    const void* pointer;
-    uintptr_t alignment;
-  } pointers[] = {{"view.data", cache.view.data, kPoolAlignmentBytes},
-                  {"view.scales", cache.view.scales, kPoolAlignmentBytes},
-                  {"view.zeros", cache.view.zeros, kPoolAlignmentBytes},
-                  {"req_to_token", cache.req_to_token, alignof(int32_t)}};
-  for (const auto& [field, pointer, alignment] : pointers) {
+  for (const auto& [field, pointer, pool] : BindingPointers(cache)) {
+    const uintptr_t alignment = pool ? kPoolAlignmentBytes : alignof(int32_t);
     const uintptr_t address = reinterpret_cast<uintptr_t>(pointer);
     if (address % alignment == 0) continue;
     return absl::InvalidArgumentError(absl::StrCat(

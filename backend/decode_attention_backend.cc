@@ -140,20 +140,20 @@ absl::Status ValidateRows(absl::Span<const DecodeRow> rows, const AttentionShape
   return absl::OkStatus();
 }
 
+std::array<BindingPointer, 4> BindingPointers(const KvCacheBinding& cache) {
+  return {{{"view.data", cache.view.data, true},
+           {"view.scales", cache.view.scales, true},
+           {"view.zeros", cache.view.zeros, true},
+           {"req_to_token", cache.req_to_token, false}}};
+}
+
 absl::Status CheckBindingMemory(const KvCacheBinding& cache, MemoryKind memory,
                                 absl::string_view backend) {
   // Without a device every pointer is host memory, and a cpu backend needs nothing else.
   if (memory == MemoryKind::kHost && CudaDeviceCount() == 0) return absl::OkStatus();
-  const struct {
-    const char* field;
-    const void* pointer;
-  } pointers[] = {{"view.data", cache.view.data},
-                  {"view.scales", cache.view.scales},
-                  {"view.zeros", cache.view.zeros},
-                  {"req_to_token", cache.req_to_token}};
   int current_device = -1;
   if (memory == MemoryKind::kDevice) CUDA_RETURN_IF_ERROR(cudaGetDevice(&current_device));
-  for (const auto& [field, pointer] : pointers) {
+  for (const auto& [field, pointer, pool] : BindingPointers(cache)) {
     if (pointer == nullptr) continue;  // ValidateShape has checked which may be null
     cudaPointerAttributes attributes{};
     CUDA_RETURN_IF_ERROR(cudaPointerGetAttributes(&attributes, pointer));

@@ -20,6 +20,7 @@
 #ifndef INT4KV_BACKEND_DECODE_ATTENTION_BACKEND_H_
 #define INT4KV_BACKEND_DECODE_ATTENTION_BACKEND_H_
 
+#include <array>
 #include <cstdint>
 #include <memory>
 
@@ -141,6 +142,14 @@ class DecodeAttentionBackend {
 };
 
 // Shared validation, used by every implementation.
+// The binding's pointers a backend reads, with their field names: the three pools, then the
+// req_to_token table. Null ones are included (ValidateShape says which may be null).
+struct BindingPointer {
+  const char* field;  // "view.data", "view.scales", "view.zeros" or "req_to_token"
+  const void* pointer;
+  bool pool;  // one of the view's pools (else the table)
+};
+std::array<BindingPointer, 4> BindingPointers(const KvCacheBinding& cache);
 absl::Status ValidateShape(const AttentionShape& shape, const KvCacheBinding& cache);
 // InvalidArgument naming the first of the binding's pointers that a backend reading
 // `memory` cannot read: device memory for kHost (checked only where a CUDA device exists,

@@ -256,18 +256,14 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, bool ran
   result.bytes = static_cast<double>(tokens) * (config.DataBytesPerTokenPerLayer() +
                                                 config.ParamBytesPerTokenPerLayer() + 4) +
                  2.0 * qo * 2;
-  if (absl::GetFlag(FLAGS_separate_runs)) {
-    result.seconds = SecondsPerRun(stream, config.num_layers, repeats,
-                                   [&](int layer) {
-                                     CHECK_CUDA(LaunchEmptyKernel(stream));
-                                     CheckOk(backend->Run(layer, q, out, stream));
-                                   }) -
-                     SecondsPerRun(stream, config.num_layers, repeats,
-                                   [&](int) { CHECK_CUDA(LaunchEmptyKernel(stream)); });
-  } else {
-    result.seconds = SecondsPerRun(stream, config.num_layers, repeats, [&](int layer) {
-      CheckOk(backend->Run(layer, q, out, stream));
-    });
+  const bool separate = absl::GetFlag(FLAGS_separate_runs);
+  result.seconds = SecondsPerRun(stream, config.num_layers, repeats, [&](int layer) {
+    if (separate) CHECK_CUDA(LaunchEmptyKernel(stream));
+    CheckOk(backend->Run(layer, q, out, stream));
+  });
+  if (separate) {  // less the empty kernel's own time
+    result.seconds -= SecondsPerRun(stream, config.num_layers, repeats,
+                                    [&](int) { CHECK_CUDA(LaunchEmptyKernel(stream)); });
   }
 
   // The same number of bytes moved by cudaMemcpyAsync, as the ceiling is (half read from this
