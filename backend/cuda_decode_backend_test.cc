@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "kv_cache/kv_cache.h"
 #include "kv_cache/store_kv.h"
+#include "kv_cache/store_kv_cuda.h"
 
 namespace int4kv {
 namespace {
@@ -529,6 +530,58 @@ TEST_F(CudaDecodeBackendTest, PageTableRewrittenByTheKernelBeforeRun) {
                                      50000, stream));
   });
   cudaFree(right_entries);
+}
+
+// As a model's step runs them: StoreKvCuda writes new K/V into every slot of the batch, and
+// Run follows it on the same stream at once. The store lets Run's split kernel launch early
+// (programmatic dependent launch) once all of its blocks have started; that kernel must
+// still read the cache only after the whole store has landed. The batch's slots come last in
+// a store made long by padding tokens ahead of them (slot 0, zeros), so that they are written
+// by the store's last blocks, still running when the split kernel launches; the device cache
+// holds other values until then, and the oracle reads the new ones.
+TEST_F(CudaDecodeBackendTest, RunRightAfterStoreKvSeesTheStoredRows) {
+  Case c;
+  c.lengths = {4097, 1, 0, 3000, 300, 16};
+  MirroredCache caches = CachesFor(c, rng_);
+  const std::vector<DecodeRow> rows = caches.NewBatch(c.lengths, true, rng_);
+  constexpr size_t kPaddingTokens = 60000;  // about 14 waves of the store's blocks on an H100
+  std::vector<int32_t> batch_slots;
+  for (size_t b = 0; b < rows.size(); ++b) {
+    batch_slots.insert(batch_slots.end(), caches.row_slots(b).begin(), caches.row_slots(b).end());
+  }
+  std::vector<int32_t> slots(kPaddingTokens, 0);
+  slots.insert(slots.end(), batch_slots.begin(), batch_slots.end());
+  const size_t row_values = static_cast<size_t>(c.kv_heads) * c.head_dim;
+  std::normal_distribution<float> normal;
+  std::vector<float> k(slots.size() * row_values, 0.0f), v(k.size(), 0.0f);
+  for (size_t i = kPaddingTokens * row_values; i < k.size(); ++i) {
+    k[i] = 3.0f * normal(rng_);
+    v[i] = 3.0f * normal(rng_);
+  }
+  for (int layer = 0; layer < 2; ++layer) {  // the oracle's side only, for now
+    const size_t first = kPaddingTokens * row_values;
+    ASSERT_TRUE(StoreKvHost(caches.host().view(), layer, batch_slots,
+                            KvRows{k.data() + first, v.data() + first, DType::kFloat32, 0})
+                    .ok());
+  }
+  int32_t* device_slots = nullptr;
+  float *device_k = nullptr, *device_v = nullptr;
+  ASSERT_CUDA(cudaMalloc(reinterpret_cast<void**>(&device_slots), slots.size() * 4));
+  ASSERT_CUDA(cudaMalloc(reinterpret_cast<void**>(&device_k), k.size() * 4));
+  ASSERT_CUDA(cudaMalloc(reinterpret_cast<void**>(&device_v), v.size() * 4));
+  ASSERT_CUDA(cudaMemcpy(device_slots, slots.data(), slots.size() * 4, cudaMemcpyHostToDevice));
+  ASSERT_CUDA(cudaMemcpy(device_k, k.data(), k.size() * 4, cudaMemcpyHostToDevice));
+  ASSERT_CUDA(cudaMemcpy(device_v, v.data(), v.size() * 4, cudaMemcpyHostToDevice));
+  int layer = 0;  // CheckAgainstOracle runs layer 0, then layer 1
+  CheckAgainstOracle(c, caches, rows, rng_, [&](cudaStream_t stream) {
+    ASSERT_TRUE(StoreKvCuda(caches.device().view(), layer++, device_slots,
+                            static_cast<int32_t>(slots.size()),
+                            KvRows{device_k, device_v, DType::kFloat32, 0}, stream)
+                    .ok());
+  });
+  cudaFree(device_slots);
+  cudaFree(device_k);
+  cudaFree(device_v);
 }
 
 // A server that fills its own table (no RequestTable to check rows against) may leave a

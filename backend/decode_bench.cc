@@ -14,6 +14,9 @@
 // case also times a device-to-device copy of that many bytes (read + write) replayed the same way,
 // and a kernel that only reads the layer's codes and scales, contiguously, once.
 // --other_rows_context=N measures skewed batches: row 0 has the listed context, the others N.
+// Runs follow one another as programmatic dependents; --separate_runs puts an empty kernel
+// before each, --store_before_runs the K/V store of the step's newest tokens (as a model's
+// step does), and each subtracts that kernel's own time.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -38,6 +41,7 @@
 #include "common/half.h"
 #include "kv_cache/kv_cache.h"
 #include "kv_cache/store_kv.h"
+#include "kv_cache/store_kv_cuda.h"
 
 ABSL_FLAG(std::string, batches, "1,16,64,128", "batch sizes");
 ABSL_FLAG(std::string, contexts, "1024,4096,16384,65536", "context lengths in tokens");
@@ -52,6 +56,10 @@ ABSL_FLAG(bool, separate_runs, false,
           "launch an empty kernel (not a programmatic dependent) before each layer-run and "
           "subtract its own time: no run's launch overlaps the run before, as when attention "
           "follows kernels that do not release it early");
+ABSL_FLAG(bool, store_before_runs, false,
+          "store each row's newest token (StoreKvCuda, one token a row) before each layer-run, "
+          "as a model's step does, and subtract the stores' own time: attention behind the "
+          "K/V store, which releases it early");
 ABSL_FLAG(int, other_rows_context, 0,
           "if > 0, a skewed batch: row 0 has --contexts tokens, every other row this many");
 ABSL_FLAG(bool, cpu, false, "measure the CPU backend instead (no GPU needed)");
@@ -256,15 +264,45 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, bool ran
   result.bytes = static_cast<double>(tokens) * (config.DataBytesPerTokenPerLayer() +
                                                 config.ParamBytesPerTokenPerLayer() + 4) +
                  2.0 * qo * 2;
+  // --store_before_runs: the step's new K/V rows [2][batch][kv_heads][head_dim] (K, then V),
+  // stored into each row's newest slot, as the engine stores them before attention.
+  const size_t new_rows = static_cast<size_t>(batch) * kKvHeads * kHeadDim;
+  std::vector<uint16_t> new_kv_host(2 * new_rows);
+  for (uint16_t& x : new_kv_host) x = FloatToHalfBits(normal(rng));
+  std::vector<int32_t> newest_slots;
+  first_slot = 0;
+  for (int len : lengths) {
+    newest_slots.push_back(slots[first_slot + len - 1]);
+    first_slot += len;
+  }
+  void *new_kv, *new_slots;
+  CHECK_CUDA(cudaMalloc(&new_kv, new_kv_host.size() * 2));
+  CHECK_CUDA(cudaMalloc(&new_slots, newest_slots.size() * sizeof(int32_t)));
+  CHECK_CUDA(cudaMemcpy(new_kv, new_kv_host.data(), new_kv_host.size() * 2,
+                        cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(new_slots, newest_slots.data(), newest_slots.size() * sizeof(int32_t),
+                        cudaMemcpyHostToDevice));
+  const KvRows new_kv_rows{new_kv, static_cast<const uint16_t*>(new_kv) + new_rows,
+                           DType::kFloat16, 0};
+  auto store = [&](int layer) {
+    CheckOk(StoreKvCuda(cache->view(), layer, static_cast<const int32_t*>(new_slots), batch,
+                        new_kv_rows, stream));
+  };
+
   const bool separate = absl::GetFlag(FLAGS_separate_runs);
+  const bool store_first = absl::GetFlag(FLAGS_store_before_runs);
   result.seconds = SecondsPerRun(stream, config.num_layers, repeats, [&](int layer) {
     if (separate) CHECK_CUDA(LaunchEmptyKernel(stream));
+    if (store_first) store(layer);
     CheckOk(backend->Run(layer, q, out, stream));
   });
   if (separate) {  // less the empty kernel's own time
     result.seconds -= SecondsPerRun(stream, config.num_layers, repeats,
                                     [&](int) { CHECK_CUDA(LaunchEmptyKernel(stream)); });
   }
+  if (store_first) result.seconds -= SecondsPerRun(stream, config.num_layers, repeats, store);
+  CHECK_CUDA(cudaFree(new_kv));
+  CHECK_CUDA(cudaFree(new_slots));
 
   // The same number of bytes moved by cudaMemcpyAsync, as the ceiling is (half read from this
   // layer's codes, half written to a buffer of its own per layer), replayed the same way: what
@@ -313,6 +351,10 @@ int RunGpu() {
   std::printf("copy ceiling (cudaMemcpy D2D, 1 GiB, read + write): %.0f GB/s\n\n", ceiling);
   if (absl::GetFlag(FLAGS_separate_runs)) {
     std::printf("time: a layer-run behind an empty kernel, less that kernel's own time\n\n");
+  }
+  if (absl::GetFlag(FLAGS_store_before_runs)) {
+    std::printf("time: a layer-run behind the K/V store of its newest tokens, less the store's "
+                "own time\n\n");
   }
   std::printf(
       "| group | batch | context | pages | time (us) | GB/s | %% of copy | same-bytes copy (us) "
@@ -414,6 +456,10 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   const int repeats = absl::GetFlag(FLAGS_repeats);
   const int runs_per_graph = absl::GetFlag(FLAGS_runs_per_graph);
+  if (absl::GetFlag(FLAGS_separate_runs) && absl::GetFlag(FLAGS_store_before_runs)) {
+    std::fprintf(stderr, "--separate_runs and --store_before_runs: choose one\n");
+    return 2;
+  }
   if (repeats < 1 || runs_per_graph < 1) {
     std::fprintf(stderr, "--repeats = %d, --runs_per_graph = %d: both must be >= 1\n", repeats,
                  runs_per_graph);

@@ -57,8 +57,9 @@ sanitize() {  # sanitize TOOL TEST FILTER
 sanitize memcheck store_kv_cuda_test '*'
 sanitize memcheck request_table_test '*'
 sanitize memcheck cuda_decode_backend_test \
-  '*SmallMixedBatch*:*Graph*:*Truncation*:*LargeBatch*:*LengthsFarBeyond*:*Rewritten*:*OutsideThePool*:*InPlace*:*KeepMoving*'
-sanitize racecheck cuda_decode_backend_test '*SmallMixedBatch*:*Graph*:*LargeBatch*:*Rewritten*:*InPlace*'
+  '*SmallMixedBatch*:*Graph*:*Truncation*:*LargeBatch*:*LengthsFarBeyond*:*Rewritten*:'\
+'*OutsideThePool*:*InPlace*:*KeepMoving*:*AfterStoreKv*'
+sanitize racecheck cuda_decode_backend_test '*SmallMixedBatch*:*Graph*:*LargeBatch*:*Rewritten*:*InPlace*:*AfterStoreKv*'
 sanitize memcheck llama_kernels_test '*'
 sanitize racecheck llama_kernels_test '*'
 sanitize memcheck cuda_engine_test '*Graph*'
