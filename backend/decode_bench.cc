@@ -278,12 +278,12 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, bool ran
   void *new_kv, *new_slots;
   CHECK_CUDA(cudaMalloc(&new_kv, new_kv_host.size() * 2));
   CHECK_CUDA(cudaMalloc(&new_slots, newest_slots.size() * sizeof(int32_t)));
-  CHECK_CUDA(cudaMemcpy(new_kv, new_kv_host.data(), new_kv_host.size() * 2,
-                        cudaMemcpyHostToDevice));
+  CHECK_CUDA(
+      cudaMemcpy(new_kv, new_kv_host.data(), new_kv_host.size() * 2, cudaMemcpyHostToDevice));
   CHECK_CUDA(cudaMemcpy(new_slots, newest_slots.data(), newest_slots.size() * sizeof(int32_t),
                         cudaMemcpyHostToDevice));
-  const KvRows new_kv_rows{new_kv, static_cast<const uint16_t*>(new_kv) + new_rows,
-                           DType::kFloat16, 0};
+  const KvRows new_kv_rows{new_kv, static_cast<const uint16_t*>(new_kv) + new_rows, DType::kFloat16,
+                           0};
   auto store = [&](int layer) {
     CheckOk(StoreKvCuda(cache->view(), layer, static_cast<const int32_t*>(new_slots), batch,
                         new_kv_rows, stream));
@@ -353,8 +353,9 @@ int RunGpu() {
     std::printf("time: a layer-run behind an empty kernel, less that kernel's own time\n\n");
   }
   if (absl::GetFlag(FLAGS_store_before_runs)) {
-    std::printf("time: a layer-run behind the K/V store of its newest tokens, less the store's "
-                "own time\n\n");
+    std::printf(
+        "time: a layer-run behind the K/V store of its newest tokens, less the store's "
+        "own time\n\n");
   }
   std::printf(
       "| group | batch | context | pages | time (us) | GB/s | %% of copy | same-bytes copy (us) "
