@@ -618,7 +618,7 @@ struct SplitKernel {
     // us slower (1 x 1024 6.9 -> 7.4 us), for reasons not found, so it stays. MakeSources
     // computes the same bound; taking it from there means computing Sources first, which
     // reschedules the kernel, and such rebuilds have moved short steps by 0.3-0.7 us (rows
-    // (bc), (bg)-(bk) of docs/PERFORMANCE.md), so the two stay apart.
+    // (bc), (bg)-(bk) of docs/TUNING_LOG.md), so the two stay apart.
     const int32_t last_slot = static_cast<int32_t>(p.cache.layout.num_slots - 1);
     int speculative_slot = 0;
     if constexpr (kFast) {

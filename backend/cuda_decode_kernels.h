@@ -71,7 +71,7 @@ class DecodeKernels {
   // of the split and merge kernels is the one of the backend created last. That is a matter of
   // speed only: a backend of another head_dim created later may leave an earlier one's split
   // and merge kernels on different carveouts, which spreads a step's blocks less well
-  // (docs/PERFORMANCE.md, row 12).
+  // (docs/TUNING_LOG.md, row 12).
   static absl::StatusOr<DecodeKernels> Select(int32_t head_dim, int32_t group, int32_t kv_heads,
                                               QuantMode mode, ParamDtype params);
 
