@@ -534,7 +534,7 @@ TEST_F(CudaDecodeBackendTest, PageTableRewrittenByTheKernelBeforeRun) {
 
 // As a model's step runs them: StoreKvCuda writes new K/V into every slot of the batch, and
 // Run follows it on the same stream at once. The store lets Run's split kernel launch early
-// (programmatic dependent launch) once all of its blocks have started; that kernel must
+// (programmatic dependent launch) once all the store's blocks have started; that kernel must
 // still read the cache only after the whole store has landed. The batch's slots come last in
 // a store made long by padding tokens ahead of them (slot 0, zeros), so that they are written
 // by the store's last blocks, still running when the split kernel launches; the device cache

@@ -30,9 +30,10 @@ __global__ void StoreKvKernel(KvCacheView view, int32_t layer, const int32_t* sl
   // store runs; its wait still waits for this whole grid and its writes. Kernels launched
   // without that attribute start after this one ends, as before. Behind this store a
   // layer-run of 1 x 4096 tokens takes 7.8 us instead of 8.2-8.3, of 1 x 65536 42.1-42.2
-  // instead of 42.8-42.9 (H100, docs/PERFORMANCE.md). Launching the store itself as a programmatic dependent
-  // too was slower from 128 rows (128 x 1024 79.25 -> 81.9 us; the engine's batch-128 step
-  // 1.286 -> 1.299 ms), so it stays a plain launch.
+  // instead of 42.8-42.9 (H100, `decode_bench --store_before_runs`, docs/PERFORMANCE.md).
+  // Launching the store itself as a programmatic dependent too was slower from 128 rows
+  // (128 x 1024 79.25 -> 81.9 us; the engine's batch-128 step 1.286 -> 1.299 ms), so it
+  // stays a plain launch.
   asm volatile("griddepcontrol.launch_dependents;");
   const KvLayout& layout = view.layout;
   const int groups = layout.GroupsPerRow();
