@@ -342,7 +342,26 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, bool ran
   return result;
 }
 
+// --page_tables as a list of kinds; anything but "random" or "contiguous" exits with status 2.
+std::vector<std::string> ParsePageTables(const std::string& list) {
+  std::vector<std::string> kinds;
+  for (absl::string_view kind : absl::StrSplit(list, ',', absl::SkipEmpty())) {
+    if (kind != "random" && kind != "contiguous") {
+      std::fprintf(stderr, "bad page-table kind '%s' (random or contiguous)\n",
+                   std::string(kind).c_str());
+      std::exit(2);
+    }
+    kinds.emplace_back(kind);
+  }
+  return kinds;
+}
+
 int RunGpu() {
+  // The lists first, so that a typo is reported before any device work.
+  const std::vector<int> group_sizes = ParseInts(absl::GetFlag(FLAGS_group_sizes));
+  const std::vector<int> batches = ParseInts(absl::GetFlag(FLAGS_batches));
+  const std::vector<int> contexts = ParseInts(absl::GetFlag(FLAGS_contexts));
+  const std::vector<std::string> page_tables = ParsePageTables(absl::GetFlag(FLAGS_page_tables));
   cudaDeviceProp props;
   CHECK_CUDA(cudaGetDeviceProperties(&props, 0));
   const double ceiling = CopyCeilingGBps();
@@ -362,11 +381,11 @@ int RunGpu() {
       "| %% of same-bytes copy | cache read (us) | %% of cache read |\n");
   std::printf("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
   std::mt19937 rng(7);
-  for (int group_size : ParseInts(absl::GetFlag(FLAGS_group_sizes))) {
-    for (int batch : ParseInts(absl::GetFlag(FLAGS_batches))) {
-      for (int context : ParseInts(absl::GetFlag(FLAGS_contexts))) {
+  for (int group_size : group_sizes) {
+    for (int batch : batches) {
+      for (int context : contexts) {
         if (batch < 1 || context < 1) continue;
-        for (absl::string_view kind : absl::StrSplit(absl::GetFlag(FLAGS_page_tables), ',')) {
+        for (const std::string& kind : page_tables) {
           KvCacheConfig probe;
           probe.kv_heads = kKvHeads;
           probe.head_dim = kHeadDim;
@@ -389,7 +408,7 @@ int RunGpu() {
                                                               100.0 * r.copy_seconds / r.seconds)
                                             : std::string("- | -");
           std::printf("| %d | %d | %s | %s | %.1f | %.0f | %.1f | %s | %.1f | %.1f |\n", group_size,
-                      batch, context_text.c_str(), std::string(kind).c_str(), r.seconds * 1e6, gbps,
+                      batch, context_text.c_str(), kind.c_str(), r.seconds * 1e6, gbps,
                       100.0 * gbps / ceiling, copy_text.c_str(), r.read_seconds * 1e6,
                       100.0 * r.read_seconds / r.seconds);
           std::fflush(stdout);
