@@ -19,6 +19,7 @@
 #include "backend/cpu_decode_backend.h"
 #include "backend/late_table_writer.h"
 #include "common/cuda_check.h"
+#include "common/device_memory.h"
 #include "common/half.h"
 #include "gtest/gtest.h"
 #include "kv_cache/kv_cache.h"
@@ -183,6 +184,16 @@ struct DeviceBuffers {
     cudaFree(out);
   }
 };
+
+// A device copy of `host` (empty if the copy fails, which the test reports).
+template <typename T>
+DeviceBuffer CopyToDevice(const std::vector<T>& host) {
+  DeviceBuffer device;
+  const size_t bytes = host.size() * sizeof(T);
+  EXPECT_TRUE(device.Allocate(bytes, "a test input").ok());
+  EXPECT_EQ(cudaMemcpy(device.get(), host.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
+  return device;
+}
 
 // Random q in the io dtype (host bits and their exact float values).
 void RandomQuery(size_t n, DType io, float scale, std::mt19937& rng, std::vector<uint16_t>* bits,
@@ -564,24 +575,16 @@ TEST_F(CudaDecodeBackendTest, RunRightAfterStoreKvSeesTheStoredRows) {
                             KvRows{k.data() + first, v.data() + first, DType::kFloat32, 0})
                     .ok());
   }
-  int32_t* device_slots = nullptr;
-  float *device_k = nullptr, *device_v = nullptr;
-  ASSERT_CUDA(cudaMalloc(reinterpret_cast<void**>(&device_slots), slots.size() * 4));
-  ASSERT_CUDA(cudaMalloc(reinterpret_cast<void**>(&device_k), k.size() * 4));
-  ASSERT_CUDA(cudaMalloc(reinterpret_cast<void**>(&device_v), v.size() * 4));
-  ASSERT_CUDA(cudaMemcpy(device_slots, slots.data(), slots.size() * 4, cudaMemcpyHostToDevice));
-  ASSERT_CUDA(cudaMemcpy(device_k, k.data(), k.size() * 4, cudaMemcpyHostToDevice));
-  ASSERT_CUDA(cudaMemcpy(device_v, v.data(), v.size() * 4, cudaMemcpyHostToDevice));
+  const DeviceBuffer device_slots = CopyToDevice(slots);
+  const DeviceBuffer device_k = CopyToDevice(k);
+  const DeviceBuffer device_v = CopyToDevice(v);
   int layer = 0;  // CheckAgainstOracle runs layer 0, then layer 1
   CheckAgainstOracle(c, caches, rows, rng_, [&](cudaStream_t stream) {
-    ASSERT_TRUE(StoreKvCuda(caches.device().view(), layer++, device_slots,
+    ASSERT_TRUE(StoreKvCuda(caches.device().view(), layer++, device_slots.as<int32_t>(),
                             static_cast<int32_t>(slots.size()),
-                            KvRows{device_k, device_v, DType::kFloat32, 0}, stream)
+                            KvRows{device_k.get(), device_v.get(), DType::kFloat32, 0}, stream)
                     .ok());
   });
-  cudaFree(device_slots);
-  cudaFree(device_k);
-  cudaFree(device_v);
 }
 
 // A server that fills its own table (no RequestTable to check rows against) may leave a

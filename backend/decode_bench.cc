@@ -38,6 +38,7 @@
 #include "backend/cpu_decode_backend.h"
 #include "backend/cuda_decode_backend.h"
 #include "backend/read_stream.h"
+#include "common/device_memory.h"
 #include "common/half.h"
 #include "kv_cache/kv_cache.h"
 #include "kv_cache/store_kv.h"
@@ -264,45 +265,39 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, bool ran
   result.bytes = static_cast<double>(tokens) * (config.DataBytesPerTokenPerLayer() +
                                                 config.ParamBytesPerTokenPerLayer() + 4) +
                  2.0 * qo * 2;
-  // --store_before_runs: the step's new K/V rows [2][batch][kv_heads][head_dim] (K, then V),
-  // stored into each row's newest slot, as the engine stores them before attention.
-  const size_t new_rows = static_cast<size_t>(batch) * kKvHeads * kHeadDim;
-  std::vector<uint16_t> new_kv_host(2 * new_rows);
-  for (uint16_t& x : new_kv_host) x = FloatToHalfBits(normal(rng));
-  std::vector<int32_t> newest_slots;
-  first_slot = 0;
-  for (int len : lengths) {
-    newest_slots.push_back(slots[first_slot + len - 1]);
-    first_slot += len;
+  // What goes before each layer-run, if anything; its own time is subtracted.
+  std::function<void(int)> before_run;
+  DeviceBuffer new_kv, new_slots;  // --store_before_runs only
+  if (absl::GetFlag(FLAGS_separate_runs)) {
+    before_run = [&](int) { CHECK_CUDA(LaunchEmptyKernel(stream)); };
+  } else if (absl::GetFlag(FLAGS_store_before_runs)) {
+    // The step's new K/V rows [2][batch][kv_heads][head_dim] (K, then V), stored into each
+    // row's newest slot, as the engine stores them before attention.
+    const size_t new_rows = static_cast<size_t>(batch) * kKvHeads * kHeadDim;
+    std::vector<uint16_t> new_kv_host(2 * new_rows);
+    for (uint16_t& x : new_kv_host) x = FloatToHalfBits(normal(rng));
+    std::vector<int32_t> newest_slots;
+    first_slot = 0;
+    for (int len : lengths) {
+      newest_slots.push_back(slots[first_slot + len - 1]);
+      first_slot += len;
+    }
+    CheckOk(new_kv.Allocate(new_kv_host.size() * 2, "the new K/V rows"));
+    CheckOk(new_slots.Allocate(newest_slots.size() * sizeof(int32_t), "the newest slots"));
+    CHECK_CUDA(cudaMemcpy(new_kv.get(), new_kv_host.data(), new_kv.bytes(),
+                          cudaMemcpyHostToDevice));
+    CHECK_CUDA(cudaMemcpy(new_slots.get(), newest_slots.data(), new_slots.bytes(),
+                          cudaMemcpyHostToDevice));
+    const KvRows rows{new_kv.get(), new_kv.as<uint16_t>() + new_rows, DType::kFloat16, 0};
+    before_run = [&, rows](int layer) {
+      CheckOk(StoreKvCuda(cache->view(), layer, new_slots.as<int32_t>(), batch, rows, stream));
+    };
   }
-  void *new_kv, *new_slots;
-  CHECK_CUDA(cudaMalloc(&new_kv, new_kv_host.size() * 2));
-  CHECK_CUDA(cudaMalloc(&new_slots, newest_slots.size() * sizeof(int32_t)));
-  CHECK_CUDA(
-      cudaMemcpy(new_kv, new_kv_host.data(), new_kv_host.size() * 2, cudaMemcpyHostToDevice));
-  CHECK_CUDA(cudaMemcpy(new_slots, newest_slots.data(), newest_slots.size() * sizeof(int32_t),
-                        cudaMemcpyHostToDevice));
-  const KvRows new_kv_rows{new_kv, static_cast<const uint16_t*>(new_kv) + new_rows, DType::kFloat16,
-                           0};
-  auto store = [&](int layer) {
-    CheckOk(StoreKvCuda(cache->view(), layer, static_cast<const int32_t*>(new_slots), batch,
-                        new_kv_rows, stream));
-  };
-
-  const bool separate = absl::GetFlag(FLAGS_separate_runs);
-  const bool store_first = absl::GetFlag(FLAGS_store_before_runs);
   result.seconds = SecondsPerRun(stream, config.num_layers, repeats, [&](int layer) {
-    if (separate) CHECK_CUDA(LaunchEmptyKernel(stream));
-    if (store_first) store(layer);
+    if (before_run) before_run(layer);
     CheckOk(backend->Run(layer, q, out, stream));
   });
-  if (separate) {  // less the empty kernel's own time
-    result.seconds -= SecondsPerRun(stream, config.num_layers, repeats,
-                                    [&](int) { CHECK_CUDA(LaunchEmptyKernel(stream)); });
-  }
-  if (store_first) result.seconds -= SecondsPerRun(stream, config.num_layers, repeats, store);
-  CHECK_CUDA(cudaFree(new_kv));
-  CHECK_CUDA(cudaFree(new_slots));
+  if (before_run) result.seconds -= SecondsPerRun(stream, config.num_layers, repeats, before_run);
 
   // The same number of bytes moved by cudaMemcpyAsync, as the ceiling is (half read from this
   // layer's codes, half written to a buffer of its own per layer), replayed the same way: what
