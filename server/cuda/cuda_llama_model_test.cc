@@ -160,7 +160,7 @@ class CudaLlamaModelTest : public ::testing::TestWithParam<std::tuple<DType, boo
     EXPECT_TRUE(shared_attention_->Plan(batch).ok());
     EXPECT_TRUE(cpu_model_->Forward(batch, *shared_attention_, shared.data()).ok());
 
-    // Measured on H100: fp16 within 0.35% of the largest logit, bf16 within 2.6%.
+    // Measured on an H100 (2026-11-26): fp16 within 0.35% of the largest logit, bf16 within 2.6%.
     const double tolerance = dtype() == DType::kFloat16 ? 0.01 : 0.05;
     double max_diff = 0, max_logit = 0;
     for (size_t i = 0; i < shared.size(); ++i) {

@@ -1,6 +1,6 @@
 // KV pressure: a server whose KV cache holds about 300 token slots (--kv_cache_size=72000,
-// at 240 bytes per token for stories260K) receives, all at once, requests needing five to ten
-// times that (fewer requests in sanitizer builds). They wait in the queue for slots and all
+// at 240 bytes per token for stories260K) receives, all at once, requests needing at least five
+// times that (about 12x; about 6x in sanitizer builds, which send half as many requests). They wait in the queue for slots and all
 // complete, with exactly the greedy tokens an idle server with a full-size cache gives them; a
 // second round, in another order, over slots that earlier requests used, gives the same tokens
 // again. While it runs, GetServerInfo never shows more slots reserved than exist.
