@@ -55,6 +55,7 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
   absl::string_view name() const override { return "cpu"; }
 
   absl::Status Plan(absl::Span<const DecodeRow> rows, CudaStream) override {
+    planned_ = false;  // a failed Plan leaves no plan
     if (absl::Status s = ValidateRows(rows, shape_, cache_); !s.ok()) return s;
     rows_.assign(rows.begin(), rows.end());
     planned_ = true;
@@ -69,7 +70,7 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
     if (q == nullptr || out == nullptr) {
       return absl::InvalidArgumentError("q and out must not be null");
     }
-    if (!planned_) return absl::FailedPreconditionError("Run before any successful Plan");
+    if (!planned_) return absl::FailedPreconditionError(kRunWithoutPlan);
     // The first batch row with a bad entry (items of several bad rows race to report one).
     std::atomic<int32_t> bad_row{INT32_MAX};
     const int64_t items = static_cast<int64_t>(rows_.size()) * shape_.kv_heads;

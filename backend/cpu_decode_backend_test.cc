@@ -157,7 +157,7 @@ TEST(CpuDecodeBackendTest, MatchesFloat64ReferenceAcrossShapes) {
   }
 }
 
-TEST(CpuDecodeBackendTest, BadPlansAreRejectedAndKeepThePreviousPlan) {
+TEST(CpuDecodeBackendTest, BadPlansAreRejectedAndLeaveNoPlan) {
   std::mt19937 rng(3);
   Fixture f = MakeCache(1, 8, 8, QuantMode::kSymmetric, {4, 5}, rng);
   AttentionShape shape{2, 1, 8, 2, 5, 0};
@@ -172,7 +172,14 @@ TEST(CpuDecodeBackendTest, BadPlansAreRejectedAndKeepThePreviousPlan) {
   EXPECT_NE(s.message().find("rows[0].seq_len = 6"), std::string::npos) << s;
   s = backend->Plan(std::vector<DecodeRow>{{0, 1}, {2, 1}}, nullptr);
   EXPECT_NE(s.message().find("rows[1].request = 2"), std::string::npos) << s;
-  // The rejected plans left the good one: the same rows, the same output.
+  // A rejected plan leaves none (the caller's q and out are sized for the rejected batch):
+  // Run refuses, and writes nothing, until a Plan succeeds.
+  std::vector<float> untouched(q.size(), -7.0f);
+  s = backend->Run(0, q.data(), untouched.data(), nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_EQ(s.message(), kRunWithoutPlan);
+  EXPECT_EQ(untouched, std::vector<float>(q.size(), -7.0f));
+  ASSERT_TRUE(backend->Plan(f.rows, nullptr).ok());
   ASSERT_TRUE(backend->Run(0, q.data(), after.data(), nullptr).ok());
   EXPECT_EQ(after, planned);
   EXPECT_NE(planned, std::vector<float>(q.size(), 0.0f));

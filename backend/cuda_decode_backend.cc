@@ -98,8 +98,10 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
   }
 
   absl::Status Plan(absl::Span<const DecodeRow> rows, CudaStream stream) override {
+    // A failed Plan leaves no plan: Run then refuses rather than run the last step's rows.
+    planned_ = false;
     RETURN_IF_ERROR(CheckCurrentDevice());
-    // The wait below is illegal in a capture (and would end it): refused first, plan kept.
+    // The wait below is illegal in a capture (and would end it): refused before it.
     cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
     CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capture));
     if (capture != cudaStreamCaptureStatusNone) {
@@ -121,7 +123,6 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     std::memcpy(staging + chunk_bytes + sizeof(flags), plan_.rows.data(), row_bytes);
     // From here the device's plan is overwritten: a copy that fails leaves it half old, half
     // new, so no plan counts until both copies are enqueued.
-    planned_ = false;
     CUDA_RETURN_IF_ERROR(
         cudaMemcpyAsync(device_chunks_, staging, chunk_bytes, cudaMemcpyHostToDevice, stream));
     CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device_step_, staging + chunk_bytes,
@@ -147,8 +148,8 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
                                                      "-byte aligned on the cuda backend; it is at ",
                                                      absl::Hex(reinterpret_cast<uintptr_t>(q))));
     }
-    if (!planned_) return absl::FailedPreconditionError("Run before any successful Plan");
     RETURN_IF_ERROR(CheckCurrentDevice());
+    if (!planned_) return absl::FailedPreconditionError(kRunWithoutPlan);
     if (batch_ == 0) return absl::OkStatus();
     SplitKernelParams split;
     split.cache = cache_.view;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <numeric>
@@ -626,6 +627,28 @@ TEST_F(CudaDecodeBackendTest, EntriesOutsideThePoolAreReadAsClampedSlots) {
   cudaFree(bad_table);
 }
 
+// Pools in page-locked host memory, which the kernels read over the bus at the same
+// addresses: creation accepts them and the results match the oracle.
+TEST_F(CudaDecodeBackendTest, PoolsInPinnedHostMemory) {
+  Case c;
+  c.lengths = {300, 0, 1000, 17};
+  MirroredCache caches = CachesFor(c, rng_);
+  const std::vector<DecodeRow> rows = caches.NewBatch(c.lengths, true, rng_);
+  const KvCacheView& host_view = caches.host().view();
+  const size_t data_bytes = host_view.layout.DataPoolBytes();
+  const size_t scale_bytes = host_view.layout.ParamPoolElements() * 2;
+  PinnedBuffer data, scales;
+  ASSERT_TRUE(data.Allocate(data_bytes, "pinned codes").ok());
+  ASSERT_TRUE(scales.Allocate(scale_bytes, "pinned scales").ok());
+  std::memcpy(data.get(), host_view.data, data_bytes);
+  std::memcpy(scales.get(), host_view.scales, scale_bytes);
+  KvCacheBinding pinned = BindingFor(caches.device());
+  pinned.view.data = data.as<uint8_t>();
+  pinned.view.scales = scales.as<uint16_t>();
+  CheckBindingsAgainstOracle(c, caches.host().config(), pinned, BindingFor(caches.host()), rows,
+                             rng_);
+}
+
 // Captures Run once for a bucket (planned for steps[0]) and replays it for every step with
 // that step's lengths, fresh page tables and fresh queries.
 void ReplayGraph(int bucket, int max_seq_len, const std::vector<std::vector<int>>& steps,
@@ -654,10 +677,18 @@ void ReplayGraph(int bucket, int max_seq_len, const std::vector<std::vector<int>
   std::vector<DecodeRow> rows = caches.NewBatch(steps[0], true, rng);
   ASSERT_TRUE(cuda->Plan(rows, stream).ok());
   cudaGraph_t graph;
+  // Plan waits on the host: on a capturing stream it is refused and leaves no plan, so a Run
+  // in that capture is refused too; the capture itself goes on.
   ASSERT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  // Plan waits on the host: on a capturing stream it is refused, and the capture goes on.
   const absl::Status plan_in_capture = cuda->Plan(rows, stream);
   EXPECT_EQ(plan_in_capture.code(), absl::StatusCode::kFailedPrecondition) << plan_in_capture;
+  EXPECT_EQ(cuda->Run(1, buffers.q, buffers.out, stream).code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_CUDA(cudaStreamEndCapture(stream, &graph));
+  ASSERT_CUDA(cudaGraphDestroy(graph));
+
+  ASSERT_TRUE(cuda->Plan(rows, stream).ok());
+  ASSERT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
   ASSERT_TRUE(cuda->Run(1, buffers.q, buffers.out, stream).ok());
   ASSERT_CUDA(cudaStreamEndCapture(stream, &graph));
   cudaGraphExec_t exec;
@@ -817,6 +848,11 @@ TEST_F(CudaDecodeBackendTest, RejectsCpuDtypesAndBadPlans) {
             std::string::npos)
       << misaligned;
   EXPECT_TRUE(cuda->Run(0, q, out, nullptr).ok());
+  // A failed Plan leaves no plan: the next step's Run does not run this step's rows.
+  EXPECT_FALSE(cuda->Plan(std::vector<DecodeRow>{{0, 9}}, nullptr).ok());
+  const absl::Status stale = cuda->Run(0, q, out, nullptr);
+  EXPECT_EQ(stale.code(), absl::StatusCode::kFailedPrecondition) << stale;
+  EXPECT_EQ(stale.message(), kRunWithoutPlan);
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   cudaFree(q);
   cudaFree(out);

@@ -686,17 +686,17 @@ struct SplitKernel {
           q_raw[t][2 * j][0] = v.x, q_raw[t][2 * j + 1][0] = v.y;
           q_raw[t][2 * j][1] = v.z, q_raw[t][2 * j + 1][1] = v.w;
         }
-        continue;
-      }
+      } else {
 #pragma unroll
-      for (int s = 0; s < kKSteps; ++s) {
-        const int head = 8 * t + r, d = c * (kDim / 4) + 8 * (s / 2) + 2 * (s % 2);
+        for (int s = 0; s < kKSteps; ++s) {
+          const int head = 8 * t + r, d = c * (kDim / 4) + 8 * (s / 2) + 2 * (s % 2);
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int dim = d + 4 * h;
-          q_raw[t][s][h] = head < p.group && dim < p.head_dim
-                               ? __ldg(q_words + (head * p.head_dim + dim) / 2)
-                               : 0u;
+          for (int h = 0; h < 2; ++h) {
+            const int dim = d + 4 * h;
+            q_raw[t][s][h] = head < p.group && dim < p.head_dim
+                                 ? __ldg(q_words + (head * p.head_dim + dim) / 2)
+                                 : 0u;
+          }
         }
       }
     }
@@ -1062,8 +1062,9 @@ absl::Status LaunchDependent(void (*kernel)(Params), dim3 grid, dim3 block, size
   config.stream = stream;
   config.attrs = &attribute;
   config.numAttrs = 1;
-  CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&config, kernel, params));
-  return CudaStatus(cudaGetLastError(), what);
+  // Its own status: cudaGetLastError here would also report (and clear) an earlier, unrelated
+  // error of the caller's, and fail a Run whose split kernel was already enqueued.
+  return CudaStatus(cudaLaunchKernelEx(&config, kernel, params), what);
 }
 
 // ---- dispatch ----------------------------------------------------------------------------

@@ -156,11 +156,28 @@ absl::Status CheckBindingMemory(const KvCacheBinding& cache, MemoryKind memory,
   for (const auto& [field, pointer, pool] : BindingPointers(cache)) {
     if (pointer == nullptr) continue;  // ValidateShape has checked which may be null
     cudaPointerAttributes attributes{};
-    CUDA_RETURN_IF_ERROR(cudaPointerGetAttributes(&attributes, pointer));
+    const cudaError_t query = cudaPointerGetAttributes(&attributes, pointer);
+    if (query != cudaSuccess && memory == MemoryKind::kHost) {
+      // The query needs a CUDA context. A device this process cannot use (owned by another
+      // process in exclusive mode, out of memory) holds none of its allocations, so a cpu
+      // backend on such a machine goes on; the error is cleared, not left for the caller.
+      (void)cudaGetLastError();
+      continue;
+    }
+    CUDA_RETURN_IF_ERROR(query);
     if (memory == MemoryKind::kDevice && attributes.type == cudaMemoryTypeUnregistered) {
       return absl::InvalidArgumentError(absl::StrCat(
           "KvCacheBinding.", field, " is pageable host memory: the ", backend,
           " backend needs device memory (a KvCache created with MemoryKind::kDevice)"));
+    }
+    if (memory == MemoryKind::kDevice && attributes.type == cudaMemoryTypeHost &&
+        attributes.devicePointer != pointer) {
+      // Registered host memory the device reaches only at another address (where the device
+      // cannot use host pointers for registered memory): the kernels would fault.
+      return absl::InvalidArgumentError(absl::StrCat(
+          "KvCacheBinding.", field, " is pinned host memory the device reads at another address (",
+          absl::Hex(reinterpret_cast<uintptr_t>(attributes.devicePointer)),
+          "): bind the address cudaHostGetDevicePointer gives"));
     }
     if (memory == MemoryKind::kDevice && attributes.type == cudaMemoryTypeDevice &&
         attributes.device != current_device) {

@@ -46,6 +46,10 @@ constexpr int32_t kMaxQueryHeadsPerKvHead = 16;
 // about 2.4e38 the kernels' scale times log2(e) is infinite and every output NaN.
 constexpr float kMaxSoftmaxScale = 1e4f;
 
+// Run's FailedPrecondition message when no plan stands (none succeeded yet, or the last failed).
+inline constexpr char kRunWithoutPlan[] =
+    "Run without a plan: no Plan has succeeded, or the last one failed";
+
 // Shape of the attention a backend computes, fixed at creation.
 struct AttentionShape {
   int32_t q_heads = 0;      // multiple of kv_heads; q_heads / kv_heads <= kMaxQueryHeadsPerKvHead
@@ -111,16 +115,18 @@ class DecodeAttentionBackend {
   // Records the batch for the following Run calls. rows.size() <= max_batch; each row's
   // seq_len in [0, max_seq_len] and request in [0, max_requests) (any value when padded);
   // with the binding's `requests`, a row's request live and seq_len <= its length.
-  // Bad rows give InvalidArgument naming the row and field, and leave the previous plan. A
-  // binding that reads the table's device mirror also needs seq_len <= what SyncToDevice has
-  // sent of the request (FailedPrecondition otherwise). Run before any successful Plan gives
-  // FailedPrecondition.
-  // cuda: copies the metadata into fixed device buffers, ordered on `stream`; a CUDA error
-  // in those copies leaves no plan (Run then gives FailedPrecondition). It waits on the host
-  // for the previous Plan's copy to have left its pinned staging area, so it is called outside
-  // stream capture (FailedPrecondition on a capturing stream; a replayed graph takes the plan
-  // of the Plan call before the replay). Plan and Run need the device that was current at
-  // creation to be current (FailedPrecondition naming both devices otherwise).
+  // Bad rows give InvalidArgument naming the row and field. A binding that reads the table's
+  // device mirror also needs seq_len <= what SyncToDevice has sent of the request
+  // (FailedPrecondition otherwise). A Plan that returns an error leaves no plan: Run gives
+  // FailedPrecondition until a Plan succeeds, as it does before the first one, so a step
+  // whose Plan failed never runs the previous step's rows against its own q and out.
+  // cuda: copies the metadata into fixed device buffers, ordered on `stream`. It waits on the
+  // host for the previous Plan's copy to have left its pinned staging area, so it is called
+  // outside stream capture (FailedPrecondition on a capturing stream; a replayed graph takes
+  // the plan of the Plan call before the replay, and after a failed Plan whatever the device
+  // buffers hold: the last successful plan unless a copy failed). Plan and Run need the device
+  // that was current at creation to be current (FailedPrecondition naming both devices
+  // otherwise).
   virtual absl::Status Plan(absl::Span<const DecodeRow> rows, CudaStream stream) = 0;
 
   // q: [batch, q_heads, head_dim], out: [batch, q_heads, head_dim] of io_dtype, in the
