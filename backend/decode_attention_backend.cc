@@ -172,8 +172,13 @@ absl::Status CheckBindingMemory(const KvCacheBinding& cache, MemoryKind memory,
     }
     if (memory == MemoryKind::kDevice && attributes.type == cudaMemoryTypeHost &&
         attributes.devicePointer != pointer) {
-      // Registered host memory the device reaches only at another address (where the device
-      // cannot use host pointers for registered memory): the kernels would fault.
+      // Pinned host memory the current device cannot reach, or reaches only at another
+      // address (where it cannot use host pointers for registered memory): the kernels
+      // would fault.
+      if (attributes.devicePointer == nullptr) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "KvCacheBinding.", field, " is pinned host memory the current device cannot read"));
+      }
       return absl::InvalidArgumentError(absl::StrCat(
           "KvCacheBinding.", field, " is pinned host memory the device reads at another address (",
           absl::Hex(reinterpret_cast<uintptr_t>(attributes.devicePointer)),
