@@ -88,6 +88,9 @@ ABSL_FLAG(bool, cuda_graphs, true, "cuda backend: replay decode steps as capture
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "on SIGINT/SIGTERM, how long running requests may take to finish before they are "
           "cancelled");
+ABSL_FLAG(absl::Duration, write_stall_timeout, absl::Seconds(60),
+          "a Generate call whose client has not read a response for this long (its HTTP/2 "
+          "window closed) is cancelled, freeing its thread; inf: never");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS (needs --tls_key)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, auth_token, "",
@@ -113,6 +116,7 @@ struct Options {
   std::string port_file;
   std::string auth_token;
   absl::Duration drain_timeout;
+  absl::Duration write_stall_timeout;
 };
 
 absl::StatusOr<Options> ParseOptions(const char* argv0) {
@@ -152,6 +156,12 @@ absl::StatusOr<Options> ParseOptions(const char* argv0) {
     return absl::InvalidArgumentError(
         absl::StrCat("--drain_timeout = ", absl::FormatDuration(options.drain_timeout),
                      " is invalid: must be >= 0"));
+  }
+  options.write_stall_timeout = absl::GetFlag(FLAGS_write_stall_timeout);
+  if (options.write_stall_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--write_stall_timeout = ", absl::FormatDuration(options.write_stall_timeout),
+                     " is invalid: must be > 0 (inf: never)"));
   }
   const std::string cert = absl::GetFlag(FLAGS_tls_cert);
   const std::string key = absl::GetFlag(FLAGS_tls_key);
@@ -265,6 +275,7 @@ int Run(const char* argv0) {
 
   ServiceOptions service_options;
   service_options.auth_token = options->auth_token;
+  service_options.write_stall_limit = options->write_stall_timeout;
   TokenGenerationService service(service_options);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   absl::StatusOr<std::unique_ptr<GrpcServer>> server =

@@ -6,6 +6,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "common/monotonic_time.h"
 #include "server/grpc_status.h"
 #include "spdlog/spdlog.h"
 
@@ -28,7 +29,7 @@ void TokenGenerationService::AttachEngine(Engine* engine, ServerDetails details)
 }
 
 absl::StatusOr<const TokenGenerationService::Attached*> TokenGenerationService::StartCall(
-    const grpc::ServerContext& context) const {
+    const grpc::ServerContextBase& context) const {
   if (absl::Status s = auth_.Check(context.client_metadata()); !s.ok()) return s;
   const Attached* attached = attached_.load();
   if (attached == nullptr) {
@@ -37,13 +38,18 @@ absl::StatusOr<const TokenGenerationService::Attached*> TokenGenerationService::
   return attached;
 }
 
-grpc::Status TokenGenerationService::GetServerInfo(grpc::ServerContext* context,
-                                                   const v1::GetServerInfoRequest* /*request*/,
-                                                   v1::ServerInfo* response) {
+grpc::ServerUnaryReactor* TokenGenerationService::GetServerInfo(
+    grpc::CallbackServerContext* context, const v1::GetServerInfoRequest* /*request*/,
+    v1::ServerInfo* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const absl::StatusOr<const Attached*> attached = StartCall(*context);
-  if (!attached.ok()) return ToGrpcStatus(attached.status());
+  if (!attached.ok()) {
+    reactor->Finish(ToGrpcStatus(attached.status()));
+    return reactor;
+  }
   *response = ServerInfoToProto((*attached)->engine->GetInfo(), (*attached)->details);
-  return grpc::Status::OK;
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
 }
 
 grpc::Status TokenGenerationService::Generate(grpc::ServerContext* context,
@@ -69,15 +75,30 @@ grpc::Status TokenGenerationService::Generate(grpc::ServerContext* context,
     spdlog::debug("request '{}' (engine {}) {}", request->request_id(), stream.id(), why);
     return ToGrpcStatus(absl::CancelledError(absl::StrCat("the request was ", why)));
   };
-  // A client cancel or deadline is seen by the watcher, which cancels the engine request; the
-  // stream then finishes and wakes this thread.
+  // When the Write in progress began (MonotonicNow in nanoseconds); 0 while none is.
+  std::atomic<int64_t> write_began_ns{0};
+  auto write = [&](const v1::GenerateResponse& message) {
+    write_began_ns = absl::ToUnixNanos(MonotonicNow());
+    const bool written = writer->Write(message);
+    write_began_ns = 0;
+    return written;
+  };
+  auto write_stalled = [this, &write_began_ns] {
+    const int64_t began = write_began_ns;
+    return began != 0 && options_.write_stall_limit != absl::InfiniteDuration() &&
+           MonotonicNow() - absl::FromUnixNanos(began) > options_.write_stall_limit;
+  };
+  // A client cancel or deadline, or a Write stalled past the limit, is seen by the watcher,
+  // which cancels the engine request (the stream then finishes and wakes this thread) and the
+  // call (a no-op for a call already cancelled; a blocked Write then returns false).
   std::atomic<bool> client_gone{false};
-  const uint64_t watch =
-      cancel_watcher_.Watch([context] { return context->IsCancelled(); },
-                            [&engine, &client_gone, id = stream.id()] {
-                              client_gone = true;
-                              engine.Cancel(id).IgnoreError();  // NotFound: it finished meanwhile
-                            });
+  const uint64_t watch = cancel_watcher_.Watch(
+      [context, &write_stalled] { return context->IsCancelled() || write_stalled(); },
+      [context, &engine, &client_gone, id = stream.id()] {
+        client_gone = true;
+        engine.Cancel(id).IgnoreError();  // NotFound: it finished meanwhile
+        context->TryCancel();
+      });
   absl::Cleanup unwatch = [this, watch] { cancel_watcher_.Unwatch(watch); };
 
   v1::GenerateResponse response;
@@ -99,7 +120,7 @@ grpc::Status TokenGenerationService::Generate(grpc::ServerContext* context,
       }
     }
     if (!finished) {
-      if (!writer->Write(response)) return abandon("abandoned: the client stopped reading");
+      if (!write(response)) return abandon("abandoned: the client stopped reading");
       continue;
     }
     const v1::FinishReason reason = FinishReasonToProto(event.finish_reason);
@@ -108,7 +129,7 @@ grpc::Status TokenGenerationService::Generate(grpc::ServerContext* context,
     }
     if (reason == v1::FINISH_REASON_UNSPECIFIED) {
       // Cancelled or failed in the engine: the tokens so far, then the engine's status.
-      if (response.token_ids_size() > 0) writer->Write(response);
+      if (response.token_ids_size() > 0) write(response);
       // Cancelled by the engine (a drain) or failed: worth a line at the default level.
       spdlog::warn("request '{}' (engine {}) ended: {}", request->request_id(), stream.id(),
                    event.status.ToString());
@@ -119,7 +140,7 @@ grpc::Status TokenGenerationService::Generate(grpc::ServerContext* context,
     }
     response.set_finish_reason(reason);
     UsageToProto(event.usage, response.mutable_usage());
-    writer->Write(response);
+    write(response);
     return grpc::Status::OK;
   }
   return ToGrpcStatus(absl::InternalError("the request's stream ended without a finish event"));

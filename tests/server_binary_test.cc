@@ -247,6 +247,8 @@ TEST(ServerBinaryTest, BadFlagsFailAtStartNamingTheFlag) {
            {{"--kv_cache_size=lots"}, "--kv_cache_size = 'lots' is invalid"},
            {{"--model=no/such/model.bin"}, "no readable file no/such/model.bin"},
            {{"--tls_cert=/nonexistent.crt"}, "--tls_cert and --tls_key go together"},
+           {{"--write_stall_timeout=0s"},
+            "--write_stall_timeout = 0 is invalid: must be > 0 (inf: never)"},
            // The engine's own limits, checked before the port opens and the model loads.
            {{"--max_batch=0"}, "--max_batch = 0 is invalid: must be in [1, 4096]"},
            {{"--max_queue=-1"}, "--max_queue = -1 is invalid: must be in [1, 1048576]"},
