@@ -1,8 +1,10 @@
 // Continuous batching on the real model with the INT4 cache: many concurrent requests of
 // different lengths, admitted as slots and batch rows free up, each produce exactly the tokens
-// they produce when run alone.
+// they produce when run alone, greedy or sampled with a seed (a step's rows sample in
+// parallel).
 #include <memory>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -13,14 +15,23 @@
 namespace int4kv {
 namespace {
 
-std::vector<GenerateRequest> MixedRequests(int count, uint64_t seed) {
+// `count` requests of random prompts and lengths; with `sampled`, each samples with its own
+// seed, by temperature alone, with top_k or with top_p in turn.
+std::vector<GenerateRequest> MixedRequests(int count, uint64_t seed, bool sampled = false) {
   std::mt19937_64 rng(seed);
   std::vector<GenerateRequest> requests;
   for (int i = 0; i < count; ++i) {
     std::vector<int32_t> prompt = {1};
     const int length = static_cast<int>(rng() % 70);
     for (int t = 0; t < length; ++t) prompt.push_back(static_cast<int32_t>(3 + rng() % 509));
-    requests.push_back(GreedyRequest(prompt, 4 + static_cast<int32_t>(rng() % 60)));
+    GenerateRequest request = GreedyRequest(prompt, 4 + static_cast<int32_t>(rng() % 60));
+    if (sampled) {
+      request.sampling.temperature = 0.9f;
+      if (i % 3 == 1) request.sampling.top_k = 40;
+      if (i % 3 == 2) request.sampling.top_p = 0.8f;
+      request.sampling.seed = 1000 + i;
+    }
+    requests.push_back(std::move(request));
   }
   return requests;
 }
@@ -36,8 +47,7 @@ std::vector<std::vector<int32_t>> RunAlone(const std::vector<GenerateRequest>& r
   return outputs;
 }
 
-TEST(BatchingTest, GreedyOutputsEqualRunningAlone) {
-  const std::vector<GenerateRequest> requests = MixedRequests(16, 3);
+void ExpectBatchedOutputsEqualRunningAlone(const std::vector<GenerateRequest>& requests) {
   const std::vector<std::vector<int32_t>> alone = RunAlone(requests);
 
   EngineConfig config = SmallConfig();
@@ -56,6 +66,14 @@ TEST(BatchingTest, GreedyOutputsEqualRunningAlone) {
     ASSERT_EQ(result.tokens.size(), static_cast<size_t>(requests[i].max_new_tokens));
     EXPECT_EQ(result.tokens, alone[i]) << "request " << i;
   }
+}
+
+TEST(BatchingTest, GreedyOutputsEqualRunningAlone) {
+  ExpectBatchedOutputsEqualRunningAlone(MixedRequests(16, 3));
+}
+
+TEST(BatchingTest, SampledOutputsEqualRunningAlone) {
+  ExpectBatchedOutputsEqualRunningAlone(MixedRequests(16, 5, /*sampled=*/true));
 }
 
 // When the KV cache holds only one request at a time, the others wait and every output is

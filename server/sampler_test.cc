@@ -1,6 +1,9 @@
 #include "server/sampler.h"
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
+#include <utility>
 #include <map>
 #include <random>
 #include <vector>
@@ -107,6 +110,74 @@ TEST(SamplerTest, TopPKeepsTheNucleus) {
   EXPECT_EQ(counts.count(0), 0u);
   EXPECT_GT(counts[2], 400);  // 0.24 / 0.91 of 2000 ~ 530
   EXPECT_GT(counts[1], 1300);
+}
+
+// The nucleus by the definition: every candidate sorted, most likely first, cut where the mass
+// reaches top_p; each draw then takes one Uniform() from the generator it is given, as Sampler
+// does from its own.
+class NucleusByFullSort {
+ public:
+  NucleusByFullSort(const std::vector<float>& logits, float temperature, float top_p) {
+    for (int32_t i = 0; i < static_cast<int32_t>(logits.size()); ++i) {
+      order_.push_back({logits[i], i});
+    }
+    std::sort(order_.begin(), order_.end(), [](const auto& a, const auto& b) {
+      return a.first > b.first || (a.first == b.first && a.second < b.second);
+    });
+    for (const auto& [logit, id] : order_) {
+      weights_.push_back(std::exp((double{logit} - order_[0].first) / temperature));
+    }
+    const double total = std::accumulate(weights_.begin(), weights_.end(), 0.0);
+    double mass = 0;
+    for (size_t i = 0; i < order_.size(); ++i) {
+      mass += weights_[i] / total;
+      if (mass >= top_p) {
+        weights_.resize(i + 1);
+        break;
+      }
+    }
+    kept_ = std::accumulate(weights_.begin(), weights_.end(), 0.0);
+  }
+  size_t size() const { return weights_.size(); }
+  int32_t Draw(Rng* rng) const {
+    const double target = rng->Uniform() * kept_;
+    double cumulative = 0;
+    for (size_t i = 0; i < weights_.size(); ++i) {
+      cumulative += weights_[i];
+      if (target < cumulative) return order_[i].second;
+    }
+    return order_[weights_.size() - 1].second;
+  }
+
+ private:
+  std::vector<std::pair<float, int32_t>> order_;
+  std::vector<double> weights_;  // of the nucleus, in order
+  double kept_ = 0;
+};
+
+// Sampler finds the nucleus without sorting the whole vocabulary; nuclei of one token to the
+// whole vocabulary (past each size its search grows through) give the tokens of a full sort.
+TEST(SamplerTest, TopPMatchesAFullSortForLargeVocabularies) {
+  const std::vector<float> logits = RandomLogits(20000, 29);
+  size_t smallest = logits.size(), largest = 0;
+  for (const float temperature : {0.3f, 1.0f, 3.0f}) {
+    for (const float top_p : {0.05f, 0.5f, 0.9f, 0.999f}) {
+      SamplingParams p;
+      p.temperature = temperature;
+      p.top_p = top_p;
+      Sampler sampler(p, 17);
+      Rng rng(17);
+      const NucleusByFullSort reference(logits, temperature, top_p);
+      smallest = std::min(smallest, reference.size());
+      largest = std::max(largest, reference.size());
+      for (int i = 0; i < 50; ++i) {
+        ASSERT_EQ(sampler.Sample(logits), reference.Draw(&rng))
+            << "temperature " << temperature << " top_p " << top_p << " draw " << i;
+      }
+    }
+  }
+  EXPECT_LT(smallest, 64u);
+  EXPECT_GT(largest, 4096u);
 }
 
 // A broken forward pass may give NaN or infinite logits: NaN ones are never drawn (nor do they

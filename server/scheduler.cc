@@ -75,7 +75,8 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(
   return scheduler;
 }
 
-Scheduler::Scheduler(const EngineConfig& config) : config_(config) {}
+Scheduler::Scheduler(const EngineConfig& config)
+    : config_(config), sampled_tokens_(config.max_batch), sampling_pool_(config.threads) {}
 
 absl::Status Scheduler::CreateCudaPath(const LlamaWeights& weights) {
   const ModelConfig& model = weights.config;
@@ -273,12 +274,17 @@ void Scheduler::Advance() {
     return;
   }
   const int32_t vocab = model_->config().vocab_size;
+  if (!device_greedy) {
+    // A request has at most one logit row a step, so no sampler runs twice at once. A top_p
+    // row at a 32K vocabulary takes about 0.4 ms, a temperature-only one 0.2 ms.
+    sampling_pool_.ParallelFor(static_cast<int64_t>(logit_owner_.size()), [&](int64_t i) {
+      sampled_tokens_[i] = logit_owner_[i]->sampler.Sample(
+          absl::MakeConstSpan(logits_.data() + i * static_cast<size_t>(vocab), vocab));
+    });
+  }
   for (size_t i = 0; i < logit_owner_.size(); ++i) {
     Running& r = *logit_owner_[i];
-    const int32_t token = device_greedy
-                              ? greedy_tokens_[i]
-                              : r.sampler.Sample(absl::MakeConstSpan(
-                                    logits_.data() + i * static_cast<size_t>(vocab), vocab));
+    const int32_t token = device_greedy ? greedy_tokens_[i] : sampled_tokens_[i];
     FinishReason reason;
     if (TakeToken(r, token, &reason)) {
       to_retire_.push_back(Retirement{r.pending.id, reason, absl::OkStatus()});

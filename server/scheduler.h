@@ -10,6 +10,8 @@
 // number of the request's tokens in the cache.
 //
 // Thread ownership: not thread-safe; one thread (the engine's scheduler thread) at a time.
+// Inside a step, the rows' samplers run in parallel on the scheduler's own pool (each request
+// has its own sampler and random stream, so the tokens are those of one row after another).
 #ifndef INT4KV_SERVER_SCHEDULER_H_
 #define INT4KV_SERVER_SCHEDULER_H_
 
@@ -20,6 +22,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/thread_pool.h"
 #include "kv_cache/kv_cache.h"
 #include "server/cuda/kv_gpu_sizing.h"
 #include "server/engine_config.h"
@@ -138,6 +141,8 @@ class Scheduler {
   std::vector<Running*> logit_owner_;   // [batch_.logit_tokens.size()]
   std::vector<float> logits_;           // [max_batch][vocab]
   std::vector<int32_t> greedy_tokens_;  // [max_batch]: device argmax when every sampler is greedy
+  std::vector<int32_t> sampled_tokens_;  // [max_batch]: the host samplers' tokens of a step
+  ThreadPool sampling_pool_;             // EngineConfig::threads workers, for the samplers
   // Requests Advance found done, for RetireFinished.
   struct Retirement {
     uint64_t id;

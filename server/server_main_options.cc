@@ -143,6 +143,12 @@ absl::StatusOr<std::string> ParseListenAddress(absl::string_view text) {
   }
   if (colon == absl::string_view::npos) return absl::StrCat("127.0.0.1:", port);
   if (colon == 0) return invalid("the host is empty");
+  // An IPv6 host goes in brackets: gRPC reads "::1" as a host without a port (443).
+  const absl::string_view host = value.substr(0, colon);
+  const bool bracketed = absl::StartsWith(host, "[") && absl::EndsWith(host, "]");
+  if (!bracketed && absl::StrContains(host, ':')) {
+    return invalid("an IPv6 host must be in brackets, as in [::1]:50051");
+  }
   return std::string(value);
 }
 

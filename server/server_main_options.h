@@ -35,7 +35,7 @@ absl::StatusOr<std::string> ParseBackend(absl::string_view text);
 absl::StatusOr<DType> ParseCudaDtype(absl::string_view text);
 
 // HOST:PORT as given; a bare port number listens on 127.0.0.1. InvalidArgument for an empty
-// value or a port outside [0, 65535].
+// value, a port outside [0, 65535], or an IPv6 host without brackets ([::1]:50051).
 absl::StatusOr<std::string> ParseListenAddress(absl::string_view text);
 
 // Where a file named on the command line is: an absolute path as is; a relative one against

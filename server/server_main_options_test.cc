@@ -80,10 +80,18 @@ TEST(ParseListenAddressTest, HostPortAndBarePort) {
   EXPECT_EQ(*ParseListenAddress("0.0.0.0:0"), "0.0.0.0:0");
   EXPECT_EQ(*ParseListenAddress("[::1]:8080"), "[::1]:8080");
   EXPECT_EQ(*ParseListenAddress("9000"), "127.0.0.1:9000");
+  EXPECT_EQ(*ParseListenAddress("[::]:0"), "[::]:0");
   for (const char* text : {"", "host:", "host:x", "host:70000", ":80", "host:-1"}) {
     const absl::StatusOr<std::string> address = ParseListenAddress(text);
     ASSERT_FALSE(address.ok()) << text;
     EXPECT_THAT(address.status().message(), HasSubstr("--port")) << text;
+  }
+  // Unbracketed IPv6: "::1" would be host ":" and port 1, and gRPC would listen on 443.
+  for (const char* text : {"::1", "::1:50051", "fe80::1:8080"}) {
+    const absl::StatusOr<std::string> address = ParseListenAddress(text);
+    ASSERT_FALSE(address.ok()) << text;
+    EXPECT_THAT(address.status().message(), HasSubstr("an IPv6 host must be in brackets"))
+        << text;
   }
 }
 
