@@ -47,6 +47,8 @@ ABSL_FLAG(std::string, tls_server_name, "",
           "TLS: the name to verify the server's certificate against, if not the host of --server "
           "(needs --tls or --tls_root_cert)");
 ABSL_FLAG(std::string, auth_token, "", "bearer token, sent as \"authorization: Bearer <token>\"");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "--auth_token read from this file (whitespace around it dropped)");
 ABSL_FLAG(absl::Duration, wait_for_serving, absl::ZeroDuration(),
           "first wait up to this long for the server's health to be SERVING (0: don't wait)");
 ABSL_FLAG(bool, info, false, "print the server's GetServerInfo and exit");
@@ -93,10 +95,10 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const char* argv0) {
   return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), credentials, arguments);
 }
 
-void PrepareContext(grpc::ClientContext* context) {
+// `token`: the bearer token, empty for none.
+void PrepareContext(const std::string& token, grpc::ClientContext* context) {
   // absl::Time saturates, so an infinite deadline stays infinite (now() + inf would overflow).
   context->set_deadline(absl::ToChronoTime(absl::Now() + absl::GetFlag(FLAGS_deadline)));
-  const std::string token = absl::GetFlag(FLAGS_auth_token);
   if (!token.empty()) context->AddMetadata("authorization", "Bearer " + token);
 }
 
@@ -185,13 +187,19 @@ int Run(const char* argv0) {
     std::fprintf(stderr, "%s\n", std::string(channel.status().message()).c_str());
     return 2;
   }
+  const absl::StatusOr<std::string> token = ResolveAuthToken(
+      absl::GetFlag(FLAGS_auth_token), absl::GetFlag(FLAGS_auth_token_file), argv0);
+  if (!token.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(token.status().message()).c_str());
+    return 2;
+  }
   const absl::Duration wait = absl::GetFlag(FLAGS_wait_for_serving);
   if (wait > absl::ZeroDuration() && !WaitForServing(*channel, wait)) return 1;
   auto stub = v1::TokenGeneration::NewStub(*channel);
 
   if (absl::GetFlag(FLAGS_info)) {
     grpc::ClientContext context;
-    PrepareContext(&context);
+    PrepareContext(*token, &context);
     v1::ServerInfo info;
     const grpc::Status status = stub->GetServerInfo(&context, v1::GetServerInfoRequest(), &info);
     if (!status.ok()) return Fail(status);
@@ -205,7 +213,7 @@ int Run(const char* argv0) {
     return 2;
   }
   grpc::ClientContext context;
-  PrepareContext(&context);
+  PrepareContext(*token, &context);
   const absl::Time start = absl::Now();
   std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
       stub->Generate(&context, *request);

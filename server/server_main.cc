@@ -96,6 +96,9 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, auth_token, "",
           "if set, Generate and GetServerInfo require the metadata \"authorization: Bearer "
           "<token>\" (health and reflection stay open)");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "--auth_token read from this file (surrounding whitespace dropped), so that the "
+          "token does not appear in the process list");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or off");
 
 namespace int4kv {
@@ -174,7 +177,9 @@ absl::StatusOr<Options> ParseOptions(const char* argv0) {
     ASSIGN_OR_RETURN(options.server.tls_cert_chain_pem, ReadInputFile(cert_path, "--tls_cert"));
     ASSIGN_OR_RETURN(options.server.tls_private_key_pem, ReadInputFile(key_path, "--tls_key"));
   }
-  options.auth_token = absl::GetFlag(FLAGS_auth_token);
+  ASSIGN_OR_RETURN(options.auth_token,
+                   ResolveAuthToken(absl::GetFlag(FLAGS_auth_token),
+                                    absl::GetFlag(FLAGS_auth_token_file), argv0));
   return options;
 }
 

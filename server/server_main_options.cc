@@ -297,4 +297,39 @@ absl::StatusOr<std::string> ReadInputFile(const std::string& path, absl::string_
   return contents.str();
 }
 
+absl::StatusOr<std::string> ResolveAuthToken(absl::string_view token_flag,
+                                             absl::string_view token_file,
+                                             absl::string_view argv0) {
+  if (!token_flag.empty() && !token_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--auth_token and --auth_token_file are alternatives: set one of them");
+  }
+  std::string token(token_flag);
+  absl::string_view flag = "--auth_token";
+  if (!token_file.empty()) {
+    flag = "--auth_token_file";
+    const absl::StatusOr<std::string> path = FindInputFile(token_file, argv0, false);
+    if (!path.ok()) {
+      return absl::Status(path.status().code(),
+                          absl::StrCat("--auth_token_file: ", path.status().message()));
+    }
+    ASSIGN_OR_RETURN(const std::string contents, ReadInputFile(*path, "--auth_token_file"));
+    token = std::string(absl::StripAsciiWhitespace(contents));
+    if (token.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--auth_token_file = '", token_file, "' holds no token"));
+    }
+  }
+  for (size_t i = 0; i < token.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(token[i]);
+    if (c < 0x21 || c > 0x7e) {
+      // The token is a secret: its position is named, never its characters.
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, ": the token's character ", i + 1, " of ", token.size(),
+                       " is not printable ASCII or is a space; a client could never send it"));
+    }
+  }
+  return token;
+}
+
 }  // namespace int4kv

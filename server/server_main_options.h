@@ -73,6 +73,14 @@ absl::Status CheckEngineFlagsForModel(const EngineConfig& engine, const ModelCon
 // The whole file; NotFound / Internal naming `what` and the path.
 absl::StatusOr<std::string> ReadInputFile(const std::string& path, absl::string_view what);
 
+// The bearer token from --auth_token or --auth_token_file (its contents without surrounding
+// whitespace, so that the secret stays out of the process list); empty when neither is set.
+// Errors name the flag: InvalidArgument for both set at once, a file holding only whitespace,
+// or a token with a character outside printable ASCII or a space (it could never match the
+// header a client sends); NotFound for a file that cannot be read.
+absl::StatusOr<std::string> ResolveAuthToken(absl::string_view token_flag,
+                                             absl::string_view token_file, absl::string_view argv0);
+
 }  // namespace int4kv
 
 #endif  // INT4KV_SERVER_SERVER_MAIN_OPTIONS_H_

@@ -255,5 +255,32 @@ TEST(ReadInputFileTest, ReadsWholeFileOrNamesWhat) {
   EXPECT_THAT(missing.message(), HasSubstr("--tls_key"));
 }
 
+TEST(ResolveAuthTokenTest, FlagOrFileNamingTheFlagOnErrors) {
+  const std::string dir = std::getenv("TEST_TMPDIR");
+  EXPECT_EQ(*ResolveAuthToken("", "", "prog"), "");
+  EXPECT_EQ(*ResolveAuthToken("s3cret", "", "prog"), "s3cret");
+  std::ofstream(dir + "/token") << "  s3cret-from-file\n";
+  EXPECT_EQ(*ResolveAuthToken("", dir + "/token", "prog"), "s3cret-from-file");
+
+  const absl::Status both = ResolveAuthToken("a", dir + "/token", "prog").status();
+  EXPECT_EQ(both.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(both.message(), HasSubstr("--auth_token and --auth_token_file are alternatives"));
+  const absl::Status missing = ResolveAuthToken("", dir + "/no-token", "prog").status();
+  EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(missing.message(), HasSubstr("--auth_token_file"));
+  std::ofstream(dir + "/blank") << " \n\n";
+  const absl::Status blank = ResolveAuthToken("", dir + "/blank", "prog").status();
+  EXPECT_EQ(blank.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(blank.message(), HasSubstr("holds no token"));
+  // A token a client cannot send; the message names where, never the secret itself.
+  std::ofstream(dir + "/two-words") << "secret words\n";
+  const absl::Status space = ResolveAuthToken("", dir + "/two-words", "prog").status();
+  EXPECT_EQ(space.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(space.message(), HasSubstr("--auth_token_file: the token's character 7 of 12"));
+  EXPECT_THAT(space.message(), ::testing::Not(HasSubstr("secret")));
+  const absl::Status control = ResolveAuthToken("ab\x01", "", "prog").status();
+  EXPECT_THAT(control.message(), HasSubstr("--auth_token: the token's character 3 of 3"));
+}
+
 }  // namespace
 }  // namespace int4kv

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -185,6 +186,34 @@ TEST(ServerBinaryTest, AuthTokenRejectsMissingAndWrongAndAcceptsTheRightOne) {
   EXPECT_EQ(GetInfo(*stub, "s3cret-token").model().vocab_size(), 512);
 }
 
+// The same check with the token read from a file (whitespace around it dropped), as a deployment
+// that keeps the secret out of the process list starts the server.
+TEST(ServerBinaryTest, AuthTokenFromAFile) {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/auth_token";
+  std::ofstream(path) << "file-token-42\n";
+  std::unique_ptr<ServerProcess> server = StartServing({"--auth_token_file=" + path});
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::TokenGeneration::NewStub(server->Channel());
+  const GenerateCall wrong = RunGenerate(*stub, GreedyRequest({1}, 4), absl::Seconds(10), "nope");
+  EXPECT_EQ(wrong.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  const GenerateCall right =
+      RunGenerate(*stub, GreedyRequest({1}, 4), absl::Seconds(10), "file-token-42");
+  ASSERT_TRUE(right.status.ok()) << right.status.error_message();
+  EXPECT_EQ(right.tokens.size(), 4u);
+  // The client reads its token from the same file.
+  std::string output;
+  const int code = RunCommand("server/int4kv_generate --server=" + server->address() +
+                                  " --prompt_ids=1 --max_new_tokens=3 --auth_token_file=" + path,
+                              &output);
+  EXPECT_EQ(code, 0) << output;
+  EXPECT_THAT(output, HasSubstr("3 generated tokens"));
+  EXPECT_EQ(RunCommand("server/int4kv_generate --server=" + server->address() +
+                           " --prompt_ids=1 --auth_token=x --auth_token_file=" + path,
+                       &output),
+            2);
+  EXPECT_THAT(output, HasSubstr("--auth_token and --auth_token_file are alternatives"));
+}
+
 // A self-signed certificate for localhost and 127.0.0.1, made with openssl in TEST_TMPDIR.
 struct TestCertificate {
   std::string cert_path;
@@ -247,6 +276,8 @@ TEST(ServerBinaryTest, BadFlagsFailAtStartNamingTheFlag) {
            {{"--kv_cache_size=lots"}, "--kv_cache_size = 'lots' is invalid"},
            {{"--model=no/such/model.bin"}, "no readable file no/such/model.bin"},
            {{"--tls_cert=/nonexistent.crt"}, "--tls_cert and --tls_key go together"},
+           {{"--auth_token=a", "--auth_token_file=/etc/hostname"},
+            "--auth_token and --auth_token_file are alternatives: set one of them"},
            {{"--write_stall_timeout=0s"},
             "--write_stall_timeout = 0 is invalid: must be > 0 (inf: never)"},
            // The engine's own limits, checked before the port opens and the model loads.

@@ -35,6 +35,7 @@
 #include "common/status_macros.h"
 #include "proto/generation.grpc.pb.h"
 #include "server/grpc_status.h"
+#include "server/server_main_options.h"
 #include "tools/loadgen_config.h"
 #include "tools/loadgen_report.h"
 #include "tools/loadgen_runner.h"
@@ -67,6 +68,8 @@ ABSL_FLAG(absl::Duration, connect_timeout, absl::Seconds(10),
           "how long to wait for the server's GetServerInfo before giving up, also while the "
           "server is still loading its model; > 0");
 ABSL_FLAG(std::string, auth_token, "", "bearer token, if the server requires one");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "--auth_token read from this file (whitespace around it dropped)");
 ABSL_FLAG(bool, progress, true, "print a progress line every second to stderr");
 ABSL_FLAG(std::string, json, "", "also write the results as JSON to this path");
 
@@ -90,7 +93,9 @@ absl::StatusOr<LoadgenConfig> ConfigFromFlags() {
   config.seed = absl::GetFlag(FLAGS_seed);
   config.channels = absl::GetFlag(FLAGS_channels);
   config.deadline = absl::GetFlag(FLAGS_deadline);
-  config.auth_token = absl::GetFlag(FLAGS_auth_token);
+  ASSIGN_OR_RETURN(config.auth_token,
+                   ResolveAuthToken(absl::GetFlag(FLAGS_auth_token),
+                                    absl::GetFlag(FLAGS_auth_token_file), /*argv0=*/""));
   config.connect_timeout = absl::GetFlag(FLAGS_connect_timeout);
   config.progress_interval =
       absl::GetFlag(FLAGS_progress) ? absl::Seconds(1) : absl::ZeroDuration();

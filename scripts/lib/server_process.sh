@@ -5,8 +5,8 @@
 #     starts BIN_DIR/server/int4kv_server on a free loopback port, logging to
 #     $server_work/server.log, and waits for the port to open (the model may still be loading:
 #     wait_for_serving next). Sets server_pid, server_work (a temporary folder),
-#     server_address (127.0.0.1:PORT) and client_flags (--auth_token=... when the server was
-#     given one: the clients need it too). Refuses --tls_cert and --tls_key (exit 2): the load
+#     server_address (127.0.0.1:PORT) and client_flags (--auth_token=... or
+#     --auth_token_file=... when the server was given one: the clients need it too). Refuses --tls_cert and --tls_key (exit 2): the load
 #     generator speaks plaintext only; and --port and --port_file (exit 2): it picks the port
 #     itself. Exits the script, showing the server's log, if the
 #     server dies or opens no port within 60 s.
@@ -58,6 +58,8 @@ start_server() {
     case ${args[i]} in
       --auth_token=*) client_flags=(--auth_token="${args[i]#--auth_token=}") ;;
       --auth_token) client_flags=(--auth_token="${args[i + 1]:-}") ;;
+      --auth_token_file=*) client_flags=(--auth_token_file="${args[i]#--auth_token_file=}") ;;
+      --auth_token_file) client_flags=(--auth_token_file="${args[i + 1]:-}") ;;
       --tls_cert | --tls_cert=* | --tls_key | --tls_key=*)
         echo "$(basename "$0"): ${args[i]%%=*} is not supported here: int4kv_loadgen and" \
           "these scripts' clients speak plaintext; run int4kv_server directly for TLS" >&2
