@@ -7,6 +7,8 @@
 
 #include <memory>
 #include <random>
+#include <string>
+#include <utility>
 
 #include "absl/time/time.h"
 #include "common/monotonic_time.h"
@@ -22,22 +24,35 @@ constexpr char kGenerate[] = "/int4kv.v1.TokenGeneration/Generate";
 // HEADERS frames carry past a closed window) have gone out, CANCEL before.
 constexpr uint32_t kHttp2NoError = 0x0, kHttp2Cancel = 0x8;
 
-TEST(StalledReaderTest, AReaderThatStopsIsCancelledAfterTheWriteStallTimeout) {
-  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
-      StartServing({"--write_stall_timeout=1s", "--log_level=warn"});
-  ASSERT_TRUE(server.ok()) << server.status();
-  auto stub = v1::TokenGeneration::NewStub((*server)->Channel());
-  const CapacityCounts before = WaitUntilIdle(*stub);
-  ASSERT_TRUE(before.idle()) << before;
-  std::mt19937_64 rng(7);
-  const v1::GenerateRequest request = RandomGreedyRequest(rng, 512, 8, 64);
+// A server started with `write_stall_timeout`, idle, and the request the tests send.
+struct IdleServer {
+  std::unique_ptr<ServerProcess> process;
+  std::unique_ptr<v1::TokenGeneration::Stub> stub;
+  CapacityCounts idle;
+  v1::GenerateRequest request;
+};
 
-  absl::StatusOr<StalledReader> reader = StalledReader::Connect((*server)->port());
+void StartIdleServer(const std::string& write_stall_timeout, IdleServer* server) {
+  absl::StatusOr<std::unique_ptr<ServerProcess>> process =
+      StartServing({"--write_stall_timeout=" + write_stall_timeout, "--log_level=warn"});
+  ASSERT_TRUE(process.ok()) << process.status();
+  server->process = std::move(*process);
+  server->stub = v1::TokenGeneration::NewStub(server->process->Channel());
+  server->idle = WaitUntilIdle(*server->stub);
+  ASSERT_TRUE(server->idle.idle()) << server->idle;
+  std::mt19937_64 rng(7);
+  server->request = RandomGreedyRequest(rng, 512, 8, 64);
+}
+
+TEST(StalledReaderTest, AReaderThatStopsIsCancelledAfterTheWriteStallTimeout) {
+  IdleServer server;
+  ASSERT_NO_FATAL_FAILURE(StartIdleServer("1s", &server));
+  absl::StatusOr<StalledReader> reader = StalledReader::Connect(server.process->port());
   ASSERT_TRUE(reader.ok()) << reader.status();
   const absl::Time started = MonotonicNow();
-  ASSERT_TRUE(reader->StartCall(kGenerate, request.SerializeAsString()).ok());
+  ASSERT_TRUE(reader->StartCall(kGenerate, server.request.SerializeAsString()).ok());
   const absl::StatusOr<StalledReader::Reset> reset = reader->WaitForReset(absl::Seconds(30));
-  ASSERT_TRUE(reset.ok()) << reset.status() << "\n" << (*server)->Log();
+  ASSERT_TRUE(reset.ok()) << reset.status() << "\n" << server.process->Log();
   EXPECT_FALSE(reset->goaway) << "the connection was closed, not the call";
   EXPECT_TRUE(reset->error_code == kHttp2NoError || reset->error_code == kHttp2Cancel)
       << reset->error_code;
@@ -45,31 +60,24 @@ TEST(StalledReaderTest, AReaderThatStopsIsCancelledAfterTheWriteStallTimeout) {
   EXPECT_GE(MonotonicNow() - started, absl::Seconds(1));
 
   // Nothing leaked, and a client that reads is served in full.
-  const CapacityCounts after = WaitUntilIdle(*stub);
-  EXPECT_EQ(after, before);
-  const GenerateCall call = RunGenerate(*stub, request);
+  EXPECT_EQ(WaitUntilIdle(*server.stub), server.idle);
+  const GenerateCall call = RunGenerate(*server.stub, server.request);
   ASSERT_TRUE(call.status.ok()) << StatusText(call.status);
   EXPECT_EQ(call.tokens.size(), 64u);
 }
 
 TEST(StalledReaderTest, WithoutAWriteStallTimeoutTheCallWaitsForTheClient) {
-  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
-      StartServing({"--write_stall_timeout=inf", "--log_level=warn"});
-  ASSERT_TRUE(server.ok()) << server.status();
-  auto stub = v1::TokenGeneration::NewStub((*server)->Channel());
-  const CapacityCounts before = WaitUntilIdle(*stub);
-  ASSERT_TRUE(before.idle()) << before;
-  std::mt19937_64 rng(7);
-  const v1::GenerateRequest request = RandomGreedyRequest(rng, 512, 8, 64);
+  IdleServer server;
+  ASSERT_NO_FATAL_FAILURE(StartIdleServer("inf", &server));
   {
-    absl::StatusOr<StalledReader> reader = StalledReader::Connect((*server)->port());
+    absl::StatusOr<StalledReader> reader = StalledReader::Connect(server.process->port());
     ASSERT_TRUE(reader.ok()) << reader.status();
-    ASSERT_TRUE(reader->StartCall(kGenerate, request.SerializeAsString()).ok());
+    ASSERT_TRUE(reader->StartCall(kGenerate, server.request.SerializeAsString()).ok());
     const absl::StatusOr<StalledReader::Reset> reset = reader->WaitForReset(absl::Seconds(3));
     EXPECT_EQ(reset.status().code(), absl::StatusCode::kDeadlineExceeded)
         << "the server ended a stalled call it had no limit for";
   }  // the connection closes: the call is cancelled
-  EXPECT_EQ(WaitUntilIdle(*stub), before);
+  EXPECT_EQ(WaitUntilIdle(*server.stub), server.idle);
 }
 
 }  // namespace
