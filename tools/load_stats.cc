@@ -30,7 +30,6 @@ std::string CheckOkOutcome(const CallOutcome& o) {
 }
 
 void LoadStats::Record(const CallOutcome& outcome) {
-  result_.output_tokens += outcome.tokens;
   if (outcome.code != grpc::StatusCode::OK) {
     ++result_.failed;
     const std::string code = GrpcCodeName(outcome.code);
@@ -38,6 +37,7 @@ void LoadStats::Record(const CallOutcome& outcome) {
     return;
   }
   ++result_.ok;
+  result_.output_tokens += outcome.tokens;
   const std::string broken = CheckOkOutcome(outcome);
   if (!broken.empty()) {
     ++result_.bad_responses;

@@ -96,9 +96,11 @@ TEST(LoadStatsTest, LatenciesComeFromOkRequestsOnly) {
   late.time_to_first_token = absl::Seconds(5);
   late.end = late.start + absl::Seconds(9);
   late.inter_token_ms = {5000};
+  late.tokens = 7;  // nor its tokens: throughput counts what OK requests received
   stats.Record(late);
 
   const LoadgenResult result = stats.Summarize();
+  EXPECT_EQ(result.output_tokens, 3 * GoodOutcome().tokens);
   EXPECT_EQ(result.time_to_first_token.count, 3);
   EXPECT_DOUBLE_EQ(result.time_to_first_token.p50_ms, 20);
   EXPECT_DOUBLE_EQ(result.time_to_first_token.max_ms, 30);

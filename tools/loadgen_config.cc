@@ -7,10 +7,10 @@ namespace int4kv {
 
 absl::Status ValidateConfig(const LoadgenConfig& config) {
   if (config.target.empty()) return absl::InvalidArgumentError("--server is required");
-  if (!(config.rate >= 0 && config.rate <= kMaxLoadgenRate)) {
+  if (!(config.rate == 0 || (config.rate >= kMinLoadgenRate && config.rate <= kMaxLoadgenRate))) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--rate = ", ExactNumber(config.rate), " is invalid: must be 0 (closed loop) or in (0, ",
-        kMaxLoadgenRate, "] requests per second"));
+        "--rate = ", ExactNumber(config.rate), " is invalid: must be 0 (closed loop) or in [",
+        kMinLoadgenRate, ", ", kMaxLoadgenRate, "] requests per second"));
   }
   if (!config.open_loop() && (config.concurrency < 1 || config.concurrency > kMaxLoadgenStreams)) {
     return absl::InvalidArgumentError(absl::StrCat("--concurrency = ", config.concurrency,

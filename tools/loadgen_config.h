@@ -19,6 +19,8 @@ constexpr int32_t kMaxLoadgenChannels = 64;
 // Open-loop arrivals per second at most: far beyond any server here, and small enough that
 // the gaps between arrivals stay well above the clock's resolution.
 constexpr double kMaxLoadgenRate = 1e6;
+// The slowest open loop: one arrival in 1000 s on average.
+constexpr double kMinLoadgenRate = 1e-3;
 // Sending stops once this many requests in a row end UNAVAILABLE: the server has gone away
 // or is shutting down (LoadgenResult::stopped_sending).
 constexpr int32_t kServerLostAfterUnavailable = 256;

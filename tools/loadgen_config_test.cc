@@ -59,7 +59,10 @@ TEST(LoadgenConfigTest, BadFlagsAreNamedWithTheirRange) {
       {[](LoadgenConfig& c) { c.rate = -1; }, "--rate = -1"},
       // Gaps between arrivals at 1e12 per second round to nothing: the run never ended.
       {[](LoadgenConfig& c) { c.rate = 1e12; },
-       "--rate = 1e+12 is invalid: must be 0 (closed loop) or in (0, 1e+06]"},
+       "--rate = 1e+12 is invalid: must be 0 (closed loop) or in [0.001, 1e+06]"},
+      // One arrival in 3e299 s: the run sent nothing and never ended.
+      {[](LoadgenConfig& c) { c.rate = 1e-300; },
+       "--rate = 1e-300 is invalid: must be 0 (closed loop) or in [0.001, 1e+06]"},
       {[](LoadgenConfig& c) { c.connect_timeout = absl::Seconds(-1); },
        "--connect_timeout = -1s is invalid: must be > 0"},
       {[](LoadgenConfig& c) {

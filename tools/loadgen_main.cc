@@ -7,12 +7,12 @@
 //       --num_requests=2000 --duration=0 --prompt_len=16-64 --output_len=64 --json=/tmp/load.json
 //
 // Only loopback servers are accepted (localhost, 127.0.0.0/8, [::1]).
-// Exit status: 0 when the run completed (request errors are reported, not fatal), 1 if the
-// server could not be reached or stopped answering (LoadgenResult::server_lost), 2 for
-// bad flag values, an unwritable --json path or a request mix the server cannot take, 3 if a
-// stream that ended OK broke the API (see LoadgenResult::bad_responses), even if the server
-// was lost too. An unknown flag or one whose value does not parse exits 1 (Abseil's parser
-// exits by itself).
+// Exit status: 0 when the run completed with at least one request OK (request errors are
+// reported, not fatal), 1 if the server could not be reached, stopped answering
+// (LoadgenResult::server_lost) or answered no request with OK, 2 for bad flag values, an
+// unwritable --json path or a request mix the server cannot take, 3 if a stream that ended OK
+// broke the API (see LoadgenResult::bad_responses), whatever else went wrong too. An unknown flag
+// or one whose value does not parse exits 1 (Abseil's parser exits by itself).
 //
 // Thread ownership: main() is the driver thread (RunLoad); gRPC's threads run the calls.
 #include <grpcpp/grpcpp.h>
@@ -180,6 +180,7 @@ int Run() {
   const LoadgenResult result = RunLoad(
       *config, *info, config->progress_interval > absl::ZeroDuration() ? &std::cerr : nullptr);
   std::cout << FormatTextReport(*config, *info, result) << std::flush;
+  bool json_failed = false;
   if (!json_path.empty()) {
     json_file.close();
     json_file.open(json_path, std::ios::trunc);
@@ -187,14 +188,17 @@ int Run() {
     json_file.close();
     if (!json_file) {
       std::cerr << "int4kv_loadgen: --json: writing " << json_path << " failed\n";
-      return 2;
+      json_failed = true;
     }
   }
   if (result.server_lost()) {
     std::cerr << "int4kv_loadgen: the server stopped answering (SERVER LOST in the report)\n";
+  } else if (result.ok == 0) {
+    std::cerr << "int4kv_loadgen: no request ended OK (errors in the report)\n";
   }
   if (result.bad_responses > 0) return 3;
-  if (result.server_lost()) return 1;
+  if (json_failed) return 2;
+  if (result.server_lost() || result.ok == 0) return 1;
   return 0;
 }
 

@@ -60,18 +60,21 @@ class JsonObject {
   std::vector<std::string> fields_;
 };
 
+// Without samples the statistics are null, not 0 ms.
 std::string LatencyJson(const LatencySummary& s) {
+  auto ms = [&s](double value) { return s.count > 0 ? value : NAN; };
   return JsonObject()
       .Int("count", s.count)
-      .Num("mean", s.mean_ms)
-      .Num("p50", s.p50_ms)
-      .Num("p90", s.p90_ms)
-      .Num("p99", s.p99_ms)
-      .Num("max", s.max_ms)
+      .Num("mean", ms(s.mean_ms))
+      .Num("p50", ms(s.p50_ms))
+      .Num("p90", ms(s.p90_ms))
+      .Num("p99", ms(s.p99_ms))
+      .Num("max", ms(s.max_ms))
       .Render();
 }
 
 std::string LatencyLine(const char* name, const LatencySummary& s) {
+  if (s.count == 0) return absl::StrFormat("  %-22s n/a (0 samples)\n", name);
   return absl::StrFormat("  %-22s p50 %9.2f  p90 %9.2f  p99 %9.2f  max %9.2f  (%d samples)\n", name,
                          s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms, s.count);
 }
@@ -101,14 +104,26 @@ std::string FormatTextReport(const LoadgenConfig& config, const v1::ServerInfo& 
       absl::StrFormat("  requests: %d sent, %d ok, %d failed", result.sent, result.ok,
                       result.failed),
       config.open_loop() ? absl::StrCat(", ", result.not_sent, " not sent") : "",
-      absl::StrFormat("; peak in flight %d; %.2f s\n", result.peak_in_flight, result.wall_seconds));
-  absl::StrAppend(&out,
-                  absl::StrFormat("  throughput: %.2f requests/s, %.1f output tokens/s\n",
-                                  result.requests_per_second(), result.output_tokens_per_second()));
+      absl::StrFormat("; peak in flight %d; %.2f s", result.peak_in_flight, result.wall_seconds),
+      config.open_loop() ? absl::StrFormat("; sender lag max %.2f ms", result.max_send_lag_ms) : "",
+      "\n");
+  absl::StrAppend(
+      &out, absl::StrFormat("  throughput: %.2f requests/s, %.1f output tokens/s (OK requests)\n",
+                            result.requests_per_second(), result.output_tokens_per_second()));
   out += "  latency (ms):\n";
   out += LatencyLine("time to first token", result.time_to_first_token);
   out += LatencyLine("inter-token", result.inter_token);
   out += LatencyLine("end to end", result.end_to_end);
+  if (!config.open_loop() && config.duration > absl::ZeroDuration() &&
+      result.end_to_end.count > 0 &&
+      result.end_to_end.p50_ms > absl::ToDoubleMilliseconds(config.duration)) {
+    absl::StrAppend(&out,
+                    "  note: the median request outlasted --duration, so these figures describe "
+                    "about one wave of ",
+                    config.concurrency,
+                    " simultaneous requests and its drain, not a steady load (give a longer "
+                    "--duration or --num_requests)\n");
+  }
   if (result.errors_by_code.empty()) {
     out += "  errors: none\n";
   } else {
@@ -176,6 +191,7 @@ std::string FormatJsonReport(const LoadgenConfig& config, const v1::ServerInfo& 
           .Raw("server_lost", result.server_lost() ? "true" : "false")
           .Int("unavailable_at_end", result.unavailable_at_end)
           .Int("peak_in_flight", result.peak_in_flight)
+          .Num("max_send_lag_ms", config.open_loop() ? result.max_send_lag_ms : NAN)
           .Int("output_tokens", result.output_tokens)
           .Num("requests_per_s", result.requests_per_second())
           .Num("output_tokens_per_s", result.output_tokens_per_second())

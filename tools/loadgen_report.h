@@ -21,12 +21,15 @@ struct LoadgenResult {
   int64_t ok = 0;             // finished with status OK
   int64_t failed = 0;         // finished with any other status
   int64_t not_sent = 0;       // open loop: arrivals dropped at max_in_flight open streams
-  int64_t output_tokens = 0;  // token ids received, from every request
+  int64_t output_tokens = 0;  // token ids received by OK requests (failed ones' are not counted)
   // OK requests whose stream broke the API's promises: no finish reason, usage disagreeing
   // with the tokens received, more tokens than max_new_tokens, LENGTH with fewer, an id
   // outside the vocabulary.
   int64_t bad_responses = 0;
   int32_t peak_in_flight = 0;
+  // Open loop: the longest an arrival waited for the sender to start it (its latencies count
+  // from the arrival, so this wait is in them).
+  double max_send_lag_ms = 0;
   // Sending stopped early: kServerLostAfterUnavailable requests in a row ended UNAVAILABLE.
   bool stopped_sending = false;
   // Requests that ended last, all UNAVAILABLE (0 if the last one to end did not): a run that
@@ -37,6 +40,8 @@ struct LoadgenResult {
   LatencySummary time_to_first_token;                 // OK requests that got a token
   LatencySummary inter_token;                         // every token after the first, OK requests
   LatencySummary end_to_end;                          // OK requests, start to status
+  // (Latencies start when a request was due: its arrival in an open loop, its send in a closed
+  // one.)
   std::map<std::string, int64_t> errors_by_code;      // "RESOURCE_EXHAUSTED" -> count
   std::map<std::string, std::string> error_examples;  // code -> its first message
 

@@ -56,5 +56,47 @@ TEST(LoadgenReportTest, JsonCarriesTheNumbersAndEscapesMessages) {
   EXPECT_EQ(json.back(), '\n');
 }
 
+// A run in which nothing succeeded has no latencies: the report says so instead of 0 ms.
+TEST(LoadgenReportTest, LatenciesWithoutSamplesAreNotZeros) {
+  LoadgenConfig config;
+  config.target = "127.0.0.1:1";
+  config.concurrency = 2;
+  LoadgenResult result;
+  result.wall_seconds = 1.0;
+  result.sent = 2;
+  result.failed = 2;
+  result.errors_by_code["DEADLINE_EXCEEDED"] = 2;
+  result.error_examples["DEADLINE_EXCEEDED"] = "Deadline Exceeded";
+  const std::string text = FormatTextReport(config, v1::ServerInfo(), result);
+  EXPECT_THAT(text, HasSubstr("time to first token    n/a (0 samples)"));
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("p50      0.00")));
+  const std::string json = FormatJsonReport(config, v1::ServerInfo(), result);
+  EXPECT_THAT(json, HasSubstr("\"e2e_ms\": {\"count\": 0, \"mean\": null, \"p50\": null, "
+                              "\"p90\": null, \"p99\": null, \"max\": null}"));
+}
+
+// A closed loop whose median request outlasts --duration measured one wave, not a steady
+// load; an open loop reports how late its sender ran.
+TEST(LoadgenReportTest, SaysWhatAShortRunMeasuredAndHowLateTheSenderRan) {
+  LoadgenConfig config;
+  config.target = "127.0.0.1:1";
+  config.concurrency = 64;
+  config.duration = absl::Seconds(1);
+  LoadgenResult result = SomeResult();
+  result.end_to_end = {10, 5000, 5000, 6000, 7000, 7000};
+  EXPECT_THAT(FormatTextReport(config, v1::ServerInfo(), result),
+              HasSubstr("the median request outlasted --duration, so these figures describe "
+                        "about one wave of 64 simultaneous requests"));
+  config.duration = absl::Seconds(10);
+  EXPECT_THAT(FormatTextReport(config, v1::ServerInfo(), result),
+              ::testing::Not(HasSubstr("one wave")));
+  config.rate = 100;
+  result.max_send_lag_ms = 12.5;
+  EXPECT_THAT(FormatTextReport(config, v1::ServerInfo(), result),
+              HasSubstr("sender lag max 12.50 ms"));
+  EXPECT_THAT(FormatJsonReport(config, v1::ServerInfo(), result),
+              HasSubstr("\"max_send_lag_ms\": 12.5"));
+}
+
 }  // namespace
 }  // namespace int4kv

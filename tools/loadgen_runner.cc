@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/monotonic_time.h"
 #include "proto/generation.grpc.pb.h"
 #include "tools/load_stats.h"
 #include "tools/request_mix.h"
@@ -34,10 +35,12 @@ class FinishedCalls {
   }
 
   // Everything queued, waiting until `until` (at most a second) if nothing is.
+  // `until`: a MonotonicNow() reading.
   std::deque<std::unique_ptr<StreamCall>> TakeAll(absl::Time until) {
-    until = std::min(until, absl::Now() + absl::Seconds(1));
+    const absl::Duration wait =
+        std::clamp(until - MonotonicNow(), absl::ZeroDuration(), absl::Seconds(1));
     std::unique_lock<std::mutex> lock(mutex_);
-    ready_.wait_until(lock, absl::ToChronoTime(until), [&] { return !calls_.empty(); });
+    ready_.wait_for(lock, absl::ToChronoNanoseconds(wait), [&] { return !calls_.empty(); });
     std::deque<std::unique_ptr<StreamCall>> taken;
     taken.swap(calls_);
     return taken;
@@ -76,8 +79,9 @@ class Driver {
     call_options_.vocab_size = info.model().vocab_size();
   }
 
+  // Every time here is a MonotonicNow() reading.
   LoadgenResult Run() {
-    start_ = absl::Now();
+    start_ = MonotonicNow();
     const absl::Time send_end = config_.duration > absl::ZeroDuration() ? start_ + config_.duration
                                                                         : absl::InfiniteFuture();
     absl::Time next_arrival = start_ + NextGap();
@@ -86,15 +90,18 @@ class Driver {
                                    : absl::InfiniteFuture();
     last_progress_ = {start_, 0, 0};
     while (true) {
-      const absl::Time now = absl::Now();
-      const bool sending = !CountBoundReached() && now < send_end && !stopped_sending_;
+      const absl::Time now = MonotonicNow();
+      const bool may_send = !CountBoundReached() && !stopped_sending_;
+      const bool sending = may_send && now < send_end;
       if (sending && !config_.open_loop()) {
-        while (in_flight_ < config_.concurrency && !CountBoundReached()) Send();
-      } else if (sending) {
-        // Arrivals due by now, none past the end of sending.
+        while (in_flight_ < config_.concurrency && !CountBoundReached()) Send(now);
+      } else if (may_send && config_.open_loop()) {
+        // Arrivals due by now, none past the end of sending; a pass that comes late, after the
+        // end, still takes every arrival due before it, so that each is sent or counted.
         while (next_arrival <= now && next_arrival < send_end && !CountBoundReached()) {
           if (in_flight_ < config_.max_in_flight) {
-            Send();
+            max_send_lag_ = std::max(max_send_lag_, now - next_arrival);
+            Send(next_arrival);
           } else {
             ++not_sent_;
           }
@@ -113,13 +120,14 @@ class Driver {
             call->outcome().code == grpc::StatusCode::UNAVAILABLE ? unavailable_in_a_row_ + 1 : 0;
         if (unavailable_in_a_row_ >= kServerLostAfterUnavailable) stopped_sending_ = true;
       }
-      if (absl::Now() >= next_progress) {
+      if (MonotonicNow() >= next_progress) {
         PrintProgress(sending);
         next_progress += config_.progress_interval;
       }
     }
     LoadgenResult result = stats_.Summarize();
-    result.wall_seconds = absl::ToDoubleSeconds(absl::Now() - start_);
+    result.wall_seconds = absl::ToDoubleSeconds(MonotonicNow() - start_);
+    result.max_send_lag_ms = absl::ToDoubleMilliseconds(max_send_lag_);
     result.sent = sent_;
     result.not_sent = not_sent_;
     result.peak_in_flight = peak_in_flight_;
@@ -144,12 +152,13 @@ class Driver {
     return absl::Seconds(std::exponential_distribution<double>(config_.rate)(arrival_rng_));
   }
 
-  void Send() {
+  // Starts one request that was due at `due`.
+  void Send(absl::Time due) {
     v1::TokenGeneration::Stub* stub = stubs_[sent_ % stubs_.size()].get();
     ++sent_;
     ++in_flight_;
     peak_in_flight_ = std::max(peak_in_flight_, in_flight_);
-    StreamCall::Start(stub, mix_.Next(), call_options_, &tokens_received_,
+    StreamCall::Start(stub, mix_.Next(), call_options_, &tokens_received_, due,
                       [finished = &finished_](std::unique_ptr<StreamCall> call) {
                         finished->Push(std::move(call));
                       });
@@ -157,7 +166,7 @@ class Driver {
 
   void PrintProgress(bool sending) {
     if (progress_ == nullptr) return;
-    const absl::Time now = absl::Now();
+    const absl::Time now = MonotonicNow();
     const int64_t tokens = tokens_received_.load(std::memory_order_relaxed);
     const double seconds = std::max(1e-9, absl::ToDoubleSeconds(now - last_progress_.time));
     *progress_ << absl::StrFormat(
@@ -193,6 +202,7 @@ class Driver {
   int32_t in_flight_ = 0;
   int32_t peak_in_flight_ = 0;
   int32_t unavailable_in_a_row_ = 0;  // requests ending UNAVAILABLE since the last other end
+  absl::Duration max_send_lag_;       // open loop: the latest an arrival was sent
   bool stopped_sending_ = false;      // kServerLostAfterUnavailable of them: stop sending
 };
 

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/time/clock.h"
+#include "common/monotonic_time.h"
 
 namespace int4kv {
 
@@ -23,14 +24,14 @@ void CallOutcome::AddTokenArrival(absl::Time at, int count) {
 
 void StreamCall::Start(v1::TokenGeneration::Stub* stub, v1::GenerateRequest request,
                        const StreamCallOptions& options, std::atomic<int64_t>* tokens_received,
-                       DoneCallback done) {
+                       absl::Time due, DoneCallback done) {
   StreamCall* call = new StreamCall(std::move(request), options, tokens_received, std::move(done));
   // absl::Time saturates, so an infinite deadline stays infinite (now() + inf would overflow).
   call->context_.set_deadline(absl::ToChronoTime(absl::Now() + options.deadline));
   if (!options.auth_token.empty()) {
     call->context_.AddMetadata("authorization", "Bearer " + options.auth_token);
   }
-  call->outcome_.start = absl::Now();
+  call->outcome_.start = due;
   stub->async()->Generate(&call->context_, &call->request_, call);
   call->StartRead(&call->response_);
   call->StartCall();
@@ -48,7 +49,7 @@ StreamCall::StreamCall(v1::GenerateRequest request, const StreamCallOptions& opt
 
 void StreamCall::OnReadDone(bool ok) {
   if (!ok) return;  // the stream ended; OnDone follows
-  const absl::Time now = absl::Now();
+  const absl::Time now = MonotonicNow();
   const int k = response_.token_ids_size();
   if (k > 0) {
     outcome_.AddTokenArrival(now, k);
@@ -65,7 +66,7 @@ void StreamCall::OnReadDone(bool ok) {
 }
 
 void StreamCall::OnDone(const grpc::Status& status) {
-  outcome_.end = absl::Now();
+  outcome_.end = MonotonicNow();
   outcome_.code = status.error_code();
   outcome_.message = status.error_message();
   // Nothing may touch this object after `done_` has it.

@@ -27,8 +27,10 @@ namespace int4kv {
 struct CallOutcome {
   grpc::StatusCode code = grpc::StatusCode::OK;
   std::string message;  // the status message (empty on OK)
-  absl::Time start;     // when the call was started
-  absl::Time end;       // when its status arrived
+  // Times are MonotonicNow() readings (common/monotonic_time.h): only their differences mean
+  // anything.
+  absl::Time start;  // when the call was due: its arrival in an open loop, else its send
+  absl::Time end;    // when its status arrived
   // From the start to the first response that carried a token; unset if none did.
   bool got_token = false;
   absl::Duration time_to_first_token;
@@ -60,10 +62,12 @@ class StreamCall final : public grpc::ClientReadReactor<v1::GenerateResponse> {
  public:
   using DoneCallback = std::function<void(std::unique_ptr<StreamCall>)>;
 
-  // Starts the call; `stub` must outlive it. `done` runs exactly once.
+  // Starts the call; `stub` must outlive it. `done` runs exactly once. `due` (a MonotonicNow()
+  // reading, not after now) is when the call should have started: its latencies count from
+  // there, so that a sender running late does not hide the wait its lateness caused.
   static void Start(v1::TokenGeneration::Stub* stub, v1::GenerateRequest request,
                     const StreamCallOptions& options, std::atomic<int64_t>* tokens_received,
-                    DoneCallback done);
+                    absl::Time due, DoneCallback done);
 
   // Complete once `done` has it.
   const CallOutcome& outcome() const { return outcome_; }
