@@ -38,7 +38,10 @@ cat "$server_work/server.log"
 status=0
 for c in $concurrencies; do
   json=()
-  [[ -n "${JSON_DIR:-}" ]] && json=(--json="$JSON_DIR/loadgen_c$c.json")
+  if [[ -n "${JSON_DIR:-}" ]]; then
+    rm -f "$JSON_DIR/loadgen_c$c.json" # a refused run must not leave an earlier sweep's figures
+    json=(--json="$JSON_DIR/loadgen_c$c.json")
+  fi
   echo "== int4kv_loadgen --concurrency=$c --duration=$duration $loadgen_flags"
   # shellcheck disable=SC2086  # LOADGEN_FLAGS is a list of flags
   "$BIN_DIR/tools/int4kv_loadgen" --server="$address" --concurrency="$c" \

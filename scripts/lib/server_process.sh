@@ -6,10 +6,11 @@
 #     $server_work/server.log, and waits for the port to open (the model may still be loading:
 #     wait_for_serving next). Sets server_pid, server_work (a temporary folder),
 #     server_address (127.0.0.1:PORT) and client_flags (--auth_token=... or
-#     --auth_token_file=... when the server was given one: the clients need it too). Refuses --tls_cert and --tls_key (exit 2): the load
-#     generator speaks plaintext only; and --port and --port_file (exit 2): it picks the port
-#     itself. Exits the script, showing the server's log, if the
-#     server dies or opens no port within 60 s.
+#     --auth_token_file=... when the server was given one: the clients need it too). Refuses
+#     (exit 2) --tls_cert and --tls_key: the load generator speaks plaintext only; --port and
+#     --port_file: it picks the port itself; and --flagfile, --fromenv and --tryfromenv, which
+#     would hide flags from it (-flag spellings too). Exits the script, showing the server's
+#     log, if the server dies or opens no port within 60 s.
 #   wait_for_serving BIN_DIR TIMEOUT
 #     waits until the server's health is SERVING (BIN_DIR/server/int4kv_generate
 #     --wait_for_serving). Exits the script, showing the server's log, if the server dies
@@ -20,6 +21,7 @@
 # An EXIT trap kills a server still running and removes server_work.
 
 server_pid=""
+waiter_pid=""  # wait_for_serving's client while it runs
 server_work=$(mktemp -d)
 server_address=""
 client_flags=()
@@ -43,6 +45,9 @@ fail_start() {
 }
 
 cleanup_server() {
+  if [[ -n "$waiter_pid" ]] && running "$waiter_pid"; then
+    kill -KILL "$waiter_pid" 2>/dev/null || true
+  fi
   if server_alive; then
     kill -KILL "$server_pid" 2>/dev/null || true
   fi
@@ -53,26 +58,34 @@ trap cleanup_server EXIT
 start_server() {
   local bin_dir=$1
   shift
-  local args=("$@") i
+  local args=("$@") i arg
   for ((i = 0; i < ${#args[@]}; ++i)); do
-    case ${args[i]} in
-      --auth_token=*) client_flags=(--auth_token="${args[i]#--auth_token=}") ;;
+    arg=${args[i]}
+    [[ "$arg" == -[!-]* ]] && arg=-$arg # Abseil takes -flag as --flag
+    case $arg in
+      --auth_token=*) client_flags=(--auth_token="${arg#--auth_token=}") ;;
       --auth_token) client_flags=(--auth_token="${args[i + 1]:-}") ;;
-      --auth_token_file=*) client_flags=(--auth_token_file="${args[i]#--auth_token_file=}") ;;
+      --auth_token_file=*) client_flags=(--auth_token_file="${arg#--auth_token_file=}") ;;
       --auth_token_file) client_flags=(--auth_token_file="${args[i + 1]:-}") ;;
       --tls_cert | --tls_cert=* | --tls_key | --tls_key=*)
-        echo "$(basename "$0"): ${args[i]%%=*} is not supported here: int4kv_loadgen and" \
+        echo "$(basename "$0"): ${arg%%=*} is not supported here: int4kv_loadgen and" \
           "these scripts' clients speak plaintext; run int4kv_server directly for TLS" >&2
         exit 2
         ;;
       --port | --port=* | --port_file | --port_file=*)
-        echo "$(basename "$0"): ${args[i]%%=*} is not supported here: the script picks a free" \
+        echo "$(basename "$0"): ${arg%%=*} is not supported here: the script picks a free" \
           "loopback port and reads it from a port file of its own" >&2
+        exit 2
+        ;;
+      --flagfile | --flagfile=* | --fromenv | --fromenv=* | --tryfromenv | --tryfromenv=*)
+        echo "$(basename "$0"): ${arg%%=*} is not supported here: give the server's flags on" \
+          "the command line, so that the script sees them" >&2
         exit 2
         ;;
     esac
   done
-  "$bin_dir/server/int4kv_server" --port=127.0.0.1:0 --port_file="$server_work/port" "$@" \
+  # The script's own address flags last: Abseil takes a flag's last value.
+  "$bin_dir/server/int4kv_server" "$@" --port=127.0.0.1:0 --port_file="$server_work/port" \
     >"$server_work/server.log" 2>&1 &
   server_pid=$!
   # The port file appears as soon as the port is open (before the model has loaded).
@@ -86,19 +99,22 @@ start_server() {
 }
 
 wait_for_serving() {
-  local bin_dir=$1 timeout=$2 waiter
+  local bin_dir=$1 timeout=$2 status=0
   "$bin_dir/server/int4kv_generate" --server="$server_address" --wait_for_serving="$timeout" \
     --info "${client_flags[@]}" >/dev/null 2>"$server_work/wait.log" &
-  waiter=$!
-  while running "$waiter"; do
+  waiter_pid=$!
+  while running "$waiter_pid"; do
     if ! server_alive; then
-      kill "$waiter" 2>/dev/null || true
-      wait "$waiter" 2>/dev/null || true
+      kill "$waiter_pid" 2>/dev/null || true
+      wait "$waiter_pid" 2>/dev/null || true
+      waiter_pid=""
       fail_start "int4kv_server exited during start-up"
     fi
     sleep 0.1
   done
-  wait "$waiter" || fail_start "not SERVING within $timeout ($(cat "$server_work/wait.log"))"
+  wait "$waiter_pid" || status=$?
+  waiter_pid=""
+  ((status == 0)) || fail_start "not SERVING within $timeout ($(cat "$server_work/wait.log"))"
 }
 
 stop_server() {
