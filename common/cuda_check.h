@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -14,9 +15,13 @@
 
 namespace int4kv {
 
-// Internal if `error` is not cudaSuccess; the message names the call and the CUDA error.
+// Internal if `error` is not cudaSuccess; the message names the call and the CUDA error. An
+// error reported this way is also taken off the thread's last-error slot (where a failed call
+// leaves a non-sticky error), so that a later launch, checked with cudaGetLastError, does not
+// report it a second time as its own.
 inline absl::Status CudaStatus(cudaError_t error, const char* call) {
   if (error == cudaSuccess) return absl::OkStatus();
+  cudaGetLastError();
   return absl::InternalError(absl::StrCat(call, " failed: ", cudaGetErrorName(error), " (",
                                           cudaGetErrorString(error), ")"));
 }
@@ -38,6 +43,22 @@ inline absl::Status CudaAllocate(void** out, size_t bytes, bool pinned_host,
   return error == cudaErrorMemoryAllocation || pinned_host ? absl::ResourceExhaustedError(message)
                                                            : absl::InternalError(message);
 }
+
+#ifdef __CUDACC__
+// Launches `kernel` on `stream` and returns the status of this launch alone; `what` names it
+// in the error. (A <<<>>> launch checked with cudaGetLastError also reports an earlier,
+// unrelated error of the thread, such as an embedder's unchecked one.)
+template <typename... Params, typename... Args>
+absl::Status LaunchKernel(const char* what, void (*kernel)(Params...), dim3 grid, dim3 block,
+                          size_t shared_bytes, cudaStream_t stream, Args&&... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = shared_bytes;
+  config.stream = stream;
+  return CudaStatus(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...), what);
+}
+#endif
 
 // Number of CUDA devices usable by this process; 0 when there is no GPU or no driver.
 inline int CudaDeviceCount() {

@@ -181,14 +181,23 @@ absl::Status RequestTable::EnableDeviceMirror() {
 absl::Status RequestTable::FlushStaged(int32_t count, CudaStream stream) {
   if (count == 0) return absl::OkStatus();
   const size_t bytes = static_cast<size_t>(count) * 4;
-  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device_index_.get(), staged_index_.get(), bytes,
-                                       cudaMemcpyHostToDevice, stream));
-  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device_value_.get(), staged_value_.get(), bytes,
-                                       cudaMemcpyHostToDevice, stream));
-  RETURN_IF_ERROR(ScatterInt32(device_table_.as<int32_t>(), device_index_.as<uint32_t>(),
-                               device_value_.as<int32_t>(), count, stream));
-  CUDA_RETURN_IF_ERROR(cudaEventRecord(staging_free_.get(), stream));
-  return absl::OkStatus();
+  absl::Status status = CudaStatus(cudaMemcpyAsync(device_index_.get(), staged_index_.get(), bytes,
+                                                   cudaMemcpyHostToDevice, stream),
+                                   "cudaMemcpyAsync of the staged indices");
+  if (status.ok()) {
+    status = CudaStatus(cudaMemcpyAsync(device_value_.get(), staged_value_.get(), bytes,
+                                        cudaMemcpyHostToDevice, stream),
+                        "cudaMemcpyAsync of the staged values");
+  }
+  if (status.ok()) {
+    status = ScatterInt32(device_table_.as<int32_t>(), device_index_.as<uint32_t>(),
+                          device_value_.as<int32_t>(), count, stream);
+  }
+  // Recorded whatever failed: a copy enqueued before the failure may still read the staging
+  // buffers, and the next sync must wait for it before it rewrites them.
+  const absl::Status recorded =
+      CudaStatus(cudaEventRecord(staging_free_.get(), stream), "cudaEventRecord(staging_free_)");
+  return status.ok() ? recorded : status;
 }
 
 absl::Status RequestTable::SyncToDevice(CudaStream stream) {

@@ -21,8 +21,8 @@ absl::Status ScatterInt32(int32_t* table, const uint32_t* index, const int32_t* 
   constexpr int kThreads = 256;
   const int blocks =
       (count + kThreads - 1) / kThreads < 1024 ? (count + kThreads - 1) / kThreads : 1024;
-  ScatterKernel<<<blocks, kThreads, 0, stream>>>(table, index, value, count);
-  return CudaStatus(cudaGetLastError(), "ScatterKernel launch");
+  return LaunchKernel("ScatterKernel launch", ScatterKernel, blocks, kThreads, 0, stream, table,
+                      index, value, count);
 }
 
 }  // namespace int4kv

@@ -107,9 +107,8 @@ absl::Status StoreKvCuda(const KvCacheView& view, int32_t layer, const int32_t* 
       rows.token_stride != 0 ? rows.token_stride : int64_t{layout.kv_heads} * layout.head_dim;
   const int64_t work = int64_t{num_tokens} * layout.RowsPerSlot() * layout.GroupsPerRow();
   constexpr int kThreads = 128;
-  StoreKvKernel<<<GridFor(work, kThreads), kThreads, 0, stream>>>(view, layer, slots, num_tokens,
-                                                                  rows, stride, rounding);
-  return CudaStatus(cudaGetLastError(), "StoreKvKernel launch");
+  return LaunchKernel("StoreKvKernel launch", StoreKvKernel, GridFor(work, kThreads), kThreads, 0,
+                      stream, view, layer, slots, num_tokens, rows, stride, rounding);
 }
 
 absl::Status DequantizeCuda(const KvCacheView& view, int32_t layer, const int32_t* slots,
@@ -126,9 +125,8 @@ absl::Status DequantizeCuda(const KvCacheView& view, int32_t layer, const int32_
   }
   const int64_t total = int64_t{num_tokens} * view.layout.RowsPerSlot() * view.layout.head_dim;
   constexpr int kThreads = 256;
-  DequantizeKernel<<<GridFor(total, kThreads), kThreads, 0, stream>>>(view, layer, slots,
-                                                                      num_tokens, out);
-  return CudaStatus(cudaGetLastError(), "DequantizeKernel launch");
+  return LaunchKernel("DequantizeKernel launch", DequantizeKernel, GridFor(total, kThreads),
+                      kThreads, 0, stream, view, layer, slots, num_tokens, out);
 }
 
 }  // namespace int4kv

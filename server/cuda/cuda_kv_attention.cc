@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 
 #include "absl/strings/str_cat.h"
 #include "backend/create_backend.h"
@@ -39,9 +40,19 @@ absl::StatusOr<std::unique_ptr<CudaKvAttention>> CudaKvAttention::Create(
   return attention;
 }
 
+namespace {
+
+uint64_t NextAttentionId() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
+}  // namespace
+
 CudaKvAttention::CudaKvAttention(KvCache* cache, int32_t max_rows, DType io_dtype,
                                  CudaStream stream)
-    : cache_(cache),
+    : id_(NextAttentionId()),
+      cache_(cache),
       max_rows_(max_rows),
       io_dtype_(io_dtype),
       stream_(stream),

@@ -66,10 +66,14 @@ class CudaKvAttention : public KvAttention {
   DType io_dtype() const { return io_dtype_; }
   CudaStream stream() const { return stream_; }
   const KvCache& cache() const { return *cache_; }
+  // Unique to this object in the process, never reused (unlike its address, which a later
+  // attention may get): what a model's captured graphs remember their attention by.
+  uint64_t id() const { return id_; }
 
  private:
   CudaKvAttention(KvCache* cache, int32_t max_rows, DType io_dtype, CudaStream stream);
 
+  const uint64_t id_;
   KvCache* cache_;
   const int32_t max_rows_;
   const DType io_dtype_;

@@ -204,10 +204,12 @@ absl::Status CudaLlamaModel::Step(const StepBatch& batch, KvAttention& attention
   const int32_t bucket = m == n ? BucketFor(buckets_, n) : 0;
   const int32_t rows = bucket > 0 ? bucket : n;
   const int32_t logit_rows = bucket > 0 ? bucket : m;
+  // From here the device's metadata and plan are this step's: no earlier graph replays over
+  // them (TimeGraphReplays), whether or not the step gets through.
+  last_graph_ = -1;
   RETURN_IF_ERROR(cuda_attention->Prepare(rows));
   RETURN_IF_ERROR(UploadMeta(batch, rows));
-  last_graph_ = -1;
-  if (bucket > 0 && timer == nullptr && graph_attention_ == cuda_attention) {
+  if (bucket > 0 && timer == nullptr && graph_attention_ == cuda_attention->id()) {
     last_graph_ = BucketIndex(bucket);
     RETURN_IF_ERROR(graphs_[last_graph_].Launch(stream()));
     ++graph_replays_;
@@ -242,7 +244,7 @@ absl::Status CudaLlamaModel::ProfileStep(const StepBatch& batch, KvAttention& at
 }
 
 absl::Status CudaLlamaModel::CaptureDecodeGraphs(CudaKvAttention& attention) {
-  if (graph_attention_ != nullptr) {
+  if (graph_attention_ != 0) {
     return absl::FailedPreconditionError("CaptureDecodeGraphs was already called");
   }
   if (attention.stream() != stream() || attention.io_dtype() != options_.dtype) {
@@ -270,7 +272,7 @@ absl::Status CudaLlamaModel::CaptureDecodeGraphs(CudaKvAttention& attention) {
     graphs.push_back(std::move(graph));
   }
   graphs_ = std::move(graphs);
-  graph_attention_ = &attention;
+  graph_attention_ = attention.id();
   return absl::OkStatus();
 }
 

@@ -89,7 +89,7 @@ class CudaLlamaModel : public Model {
   CudaStream stream() const { return stream_.get(); }
   DType dtype() const { return options_.dtype; }
   const std::vector<int32_t>& buckets() const { return buckets_; }
-  bool graphs_captured() const { return graph_attention_ != nullptr; }
+  bool graphs_captured() const { return graph_attention_ != 0; }
   int64_t graph_replays() const { return graph_replays_; }
   int64_t weight_bytes() const { return weights_.bytes(); }
 
@@ -130,7 +130,7 @@ class CudaLlamaModel : public Model {
   OwnedEvent meta_done_;       // recorded after each metadata copy
 
   std::vector<CudaGraph> graphs_;                     // [buckets_.size()] once captured
-  const CudaKvAttention* graph_attention_ = nullptr;  // the attention the graphs read
+  uint64_t graph_attention_ = 0;  // CudaKvAttention::id() of the attention the graphs read
   int32_t last_graph_ = -1;  // index into graphs_ of the last step's replay, -1: eager
   int64_t graph_replays_ = 0;
 };

@@ -261,6 +261,33 @@ TEST_P(CudaLlamaModelTest, LogitsMatchTheCpuModelOverPrefillAndDecodeSteps) {
   ExpectLayerZeroCodesMatch(requests);
 }
 
+// The graphs belong to the attention they were captured with, whatever address a later one
+// gets: a new attention (here most likely at the freed one's address) runs eagerly, with right
+// logits, where replaying would write and read the old attention's freed buffers.
+TEST_P(CudaLlamaModelTest, AnotherAttentionRunsEagerlyEvenAtTheSameAddress) {
+  if (!graphs()) GTEST_SKIP() << "graphs off";
+  const void* old_address = gpu_attention_.get();
+  gpu_attention_.reset();
+  absl::StatusOr<std::unique_ptr<CudaKvAttention>> fresh = CudaKvAttention::Create(
+      gpu_cache_.get(), weights_->config.q_heads, kMaxStepTokens, dtype(), gpu_model_->stream());
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  gpu_attention_ = std::move(*fresh);
+  std::printf("the new attention is %s the old one's address\n",
+              gpu_attention_.get() == old_address ? "at" : "not at");
+  const int64_t replays = gpu_model_->graph_replays();
+  const int32_t vocab = weights_->config.vocab_size;
+  Request r = AddRequest(8);
+  StepBatch batch;
+  AddTokens(r, {1, 50, 60}, true, &batch);
+  std::vector<float> logits = RunStep(batch, "prefill");
+  for (int step = 0; step < 3; ++step) {  // decode steps of bucket 1
+    batch.Clear();
+    AddTokens(r, {ArgMax(absl::MakeConstSpan(logits.data(), vocab))}, true, &batch);
+    logits = RunStep(batch, "decode");
+  }
+  EXPECT_EQ(gpu_model_->graph_replays(), replays);
+}
+
 TEST_P(CudaLlamaModelTest, RejectsAHostAttention) {
   Request r = AddRequest(4);
   StepBatch batch;
