@@ -236,5 +236,24 @@ TEST(StoreKvCudaTest, NullPointersAreRejectedBeforeAnyLaunch) {
   cudaFree(dslots);
 }
 
+// An embedder's earlier failed call, left unchecked, is not reported as the store's own launch
+// failure (the store ran: reporting it would make the caller retire a step that worked).
+TEST(StoreKvCudaTest, AnEarlierUncheckedErrorIsNotTheLaunchsError) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  std::unique_ptr<KvCache> device = SmallDeviceCache();
+  const std::vector<float> k(1 * 16, 1.5f);
+  float* dk = ToDevice(k);
+  int32_t* dslots = ToDevice(std::vector<int32_t>{2});
+  void* huge = nullptr;
+  ASSERT_EQ(cudaMalloc(&huge, size_t{1} << 60), cudaErrorMemoryAllocation);  // left unchecked
+  const absl::Status status =
+      StoreKvCuda(device->view(), 0, dslots, 1, KvRows{dk, dk, DType::kFloat32, 0}, nullptr);
+  EXPECT_TRUE(status.ok()) << status;
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  cudaGetLastError();
+  cudaFree(dk);
+  cudaFree(dslots);
+}
+
 }  // namespace
 }  // namespace int4kv

@@ -54,7 +54,8 @@ sanitize() {  # sanitize TOOL TEST FILTER
   [[ -x $bin/$2 ]] || return 0  # reported missing above
   step "$1-$2" 150 compute-sanitizer --tool "$1" --error-exitcode 1 "$bin/$2" --gtest_filter="$3"
 }
-sanitize memcheck store_kv_cuda_test '*'
+# (The unchecked-error test fails a cudaMalloc on purpose, which memcheck reports as an error.)
+sanitize memcheck store_kv_cuda_test '*:-*EarlierUnchecked*'
 sanitize memcheck request_table_test '*'
 sanitize memcheck cuda_decode_backend_test \
   '*SmallMixedBatch*:*Graph*:*Truncation*:*LargeBatch*:*LengthsFarBeyond*:*Rewritten*:'\
