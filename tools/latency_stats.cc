@@ -13,12 +13,12 @@ double NearestRankPercentile(const std::vector<double>& sorted, double p) {
   return sorted[std::min(index, sorted.size() - 1)];
 }
 
-LatencySummary LatencySamples::Summarize() const {
+LatencySummary LatencySamples::Summarize() {
   LatencySummary summary;
   summary.count = count();
   if (samples_.empty()) return summary;
-  std::vector<double> sorted = samples_;
-  std::sort(sorted.begin(), sorted.end());
+  std::sort(samples_.begin(), samples_.end());
+  const std::vector<double>& sorted = samples_;
   summary.mean_ms = std::accumulate(sorted.begin(), sorted.end(), 0.0) / sorted.size();
   summary.p50_ms = NearestRankPercentile(sorted, 50);
   summary.p90_ms = NearestRankPercentile(sorted, 90);

@@ -48,7 +48,7 @@ void LoadStats::Record(const CallOutcome& outcome) {
   e2e_.Add(absl::ToDoubleMilliseconds(outcome.end - outcome.start));
 }
 
-LoadgenResult LoadStats::Summarize() const {
+LoadgenResult LoadStats::Summarize() {
   LoadgenResult result = result_;
   result.time_to_first_token = ttft_.Summarize();
   result.inter_token = itl_.Summarize();

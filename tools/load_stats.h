@@ -27,8 +27,8 @@ class LoadStats {
   const std::string& first_bad_response() const { return first_bad_response_; }
 
   // The result with the latency summaries; the caller fills in what only it knows (wall
-  // time, sent, not sent, peak in flight).
-  LoadgenResult Summarize() const;
+  // time, sent, not sent, peak in flight). Sorts the samples in place (LatencySamples).
+  LoadgenResult Summarize();
 
  private:
   LoadgenResult result_;
