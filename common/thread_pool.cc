@@ -1,8 +1,17 @@
 #include "common/thread_pool.h"
 
 #include <system_error>
+#include <utility>
 
 namespace int4kv {
+namespace {
+
+// True while this thread runs loop bodies: a ParallelFor from inside one runs inline, since
+// handing its items to workers busy with the outer loop would mix the two loops' indices, or
+// deadlock waiting for a worker that is the caller itself.
+thread_local bool in_loop_body = false;
+
+}  // namespace
 
 ThreadPool::ThreadPool(int threads) {
   if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
@@ -26,7 +35,19 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::RunItems(absl::FunctionRef<void(int64_t)> body, int64_t items) {
-  for (int64_t i = next_item_.fetch_add(1); i < items; i = next_item_.fetch_add(1)) body(i);
+  const bool outer = in_loop_body;
+  in_loop_body = true;
+  for (int64_t i = next_item_.fetch_add(1); i < items; i = next_item_.fetch_add(1)) {
+    try {
+      body(i);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (error_ == nullptr) error_ = std::current_exception();
+      next_item_.store(items);  // hand out no more
+      break;
+    }
+  }
+  in_loop_body = outer;
 }
 
 void ThreadPool::WorkerLoop() {
@@ -51,7 +72,7 @@ void ThreadPool::WorkerLoop() {
 
 void ThreadPool::ParallelFor(int64_t n, absl::FunctionRef<void(int64_t)> body) {
   if (n <= 0) return;
-  if (workers_.empty() || n == 1) {
+  if (workers_.empty() || n == 1 || in_loop_body) {
     for (int64_t i = 0; i < n; ++i) body(i);
     return;
   }
@@ -70,6 +91,11 @@ void ThreadPool::ParallelFor(int64_t n, absl::FunctionRef<void(int64_t)> body) {
   done_.wait(lock, [&] { return busy_workers_ == 0; });
   body_ = nullptr;
   items_ = 0;
+  if (error_ != nullptr) {
+    const std::exception_ptr error = std::exchange(error_, nullptr);
+    lock.unlock();
+    std::rethrow_exception(error);
+  }
 }
 
 }  // namespace int4kv

@@ -5,7 +5,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -25,6 +28,39 @@ TEST(ThreadPoolTest, EveryIndexRunsOnceForAnyThreadCount) {
       }
     }
   }
+}
+
+// A body that throws (a sampler's allocation, say) ends the loop with that exception once the
+// running items are done, and the pool is whole afterwards: no worker calls the dead body.
+TEST(ThreadPoolTest, AThrowingBodyEndsTheLoopAndIsRethrown) {
+  ThreadPool pool(4);
+  for (int round = 0; round < 5; ++round) {
+    // 1000 items of 1 ms: a loop that went on after item 11 threw would start all of them.
+    std::atomic<int> started{0};
+    EXPECT_THROW(pool.ParallelFor(1000,
+                                  [&](int64_t i) {
+                                    started.fetch_add(1);
+                                    if (i == 11) throw std::runtime_error("item 11");
+                                    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                                  }),
+                 std::runtime_error);
+    EXPECT_LT(started.load(), 500) << "items were still handed out after the throw";
+    std::vector<std::atomic<int>> runs(500);
+    pool.ParallelFor(500, [&](int64_t i) { runs[i].fetch_add(1); });
+    for (int64_t i = 0; i < 500; ++i) ASSERT_EQ(runs[i].load(), 1) << "round " << round;
+  }
+}
+
+// A ParallelFor inside a loop body, on the owner's thread or a worker's, runs its items inline:
+// every index of both loops exactly once, and no deadlock.
+TEST(ThreadPoolTest, NestedLoopsRunEveryIndexOnce) {
+  ThreadPool pool(4);
+  constexpr int kOuter = 64, kInner = 16;
+  std::vector<std::atomic<int>> runs(kOuter * kInner);
+  pool.ParallelFor(kOuter, [&](int64_t o) {
+    pool.ParallelFor(kInner, [&](int64_t i) { runs[o * kInner + i].fetch_add(1); });
+  });
+  for (int k = 0; k < kOuter * kInner; ++k) ASSERT_EQ(runs[k].load(), 1) << "item " << k;
 }
 
 // A process or container limit on threads makes std::thread throw; the pool then runs on the

@@ -25,8 +25,10 @@
 // dequantized value is the one nearest x on the stored grid. A group whose s is 0 (symmetric:
 // s rounds to 0; asymmetric: a constant group that z stores exactly) stores codes for zero
 // (symmetric) or 0 (asymmetric) and dequantizes to 0 (or z).
-// Non-finite and extreme input: NaN is stored as 0; +-Inf and finite values beyond +-1e37
-// are clamped to +-1e37 first, so no NaN or Inf is ever written or dequantized.
+// Non-finite and extreme input: NaN is quantized as the value 0 (in an asymmetric group it
+// widens the range to include 0 and dequantizes to the grid point nearest 0, which need not be
+// 0 itself); +-Inf and finite values beyond +-1e37 are clamped to +-1e37 first, so no NaN or
+// Inf is ever written or dequantized.
 #ifndef INT4KV_KV_CACHE_INT4_LAYOUT_H_
 #define INT4KV_KV_CACHE_INT4_LAYOUT_H_
 

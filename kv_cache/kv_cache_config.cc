@@ -39,13 +39,11 @@ absl::Status ValidateFormat(const KvCacheConfig& c, const FieldOwners& owners) {
   if (!IsSupportedGroupSize(c.group_size)) {
     return OutOfRange(owners.layout, "group_size", c.group_size, kGroupSizeRule);
   }
-  if (c.head_dim < 2 || c.head_dim > kMaxHeadDim || c.head_dim % 2 != 0) {
+  // group_size (checked above) is even, so a multiple of it packs two codes a byte.
+  if (c.head_dim < c.group_size || c.head_dim > kMaxHeadDim || c.head_dim % c.group_size != 0) {
     return OutOfRange(owners.layout, "head_dim", c.head_dim,
-                      absl::StrCat("even and in [2, ", kMaxHeadDim, "]"));
-  }
-  if (c.head_dim % c.group_size != 0) {
-    return OutOfRange(owners.layout, "head_dim", c.head_dim,
-                      absl::StrCat("a multiple of group_size (", c.group_size, ")"));
+                      absl::StrCat("a multiple of group_size (", c.group_size, ") in [",
+                                   c.group_size, ", ", kMaxHeadDim, "]"));
   }
   if (c.param_dtype != ParamDtype::kFloat16 && c.param_dtype != ParamDtype::kBFloat16) {
     return OutOfRange(owners.format, "param_dtype", static_cast<int>(c.param_dtype),

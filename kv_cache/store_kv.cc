@@ -58,10 +58,20 @@ absl::Status CheckRows(const KvRows& rows, const KvLayout& layout) {
   return absl::OkStatus();
 }
 
+absl::Status CheckRounding(QuantRounding rounding) {
+  if (rounding != QuantRounding::kNearestEven && rounding != QuantRounding::kTruncate) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rounding = ", static_cast<int>(rounding),
+                     " is invalid: must be QuantRounding::kNearestEven (0) or kTruncate (1)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status StoreKvHost(const KvCacheView& view, int32_t layer, absl::Span<const int32_t> slots,
                          const KvRows& rows, QuantRounding rounding) {
   if (absl::Status s = ValidateCacheView(view); !s.ok()) return s;
   if (absl::Status s = CheckLayer(view, layer); !s.ok()) return s;
+  if (absl::Status s = CheckRounding(rounding); !s.ok()) return s;
   if (slots.empty()) return absl::OkStatus();
   if (absl::Status s = CheckRows(rows, view.layout); !s.ok()) return s;
   if (absl::Status s = CheckSlots(view, slots); !s.ok()) return s;

@@ -94,6 +94,7 @@ absl::Status StoreKvCuda(const KvCacheView& view, int32_t layer, const int32_t* 
                          QuantRounding rounding) {
   if (absl::Status s = ValidateCacheView(view); !s.ok()) return s;
   if (absl::Status s = CheckLayer(view, layer); !s.ok()) return s;
+  if (absl::Status s = CheckRounding(rounding); !s.ok()) return s;
   if (num_tokens < 0) {
     return absl::InvalidArgumentError(absl::StrCat("num_tokens ", num_tokens, " is negative"));
   }

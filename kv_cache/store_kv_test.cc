@@ -183,6 +183,21 @@ TEST(StoreKvTest, InvalidViewIsRejectedBeforeAnyAccess) {
   }
 }
 
+TEST(StoreKvTest, UnknownRoundingIsRejected) {
+  const KvCacheConfig config = SmallConfig(QuantMode::kSymmetric, 8);
+  auto cache = *KvCache::Create(config, MemoryKind::kHost);
+  const std::vector<float> k = RandomRows(1, 2, 32, 1);
+  const KvRows rows{k.data(), k.data(), DType::kFloat32, 0};
+  const absl::Status status =
+      StoreKvHost(cache->view(), 0, {1}, rows, static_cast<QuantRounding>(2));
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(status.message(),
+            "rounding = 2 is invalid: must be QuantRounding::kNearestEven (0) or kTruncate (1)");
+  EXPECT_EQ(CheckRounding(static_cast<QuantRounding>(2)).message(), status.message());
+  const KvLayout& layout = cache->view().layout;
+  for (int64_t i = 0; i < layout.DataPoolBytes(); ++i) ASSERT_EQ(cache->view().data[i], 0);
+}
+
 TEST(StoreKvTest, UnknownRowDtypeIsRejected) {
   const KvCacheConfig config = SmallConfig(QuantMode::kSymmetric, 8);
   auto cache = *KvCache::Create(config, MemoryKind::kHost);

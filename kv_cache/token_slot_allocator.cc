@@ -3,6 +3,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
+#include <new>
 
 #include "absl/strings/str_cat.h"
 #include "kv_cache/kv_cache_config.h"
@@ -46,7 +47,12 @@ absl::Status TokenSlotAllocator::Allocate(int64_t count, std::vector<int32_t>* o
     return absl::ResourceExhaustedError(absl::StrCat("requested ", count, " KV slots but only ",
                                                      free_count(), " of ", capacity_, " are free"));
   }
-  out->reserve(out->size() + static_cast<size_t>(count));
+  try {
+    out->reserve(out->size() + static_cast<size_t>(count));
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot allocate the list of ", count, " KV slots"));
+  }
   for (int64_t i = 0; i < count; ++i) {
     const int32_t slot = free_list_.back();
     free_list_.pop_back();
