@@ -1047,26 +1047,6 @@ MergeFn SelectMerge(int head_dim, bool narrow, int heads_per_block) {
   return MergeKernel;
 }
 
-// Launches `kernel` as a programmatic dependent of the work before it on `stream`: its blocks
-// may start before that work finishes, and wait for it with griddepcontrol.wait.
-template <typename Params>
-absl::Status LaunchDependent(void (*kernel)(Params), dim3 grid, dim3 block, size_t smem_bytes,
-                             CudaStream stream, const Params& params, const char* what) {
-  cudaLaunchAttribute attribute;
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = grid;
-  config.blockDim = block;
-  config.dynamicSmemBytes = smem_bytes;
-  config.stream = stream;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  // Its own status: cudaGetLastError here would also report (and clear) an earlier, unrelated
-  // error of the caller's, and fail a Run whose split kernel was already enqueued.
-  return CudaStatus(cudaLaunchKernelEx(&config, kernel, params), what);
-}
-
 // ---- dispatch ----------------------------------------------------------------------------
 
 template <int kDim, bool kFast, bool kAsym, int kHeadTiles, bool kBf16Params>
@@ -1221,8 +1201,8 @@ absl::Status DecodeKernels::LaunchSplit(const SplitKernelParams& params_in, int3
   params.early_release_chunk = static_cast<int32_t>(std::min<int64_t>(early_chunks, capacity - 1));
   // The grid is set up, and each block reads its chunk, while the kernel before it (a
   // previous merge, say) drains.
-  return LaunchDependent(split_, dim3(capacity * head_blocks_), dim3(32 * warps_per_block_),
-                         smem_bytes_, stream, params, "SplitKvKernel launch");
+  return LaunchDependentKernel("SplitKvKernel launch", split_, dim3(capacity * head_blocks_),
+                               dim3(32 * warps_per_block_), smem_bytes_, stream, params);
 }
 
 absl::Status DecodeKernels::LaunchMerge(const MergeKernelParams& params_in, int32_t batch,
@@ -1244,9 +1224,9 @@ absl::Status DecodeKernels::LaunchMerge(const MergeKernelParams& params_in, int3
   }
   const int head_blocks = (params.q_heads + params.heads_per_block - 1) / params.heads_per_block;
   // The merge grid is set up while the split grid drains.
-  return LaunchDependent(SelectMerge(params.head_dim, narrow, params.heads_per_block),
-                         dim3(batch, head_blocks, column_groups), dim3(kMergeThreads), 0, stream,
-                         params, "MergeKernel launch");
+  return LaunchDependentKernel(
+      "MergeKernel launch", SelectMerge(params.head_dim, narrow, params.heads_per_block),
+      dim3(batch, head_blocks, column_groups), dim3(kMergeThreads), 0, stream, params);
 }
 
 }  // namespace int4kv

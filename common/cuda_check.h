@@ -45,18 +45,45 @@ inline absl::Status CudaAllocate(void** out, size_t bytes, bool pinned_host,
 }
 
 #ifdef __CUDACC__
+namespace cuda_check_internal {
+
+template <typename... Params, typename... Args>
+absl::Status Launch(const char* what, bool programmatic_dependent, void (*kernel)(Params...),
+                    dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
+                    Args&&... args) {
+  cudaLaunchAttribute attribute;
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = shared_bytes;
+  config.stream = stream;
+  config.attrs = programmatic_dependent ? &attribute : nullptr;
+  config.numAttrs = programmatic_dependent ? 1 : 0;
+  return CudaStatus(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...), what);
+}
+
+}  // namespace cuda_check_internal
+
 // Launches `kernel` on `stream` and returns the status of this launch alone; `what` names it
 // in the error. (A <<<>>> launch checked with cudaGetLastError also reports an earlier,
 // unrelated error of the thread, such as an embedder's unchecked one.)
 template <typename... Params, typename... Args>
 absl::Status LaunchKernel(const char* what, void (*kernel)(Params...), dim3 grid, dim3 block,
                           size_t shared_bytes, cudaStream_t stream, Args&&... args) {
-  cudaLaunchConfig_t config = {};
-  config.gridDim = grid;
-  config.blockDim = block;
-  config.dynamicSmemBytes = shared_bytes;
-  config.stream = stream;
-  return CudaStatus(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...), what);
+  return cuda_check_internal::Launch(what, false, kernel, grid, block, shared_bytes, stream,
+                                     std::forward<Args>(args)...);
+}
+
+// LaunchKernel as a programmatic dependent of the work before it on `stream`: its blocks may
+// start before that work finishes, and wait for it with griddepcontrol.wait.
+template <typename... Params, typename... Args>
+absl::Status LaunchDependentKernel(const char* what, void (*kernel)(Params...), dim3 grid,
+                                   dim3 block, size_t shared_bytes, cudaStream_t stream,
+                                   Args&&... args) {
+  return cuda_check_internal::Launch(what, true, kernel, grid, block, shared_bytes, stream,
+                                     std::forward<Args>(args)...);
 }
 #endif
 

@@ -60,11 +60,7 @@ absl::StatusOr<StalledReader> StalledReader::Connect(int port) {
   if (connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0) {
     return ErrnoStatus("connect");
   }
-  const std::string preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-  if (send(fd, preface.data(), preface.size(), MSG_NOSIGNAL) !=
-      static_cast<ssize_t>(preface.size())) {
-    return ErrnoStatus("send");
-  }
+  if (absl::Status s = reader.Send("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"); !s.ok()) return s;
   std::string settings;
   AppendBigEndian(kSettingsInitialWindowSize, 2, &settings);
   AppendBigEndian(0, 4, &settings);  // no stream may receive a byte of DATA
@@ -87,7 +83,11 @@ absl::Status StalledReader::SendFrame(uint8_t type, uint8_t flags, uint32_t stre
   frame.push_back(static_cast<char>(flags));
   AppendBigEndian(stream, 4, &frame);
   frame += payload;
-  if (send(fd_, frame.data(), frame.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(frame.size())) {
+  return Send(frame);
+}
+
+absl::Status StalledReader::Send(const std::string& bytes) {
+  if (send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(bytes.size())) {
     return ErrnoStatus("send");
   }
   return absl::OkStatus();

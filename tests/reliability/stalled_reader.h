@@ -47,6 +47,7 @@ class StalledReader {
  private:
   explicit StalledReader(int fd) : fd_(fd) {}
   absl::Status SendFrame(uint8_t type, uint8_t flags, uint32_t stream, const std::string& payload);
+  absl::Status Send(const std::string& bytes);  // all of them, or Unavailable
 
   int fd_ = -1;
   std::string pending_;  // bytes received and not yet parsed into frames
