@@ -20,11 +20,12 @@
 //       code 15 is still below max; s = 0 if max == z
 //   code = clamp(rint((x - z) / s), 0, 15)         codes 0..15
 //   x'   = code * s + z                             (one fused multiply-add)
-//   So z <= min and x'(15) >= max unless saturated, and every x is within s / 2 of the grid.
+//   So z <= min and x'(15) >= max unless saturated, and every x is within s / 2 of the grid
+//   (up to float rounding: where |x| is far below |z|, x - z may round onto a midpoint).
 // rint rounds half to even. Quantization divides by the *stored* (rounded) s and z, so the
-// dequantized value is the one nearest x on the stored grid. A group whose s is 0 (symmetric:
-// s rounds to 0; asymmetric: a constant group that z stores exactly) stores codes for zero
-// (symmetric) or 0 (asymmetric) and dequantizes to 0 (or z).
+// dequantized value is the one nearest x on the stored grid, up to that float rounding. A
+// group whose s is 0 (symmetric: s rounds to 0; asymmetric: a constant group that z stores
+// exactly) stores codes for zero (symmetric) or 0 (asymmetric) and dequantizes to 0 (or z).
 // Non-finite and extreme input: NaN is quantized as the value 0 (in an asymmetric group it
 // widens the range to include 0 and dequantizes to the grid point nearest 0, which need not be
 // 0 itself); +-Inf and finite values beyond +-1e37 are clamped to +-1e37 first, so no NaN or

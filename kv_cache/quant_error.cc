@@ -94,6 +94,12 @@ int Run() {
     std::fprintf(stderr, "--seq_len and --trials must be >= 1\n");
     return 2;
   }
+  // Contexts are indexed with int (t * 2 * head_dim) and held several times over in memory.
+  constexpr int kMaxSeqLen = 1 << 20;
+  if (seq_len > kMaxSeqLen) {
+    std::fprintf(stderr, "--seq_len = %d is too large: at most %d\n", seq_len, kMaxSeqLen);
+    return 2;
+  }
   std::printf("Attention-output relative error of INT4 KV vs float64 on unquantized K/V\n");
   std::printf("head_dim %d, %d query heads per KV head, %d tokens, %d trials, seed %d\n", kHeadDim,
               kQueriesPerContext, seq_len, trials, absl::GetFlag(FLAGS_seed));

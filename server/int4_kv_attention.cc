@@ -28,16 +28,24 @@ Int4KvAttention::Int4KvAttention(KvCache* cache, std::unique_ptr<DecodeAttention
     : cache_(cache), backend_(std::move(backend)) {}
 
 absl::Status Int4KvAttention::Plan(const StepBatch& batch) {
+  // A failed Plan leaves no plan: the backend may still hold the previous step's rows, and
+  // slots_ its slots, which by now may belong to other requests.
+  planned_ = false;
+  slots_.clear();
   if (batch.slots.size() != batch.rows.size()) {
     return absl::InvalidArgumentError("StepBatch.slots and rows must have one entry per token");
   }
   RETURN_IF_ERROR(backend_->Plan(batch.rows, /*stream=*/nullptr));
   slots_ = batch.slots;
+  planned_ = true;
   return absl::OkStatus();
 }
 
 absl::Status Int4KvAttention::Attend(int32_t layer, const void* q, const void* k, const void* v,
                                      void* out) {
+  if (!planned_) {
+    return absl::FailedPreconditionError("Int4KvAttention::Attend without a successful Plan");
+  }
   KvRows rows;
   rows.k = k;
   rows.v = v;

@@ -40,6 +40,7 @@ class Int4KvAttention : public KvAttention {
   KvCache* cache_;
   std::unique_ptr<DecodeAttentionBackend> backend_;
   std::vector<int32_t> slots_;  // [num_tokens] of the planned step
+  bool planned_ = false;        // the last Plan succeeded
 };
 
 }  // namespace int4kv

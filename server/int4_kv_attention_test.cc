@@ -119,5 +119,43 @@ TEST(Int4KvAttentionTest, Errors) {
   EXPECT_EQ(attention->Plan(batch).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// A failed Plan must not leave the previous step's slots behind: its tokens' K/V would be
+// quantized into slots that by now may belong to other requests.
+TEST(Int4KvAttentionTest, AFailedPlanLeavesNoSlotsToWrite) {
+  std::unique_ptr<KvCache> cache = MakeCache();
+  std::unique_ptr<Int4KvAttention> attention = *Int4KvAttention::Create(cache.get(), kQHeads, 2, 1);
+  const int n = 2;
+  const StepBatch first = Prefill(*cache, n);
+  ASSERT_TRUE(attention->Plan(first).ok());
+  const std::vector<float> q = Random(n * kQHeads * kHeadDim, 4);
+  const std::vector<float> k = Random(n * kKvHeads * kHeadDim, 5);
+  const std::vector<float> v = Random(n * kKvHeads * kHeadDim, 6);
+  std::vector<float> out(n * kQHeads * kHeadDim);
+  ASSERT_TRUE(attention->Attend(0, q.data(), k.data(), v.data(), out.data()).ok());
+  std::vector<float> before(n * 2 * kKvHeads * kHeadDim), after(before.size());
+  ASSERT_TRUE(DequantizeHost(cache->view(), 0, first.slots, before.data()).ok());
+
+  StepBatch mismatched = first;  // refused by the attention itself
+  mismatched.slots.pop_back();
+  EXPECT_EQ(attention->Plan(mismatched).code(), absl::StatusCode::kInvalidArgument);
+  const std::vector<float> k1 = Random(n * kKvHeads * kHeadDim, 7);
+  EXPECT_EQ(attention->Attend(0, q.data(), k1.data(), v.data(), out.data()).code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(DequantizeHost(cache->view(), 0, first.slots, after.data()).ok());
+  EXPECT_EQ(before, after) << "the first step's slots were written";
+
+  const StepBatch too_long = Prefill(*cache, 3);  // refused by the backend: 3 rows > 2
+  EXPECT_EQ(attention->Plan(too_long).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(attention->Attend(0, q.data(), k1.data(), v.data(), out.data()).code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(DequantizeHost(cache->view(), 0, first.slots, after.data()).ok());
+  EXPECT_EQ(before, after) << "the first step's slots were written";
+
+  ASSERT_TRUE(attention->Plan(first).ok());  // a successful Plan makes Attend usable again
+  EXPECT_TRUE(attention->Attend(0, q.data(), k1.data(), v.data(), out.data()).ok());
+  ASSERT_TRUE(DequantizeHost(cache->view(), 0, first.slots, after.data()).ok());
+  EXPECT_NE(before, after);
+}
+
 }  // namespace
 }  // namespace int4kv

@@ -26,7 +26,8 @@ class KvAttention {
 
   // Records the step's rows (batch.rows, batch.slots) for the following Attend calls; called
   // once a step, before the first layer. batch.num_tokens() must not exceed the token budget
-  // the attention was created for.
+  // the attention was created for. A failed Plan leaves no plan: Attend then fails, without
+  // writing K/V anywhere, until a Plan succeeds (never into the previous step's slots).
   virtual absl::Status Plan(const StepBatch& batch) = 0;
 
   // For one layer: writes each token's K/V into its slot, then computes attention of each

@@ -4,8 +4,8 @@
 #   tools/gpu_bundle.sh //kv_cache:store_kv_cuda_test //kv_cache:request_table_test \
 #     //backend:cuda_decode_backend_test //backend:decode_bench //backend:embed_example \
 #     //server/cuda:llama_kernels_test //server/cuda:cublas_gemm_test \
-#     //server/cuda:cuda_llama_model_test //server/cuda:cuda_engine_test \
-#     //server/cuda:cuda_engine_info_test //server:engine_bench
+#     //server/cuda:cuda_kv_attention_test //server/cuda:cuda_llama_model_test \
+#     //server/cuda:cuda_engine_test //server/cuda:cuda_engine_info_test //server:engine_bench
 # Usage there (from any directory): tools/gpu_validate.sh OUT_DIR [--no-decode-bench]; a
 # binary missing from the bundle fails the run as a failing step does.
 # Logs go to OUT_DIR; a summary line per step goes to stdout. A GPU test that skips because it
@@ -45,7 +45,8 @@ present() {
 }
 
 for t in store_kv_cuda_test request_table_test cuda_decode_backend_test llama_kernels_test \
-  cublas_gemm_test cuda_llama_model_test cuda_engine_test cuda_engine_info_test; do
+  cublas_gemm_test cuda_kv_attention_test cuda_llama_model_test cuda_engine_test \
+  cuda_engine_info_test; do
   present "$t" && step "$t" 300 "$bin/$t"
 done
 present embed_example && step embed_example 60 "$bin/embed_example" --backend=cuda

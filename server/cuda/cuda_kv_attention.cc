@@ -94,6 +94,9 @@ absl::Status CudaKvAttention::Plan(const StepBatch& batch) {
 }
 
 absl::Status CudaKvAttention::Prepare(int32_t rows) {
+  // A failed Prepare leaves nothing prepared: the slot buffer may already hold this call's
+  // slots, or the backend keep no plan, so Store and Run must not use the last Prepare's rows.
+  prepared_ = -1;
   if (planned_ < 0) return absl::FailedPreconditionError("CudaKvAttention::Prepare before Plan");
   if (rows < planned_ || rows > max_rows_) {
     return absl::InvalidArgumentError(absl::StrCat("prepared rows = ", rows, " is out of range [",

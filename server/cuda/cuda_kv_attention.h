@@ -11,7 +11,9 @@
 //                  captured graph) is built for.
 // Store / Run (or Attend, which is both) then only launch kernels over those fixed buffers, so
 // they can be captured in a CUDA graph and replayed after a later Plan + Prepare of the same
-// row count. Attend without Prepare prepares the planned tokens unpadded.
+// row count. Attend without Prepare prepares the planned tokens unpadded. A failed Plan leaves
+// nothing planned or prepared, and a failed Prepare nothing prepared: Store, Run and Attend then
+// fail (Attend after a failed Prepare prepares again) rather than use an earlier step's rows.
 //
 // Memory: the backend's buffers, the device slot array and its pinned staging are allocated
 // at creation for max_step_tokens rows; Plan, Prepare, Store and Run allocate nothing.
