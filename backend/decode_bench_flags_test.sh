@@ -2,22 +2,8 @@
 # decode_bench refuses contradictory or empty timing flags and malformed case lists before it
 # touches a device: exit status 2 and a line naming what is wrong.
 set -uo pipefail
-bench=$1
-expect_refusal() {  # expect_refusal MESSAGE_FRAGMENT FLAGS...
-  local fragment=$1
-  shift
-  local out rc
-  out=$("$bench" "$@" 2>&1)
-  rc=$?
-  if ((rc != 2)); then
-    echo "decode_bench $*: exit status $rc, want 2; output: $out" >&2
-    exit 1
-  fi
-  grep -qF -- "$fragment" <<<"$out" || {
-    echo "decode_bench $*: output lacks '$fragment': $out" >&2
-    exit 1
-  }
-}
+source "$1"  # tools/expect_refusal.sh
+tool=$2
 expect_refusal "--separate_runs and --store_before_runs: choose one" \
   --separate_runs --store_before_runs
 expect_refusal "--repeats = 0, --runs_per_graph = 32: both must be >= 1" --repeats=0
