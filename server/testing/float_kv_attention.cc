@@ -35,6 +35,10 @@ float* FloatKvAttention::Row(int32_t layer, int32_t slot, int32_t kv) {
 }
 
 absl::Status FloatKvAttention::Plan(const StepBatch& batch) {
+  planned_ = false;  // a failed Plan leaves no plan
+  if (batch.slots.size() != batch.rows.size() || batch.rows.size() != batch.tokens.size()) {
+    return absl::InvalidArgumentError("StepBatch.slots and rows must have one entry per token");
+  }
   if (batch.num_tokens() > max_step_tokens_) {
     return absl::InvalidArgumentError(
         absl::StrCat("step of ", batch.num_tokens(), " tokens exceeds ", max_step_tokens_));
@@ -50,11 +54,15 @@ absl::Status FloatKvAttention::Plan(const StepBatch& batch) {
     }
   }
   plan_ = batch;
+  planned_ = true;
   return absl::OkStatus();
 }
 
 absl::Status FloatKvAttention::Attend(int32_t layer, const void* q_void, const void* k_void,
                                       const void* v_void, void* out_void) {
+  if (!planned_) {
+    return absl::FailedPreconditionError("FloatKvAttention::Attend without a successful Plan");
+  }
   const float* q = static_cast<const float*>(q_void);
   const float* k = static_cast<const float*>(k_void);
   const float* v = static_cast<const float*>(v_void);
