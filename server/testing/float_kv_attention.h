@@ -37,7 +37,7 @@ class FloatKvAttention : public KvAttention {
   int64_t num_slots_;
   std::vector<float> store_;  // [layers][num_slots][2][kv_heads][head_dim]
   StepBatch plan_;
-  bool planned_ = false;  // the last Plan succeeded
+  bool planned_ = false;       // the last Plan succeeded
   std::vector<float> scores_;  // [max_seq_len] scratch
 };
 
