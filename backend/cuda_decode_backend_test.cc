@@ -613,18 +613,15 @@ TEST_F(CudaDecodeBackendTest, EntriesOutsideThePoolAreReadAsClampedSlots) {
     bad[last] = num_slots;  // one past the pool
     clamped[last] = num_slots - 1;
   }
-  int32_t* bad_table = nullptr;
-  ASSERT_CUDA(cudaMalloc(reinterpret_cast<void**>(&bad_table), entries * 4));
-  ASSERT_CUDA(cudaMemcpy(bad_table, bad.data(), entries * 4, cudaMemcpyHostToDevice));
+  const DeviceBuffer bad_table = CopyToDevice(bad);
 
   KvCacheBinding device = BindingFor(caches.device());
-  device.req_to_token = bad_table;
+  device.req_to_token = bad_table.as<int32_t>();
   device.requests = nullptr;
   KvCacheBinding host = BindingFor(caches.host());
   host.req_to_token = clamped.data();
   host.requests = nullptr;
   CheckBindingsAgainstOracle(c, caches.host().config(), device, host, rows, rng_);
-  cudaFree(bad_table);
 }
 
 // Pools in page-locked host memory, which the kernels read over the bus at the same

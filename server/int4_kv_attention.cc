@@ -4,6 +4,7 @@
 #include "backend/cpu_decode_backend.h"
 #include "common/status_macros.h"
 #include "kv_cache/store_kv.h"
+#include "server/step_batch.h"
 
 namespace int4kv {
 
@@ -32,9 +33,7 @@ absl::Status Int4KvAttention::Plan(const StepBatch& batch) {
   // slots_ its slots, which by now may belong to other requests.
   planned_ = false;
   slots_.clear();
-  if (batch.slots.size() != batch.rows.size()) {
-    return absl::InvalidArgumentError("StepBatch.slots and rows must have one entry per token");
-  }
+  RETURN_IF_ERROR(CheckSlotsAndRows(batch));
   RETURN_IF_ERROR(backend_->Plan(batch.rows, /*stream=*/nullptr));
   slots_ = batch.slots;
   planned_ = true;

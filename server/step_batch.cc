@@ -4,6 +4,13 @@
 
 namespace int4kv {
 
+absl::Status CheckSlotsAndRows(const StepBatch& batch) {
+  if (batch.slots.size() != batch.tokens.size() || batch.rows.size() != batch.tokens.size()) {
+    return absl::InvalidArgumentError("StepBatch.slots and rows must have one entry per token");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateStepBatch(const StepBatch& batch, const ModelConfig& model,
                                int32_t max_step_tokens, int32_t max_logit_rows) {
   const int32_t n = batch.num_tokens();

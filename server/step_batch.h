@@ -45,6 +45,10 @@ struct StepBatch {
   }
 };
 
+// Checks that a step has one slot and one attention row per token, what a KvAttention's Plan
+// reads: InvalidArgument otherwise.
+absl::Status CheckSlotsAndRows(const StepBatch& batch);
+
 // Checks a step for a model: 1..max_step_tokens tokens, one position/slot/row per token,
 // token ids in the vocabulary, positions below max_seq_len, and at most max_logit_rows
 // logit_tokens, ascending and in range. Errors name the field and the limit.

@@ -10,6 +10,7 @@
 #include "common/cuda_check.h"
 #include "common/status_macros.h"
 #include "kv_cache/store_kv_cuda.h"
+#include "server/step_batch.h"
 
 namespace int4kv {
 
@@ -69,9 +70,7 @@ absl::Status CudaKvAttention::Plan(const StepBatch& batch) {
   planned_ = -1;
   prepared_ = -1;
   const int32_t n = batch.num_tokens();
-  if (batch.slots.size() != batch.rows.size() || batch.rows.size() != batch.tokens.size()) {
-    return absl::InvalidArgumentError("StepBatch.slots and rows must have one entry per token");
-  }
+  RETURN_IF_ERROR(CheckSlotsAndRows(batch));
   if (n > max_rows_) {
     return absl::InvalidArgumentError(
         absl::StrCat("step of ", n, " tokens exceeds ", max_rows_, " (max_step_tokens)"));

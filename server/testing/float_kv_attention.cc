@@ -5,6 +5,8 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "server/step_batch.h"
 
 namespace int4kv {
 
@@ -36,9 +38,7 @@ float* FloatKvAttention::Row(int32_t layer, int32_t slot, int32_t kv) {
 
 absl::Status FloatKvAttention::Plan(const StepBatch& batch) {
   planned_ = false;  // a failed Plan leaves no plan
-  if (batch.slots.size() != batch.rows.size() || batch.rows.size() != batch.tokens.size()) {
-    return absl::InvalidArgumentError("StepBatch.slots and rows must have one entry per token");
-  }
+  RETURN_IF_ERROR(CheckSlotsAndRows(batch));
   if (batch.num_tokens() > max_step_tokens_) {
     return absl::InvalidArgumentError(
         absl::StrCat("step of ", batch.num_tokens(), " tokens exceeds ", max_step_tokens_));
