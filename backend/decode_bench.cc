@@ -12,7 +12,8 @@
 // between two replays is shared by as many runs as in a model's step. Effective bandwidth counts
 // the minimum bytes: codes + scales + page-table entries + q + out, each read or written once. Each
 // case also times a device-to-device copy of that many bytes (read + write) replayed the same way,
-// and a kernel that only reads the layer's codes and scales, contiguously, once.
+// a kernel that only reads the layer's codes and scales, contiguously, once, and one that only
+// reads the step's codes and scales through its page table, once.
 // --other_rows_context=N measures skewed batches: row 0 has the listed context, the others N.
 // Runs follow one another as programmatic dependents; --separate_runs puts an empty kernel
 // before each, --store_before_runs the K/V store of the step's newest tokens (as a model's
@@ -153,6 +154,7 @@ struct CaseResult {
   double bytes;             // minimum bytes per layer-run
   double copy_seconds = 0;  // a device-to-device copy of `bytes` (read + write); 0: not run
   double read_seconds = 0;  // a plain read of the layer's codes and scales
+  double gather_seconds = 0;  // a plain read of the step's slots, through its page table
 };
 
 // Captures `enqueue(layer)` for the layers in turn, every layer the same number of times and
@@ -330,6 +332,20 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, bool ran
                                 view.scales + layout.ParamOffset(layer, 0, 0),
                                 layout.ParamsPerSlot() * layout.num_slots * 2, sink, stream));
   });
+
+  // A kernel that only reads the slots the step reads, each once, in the order of its page
+  // table (row by row, each row's tokens in order), replayed the same way: the time any kernel
+  // needs to gather the step's cache bytes, without math or a combine.
+  DeviceBuffer step_slots;
+  CheckOk(step_slots.Allocate(tokens * sizeof(int32_t), "the step's slots"));
+  CHECK_CUDA(
+      cudaMemcpy(step_slots.get(), slots.data(), step_slots.bytes(), cudaMemcpyHostToDevice));
+  result.gather_seconds = SecondsPerRun(stream, config.num_layers, repeats, [&](int layer) {
+    CHECK_CUDA(LaunchGatherRead(
+        step_slots.as<int32_t>(), tokens, view.data + layout.DataOffset(layer, 0, 0),
+        layout.DataBytesPerSlot(), view.scales + layout.ParamOffset(layer, 0, 0),
+        layout.ParamsPerSlot() * 2, sink, stream));
+  });
   CHECK_CUDA(cudaFree(sink));
   cudaStreamDestroy(stream);
   cudaFree(q);
@@ -373,8 +389,9 @@ int RunGpu() {
   }
   std::printf(
       "| group | batch | context | pages | time (us) | GB/s | %% of copy | same-bytes copy (us) "
-      "| %% of same-bytes copy | cache read (us) | %% of cache read |\n");
-  std::printf("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
+      "| %% of same-bytes copy | cache read (us) | %% of cache read | gather read (us) "
+      "| %% of gather read |\n");
+  std::printf("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   std::mt19937 rng(7);
   for (int group_size : group_sizes) {
     for (int batch : batches) {
@@ -402,10 +419,12 @@ int RunGpu() {
                                             ? absl::StrFormat("%.1f | %.1f", r.copy_seconds * 1e6,
                                                               100.0 * r.copy_seconds / r.seconds)
                                             : std::string("- | -");
-          std::printf("| %d | %d | %s | %s | %.1f | %.0f | %.1f | %s | %.1f | %.1f |\n", group_size,
-                      batch, context_text.c_str(), kind.c_str(), r.seconds * 1e6, gbps,
-                      100.0 * gbps / ceiling, copy_text.c_str(), r.read_seconds * 1e6,
-                      100.0 * r.read_seconds / r.seconds);
+          std::printf(
+              "| %d | %d | %s | %s | %.1f | %.0f | %.1f | %s | %.1f | %.1f | %.1f | %.1f |\n",
+              group_size, batch, context_text.c_str(), kind.c_str(), r.seconds * 1e6, gbps,
+              100.0 * gbps / ceiling, copy_text.c_str(), r.read_seconds * 1e6,
+              100.0 * r.read_seconds / r.seconds, r.gather_seconds * 1e6,
+              100.0 * r.gather_seconds / r.seconds);
           std::fflush(stdout);
         }
       }

@@ -1,0 +1,91 @@
+// GPU tests of the benchmark's read kernels: the gather read must read every row its page
+// table names exactly once, whatever the row sizes and the token count.
+#include "backend/read_stream.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "common/cuda_check.h"
+#include "common/device_memory.h"
+
+namespace int4kv {
+namespace {
+
+// Device copy of `host`; fails the test if the copy does.
+DeviceBuffer ToDevice(const std::vector<uint32_t>& host) {
+  DeviceBuffer buffer;
+  EXPECT_TRUE(buffer.Allocate(host.size() * sizeof(uint32_t), "test data").ok());
+  EXPECT_EQ(
+      cudaMemcpy(buffer.get(), host.data(), host.size() * sizeof(uint32_t), cudaMemcpyHostToDevice),
+      cudaSuccess);
+  return buffer;
+}
+
+// Pools of `num_slots` rows of random words; `tokens` slots drawn from a permutation of
+// [1, num_slots), so some slots are never read and a read of the wrong row changes the sum.
+void ExpectGatherReadsEachRowOnce(int num_slots, int tokens, int data_row_bytes,
+                                  int param_row_bytes, uint32_t seed) {
+  SCOPED_TRACE(testing::Message() << tokens << " tokens of " << data_row_bytes << " + "
+                                  << param_row_bytes << " bytes");
+  std::mt19937 rng(seed);
+  const int data_words = data_row_bytes / 4, param_words = param_row_bytes / 4;
+  std::vector<uint32_t> data(static_cast<size_t>(num_slots) * data_words);
+  std::vector<uint32_t> params(static_cast<size_t>(num_slots) * param_words);
+  for (uint32_t& w : data) w = rng();
+  for (uint32_t& w : params) w = rng();
+  std::vector<uint32_t> permutation(num_slots - 1);
+  std::iota(permutation.begin(), permutation.end(), 1u);
+  std::shuffle(permutation.begin(), permutation.end(), rng);
+  ASSERT_LE(tokens, num_slots - 1);
+  std::vector<uint32_t> slots(permutation.begin(), permutation.begin() + tokens);
+
+  uint32_t expected = 0;
+  for (uint32_t slot : slots) {
+    for (int w = 0; w < data_words; ++w) expected += data[size_t{slot} * data_words + w];
+    for (int w = 0; w < param_words; ++w) expected += params[size_t{slot} * param_words + w];
+  }
+
+  DeviceBuffer data_d = ToDevice(data), params_d = ToDevice(params), slots_d = ToDevice(slots);
+  DeviceBuffer checksum = ToDevice({0u});
+  ASSERT_EQ(LaunchGatherRead(slots_d.as<int32_t>(), tokens, data_d.get(), data_row_bytes,
+                             params_d.get(), param_row_bytes, checksum.as<uint32_t>(), nullptr),
+            cudaSuccess);
+  uint32_t got = 0;
+  ASSERT_EQ(cudaMemcpy(&got, checksum.get(), sizeof(got), cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(got, expected);
+}
+
+TEST(GatherReadTest, ReadsEachRowOfThePageTableOnce) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  // The benchmark's rows (group 8 and group 32 scales), then rows whose token boundaries fall
+  // anywhere in a warp; token counts from one to more than one pass of the whole grid.
+  ExpectGatherReadsEachRowOnce(1 << 16, 40000, 1024, 512, 1);
+  ExpectGatherReadsEachRowOnce(1 << 16, 40000, 1024, 128, 2);
+  ExpectGatherReadsEachRowOnce(5000, 4999, 48, 16, 3);
+  ExpectGatherReadsEachRowOnce(5000, 1, 1024, 512, 4);
+  ExpectGatherReadsEachRowOnce(5000, 37, 16, 0, 5);
+}
+
+TEST(GatherReadTest, RefusesRowsThatAreNotWholeUnits) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  DeviceBuffer pool = ToDevice(std::vector<uint32_t>(1024, 1u));
+  DeviceBuffer slots = ToDevice({1u, 2u});
+  DeviceBuffer checksum = ToDevice({0u});
+  EXPECT_EQ(LaunchGatherRead(slots.as<int32_t>(), 2, pool.get(), 24, pool.get(), 16,
+                             checksum.as<uint32_t>(), nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(LaunchGatherRead(slots.as<int32_t>(), 2, pool.get(), 16, pool.get(), 8,
+                             checksum.as<uint32_t>(), nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(LaunchGatherRead(slots.as<int32_t>(), 2, pool.as<uint8_t>() + 4, 16, pool.get(), 16,
+                             checksum.as<uint32_t>(), nullptr),
+            cudaErrorInvalidValue);
+}
+
+}  // namespace
+}  // namespace int4kv
