@@ -40,9 +40,9 @@ __global__ void __launch_bounds__(kThreads)
 //
 // 4 in flight, not the plain read's 8: on an H100 (2026-11-28, decode_bench at 1-64 x 4096 and
 // 65536, groups 8 and 32, random and contiguous tables) 8 took 39.7 us at 1 x 65536 where 4 took
-// 35.5, and 16 took 43.4; 1 and 2 were within 2% of 4 either way; a warp reading whole tokens
-// with slot numbers shared by shuffles (38.2 us), and 4 blocks a multiprocessor instead of 8
-// (36.8), were slower.
+// 35.5, and 16 took 43.4; 1 and 2 were within 0.2 us or 2.1% of 4 either way; a warp reading
+// whole tokens with slot numbers shared by shuffles (38.0-38.9 us), and 4 blocks a
+// multiprocessor instead of 8 (36.7-36.8), were slower. docs/PERFORMANCE.md has the runs.
 constexpr int kGatherInFlight = 4;
 
 __global__ void __launch_bounds__(kThreads)
