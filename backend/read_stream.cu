@@ -92,6 +92,14 @@ __global__ void __launch_bounds__(kThreads)
 
 __global__ void EmptyKernel() {}
 
+// The current device's multiprocessor count, into *sms.
+cudaError_t CurrentDeviceMultiprocessors(int* sms) {
+  int device = 0;
+  const cudaError_t status = cudaGetDevice(&device);
+  if (status != cudaSuccess) return status;
+  return cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, device);
+}
+
 }  // namespace
 
 cudaError_t LaunchEmptyKernel(cudaStream_t stream) {
@@ -101,11 +109,8 @@ cudaError_t LaunchEmptyKernel(cudaStream_t stream) {
 
 cudaError_t LaunchReadStream(const void* a, int64_t a_bytes, const void* b, int64_t b_bytes,
                              uint32_t* sink, cudaStream_t stream) {
-  int device = 0, sms = 0;
-  cudaError_t status = cudaGetDevice(&device);
-  if (status == cudaSuccess) {
-    status = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  }
+  int sms = 0;
+  const cudaError_t status = CurrentDeviceMultiprocessors(&sms);
   if (status != cudaSuccess) return status;
   ReadStreamKernel<<<sms * kBlocksPerSm, kThreads, 0, stream>>>(
       static_cast<const uint4*>(a), a_bytes / 16, static_cast<const uint4*>(b), b_bytes / 16, sink);
@@ -119,15 +124,14 @@ cudaError_t LaunchGatherRead(const int32_t* slots, int64_t tokens, const void* d
   const bool aligned = reinterpret_cast<uintptr_t>(data) % 16 == 0 &&
                        reinterpret_cast<uintptr_t>(params) % 16 == 0 && data_row_bytes % 16 == 0 &&
                        param_row_bytes % 16 == 0;
-  if (!aligned || tokens < 0 || data_row_bytes < 0 || param_row_bytes < 0 || units_per_token < 1 ||
-      tokens * units_per_token >= (int64_t{1} << 31)) {
+  constexpr int64_t kMaxUnits = int64_t{1} << 31;  // the kernel indexes units with int
+  if (!aligned || tokens < 0 || tokens >= kMaxUnits || data_row_bytes < 0 ||
+      param_row_bytes < 0 || units_per_token < 1 || units_per_token >= kMaxUnits ||
+      tokens * units_per_token >= kMaxUnits) {
     return cudaErrorInvalidValue;
   }
-  int device = 0, sms = 0;
-  cudaError_t status = cudaGetDevice(&device);
-  if (status == cudaSuccess) {
-    status = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  }
+  int sms = 0;
+  const cudaError_t status = CurrentDeviceMultiprocessors(&sms);
   if (status != cudaSuccess) return status;
   GatherReadKernel<<<sms * kBlocksPerSm, kThreads, 0, stream>>>(
       slots, static_cast<int>(tokens), static_cast<const uint4*>(data),
