@@ -344,7 +344,7 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, bool ran
     CHECK_CUDA(LaunchGatherRead(
         step_slots.as<int32_t>(), tokens, view.data + layout.DataOffset(layer, 0, 0),
         layout.DataBytesPerSlot(), view.scales + layout.ParamOffset(layer, 0, 0),
-        layout.ParamsPerSlot() * 2, sink, stream));
+        layout.ParamsPerSlot() * 2, /*checksum=*/nullptr, stream));
   });
   CHECK_CUDA(cudaFree(sink));
   cudaStreamDestroy(stream);

@@ -35,11 +35,11 @@ __global__ void __launch_bounds__(kThreads)
 // Thread i of the grid reads units i, i + stride, ... of the step's units, token by token: a
 // token's data row (data_units of 16 bytes), then its parameter row (param_units). Each pass
 // reads kGatherInFlight slot numbers, then their units, so that a thread keeps that many loads
-// of each kind in flight; consecutive threads read consecutive units of a row. The block's
-// wrapping sum of the 32-bit words it read is added to *checksum.
+// of each kind in flight; consecutive threads read consecutive units of a row. With a checksum,
+// the block's wrapping sum of the 32-bit words it read is added to it.
 //
 // 4 in flight, not the plain read's 8: on an H100 (2026-11-28, decode_bench at 1-64 x 4096 and
-// 65536, groups 8 and 32, random and contiguous tables) 8 took 39.7 us at 1 x 65536 where 4 took
+// 65536, groups 8 and 32) 8 took 39.7 us at 1 x 65536 (random page tables) where 4 took
 // 35.5, and 16 took 43.4; 1 and 2 were within 0.2 us or 2.1% of 4 either way; a warp reading
 // whole tokens with slot numbers shared by shuffles (38.0-38.9 us), and 4 blocks a
 // multiprocessor instead of 8 (36.7-36.8), were slower. docs/PERFORMANCE.md has the runs.
@@ -79,6 +79,8 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
   }
+  // The loads feed `sum` either way, so the compiler cannot drop them when it is not kept.
+  if (checksum == nullptr) return;
   __shared__ uint32_t warp_sums[kThreads / 32];
   for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
   if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = sum;
@@ -133,6 +135,11 @@ cudaError_t LaunchGatherRead(const int32_t* slots, int64_t tokens, const void* d
   int sms = 0;
   const cudaError_t status = CurrentDeviceMultiprocessors(&sms);
   if (status != cudaSuccess) return status;
+  // A thread's token index runs up to kGatherInFlight steps of the grid past the last token.
+  const int64_t stride = static_cast<int64_t>(sms) * kBlocksPerSm * kThreads;
+  if (tokens + kGatherInFlight * (stride / units_per_token + 1) >= kMaxUnits) {
+    return cudaErrorInvalidValue;
+  }
   GatherReadKernel<<<sms * kBlocksPerSm, kThreads, 0, stream>>>(
       slots, static_cast<int>(tokens), static_cast<const uint4*>(data),
       static_cast<int>(data_row_bytes / 16), static_cast<const uint4*>(params),

@@ -22,10 +22,12 @@ cudaError_t LaunchReadStream(const void* a, int64_t a_bytes, const void* b, int6
 // slot's data row [data + slot * data_row_bytes, + data_row_bytes) and parameter row
 // [params + slot * param_row_bytes, + param_row_bytes) once, and the slot numbers themselves:
 // the bytes an attention step reads from the cache, in the order its page table gives them.
-// Rows and bases 16-byte aligned, row sizes multiples of 16 (else cudaErrorInvalidValue, as
-// for `tokens` * (data_row_bytes + param_row_bytes) / 16 >= 2^31). The kernel adds to
-// *checksum (device memory) the wrapping sum of every 32-bit word of the rows it read, so a
-// test can tell that each row was read exactly once.
+// Every slot number must name a row of both pools (nothing checks it). Bases 16-byte aligned,
+// row sizes multiples of 16, not both 0; `tokens` >= 0, with `tokens` * (data_row_bytes +
+// param_row_bytes) / 16 under 2^31 less a grid's pass: else cudaErrorInvalidValue. With a
+// non-null `checksum` (device memory) the kernel adds to it the wrapping sum of every 32-bit
+// word of the rows it read, so a test can tell that each row was read exactly once; with null
+// it only reads (as decode_bench times it).
 cudaError_t LaunchGatherRead(const int32_t* slots, int64_t tokens, const void* data,
                              int64_t data_row_bytes, const void* params, int64_t param_row_bytes,
                              uint32_t* checksum, cudaStream_t stream);

@@ -62,16 +62,29 @@ void ExpectGatherReadsEachRowOnce(int num_slots, int tokens, int data_row_bytes,
 
 TEST(GatherReadTest, ReadsEachRowOfThePageTableOnce) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
-  // The benchmark's rows (group 8 and group 32 scales), then rows whose token boundaries fall
-  // anywhere in a warp; token counts from one to more than one pass of the whole grid.
+  // The benchmark's rows (group 8 and group 32 scales), then rows of 4 and 7 units, whose
+  // token boundaries fall at odd lanes and, for 7 (and 72), at a different unit of the token in
+  // each pass of the grid; token counts from one to several passes of the whole grid.
   ExpectGatherReadsEachRowOnce(1 << 16, 40000, 1024, 512, 1);
   ExpectGatherReadsEachRowOnce(1 << 16, 40000, 1024, 128, 2);
   ExpectGatherReadsEachRowOnce(5000, 4999, 48, 16, 3);
+  ExpectGatherReadsEachRowOnce(1 << 16, 40000, 80, 32, 6);
   ExpectGatherReadsEachRowOnce(5000, 1, 1024, 512, 4);
   ExpectGatherReadsEachRowOnce(5000, 37, 16, 0, 5);
 }
 
-TEST(GatherReadTest, RefusesRowsThatAreNotWholeUnits) {
+// Without a checksum the kernel only reads (decode_bench's timing): it must still run cleanly.
+TEST(GatherReadTest, RunsWithoutAChecksum) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  DeviceBuffer pool = ToDevice(std::vector<uint32_t>(1024, 1u));
+  DeviceBuffer slots = ToDevice({3u, 1u, 2u});
+  ASSERT_EQ(
+      LaunchGatherRead(slots.as<int32_t>(), 3, pool.get(), 64, pool.get(), 16, nullptr, nullptr),
+      cudaSuccess);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
+
+TEST(GatherReadTest, RefusesRowsAndCountsItCannotRead) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
   DeviceBuffer pool = ToDevice(std::vector<uint32_t>(1024, 1u));
   DeviceBuffer slots = ToDevice({1u, 2u});
@@ -83,6 +96,12 @@ TEST(GatherReadTest, RefusesRowsThatAreNotWholeUnits) {
                              checksum.as<uint32_t>(), nullptr),
             cudaErrorInvalidValue);
   EXPECT_EQ(LaunchGatherRead(slots.as<int32_t>(), 2, pool.as<uint8_t>() + 4, 16, pool.get(), 16,
+                             checksum.as<uint32_t>(), nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(LaunchGatherRead(slots.as<int32_t>(), 2, pool.get(), 0, pool.get(), 0,
+                             checksum.as<uint32_t>(), nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(LaunchGatherRead(slots.as<int32_t>(), int64_t{1} << 30, pool.get(), 16, pool.get(), 16,
                              checksum.as<uint32_t>(), nullptr),
             cudaErrorInvalidValue);
 }
