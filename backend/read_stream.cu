@@ -1,5 +1,3 @@
-#include <cstdint>
-
 #include "backend/read_stream.h"
 
 namespace int4kv {

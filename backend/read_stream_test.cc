@@ -62,9 +62,11 @@ void ExpectGatherReadsEachRowOnce(int num_slots, int tokens, int data_row_bytes,
 
 TEST(GatherReadTest, ReadsEachRowOfThePageTableOnce) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
-  // The benchmark's rows (group 8 and group 32 scales), then rows of 4 and 7 units, whose
-  // token boundaries fall at odd lanes and, for 7 (and 72), at a different unit of the token in
-  // each pass of the grid; token counts from one to several passes of the whole grid.
+  // The benchmark's rows (group 8 and group 32 scales: 96 and 72 units of 16 bytes), then rows
+  // of 4 units and of 7, whose token boundaries fall at odd lanes; where the grid's thread
+  // count is no multiple of the units (72 and 7 on an H100), a thread lands on a different
+  // unit of a token from one pass of the grid to the next. Token counts from one to several
+  // passes of the whole grid.
   ExpectGatherReadsEachRowOnce(1 << 16, 40000, 1024, 512, 1);
   ExpectGatherReadsEachRowOnce(1 << 16, 40000, 1024, 128, 2);
   ExpectGatherReadsEachRowOnce(5000, 4999, 48, 16, 3);
