@@ -33,6 +33,16 @@ std::vector<float> Random(size_t n, uint64_t seed) {
   return v;
 }
 
+// A step's random inputs for `n` tokens: q [n][kQHeads][kHeadDim], k and v
+// [n][kKvHeads][kHeadDim], drawn with seeds seed, seed + 1 and seed + 2.
+struct StepInputs {
+  std::vector<float> q, k, v;
+};
+StepInputs RandomStep(int n, uint64_t seed) {
+  return {Random(n * kQHeads * kHeadDim, seed), Random(n * kKvHeads * kHeadDim, seed + 1),
+          Random(n * kKvHeads * kHeadDim, seed + 2)};
+}
+
 // One request of `n` tokens in one step, positions 0..n-1.
 StepBatch Prefill(KvCache& cache, int n) {
   const int32_t row = *cache.requests().AllocateRequest();
@@ -50,9 +60,7 @@ TEST(Int4KvAttentionTest, StoresQuantizedRowsAndAttendsCausally) {
   const int n = 3;
   const StepBatch batch = Prefill(*cache, n);
   ASSERT_TRUE(attention->Plan(batch).ok());
-  const std::vector<float> q = Random(n * kQHeads * kHeadDim, 1);
-  const std::vector<float> k = Random(n * kKvHeads * kHeadDim, 2);
-  const std::vector<float> v = Random(n * kKvHeads * kHeadDim, 3);
+  const auto [q, k, v] = RandomStep(n, 1);
   std::vector<float> out(n * kQHeads * kHeadDim, NAN);
   ASSERT_TRUE(attention->Attend(1, q.data(), k.data(), v.data(), out.data()).ok());
 
@@ -127,9 +135,7 @@ TEST(Int4KvAttentionTest, AFailedPlanLeavesNoSlotsToWrite) {
   const int n = 2;
   const StepBatch first = Prefill(*cache, n);
   ASSERT_TRUE(attention->Plan(first).ok());
-  const std::vector<float> q = Random(n * kQHeads * kHeadDim, 4);
-  const std::vector<float> k = Random(n * kKvHeads * kHeadDim, 5);
-  const std::vector<float> v = Random(n * kKvHeads * kHeadDim, 6);
+  const auto [q, k, v] = RandomStep(n, 4);
   std::vector<float> out(n * kQHeads * kHeadDim);
   ASSERT_TRUE(attention->Attend(0, q.data(), k.data(), v.data(), out.data()).ok());
   std::vector<float> before(n * 2 * kKvHeads * kHeadDim), after(before.size());
