@@ -25,6 +25,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/help_flags.h"
+#include "common/monotonic_time.h"
 #include "proto/generation.grpc.pb.h"
 #include "proto/health.grpc.pb.h"
 #include "server/server_main_options.h"
@@ -112,7 +113,7 @@ int Fail(const grpc::Status& status) {
 // Polls the server's health until SERVING or `timeout`.
 bool WaitForServing(const std::shared_ptr<grpc::Channel>& channel, absl::Duration timeout) {
   auto health = grpc::health::v1::Health::NewStub(channel);
-  const absl::Time end = absl::Now() + timeout;
+  const absl::Time end = MonotonicNow() + timeout;
   while (true) {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
@@ -122,7 +123,7 @@ bool WaitForServing(const std::shared_ptr<grpc::Channel>& channel, absl::Duratio
     if (status.ok() && response.status() == grpc::health::v1::HealthCheckResponse::SERVING) {
       return true;
     }
-    if (absl::Now() >= end) {
+    if (MonotonicNow() >= end) {
       std::fprintf(
           stderr, "error: the server at %s was not SERVING within %s (%s)\n",
           absl::GetFlag(FLAGS_server).c_str(), absl::FormatDuration(timeout).c_str(),
@@ -214,7 +215,7 @@ int Run(const char* argv0) {
   }
   grpc::ClientContext context;
   PrepareContext(*token, &context);
-  const absl::Time start = absl::Now();
+  const absl::Time start = MonotonicNow();
   std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
       stub->Generate(&context, *request);
   v1::GenerateResponse response;
@@ -224,7 +225,7 @@ int Run(const char* argv0) {
   while (reader->Read(&response)) {
     if (messages++ == 0) std::printf("tokens:");
     if (response.token_ids_size() > 0 && first_token == absl::ZeroDuration()) {
-      first_token = absl::Now() - start;
+      first_token = MonotonicNow() - start;
     }
     for (int32_t id : response.token_ids()) std::printf(" %d", id);
     std::fflush(stdout);
@@ -232,7 +233,7 @@ int Run(const char* argv0) {
   }
   if (messages > 0) std::printf("\n");
   const grpc::Status status = reader->Finish();
-  const absl::Duration elapsed = absl::Now() - start;
+  const absl::Duration elapsed = MonotonicNow() - start;
   if (!status.ok()) return Fail(status);
   const v1::Usage& usage = last.usage();
   std::printf("finish: %s\n", FinishName(last.finish_reason()));

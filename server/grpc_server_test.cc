@@ -2,10 +2,15 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "gmock/gmock.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "proto/generation.grpc.pb.h"
 #include "proto/health.grpc.pb.h"
@@ -117,6 +122,68 @@ TEST(GrpcServerTest, HalfATlsConfigurationIsInvalid) {
   v1::TokenGeneration::Service service;
   server = GrpcServer::Start(options, {{&service, kServiceName}});
   EXPECT_THAT(server.status().message(), HasSubstr("max_threads = -1"));
+}
+
+// Generate calls that each hold their handler's thread until `release` is notified.
+class BlockingGenerateService final : public v1::TokenGeneration::Service {
+ public:
+  grpc::Status Generate(grpc::ServerContext*, const v1::GenerateRequest*,
+                        grpc::ServerWriter<v1::GenerateResponse>*) override {
+    entered.fetch_add(1);
+    release.WaitForNotificationWithTimeout(absl::Seconds(30));
+    return grpc::Status::OK;
+  }
+  std::atomic<int> entered{0};
+  absl::Notification release;
+};
+
+TEST(GrpcServerTest, MaxThreadsRefusesCallsBeyondItWithResourceExhausted) {
+  BlockingGenerateService service;
+  GrpcServerOptions options = LocalOptions();
+  options.max_threads = 4;
+  absl::StatusOr<std::unique_ptr<GrpcServer>> server =
+      GrpcServer::Start(options, {{&service, kServiceName}});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string((*server)->port()),
+                                     grpc::InsecureChannelCredentials());
+  // One call to completion whose handler holds its thread until the end of the test.
+  const auto call = [&channel](grpc::StatusCode* code) {
+    auto stub = v1::TokenGeneration::NewStub(channel);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    v1::GenerateRequest request;
+    v1::GenerateResponse response;
+    auto reader = stub->Generate(&context, request);
+    while (reader->Read(&response)) {
+    }
+    *code = reader->Finish().error_code();
+  };
+  constexpr int kCalls = 16;
+  std::vector<grpc::StatusCode> codes(kCalls, grpc::StatusCode::UNKNOWN);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kCalls; ++i) clients.emplace_back(call, &codes[i]);
+  // The refused calls end at once; the admitted ones wait for the release. Give every call
+  // time to arrive before releasing.
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  const int entered = service.entered.load();
+  service.release.Notify();
+  for (std::thread& client : clients) client.join();
+
+  int ok = 0, refused = 0;
+  for (grpc::StatusCode code : codes) {
+    EXPECT_TRUE(code == grpc::StatusCode::OK || code == grpc::StatusCode::RESOURCE_EXHAUSTED)
+        << "status code " << code;
+    ok += code == grpc::StatusCode::OK;
+    refused += code == grpc::StatusCode::RESOURCE_EXHAUSTED;
+  }
+  EXPECT_GE(ok, 1);
+  EXPECT_LT(entered, options.max_threads) << "handlers running at once";
+  EXPECT_EQ(ok, service.entered.load()) << "every admitted call completed";
+  EXPECT_EQ(refused, kCalls - ok);
+  // Threads come back: a call after the others completes.
+  grpc::StatusCode after = grpc::StatusCode::UNKNOWN;
+  call(&after);
+  EXPECT_EQ(after, grpc::StatusCode::OK);
 }
 
 TEST(GrpcServerTest, NeedsAService) {
