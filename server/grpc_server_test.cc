@@ -166,6 +166,9 @@ TEST(GrpcServerTest, MaxThreadsRefusesCallsBeyondItWithResourceExhausted) {
   // time to arrive before releasing.
   std::this_thread::sleep_for(std::chrono::seconds(2));
   const int entered = service.entered.load();
+  // Health runs on the callback API: it answers while every call thread is taken.
+  HealthCheckResponse::ServingStatus health;
+  const grpc::Status health_call = CheckHealth((*server)->port(), "", &health);
   service.release.Notify();
   for (std::thread& client : clients) client.join();
 
@@ -176,6 +179,7 @@ TEST(GrpcServerTest, MaxThreadsRefusesCallsBeyondItWithResourceExhausted) {
     ok += code == grpc::StatusCode::OK;
     refused += code == grpc::StatusCode::RESOURCE_EXHAUSTED;
   }
+  EXPECT_TRUE(health_call.ok()) << health_call.error_message();
   EXPECT_GE(ok, 1);
   EXPECT_LT(entered, options.max_threads) << "handlers running at once";
   EXPECT_EQ(ok, service.entered.load()) << "every admitted call completed";

@@ -92,8 +92,8 @@ ABSL_FLAG(absl::Duration, write_stall_timeout, absl::Seconds(60),
           "a Generate call whose client has not read a response for this long (its HTTP/2 "
           "window closed) is cancelled, freeing its thread; inf: never");
 ABSL_FLAG(int32_t, max_rpc_threads, 0,
-          "most gRPC threads for calls: each call holds one until it ends and one polls, so N "
-          "run N - 1 calls at once; calls beyond them get RESOURCE_EXHAUSTED; 0: no limit");
+          "most gRPC threads for Generate calls: each holds one until it ends and one polls, so "
+          "N run N - 1 calls at once; calls beyond them get RESOURCE_EXHAUSTED; 0: no limit");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS (needs --tls_key)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, auth_token, "",
@@ -169,10 +169,10 @@ absl::StatusOr<Options> ParseOptions(const char* argv0) {
         absl::StrCat("--write_stall_timeout = ", absl::FormatDuration(options.write_stall_timeout),
                      " is invalid: must be > 0 (inf: never)"));
   }
-  // gRPC keeps one of them polling for calls, so N threads run N - 1 calls at once
-  // (GrpcServerTest.MaxThreadsRefusesCallsBeyondItWithResourceExhausted); below 4, one or two
-  // long Generate calls would leave health checks and GetServerInfo refused.
-  constexpr int32_t kMinRpcThreads = 4;
+  // gRPC keeps one of them polling for calls, so N threads run N - 1 Generate calls at once
+  // (GrpcServerTest.MaxThreadsRefusesCallsBeyondItWithResourceExhausted), and 1 would refuse
+  // every one. Health and GetServerInfo run on the callback API and take none of them.
+  constexpr int32_t kMinRpcThreads = 2;
   const int32_t max_rpc_threads = absl::GetFlag(FLAGS_max_rpc_threads);
   if (max_rpc_threads != 0 && max_rpc_threads < kMinRpcThreads) {
     return absl::InvalidArgumentError(absl::StrCat("--max_rpc_threads = ", max_rpc_threads,

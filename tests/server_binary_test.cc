@@ -280,8 +280,8 @@ TEST(ServerBinaryTest, BadFlagsFailAtStartNamingTheFlag) {
             "--auth_token and --auth_token_file are alternatives: set one of them"},
            {{"--write_stall_timeout=0s"},
             "--write_stall_timeout = 0 is invalid: must be > 0 (inf: never)"},
-           {{"--max_rpc_threads=2"},
-            "--max_rpc_threads = 2 is invalid: must be 0 (no limit) or >= 4"},
+           {{"--max_rpc_threads=1"},
+            "--max_rpc_threads = 1 is invalid: must be 0 (no limit) or >= 2"},
            // The engine's own limits, checked before the port opens and the model loads.
            {{"--max_batch=0"}, "--max_batch = 0 is invalid: must be in [1, 4096]"},
            {{"--max_queue=-1"}, "--max_queue = -1 is invalid: must be in [1, 1048576]"},
