@@ -120,6 +120,9 @@ class DecodeAttentionBackend {
   // (FailedPrecondition otherwise). A Plan that returns an error leaves no plan: Run gives
   // FailedPrecondition until a Plan succeeds, as it does before the first one, so a step
   // whose Plan failed never runs the previous step's rows against its own q and out.
+  // Rows are checked here only: from Plan to the step's last Run, the planned requests' table
+  // rows and slots must stay as they were (not freed, reused or rewritten), and every slot a
+  // row reads must hold its token's K/V (stored before Plan), or Run reads other values.
   // cuda: copies the metadata into fixed device buffers, ordered on `stream`. It waits on the
   // host for the previous Plan's copy to have left its pinned staging area, so it is called
   // outside stream capture (FailedPrecondition on a capturing stream; a replayed graph takes
