@@ -8,9 +8,9 @@
 #include <thread>
 #include <vector>
 
-#include "gmock/gmock.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "proto/generation.grpc.pb.h"
 #include "proto/health.grpc.pb.h"
@@ -146,7 +146,8 @@ TEST(GrpcServerTest, MaxThreadsRefusesCallsBeyondItWithResourceExhausted) {
   ASSERT_TRUE(server.ok()) << server.status();
   auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string((*server)->port()),
                                      grpc::InsecureChannelCredentials());
-  // One call to completion whose handler holds its thread until the end of the test.
+  // One Generate call to its end, its status code into *code (admitted calls end once
+  // `release` is notified).
   const auto call = [&channel](grpc::StatusCode* code) {
     auto stub = v1::TokenGeneration::NewStub(channel);
     grpc::ClientContext context;
