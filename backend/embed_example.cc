@@ -11,8 +11,10 @@
 #include <cstdio>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "backend/create_backend.h"
@@ -56,14 +58,22 @@ absl::Status Run(bool cuda) {
               static_cast<long long>(config.PoolBytes()));
 
   // 2. Requests: a req_to_token row each, slots from the allocator, K/V quantized on write.
+  //    Whatever happens below, the requests give their slots and rows back on the way out.
   std::mt19937 rng(1);
   std::normal_distribution<float> normal;
   std::vector<DecodeRow> rows;
+  absl::Cleanup release_requests = [&] {
+    for (const DecodeRow& row : rows) {
+      const absl::Status status = cache->ReleaseRequest(row.request);
+      if (!status.ok()) std::fprintf(stderr, "%s\n", status.ToString().c_str());
+    }
+  };
   for (int length : {5, 12}) {
     ASSIGN_OR_RETURN(const int32_t request, cache->requests().AllocateRequest());
-    std::vector<int32_t> slots;
-    RETURN_IF_ERROR(cache->slots().Allocate(length, &slots));
-    RETURN_IF_ERROR(cache->requests().Append(request, slots));
+    rows.push_back({request, 0});
+    std::vector<int32_t> slots;  // the row's new slots, allocated and appended together
+    RETURN_IF_ERROR(cache->AppendNewSlots(request, length, &slots));
+    rows.back().seq_len = length;
     std::vector<float> k(static_cast<size_t>(length) * kKvHeads * kHeadDim), v(k.size());
     for (float& x : k) x = normal(rng);
     for (float& x : v) x = normal(rng);
@@ -81,7 +91,6 @@ absl::Status Run(bool cuda) {
                                   KvRows{dk.get(), dv.get(), DType::kFloat32, 0}, nullptr));
       CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
     }
-    rows.push_back({request, length});
   }
   if (cuda) RETURN_IF_ERROR(cache->requests().SyncToDevice(nullptr));
 
@@ -124,11 +133,8 @@ absl::Status Run(bool cuda) {
   }
 
   // 5. Finished requests give their slots and rows back.
-  for (const DecodeRow& row : rows) {
-    const absl::Span<const int32_t> tokens = cache->requests().Tokens(row.request);
-    RETURN_IF_ERROR(cache->slots().Free(std::vector<int32_t>(tokens.begin(), tokens.end())));
-    RETURN_IF_ERROR(cache->requests().FreeRequest(row.request));
-  }
+  std::move(release_requests).Cancel();
+  for (const DecodeRow& row : rows) RETURN_IF_ERROR(cache->ReleaseRequest(row.request));
   std::printf("free slots after the step: %lld of %lld\n",
               static_cast<long long>(cache->slots().free_count()),
               static_cast<long long>(cache->slots().capacity()));

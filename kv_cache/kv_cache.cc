@@ -1,9 +1,11 @@
 #include "kv_cache/kv_cache.h"
 
-#include <new>
+#include <algorithm>
 #include <utility>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
 #include "common/status_macros.h"
 
 namespace int4kv {
@@ -19,21 +21,21 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheConfig& co
                                                          MemoryKind kind) {
   RETURN_IF_ERROR(config.Validate());
   // The host bookkeeping comes before the pools, so that a failure there is reported before
-  // any device memory is taken.
-  std::unique_ptr<TokenSlotAllocator> slots;
-  try {
-    slots = std::make_unique<TokenSlotAllocator>(config.capacity_slots);
-  } catch (const std::bad_alloc&) {
+  // any device memory is taken. Validate has checked every argument, so the only error left
+  // is host memory, which is reported with the config fields that size it.
+  absl::StatusOr<std::unique_ptr<TokenSlotAllocator>> slots =
+      TokenSlotAllocator::Create(config.capacity_slots);
+  if (!slots.ok()) {
+    if (!absl::IsResourceExhausted(slots.status())) return slots.status();
     return absl::ResourceExhaustedError(absl::StrCat(
         "cannot allocate ", TokenSlotAllocator::HostBytes(config.capacity_slots),
         " bytes of host memory for the token slot allocator (KvCacheConfig.capacity_slots = ",
         config.capacity_slots, ")"));
   }
-  std::unique_ptr<RequestTable> requests;
-  try {
-    requests = std::make_unique<RequestTable>(config.max_requests, config.max_seq_len,
-                                              config.capacity_slots + 1);
-  } catch (const std::bad_alloc&) {
+  absl::StatusOr<std::unique_ptr<RequestTable>> requests =
+      RequestTable::Create(config.max_requests, config.max_seq_len, config.capacity_slots + 1);
+  if (!requests.ok()) {
+    if (!absl::IsResourceExhausted(requests.status())) return requests.status();
     return absl::ResourceExhaustedError(absl::StrCat(
         "cannot allocate ", RequestTable::HostBytes(config.max_requests, config.max_seq_len),
         " bytes of host memory for the request table (KvCacheConfig.max_requests = ",
@@ -41,9 +43,33 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheConfig& co
   }
   ASSIGN_OR_RETURN(std::unique_ptr<KvPool> pool, CreateKvPool(config, kind));
   std::unique_ptr<KvCache> cache(
-      new KvCache(config, std::move(pool), std::move(slots), std::move(requests)));
+      new KvCache(config, std::move(pool), *std::move(slots), *std::move(requests)));
   if (kind == MemoryKind::kDevice) RETURN_IF_ERROR(cache->requests_->EnableDeviceMirror());
   return cache;
+}
+
+absl::Status KvCache::AppendNewSlots(int32_t request, int64_t count,
+                                     std::vector<int32_t>* new_slots) {
+  std::vector<int32_t> allocated;
+  RETURN_IF_ERROR(slots_->Allocate(count, &allocated));
+  if (absl::Status status = requests_->Append(request, allocated); !status.ok()) {
+    // Pushed back in reverse, the slots leave the free list exactly as Allocate found it.
+    std::reverse(allocated.begin(), allocated.end());
+    RETURN_IF_ERROR(slots_->Free(allocated));
+    return status;
+  }
+  if (new_slots != nullptr) {
+    new_slots->insert(new_slots->end(), allocated.begin(), allocated.end());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvCache::ReleaseRequest(int32_t request) {
+  // A row not in use: FreeRequest reports it and changes nothing.
+  if (!requests_->IsLive(request)) return requests_->FreeRequest(request);
+  const absl::Span<const int32_t> tokens = requests_->Tokens(request);
+  RETURN_IF_ERROR(slots_->Free(std::vector<int32_t>(tokens.begin(), tokens.end())));
+  return requests_->FreeRequest(request);
 }
 
 }  // namespace int4kv

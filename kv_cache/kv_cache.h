@@ -5,8 +5,11 @@
 #ifndef INT4KV_KV_CACHE_KV_CACHE_H_
 #define INT4KV_KV_CACHE_KV_CACHE_H_
 
+#include <cstdint>
 #include <memory>
+#include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kv_cache/kv_cache_config.h"
 #include "kv_cache/kv_pool.h"
@@ -31,6 +34,17 @@ class KvCache {
   const TokenSlotAllocator& slots() const { return *slots_; }
   RequestTable& requests() { return *requests_; }
   const RequestTable& requests() const { return *requests_; }
+
+  // Allocates `count` slots and appends them to live request `request`'s row, all or nothing:
+  // when they are not free (ResourceExhausted), the request is not live, or its row would pass
+  // max_seq_len, the allocator and the table stay as they were. On success the new slots are
+  // also appended to `new_slots` (when not null), in the row's order.
+  absl::Status AppendNewSlots(int32_t request, int64_t count, std::vector<int32_t>* new_slots);
+
+  // Frees every slot in a live request's row, then the row. All or nothing: a row holding a
+  // slot the allocator did not hand out (one appended through requests() directly) gives
+  // InvalidArgument, and neither the slots nor the row are freed.
+  absl::Status ReleaseRequest(int32_t request);
 
  private:
   KvCache(const KvCacheConfig& config, std::unique_ptr<KvPool> pool,

@@ -10,10 +10,36 @@
 #include "absl/strings/str_cat.h"
 #include "common/cuda_check.h"
 #include "common/status_macros.h"
+#include "kv_cache/int4_layout.h"
 #include "kv_cache/kv_cache_config.h"
 #include "kv_cache/request_table_scatter.h"
 
 namespace int4kv {
+
+absl::StatusOr<std::unique_ptr<RequestTable>> RequestTable::Create(int32_t max_requests,
+                                                                   int32_t max_seq_len,
+                                                                   int64_t num_slots) {
+  if (max_requests < 1 || max_seq_len < 1 ||
+      int64_t{max_requests} * max_seq_len > kMaxRequestTableEntries) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RequestTable max_requests = ", max_requests, ", max_seq_len = ", max_seq_len,
+        " are invalid: each must be >= 1 and their product <= ", kMaxRequestTableEntries,
+        " (kMaxRequestTableEntries)"));
+  }
+  if (num_slots < 2 || num_slots > kMaxCapacitySlots + 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RequestTable num_slots = ", num_slots, " is invalid: must be in [2, ",
+        kMaxCapacitySlots + 1, "] (the reserved slot 0 and 1 to kMaxCapacitySlots more)"));
+  }
+  try {
+    return std::unique_ptr<RequestTable>(new RequestTable(max_requests, max_seq_len, num_slots));
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot allocate ", HostBytes(max_requests, max_seq_len),
+                     " bytes of host memory for the request table (max_requests = ", max_requests,
+                     ", max_seq_len = ", max_seq_len, ")"));
+  }
+}
 
 RequestTable::RequestTable(int32_t max_requests, int32_t max_seq_len, int64_t num_slots)
     : max_requests_(max_requests),
@@ -83,10 +109,10 @@ absl::Status RequestTable::Append(int32_t request, absl::Span<const int32_t> slo
                                               " would exceed max_seq_len ", max_seq_len_));
   }
   for (size_t i = 0; i < slots.size(); ++i) {
-    if (slots[i] < 0 || slots[i] >= num_slots_) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("slots[", i, "] = ", slots[i], " appended to request ", request,
-                       " is outside the pool's slots [0, ", num_slots_, ")"));
+    if (slots[i] <= kPaddingSlot || slots[i] >= num_slots_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "slots[", i, "] = ", slots[i], " appended to request ", request,
+          " is outside the pool's token slots [1, ", num_slots_, ") (slot 0 is reserved)"));
     }
   }
   int32_t* row = table_.data() + static_cast<size_t>(request) * max_seq_len_;
@@ -123,14 +149,8 @@ absl::Span<const int32_t> RequestTable::Tokens(int32_t request) const {
 
 absl::Status RequestTable::EnableDeviceMirror() {
   if (device_table_.get() != nullptr) return absl::OkStatus();
-  // SyncToDevice addresses the mirror's entries with 32-bit indices.
-  const int64_t entries = static_cast<int64_t>(max_requests_) * max_seq_len_;
-  if (entries > kMaxRequestTableEntries) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "a request table of ", max_requests_, " requests x ", max_seq_len_, " tokens has ", entries,
-        " entries: a device mirror holds at most ", kMaxRequestTableEntries,
-        " (KvCacheConfig's limit on max_requests * max_seq_len)"));
-  }
+  // SyncToDevice addresses the mirror's entries with 32-bit indices, which Create's limit
+  // (kMaxRequestTableEntries) keeps in range.
   // Everything is allocated into these owners first and moved into the members only once all
   // of it exists; on an early return they free what was allocated.
   DeviceBuffer table, device_index, device_value;

@@ -12,6 +12,7 @@
 #define INT4KV_KV_CACHE_REQUEST_TABLE_H_
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -24,10 +25,15 @@ namespace int4kv {
 
 class RequestTable {
  public:
-  // max_requests and max_seq_len >= 1 (a validated KvCacheConfig's); num_slots: the pool's
-  // slots (KvLayout::num_slots), the range every appended slot must fall in. Throws
-  // std::bad_alloc when HostBytes(max_requests, max_seq_len) cannot be allocated.
-  RequestTable(int32_t max_requests, int32_t max_seq_len, int64_t num_slots);
+  // A table of max_requests rows of max_seq_len slots, all free. num_slots: the pool's slots
+  // (KvLayout::num_slots, the reserved slot 0 included); every appended slot must fall in
+  // [1, num_slots). Arguments outside KvCacheConfig's ranges (max_requests and max_seq_len
+  // >= 1, their product <= kMaxRequestTableEntries, num_slots in [2, kMaxCapacitySlots + 1])
+  // give InvalidArgument naming the argument and its range, before anything is allocated;
+  // HostBytes(max_requests, max_seq_len) that cannot be allocated gives ResourceExhausted.
+  static absl::StatusOr<std::unique_ptr<RequestTable>> Create(int32_t max_requests,
+                                                              int32_t max_seq_len,
+                                                              int64_t num_slots);
   ~RequestTable();
   RequestTable(const RequestTable&) = delete;
   RequestTable& operator=(const RequestTable&) = delete;
@@ -40,8 +46,8 @@ class RequestTable {
   // Releases a row; its slots are the caller's to free in the TokenSlotAllocator.
   absl::Status FreeRequest(int32_t request);
   // Appends slots to a live request's row. Past max_seq_len: OutOfRange; a slot outside
-  // [0, num_slots): InvalidArgument naming it (a kernel would read outside the pool). On an
-  // error nothing changes.
+  // [1, num_slots): InvalidArgument naming it (a kernel would read outside the pool, or the
+  // reserved slot 0 that padded rows write). On an error nothing changes.
   absl::Status Append(int32_t request, absl::Span<const int32_t> slots);
 
   bool IsLive(int32_t request) const;
@@ -57,8 +63,6 @@ class RequestTable {
 
   // Allocates the device mirror (zero-filled) and the sync staging buffers. Call once at
   // start-up. All or nothing: on an error nothing is kept, and a later call starts over.
-  // Fails (InvalidArgument) for tables of more than kMaxRequestTableEntries entries, which a
-  // validated KvCacheConfig never has.
   absl::Status EnableDeviceMirror();
   // Copies what changed since the last sync into the mirror, ordered on `stream`. On an error
   // the requests stay marked as changed, and the next sync sends all of their new entries.
@@ -71,6 +75,8 @@ class RequestTable {
   int32_t SyncedLength(int32_t request) const;
 
  private:
+  // Arguments checked by Create; throws std::bad_alloc when the host arrays do not fit.
+  RequestTable(int32_t max_requests, int32_t max_seq_len, int64_t num_slots);
   absl::Status CheckRequest(int32_t request) const;
   void MarkDirty(int32_t request);
 

@@ -9,7 +9,6 @@
 #include "common/half.h"
 #include "gtest/gtest.h"
 #include "kv_cache/kv_cache.h"
-#include "kv_cache/testing/address_space_cap.h"
 
 namespace int4kv {
 namespace {
@@ -216,47 +215,6 @@ TEST(StoreKvTest, UnknownRowDtypeIsRejected) {
   for (int64_t i = 0; i < layout.ParamPoolElements(); ++i) {
     ASSERT_EQ(cache->view().scales[i], 0);
   }
-}
-
-// A config that passes Validate but whose host bookkeeping or pools do not fit gives
-// ResourceExhausted naming the structure and the fields that size it; it does not abort.
-TEST(KvCacheCreateTest, HostMemoryThatDoesNotFitIsResourceExhausted) {
-  struct Case {
-    std::function<void(KvCacheConfig&)> size;
-    std::string names;
-  };
-  const Case cases[] = {
-      // About 18 GiB of request rows (4 GiB of table, 14 bytes of state per request).
-      {[](KvCacheConfig& c) { c.max_requests = 1 << 30, c.max_seq_len = 1; },
-       "of host memory for the request table (KvCacheConfig.max_requests = 1073741824, "
-       "max_seq_len = 1)"},
-      // About 5 GiB of free list and flags, checked before the (larger) pools.
-      {[](KvCacheConfig& c) { c.capacity_slots = int64_t{1} << 30; },
-       "of host memory for the token slot allocator (KvCacheConfig.capacity_slots = "
-       "1073741824)"},
-      // About 100 GB of pools behind a few MB of bookkeeping.
-      {[](KvCacheConfig& c) {
-         c.num_layers = 64, c.kv_heads = 8, c.head_dim = 128, c.capacity_slots = 1 << 20;
-       },
-       "of host memory for the KV pools (KvCacheConfig.num_layers = 64, kv_heads = 8, "
-       "head_dim = 128, group_size = 8, quant_mode = symmetric, capacity_slots = 1048576)"},
-  };
-  for (const Case& c : cases) {
-    KvCacheConfig config = SmallConfig(QuantMode::kSymmetric, 8);
-    c.size(config);
-    ASSERT_TRUE(config.Validate().ok()) << config.Validate();
-    absl::Status status;
-    {
-      ScopedAddressSpaceCap cap(int64_t{256} << 20);
-      if (!cap.active()) GTEST_SKIP() << "cannot cap the address space here";
-      status = KvCache::Create(config, MemoryKind::kHost).status();
-    }
-    EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
-    EXPECT_NE(status.message().find(c.names), std::string::npos) << status.message();
-    EXPECT_EQ(status.message().find("cannot allocate "), 0) << status.message();
-  }
-  // Nothing is left capped: a normal cache still comes up.
-  EXPECT_TRUE(KvCache::Create(SmallConfig(QuantMode::kSymmetric, 8), MemoryKind::kHost).ok());
 }
 
 }  // namespace

@@ -1,37 +1,34 @@
 #include "kv_cache/token_slot_allocator.h"
 
-#include <cinttypes>
-#include <cstdio>
-#include <cstdlib>
 #include <new>
 
 #include "absl/strings/str_cat.h"
 #include "kv_cache/kv_cache_config.h"
 
 namespace int4kv {
-namespace {
-
-// Callers pass a validated KvCacheConfig::capacity_slots; anything else is a bug, and a slot
-// id past kMaxCapacitySlots would not fit in int32. Runs before any member is sized.
-int64_t CheckedCapacity(int64_t capacity) {
-  if (capacity < 1 || capacity > kMaxCapacitySlots) {
-    std::fprintf(stderr,
-                 "TokenSlotAllocator capacity = %" PRId64 " is invalid: must be in [1, %" PRId64
-                 "] (kMaxCapacitySlots)\n",
-                 capacity, kMaxCapacitySlots);
-    std::abort();
-  }
-  return capacity;
-}
-
-}  // namespace
 
 int64_t TokenSlotAllocator::HostBytes(int64_t capacity) {
   return capacity * static_cast<int64_t>(sizeof(int32_t)) + (capacity + 1);
 }
 
+absl::StatusOr<std::unique_ptr<TokenSlotAllocator>> TokenSlotAllocator::Create(int64_t capacity) {
+  // A slot id past kMaxCapacitySlots would not fit in int32.
+  if (capacity < 1 || capacity > kMaxCapacitySlots) {
+    return absl::InvalidArgumentError(absl::StrCat("TokenSlotAllocator capacity = ", capacity,
+                                                   " is invalid: must be in [1, ",
+                                                   kMaxCapacitySlots, "] (kMaxCapacitySlots)"));
+  }
+  try {
+    return std::unique_ptr<TokenSlotAllocator>(new TokenSlotAllocator(capacity));
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "cannot allocate ", HostBytes(capacity),
+        " bytes of host memory for the token slot allocator (capacity = ", capacity, ")"));
+  }
+}
+
 TokenSlotAllocator::TokenSlotAllocator(int64_t capacity)
-    : capacity_(CheckedCapacity(capacity)), allocated_(static_cast<size_t>(capacity_) + 1, 0) {
+    : capacity_(capacity), allocated_(static_cast<size_t>(capacity) + 1, 0) {
   free_list_.reserve(static_cast<size_t>(capacity));
   // Highest first, so slot 1 is handed out first (deterministic and easy to read in dumps).
   for (int64_t slot = capacity; slot >= 1; --slot) {
@@ -43,6 +40,7 @@ absl::Status TokenSlotAllocator::Allocate(int64_t count, std::vector<int32_t>* o
   if (count < 0) {
     return absl::InvalidArgumentError(absl::StrCat("slot count ", count, " is negative"));
   }
+  if (out == nullptr) return absl::InvalidArgumentError("the slot list to append to is null");
   if (count > free_count()) {
     return absl::ResourceExhaustedError(absl::StrCat("requested ", count, " KV slots but only ",
                                                      free_count(), " of ", capacity_, " are free"));

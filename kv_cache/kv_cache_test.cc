@@ -1,0 +1,191 @@
+// KvCache: creation errors, and the calls that keep the slot allocator and the request
+// table in step.
+#include "kv_cache/kv_cache.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kv_cache/kv_cache_config.h"
+#include "kv_cache/testing/address_space_cap.h"
+
+namespace int4kv {
+namespace {
+
+KvCacheConfig SmallConfig() {
+  KvCacheConfig config;
+  config.num_layers = 2;
+  config.kv_heads = 2;
+  config.head_dim = 32;
+  config.group_size = 8;
+  config.capacity_slots = 32;
+  config.max_requests = 2;
+  config.max_seq_len = 16;
+  return config;
+}
+
+std::unique_ptr<KvCache> SmallCache() {
+  absl::StatusOr<std::unique_ptr<KvCache>> cache =
+      KvCache::Create(SmallConfig(), MemoryKind::kHost);
+  EXPECT_TRUE(cache.ok()) << cache.status();
+  return cache.ok() ? *std::move(cache) : nullptr;
+}
+
+std::vector<int32_t> RowOf(const KvCache& cache, int32_t request) {
+  const absl::Span<const int32_t> tokens = cache.requests().Tokens(request);
+  return std::vector<int32_t>(tokens.begin(), tokens.end());
+}
+
+TEST(KvCacheTest, AppendNewSlotsAllocatesAndAppendsInTheRowsOrder) {
+  const std::unique_ptr<KvCache> cache = SmallCache();
+  ASSERT_NE(cache, nullptr);
+  const int32_t request = *cache->requests().AllocateRequest();
+  std::vector<int32_t> slots = {99};  // appended to, not replaced
+  ASSERT_TRUE(cache->AppendNewSlots(request, 3, &slots).ok());
+  ASSERT_TRUE(cache->AppendNewSlots(request, 2, &slots).ok());
+  ASSERT_TRUE(cache->AppendNewSlots(request, 1, nullptr).ok());
+  const std::vector<int32_t> row = RowOf(*cache, request);
+  ASSERT_EQ(row.size(), 6u);
+  EXPECT_EQ(slots, std::vector<int32_t>({99, row[0], row[1], row[2], row[3], row[4]}));
+  for (const int32_t slot : row) EXPECT_TRUE(cache->slots().IsAllocated(slot)) << slot;
+  EXPECT_EQ(cache->slots().used_count(), 6);
+}
+
+// Each way the append can fail leaves the allocator handing out the same slots, in the same
+// order, as a cache that never saw the failed call.
+TEST(KvCacheTest, AppendNewSlotsIsAllOrNothing) {
+  struct Case {
+    const char* what;
+    std::function<absl::Status(KvCache&, int32_t request, int32_t other)> fail;
+    absl::StatusCode code;
+  };
+  const Case cases[] = {
+      {"past max_seq_len",
+       [](KvCache& c, int32_t r, int32_t) { return c.AppendNewSlots(r, 13, nullptr); },
+       absl::StatusCode::kOutOfRange},
+      {"more slots than are free",
+       [](KvCache& c, int32_t, int32_t o) { return c.AppendNewSlots(o, 29, nullptr); },
+       absl::StatusCode::kResourceExhausted},
+      {"a request that is not live",
+       [](KvCache& c, int32_t, int32_t o) {
+         EXPECT_TRUE(c.requests().FreeRequest(o).ok());
+         return c.AppendNewSlots(o, 2, nullptr);
+       },
+       absl::StatusCode::kFailedPrecondition},
+      {"a negative count",
+       [](KvCache& c, int32_t r, int32_t) { return c.AppendNewSlots(r, -1, nullptr); },
+       absl::StatusCode::kInvalidArgument},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    const std::unique_ptr<KvCache> failed = SmallCache(), clean = SmallCache();
+    ASSERT_NE(failed, nullptr);
+    ASSERT_NE(clean, nullptr);
+    int32_t request = 0;
+    for (KvCache* cache : {failed.get(), clean.get()}) {
+      request = *cache->requests().AllocateRequest();
+      ASSERT_TRUE(cache->AppendNewSlots(request, 4, nullptr).ok());
+    }
+    const int32_t other = *failed->requests().AllocateRequest();
+    const absl::Status status = c.fail(*failed, request, other);
+    EXPECT_EQ(status.code(), c.code) << status;
+    EXPECT_EQ(failed->slots().used_count(), 4);
+    EXPECT_EQ(RowOf(*failed, request), RowOf(*clean, request));
+    EXPECT_EQ(failed->requests().Length(other), 0);
+    // The next slots handed out are the ones the clean cache hands out.
+    std::vector<int32_t> next_failed, next_clean;
+    ASSERT_TRUE(failed->slots().Allocate(28, &next_failed).ok());
+    ASSERT_TRUE(clean->slots().Allocate(28, &next_clean).ok());
+    EXPECT_EQ(next_failed, next_clean);
+  }
+}
+
+TEST(KvCacheTest, ReleaseRequestFreesTheRowsSlotsAndTheRow) {
+  const std::unique_ptr<KvCache> cache = SmallCache();
+  ASSERT_NE(cache, nullptr);
+  const int32_t a = *cache->requests().AllocateRequest();
+  const int32_t b = *cache->requests().AllocateRequest();
+  std::vector<int32_t> slots_a, slots_b;
+  ASSERT_TRUE(cache->AppendNewSlots(a, 5, &slots_a).ok());
+  ASSERT_TRUE(cache->AppendNewSlots(b, 3, &slots_b).ok());
+  ASSERT_TRUE(cache->ReleaseRequest(a).ok());
+  EXPECT_FALSE(cache->requests().IsLive(a));
+  for (const int32_t slot : slots_a) EXPECT_FALSE(cache->slots().IsAllocated(slot)) << slot;
+  for (const int32_t slot : slots_b) EXPECT_TRUE(cache->slots().IsAllocated(slot)) << slot;
+  EXPECT_EQ(cache->slots().used_count(), 3);
+  EXPECT_EQ(RowOf(*cache, b), slots_b);
+
+  // Not live any more, or never: refused, nothing changes.
+  EXPECT_EQ(cache->ReleaseRequest(a).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(cache->ReleaseRequest(5).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cache->slots().used_count(), 3);
+  EXPECT_TRUE(cache->requests().IsLive(b));
+}
+
+// A row holding a slot the allocator never handed out (appended through requests()) is
+// refused as a whole: its allocated slots stay allocated and the row stays live.
+TEST(KvCacheTest, ReleaseRequestOfARowWithForeignSlotsChangesNothing) {
+  const std::unique_ptr<KvCache> cache = SmallCache();
+  ASSERT_NE(cache, nullptr);
+  const int32_t request = *cache->requests().AllocateRequest();
+  std::vector<int32_t> slots;
+  ASSERT_TRUE(cache->AppendNewSlots(request, 2, &slots).ok());
+  const int32_t foreign = 32;  // free: the allocator hands out slot 1 first
+  ASSERT_FALSE(cache->slots().IsAllocated(foreign));
+  ASSERT_TRUE(cache->requests().Append(request, {foreign}).ok());
+  const absl::Status status = cache->ReleaseRequest(request);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find("slot 32 (index 2) is not allocated"), std::string::npos)
+      << status.message();
+  EXPECT_TRUE(cache->requests().IsLive(request));
+  EXPECT_EQ(cache->requests().Length(request), 3);
+  for (const int32_t slot : slots) EXPECT_TRUE(cache->slots().IsAllocated(slot)) << slot;
+}
+
+// A config that passes Validate but whose host bookkeeping or pools do not fit gives
+// ResourceExhausted naming the structure and the fields that size it; it does not abort.
+TEST(KvCacheCreateTest, HostMemoryThatDoesNotFitIsResourceExhausted) {
+  struct Case {
+    std::function<void(KvCacheConfig&)> size;
+    std::string names;
+  };
+  const Case cases[] = {
+      // About 18 GiB of request rows (4 GiB of table, 14 bytes of state per request).
+      {[](KvCacheConfig& c) { c.max_requests = 1 << 30, c.max_seq_len = 1; },
+       "of host memory for the request table (KvCacheConfig.max_requests = 1073741824, "
+       "max_seq_len = 1)"},
+      // About 5 GiB of free list and flags, checked before the (larger) pools.
+      {[](KvCacheConfig& c) { c.capacity_slots = int64_t{1} << 30; },
+       "of host memory for the token slot allocator (KvCacheConfig.capacity_slots = "
+       "1073741824)"},
+      // About 100 GB of pools behind a few MB of bookkeeping.
+      {[](KvCacheConfig& c) {
+         c.num_layers = 64, c.kv_heads = 8, c.head_dim = 128, c.capacity_slots = 1 << 20;
+       },
+       "of host memory for the KV pools (KvCacheConfig.num_layers = 64, kv_heads = 8, "
+       "head_dim = 128, group_size = 8, quant_mode = symmetric, capacity_slots = 1048576)"},
+  };
+  for (const Case& c : cases) {
+    KvCacheConfig config = SmallConfig();
+    c.size(config);
+    ASSERT_TRUE(config.Validate().ok()) << config.Validate();
+    absl::Status status;
+    {
+      ScopedAddressSpaceCap cap(int64_t{256} << 20);
+      if (!cap.active()) GTEST_SKIP() << "cannot cap the address space here";
+      status = KvCache::Create(config, MemoryKind::kHost).status();
+    }
+    EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
+    EXPECT_NE(status.message().find(c.names), std::string::npos) << status.message();
+    EXPECT_EQ(status.message().find("cannot allocate "), 0) << status.message();
+  }
+  // Nothing is left capped: a normal cache still comes up.
+  EXPECT_TRUE(KvCache::Create(SmallConfig(), MemoryKind::kHost).ok());
+}
+
+}  // namespace
+}  // namespace int4kv
