@@ -26,8 +26,9 @@ struct KvRows {
 // Quantizes token i's K/V rows of `layer` into slot slots[i] of a host-memory view. The view
 // must pass ValidateCacheView (kv_cache_config.h) and every slot must be in [0, num_slots)
 // (slot 0 is where padded rows write); on a bad view, layer, rows or slot nothing is written
-// and the InvalidArgument names it. Which memory the pointers are in is not checked: a
-// device-memory view or rows fault here.
+// and the InvalidArgument names it. A slot listed twice holds the later token's values (the
+// CUDA store does not promise that: keep slots other than 0 distinct). Which memory the
+// pointers are in is not checked: a device-memory view or rows fault here.
 absl::Status StoreKvHost(const KvCacheView& view, int32_t layer, absl::Span<const int32_t> slots,
                          const KvRows& rows, QuantRounding rounding = QuantRounding::kNearestEven);
 

@@ -116,6 +116,28 @@ TEST(StoreKvTest, TokenStrideReadsInterleavedRows) {
   }
 }
 
+// A slot listed twice holds the later token's bytes, as if only that token had been stored.
+TEST(StoreKvTest, RepeatedSlotKeepsTheLaterToken) {
+  const KvCacheConfig config = SmallConfig(QuantMode::kAsymmetric, 8);
+  auto cache = *KvCache::Create(config, MemoryKind::kHost);
+  const std::vector<float> k = RandomRows(3, 2, 32, 11), v = RandomRows(3, 2, 32, 12);
+  ASSERT_TRUE(
+      StoreKvHost(cache->view(), 0, {6, 7, 6}, KvRows{k.data(), v.data(), DType::kFloat32, 0})
+          .ok());
+  // Layer 1 gets token 2 alone in slot 6.
+  ASSERT_TRUE(StoreKvHost(cache->view(), 1, {6},
+                          KvRows{k.data() + 2 * 64, v.data() + 2 * 64, DType::kFloat32, 0})
+                  .ok());
+  const KvCacheView& view = cache->view();
+  for (int row = 0; row < 4; ++row) {
+    for (int b = 0; b < 16; ++b) ASSERT_EQ(view.Row(0, 6, row)[b], view.Row(1, 6, row)[b]);
+    for (int g = 0; g < 4; ++g) {
+      ASSERT_EQ(view.RowScales(0, 6, row)[g], view.RowScales(1, 6, row)[g]);
+      ASSERT_EQ(view.RowZeros(0, 6, row)[g], view.RowZeros(1, 6, row)[g]);
+    }
+  }
+}
+
 TEST(StoreKvTest, BadInputWritesNothing) {
   const KvCacheConfig config = SmallConfig(QuantMode::kSymmetric, 8);
   auto cache = *KvCache::Create(config, MemoryKind::kHost);
