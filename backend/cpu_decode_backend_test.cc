@@ -21,13 +21,15 @@ struct Fixture {
 
 // A host cache with `lengths.size()` requests of random K/V at random (permuted) slots.
 Fixture MakeCache(int kv_heads, int head_dim, int group, QuantMode mode,
-                  const std::vector<int>& lengths, std::mt19937& rng) {
+                  const std::vector<int>& lengths, std::mt19937& rng,
+                  ParamDtype param_dtype = ParamDtype::kFloat16) {
   KvCacheConfig config;
   config.num_layers = 2;
   config.kv_heads = kv_heads;
   config.head_dim = head_dim;
   config.group_size = group;
   config.quant_mode = mode;
+  config.param_dtype = param_dtype;
   int total = 0;
   int longest = 1;
   for (int len : lengths) total += len, longest = std::max(longest, len);
@@ -114,18 +116,23 @@ TEST(CpuDecodeBackendTest, MatchesFloat64ReferenceAcrossShapes) {
   struct Case {
     int kv_heads, group_ratio, head_dim, group;
     QuantMode mode;
+    ParamDtype params;
   };
+  constexpr ParamDtype kF16 = ParamDtype::kFloat16, kBf16 = ParamDtype::kBFloat16;
   const Case cases[] = {
-      {4, 2, 8, 8, QuantMode::kSymmetric},    {2, 1, 64, 16, QuantMode::kAsymmetric},
-      {1, 4, 128, 8, QuantMode::kSymmetric},  {2, 8, 32, 32, QuantMode::kSymmetric},
-      {1, 16, 16, 8, QuantMode::kAsymmetric}, {3, 2, 256, 128, QuantMode::kSymmetric}};
+      {4, 2, 8, 8, QuantMode::kSymmetric, kF16},    {2, 1, 64, 16, QuantMode::kAsymmetric, kBf16},
+      {1, 4, 128, 8, QuantMode::kSymmetric, kBf16}, {2, 8, 32, 32, QuantMode::kSymmetric, kF16},
+      {1, 16, 16, 8, QuantMode::kAsymmetric, kF16}, {3, 2, 256, 128, QuantMode::kSymmetric, kF16},
+      {2, 4, 64, 8, QuantMode::kAsymmetric, kBf16}};
   for (const Case& c : cases) {
     for (int threads : {1, 3}) {
       for (bool f64 : {false, true}) {
         SCOPED_TRACE(testing::Message()
                      << "kv_heads " << c.kv_heads << " G " << c.group_ratio << " dim " << c.head_dim
-                     << " threads " << threads << " f64 " << f64);
-        Fixture f = MakeCache(c.kv_heads, c.head_dim, c.group, c.mode, {1, 0, 37, 130, 2}, rng);
+                     << " threads " << threads << " f64 " << f64 << " bf16 params "
+                     << (c.params == kBf16));
+        Fixture f =
+            MakeCache(c.kv_heads, c.head_dim, c.group, c.mode, {1, 0, 37, 130, 2}, rng, c.params);
         // The default scale (1 / sqrt(head_dim)) and a given one, alternately.
         const float scale = (&c - cases) % 2 == 0 ? 0.0f : 0.3f;
         AttentionShape shape{c.kv_heads * c.group_ratio, c.kv_heads, c.head_dim, 8, 130, scale};
