@@ -1,5 +1,6 @@
 #include "kv_cache/store_kv.h"
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <random>
@@ -69,6 +70,24 @@ TEST(StoreKvTest, RoundTripWithinHalfAStepForEveryDtype) {
           for (int row = 0; row < 4; ++row) {
             const std::vector<float>& src = row < 2 ? k_exact : v_exact;
             const uint16_t* scales = cache->view().RowScales(1, slots[t], row);
+            // The tolerance below scales with the stored step, so the step itself is checked
+            // against the group's range first: a step too large would pass any round trip.
+            for (int g = 0; g < 4; ++g) {
+              const float* x = &src[(t * 2 + row % 2) * 32 + g * 8];
+              const float lo = *std::min_element(x, x + 8), hi = *std::max_element(x, x + 8);
+              const float step = ParamToFloat(scales[g], params);
+              // Parameters round to 8 (bf16) or 11 (fp16) significant bits; asymmetric z rounds
+              // down by up to one unit of |lo|, and s may take one more step up.
+              if (mode == QuantMode::kSymmetric) {
+                const float want = std::max(-lo, hi) / 7;
+                EXPECT_NEAR(step, want, want * 0x1p-8f) << "token " << t << " row " << row;
+              } else {
+                const float want = (hi - lo) / 15;
+                EXPECT_GE(step, want * (1 - 0x1p-8f)) << "token " << t << " row " << row;
+                EXPECT_LE(step, want * (1 + 0x1p-6f) + std::fabs(lo) * 0x1p-6f / 15)
+                    << "token " << t << " row " << row;
+              }
+            }
             for (int d = 0; d < 32; ++d) {
               const float want = src[(t * 2 + row % 2) * 32 + d];
               const float got = out[(t * 4 + row) * 32 + d];
