@@ -124,6 +124,7 @@ absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(GenerateRequest re
   if (draining_) {
     return absl::UnavailableError("the engine is shutting down and accepts no new requests");
   }
+  if (!failure_.ok()) return failure_;
   // The queued requests that the next step boundary admits (in order, while batch rows and
   // KV slots last, as Loop does; the counts published at the last boundary) are not waiting
   // and do not count against max_queue. So an idle engine accepts max_batch + max_queue
@@ -215,6 +216,16 @@ void Engine::EndDrain() {
   changed_.notify_all();
 }
 
+void Engine::SetFailureHandler(std::function<void(const absl::Status&)> handler) {
+  absl::Status failure;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    failure = failure_;
+    failure_handler_ = handler;
+  }
+  if (!failure.ok() && handler) handler(failure);
+}
+
 EngineInfo Engine::GetInfo() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return info_;
@@ -250,13 +261,7 @@ void Engine::Loop() {
             "the engine shut down before the request finished (its drain timeout ran out, or a "
             "second signal ended the drain)");
         scheduler_->CancelAll(FinishReason::kCancelled, status);
-        for (PendingRequest& pending : queue_) {
-          Usage usage;
-          usage.prompt_tokens = static_cast<int32_t>(pending.request.prompt.size());
-          usage.total_time = MonotonicNow() - pending.submit_time;
-          pending.stream->Finish(FinishReason::kCancelled, status, usage);
-        }
-        queue_.clear();
+        FinishQueuedLocked(status);
         live_.clear();
         UpdateInfoLocked();
         changed_.notify_all();
@@ -272,17 +277,52 @@ void Engine::Loop() {
     }
     // A wake-up that only cancelled the last running request runs no forward pass.
     const bool forward_pass = scheduler_->running() > 0;
-    scheduler_->Advance();
+    const absl::Status step = scheduler_->Advance();
+    if (forward_pass) failed_steps_in_a_row_ = step.ok() ? 0 : failed_steps_in_a_row_ + 1;
+    const bool stop_serving = failed_steps_in_a_row_ == kFailedStepsToStop && forward_pass;
+    if (stop_serving) {
+      // Submit refuses from now on, and the handler (health NOT_SERVING) runs before any
+      // request of this step ends: a client that sees its request fail finds the server
+      // already not serving.
+      std::function<void(const absl::Status&)> notify_failure;
+      absl::Status failure = absl::UnavailableError(
+          absl::StrCat("the engine stopped serving after ", kFailedStepsToStop,
+                       " model steps in a row failed; the last: ", step.ToString()));
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        failure_ = failure;
+        info_.failure = std::string(failure.message());
+        notify_failure = failure_handler_;
+      }
+      if (notify_failure) notify_failure(failure);
+    }
     {
       // Requests end under the lock, with the counters updated in the same hold: a client that
       // sees its request end and submits again at once finds its row and slots free.
       std::lock_guard<std::mutex> lock(mutex_);
       for (uint64_t id : scheduler_->RetireFinished()) live_.erase(id);
       if (forward_pass) ++info_.steps;
+      if (stop_serving) {
+        // The failed step's requests have ended INTERNAL; nothing else waits for a step that
+        // would fail.
+        scheduler_->CancelAll(FinishReason::kCancelled, failure_);
+        FinishQueuedLocked(failure_);
+        live_.clear();
+      }
       UpdateInfoLocked();
     }
     changed_.notify_all();
   }
+}
+
+void Engine::FinishQueuedLocked(const absl::Status& status) {
+  for (PendingRequest& pending : queue_) {
+    Usage usage;
+    usage.prompt_tokens = static_cast<int32_t>(pending.request.prompt.size());
+    usage.total_time = MonotonicNow() - pending.submit_time;
+    pending.stream->Finish(FinishReason::kCancelled, status, usage);
+  }
+  queue_.clear();
 }
 
 }  // namespace int4kv

@@ -17,6 +17,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -24,6 +25,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
@@ -70,7 +72,15 @@ struct EngineInfo {
   int32_t queued = 0;
   int64_t steps = 0;  // engine steps run so far
   bool draining = false;
+  // Empty while the engine serves; once it has stopped after kFailedStepsToStop model steps
+  // in a row failed, why (the message Submit then refuses with).
+  std::string failure;
 };
+
+// Model steps that must fail in a row before the engine stops serving (Engine::Submit). One
+// failed step ends its requests with INTERNAL and the engine goes on; a failure that repeats
+// (a sticky CUDA error, say) would otherwise fail every request sent to it.
+constexpr int32_t kFailedStepsToStop = 3;
 
 class Engine {
  public:
@@ -95,7 +105,8 @@ class Engine {
   //   InvalidArgument: a bad field (named, with its range) or a request that can never fit.
   //   ResourceExhausted: max_queue requests already wait beyond those the next step admits
   //   (in order, while batch rows and KV slots last).
-  //   Unavailable: the engine is shutting down.
+  //   Unavailable: the engine is shutting down, or has stopped after kFailedStepsToStop
+  //   failed model steps in a row (the message says so and gives the last step's error).
   // A rejected request changes nothing in the engine.
   absl::StatusOr<std::shared_ptr<RequestStream>> Submit(GenerateRequest request);
 
@@ -117,6 +128,14 @@ class Engine {
   // that Shutdown drain nothing. For a second signal during a long drain.
   void EndDrain();
 
+  // `handler` is called once with the Unavailable status Submit refuses with, when the
+  // engine stops after kFailedStepsToStop model steps in a row failed: on the scheduler
+  // thread, with no engine lock held, once Submit refuses and before the last failed step's
+  // requests end (INTERNAL) and the queued ones end (with that status). If the engine has
+  // already stopped, it is called at once on this thread. It replaces any earlier handler,
+  // must not call Shutdown, and must stay callable until Shutdown returns.
+  void SetFailureHandler(std::function<void(const absl::Status&)> handler);
+
   EngineInfo GetInfo() const;
   // Resolved, with kv_capacity_slots as created (also when kv_gpu_memory_fraction sized it).
   const EngineConfig& config() const { return config_; }
@@ -129,6 +148,8 @@ class Engine {
   void Loop();                 // the scheduler thread
   bool HasWorkLocked() const;  // the scheduler thread's wait condition
   void UpdateInfoLocked();     // copies the scheduler's counters into info_
+  // Ends every queued request (kCancelled) with `status` and empties the queue.
+  void FinishQueuedLocked(const absl::Status& status);
 
   const EngineConfig config_;
   const RequestLimits limits_;
@@ -149,6 +170,9 @@ class Engine {
   bool drain_ended_ = false;               // guarded by mutex_; set by EndDrain
   bool stopping_ = false;                  // guarded by mutex_
   bool shut_down_ = false;                 // guarded by mutex_
+  absl::Status failure_;                   // guarded by mutex_; set once, see kFailedStepsToStop
+  std::function<void(const absl::Status&)> failure_handler_;  // guarded by mutex_
+  int32_t failed_steps_in_a_row_ = 0;                         // the scheduler thread's
   EngineInfo info_;                        // guarded by mutex_ (fixed fields set once)
 
   std::mutex shutdown_mutex_;  // serializes Shutdown callers

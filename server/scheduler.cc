@@ -213,7 +213,7 @@ bool Scheduler::TakeToken(Running& r, int32_t token, FinishReason* reason) {
 }
 
 std::vector<uint64_t> Scheduler::Step() {
-  Advance();
+  Advance().IgnoreError();  // a failed step's requests are retired with the error
   return RetireFinished();
 }
 
@@ -228,8 +228,8 @@ std::vector<uint64_t> Scheduler::RetireFinished() {
   return finished;
 }
 
-void Scheduler::Advance() {
-  if (running_.empty()) return;
+absl::Status Scheduler::Advance() {
+  if (running_.empty()) return absl::OkStatus();
   batch_.Clear();
   logit_owner_.clear();
   int32_t budget = config_.max_step_tokens;
@@ -271,7 +271,7 @@ void Scheduler::Advance() {
         to_retire_.push_back(Retirement{r->pending.id, FinishReason::kError, error});
       }
     }
-    return;
+    return status;
   }
   const int32_t vocab = model_->config().vocab_size;
   if (!device_greedy) {
@@ -290,6 +290,7 @@ void Scheduler::Advance() {
       to_retire_.push_back(Retirement{r.pending.id, reason, absl::OkStatus()});
     }
   }
+  return absl::OkStatus();
 }
 
 }  // namespace int4kv

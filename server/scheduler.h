@@ -86,8 +86,10 @@ class Scheduler {
   // prefill get the rest of the max_step_tokens budget in admission order (a request whose
   // prompt completes samples its first token). Streams the new tokens and marks the requests
   // that hit a stop token, EOS or max_new_tokens, or whose step failed (a model error, kError),
-  // to be retired. Must be followed by RetireFinished before the next Advance.
-  void Advance();
+  // to be retired. Must be followed by RetireFinished before the next Advance. Returns the
+  // model step's error when it failed (its requests are then marked kError), else OK (also
+  // when nothing ran).
+  absl::Status Advance();
   // Ends the requests Advance marked: their streams get the finish event and their slots and
   // rows are freed. Returns their ids. Kept apart from Advance so that the engine can retire
   // them under its lock and publish its counters before any client sees a request end.

@@ -9,7 +9,9 @@
 // health NOT_SERVING, new requests UNAVAILABLE, running and queued requests get up to
 // --drain_timeout to finish (a second signal ends that wait), the rest are cancelled (status
 // UNAVAILABLE, saying so), the handlers send every finish and clients get 100 ms to read them,
-// gRPC shuts down, and the process exits 0.
+// gRPC shuts down, and the process exits 0. An engine that stops serving after repeated
+// failed model steps (kFailedStepsToStop, engine.h) turns health NOT_SERVING and logs why;
+// the process then waits for its signal like a serving one.
 //
 // Exit status: 0 after a drain or a signal while loading; 2 for a bad flag value (before the
 // port opens, except for flags that do not fit the model, found once it has loaded); 1 if the
@@ -46,6 +48,7 @@
 #include "common/monotonic_time.h"
 #include "common/status_macros.h"
 #include "server/engine.h"
+#include "server/engine_health.h"
 #include "server/grpc_server.h"
 #include "server/grpc_version.h"
 #include "server/model_source.h"
@@ -346,6 +349,7 @@ int Run(const char* argv0) {
   details.version = kInt4kvVersion;
   service.AttachEngine(engine->get(), details);
   (*server)->SetServing(true);
+  StopServingOnEngineFailure(**engine, **server);
   LogSummary(info, details, *options, **server);
 
   int signal_number = 0;

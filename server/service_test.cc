@@ -15,8 +15,10 @@
 #include "gtest/gtest.h"
 #include "server/engine.h"
 #include "server/engine_device.h"
+#include "server/engine_health.h"
 #include "server/grpc_server.h"
 #include "server/model_source.h"
+#include "server/testing/health_check.h"
 #include "server/testing/test_util.h"
 
 namespace int4kv {
@@ -186,6 +188,45 @@ TEST_F(ServiceTest, ModelFailureEndsTheStreamInternalAfterItsTokens) {
   ASSERT_EQ(expected.tokens.size(), 40u);
   ASSERT_EQ(tokens.size(), 9u);
   EXPECT_THAT(tokens, ElementsAreArray(expected.tokens.begin(), expected.tokens.begin() + 9));
+}
+
+// A model that keeps failing: after kFailedStepsToStop failed requests the server's health
+// turns NOT_SERVING (as int4kv_server wires it) and Generate answers UNAVAILABLE with why.
+TEST_F(ServiceTest, RepeatedModelFailuresTurnHealthNotServing) {
+  StartServer();
+  EngineConfig config;
+  config.max_batch = 4;
+  config.threads = 2;
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(
+      config, Stories260K(), kDefaultModelPath, FailingInt4AttentionFactory([] { return true; }));
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  engine_ = std::move(*engine);
+  service_->AttachEngine(engine_.get(), ServerDetails{});
+  server_->SetServing(true);
+  StopServingOnEngineFailure(*engine_, *server_);
+  const std::unique_ptr<grpc::health::v1::Health::Stub> health =
+      grpc::health::v1::Health::NewStub(grpc::CreateChannel(
+          "127.0.0.1:" + std::to_string(server_->port()), grpc::InsecureChannelCredentials()));
+  using grpc::health::v1::HealthCheckResponse;
+  HealthCheckResponse::ServingStatus serving = HealthCheckResponse::UNKNOWN;
+
+  const v1::GenerateRequest request = Request({1, 403, 261, 378}, 8);
+  for (int i = 0; i < kFailedStepsToStop; ++i) {
+    ASSERT_TRUE(CheckHealth(*health, "", &serving).ok());
+    EXPECT_EQ(serving, HealthCheckResponse::SERVING) << "before failure " << i + 1;
+    std::vector<v1::GenerateResponse> responses;
+    EXPECT_EQ(Generate(request, &responses).error_code(), grpc::StatusCode::INTERNAL);
+  }
+  ASSERT_TRUE(CheckHealth(*health, "", &serving).ok());
+  EXPECT_EQ(serving, HealthCheckResponse::NOT_SERVING);
+  ASSERT_TRUE(CheckHealth(*health, v1::TokenGeneration::service_full_name(), &serving).ok());
+  EXPECT_EQ(serving, HealthCheckResponse::NOT_SERVING);
+  std::vector<v1::GenerateResponse> responses;
+  const grpc::Status status = Generate(request, &responses);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(status.error_message(), HasSubstr("stopped serving after 3 model steps in a row"));
+  EXPECT_THAT(status.error_message(), HasSubstr("injected attention failure"));
+  EXPECT_TRUE(responses.empty());
 }
 
 TEST_F(ServiceTest, BadRequestIdIsRejectedByName) {
