@@ -118,6 +118,7 @@ v1::ServerInfo ServerInfoToProto(const EngineInfo& info, const ServerDetails& de
   capacity->set_queued(info.queued);
   capacity->set_engine_steps(info.steps);
   capacity->set_draining(info.draining);
+  capacity->set_failure(info.failure);
 
   v1::BackendInfo* backend = proto.mutable_backend();
   backend->set_backend(info.device);

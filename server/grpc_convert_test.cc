@@ -133,6 +133,7 @@ TEST(ServerInfoToProtoTest, CopiesEveryField) {
   info.queued = 3;
   info.steps = 77;
   info.draining = true;
+  info.failure = "the engine stopped serving";
   info.device_name = "Some GPU";
   info.cuda_graphs = true;
   info.graph_buckets = {1, 2, 4};
@@ -169,6 +170,7 @@ TEST(ServerInfoToProtoTest, CopiesEveryField) {
   EXPECT_EQ(proto.capacity().queued(), 3);
   EXPECT_EQ(proto.capacity().engine_steps(), 77);
   EXPECT_TRUE(proto.capacity().draining());
+  EXPECT_EQ(proto.capacity().failure(), "the engine stopped serving");
   EXPECT_EQ(proto.backend().backend(), "cuda");
   EXPECT_EQ(proto.backend().device_name(), "Some GPU");
   EXPECT_TRUE(proto.backend().cuda_graphs());

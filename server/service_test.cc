@@ -162,9 +162,10 @@ TEST_F(ServiceTest, ModelFailureEndsTheStreamInternalAfterItsTokens) {
   config.max_batch = 4;
   config.threads = 2;
   // stories260K has 5 layers: the 10th step's attention fails, after 9 tokens went out.
-  std::atomic<int> attends{0};
+  // Owned by the callback, which the fixture's engine keeps past this function.
+  auto attends = std::make_shared<std::atomic<int>>(0);
   const KvAttentionFactory failing_attention =
-      FailingInt4AttentionFactory([&attends] { return ++attends > 5 * 9; });
+      FailingInt4AttentionFactory([attends] { return ++*attends > 5 * 9; });
   absl::StatusOr<std::unique_ptr<Engine>> engine =
       Engine::Create(config, Stories260K(), kDefaultModelPath, failing_attention);
   ASSERT_TRUE(engine.ok()) << engine.status();
@@ -227,6 +228,11 @@ TEST_F(ServiceTest, RepeatedModelFailuresTurnHealthNotServing) {
   EXPECT_THAT(status.error_message(), HasSubstr("stopped serving after 3 model steps in a row"));
   EXPECT_THAT(status.error_message(), HasSubstr("injected attention failure"));
   EXPECT_TRUE(responses.empty());
+  v1::ServerInfo info;
+  ASSERT_TRUE(Info(&info).ok());
+  EXPECT_EQ(info.capacity().failure(), status.error_message());
+  EXPECT_EQ(info.capacity().running(), 0);
+  EXPECT_EQ(info.capacity().slots_free(), info.capacity().slots_total());
 }
 
 TEST_F(ServiceTest, BadRequestIdIsRejectedByName) {
