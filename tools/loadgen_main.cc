@@ -43,7 +43,9 @@
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051",
           "HOST:PORT of the server; loopback only (localhost, 127.0.0.0/8, [::1])");
-ABSL_FLAG(int32_t, concurrency, 16, "closed loop: concurrent streams, each re-sent on finish");
+ABSL_FLAG(int32_t, concurrency, 16,
+          "closed loop: concurrent streams, each re-sent on finish (a stream refused with "
+          "RESOURCE_EXHAUSTED waits until another request finishes)");
 ABSL_FLAG(double, rate, 0,
           "requests per second, at most 1e6: > 0 switches to an open loop with Poisson "
           "arrivals");

@@ -23,6 +23,10 @@
 namespace int4kv {
 namespace {
 
+// Closed loop: how long streams parked after RESOURCE_EXHAUSTED wait before sending again
+// when no request is in flight whose end would let them.
+constexpr absl::Duration kParkedRetry = absl::Milliseconds(100);
+
 // Finished calls, handed from gRPC's callback threads to the driver thread.
 class FinishedCalls {
  public:
@@ -94,7 +98,17 @@ class Driver {
       const bool may_send = !CountBoundReached() && !stopped_sending_;
       const bool sending = may_send && now < send_end;
       if (sending && !config_.open_loop()) {
-        while (in_flight_ < config_.concurrency && !CountBoundReached()) Send(now);
+        // Parked streams send again once a request has finished, or after kParkedRetry with
+        // none in flight to finish.
+        if (in_flight_ == 0) {
+          while (!parked_since_.empty() && now - parked_since_.front() >= kParkedRetry) {
+            parked_since_.pop_front();
+          }
+        }
+        while (in_flight_ + static_cast<int32_t>(parked_since_.size()) < config_.concurrency &&
+               !CountBoundReached()) {
+          Send(now);
+        }
       } else if (may_send && config_.open_loop()) {
         // Arrivals due by now, none past the end of sending; a pass that comes late, after the
         // end, still takes every arrival due before it, so that each is sent or counted.
@@ -112,12 +126,22 @@ class Driver {
 
       absl::Time wake = next_progress;
       if (sending) wake = std::min(wake, send_end);
+      if (sending && in_flight_ == 0 && !parked_since_.empty()) {
+        wake = std::min(wake, parked_since_.front() + kParkedRetry);
+      }
       if (sending && config_.open_loop()) wake = std::min(wake, next_arrival);
       for (const std::unique_ptr<StreamCall>& call : finished_.TakeAll(wake)) {
         --in_flight_;
         stats_.Record(call->outcome());
         unavailable_in_a_row_ =
             call->outcome().code == grpc::StatusCode::UNAVAILABLE ? unavailable_in_a_row_ + 1 : 0;
+        if (!config_.open_loop()) {
+          if (call->outcome().code == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+            parked_since_.push_back(MonotonicNow());  // its stream waits for room
+          } else if (!parked_since_.empty()) {
+            parked_since_.pop_front();  // this request's room goes to the longest parked
+          }
+        }
         if (unavailable_in_a_row_ >= kServerLostAfterUnavailable) stopped_sending_ = true;
       }
       if (MonotonicNow() >= next_progress) {
@@ -202,6 +226,11 @@ class Driver {
   int32_t in_flight_ = 0;
   int32_t peak_in_flight_ = 0;
   int32_t unavailable_in_a_row_ = 0;  // requests ending UNAVAILABLE since the last other end
+  // Closed loop: streams whose last request the server refused for want of room
+  // (RESOURCE_EXHAUSTED), oldest first, by when it was refused. Each finished request that
+  // was not refused lets the oldest send again; without that, a refused stream would resend
+  // at once and flood the server with requests it cannot take.
+  std::deque<absl::Time> parked_since_;
   absl::Duration max_send_lag_;       // open loop: the latest an arrival was sent
   bool stopped_sending_ = false;      // kServerLostAfterUnavailable of them: stop sending
 };

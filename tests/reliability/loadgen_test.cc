@@ -1,8 +1,9 @@
 // The load generator (//tools:int4kv_loadgen) against the int4kv_server binary: 256
 // concurrent streams in a closed loop all complete with no error and no broken response;
 // an open loop at a fixed rate sends about rate * duration requests; non-loopback targets
-// are refused before anything is sent; the JSON output carries the numbers; a server that is
-// still loading its model is waited for until --connect_timeout.
+// are refused before anything is sent; the JSON output carries the numbers; a closed loop
+// that outruns the server parks its refused streams; a server that is still loading its
+// model is waited for until --connect_timeout.
 #include <unistd.h>
 
 #include <chrono>
@@ -223,6 +224,34 @@ TEST_F(LoadgenTest, ARunEndingOnUnavailableRequestsLostItsServer) {
   EXPECT_EQ(code, 1) << output;
   EXPECT_THAT(output, HasSubstr("SERVER LOST: the run ended with "));
   EXPECT_THAT(output, HasSubstr("the server stopped answering"));
+}
+
+// A closed loop with more streams than the server takes (batch 1, queue 1): a stream refused
+// with RESOURCE_EXHAUSTED waits for another request to finish before it sends again, so the
+// refusals stay near one a finished request instead of flooding the server.
+TEST(LoadgenOverloadTest, RefusedStreamsWaitForRoomInsteadOfResendingAtOnce) {
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      StartServing({"--max_batch=1", "--max_queue=1", "--log_level=warn"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string json = TempPath("overload.json");
+  std::string output;
+  const int code = RunCommand(absl::StrCat(kLoadgen, " --server=", (*server)->address(),
+                                           " --concurrency=32 --duration=2s --prompt_len=4 "
+                                           "--output_len=16 --json=",
+                                           json),
+                              &output);
+  ASSERT_EQ(code, 0) << output;
+  const std::string report = ReadFile(json);
+  const double ok = JsonNumber(report, "ok");
+  const double refused = JsonNumber(report, "RESOURCE_EXHAUSTED");
+  EXPECT_GT(ok, 0) << report;
+  EXPECT_GT(refused, 0) << report;  // the loop did outrun the server
+  // The first round refuses 30 of 32; after that each finished request lets one parked
+  // stream try again. Resent at once, a refused stream comes back within a millisecond.
+  EXPECT_LE(refused, 30 + 2 * ok) << report;
+  EXPECT_EQ(JsonNumber(report, "sent"), ok + JsonNumber(report, "failed")) << report;
+  auto stub = v1::TokenGeneration::NewStub((*server)->Channel());
+  EXPECT_TRUE(WaitUntilIdle(*stub).idle());
 }
 
 // A server that opens its port and then loads forever (ServerProcess::StartNeverLoading)
