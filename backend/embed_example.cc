@@ -132,9 +132,11 @@ absl::Status Run(bool cuda) {
                 out[b * kQHeads * kHeadDim + 3]);
   }
 
-  // 5. Finished requests give their slots and rows back.
+  // 5. Finished requests give their slots and rows back (every one, even after an error).
   std::move(release_requests).Cancel();
-  for (const DecodeRow& row : rows) RETURN_IF_ERROR(cache->ReleaseRequest(row.request));
+  absl::Status released;
+  for (const DecodeRow& row : rows) released.Update(cache->ReleaseRequest(row.request));
+  RETURN_IF_ERROR(released);
   std::printf("free slots after the step: %lld of %lld\n",
               static_cast<long long>(cache->slots().free_count()),
               static_cast<long long>(cache->slots().capacity()));

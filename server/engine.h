@@ -131,9 +131,10 @@ class Engine {
   // `handler` is called once with the Unavailable status Submit refuses with, when the
   // engine stops after kFailedStepsToStop model steps in a row failed: on the scheduler
   // thread, with no engine lock held, once Submit refuses and before the last failed step's
-  // requests end (INTERNAL) and the queued ones end (with that status). If the engine has
-  // already stopped, it is called at once on this thread. It replaces any earlier handler,
-  // must not call Shutdown, and must stay callable until Shutdown returns.
+  // requests end (INTERNAL) and the others, queued or running, end (kCancelled, with that
+  // status). If the engine has already stopped, it is called at once on this thread. It
+  // replaces any earlier handler, must not call Shutdown, and must stay callable until
+  // Shutdown returns.
   void SetFailureHandler(std::function<void(const absl::Status&)> handler);
 
   EngineInfo GetInfo() const;

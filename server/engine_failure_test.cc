@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -108,6 +109,10 @@ TEST(EngineFailureTest, QueuedRequestsEndUnavailableWhenTheEngineStops) {
     return true;
   });
   ASSERT_NE(engine, nullptr);
+  // Also on a failed assertion below, so that the scheduler thread is not left waiting.
+  absl::Cleanup release_steps = [&all_submitted] {
+    if (!all_submitted.HasBeenNotified()) all_submitted.Notify();
+  };
   std::vector<std::shared_ptr<RequestStream>> streams;
   for (int i = 0; i < 5; ++i) {
     absl::StatusOr<std::shared_ptr<RequestStream>> stream =
@@ -115,7 +120,7 @@ TEST(EngineFailureTest, QueuedRequestsEndUnavailableWhenTheEngineStops) {
     ASSERT_TRUE(stream.ok()) << stream.status();
     streams.push_back(*stream);
   }
-  all_submitted.Notify();
+  std::move(release_steps).Invoke();
   for (int i = 0; i < 5; ++i) {
     const GenerationResult result = streams[i]->ReadAll();
     if (i < 3) {

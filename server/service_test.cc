@@ -61,6 +61,8 @@ class ServiceTest : public ::testing::Test {
 
   void TearDown() override {
     if (server_ != nullptr) server_->Shutdown(absl::Seconds(1));
+    // Before server_ goes: an engine's failure handler may refer to it.
+    if (engine_ != nullptr) engine_->Shutdown(absl::ZeroDuration());
   }
 
   // Reads a whole Generate stream.

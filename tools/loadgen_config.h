@@ -29,9 +29,11 @@ struct LoadgenConfig {
   std::string target;  // a loopback gRPC target (ParseLoopbackTarget)
 
   // Closed loop (rate == 0): `concurrency` streams are kept open; each finished request is
-  // replaced at once. Open loop (rate > 0): requests arrive as a Poisson process of `rate` per
-  // second, independent of the server's progress; an arrival that finds `max_in_flight`
-  // streams open is not sent and counted as such (the server is not keeping up).
+  // replaced at once, except one the server refused with RESOURCE_EXHAUSTED: its stream waits
+  // until another request finishes (or 100 ms while none is in flight). Open loop (rate > 0):
+  // requests arrive as a Poisson process of `rate` per second, independent of the server's
+  // progress; an arrival that finds `max_in_flight` streams open is not sent and counted as such
+  // (the server is not keeping up).
   int32_t concurrency = 16;
   double rate = 0;
   int32_t max_in_flight = 1024;
