@@ -4,7 +4,7 @@
 //
 // Memory: all device buffers (chunk metadata, partial outputs, log-sum-exps), a pinned
 // staging area and the host plan are allocated at creation for max_batch; Plan and Run
-// allocate nothing.
+// allocate nothing, in host or device memory (cuda_plan_run_allocation_test).
 #ifndef INT4KV_BACKEND_CUDA_DECODE_BACKEND_H_
 #define INT4KV_BACKEND_CUDA_DECODE_BACKEND_H_
 
