@@ -27,7 +27,7 @@ std::unique_ptr<Engine> MakeEngine(EngineConfig config = SmallConfig()) {
   absl::StatusOr<std::unique_ptr<Engine>> engine =
       Engine::Create(config, Stories260K(), kDefaultModelPath);
   EXPECT_TRUE(engine.ok()) << engine.status();
-  return std::move(*engine);
+  return engine.ok() ? std::move(*engine) : nullptr;
 }
 
 // Polls until the scheduler thread has published `running` running requests.
@@ -42,6 +42,7 @@ TEST(EngineTest, InfoDescribesModelAndCache) {
   EngineConfig config = SmallConfig();
   config.kv_capacity_slots = 1000;
   std::unique_ptr<Engine> engine = MakeEngine(config);
+  ASSERT_NE(engine, nullptr);
   const EngineInfo info = engine->GetInfo();
   EXPECT_EQ(info.device, "cpu");
   EXPECT_EQ(info.model_source, kDefaultModelPath);
@@ -75,6 +76,7 @@ TEST(EngineTest, ByteBudgetSizesTheCache) {
   EngineConfig config = SmallConfig();
   config.kv_budget_bytes = 1 << 20;
   std::unique_ptr<Engine> engine = MakeEngine(config);
+  ASSERT_NE(engine, nullptr);
   const EngineInfo info = engine->GetInfo();
   EXPECT_EQ(info.slots_total, (1 << 20) / 240 - 1);
   EXPECT_EQ(info.kv_pool_bytes, ((1 << 20) / 240) * 240);
@@ -94,6 +96,7 @@ TEST(EngineTest, GpuMemoryFractionOnCpuIsInvalid) {
 
 TEST(EngineTest, LengthFinishAndUsage) {
   std::unique_ptr<Engine> engine = MakeEngine();
+  ASSERT_NE(engine, nullptr);
   const GenerationResult result = RunToEnd(*engine, GreedyRequest(kPrompt, 9));
   EXPECT_TRUE(result.status.ok());
   EXPECT_EQ(result.finish_reason, FinishReason::kLength);
@@ -106,6 +109,7 @@ TEST(EngineTest, LengthFinishAndUsage) {
 
 TEST(EngineTest, StopTokenEndsTheRequest) {
   std::unique_ptr<Engine> engine = MakeEngine();
+  ASSERT_NE(engine, nullptr);
   const std::vector<int32_t> free_run = RunToEnd(*engine, GreedyRequest(kPrompt, 30)).tokens;
   // Stop at the 6th token's id: generation ends at its first occurrence, which is streamed.
   GenerateRequest request = GreedyRequest(kPrompt, 30);
@@ -121,6 +125,7 @@ TEST(EngineTest, StopTokenEndsTheRequest) {
 TEST(EngineTest, EosEndsTheRequestUnlessIgnored) {
   // The same weights with EOS set to a token greedy decoding produces.
   std::unique_ptr<Engine> plain = MakeEngine();
+  ASSERT_NE(plain, nullptr);
   const std::vector<int32_t> free_run = RunToEnd(*plain, GreedyRequest(kPrompt, 30)).tokens;
   auto weights = std::make_shared<LlamaWeights>(*Stories260K());
   weights->config.eos_token = free_run[4];
@@ -145,6 +150,7 @@ TEST(EngineTest, SeededSamplingIsReproducibleInAnyBatch) {
   request.sampling.top_k = 40;
   request.sampling.seed = 1234;
   std::unique_ptr<Engine> engine = MakeEngine();
+  ASSERT_NE(engine, nullptr);
   const std::vector<int32_t> alone = RunToEnd(*engine, request).tokens;
   // Again, in a batch with other sampled and greedy requests.
   std::vector<std::shared_ptr<RequestStream>> others;
@@ -164,6 +170,7 @@ TEST(EngineTest, SeededSamplingIsReproducibleInAnyBatch) {
 
 TEST(EngineTest, TopK1EqualsGreedy) {
   std::unique_ptr<Engine> engine = MakeEngine();
+  ASSERT_NE(engine, nullptr);
   GenerateRequest request = GreedyRequest(kPrompt, 25);
   request.sampling.temperature = 1.3f;
   request.sampling.top_k = 1;
@@ -173,6 +180,7 @@ TEST(EngineTest, TopK1EqualsGreedy) {
 
 TEST(EngineTest, InvalidRequestsChangeNothing) {
   std::unique_ptr<Engine> engine = MakeEngine();
+  ASSERT_NE(engine, nullptr);
   const EngineInfo before = engine->GetInfo();
   auto expect_invalid = [&](const GenerateRequest& request, const std::string& part) {
     const absl::StatusOr<std::shared_ptr<RequestStream>> stream = engine->Submit(request);
@@ -212,6 +220,7 @@ TEST(EngineTest, NeverFitsTheCache) {
   EngineConfig config = SmallConfig();
   config.kv_capacity_slots = 50;
   std::unique_ptr<Engine> engine = MakeEngine(config);
+  ASSERT_NE(engine, nullptr);
   const absl::StatusOr<std::shared_ptr<RequestStream>> stream =
       engine->Submit(GreedyRequest(kPrompt, 44));  // 7 + 44 = 51 > 50
   EXPECT_EQ(stream.status().code(), absl::StatusCode::kInvalidArgument);
@@ -250,6 +259,7 @@ TEST(EngineTest, CacheTooSmallForAnyRequestIsRefused) {
   EngineConfig two = SmallConfig();
   two.kv_capacity_slots = 2;
   std::unique_ptr<Engine> engine = MakeEngine(two);
+  ASSERT_NE(engine, nullptr);
   EXPECT_EQ(engine->GetInfo().max_new_tokens_limit, 1);
   EXPECT_EQ((*engine->Submit(GreedyRequest({1}, 1)))->ReadAll().tokens.size(), 1u);
 }
@@ -262,6 +272,7 @@ TEST(EngineTest, IdleEngineAcceptsABatchAndAQueueAtOnce) {
   config.max_batch = 4;
   config.max_queue = 1;
   std::unique_ptr<Engine> engine = MakeEngine(config);
+  ASSERT_NE(engine, nullptr);
   std::vector<std::shared_ptr<RequestStream>> streams;
   for (int i = 0; i < 5; ++i) {
     const absl::StatusOr<std::shared_ptr<RequestStream>> stream =
@@ -285,6 +296,7 @@ TEST(EngineTest, QueueBoundHoldsWhenTheCacheIsFull) {
   config.max_queue = 1;
   config.kv_capacity_slots = 7 + 400 + 50;  // one request of kPrompt + 400 tokens at a time
   std::unique_ptr<Engine> engine = MakeEngine(config);
+  ASSERT_NE(engine, nullptr);
   std::shared_ptr<RequestStream> running = *engine->Submit(GreedyRequest(kPrompt, 400));
   WaitForRunning(*engine, 1);
   std::shared_ptr<RequestStream> waiting = *engine->Submit(GreedyRequest(kPrompt, 400));
@@ -312,6 +324,7 @@ TEST(EngineTest, StepsCountForwardPassesOnly) {
   EngineConfig config = SmallConfig();
   config.max_batch = 1;
   std::unique_ptr<Engine> engine = MakeEngine(config);
+  ASSERT_NE(engine, nullptr);
   std::shared_ptr<RequestStream> stream = *engine->Submit(GreedyRequest(kPrompt, 400));
   WaitForRunning(*engine, 1);
   ASSERT_TRUE(engine->Cancel(stream->id()).ok());
@@ -331,6 +344,7 @@ TEST(EngineTest, QueueFullIsResourceExhausted) {
   config.max_batch = 1;
   config.max_queue = 2;
   std::unique_ptr<Engine> engine = MakeEngine(config);
+  ASSERT_NE(engine, nullptr);
   std::shared_ptr<RequestStream> running = *engine->Submit(GreedyRequest(kPrompt, 500));
   WaitForRunning(*engine, 1);
   std::shared_ptr<RequestStream> queued1 = *engine->Submit(GreedyRequest(kPrompt, 5));
@@ -362,6 +376,7 @@ TEST(EngineTest, ARequestEndsWithItsRowAndSlotsAlreadyFree) {
   config.max_batch = 1;
   config.max_queue = 1;
   std::unique_ptr<Engine> engine = MakeEngine(config);
+  ASSERT_NE(engine, nullptr);
   const int64_t total = engine->GetInfo().slots_total;
   for (int i = 0; i < 20; ++i) {
     std::shared_ptr<RequestStream> alone = *engine->Submit(GreedyRequest(kPrompt, 2));
@@ -385,6 +400,7 @@ TEST(EngineTest, ARequestEndsWithItsRowAndSlotsAlreadyFree) {
 
 TEST(EngineTest, CancelTakesEffectWithinOneStepAndFreesSlots) {
   std::unique_ptr<Engine> engine = MakeEngine();
+  ASSERT_NE(engine, nullptr);
   const int64_t total = engine->GetInfo().slots_total;
   std::shared_ptr<RequestStream> stream = *engine->Submit(GreedyRequest(kPrompt, 500));
   StreamEvent event;
@@ -424,6 +440,7 @@ TEST(EngineTest, CancelTakesEffectWithinOneStepAndFreesSlots) {
 
 TEST(EngineTest, DrainRefusesNewWorkAndLetsRequestsFinish) {
   std::unique_ptr<Engine> engine = MakeEngine();
+  ASSERT_NE(engine, nullptr);
   std::shared_ptr<RequestStream> running = *engine->Submit(GreedyRequest(kPrompt, 200));
   std::shared_ptr<RequestStream> queued = *engine->Submit(GreedyRequest(kPrompt, 20));
   std::thread shutdown([&] { engine->Shutdown(absl::Seconds(60)); });
@@ -449,6 +466,7 @@ TEST(EngineTest, DrainRefusesNewWorkAndLetsRequestsFinish) {
 // queued or running still finishes, and a later Shutdown drains it.
 TEST(EngineTest, StopAcceptingRefusesAtOnceAndKeepsRunning) {
   std::unique_ptr<Engine> engine = MakeEngine();
+  ASSERT_NE(engine, nullptr);
   std::shared_ptr<RequestStream> running = *engine->Submit(GreedyRequest(kPrompt, 50));
   engine->StopAccepting();
   EXPECT_TRUE(engine->GetInfo().draining);
@@ -465,6 +483,7 @@ TEST(EngineTest, StopAcceptingRefusesAtOnceAndKeepsRunning) {
 // wait_for and cancelled everything at once).
 TEST(EngineTest, InfiniteDrainTimeoutWaitsForRequests) {
   std::unique_ptr<Engine> engine = MakeEngine();
+  ASSERT_NE(engine, nullptr);
   std::shared_ptr<RequestStream> running = *engine->Submit(GreedyRequest(kPrompt, 200));
   StreamEvent event;
   ASSERT_TRUE(running->Next(&event));
@@ -480,6 +499,7 @@ TEST(EngineTest, EndDrainCutsAnInfiniteDrainShort) {
   EngineConfig config = SmallConfig();
   config.max_batch = 1;
   std::unique_ptr<Engine> engine = MakeEngine(config);
+  ASSERT_NE(engine, nullptr);
   std::vector<std::shared_ptr<RequestStream>> streams;
   for (int i = 0; i < 8; ++i) streams.push_back(*engine->Submit(GreedyRequest(kPrompt, 500)));
   StreamEvent event;
@@ -500,6 +520,7 @@ TEST(EngineTest, DrainTimeoutCancelsWithUnavailable) {
   EngineConfig config = SmallConfig();
   config.max_batch = 1;
   std::unique_ptr<Engine> engine = MakeEngine(config);
+  ASSERT_NE(engine, nullptr);
   std::shared_ptr<RequestStream> running = *engine->Submit(GreedyRequest(kPrompt, 500));
   std::shared_ptr<RequestStream> queued = *engine->Submit(GreedyRequest(kPrompt, 5));
   StreamEvent event;
