@@ -1,27 +1,13 @@
 // The CPU backend's Run allocates nothing (DecodeAttentionBackend's contract), its first Run
 // included, with several workers: this binary counts every global operator new while a
 // planned backend runs.
-#include <atomic>
-#include <cstdlib>
-#include <new>
 #include <vector>
 
 #include "backend/cpu_decode_backend.h"
+#include "backend/testing/allocation_counter.h"
 #include "gtest/gtest.h"
 #include "kv_cache/kv_cache.h"
 #include "kv_cache/store_kv.h"
-
-namespace {
-std::atomic<int64_t> g_allocations{0};
-}  // namespace
-
-void* operator new(size_t bytes) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(bytes == 0 ? 1 : bytes)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
 
 namespace int4kv {
 namespace {
@@ -51,9 +37,9 @@ TEST(CpuRunAllocationTest, RunsAllocateNothing) {
   auto backend = *CreateCpuDecodeBackend(BindingFor(*cache), ShapeFor(*cache, 4, 2), options);
   ASSERT_TRUE(backend->Plan(rows, nullptr).ok());
   std::vector<float> q(2 * 4 * 16, 0.125f), out(q.size());
-  const int64_t before = g_allocations.load();
+  const int64_t before = GlobalAllocations();
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(backend->Run(0, q.data(), out.data(), nullptr).ok());
-  EXPECT_EQ(g_allocations.load() - before, 0);
+  EXPECT_EQ(GlobalAllocations() - before, 0);
   EXPECT_NEAR(out[0], -0.5f, 1e-3);  // every V element is -0.5 (quantized)
 }
 

@@ -3,28 +3,14 @@
 // plans and runs steps of changing rows. Skips without a CUDA device.
 #include <cuda_runtime.h>
 
-#include <atomic>
-#include <cstdlib>
-#include <new>
 #include <vector>
 
 #include "backend/cuda_decode_backend.h"
+#include "backend/testing/allocation_counter.h"
 #include "common/cuda_check.h"
 #include "common/device_memory.h"
 #include "gtest/gtest.h"
 #include "kv_cache/kv_cache.h"
-
-namespace {
-std::atomic<int64_t> g_allocations{0};
-}  // namespace
-
-void* operator new(size_t bytes) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(bytes == 0 ? 1 : bytes)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
 
 namespace int4kv {
 namespace {
@@ -75,7 +61,7 @@ TEST(CudaPlanRunAllocationTest, PlansAndRunsAllocateNothing) {
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   size_t free_before = 0, free_after = 0, total = 0;
   ASSERT_EQ(cudaMemGetInfo(&free_before, &total), cudaSuccess);
-  const int64_t before = g_allocations.load();
+  const int64_t before = GlobalAllocations();
   bool all_ok = true;
   for (int round = 0; round < 10; ++round) {
     for (const std::vector<DecodeRow>& rows : steps) {
@@ -85,7 +71,7 @@ TEST(CudaPlanRunAllocationTest, PlansAndRunsAllocateNothing) {
       }
     }
   }
-  const int64_t allocations = g_allocations.load() - before;
+  const int64_t allocations = GlobalAllocations() - before;
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   ASSERT_EQ(cudaMemGetInfo(&free_after, &total), cudaSuccess);
   EXPECT_TRUE(all_ok);
