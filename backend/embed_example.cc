@@ -62,15 +62,19 @@ absl::Status Run(bool cuda) {
   std::mt19937 rng(1);
   std::normal_distribution<float> normal;
   std::vector<DecodeRow> rows;
-  absl::Cleanup release_requests = [&] {
-    for (const DecodeRow& row : rows) {
-      const absl::Status status = cache->ReleaseRequest(row.request);
-      if (!status.ok()) std::fprintf(stderr, "%s\n", status.ToString().c_str());
-    }
+  // Gives every row's slots and request back; the first error, if any.
+  const auto release_requests = [&] {
+    absl::Status released;
+    for (const DecodeRow& row : rows) released.Update(cache->ReleaseRequest(row.request));
+    return released;
+  };
+  absl::Cleanup release_on_error = [&] {
+    const absl::Status status = release_requests();
+    if (!status.ok()) std::fprintf(stderr, "%s\n", status.ToString().c_str());
   };
   for (int length : {5, 12}) {
     ASSIGN_OR_RETURN(const int32_t request, cache->requests().AllocateRequest());
-    rows.push_back({request, 0});
+    rows.push_back({request, 0});  // listed now so that an error below gives it back
     std::vector<int32_t> slots;  // the row's new slots, allocated and appended together
     RETURN_IF_ERROR(cache->AppendNewSlots(request, length, &slots));
     rows.back().seq_len = length;
@@ -133,10 +137,8 @@ absl::Status Run(bool cuda) {
   }
 
   // 5. Finished requests give their slots and rows back (every one, even after an error).
-  std::move(release_requests).Cancel();
-  absl::Status released;
-  for (const DecodeRow& row : rows) released.Update(cache->ReleaseRequest(row.request));
-  RETURN_IF_ERROR(released);
+  std::move(release_on_error).Cancel();
+  RETURN_IF_ERROR(release_requests());
   std::printf("free slots after the step: %lld of %lld\n",
               static_cast<long long>(cache->slots().free_count()),
               static_cast<long long>(cache->slots().capacity()));

@@ -124,7 +124,7 @@ absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(GenerateRequest re
   if (draining_) {
     return absl::UnavailableError("the engine is shutting down and accepts no new requests");
   }
-  if (!failure_.ok()) return failure_;
+  if (!info_.failure.empty()) return absl::UnavailableError(info_.failure);
   // The queued requests that the next step boundary admits (in order, while batch rows and
   // KV slots last, as Loop does; the counts published at the last boundary) are not waiting
   // and do not count against max_queue. So an idle engine accepts max_batch + max_queue
@@ -220,7 +220,7 @@ void Engine::SetFailureHandler(std::function<void(const absl::Status&)> handler)
   absl::Status failure;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    failure = failure_;
+    if (!info_.failure.empty()) failure = absl::UnavailableError(info_.failure);
     failure_handler_ = handler;
   }
   if (!failure.ok() && handler) handler(failure);
@@ -280,17 +280,17 @@ void Engine::Loop() {
     const absl::Status step = scheduler_->Advance();
     if (forward_pass) failed_steps_in_a_row_ = step.ok() ? 0 : failed_steps_in_a_row_ + 1;
     const bool stop_serving = failed_steps_in_a_row_ == kFailedStepsToStop && forward_pass;
+    absl::Status failure;  // what Submit refuses with once the engine has stopped
     if (stop_serving) {
       // Submit refuses from now on, and the handler (health NOT_SERVING) runs before any
       // request of this step ends: a client that sees its request fail finds the server
       // already not serving.
-      std::function<void(const absl::Status&)> notify_failure;
-      absl::Status failure = absl::UnavailableError(
+      failure = absl::UnavailableError(
           absl::StrCat("the engine stopped serving after ", kFailedStepsToStop,
                        " model steps in a row failed; the last: ", step.ToString()));
+      std::function<void(const absl::Status&)> notify_failure;
       {
         std::lock_guard<std::mutex> lock(mutex_);
-        failure_ = failure;
         info_.failure = std::string(failure.message());
         notify_failure = failure_handler_;
       }
@@ -305,8 +305,8 @@ void Engine::Loop() {
       if (stop_serving) {
         // The failed step's requests have ended INTERNAL; nothing else waits for a step that
         // would fail.
-        scheduler_->CancelAll(FinishReason::kCancelled, failure_);
-        FinishQueuedLocked(failure_);
+        scheduler_->CancelAll(FinishReason::kCancelled, failure);
+        FinishQueuedLocked(failure);
         live_.clear();
       }
       UpdateInfoLocked();

@@ -171,10 +171,11 @@ class Engine {
   bool drain_ended_ = false;               // guarded by mutex_; set by EndDrain
   bool stopping_ = false;                  // guarded by mutex_
   bool shut_down_ = false;                 // guarded by mutex_
-  absl::Status failure_;                   // guarded by mutex_; set once, see kFailedStepsToStop
   std::function<void(const absl::Status&)> failure_handler_;  // guarded by mutex_
   int32_t failed_steps_in_a_row_ = 0;                         // the scheduler thread's
-  EngineInfo info_;                        // guarded by mutex_ (fixed fields set once)
+  // Guarded by mutex_ (fixed fields set once). info_.failure, set once (kFailedStepsToStop),
+  // is also what Submit refuses with.
+  EngineInfo info_;
 
   std::mutex shutdown_mutex_;  // serializes Shutdown callers
   std::thread thread_;
