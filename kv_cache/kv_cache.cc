@@ -5,7 +5,6 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/types/span.h"
 #include "common/status_macros.h"
 
 namespace int4kv {
@@ -65,10 +64,8 @@ absl::Status KvCache::AppendNewSlots(int32_t request, int64_t count,
 }
 
 absl::Status KvCache::ReleaseRequest(int32_t request) {
-  // A row not in use: FreeRequest reports it and changes nothing.
-  if (!requests_->IsLive(request)) return requests_->FreeRequest(request);
-  const absl::Span<const int32_t> tokens = requests_->Tokens(request);
-  RETURN_IF_ERROR(slots_->Free(std::vector<int32_t>(tokens.begin(), tokens.end())));
+  // A row not in use has no tokens, so nothing is freed and FreeRequest reports it.
+  RETURN_IF_ERROR(slots_->Free(requests_->Tokens(request)));
   return requests_->FreeRequest(request);
 }
 
