@@ -36,6 +36,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "backend/bench_page_tables.h"
 #include "backend/cpu_decode_backend.h"
 #include "backend/cuda_decode_backend.h"
 #include "backend/read_stream.h"
@@ -49,6 +50,9 @@ ABSL_FLAG(std::string, batches, "1,16,64,128", "batch sizes");
 ABSL_FLAG(std::string, contexts, "1024,4096,16384,65536", "context lengths in tokens");
 ABSL_FLAG(std::string, group_sizes, "8,32", "KV quantization group sizes");
 ABSL_FLAG(std::string, page_tables, "random,contiguous", "page-table kinds");
+ABSL_FLAG(int64_t, random_window, 0,
+          "random page tables permute the slots only within consecutive windows of this many "
+          "slots (0: over the whole pool), to tell a placement's spread from its order");
 ABSL_FLAG(double, max_pool_gib, 40.0, "skip cases whose KV pool would exceed this");
 ABSL_FLAG(int, repeats, 9, "timings per case (the median is reported)");
 ABSL_FLAG(int, runs_per_graph, 32,
@@ -234,9 +238,8 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, bool ran
   FillDevice(cache->view().data, layout.DataPoolBytes(), codes);
   FillDevice(cache->view().scales, layout.ParamPoolElements() * 2, scales);
 
-  std::vector<int32_t> slots(config.capacity_slots);
-  std::iota(slots.begin(), slots.end(), 1);
-  if (random_pages) std::shuffle(slots.begin(), slots.end(), rng);
+  const std::vector<int32_t> slots = BenchPageTableSlots(config.capacity_slots, random_pages,
+                                                         absl::GetFlag(FLAGS_random_window), rng);
   std::vector<DecodeRow> rows;
   size_t first_slot = 0;
   for (int len : lengths) {
@@ -379,6 +382,10 @@ int RunGpu() {
   std::printf("device: %s, %d SMs, %.0f MB L2\n", props.name, props.multiProcessorCount,
               props.l2CacheSize / 1e6);
   std::printf("copy ceiling (cudaMemcpy D2D, 1 GiB, read + write): %.0f GB/s\n\n", ceiling);
+  if (const int64_t window = absl::GetFlag(FLAGS_random_window); window > 0) {
+    std::printf("random tables: slots permuted within windows of %lld consecutive slots\n\n",
+                static_cast<long long>(window));
+  }
   if (absl::GetFlag(FLAGS_separate_runs)) {
     std::printf("time: a layer-run behind an empty kernel, less that kernel's own time\n\n");
   }
@@ -497,6 +504,12 @@ int main(int argc, char** argv) {
   if (repeats < 1 || runs_per_graph < 1) {
     std::fprintf(stderr, "--repeats = %d, --runs_per_graph = %d: both must be >= 1\n", repeats,
                  runs_per_graph);
+    return 2;
+  }
+  const int64_t random_window = absl::GetFlag(FLAGS_random_window);
+  if (random_window < 0) {
+    std::fprintf(stderr, "--random_window = %lld: must be >= 0 (0: the whole pool)\n",
+                 static_cast<long long>(random_window));
     return 2;
   }
   return absl::GetFlag(FLAGS_cpu) ? int4kv::RunCpu() : int4kv::RunGpu();

@@ -9,5 +9,6 @@ expect_refusal "--separate_runs and --store_before_runs: choose one" \
 expect_refusal "--repeats = 0, --runs_per_graph = 32: both must be >= 1" --repeats=0
 expect_refusal "--repeats = 9, --runs_per_graph = 0: both must be >= 1" --runs_per_graph=0
 expect_refusal "bad number 'x'" --batches=1,x
+expect_refusal "--random_window = -1: must be >= 0 (0: the whole pool)" --random_window=-1
 expect_refusal "bad page-table kind 'randm' (random or contiguous)" --page_tables=random,randm
 echo "decode_bench flag checks: ok"

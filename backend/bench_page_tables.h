@@ -1,0 +1,20 @@
+// Page-table orders for decode_bench: which slot each token of its rows takes.
+#ifndef INT4KV_BACKEND_BENCH_PAGE_TABLES_H_
+#define INT4KV_BACKEND_BENCH_PAGE_TABLES_H_
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+namespace int4kv {
+
+// Slots 1..capacity in the order the rows take them (the first row its first tokens, and so
+// on): ascending when !random_pages; else permuted over the whole list (window 0, or a window
+// of at least capacity) or only within each run of `window` consecutive slots, so that a
+// table's spread over the pool can be set apart from its order. capacity >= 0, window >= 0.
+std::vector<int32_t> BenchPageTableSlots(int64_t capacity, bool random_pages, int64_t window,
+                                         std::mt19937& rng);
+
+}  // namespace int4kv
+
+#endif  // INT4KV_BACKEND_BENCH_PAGE_TABLES_H_
