@@ -1,7 +1,9 @@
 // The CUDA engine path end to end on the real stories260K weights (head_dim 8, through the
 // backend's generic kernel): decode graphs give the tokens of eager steps, and continuous
-// batching gives every request the tokens it gets alone. Without a GPU only the device
-// selection tests run; the rest skip.
+// batching gives every request the tokens it gets alone, up to near-ties. Without a GPU only the
+// device selection tests run; the rest skip.
+#include <algorithm>
+#include <cstdio>
 #include <memory>
 #include <vector>
 
@@ -59,9 +61,21 @@ TEST_F(CudaEngineTest, GraphReplayMatchesEagerInBfloat16) {
   EXPECT_EQ(graphs.tokens, eager.tokens);
 }
 
+// Logits within this of the top may trade places between two runs of the same request at
+// different step shapes (see the test below). stories260K's top logits are about 10; the one
+// such trade measured (H200, 2026-11-28) was between tokens 0.0047 apart.
+constexpr float kTieLogits = 0.05f;
+
 // Many concurrent requests, admitted as rows and slots free up, prefilled in chunks beside
-// decode rows, each produce the tokens they produce alone.
-TEST_F(CudaEngineTest, BatchedGreedyOutputsEqualRunningAlone) {
+// decode rows, each produce the tokens they produce alone, up to near-ties. On the GPU a row's
+// values are not the same bits at every step shape: cuBLAS picks its kernels by row count, and
+// the attention merge's order of summation follows its launch shape (docs/ACCURACY.md). Where
+// the two best logits are that close, either may win. So a request may leave its alone run
+// only at a token where the logits, recomputed for that context, put both runs' choices within
+// kTieLogits of the top; after it the two runs continue different texts and are not compared.
+// Near-ties are rare, and most requests must not diverge at all: a batching bug that moved
+// logits by less than kTieLogits would otherwise go unseen.
+TEST_F(CudaEngineTest, BatchedGreedyOutputsFollowTheirAloneRunsUpToNearTies) {
   const std::vector<GenerateRequest> requests = MixedRequests(16, 3);
   EngineConfig alone_config = CudaConfig();
   alone_config.max_batch = 1;
@@ -81,11 +95,31 @@ TEST_F(CudaEngineTest, BatchedGreedyOutputsEqualRunningAlone) {
     ASSERT_TRUE(stream.ok()) << stream.status();
     streams.push_back(*stream);
   }
+  int diverged = 0;
   for (size_t i = 0; i < requests.size(); ++i) {
     const GenerationResult result = streams[i]->ReadAll();
     EXPECT_EQ(result.finish_reason, FinishReason::kLength) << result.status;
-    EXPECT_EQ(result.tokens, alone[i]) << "request " << i;
+    ASSERT_EQ(result.tokens.size(), alone[i].size()) << "request " << i;
+    const size_t at =
+        std::mismatch(result.tokens.begin(), result.tokens.end(), alone[i].begin()).first -
+        result.tokens.begin();
+    if (at == result.tokens.size()) continue;
+    ++diverged;
+    std::vector<int32_t> context = requests[i].prompt;
+    context.insert(context.end(), alone[i].begin(), alone[i].begin() + at);
+    const std::vector<float> logits = NextTokenLogits(context);
+    const auto [lowest, top] = std::minmax_element(logits.begin(), logits.end());
+    const float alone_gap = *top - logits[alone[i][at]];
+    const float batched_gap = *top - logits[result.tokens[at]];
+    std::printf(
+        "request %zu leaves its alone run at token %zu: %d alone, %d batched, %.4f and "
+        "%.4f below the top logit %.3f\n",
+        i, at, alone[i][at], result.tokens[at], alone_gap, batched_gap, *top);
+    EXPECT_GT(*top - *lowest, 1.0f) << "request " << i << ": logits without a spread";
+    EXPECT_LE(alone_gap, kTieLogits) << "request " << i << " token " << at;
+    EXPECT_LE(batched_gap, kTieLogits) << "request " << i << " token " << at;
   }
+  EXPECT_LE(diverged, static_cast<int>(requests.size()) / 4);
   engine->Shutdown(absl::Seconds(10));
   const EngineInfo info = engine->GetInfo();
   EXPECT_EQ(info.slots_free, info.slots_total);

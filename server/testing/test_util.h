@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "server/engine.h"
 #include "server/engine_config.h"
@@ -26,6 +27,14 @@ T ValueOrDie(absl::StatusOr<T> value, const char* what) {
     std::abort();
   }
   return std::move(*value);
+}
+
+// Prints "`what`: <status>" and aborts the test binary if `status` is an error, as ValueOrDie.
+inline void CheckOk(const absl::Status& status, const char* what) {
+  if (!status.ok()) {
+    std::fprintf(stderr, "%s: %s\n", what, status.ToString().c_str());
+    std::abort();
+  }
 }
 
 // stories260K (testdata/models/stories260K.bin), loaded once per test binary; aborts the test

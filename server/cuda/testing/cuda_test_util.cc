@@ -4,6 +4,8 @@
 #include <random>
 
 #include "gtest/gtest.h"
+#include "kv_cache/kv_cache.h"
+#include "server/cuda/cuda_kv_attention.h"
 #include "server/cuda/cuda_llama_model.h"
 #include "server/llama2c_checkpoint.h"
 #include "server/model_source.h"
@@ -79,6 +81,40 @@ SchedulerRun RunScheduler(const EngineConfig& config,
     run.graph_replays = cuda->graph_replays();
   }
   return run;
+}
+
+std::vector<float> NextTokenLogits(const std::vector<int32_t>& tokens) {
+  const std::shared_ptr<const LlamaWeights> weights = Stories260K();
+  const ModelConfig& model_config = weights->config;
+  EngineConfig config = CudaConfig();
+  config.max_batch = 1;
+  config.max_step_tokens = static_cast<int32_t>(tokens.size());
+  const EngineConfig resolved = ValueOrDie(config.Resolve(model_config), "EngineConfig::Resolve");
+  std::unique_ptr<KvCache> cache = ValueOrDie(
+      KvCache::Create(resolved.KvConfig(model_config), MemoryKind::kDevice), "KvCache::Create");
+  CudaModelOptions options;
+  options.max_step_tokens = resolved.max_step_tokens;
+  options.max_logit_rows = 1;
+  std::unique_ptr<CudaLlamaModel> model =
+      ValueOrDie(CudaLlamaModel::Create(*weights, options), "CudaLlamaModel::Create");
+  std::unique_ptr<CudaKvAttention> attention =
+      ValueOrDie(CudaKvAttention::Create(cache.get(), model_config.q_heads,
+                                         resolved.max_step_tokens, options.dtype, model->stream()),
+                 "CudaKvAttention::Create");
+  const int32_t request = ValueOrDie(cache->requests().AllocateRequest(), "AllocateRequest");
+  std::vector<int32_t> slots;
+  CheckOk(cache->slots().Allocate(static_cast<int32_t>(tokens.size()), &slots), "Allocate");
+  CheckOk(cache->requests().Append(request, slots), "Append");
+  StepBatch batch;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    batch.AddToken(tokens[i], static_cast<int32_t>(i), slots[i], request);
+  }
+  batch.logit_tokens.push_back(batch.num_tokens() - 1);
+  std::vector<float> logits(model_config.vocab_size);
+  CheckOk(attention->Plan(batch), "CudaKvAttention::Plan");
+  CheckOk(model->Forward(batch, *attention, logits.data()), "CudaLlamaModel::Forward");
+  attention.reset();  // before the model whose stream it uses
+  return logits;
 }
 
 }  // namespace int4kv

@@ -32,6 +32,11 @@ struct SchedulerRun {
 // binary on a setup error; a request that does not finish with kLength fails the test.
 SchedulerRun RunScheduler(const EngineConfig& config, const std::vector<GenerateRequest>& requests);
 
+// The float32 logits [vocab] that a float16 CUDA model of stories260K gives for the token after
+// `tokens` (BOS first), from one step over all of them on a fresh cache. Aborts the test binary
+// on a setup error.
+std::vector<float> NextTokenLogits(const std::vector<int32_t>& tokens);
+
 }  // namespace int4kv
 
 #endif  // INT4KV_SERVER_CUDA_TESTING_CUDA_TEST_UTIL_H_
