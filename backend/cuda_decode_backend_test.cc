@@ -460,8 +460,10 @@ TEST_F(CudaDecodeBackendTest, ContiguousAndPermutedPageTablesWithPeakySoftmax) {
 }
 
 // Keys that grow along each row, aligned with q, so that every head's running max keeps
-// moving and every tile rescales what came before: in the 64-token row by about 10 (log2
-// domain) a tile, in the 300-token row by about 2, in the 1000-token row by about 0.6.
+// moving: in the 64-token row by about 10 (log2 domain) a tile, more than the kernel's slack
+// of 8, so that every tile rescales what came before; in the 300-token row by about 2 and in
+// the 1000-token row by about 0.6, so that weights grow up to 2^8 against a max left behind
+// before it moves and the tiles before are rescaled.
 // Scores span about 40 in log2 units, yet the element products q_d k_d stay near 4 at most,
 // as in the peaky case, so the fp16 rounding of dequantized keys stays inside the tolerance (a
 // float64 model of the kernel's roundings gives relative errors of 6e-4 to 8e-4). The output

@@ -41,6 +41,8 @@ namespace {
 // (2 were 3-4% slower from 262,144 tokens).
 constexpr int kMaxWarps = 4;
 constexpr int kTile = 16;
+// How far (log2 domain) a score may exceed its head's running max before the max moves.
+constexpr float kMaxSlack = 8.0f;
 constexpr unsigned kFullMask = 0xffffffffu;
 
 // ---- small device helpers --------------------------------------------------------------
@@ -498,11 +500,16 @@ struct SplitKernel {
 
     // ---- online softmax (log2 domain) for heads 8t + 2c + e: tokens r (s[t][e]) and r + 8
     // (s[t][2 + e]); the other tokens of a head are in the lanes of the same c ----
+    // The running max moves only when a score exceeds it by more than kMaxSlack: until then
+    // the tile's weights are taken against the old max (each at most 2^kMaxSlack, which fp16
+    // holds with its full precision) and neither the max reduction across the column's lanes
+    // nor the rescale runs. The result is the same: every weight, the sum and the partial's
+    // log-sum-exp refer to one max, whichever it is.
     uint32_t pb[kHeadTiles][2];
-    float alpha[kHeadTiles][2];
 #pragma unroll
     for (int t = 0; t < kHeadTiles; ++t) {
       float x[2][2];  // [e][token r, token r + 8]
+      bool moves = false;
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
 #pragma unroll
@@ -510,28 +517,37 @@ struct SplitKernel {
           const bool valid = !kPartial || tile_begin + r + 8 * half < end;
           x[e][half] = valid ? s[t][2 * half + e] * p.scale_log2 : -INFINITY;
         }
-        float tile_max = fmaxf(x[e][0], x[e][1]);
-        tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 4));
-        tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 8));
-        tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 16));
-        const float m_new = fmaxf(st.m_run[t][e], tile_max);  // finite: a tile has a token
-        alpha[t][e] = Exp2(st.m_run[t][e] - m_new);
-        st.m_run[t][e] = m_new;
-        x[e][0] = Exp2(x[e][0] - m_new);
-        x[e][1] = Exp2(x[e][1] - m_new);
-        st.l_run[t][e] = st.l_run[t][e] * alpha[t][e] + x[e][0] + x[e][1];
+        // m_run is -inf before a chunk's first tile, which has a token: it always moves there.
+        moves |= fmaxf(x[e][0], x[e][1]) > st.m_run[t][e] + kMaxSlack;
+      }
+      if (__any_sync(kFullMask, moves)) {
+        float alpha[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float tile_max = fmaxf(x[e][0], x[e][1]);
+          tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 4));
+          tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 8));
+          tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 16));
+          const float m_new = fmaxf(st.m_run[t][e], tile_max);  // finite: a tile has a token
+          alpha[e] = Exp2(st.m_run[t][e] - m_new);
+          st.m_run[t][e] = m_new;
+          st.l_run[t][e] *= alpha[e];
+        }
+#pragma unroll
+        for (int i = 0; i < kDimTiles; ++i) {
+          st.o[t][i][0] *= alpha[0], st.o[t][i][1] *= alpha[1];
+          st.o[t][i][2] *= alpha[0], st.o[t][i][3] *= alpha[1];
+        }
+      }
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        x[e][0] = Exp2(x[e][0] - st.m_run[t][e]);
+        x[e][1] = Exp2(x[e][1] - st.m_run[t][e]);
+        st.l_run[t][e] += x[e][0] + x[e][1];
       }
       // P as two 8x8 fp16 matrices (tokens 0-7, 8-15) x heads, transposed into B fragments.
       pb[t][0] = TransposeHalf8x8(PackHalf2(x[0][0], x[1][0]));
       pb[t][1] = TransposeHalf8x8(PackHalf2(x[0][1], x[1][1]));
-      // Once the running maxima settle no head's max moves and the warp skips the rescale.
-      if (__any_sync(kFullMask, alpha[t][0] != 1.0f || alpha[t][1] != 1.0f)) {
-#pragma unroll
-        for (int i = 0; i < kDimTiles; ++i) {
-          st.o[t][i][0] *= alpha[t][0], st.o[t][i][1] *= alpha[t][1];
-          st.o[t][i][2] *= alpha[t][0], st.o[t][i][3] *= alpha[t][1];
-        }
-      }
     }
 
     // ---- O^T += V^T P; lane (r, c) reads tokens 2c, 2c+1, 2c+8, 2c+9, dims [r D/8, ..) ----
