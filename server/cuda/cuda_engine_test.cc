@@ -68,9 +68,10 @@ constexpr float kTieLogits = 0.05f;
 
 // Many concurrent requests, admitted as rows and slots free up, prefilled in chunks beside
 // decode rows, each produce the tokens they produce alone, up to near-ties. On the GPU a row's
-// values are not the same bits at every step shape: cuBLAS picks its kernels by row count, and
-// the attention merge's order of summation follows its launch shape (docs/ACCURACY.md). Where
-// the two best logits are that close, either may win. So a request may leave its alone run
+// values are not the same bits at every step shape: cuBLAS picks its kernels by row count (and
+// at the tuned head_dims, not this model's, the attention merge's order of summation follows
+// its launch shape; docs/ACCURACY.md). Where the two best logits are that close, either may
+// win. So a request may leave its alone run
 // only at a token where the logits, recomputed for that context, put both runs' choices within
 // kTieLogits of the top; after it the two runs continue different texts and are not compared.
 // Near-ties are rare, and most requests must not diverge at all: a batching bug that moved
