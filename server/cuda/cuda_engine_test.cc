@@ -1,7 +1,7 @@
 // The CUDA engine path end to end on the real stories260K weights (head_dim 8, through the
 // backend's generic kernel): decode graphs give the tokens of eager steps, and continuous
-// batching gives every request the tokens it gets alone, up to near-ties. Without a GPU only the
-// device selection tests run; the rest skip.
+// batching gives every request the tokens it gets alone, up to near-ties. Without a GPU only
+// the device selection tests run; the rest skip.
 #include <algorithm>
 #include <cstdio>
 #include <memory>
@@ -71,9 +71,9 @@ constexpr float kTieLogits = 0.05f;
 // values are not the same bits at every step shape: cuBLAS picks its kernels by row count (and
 // at the tuned head_dims, not this model's, the attention merge's order of summation follows
 // its launch shape; docs/ACCURACY.md). Where the two best logits are that close, either may
-// win. So a request may leave its alone run
-// only at a token where the logits, recomputed for that context, put both runs' choices within
-// kTieLogits of the top; after it the two runs continue different texts and are not compared.
+// win. So a request may leave its alone run only at a token where the logits, recomputed for
+// that context, put both runs' choices within kTieLogits of the top; after it the two runs
+// continue different texts and are not compared.
 // Near-ties are rare, and most requests must not diverge at all: a batching bug that moved
 // logits by less than kTieLogits would otherwise go unseen.
 TEST_F(CudaEngineTest, BatchedGreedyOutputsFollowTheirAloneRunsUpToNearTies) {

@@ -103,8 +103,8 @@ std::vector<float> NextTokenLogits(const std::vector<int32_t>& tokens) {
                  "CudaKvAttention::Create");
   const int32_t request = ValueOrDie(cache->requests().AllocateRequest(), "AllocateRequest");
   std::vector<int32_t> slots;
-  CheckOk(cache->slots().Allocate(static_cast<int32_t>(tokens.size()), &slots), "Allocate");
-  CheckOk(cache->requests().Append(request, slots), "Append");
+  CheckOk(cache->AppendNewSlots(request, static_cast<int64_t>(tokens.size()), &slots),
+          "AppendNewSlots");
   StepBatch batch;
   for (size_t i = 0; i < tokens.size(); ++i) {
     batch.AddToken(tokens[i], static_cast<int32_t>(i), slots[i], request);
