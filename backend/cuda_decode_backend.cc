@@ -37,8 +37,11 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
         io_dtype_(options.io_dtype),
         kernels_(kernels),
         target_chunks_(target_chunks),
+        invariant_splits_(options.batch_invariant_splits),
         l2_resident_tokens_(l2_resident_tokens),
-        max_capacity_(ChunkCapacity(shape.max_batch, target_chunks)) {}
+        max_capacity_(invariant_splits_ > 0
+                          ? BatchInvariantCapacity(shape.max_batch, invariant_splits_)
+                          : ChunkCapacity(shape.max_batch, target_chunks)) {}
 
   ~CudaDecodeBackend() override {
     if (staging_done_ != nullptr) {
@@ -81,9 +84,13 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
   absl::Status Malloc(void** out, size_t bytes, bool pinned_host, const char* what) const {
     return CudaAllocate(
         out, bytes, pinned_host,
-        absl::StrCat("the cuda backend's ", what, " (AttentionShape.max_batch = ", shape_.max_batch,
-                     ", q_heads = ", shape_.q_heads, ", head_dim = ", shape_.head_dim,
-                     "; room for ", max_capacity_, " chunks)"));
+        absl::StrCat(
+            "the cuda backend's ", what, " (AttentionShape.max_batch = ", shape_.max_batch,
+            ", q_heads = ", shape_.q_heads, ", head_dim = ", shape_.head_dim,
+            invariant_splits_ > 0
+                ? absl::StrCat(", BackendOptions.batch_invariant_splits = ", invariant_splits_)
+                : "",
+            "; room for ", max_capacity_, " chunks)"));
   }
 
   // The kernels' attributes, the buffers and the binding belong to the device current at
@@ -110,7 +117,11 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
           "the capture, and before each replay");
     }
     RETURN_IF_ERROR(ValidateRows(rows, shape_, cache_));
-    PlanDecode(rows, target_chunks_, &plan_);
+    if (invariant_splits_ > 0) {
+      PlanDecodeBatchInvariant(rows, invariant_splits_, &plan_);
+    } else {
+      PlanDecode(rows, target_chunks_, &plan_);
+    }
     // The pinned staging area may still feed the previous plan's copy.
     CUDA_RETURN_IF_ERROR(cudaEventSynchronize(staging_done_));
     const size_t chunk_bytes = sizeof(ChunkWork) * plan_.chunks.size();
@@ -179,7 +190,8 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     merge.q_heads = shape_.q_heads;
     merge.head_dim = shape_.head_dim;
     const int32_t typical_chunks_per_row = (target_chunks_ + batch_ - 1) / batch_ + 1;
-    return kernels_.LaunchMerge(merge, batch_, typical_chunks_per_row, stream);
+    return kernels_.LaunchMerge(merge, batch_, typical_chunks_per_row,
+                                /*fixed_order=*/invariant_splits_ > 0, stream);
   }
 
  private:
@@ -188,6 +200,9 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
   DType io_dtype_;
   DecodeKernels kernels_;
   int32_t target_chunks_;
+  // BackendOptions.batch_invariant_splits: 0 plans for the whole step (PlanDecode), N > 0
+  // cuts each row by its own length into at most N chunks (PlanDecodeBatchInvariant).
+  int32_t invariant_splits_;
   // Tokens of one layer's cache that fill the device's L2. A step that reads more evicts its
   // own partials (dirty, so written back to DRAM) before the next step overwrites them, and
   // the merge drops them once read (MergeKernelParams::discard_partials); a smaller one
@@ -234,6 +249,12 @@ absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCudaDecodeBackend(
     return absl::InvalidArgumentError(
         absl::StrCat("BackendOptions.io_dtype = ", DTypeName(options.io_dtype),
                      " is invalid for the cuda backend: must be float16 or bfloat16"));
+  }
+  if (options.batch_invariant_splits < 0 ||
+      options.batch_invariant_splits > kMaxBatchInvariantSplits) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "BackendOptions.batch_invariant_splits = ", options.batch_invariant_splits,
+        " is out of range: must be 0 (off) or in [1, ", kMaxBatchInvariantSplits, "]"));
   }
   if (CudaDeviceCount() == 0) {
     return absl::FailedPreconditionError("the cuda backend needs a CUDA device; none found");

@@ -46,6 +46,7 @@ struct Case {
   float q_scale = 1.0f;
   bool in_place = false;    // Run with out == q
   bool constant_q = false;  // every q element q_scale (exactly representable) instead of random
+  int32_t batch_invariant_splits = 0;  // BackendOptions.batch_invariant_splits
 };
 
 std::string Describe(const Case& c) {
@@ -54,7 +55,8 @@ std::string Describe(const Case& c) {
   return absl::StrCat("head_dim ", c.head_dim, " kv_heads ", c.kv_heads, " G ", c.group,
                       " group_size ", c.group_size, " ", QuantModeName(c.mode), " params ",
                       ParamDtypeName(c.params), " io ", DTypeName(c.io), " permuted ", c.permuted,
-                      " in place ", c.in_place, " constant q ", c.constant_q, " lengths ", lengths);
+                      " in place ", c.in_place, " constant q ", c.constant_q,
+                      " batch-invariant splits ", c.batch_invariant_splits, " lengths ", lengths);
 }
 
 // Two caches with identical bytes and page tables: one in host memory (for the oracle),
@@ -258,6 +260,7 @@ void CheckBindingsAgainstOracle(const Case& c, const KvCacheConfig& config,
                        config.max_requests,  config.max_seq_len, 0};
   BackendOptions cuda_options;
   cuda_options.io_dtype = c.io;
+  cuda_options.batch_invariant_splits = c.batch_invariant_splits;
   auto cuda = CreateCudaDecodeBackend(device, shape, cuda_options);
   ASSERT_TRUE(cuda.ok()) << cuda.status();
   BackendOptions oracle_options;
@@ -500,6 +503,25 @@ TEST_F(CudaDecodeBackendTest, LengthsFarBeyondTheSplitCount) {
   c.group = 4;
   c.lengths = {70000, 1, 33000};
   RunCase(c, rng_);
+}
+
+// The batch-invariant mode cuts rows by their own lengths and merges them in a fixed order:
+// one chunk a row (a 20,000-token row in one warp's loop), 16 and the most.
+TEST_F(CudaDecodeBackendTest, BatchInvariantModeAgreesWithTheOracle) {
+  Case c;
+  c.kv_heads = 8;
+  c.group = 4;
+  c.lengths = kMixedLengths;
+  c.lengths.push_back(20000);
+  for (const int32_t splits : {1, 16, kMaxBatchInvariantSplits}) {
+    c.batch_invariant_splits = splits;
+    RunCase(c, rng_);
+  }
+  Case generic;  // head_dim 8, the test model's: the generic kernels and merge
+  generic.head_dim = 8;
+  generic.lengths = {3000, 0, 1, 257};
+  generic.batch_invariant_splits = 16;
+  RunCase(generic, rng_);
 }
 
 TEST_F(CudaDecodeBackendTest, ReadsCachesWrittenWithLightLlmsTruncation) {
@@ -916,6 +938,22 @@ TEST(CudaDecodeBackendTwoDeviceTest, RefusesACacheOnAnotherDevice) {
   }
   cache.reset();
   ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+}
+
+// batch_invariant_splits out of range is refused by name, before any device is looked for.
+TEST(CudaDecodeBackendOptionsTest, BatchInvariantSplitsOutOfRangeAreRefused) {
+  auto cache = *KvCache::Create(TinyConfig(2), MemoryKind::kHost);
+  for (const int32_t splits : {-1, kMaxBatchInvariantSplits + 1}) {
+    BackendOptions options = Fp16Options();
+    options.batch_invariant_splits = splits;
+    const auto cuda = CreateCudaDecodeBackend(BindingFor(*cache), ShapeFor(*cache, 8, 2), options);
+    EXPECT_EQ(cuda.status().code(), absl::StatusCode::kInvalidArgument) << cuda.status();
+    EXPECT_NE(cuda.status().message().find(
+                  absl::StrCat("BackendOptions.batch_invariant_splits = ", splits,
+                               " is out of range: must be 0 (off) or in [1, 1024]")),
+              std::string::npos)
+        << cuda.status();
+  }
 }
 
 // Without a device, asking for the cuda backend says so, whatever the binding.

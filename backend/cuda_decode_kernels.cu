@@ -1222,16 +1222,20 @@ absl::Status DecodeKernels::LaunchSplit(const SplitKernelParams& params_in, int3
 }
 
 absl::Status DecodeKernels::LaunchMerge(const MergeKernelParams& params_in, int32_t batch,
-                                        int32_t typical_chunks_per_row, CudaStream stream) const {
+                                        int32_t typical_chunks_per_row, bool fixed_order,
+                                        CudaStream stream) const {
   MergeKernelParams params = params_in;
   const int columns = params.head_dim / 4;
-  const bool narrow = batch <= kNarrowMergeMaxBatch && columns > kNarrowMergeColumns;
+  // A thread's chunks and the order of the combine follow from the launch shape and the row's
+  // chunk count: one shape for every batch keeps a row's merge the same.
+  const bool narrow =
+      !fixed_order && batch <= kNarrowMergeMaxBatch && columns > kNarrowMergeColumns;
   params.columns_per_block = narrow ? kNarrowMergeColumns : columns;
   const int column_groups = (columns + params.columns_per_block - 1) / params.columns_per_block;
   // Heads per block: as many as keep one load round (kMergeBatch chunks per lane) enough for a
   // typical row, so that short rows do not leave most of a block idle.
   params.heads_per_block = 1;
-  while (!narrow && 2 * params.heads_per_block <= kMaxMergeHeadsPerBlock &&
+  while (!fixed_order && !narrow && 2 * params.heads_per_block <= kMaxMergeHeadsPerBlock &&
          2 * params.heads_per_block <= params.q_heads &&
          2 * params.heads_per_block * columns <= kMergeThreads &&
          kMergeThreads / (2 * params.heads_per_block) / columns * kMergeBatch >=

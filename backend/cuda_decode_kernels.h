@@ -83,9 +83,13 @@ class DecodeKernels {
   absl::Status LaunchSplit(const SplitKernelParams& params, int32_t capacity, int32_t target_chunks,
                            CudaStream stream) const;
   // typical_chunks_per_row: about how many chunks the plan gives a row of this batch; rows
-  // with more are still merged right, only with fewer threads each.
+  // with more are still merged right, only with fewer threads each. fixed_order: every row is
+  // merged by one block of its own over whole heads, one head a block, whatever the batch, so
+  // that a row's partials are combined in an order that depends on its chunk count alone
+  // (batch-invariant plans); typical_chunks_per_row is then unused.
   absl::Status LaunchMerge(const MergeKernelParams& params, int32_t batch,
-                           int32_t typical_chunks_per_row, CudaStream stream) const;
+                           int32_t typical_chunks_per_row, bool fixed_order,
+                           CudaStream stream) const;
 
  private:
   using SplitFn = void (*)(SplitKernelParams);

@@ -41,6 +41,10 @@ class RequestTable;
 // Query heads that may share one KV head (AttentionShape.q_heads / kv_heads).
 constexpr int32_t kMaxQueryHeadsPerKvHead = 16;
 
+// The most chunks a row may take in a batch-invariant cuda backend
+// (BackendOptions.batch_invariant_splits): a 65,536-token row in 64-token chunks.
+constexpr int32_t kMaxBatchInvariantSplits = 1024;
+
 // The largest AttentionShape::softmax_scale. Far above any model's scale (1 / sqrt(head_dim)
 // and its variants are below 1); larger ones only push scores toward float's range, and from
 // about 2.4e38 the kernels' scale times log2(e) is infinite and every output NaN.
@@ -103,6 +107,16 @@ struct BackendOptions {
   bool cpu_float64 = false;
   // cpu only: worker threads; 0 means one per hardware thread.
   int32_t cpu_threads = 0;
+  // cuda only: 0 (the default) cuts each row into chunks sized for the whole step, so that
+  // any batch fills the device; a row's output may then differ in its last bits with what
+  // else the step holds. N in [1, kMaxBatchInvariantSplits] makes the backend batch-invariant:
+  // each row is cut into at most N chunks by its own length alone and its partials are merged
+  // in one fixed order, so its output is bitwise the same whatever else the batch holds
+  // (alone, beside any rows, padded, in any batch size). Costs: workspace for max_batch x N
+  // chunks (4 x q_heads x (head_dim + 1) bytes each), and speed where batch x N chunks give
+  // the device too few (docs/PERFORMANCE.md). The cpu backend computes every row on its own
+  // and is batch-invariant without it.
+  int32_t batch_invariant_splits = 0;
 };
 
 class DecodeAttentionBackend {

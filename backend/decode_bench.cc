@@ -68,6 +68,9 @@ ABSL_FLAG(bool, store_before_runs, false,
           "K/V store, which releases it early");
 ABSL_FLAG(int, other_rows_context, 0,
           "if > 0, a skewed batch: row 0 has --contexts tokens, every other row this many");
+ABSL_FLAG(int, batch_invariant_splits, 0,
+          "BackendOptions.batch_invariant_splits: 0 plans each step as a whole; N > 0 runs the "
+          "batch-invariant mode, each row cut into at most N chunks by its own length");
 ABSL_FLAG(bool, cpu, false, "measure the CPU backend instead (no GPU needed)");
 ABSL_FLAG(int, cpu_threads, 0, "CPU backend threads (0: one per hardware thread)");
 
@@ -253,6 +256,7 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, bool ran
   AttentionShape shape{kQHeads, kKvHeads, kHeadDim, batch, max_len, 0};
   BackendOptions options;
   options.io_dtype = DType::kFloat16;
+  options.batch_invariant_splits = absl::GetFlag(FLAGS_batch_invariant_splits);
   auto backend = CheckOk(CreateCudaDecodeBackend(BindingFor(*cache), shape, options));
   const size_t qo = static_cast<size_t>(batch) * kQHeads * kHeadDim;
   std::vector<uint16_t> q_host(qo);
@@ -386,6 +390,9 @@ int RunGpu() {
     std::printf("random tables: slots permuted within windows of %lld consecutive slots\n\n",
                 static_cast<long long>(window));
   }
+  if (const int splits = absl::GetFlag(FLAGS_batch_invariant_splits); splits > 0) {
+    std::printf("batch-invariant mode: each row in at most %d chunks\n\n", splits);
+  }
   if (absl::GetFlag(FLAGS_separate_runs)) {
     std::printf("time: a layer-run behind an empty kernel, less that kernel's own time\n\n");
   }
@@ -510,6 +517,12 @@ int main(int argc, char** argv) {
   if (random_window < 0) {
     std::fprintf(stderr, "--random_window = %lld: must be >= 0 (0: the whole pool)\n",
                  static_cast<long long>(random_window));
+    return 2;
+  }
+  const int splits = absl::GetFlag(FLAGS_batch_invariant_splits);
+  if (splits < 0 || splits > int4kv::kMaxBatchInvariantSplits) {
+    std::fprintf(stderr, "--batch_invariant_splits = %d: must be 0 (off) or in [1, %d]\n", splits,
+                 int4kv::kMaxBatchInvariantSplits);
     return 2;
   }
   return absl::GetFlag(FLAGS_cpu) ? int4kv::RunCpu() : int4kv::RunGpu();

@@ -8,35 +8,53 @@ namespace {
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t RoundUp(int64_t a, int64_t b) { return CeilDiv(a, b) * b; }
 
+// Cuts row b into near-equal chunks of about `target_len` tokens (at least the row's minimum,
+// rounded up to whole tiles), written from plan->chunks[*next] on and recorded in the row.
+void CutRow(int32_t b, const DecodeRow& row, int64_t target_len, DecodePlan* plan, int32_t* next) {
+  const int64_t len = row.seq_len;
+  plan->rows[b].first_chunk = *next;
+  if (len == 0) return;
+  const int64_t min_len = len <= kShortRowTokens ? kShortRowChunkTokens : kMinChunkTokens;
+  const int64_t chunk_len = RoundUp(std::max(min_len, target_len), kChunkAlign);
+  const int64_t pieces = CeilDiv(len, chunk_len);
+  const int64_t piece_len = RoundUp(CeilDiv(len, pieces), kChunkAlign);
+  for (int64_t begin = 0; begin < len; begin += piece_len) {
+    plan->chunks[(*next)++] = ChunkWork{b, row.request, static_cast<int32_t>(begin),
+                                        static_cast<int32_t>(std::min(len, begin + piece_len))};
+  }
+  plan->rows[b].num_chunks = *next - plan->rows[b].first_chunk;
+}
+
+// Sizes the plan's lists for the rows and `capacity` chunk slots (all empty) and sums the tokens.
+void StartPlan(absl::Span<const DecodeRow> rows, int32_t capacity, DecodePlan* plan) {
+  plan->chunks.assign(capacity, ChunkWork{-1, 0, 0, 0});
+  plan->rows.assign(rows.size(), RowWork{0, 0});
+  plan->total_tokens = 0;
+  for (const DecodeRow& row : rows) plan->total_tokens += row.seq_len;
+}
+
 }  // namespace
 
 void PlanDecode(absl::Span<const DecodeRow> rows, int32_t target_chunks, DecodePlan* plan) {
   const int32_t batch = static_cast<int32_t>(rows.size());
   target_chunks = std::max(target_chunks, 1);
-  plan->chunks.assign(ChunkCapacity(batch, target_chunks), ChunkWork{-1, 0, 0, 0});
-  plan->rows.assign(batch, RowWork{0, 0});
-  int64_t total = 0;
-  for (const DecodeRow& row : rows) total += row.seq_len;
-  plan->total_tokens = total;
+  StartPlan(rows, ChunkCapacity(batch, target_chunks), plan);
   // Each row adds at most one chunk beyond total / chunk_len, so sizing chunks for
   // target - batch keeps the count within one wave of `target_chunks` (when the batch is
   // smaller than the target; larger batches take several waves whatever the size).
   const int64_t budget = batch < target_chunks ? target_chunks - batch : target_chunks;
-  const int64_t balanced_len = CeilDiv(total, budget);
+  const int64_t balanced_len = CeilDiv(plan->total_tokens, budget);
+  int32_t next = 0;
+  for (int32_t b = 0; b < batch; ++b) CutRow(b, rows[b], balanced_len, plan, &next);
+  plan->used_chunks = next;
+}
+
+void PlanDecodeBatchInvariant(absl::Span<const DecodeRow> rows, int32_t splits, DecodePlan* plan) {
+  const int32_t batch = static_cast<int32_t>(rows.size());
+  StartPlan(rows, BatchInvariantCapacity(batch, splits), plan);
   int32_t next = 0;
   for (int32_t b = 0; b < batch; ++b) {
-    const int64_t len = rows[b].seq_len;
-    plan->rows[b].first_chunk = next;
-    if (len == 0) continue;
-    const int64_t min_len = len <= kShortRowTokens ? kShortRowChunkTokens : kMinChunkTokens;
-    const int64_t chunk_len = RoundUp(std::max(min_len, balanced_len), kChunkAlign);
-    const int64_t pieces = CeilDiv(len, chunk_len);
-    const int64_t piece_len = RoundUp(CeilDiv(len, pieces), kChunkAlign);
-    for (int64_t begin = 0; begin < len; begin += piece_len) {
-      plan->chunks[next++] = ChunkWork{b, rows[b].request, static_cast<int32_t>(begin),
-                                       static_cast<int32_t>(std::min(len, begin + piece_len))};
-    }
-    plan->rows[b].num_chunks = next - plan->rows[b].first_chunk;
+    CutRow(b, rows[b], CeilDiv(rows[b].seq_len, splits), plan, &next);
   }
   plan->used_chunks = next;
 }

@@ -63,6 +63,18 @@ struct DecodePlan {
 // (every seq_len >= 0).
 void PlanDecode(absl::Span<const DecodeRow> rows, int32_t target_chunks, DecodePlan* plan);
 
+// Chunk capacity of a batch-invariant plan: every row may take `splits` chunks.
+inline int32_t BatchInvariantCapacity(int32_t batch, int32_t splits) { return batch * splits; }
+
+// Splits every row by its own length alone: row b's chunk length is max(minimum_b,
+// ceil(len / splits)) rounded to kChunkAlign (minimum_b as in PlanDecode), then the row is cut
+// into ceil(len / L_b) near-equal pieces, at most `splits`. A row's chunks are thus the same
+// whatever else the batch holds, and so is its result once merged in a fixed order. Emits
+// BatchInvariantCapacity(batch, splits) chunk slots, the used ones first. Preconditions: rows
+// passed ValidateRows; splits in [1, kMaxBatchInvariantSplits] and batch <= 65536, so that
+// batch * splits fits int32.
+void PlanDecodeBatchInvariant(absl::Span<const DecodeRow> rows, int32_t splits, DecodePlan* plan);
+
 }  // namespace int4kv
 
 #endif  // INT4KV_BACKEND_DECODE_PLAN_H_

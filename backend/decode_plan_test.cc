@@ -1,6 +1,7 @@
 #include "backend/decode_plan.h"
 
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -8,17 +9,11 @@
 namespace int4kv {
 namespace {
 
-// Every token of every row is covered exactly once, in order, by chunks of that row; the
-// chunk count never exceeds the capacity; chunk boundaries are tile-aligned.
-void ExpectValidPlan(const std::vector<DecodeRow>& rows, int32_t target) {
-  DecodePlan plan;
-  PlanDecode(rows, target, &plan);
-  const int32_t capacity = ChunkCapacity(static_cast<int32_t>(rows.size()), target);
+// Every token of every row is covered exactly once, in order, by chunks of that row, the used
+// chunks first; the chunk count never exceeds the capacity; chunk boundaries are tile-aligned.
+void ExpectCovers(const std::vector<DecodeRow>& rows, const DecodePlan& plan, int32_t capacity) {
   ASSERT_EQ(static_cast<int32_t>(plan.chunks.size()), capacity);
   ASSERT_LE(plan.used_chunks, capacity);
-  if (static_cast<int32_t>(rows.size()) < target) {
-    ASSERT_LE(plan.used_chunks, target);
-  }
   for (size_t b = 0; b < rows.size(); ++b) {
     const RowWork& work = plan.rows[b];
     int32_t covered = 0;
@@ -38,18 +33,43 @@ void ExpectValidPlan(const std::vector<DecodeRow>& rows, int32_t target) {
   }
 }
 
+// PlanDecode covers every row within its capacity, and within one wave of the target when the
+// batch is smaller than the target.
+void ExpectValidPlan(const std::vector<DecodeRow>& rows, int32_t target) {
+  DecodePlan plan;
+  PlanDecode(rows, target, &plan);
+  ExpectCovers(rows, plan, ChunkCapacity(static_cast<int32_t>(rows.size()), target));
+  if (static_cast<int32_t>(rows.size()) < target) {
+    ASSERT_LE(plan.used_chunks, target);
+  }
+}
+
+// `batch` rows of random requests and lengths below max_len, a fifth of them padded.
+std::vector<DecodeRow> RandomRows(int batch, int max_len, std::mt19937& rng) {
+  std::vector<DecodeRow> rows(batch);
+  for (int b = 0; b < batch; ++b) {
+    rows[b] = {static_cast<int32_t>(rng() % 100),
+               rng() % 5 == 0 ? 0 : static_cast<int32_t>(rng() % max_len)};
+  }
+  return rows;
+}
+
+// The (begin, end) of each chunk of row b.
+std::vector<std::pair<int32_t, int32_t>> RowChunks(const DecodePlan& plan, int b) {
+  std::vector<std::pair<int32_t, int32_t>> chunks;
+  const RowWork& work = plan.rows[b];
+  for (int32_t c = work.first_chunk; c < work.first_chunk + work.num_chunks; ++c) {
+    chunks.emplace_back(plan.chunks[c].begin, plan.chunks[c].end);
+  }
+  return chunks;
+}
+
 TEST(DecodePlanTest, CoversEveryTokenOnceWithinCapacity) {
   std::mt19937 rng(1);
   for (int trial = 0; trial < 2000; ++trial) {
     const int batch = 1 + rng() % 64;
     const int32_t target = 1 + rng() % 600;
-    const int max_len = trial % 3 == 0 ? 70000 : 600;
-    std::vector<DecodeRow> rows(batch);
-    for (int b = 0; b < batch; ++b) {
-      rows[b] = {static_cast<int32_t>(rng() % 100),
-                 rng() % 5 == 0 ? 0 : static_cast<int32_t>(rng() % max_len)};
-    }
-    ExpectValidPlan(rows, target);
+    ExpectValidPlan(RandomRows(batch, trial % 3 == 0 ? 70000 : 600, rng), target);
   }
 }
 
@@ -82,13 +102,56 @@ TEST(DecodePlanTest, ARowIsCutTheSameWayWhateverRunsBesideIt) {
     DecodePlan alone, beside;
     PlanDecode(std::vector<DecodeRow>{{3, len}}, target, &alone);
     PlanDecode(std::vector<DecodeRow>{{7, 0}, {5, 40}, {3, len}, {4, 3000}}, target, &beside);
-    const RowWork row = beside.rows[2];
-    ASSERT_EQ(row.num_chunks, alone.rows[0].num_chunks) << "len " << len;
-    for (int32_t c = 0; c < row.num_chunks; ++c) {
-      EXPECT_EQ(beside.chunks[row.first_chunk + c].begin, alone.chunks[c].begin) << "len " << len;
-      EXPECT_EQ(beside.chunks[row.first_chunk + c].end, alone.chunks[c].end) << "len " << len;
+    EXPECT_EQ(RowChunks(beside, 2), RowChunks(alone, 0)) << "len " << len;
+  }
+}
+
+TEST(DecodePlanTest, BatchInvariantPlansCoverEveryRowInAtMostSplitsChunks) {
+  std::mt19937 rng(2);
+  for (int trial = 0; trial < 2000; ++trial) {
+    const int batch = 1 + rng() % 64;
+    const int32_t splits = trial % 4 == 0 ? kMaxBatchInvariantSplits : 1 + rng() % 80;
+    const std::vector<DecodeRow> rows = RandomRows(batch, trial % 3 == 0 ? 70000 : 600, rng);
+    DecodePlan plan;
+    PlanDecodeBatchInvariant(rows, splits, &plan);
+    ExpectCovers(rows, plan, BatchInvariantCapacity(batch, splits));
+    for (int b = 0; b < batch; ++b) ASSERT_LE(plan.rows[b].num_chunks, splits) << "row " << b;
+  }
+  // A long row takes all its splits; a short one its minimum chunk length.
+  DecodePlan plan;
+  PlanDecodeBatchInvariant(std::vector<DecodeRow>{{3, 65536}, {4, 100}, {5, 0}}, 16, &plan);
+  EXPECT_EQ(plan.rows[0].num_chunks, 16);
+  EXPECT_EQ(plan.chunks[0].end - plan.chunks[0].begin, 4096);
+  EXPECT_EQ(plan.rows[1].num_chunks, 4);  // 32, 32, 32, 4
+  EXPECT_EQ(plan.rows[2].num_chunks, 0);
+  EXPECT_EQ(plan.used_chunks, 20);
+  EXPECT_EQ(plan.chunks.size(), 48u);
+}
+
+// Whatever the batch and the row's place in it, a batch-invariant plan cuts a row the same
+// way, also where PlanDecode would cut it by the step's total (long rows, large steps).
+TEST(DecodePlanTest, BatchInvariantPlansCutARowTheSameWayInAnyBatch) {
+  std::mt19937 rng(3);
+  for (const int32_t splits : {1, 7, 16, 64}) {
+    for (const int32_t len : {1, 17, 100, 1000, kShortRowTokens + 1, 5000, 65536}) {
+      DecodePlan alone;
+      PlanDecodeBatchInvariant(std::vector<DecodeRow>{{3, len}}, splits, &alone);
+      for (int trial = 0; trial < 20; ++trial) {
+        std::vector<DecodeRow> rows = RandomRows(1 + rng() % 128, 70000, rng);
+        const int place = static_cast<int>(rng() % rows.size());
+        rows[place] = {3, len};
+        DecodePlan beside;
+        PlanDecodeBatchInvariant(rows, splits, &beside);
+        ASSERT_EQ(RowChunks(beside, place), RowChunks(alone, 0))
+            << "splits " << splits << " len " << len << " batch " << rows.size();
+      }
     }
   }
+  // PlanDecode cuts such a row by the step's total.
+  DecodePlan alone, beside;
+  PlanDecode(std::vector<DecodeRow>{{3, 65536}}, 264, &alone);
+  PlanDecode(std::vector<DecodeRow>(16, DecodeRow{3, 65536}), 264, &beside);
+  EXPECT_NE(RowChunks(beside, 0), RowChunks(alone, 0));
 }
 
 }  // namespace

@@ -2,7 +2,8 @@
 # Runs every GPU test, compute-sanitizer and the benchmarks on the GPU machine, from a bundle
 # made here by
 #   tools/gpu_bundle.sh //kv_cache:store_kv_cuda_test //kv_cache:request_table_test \
-#     //backend:cuda_decode_backend_test //backend:cuda_plan_run_allocation_test \
+#     //backend:cuda_decode_backend_test //backend:cuda_batch_invariance_test \
+#     //backend:cuda_plan_run_allocation_test \
 #     //backend:read_stream_test //backend:decode_bench \
 #     //backend:embed_example //server/cuda:llama_kernels_test //server/cuda:cublas_gemm_test \
 #     //server/cuda:cuda_kv_attention_test //server/cuda:cuda_llama_model_test \
@@ -46,7 +47,7 @@ present() {
 }
 
 for t in store_kv_cuda_test request_table_test cuda_decode_backend_test \
-  cuda_plan_run_allocation_test read_stream_test \
+  cuda_batch_invariance_test cuda_plan_run_allocation_test read_stream_test \
   llama_kernels_test cublas_gemm_test cuda_kv_attention_test cuda_llama_model_test \
   cuda_engine_test cuda_engine_info_test; do
   present "$t" && step "$t" 300 "$bin/$t"
@@ -62,7 +63,7 @@ sanitize memcheck store_kv_cuda_test '*:-*EarlierUnchecked*'
 sanitize memcheck request_table_test '*'
 sanitize memcheck cuda_decode_backend_test \
   '*SmallMixedBatch*:*Graph*:*Truncation*:*LargeBatch*:*LengthsFarBeyond*:*Rewritten*:'\
-'*OutsideThePool*:*InPlace*:*KeepMoving*:*AfterStoreKv*'
+'*OutsideThePool*:*InPlace*:*KeepMoving*:*AfterStoreKv*:*BatchInvariant*'
 sanitize racecheck cuda_decode_backend_test '*SmallMixedBatch*:*Graph*:*LargeBatch*:*Rewritten*:*InPlace*:*AfterStoreKv*'
 sanitize memcheck read_stream_test '*'
 sanitize memcheck llama_kernels_test '*'
