@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <string>
@@ -234,6 +235,23 @@ void ExpectComputed(const std::vector<uint16_t>& row, const std::string& what) {
   EXPECT_TRUE(nonzero) << what;
 }
 
+// The requests, their cache and queries, and a backend for max_batch rows over them.
+struct Workload {
+  Workload(int max_batch, int32_t splits, std::mt19937& rng)
+      : requests(MakeRequests(rng)),
+        cache(RandomCache(shape, requests.lengths, rng)),
+        queries(RandomQueries(shape, requests.lengths.size(), rng)) {
+    if (cache != nullptr) runner = std::make_unique<Runner>(*cache, shape, max_batch, splits);
+  }
+  bool ok() const { return runner != nullptr && runner->ok(); }
+
+  const Shape shape;
+  const Requests requests;
+  std::unique_ptr<KvCache> cache;
+  const std::vector<std::vector<uint16_t>> queries;  // one q row a request
+  std::unique_ptr<Runner> runner;
+};
+
 class CudaBatchInvarianceTest : public ::testing::TestWithParam<int32_t> {
  protected:
   void SetUp() override {
@@ -247,23 +265,19 @@ class CudaBatchInvarianceTest : public ::testing::TestWithParam<int32_t> {
 // default mode): the same bits every time.
 TEST_P(CudaBatchInvarianceTest, ARowHasTheSameBitsAloneAndInAnyBatch) {
   const int32_t splits = GetParam();
-  const Shape shape;
-  const Requests requests = MakeRequests(rng_);
-  auto cache = RandomCache(shape, requests.lengths, rng_);
-  ASSERT_NE(cache, nullptr);
-  const auto queries = RandomQueries(shape, requests.lengths.size(), rng_);
-  Runner runner(*cache, shape, 48, splits);
-  ASSERT_TRUE(runner.ok());
-  for (int32_t p = 0; p < requests.probes; ++p) {
-    const DecodeRow probe{p, requests.lengths[p]};
-    const std::vector<uint16_t> alone = runner.RunBatch({probe}, queries);
+  Workload work(48, splits, rng_);
+  ASSERT_TRUE(work.ok());
+  Runner& runner = *work.runner;
+  for (int32_t p = 0; p < work.requests.probes; ++p) {
+    const DecodeRow probe{p, work.requests.lengths[p]};
+    const std::vector<uint16_t> alone = runner.RunBatch({probe}, work.queries);
     ExpectComputed(alone, absl::StrCat("probe of ", probe.seq_len, " tokens alone"));
     for (const int size : {2, 4, 16, 48}) {
       for (int trial = 0; trial < 2; ++trial) {
-        const std::vector<DecodeRow> rows = BatchAround(probe, size, requests.lengths, rng_);
-        const std::vector<uint16_t> out = runner.RunBatch(rows, queries);
+        const std::vector<DecodeRow> rows = BatchAround(probe, size, work.requests.lengths, rng_);
+        const std::vector<uint16_t> out = runner.RunBatch(rows, work.queries);
         const size_t place = PlaceOf(probe, rows);
-        ExpectSameBits(RowOf(out, place, shape), alone,
+        ExpectSameBits(RowOf(out, place, work.shape), alone,
                        absl::StrCat("splits ", splits, ", probe of ", probe.seq_len,
                                     " tokens at row ", place, " of ", size));
       }
@@ -275,32 +289,30 @@ TEST_P(CudaBatchInvarianceTest, ARowHasTheSameBitsAloneAndInAnyBatch) {
 // places beside other rows: each probe's bits are those of its run alone.
 TEST_P(CudaBatchInvarianceTest, AReplayedGraphGivesEachRowItsBitsAlone) {
   const int32_t splits = GetParam();
-  const Shape shape;
-  const Requests requests = MakeRequests(rng_);
-  auto cache = RandomCache(shape, requests.lengths, rng_);
-  ASSERT_NE(cache, nullptr);
-  const auto queries = RandomQueries(shape, requests.lengths.size(), rng_);
-  Runner runner(*cache, shape, 16, splits);
-  ASSERT_TRUE(runner.ok());
+  Workload work(16, splits, rng_);
+  ASSERT_TRUE(work.ok());
+  Runner& runner = *work.runner;
   std::vector<std::vector<uint16_t>> alone;
-  for (int32_t p = 0; p < requests.probes; ++p) {
-    alone.push_back(runner.RunBatch({{p, requests.lengths[p]}}, queries));
+  for (int32_t p = 0; p < work.requests.probes; ++p) {
+    alone.push_back(runner.RunBatch({{p, work.requests.lengths[p]}}, work.queries));
   }
   // Steps of 16 rows: every probe, at shuffled places, among other requests and padding.
   auto step = [&]() {
-    std::vector<DecodeRow> rows = BatchAround({0, requests.lengths[0]}, 16, requests.lengths, rng_);
+    std::vector<DecodeRow> rows =
+        BatchAround({0, work.requests.lengths[0]}, 16, work.requests.lengths, rng_);
     for (DecodeRow& row : rows) {
-      if (row.request < requests.probes) row = {0, 0};  // probes appear once each, below
+      if (row.request < work.requests.probes) row = {0, 0};  // probes appear once each, below
     }
     std::vector<int> places(16);
     std::iota(places.begin(), places.end(), 0);
     std::shuffle(places.begin(), places.end(), rng_);
-    for (int32_t p = 0; p < requests.probes; ++p) rows[places[p]] = {p, requests.lengths[p]};
+    for (int32_t p = 0; p < work.requests.probes; ++p)
+      rows[places[p]] = {p, work.requests.lengths[p]};
     return rows;
   };
   cudaStream_t stream;
   ASSERT_CUDA(cudaStreamCreate(&stream));
-  runner.Prepare(step(), queries);
+  runner.Prepare(step(), work.queries);
   cudaGraph_t graph;
   ASSERT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
   ASSERT_TRUE(runner.backend().Run(0, runner.q(), runner.out(), stream).ok());
@@ -309,13 +321,13 @@ TEST_P(CudaBatchInvarianceTest, AReplayedGraphGivesEachRowItsBitsAlone) {
   ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
   for (int replay = 0; replay < 4; ++replay) {
     const std::vector<DecodeRow> rows = step();
-    runner.Prepare(rows, queries);
+    runner.Prepare(rows, work.queries);
     ASSERT_CUDA(cudaGraphLaunch(exec, stream));
     ASSERT_CUDA(cudaStreamSynchronize(stream));
     const std::vector<uint16_t> out = runner.Output(rows.size());
     for (size_t b = 0; b < rows.size(); ++b) {
-      if (rows[b].seq_len == 0 || rows[b].request >= requests.probes) continue;
-      ExpectSameBits(RowOf(out, b, shape), alone[rows[b].request],
+      if (rows[b].seq_len == 0 || rows[b].request >= work.requests.probes) continue;
+      ExpectSameBits(RowOf(out, b, work.shape), alone[rows[b].request],
                      absl::StrCat("splits ", splits, ", replay ", replay, ", probe of ",
                                   rows[b].seq_len, " tokens at row ", b));
     }
