@@ -1,6 +1,7 @@
 // The CUDA backend's Plan and Run allocate nothing (cuda_decode_backend.h): this binary
 // counts every global operator new, and reads the device's free memory, while a backend
-// plans and runs steps of changing rows. Skips without a CUDA device.
+// plans and runs steps of changing rows, with the default plan and in the batch-invariant
+// mode. Skips without a CUDA device.
 #include <cuda_runtime.h>
 
 #include <vector>
@@ -15,7 +16,10 @@
 namespace int4kv {
 namespace {
 
-TEST(CudaPlanRunAllocationTest, PlansAndRunsAllocateNothing) {
+// The parameter is BackendOptions.batch_invariant_splits.
+class CudaPlanRunAllocationTest : public ::testing::TestWithParam<int32_t> {};
+
+TEST_P(CudaPlanRunAllocationTest, PlansAndRunsAllocateNothing) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
   constexpr int kQHeads = 32;
   KvCacheConfig config;
@@ -36,6 +40,7 @@ TEST(CudaPlanRunAllocationTest, PlansAndRunsAllocateNothing) {
   ASSERT_TRUE((*cache)->requests().SyncToDevice(nullptr).ok());
   BackendOptions options;
   options.io_dtype = DType::kFloat16;
+  options.batch_invariant_splits = GetParam();
   absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> backend =
       CreateCudaDecodeBackend(BindingFor(**cache), ShapeFor(**cache, kQHeads, 4), options);
   ASSERT_TRUE(backend.ok()) << backend.status();
@@ -78,6 +83,8 @@ TEST(CudaPlanRunAllocationTest, PlansAndRunsAllocateNothing) {
   EXPECT_EQ(allocations, 0);
   EXPECT_EQ(free_after, free_before);
 }
+
+INSTANTIATE_TEST_SUITE_P(Splits, CudaPlanRunAllocationTest, ::testing::Values(0, 16));
 
 }  // namespace
 }  // namespace int4kv

@@ -23,9 +23,9 @@ chmod +x "$work/path/nvidia-smi" "$work/path/compute-sanitizer"
 export PATH=$work/path:$PATH
 
 binaries=(store_kv_cuda_test request_table_test cuda_decode_backend_test
-  cuda_batch_invariance_test cuda_plan_run_allocation_test read_stream_test llama_kernels_test cublas_gemm_test
-  cuda_kv_attention_test cuda_llama_model_test cuda_engine_test cuda_engine_info_test
-  embed_example engine_bench)
+  cuda_batch_invariance_test cuda_plan_run_allocation_test read_stream_test llama_kernels_test
+  cublas_gemm_test cuda_kv_attention_test cuda_llama_model_test cuda_engine_test
+  cuda_engine_info_test embed_example engine_bench)
 for b in "${binaries[@]}"; do
   printf '#!/usr/bin/env bash\n[[ -n ${FAIL_%s:-} ]] && exit 1\necho "[  PASSED  ] 1 test."\n[[ -n ${SKIP_%s:-} ]] && printf "x.cc:1: Skipped\\n%%s\\n[  SKIPPED ] 1 test\\n" "$SKIP_%s"\nexit 0\n' \
     "$b" "$b" "$b" >"$repo/.gpu_bundle/bin/$b"
