@@ -210,18 +210,19 @@ size_t PlaceOf(const DecodeRow& probe, const std::vector<DecodeRow>& rows) {
   return 0;
 }
 
-void ExpectSameBits(const std::vector<uint16_t>& got, const std::vector<uint16_t>& alone,
+// `what` says what the two outputs are.
+void ExpectSameBits(const std::vector<uint16_t>& got, const std::vector<uint16_t>& want,
                     const std::string& what) {
-  ASSERT_EQ(got.size(), alone.size());
+  ASSERT_EQ(got.size(), want.size());
   size_t differing = 0, first = got.size();
   for (size_t i = 0; i < got.size(); ++i) {
-    if (got[i] != alone[i]) {
+    if (got[i] != want[i]) {
       ++differing;
       first = std::min(first, i);
     }
   }
   EXPECT_EQ(differing, 0u) << what << ": " << differing << " of " << got.size()
-                           << " outputs differ from the row's run alone, the first at " << first;
+                           << " outputs differ, the first at " << first;
 }
 
 // Outputs of a row alone are finite and not all zero (the mode computes attention at all).
@@ -277,9 +278,10 @@ TEST_P(CudaBatchInvarianceTest, ARowHasTheSameBitsAloneAndInAnyBatch) {
         const std::vector<DecodeRow> rows = BatchAround(probe, size, work.requests.lengths, rng_);
         const std::vector<uint16_t> out = runner.RunBatch(rows, work.queries);
         const size_t place = PlaceOf(probe, rows);
-        ExpectSameBits(RowOf(out, place, work.shape), alone,
-                       absl::StrCat("splits ", splits, ", probe of ", probe.seq_len,
-                                    " tokens at row ", place, " of ", size));
+        ExpectSameBits(
+            RowOf(out, place, work.shape), alone,
+            absl::StrCat("splits ", splits, ", probe of ", probe.seq_len, " tokens at row ", place,
+                         " of ", size, " against its run alone"));
       }
     }
   }
@@ -329,12 +331,31 @@ TEST_P(CudaBatchInvarianceTest, AReplayedGraphGivesEachRowItsBitsAlone) {
       if (rows[b].seq_len == 0 || rows[b].request >= work.requests.probes) continue;
       ExpectSameBits(RowOf(out, b, work.shape), alone[rows[b].request],
                      absl::StrCat("splits ", splits, ", replay ", replay, ", probe of ",
-                                  rows[b].seq_len, " tokens at row ", b));
+                                  rows[b].seq_len, " tokens at row ", b, " against its run alone"));
     }
   }
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);
+}
+
+// Either mode is deterministic run to run: the same batch gives the same bits every time (no
+// atomics, no order that depends on timing), whether or not it gives them alone.
+TEST(CudaBatchDeterminismTest, TheSameBatchGivesTheSameBitsEveryTime) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(78);
+  for (const int32_t splits : {0, 16}) {
+    Workload work(48, splits, rng);
+    ASSERT_TRUE(work.ok());
+    const std::vector<DecodeRow> rows =
+        BatchAround({4, work.requests.lengths[4]}, 48, work.requests.lengths, rng);
+    const std::vector<uint16_t> first = work.runner->RunBatch(rows, work.queries);
+    for (int run = 1; run < 4; ++run) {
+      ExpectSameBits(
+          work.runner->RunBatch(rows, work.queries), first,
+          absl::StrCat("splits ", splits, ", run ", run, " of 48 rows against the first"));
+    }
+  }
 }
 
 // 16 splits: rows of up to 64 chunks merge in one load round whatever the merge's shape would
