@@ -1,4 +1,5 @@
-// Page-table orders for decode_bench: which slot each token of its rows takes.
+// Page-table orders for decode_bench and the backend's GPU tests: which slot each token of
+// their rows takes.
 #ifndef INT4KV_BACKEND_BENCH_PAGE_TABLES_H_
 #define INT4KV_BACKEND_BENCH_PAGE_TABLES_H_
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "backend/bench_page_tables.h"
 #include "backend/cuda_decode_backend.h"
 #include "common/cuda_check.h"
 #include "common/device_memory.h"
@@ -71,9 +72,8 @@ std::unique_ptr<KvCache> RandomCache(const Shape& shape, const std::vector<int>&
     const KvRows rows{k, k + kChunk * token_values, DType::kFloat32, 0};
     EXPECT_TRUE(StoreKvCuda((*cache)->view(), 0, device_ids.as<int32_t>(), n, rows, nullptr).ok());
   }
-  std::vector<int32_t> pool(config.capacity_slots);
-  std::iota(pool.begin(), pool.end(), 1);
-  std::shuffle(pool.begin(), pool.end(), rng);
+  const std::vector<int32_t> pool =
+      BenchPageTableSlots(config.capacity_slots, /*random_pages=*/true, /*window=*/0, rng);
   RequestTable& table = (*cache)->requests();
   size_t next = 0;
   for (int len : lengths) {
