@@ -493,6 +493,47 @@ TEST_F(CudaDecodeBackendTest, RunningMaxesThatKeepMoving) {
   CheckAgainstOracle(c, caches, rows, rng_);
 }
 
+// Rows whose tokens' magnitudes differ by up to 2^23 in the same tiles and chunks: K or V
+// values of 8192 x N(0, 1) (scales in the thousands, dequantized values in the tens of
+// thousands, within fp16's range), of N(0, 1) and of 2^-10 x N(0, 1) (scales below 2^-10,
+// many dequantized values below fp16's normal range); then rows of tiny values alone. q is
+// small where keys are large, so that no few tokens take all the weight.
+TEST_F(CudaDecodeBackendTest, ScalesOfEveryMagnitude) {
+  struct Mix {
+    const char* what;
+    float q_scale;
+    std::vector<float> key_factors, value_factors;  // one drawn per token, uniformly
+  };
+  const std::vector<Mix> mixes = {
+      {"large and tiny values", 1.0f, {1.0f, 1.0f, 1.0f / 1024}, {1.0f, 8192.0f, 1.0f / 1024}},
+      {"large keys", 1.0f / 4096, {1.0f, 8192.0f}, {1.0f}},
+      {"tiny values only", 1.0f, {1.0f / 1024}, {1.0f / 1024}},
+  };
+  for (const Mix& mix : mixes) {
+    SCOPED_TRACE(mix.what);
+    Case c;
+    c.lengths = {300, 37, 1000, 16};
+    c.q_scale = mix.q_scale;
+    MirroredCache caches = CachesFor(c, rng_);
+    const std::vector<DecodeRow> rows = caches.NewBatch(c.lengths, c.permuted, rng_);
+    std::normal_distribution<float> normal;
+    const size_t token_values = static_cast<size_t>(c.kv_heads) * c.head_dim;
+    for (size_t b = 0; b < rows.size(); ++b) {
+      std::vector<float> k(c.lengths[b] * token_values), v(k.size());
+      for (int token = 0; token < c.lengths[b]; ++token) {
+        const float kf = mix.key_factors[rng_() % mix.key_factors.size()];
+        const float vf = mix.value_factors[rng_() % mix.value_factors.size()];
+        for (size_t i = token * token_values; i < (token + 1) * token_values; ++i) {
+          k[i] = kf * normal(rng_);
+          v[i] = vf * normal(rng_);
+        }
+      }
+      caches.Store(caches.row_slots(b), k, v);
+    }
+    CheckAgainstOracle(c, caches, rows, rng_);
+  }
+}
+
 // The seed design's fixed grid broke once a sequence needed more blocks than it had. The step
 // reads 103,001 tokens of 1.5 KB (158 MB) a layer, more than any L2 holds, so its merge also
 // drops each partial from L2 once read (MergeKernelParams::discard_partials); layer 1 then
