@@ -216,10 +216,7 @@ void ExpectSameBits(const std::vector<uint16_t>& got, const std::vector<uint16_t
   ASSERT_EQ(got.size(), want.size());
   size_t differing = 0, first = got.size();
   for (size_t i = 0; i < got.size(); ++i) {
-    if (got[i] != want[i]) {
-      ++differing;
-      first = std::min(first, i);
-    }
+    if (got[i] != want[i] && differing++ == 0) first = i;
   }
   EXPECT_EQ(differing, 0u) << what << ": " << differing << " of " << got.size()
                            << " outputs differ, the first at " << first;
