@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "backend/bench_page_tables.h"
 #include "backend/cuda_decode_backend.h"
+#include "backend/testing/cuda_assert.h"
 #include "common/cuda_check.h"
 #include "common/device_memory.h"
 #include "common/half.h"
@@ -26,8 +27,6 @@
 
 namespace int4kv {
 namespace {
-
-#define ASSERT_CUDA(call) ASSERT_EQ((call), cudaSuccess) << #call
 
 struct Shape {
   int kv_heads = 8;

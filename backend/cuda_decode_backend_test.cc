@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "backend/cpu_decode_backend.h"
 #include "backend/late_table_writer.h"
+#include "backend/testing/cuda_assert.h"
 #include "common/cuda_check.h"
 #include "common/device_memory.h"
 #include "common/half.h"
@@ -29,8 +30,6 @@
 
 namespace int4kv {
 namespace {
-
-#define ASSERT_CUDA(call) ASSERT_EQ((call), cudaSuccess) << #call
 
 struct Case {
   int head_dim = 128;
