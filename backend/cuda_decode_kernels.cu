@@ -275,8 +275,7 @@ struct SplitKernel {
     uint32_t slot_param_bytes;  // parameter bytes per slot (one pool)
     int row_bytes;              // code bytes per head row (head_dim / 2)
     int param_row_bytes;        // parameter bytes per head row
-    int log2_unit;              // fast path: log2 of the parameter copy unit
-    int log2_units_per_row;
+    int log2_param_row;         // fast path: log2 of param_row_bytes
     // A slot's rows of one layer (all KV heads' codes, or parameters) span at least 128
     // bytes, all read in the same step, so whole 128-byte lines may be fetched (CpAsync).
     bool wide_codes, wide_params;
@@ -298,12 +297,63 @@ struct SplitKernel {
     src.params[2] = reinterpret_cast<const uint8_t*>(p.cache.zeros + key_params);
     src.params[3] = reinterpret_cast<const uint8_t*>(p.cache.zeros + value_params);
     src.param_row_bytes = layout.GroupsPerRow() * 2;
-    const int log2_row = 1 + Log2OfPowerOfTwo(kDim) - p.log2_group_size;  // fast path only
-    src.log2_unit = log2_row < 4 ? log2_row : 4;
-    src.log2_units_per_row = log2_row - src.log2_unit;
+    src.log2_param_row = 1 + Log2OfPowerOfTwo(kDim) - p.log2_group_size;  // fast path only
     src.wide_codes = src.slot_bytes >= 128;
     src.wide_params = src.slot_param_bytes >= 128;
     return src;
+  }
+
+  // Fast path: a parameter row holds 2 * kDim / group_size bytes; group sizes of 8 to 128
+  // (all the cache accepts) make that at most this, and rows under 4 bytes take IssueTile's
+  // 2-byte copies.
+  static constexpr int kLargestLog2ParamRow = Log2OfPowerOfTwo(kParamRowBytes);
+
+  // Copies a tile's parameter rows, 2^kLog2Row bytes each (4 or more), in units of up to 16
+  // bytes: unit u = 32 i + lane is part u % units_per_row of row u / units_per_row (kind *
+  // kTile + token). All counts are compile-time powers of two and the unit count a multiple
+  // of 32, so every lane copies the same number without a test, and a lane's tokens repeat
+  // every two rounds, so their page-table entries are shuffled once. (At group 8, head_dim 128
+  // a tile issues 27 instructions here, where one run-time loop over every row size issued
+  // about 80 of the tile's 520: docs/TUNING_LOG.md, version 29.)
+  // slot_reg: as in IssueTile (lane l holds the entry of tile token l % 16).
+  template <int kLog2Row>
+  static __device__ __forceinline__ void IssueParamRowsOf(const Sources& src, int slot_reg,
+                                                          int lane, uint8_t* stage_params) {
+    constexpr int kRowBytes = 1 << kLog2Row;
+    constexpr int kUnit = kRowBytes < 16 ? kRowBytes : 16;
+    constexpr int kUnitsPerRow = kRowBytes / kUnit;
+    constexpr int kUnits = kTile * kParamKinds * kUnitsPerRow;
+    static_assert(kRowBytes >= 4 && kUnits % 32 == 0, "whole rounds of 4-byte units or more");
+    constexpr int kTokenRounds = kUnitsPerRow > 2 ? kUnitsPerRow / 2 : 1;
+    uint64_t slot_offset[kTokenRounds];
+#pragma unroll
+    for (int round = 0; round < kTokenRounds; ++round) {
+      const int token = (32 * round + lane) / kUnitsPerRow % kTile;
+      const uint32_t slot =
+          kUnitsPerRow == 1 ? slot_reg : __shfl_sync(kFullMask, slot_reg, token);
+      slot_offset[round] = WideMul(slot, src.slot_param_bytes);
+    }
+#pragma unroll
+    for (int i = 0; i < kUnits / 32; ++i) {
+      const int unit = 32 * i + lane;
+      const int row_index = unit / kUnitsPerRow;
+      const int part = unit % kUnitsPerRow * kUnit;
+      CpAsync<kUnit>(stage_params + row_index * kParamRowBytes + part,
+                     src.Params(row_index / kTile) + slot_offset[i % kTokenRounds] + part,
+                     src.wide_params);
+    }
+  }
+  // IssueParamRowsOf for the row size src.log2_param_row, looked up from kLog2Row down.
+  template <int kLog2Row>
+  static __device__ __forceinline__ void IssueParamRows(const Sources& src, int slot_reg,
+                                                        int lane, uint8_t* stage_params) {
+    if constexpr (kLog2Row > 2) {
+      if (src.log2_param_row != kLog2Row) {
+        IssueParamRows<kLog2Row - 1>(src, slot_reg, lane, stage_params);
+        return;
+      }
+    }
+    IssueParamRowsOf<kLog2Row>(src, slot_reg, lane, stage_params);
   }
 
   // Starts loading one tile into `stage`. slot_reg: lane l holds the page-table entry of tile
@@ -346,27 +396,7 @@ struct SplitKernel {
     // Parameters: one row of param_row_bytes per (kind, token), staged kParamRowBytes apart.
     uint8_t* stage_params = stage + 2 * kCodeBytes;
     if (kFast && src.param_row_bytes >= 4) {
-      // Units of min(16, row bytes); rows are aligned to their (power-of-two) size, and all
-      // counts are powers of two, so indices come from shifts.
-      const int total = (kTile * kParamKinds) << src.log2_units_per_row;
-      for (int u0 = 0; u0 < total; u0 += 32) {
-        const int unit = u0 + lane;
-        const int row_index = unit >> src.log2_units_per_row;  // kind * kTile + token
-        const uint32_t slot = __shfl_sync(kFullMask, slot_reg, row_index & (kTile - 1));
-        if (unit < total) {
-          const int part = (unit & ((1 << src.log2_units_per_row) - 1)) << src.log2_unit;
-          const uint8_t* from =
-              src.Params(row_index / kTile) + WideMul(slot, src.slot_param_bytes) + part;
-          uint8_t* to = stage_params + row_index * kParamRowBytes + part;
-          if (src.log2_unit == 4) {
-            CpAsync<16>(to, from, src.wide_params);
-          } else if (src.log2_unit == 3) {
-            CpAsync<8>(to, from, src.wide_params);
-          } else {
-            CpAsync<4>(to, from, src.wide_params);
-          }
-        }
-      }
+      IssueParamRows<kLargestLog2ParamRow>(src, slot_reg, lane, stage_params);
     } else {
       const int groups = src.param_row_bytes / 2;
       const int total = kTile * kParamKinds * groups;
