@@ -451,6 +451,26 @@ TEST_F(CudaDecodeBackendTest, GroupSizesModesAndDtypes) {
   }
 }
 
+// head_dims 64 and 256 with every group size and both modes. Each parameter row size (2 to 64
+// bytes a token) has its own copy in the split kernel: at head_dim 256, group 8, a lane copies
+// 4 (symmetric) or 8 (asymmetric) 16-byte units of 8 tokens, whose page-table entries it
+// shuffles in two rounds; rows under 4 bytes take the 2-byte copies.
+TEST_F(CudaDecodeBackendTest, TunedHeadDims64And256WithEveryGroupSizeAndMode) {
+  for (int head_dim : {64, 256}) {
+    for (int group_size : {8, 16, 32, 64, 128}) {
+      if (group_size > head_dim) continue;
+      for (QuantMode mode : {QuantMode::kSymmetric, QuantMode::kAsymmetric}) {
+        Case c;
+        c.head_dim = head_dim;
+        c.group_size = group_size;
+        c.mode = mode;
+        c.lengths = {1, 255, 257, 0, 1500};
+        RunCase(c, rng_);
+      }
+    }
+  }
+}
+
 TEST_F(CudaDecodeBackendTest, ContiguousAndPermutedPageTablesWithPeakySoftmax) {
   for (bool permuted : {false, true}) {
     Case c;
