@@ -5,7 +5,8 @@
 # in every pass and each variant's mean over the passes against the first variant's.
 #
 # Usage (repository root on the GPU machine, after tools/gpu_bundle.sh //backend:decode_bench;
-# other builds copied into .gpu_bundle/bin under names of their own):
+# other builds copied into .gpu_bundle/bin under names of their own, by tools/bench_at_refs.sh
+# for builds of other git refs):
 #   tools/decode_ab.sh OUT_DIR [--passes=N] NAME=BINARY[,VAR=VALUE...] ... -- BENCH_FLAGS
 # BINARY is a file in .gpu_bundle/bin or a path; N defaults to 2. Each run's full output is
 # kept as OUT_DIR/NAME.PASS.txt. Example:

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Builds //backend:decode_bench (-c opt) at git refs and copies each build, stripped, into
+# .gpu_bundle/bin/decode_bench_NAME, for tools/decode_ab.sh on the GPU machine: the builds that
+# the tuning log's A/B rows compare (docs/TUNING_LOG.md names their commits and branches).
+#
+# Usage (repository root; after tools/gpu_bundle.sh, which replaces .gpu_bundle):
+#   tools/bench_at_refs.sh NAME=REF [NAME=REF ...]
+# for example `tools/bench_at_refs.sh v28=822e156 v29=239383b`, then on the GPU machine
+# `tools/decode_ab.sh OUT v28=decode_bench_v28 v29=decode_bench_v29 -- FLAGS`.
+#
+# The builds run in one detached git worktree outside this checkout (INT4KV_REF_WORKTREE,
+# default ${TMPDIR:-/tmp}/int4kv-bench-refs), so this checkout's files and build outputs stay
+# as they are, and each later ref rebuilds only what differs. INT4KV_BAZEL names the bazel
+# binary (default: bazel). Exit status: 0 built, 1 a ref unknown or a build failed, 2 usage.
+set -euo pipefail
+usage="usage: tools/bench_at_refs.sh NAME=REF [NAME=REF ...] (NAME: letters, digits, _)"
+root=$(cd "$(dirname "$0")/.." && pwd)
+bazel=${INT4KV_BAZEL:-bazel}
+worktree=${INT4KV_REF_WORKTREE:-${TMPDIR:-/tmp}/int4kv-bench-refs}
+
+(($# > 0)) || { echo "$usage" >&2; exit 2; }
+names=()
+commits=()
+for arg in "$@"; do
+  [[ $arg =~ ^([A-Za-z0-9_]+)=(.+)$ ]] || { echo "$usage" >&2; exit 2; }
+  name=${BASH_REMATCH[1]} ref=${BASH_REMATCH[2]}
+  # Every ref is resolved before anything is built, so a typo costs no build.
+  commit=$(git -C "$root" rev-parse --verify --quiet "$ref^{commit}") ||
+    { echo "bench_at_refs: $name=$ref: no such commit in $root" >&2; exit 1; }
+  names+=("$name") commits+=("$commit")
+done
+
+if [[ -e $worktree/.git ]]; then
+  git -C "$worktree" checkout --quiet --detach --force "${commits[0]}"
+else
+  git -C "$root" worktree prune  # forgets a worktree whose directory was deleted
+  git -C "$root" worktree add --quiet --detach "$worktree" "${commits[0]}"
+fi
+mkdir -p "$root/.gpu_bundle/bin"
+for i in "${!names[@]}"; do
+  git -C "$worktree" checkout --quiet --detach --force "${commits[$i]}"
+  (cd "$worktree" && "$bazel" build -c opt //backend:decode_bench) ||
+    { echo "bench_at_refs: ${names[$i]}: the build at ${commits[$i]} failed" >&2; exit 1; }
+  bin_dir=$(cd "$worktree" && "$bazel" info -c opt bazel-bin 2>/dev/null)
+  out=$root/.gpu_bundle/bin/decode_bench_${names[$i]}
+  rm -f "$out"
+  cp "$bin_dir/backend/decode_bench" "$out"
+  chmod u+w "$out"
+  if [[ $(head -c 4 "$out") == $'\x7fELF' ]]; then strip "$out"; fi
+  echo "decode_bench_${names[$i]}: ${commits[$i]}"
+done
