@@ -275,7 +275,10 @@ struct SplitKernel {
     uint32_t slot_param_bytes;  // parameter bytes per slot (one pool)
     int row_bytes;              // code bytes per head row (head_dim / 2)
     int param_row_bytes;        // parameter bytes per head row
-    int log2_param_row;         // fast path: log2 of param_row_bytes
+    // Fast path: log2 of param_row_bytes, kept beside it since it comes from the launch's
+    // log2_group_size by a subtraction (param_row_bytes needs a division), and IssueParamRows
+    // compares it every tile.
+    int log2_param_row;
     // A slot's rows of one layer (all KV heads' codes, or parameters) span at least 128
     // bytes, all read in the same step, so whole 128-byte lines may be fetched (CpAsync).
     bool wide_codes, wide_params;
