@@ -127,6 +127,17 @@ __device__ __forceinline__ uint64_t WideMul(uint32_t a, uint32_t b) {
   asm("mul.wide.u32 %0, %1, %2;" : "=l"(product) : "r"(a), "r"(b));
   return product;
 }
+// a x b + c (a, b 32-bit, c 64-bit) as one PTX wide multiply-add, for row addresses (a lane's
+// base + slot x stride). Written as a C++ sum the compiler re-associates it with the pool's
+// base and the row's offset and adds those again on every tile; kept whole, the split kernel's
+// copies issue about 11 instructions a tile fewer (head_dim 128, from the SASS).
+__device__ __forceinline__ const uint8_t* WideMulAdd(uint32_t a, uint32_t b, const uint8_t* c) {
+  uint64_t sum;
+  asm("mad.wide.u32 %0, %1, %2, %3;"
+      : "=l"(sum)
+      : "r"(a), "r"(b), "l"(reinterpret_cast<uint64_t>(c)));
+  return reinterpret_cast<const uint8_t*>(sum);
+}
 
 __device__ __forceinline__ uint32_t AsU32(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
 __device__ __forceinline__ __half2 AsHalf2(uint32_t u) { return *reinterpret_cast<__half2*>(&u); }
@@ -328,13 +339,11 @@ struct SplitKernel {
     constexpr int kUnits = kTile * kParamKinds * kUnitsPerRow;
     static_assert(kRowBytes >= 4 && kUnits % 32 == 0, "whole rounds of 4-byte units or more");
     constexpr int kTokenRounds = kUnitsPerRow > 2 ? kUnitsPerRow / 2 : 1;
-    uint64_t slot_offset[kTokenRounds];
+    uint32_t slots[kTokenRounds];
 #pragma unroll
     for (int round = 0; round < kTokenRounds; ++round) {
       const int token = (32 * round + lane) / kUnitsPerRow % kTile;
-      const uint32_t slot =
-          kUnitsPerRow == 1 ? slot_reg : __shfl_sync(kFullMask, slot_reg, token);
-      slot_offset[round] = WideMul(slot, src.slot_param_bytes);
+      slots[round] = kUnitsPerRow == 1 ? slot_reg : __shfl_sync(kFullMask, slot_reg, token);
     }
 #pragma unroll
     for (int i = 0; i < kUnits / 32; ++i) {
@@ -342,7 +351,8 @@ struct SplitKernel {
       const int row_index = unit / kUnitsPerRow;
       const int part = unit % kUnitsPerRow * kUnit;
       CpAsync<kUnit>(stage_params + row_index * kParamRowBytes + part,
-                     src.Params(row_index / kTile) + slot_offset[i % kTokenRounds] + part,
+                     WideMulAdd(slots[i % kTokenRounds], src.slot_param_bytes,
+                                src.Params(row_index / kTile) + part),
                      src.wide_params);
     }
   }
@@ -371,14 +381,19 @@ struct SplitKernel {
     uint8_t* stage_v = stage + kCodeBytes;
     if constexpr (kFast) {
       constexpr int kChunks = kRowBytes / 16;
+      // A slot's K and V rows of all KV heads span 2 * kv_heads * kDim / 2 bytes, at least 128
+      // from head_dim 128 on: whole lines, known here, without the run-time choice's second
+      // (predicated-off) copy instruction.
+      const bool wide_codes = kDim >= 128 || src.wide_codes;
 #pragma unroll
       for (int u0 = 0; u0 < kTile * kChunks; u0 += 32) {
         const int unit = u0 + lane, token = unit / kChunks, chunk = unit % kChunks;
         const uint32_t slot = __shfl_sync(kFullMask, slot_reg, token);
-        const uint64_t offset = WideMul(slot, src.slot_bytes) + chunk * 16;
-        CpAsync<16>(stage_k + KeyOffset(token, chunk), src.key + offset, src.wide_codes);
-        CpAsync<16>(stage_v + ValueOffset(ValueRow(token), chunk), src.value + offset,
-                    src.wide_codes);
+        // chunk is the lane's own in every round: two bases, each kept for the whole chunk.
+        CpAsync<16>(stage_k + KeyOffset(token, chunk),
+                    WideMulAdd(slot, src.slot_bytes, src.key + chunk * 16), wide_codes);
+        CpAsync<16>(stage_v + ValueOffset(ValueRow(token), chunk),
+                    WideMulAdd(slot, src.slot_bytes, src.value + chunk * 16), wide_codes);
       }
     } else {
       constexpr int kRowWords = kRowBytes / 4;
@@ -434,20 +449,40 @@ struct SplitKernel {
     }
   };
 
+  // Up to head_dim 128 a lane's K parameter entries for one token (one per code word) lie
+  // within kKeyWords aligned entries, read by one shared-memory load; at head_dim 128 its V
+  // entries for one token within two. A byte permute then picks each word's entry, whatever
+  // the group size, instead of a 2-byte load each.
+  static constexpr bool kPackedKeyParams = kDim <= 128;
+  static constexpr bool kPackedValueParams = kDim == 128;
+
   // Byte offsets, within a stage's parameter block, of the parameters a lane reads; they
   // depend only on the lane and the group size, so they are computed once per warp.
   struct ParamOffsets {
     int key[kKeyWords];        // scale of K code word w of token r (+8 j rows for token 8j+r)
     int value[kDimTiles / 4];  // V scale of tokens 2c (+1 row: 2c+1; +8 rows: 2c+8, 2c+9)
+    // Packed forms: the aligned entries' offset, and per word (q) the byte selector that
+    // picks its entry, doubled into both halves (K) or paired with the next token's (V).
+    int key_packed, value_packed;
+    uint32_t key_select[kKeyWords], value_select[kDimTiles / 4];
     __device__ __forceinline__ ParamOffsets(int lane, int log2_gs) {
       const int r = lane / 4, c = lane % 4;
+      const int key_first = (c * (kDim / 4)) >> log2_gs;
+      const int key_base = key_first & ~(kKeyWords - 1);
+      key_packed = r * kParamRowBytes + key_base * 2;
 #pragma unroll
       for (int w = 0; w < kKeyWords; ++w) {
-        key[w] = r * kParamRowBytes + (((c * (kDim / 4) + 8 * w) >> log2_gs) << 1);
+        const int entry = (c * (kDim / 4) + 8 * w) >> log2_gs;
+        key[w] = r * kParamRowBytes + (entry << 1);
+        key_select[w] = 0x1010u + static_cast<uint32_t>(entry - key_base) * 0x2222u;
       }
+      const int value_base = ((r * (kDim / 8)) >> log2_gs) & ~1;
+      value_packed = (kTile + 2 * c) * kParamRowBytes + value_base * 2;
 #pragma unroll
       for (int q = 0; q < kDimTiles / 4; ++q) {
-        value[q] = (kTile + 2 * c) * kParamRowBytes + (((r * (kDim / 8) + 8 * q) >> log2_gs) << 1);
+        const int entry = (r * (kDim / 8) + 8 * q) >> log2_gs;
+        value[q] = (kTile + 2 * c) * kParamRowBytes + (entry << 1);
+        value_select[q] = 0x5410u + static_cast<uint32_t>(entry - value_base) * 0x2222u;
       }
     }
   };
@@ -488,15 +523,30 @@ struct SplitKernel {
         LoadShared<16>(stage_k + KeyOffset(token, 2 * c + 1), key_codes[j] + 4);
       }
     }
-    // Four accumulators, by (code word parity, nibble), summed at the end: the tile's kKSteps
-    // MMAs form four dependent chains instead of one. A warp alone on its scheduler (short
-    // steps) waits on that chain; 1 x 1024: 8.35 -> 7.9 us.
-    float s_parts[4][kHeadTiles][4];
+    // Two accumulators, by nibble, summed at the end: the tile's kKSteps MMAs form two
+    // dependent chains. (Four, by code word parity and nibble, made 1 x 1024 8.35 -> 7.9 us on
+    // an H100, where a warp alone on its scheduler waits on the chain; they cost 8 more
+    // additions a tile.)
+    float s_parts[2][kHeadTiles][4];
 #pragma unroll
-    for (int h = 0; h < 4; ++h) {
+    for (int h = 0; h < 2; ++h) {
 #pragma unroll
       for (int t = 0; t < kHeadTiles; ++t) {
         s_parts[h][t][0] = s_parts[h][t][1] = s_parts[h][t][2] = s_parts[h][t][3] = 0.0f;
+      }
+    }
+    // Packed K parameters: [kind: scale, zero][token r, r + 8][entries as words].
+    constexpr int kKeyParamWords = kPackedKeyParams ? kKeyWords / 2 : 1;
+    uint32_t key_params[2][2][kKeyParamWords];
+    if constexpr (kPackedKeyParams) {
+#pragma unroll
+      for (int kind = 0; kind < (kAsym ? 2 : 1); ++kind) {
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          LoadShared<2 * kKeyWords>(params + 2 * kind * kTile * kParamRowBytes +
+                                        offsets.key_packed + 8 * j * kParamRowBytes,
+                                    key_params[kind][j]);
+        }
       }
     }
 #pragma unroll
@@ -504,9 +554,21 @@ struct SplitKernel {
       __half2 scale[2], zero[2];
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
-        const int offset = offsets.key[w] + 8 * j * kParamRowBytes;
-        scale[j] = Broadcast(StagedParam<0>(params, offset));
-        zero[j] = kAsym ? Broadcast(StagedParam<2>(params, offset)) : AsHalf2(0u);
+        if constexpr (kPackedKeyParams) {
+          const uint32_t* words = key_params[0][j];
+          scale[j] = ParamPair<kBf16Params>(
+              __byte_perm(words[0], words[kKeyParamWords - 1], offsets.key_select[w]));
+          zero[j] = AsHalf2(0u);
+          if constexpr (kAsym) {
+            const uint32_t* zeros = key_params[1][j];
+            zero[j] = ParamPair<kBf16Params>(
+                __byte_perm(zeros[0], zeros[kKeyParamWords - 1], offsets.key_select[w]));
+          }
+        } else {
+          const int offset = offsets.key[w] + 8 * j * kParamRowBytes;
+          scale[j] = Broadcast(StagedParam<0>(params, offset));
+          zero[j] = kAsym ? Broadcast(StagedParam<2>(params, offset)) : AsHalf2(0u);
+        }
       }
 #pragma unroll
       for (int part = 0; part < 2; ++part) {
@@ -518,7 +580,7 @@ struct SplitKernel {
             DequantHigh<kAsym>(x0, scale[0], zero[0]), DequantHigh<kAsym>(x1, scale[1], zero[1])};
 #pragma unroll
         for (int t = 0; t < kHeadTiles; ++t) {
-          Mma(s_parts[2 * (w & 1) + part][t], a, qb[t][2 * w + part][0], qb[t][2 * w + part][1]);
+          Mma(s_parts[part][t], a, qb[t][2 * w + part][0], qb[t][2 * w + part][1]);
         }
       }
     }
@@ -527,7 +589,7 @@ struct SplitKernel {
     for (int t = 0; t < kHeadTiles; ++t) {
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        s[t][i] = (s_parts[0][t][i] + s_parts[1][t][i]) + (s_parts[2][t][i] + s_parts[3][t][i]);
+        s[t][i] = s_parts[0][t][i] + s_parts[1][t][i];
       }
     }
 
@@ -541,23 +603,27 @@ struct SplitKernel {
     uint32_t pb[kHeadTiles][2];
 #pragma unroll
     for (int t = 0; t < kHeadTiles; ++t) {
+      // Scores stay in the products' units: x = s * scale_log2 is formed only inside the
+      // exponent's multiply-add, and the max test scales one value a head.
       float x[2][2];  // [e][token r, token r + 8]
+      float lane_max[2];
       bool moves = false;
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
           const bool valid = !kPartial || tile_begin + r + 8 * half < end;
-          x[e][half] = valid ? s[t][2 * half + e] * p.scale_log2 : -INFINITY;
+          x[e][half] = valid ? s[t][2 * half + e] : -INFINITY;
         }
+        lane_max[e] = fmaxf(x[e][0], x[e][1]) * p.scale_log2;  // scale_log2 > 0
         // m_run is -inf before a chunk's first tile, which has a token: it always moves there.
-        moves |= fmaxf(x[e][0], x[e][1]) > st.m_run[t][e] + kMaxSlack;
+        moves |= lane_max[e] > st.m_run[t][e] + kMaxSlack;
       }
       if (__any_sync(kFullMask, moves)) {
         float alpha[2];
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          float tile_max = fmaxf(x[e][0], x[e][1]);
+          float tile_max = lane_max[e];
           tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 4));
           tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 8));
           tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 16));
@@ -574,8 +640,8 @@ struct SplitKernel {
       }
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        x[e][0] = Exp2(x[e][0] - st.m_run[t][e]);
-        x[e][1] = Exp2(x[e][1] - st.m_run[t][e]);
+        x[e][0] = Exp2(fmaf(x[e][0], p.scale_log2, -st.m_run[t][e]));
+        x[e][1] = Exp2(fmaf(x[e][1], p.scale_log2, -st.m_run[t][e]));
         st.l_run[t][e] += x[e][0] + x[e][1];
       }
       // P as two 8x8 fp16 matrices (tokens 0-7, 8-15) x heads, transposed into B fragments.
@@ -602,13 +668,38 @@ struct SplitKernel {
       LoadShared<kValueBytes>(stage_v + ValueOffset(ValueRow(token), byte / 16) + byte % 16,
                               value_codes[k]);
     }
+    // Packed V parameters: [kind: scale, zero][token 2c, 2c+1, 2c+8, 2c+9], two entries each.
+    uint32_t value_params[2][4];
+    if constexpr (kPackedValueParams) {
+#pragma unroll
+      for (int kind = 0; kind < (kAsym ? 2 : 1); ++kind) {
+#pragma unroll
+        for (int t = 0; t < 4; ++t) {
+          value_params[kind][t] = *reinterpret_cast<const uint32_t*>(
+              params + 2 * kind * kTile * kParamRowBytes + offsets.value_packed +
+              ((t >> 1) * 8 + (t & 1)) * kParamRowBytes);
+        }
+      }
+    }
     // A lane's dims of m-tiles 4q .. 4q+3 are 8 consecutive dims, so they share one group:
     // the parameter pairs are built once per 4 m-tiles.
     __half2 scale2[2], zero2[2];
 #pragma unroll
     for (int i = 0; i < kDimTiles; ++i) {
       const int word = i / 4, byte = i % 4;
-      if (byte == 0) {
+      if (byte == 0 && kPackedValueParams) {
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+          const uint32_t select = offsets.value_select[word];
+          scale2[k] = ParamPair<kBf16Params>(
+              __byte_perm(value_params[0][2 * k], value_params[0][2 * k + 1], select));
+          zero2[k] = AsHalf2(0u);
+          if constexpr (kAsym) {
+            zero2[k] = ParamPair<kBf16Params>(
+                __byte_perm(value_params[1][2 * k], value_params[1][2 * k + 1], select));
+          }
+        }
+      } else if (byte == 0) {
 #pragma unroll
         for (int k = 0; k < 2; ++k) {  // token pairs (2c, 2c+1) and (2c+8, 2c+9)
           const int offset = offsets.value[word] + 8 * k * kParamRowBytes;
