@@ -121,12 +121,6 @@ __device__ __forceinline__ float Log2(float x) {
   return y;
 }
 
-// 32 x 32 -> 64-bit product in one wide multiply.
-__device__ __forceinline__ uint64_t WideMul(uint32_t a, uint32_t b) {
-  uint64_t product;
-  asm("mul.wide.u32 %0, %1, %2;" : "=l"(product) : "r"(a), "r"(b));
-  return product;
-}
 // a x b + c (a, b 32-bit, c 64-bit) as one PTX wide multiply-add, for row addresses (a lane's
 // base + slot x stride). Written as a C++ sum the compiler re-associates it with the pool's
 // base and the row's offset and adds those again on every tile; kept whole, the split kernel's

@@ -30,9 +30,8 @@ for arg in "$@"; do
   names+=("$name") commits+=("$commit")
 done
 
-if [[ -e $worktree/.git ]]; then
-  git -C "$worktree" checkout --quiet --detach --force "${commits[0]}"
-else
+# The loop below checks out each ref; a new worktree starts at the first.
+if [[ ! -e $worktree/.git ]]; then
   git -C "$root" worktree prune  # forgets a worktree whose directory was deleted
   git -C "$root" worktree add --quiet --detach "$worktree" "${commits[0]}"
 fi
