@@ -266,7 +266,8 @@ absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCudaDecodeBackend(
   ASSIGN_OR_RETURN(
       DecodeKernels kernels,
       DecodeKernels::Select(shape.head_dim, shape.q_heads / shape.kv_heads, shape.kv_heads,
-                            cache.view.quant_mode, cache.view.param_dtype));
+                            cache.view.quant_mode, cache.view.param_dtype,
+                            cache.view.layout.group_size));
   int device = 0;
   CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
   int sms = 0;

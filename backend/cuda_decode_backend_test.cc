@@ -451,6 +451,25 @@ TEST_F(CudaDecodeBackendTest, GroupSizesModesAndDtypes) {
   }
 }
 
+// The factored path (symmetric caches of group size 32 at the tuned head_dims): every GQA
+// ratio, long and mixed rows, both page-table kinds, both parameter dtypes.
+TEST_F(CudaDecodeBackendTest, FactoredPathAcrossShapes) {
+  for (int head_dim : {64, 128, 256}) {
+    for (int group : {1, 4, 8, 16}) {
+      Case c;
+      c.head_dim = head_dim;
+      c.group = group;
+      c.group_size = 32;
+      c.kv_heads = group == 16 ? 1 : 3;
+      c.params = group == 8 ? ParamDtype::kBFloat16 : ParamDtype::kFloat16;
+      c.io = group == 4 ? DType::kBFloat16 : DType::kFloat16;
+      c.permuted = group != 1;
+      c.lengths = {1, 2, 15, 16, 17, 255, 256, 257, 0, 3000};
+      RunCase(c, rng_);
+    }
+  }
+}
+
 // head_dims 64 and 256 with every group size and both modes. Each parameter row size (2 to 64
 // bytes a token) has its own copy in the split kernel: at head_dim 256, group 8, a lane copies
 // 4 (symmetric) or 8 (asymmetric) 16-byte units of 8 tokens, whose page-table entries it
@@ -492,24 +511,28 @@ TEST_F(CudaDecodeBackendTest, ContiguousAndPermutedPageTablesWithPeakySoftmax) {
 // is mostly the V of a row's last tokens: a weight left unscaled or a sum missed along the way
 // shows at once.
 TEST_F(CudaDecodeBackendTest, RunningMaxesThatKeepMoving) {
-  Case c;
-  c.lengths = {1000, 300, 64};
-  c.constant_q = true;
-  c.q_scale = 2.0f;
-  MirroredCache caches = CachesFor(c, rng_);
-  const std::vector<DecodeRow> rows = caches.NewBatch(c.lengths, c.permuted, rng_);
-  std::normal_distribution<float> normal;
-  for (size_t b = 0; b < rows.size(); ++b) {
-    const int len = c.lengths[b];
-    std::vector<float> k(static_cast<size_t>(len) * c.kv_heads * c.head_dim), v(k.size());
-    for (size_t i = 0; i < k.size(); ++i) {
-      const size_t token = i / (c.kv_heads * c.head_dim);
-      k[i] = 1.2f * static_cast<float>(token + 1) / len + 0.25f * normal(rng_);
-      v[i] = normal(rng_);
+  for (int group_size : {8, 32}) {  // 32: the factored path
+    SCOPED_TRACE(group_size);
+    Case c;
+    c.group_size = group_size;
+    c.lengths = {1000, 300, 64};
+    c.constant_q = true;
+    c.q_scale = 2.0f;
+    MirroredCache caches = CachesFor(c, rng_);
+    const std::vector<DecodeRow> rows = caches.NewBatch(c.lengths, c.permuted, rng_);
+    std::normal_distribution<float> normal;
+    for (size_t b = 0; b < rows.size(); ++b) {
+      const int len = c.lengths[b];
+      std::vector<float> k(static_cast<size_t>(len) * c.kv_heads * c.head_dim), v(k.size());
+      for (size_t i = 0; i < k.size(); ++i) {
+        const size_t token = i / (c.kv_heads * c.head_dim);
+        k[i] = 1.2f * static_cast<float>(token + 1) / len + 0.25f * normal(rng_);
+        v[i] = normal(rng_);
+      }
+      caches.Store(caches.row_slots(b), k, v);
     }
-    caches.Store(caches.row_slots(b), k, v);
+    CheckAgainstOracle(c, caches, rows, rng_);
   }
-  CheckAgainstOracle(c, caches, rows, rng_);
 }
 
 // Rows whose tokens' magnitudes differ by up to 2^23 in the same tiles and chunks: K or V
@@ -529,27 +552,30 @@ TEST_F(CudaDecodeBackendTest, ScalesOfEveryMagnitude) {
       {"tiny values only", 1.0f, {1.0f / 1024}, {1.0f / 1024}},
   };
   for (const Mix& mix : mixes) {
-    SCOPED_TRACE(mix.what);
-    Case c;
-    c.lengths = {300, 37, 1000, 16};
-    c.q_scale = mix.q_scale;
-    MirroredCache caches = CachesFor(c, rng_);
-    const std::vector<DecodeRow> rows = caches.NewBatch(c.lengths, c.permuted, rng_);
-    std::normal_distribution<float> normal;
-    const size_t token_values = static_cast<size_t>(c.kv_heads) * c.head_dim;
-    for (size_t b = 0; b < rows.size(); ++b) {
-      std::vector<float> k(c.lengths[b] * token_values), v(k.size());
-      for (int token = 0; token < c.lengths[b]; ++token) {
-        const float kf = mix.key_factors[rng_() % mix.key_factors.size()];
-        const float vf = mix.value_factors[rng_() % mix.value_factors.size()];
-        for (size_t i = token * token_values; i < (token + 1) * token_values; ++i) {
-          k[i] = kf * normal(rng_);
-          v[i] = vf * normal(rng_);
+    for (int group_size : {8, 32}) {  // 32: the factored path
+      SCOPED_TRACE(absl::StrCat(mix.what, ", group_size ", group_size));
+      Case c;
+      c.group_size = group_size;
+      c.lengths = {300, 37, 1000, 16};
+      c.q_scale = mix.q_scale;
+      MirroredCache caches = CachesFor(c, rng_);
+      const std::vector<DecodeRow> rows = caches.NewBatch(c.lengths, c.permuted, rng_);
+      std::normal_distribution<float> normal;
+      const size_t token_values = static_cast<size_t>(c.kv_heads) * c.head_dim;
+      for (size_t b = 0; b < rows.size(); ++b) {
+        std::vector<float> k(c.lengths[b] * token_values), v(k.size());
+        for (int token = 0; token < c.lengths[b]; ++token) {
+          const float kf = mix.key_factors[rng_() % mix.key_factors.size()];
+          const float vf = mix.value_factors[rng_() % mix.value_factors.size()];
+          for (size_t i = token * token_values; i < (token + 1) * token_values; ++i) {
+            k[i] = kf * normal(rng_);
+            v[i] = vf * normal(rng_);
+          }
         }
+        caches.Store(caches.row_slots(b), k, v);
       }
-      caches.Store(caches.row_slots(b), k, v);
+      CheckAgainstOracle(c, caches, rows, rng_);
     }
-    CheckAgainstOracle(c, caches, rows, rng_);
   }
 }
 

@@ -42,7 +42,7 @@ namespace {
 constexpr int kMaxWarps = 4;
 constexpr int kTile = 16;
 // How far (log2 domain) a score may exceed its head's running max before the max moves.
-constexpr float kMaxSlack = 8.0f;
+constexpr int kMaxSlack = 8;
 constexpr unsigned kFullMask = 0xffffffffu;
 
 // ---- small device helpers --------------------------------------------------------------
@@ -67,8 +67,7 @@ __device__ __forceinline__ void CpAsync(void* smem, const void* global, bool wid
     asm volatile("cp.async.ca.shared.global.L2::128B [%0], [%1], %2;\n" ::"r"(to), "l"(global),
                  "n"(kBytes));
   } else {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(to), "l"(global),
-                 "n"(kBytes));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(to), "l"(global), "n"(kBytes));
   }
 }
 
@@ -85,6 +84,35 @@ __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_
 template <int kPending>
 __device__ __forceinline__ void CpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+
+// D = A B + (c0, c1, c0, c1): C given by its two columns, as a fragment whose rows r and r + 8
+// agree (per-head constants).
+__device__ __forceinline__ void MmaFrom(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                        uint32_t b1, float c0, float c1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%10,%11,%10,%11};\n"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c0), "f"(c1));
+}
+
+// Four 8x8 matrices of 16-bit elements from shared memory: lane 8m + i gives the address of
+// row i of matrix m (16 bytes), and d[m] receives row lane / 4, elements 2 (lane % 4) and
+// 2 (lane % 4) + 1 of it; kTrans: of its transpose (column lane / 4, rows 2 (lane % 4) and
+// 2 (lane % 4) + 1).
+template <bool kTrans>
+__device__ __forceinline__ void LoadMatrices(const uint8_t* row, uint32_t (&d)[4]) {
+  const uint32_t address = SmemAddress(row);
+  if constexpr (kTrans) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+                 : "r"(address));
+  } else {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+                 : "r"(address));
+  }
 }
 
 __device__ __forceinline__ void Mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
@@ -171,6 +199,14 @@ constexpr uint32_t kHalf1031 = 0x64076407u;       // 1024 + 7: offset and symmet
 constexpr uint32_t kHalfSixteenth = 0x2c002c00u;  // 1/16
 constexpr uint32_t kHalfMinus64 = 0xd400d400u;    // -(1024 / 16)
 constexpr uint32_t kHalfMinus71 = 0xd470d470u;    // -(1024 / 16 + 7)
+// Factored path: K codes as fp16 subnormals, each nibble masked in bits 4-7 of its half:
+// code x 2^-20, exact. The symmetric zero code in those units, negated: -7 x 2^-20.
+constexpr uint32_t kHighNibbleMask = 0x00f000f0u;
+constexpr uint32_t kMinusZeroCode = 0x80708070u;
+constexpr float kTwoTo20 = 1048576.0f;
+// Factored path: how far a score may exceed its head's running max before the max moves, so
+// that a weight P is at most 8 and P sV stays in fp16 wherever (code - 7) sV does.
+constexpr int kFactoredSlack = 3;
 
 // Dequantizes the low / high nibble pair of x with per-half scales (and zero points):
 // symmetric (code - 7) * scale, asymmetric code * scale + zero, each rounded once to fp16.
@@ -221,8 +257,11 @@ __device__ __forceinline__ void LoadShared(const uint8_t* p, uint32_t* out) {
 // kDim: padded head_dim (64, 128, 256). kFast: head_dim == kDim (codes and parameters move
 // by cp.async; otherwise by checked 4-byte copies). kAsym: asymmetric cache. kHeadTiles: 1
 // when group <= 8, else 2. kBf16Params: the cache's scales (and zero points) are bf16.
-template <int kDim, bool kFast, bool kAsym, int kHeadTiles, bool kBf16Params>
+// kFactored: the factored path (ProcessFactoredTile), for fast symmetric caches of group size
+// 32.
+template <int kDim, bool kFast, bool kAsym, int kHeadTiles, bool kBf16Params, bool kFactored>
 struct SplitKernel {
+  static_assert(!kFactored || (kFast && !kAsym), "the factored path is for fast symmetric caches");
   // Per-warp pipeline depth in tiles: one tile in flight while the previous one is computed.
   // Deeper rings (3, 4) were measured slower on every benchmark case: with every warp of the
   // device asking for more at once, memory queues lengthen, and so does each block's chain
@@ -259,6 +298,23 @@ struct SplitKernel {
     if constexpr (kDim == 128) chunk ^= ((row >> 1) & 1) << 1;
     if constexpr (kDim == 256) chunk ^= (row & 3) << 1;
     return row * kRowBytes + chunk * 16;
+  }
+  // Factored path: K and V code rows alike, token t's 16-byte chunk j (32 dims) at chunk
+  // j ^ ChunkSwizzle(t) of its row, so that the 8 rows of any 8 consecutive tokens' chunk j,
+  // which one ldmatrix reads at once, fall in 8 different 16-byte bank groups.
+  static constexpr int kCodeChunks = kRowBytes / 16;
+  static constexpr int kTokensPerLine = 128 / kRowBytes;
+  static __device__ __forceinline__ int ChunkSwizzle(int token) {
+    return (token / kTokensPerLine) & (kCodeChunks - 1);
+  }
+  static __device__ __forceinline__ int FactoredOffset(int token, int chunk) {
+    return token * kRowBytes + (chunk ^ ChunkSwizzle(token)) * 16;
+  }
+  // The row a lane addresses in LoadMatrices over chunks j, j + 1 (j even) of a code block:
+  // token lane % 16 of chunk j + lane / 16, as MatrixRow(lane) ^ (16 j).
+  static __device__ __forceinline__ int MatrixRow(int lane) {
+    const int token = lane & 15;
+    return token * kRowBytes + (((lane >> 4) ^ ChunkSwizzle(token)) << 4);
   }
 
   // Where one block's rows live: per-slot strides and the bases of its KV head's rows in
@@ -352,8 +408,8 @@ struct SplitKernel {
   }
   // IssueParamRowsOf for the row size src.log2_param_row, looked up from kLog2Row down.
   template <int kLog2Row>
-  static __device__ __forceinline__ void IssueParamRows(const Sources& src, int slot_reg,
-                                                        int lane, uint8_t* stage_params) {
+  static __device__ __forceinline__ void IssueParamRows(const Sources& src, int slot_reg, int lane,
+                                                        uint8_t* stage_params) {
     if constexpr (kLog2Row > 2) {
       if (src.log2_param_row != kLog2Row) {
         IssueParamRows<kLog2Row - 1>(src, slot_reg, lane, stage_params);
@@ -384,9 +440,12 @@ struct SplitKernel {
         const int unit = u0 + lane, token = unit / kChunks, chunk = unit % kChunks;
         const uint32_t slot = __shfl_sync(kFullMask, slot_reg, token);
         // chunk is the lane's own in every round: two bases, each kept for the whole chunk.
-        CpAsync<16>(stage_k + KeyOffset(token, chunk),
-                    WideMulAdd(slot, src.slot_bytes, src.key + chunk * 16), wide_codes);
-        CpAsync<16>(stage_v + ValueOffset(ValueRow(token), chunk),
+        const int key_offset = kFactored ? FactoredOffset(token, chunk) : KeyOffset(token, chunk);
+        const int value_offset =
+            kFactored ? FactoredOffset(token, chunk) : ValueOffset(ValueRow(token), chunk);
+        CpAsync<16>(stage_k + key_offset, WideMulAdd(slot, src.slot_bytes, src.key + chunk * 16),
+                    wide_codes);
+        CpAsync<16>(stage_v + value_offset,
                     WideMulAdd(slot, src.slot_bytes, src.value + chunk * 16), wide_codes);
       }
     } else {
@@ -480,6 +539,70 @@ struct SplitKernel {
       }
     }
   };
+
+  // Online softmax (log2 domain) of one tile's scores s, in units where s * scale_log2 is the
+  // log2-domain logit, and P transposed into the PV product's B fragments. Heads 8t + 2c + e:
+  // tokens r (s[t][e]) and r + 8 (s[t][2 + e]); the other tokens of a head are in the lanes of
+  // the same c. kSlack: how far a score may exceed its head's running max before the max moves
+  // (a weight is then at most 2^kSlack).
+  template <bool kPartial, int kSlack>
+  static __device__ __forceinline__ void Softmax(const float (&s)[kHeadTiles][4], float scale_log2,
+                                                 int end, int tile_begin, int lane, WarpState& st,
+                                                 uint32_t (&pb)[kHeadTiles][2]) {
+    const int r = lane / 4;
+    // The running max moves only when a score exceeds it by more than kSlack: until then
+    // the tile's weights are taken against the old max (each at most 2^kSlack, which fp16
+    // holds with its full precision) and neither the max reduction across the column's lanes
+    // nor the rescale runs. The result is the same: every weight, the sum and the partial's
+    // log-sum-exp refer to one max, whichever it is.
+#pragma unroll
+    for (int t = 0; t < kHeadTiles; ++t) {
+      // Scores stay in the products' units: x = s * scale_log2 is formed only inside the
+      // exponent's multiply-add, and the max test scales one value a head.
+      float x[2][2];  // [e][token r, token r + 8]
+      float lane_max[2];
+      bool moves = false;
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const bool valid = !kPartial || tile_begin + r + 8 * half < end;
+          x[e][half] = valid ? s[t][2 * half + e] : -INFINITY;
+        }
+        lane_max[e] = fmaxf(x[e][0], x[e][1]) * scale_log2;  // scale_log2 > 0
+        // m_run is -inf before a chunk's first tile, which has a token: it always moves there.
+        moves |= lane_max[e] > st.m_run[t][e] + kSlack;
+      }
+      if (__any_sync(kFullMask, moves)) {
+        float alpha[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float tile_max = lane_max[e];
+          tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 4));
+          tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 8));
+          tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 16));
+          const float m_new = fmaxf(st.m_run[t][e], tile_max);  // finite: a tile has a token
+          alpha[e] = Exp2(st.m_run[t][e] - m_new);
+          st.m_run[t][e] = m_new;
+          st.l_run[t][e] *= alpha[e];
+        }
+#pragma unroll
+        for (int i = 0; i < kDimTiles; ++i) {
+          st.o[t][i][0] *= alpha[0], st.o[t][i][1] *= alpha[1];
+          st.o[t][i][2] *= alpha[0], st.o[t][i][3] *= alpha[1];
+        }
+      }
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        x[e][0] = Exp2(fmaf(x[e][0], scale_log2, -st.m_run[t][e]));
+        x[e][1] = Exp2(fmaf(x[e][1], scale_log2, -st.m_run[t][e]));
+        st.l_run[t][e] += x[e][0] + x[e][1];
+      }
+      // P as two 8x8 fp16 matrices (tokens 0-7, 8-15) x heads, transposed into B fragments.
+      pb[t][0] = TransposeHalf8x8(PackHalf2(x[0][0], x[1][0]));
+      pb[t][1] = TransposeHalf8x8(PackHalf2(x[0][1], x[1][1]));
+    }
+  }
 
   template <int kKind>
   static __device__ __forceinline__ uint16_t StagedParam(const uint8_t* params, int offset) {
@@ -587,61 +710,8 @@ struct SplitKernel {
       }
     }
 
-    // ---- online softmax (log2 domain) for heads 8t + 2c + e: tokens r (s[t][e]) and r + 8
-    // (s[t][2 + e]); the other tokens of a head are in the lanes of the same c ----
-    // The running max moves only when a score exceeds it by more than kMaxSlack: until then
-    // the tile's weights are taken against the old max (each at most 2^kMaxSlack, which fp16
-    // holds with its full precision) and neither the max reduction across the column's lanes
-    // nor the rescale runs. The result is the same: every weight, the sum and the partial's
-    // log-sum-exp refer to one max, whichever it is.
     uint32_t pb[kHeadTiles][2];
-#pragma unroll
-    for (int t = 0; t < kHeadTiles; ++t) {
-      // Scores stay in the products' units: x = s * scale_log2 is formed only inside the
-      // exponent's multiply-add, and the max test scales one value a head.
-      float x[2][2];  // [e][token r, token r + 8]
-      float lane_max[2];
-      bool moves = false;
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const bool valid = !kPartial || tile_begin + r + 8 * half < end;
-          x[e][half] = valid ? s[t][2 * half + e] : -INFINITY;
-        }
-        lane_max[e] = fmaxf(x[e][0], x[e][1]) * p.scale_log2;  // scale_log2 > 0
-        // m_run is -inf before a chunk's first tile, which has a token: it always moves there.
-        moves |= lane_max[e] > st.m_run[t][e] + kMaxSlack;
-      }
-      if (__any_sync(kFullMask, moves)) {
-        float alpha[2];
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float tile_max = lane_max[e];
-          tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 4));
-          tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 8));
-          tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 16));
-          const float m_new = fmaxf(st.m_run[t][e], tile_max);  // finite: a tile has a token
-          alpha[e] = Exp2(st.m_run[t][e] - m_new);
-          st.m_run[t][e] = m_new;
-          st.l_run[t][e] *= alpha[e];
-        }
-#pragma unroll
-        for (int i = 0; i < kDimTiles; ++i) {
-          st.o[t][i][0] *= alpha[0], st.o[t][i][1] *= alpha[1];
-          st.o[t][i][2] *= alpha[0], st.o[t][i][3] *= alpha[1];
-        }
-      }
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        x[e][0] = Exp2(fmaf(x[e][0], p.scale_log2, -st.m_run[t][e]));
-        x[e][1] = Exp2(fmaf(x[e][1], p.scale_log2, -st.m_run[t][e]));
-        st.l_run[t][e] += x[e][0] + x[e][1];
-      }
-      // P as two 8x8 fp16 matrices (tokens 0-7, 8-15) x heads, transposed into B fragments.
-      pb[t][0] = TransposeHalf8x8(PackHalf2(x[0][0], x[1][0]));
-      pb[t][1] = TransposeHalf8x8(PackHalf2(x[0][1], x[1][1]));
-    }
+    Softmax<kPartial, kMaxSlack>(s, p.scale_log2, end, tile_begin, lane, st, pb);
 
     // ---- O^T += V^T P; lane (r, c) reads tokens 2c, 2c+1, 2c+8, 2c+9, dims [r D/8, ..) ----
     // Tokens past the chunk have P = 0; their V values are zeroed too so that whatever the
@@ -725,6 +795,162 @@ struct SplitKernel {
       }
 #pragma unroll
       for (int t = 0; t < kHeadTiles; ++t) Mma(st.o[t][i], a, pb[t][0], pb[t][1]);
+    }
+  }
+
+  // ---- the factored path (symmetric caches, group size 32, tuned head_dims) -------------
+  // A 16-byte chunk of a code row (32 dims) is one quantization group, so its scale factors
+  // out of the per-element work:
+  //   S[t, h]    = sum_j sK[t, j] (sum_{k in chunk j} code[t, k] q[h, k] - 7 sum_{k in j} q[h, k])
+  //                K codes enter the tensor cores as fp16 subnormals (code x 2^-20: a shift
+  //                and a mask), a pair of MMAs per chunk j into an accumulator of its own that
+  //                starts from the zero-code term (zero_terms), then one fp32 multiply-add per
+  //                score. Scores carry the 2^-20 unit until the softmax scale removes it.
+  //   O^T[d, h] += sum_t (code[t, d] - 7) (P[t, h] sV[t, j])
+  //                V codes become exact fp16 (code - 7) (a mask and one fp16 add), and the
+  //                scale goes into B: P sV, one fp16 multiply per pair of tokens and chunk.
+  // Each fp16 product P sV is rounded once, as the dequantized value is on the other path, and
+  // stays in fp16 (kFactoredSlack). O^T sums terms of both signs, as there: a code-valued A
+  // with a separate zero-code correction would sum terms of one sign, whose sum grows with the
+  // row and takes the tensor cores' truncation with it (2e-3 over 1,000 near-uniform weights).
+  //
+  // Lanes and fragments (lane = 4r + c), chunk j, from the swizzled rows (FactoredOffset):
+  //   K: ldmatrix gives lane (r, c) word c of tokens r and r + 8; k-step 2j + p takes bytes
+  //      p and p + 2 of it: dims 32j + 8c + 2p (+4) from the low nibbles (k 2c, 2c + 1) and
+  //      the next dims from the high ones (k 2c + 8, 2c + 9).
+  //   V: ldmatrix.trans gives lane (r, c) bytes 2r, 2r + 1 of tokens 2c, 2c + 1 (and 2c + 8,
+  //      2c + 9): dims 32j + 4r .. 4r + 3. M-tile 2j holds the low nibbles (row r: dim 4r,
+  //      row r + 8: dim 4r + 2), m-tile 2j + 1 the high ones (dims 4r + 1, 4r + 3).
+  static constexpr int kScaleWords = (kCodeChunks + 1) / 2;  // a token's K or V scales
+
+  // x >> n, or x << -n.
+  static __device__ __forceinline__ uint32_t ShiftRight(uint32_t x, int n) {
+    return n >= 0 ? x >> n : x << -n;
+  }
+  // (code - 7) of the low / high nibbles of bytes 0 and 2 of x, exact fp16 pairs.
+  static __device__ __forceinline__ uint32_t ZeroCenteredLow(uint32_t x) {
+    return AsU32(__hsub2(LowNibbles(x), AsHalf2(kHalf1031)));
+  }
+  static __device__ __forceinline__ uint32_t ZeroCenteredHigh(uint32_t x) {
+    return AsU32(__hfma2(HighNibbles(x), AsHalf2(kHalfSixteenth), AsHalf2(kHalfMinus71)));
+  }
+
+  // Scale entry j of a token's scale words, as fp32.
+  static __device__ __forceinline__ float ScaleOf(const uint32_t (&words)[kScaleWords], int j) {
+    const uint32_t w = words[j / 2];
+    if constexpr (kBf16Params) return __uint_as_float((j & 1) ? (w & 0xffff0000u) : (w << 16));
+    return (j & 1) ? __high2float(AsHalf2(w)) : __low2float(AsHalf2(w));
+  }
+
+  template <bool kPartial>
+  static __device__ __forceinline__ void ProcessFactoredTile(
+      float scale_log2, int end, const uint32_t (&qb)[kHeadTiles][kKSteps][2],
+      const float (&zero_terms)[kHeadTiles][kCodeChunks][2], int matrix_row, const uint8_t* stage,
+      int tile_begin, int lane, WarpState& st) {
+    const int r = lane / 4, c = lane % 4;
+    const uint8_t* stage_k = stage;
+    const uint8_t* stage_v = stage + kCodeBytes;
+    const uint8_t* params = stage + 2 * kCodeBytes;
+
+    // ---- S = K Q^T ----
+    uint32_t key_scales[2][kScaleWords];  // tokens r, r + 8
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      LoadShared<4 * kScaleWords>(params + (r + 8 * j) * kParamRowBytes, key_scales[j]);
+    }
+    float s[kHeadTiles][4];
+#pragma unroll
+    for (int jp = 0; jp < kCodeChunks / 2; ++jp) {
+      uint32_t words[4];  // tokens r, r + 8 of chunk 2 jp, then of chunk 2 jp + 1
+      LoadMatrices<false>(stage_k + (matrix_row ^ (32 * jp)), words);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int j = 2 * jp + h;
+        float acc[kHeadTiles][4];
+#pragma unroll
+        for (int part = 0; part < 2; ++part) {
+          // Nibbles of bytes p, p + 2 into bits 4-7 of each half: low ones shifted up by 4.
+          const uint32_t w0 = words[2 * h], w1 = words[2 * h + 1];
+          const uint32_t a[4] = {ShiftRight(w0, 8 * part - 4) & kHighNibbleMask,
+                                 ShiftRight(w1, 8 * part - 4) & kHighNibbleMask,
+                                 ShiftRight(w0, 8 * part) & kHighNibbleMask,
+                                 ShiftRight(w1, 8 * part) & kHighNibbleMask};
+#pragma unroll
+          for (int t = 0; t < kHeadTiles; ++t) {
+            const uint32_t(&b)[2] = qb[t][2 * j + part];
+            if (part == 0) {
+              MmaFrom(acc[t], a, b[0], b[1], zero_terms[t][j][0], zero_terms[t][j][1]);
+            } else {
+              Mma(acc[t], a, b[0], b[1]);
+            }
+          }
+        }
+        const float scale_r = ScaleOf(key_scales[0], j), scale_r8 = ScaleOf(key_scales[1], j);
+#pragma unroll
+        for (int t = 0; t < kHeadTiles; ++t) {
+          if (j == 0) {
+            s[t][0] = scale_r * acc[t][0], s[t][1] = scale_r * acc[t][1];
+            s[t][2] = scale_r8 * acc[t][2], s[t][3] = scale_r8 * acc[t][3];
+          } else {
+            s[t][0] = fmaf(scale_r, acc[t][0], s[t][0]),
+            s[t][1] = fmaf(scale_r, acc[t][1], s[t][1]);
+            s[t][2] = fmaf(scale_r8, acc[t][2], s[t][2]);
+            s[t][3] = fmaf(scale_r8, acc[t][3], s[t][3]);
+          }
+        }
+      }
+    }
+
+    uint32_t pb[kHeadTiles][2];
+    Softmax<kPartial, kFactoredSlack>(s, scale_log2, end, tile_begin, lane, st, pb);
+
+    // ---- O^T += V^T (P sV) ----
+    // Tokens past the chunk have P = 0, and their B entries are cleared, so that whatever
+    // scale the padding slot holds cannot turn 0 x s into NaN (codes are always finite).
+    uint32_t keep[2] = {0xffffffffu, 0xffffffffu};  // token pairs (2c, 2c+1), (2c+8, 2c+9)
+    if constexpr (kPartial) {
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        const int t0 = tile_begin + 2 * c + 8 * k;
+        keep[k] = (t0 < end ? 0x0000ffffu : 0u) | (t0 + 1 < end ? 0xffff0000u : 0u);
+      }
+    }
+    uint32_t value_scales[4][kScaleWords];  // tokens 2c, 2c + 1, 2c + 8, 2c + 9
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int token = 2 * c + (k & 1) + 8 * (k >> 1);
+      LoadShared<4 * kScaleWords>(params + (kTile + token) * kParamRowBytes, value_scales[k]);
+    }
+#pragma unroll
+    for (int jp = 0; jp < kCodeChunks / 2; ++jp) {
+      uint32_t codes[4];  // token pairs (2c, 2c+1), (2c+8, 2c+9) of chunk 2 jp, then 2 jp + 1
+      LoadMatrices<true>(stage_v + (matrix_row ^ (32 * jp)), codes);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int j = 2 * jp + h;
+        uint32_t b[kHeadTiles][2];
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+          const __half2 scales = ParamPair<kBf16Params>(__byte_perm(value_scales[2 * k][j / 2],
+                                                                    value_scales[2 * k + 1][j / 2],
+                                                                    (j & 1) ? 0x7632 : 0x5410));
+#pragma unroll
+          for (int t = 0; t < kHeadTiles; ++t) {
+            b[t][k] = AsU32(__hmul2(AsHalf2(pb[t][k]), scales)) & keep[k];
+          }
+        }
+        const uint32_t y0 = codes[2 * h], y1 = codes[2 * h + 1];
+        const uint32_t z0 = y0 >> 8, z1 = y1 >> 8;
+        const uint32_t low[4] = {ZeroCenteredLow(y0), ZeroCenteredLow(z0), ZeroCenteredLow(y1),
+                                 ZeroCenteredLow(z1)};
+        const uint32_t high[4] = {ZeroCenteredHigh(y0), ZeroCenteredHigh(z0), ZeroCenteredHigh(y1),
+                                  ZeroCenteredHigh(z1)};
+#pragma unroll
+        for (int t = 0; t < kHeadTiles; ++t) {
+          Mma(st.o[t][2 * j], low, b[t][0], b[t][1]);
+          Mma(st.o[t][2 * j + 1], high, b[t][0], b[t][1]);
+        }
+      }
     }
   }
 
@@ -813,10 +1039,12 @@ struct SplitKernel {
         const int head = 8 * t + r;
 #pragma unroll
         for (int j = 0; j < kKSteps / 2; ++j) {
-          const uint4 v = head < p.group
-                              ? __ldg(reinterpret_cast<const uint4*>(
-                                    q_words + (head * kDim + c * (kDim / 4) + 8 * j) / 2))
-                              : make_uint4(0u, 0u, 0u, 0u);
+          // The factored path's k-steps 2j, 2j + 1 cover chunk j: dims 32j + 8c ...
+          const int first_dim = kFactored ? 32 * j + 8 * c : c * (kDim / 4) + 8 * j;
+          const uint4 v =
+              head < p.group
+                  ? __ldg(reinterpret_cast<const uint4*>(q_words + (head * kDim + first_dim) / 2))
+                  : make_uint4(0u, 0u, 0u, 0u);
           q_raw[t][2 * j][0] = v.x, q_raw[t][2 * j + 1][0] = v.y;
           q_raw[t][2 * j][1] = v.z, q_raw[t][2 * j + 1][1] = v.w;
         }
@@ -869,6 +1097,27 @@ struct SplitKernel {
         qb[t][s][1] = __byte_perm(pair[0], pair[1], 0x7632);
       }
     }
+    // Factored path: per chunk j, -7 x 2^-20 x (the sum of q over the chunk's dims) for heads
+    // 8t + 2c, 8t + 2c + 1, from the same MMAs over a constant A; the chunk's score
+    // accumulators start from it.
+    float zero_terms[kHeadTiles][kFactored ? kCodeChunks : 1][2];
+    float scale_log2 = p.scale_log2;
+    if constexpr (kFactored) {
+      scale_log2 *= kTwoTo20;
+      constexpr uint32_t kZeroA[4] = {kMinusZeroCode, kMinusZeroCode, kMinusZeroCode,
+                                      kMinusZeroCode};
+#pragma unroll
+      for (int t = 0; t < kHeadTiles; ++t) {
+#pragma unroll
+        for (int j = 0; j < kCodeChunks; ++j) {
+          float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+          Mma(d, kZeroA, qb[t][2 * j][0], qb[t][2 * j][1]);
+          Mma(d, kZeroA, qb[t][2 * j + 1][0], qb[t][2 * j + 1][1]);
+          zero_terms[t][j][0] = d[0], zero_terms[t][j][1] = d[1];
+        }
+      }
+    }
+    const int matrix_row = MatrixRow(lane);
 
     WarpState st;
     st.Reset();
@@ -890,12 +1139,19 @@ struct SplitKernel {
       CpAsyncWait<kStages - 1>();
       __syncwarp();
       const int tile_begin = work.begin + tile * kTile;
-      if (tile_begin + kTile <= work.end) {
-        ProcessTile<false>(p, work.end, qb, offsets, my_stages + stage * kStageBytes, tile_begin,
-                           lane, st);
+      const uint8_t* tile_stage = my_stages + stage * kStageBytes;
+      if constexpr (kFactored) {
+        if (tile_begin + kTile <= work.end) {
+          ProcessFactoredTile<false>(scale_log2, work.end, qb, zero_terms, matrix_row, tile_stage,
+                                     tile_begin, lane, st);
+        } else {
+          ProcessFactoredTile<true>(scale_log2, work.end, qb, zero_terms, matrix_row, tile_stage,
+                                    tile_begin, lane, st);
+        }
+      } else if (tile_begin + kTile <= work.end) {
+        ProcessTile<false>(p, work.end, qb, offsets, tile_stage, tile_begin, lane, st);
       } else {
-        ProcessTile<true>(p, work.end, qb, offsets, my_stages + stage * kStageBytes, tile_begin,
-                          lane, st);
+        ProcessTile<true>(p, work.end, qb, offsets, tile_stage, tile_begin, lane, st);
       }
       __syncwarp();  // this stage is refilled next
       stage = stage == kStages - 1 ? 0 : stage + 1;
@@ -905,9 +1161,9 @@ struct SplitKernel {
     // whole grid to finish before it reads any partial.
     if (!release_early) asm volatile("griddepcontrol.launch_dependents;");
 
-    // Partial result: O normalized by its own sum, and m + log2(sum). Lane (r, c) owns heads
-    // 8t + 2c + e; its sums cover tokens r and r + 8 of every tile, so the 8 lanes of a
-    // column add theirs up.
+      // Partial result: O normalized by its own sum, and m + log2(sum). Lane (r, c) owns heads
+      // 8t + 2c + e; its sums cover tokens r and r + 8 of every tile, so the 8 lanes of a
+      // column add theirs up.
 #pragma unroll
     for (int t = 0; t < kHeadTiles; ++t) {
 #pragma unroll
@@ -922,7 +1178,15 @@ struct SplitKernel {
                                  static_cast<int64_t>(kv_head) * p.group + head;
         float* out = p.partial_out + out_head * p.head_dim + r * (kDim / 8);
         const float inv_l = Reciprocal(l);  // l >= 1: the max's own weight is in it
-        if constexpr (kFast) {  // m-tiles 2j, 2j + 1 are 4 consecutive dims of the row
+        if constexpr (kFactored) {          // m-tiles 2j, 2j + 1 hold dims 32j + 4r .. 4r + 3
+          float* row_out = p.partial_out + out_head * p.head_dim + 4 * r;
+#pragma unroll
+          for (int j = 0; j < kCodeChunks; ++j) {
+            *reinterpret_cast<float4*>(row_out + 32 * j) =
+                make_float4(st.o[t][2 * j][e] * inv_l, st.o[t][2 * j + 1][e] * inv_l,
+                            st.o[t][2 * j][2 + e] * inv_l, st.o[t][2 * j + 1][2 + e] * inv_l);
+          }
+        } else if constexpr (kFast) {  // m-tiles 2j, 2j + 1 are 4 consecutive dims of the row
 #pragma unroll
           for (int i = 0; i < kDimTiles; i += 2) {
             *reinterpret_cast<float4*>(out + 2 * i) =
@@ -946,10 +1210,10 @@ struct SplitKernel {
 
 // Four resident blocks of up to 4 warps a multiprocessor (at most 128 registers a thread) for
 // head_dim <= 128 with up to 8 query heads per KV head; two otherwise (more registers).
-template <int kDim, bool kFast, bool kAsym, int kHeadTiles, bool kBf16Params>
+template <int kDim, bool kFast, bool kAsym, int kHeadTiles, bool kBf16Params, bool kFactored>
 __global__ void __launch_bounds__(kMaxWarps * 32, (kDim <= 128 && kHeadTiles == 1) ? 4 : 2)
     SplitKvKernel(SplitKernelParams params) {
-  SplitKernel<kDim, kFast, kAsym, kHeadTiles, kBf16Params>::Run(params);
+  SplitKernel<kDim, kFast, kAsym, kHeadTiles, kBf16Params, kFactored>::Run(params);
 }
 
 // ---- the merge kernel ------------------------------------------------------------------
@@ -1183,30 +1447,34 @@ MergeFn SelectMerge(int head_dim, bool narrow, int heads_per_block) {
 
 // ---- dispatch ----------------------------------------------------------------------------
 
-template <int kDim, bool kFast, bool kAsym, int kHeadTiles, bool kBf16Params>
+template <int kDim, bool kFast, bool kAsym, int kHeadTiles, bool kBf16Params, bool kFactored>
 void Describe(void (**fn)(SplitKernelParams), int32_t* smem) {
-  *fn = SplitKvKernel<kDim, kFast, kAsym, kHeadTiles, kBf16Params>;
-  *smem = SplitKernel<kDim, kFast, kAsym, kHeadTiles, kBf16Params>::kWarpSmemBytes;
+  *fn = SplitKvKernel<kDim, kFast, kAsym, kHeadTiles, kBf16Params, kFactored>;
+  *smem = SplitKernel<kDim, kFast, kAsym, kHeadTiles, kBf16Params, kFactored>::kWarpSmemBytes;
 }
 
-template <int kDim, bool kFast, bool kAsym>
+template <int kDim, bool kFast, bool kAsym, bool kFactored>
 void DescribeHeads(int head_tiles, bool bf16, void (**fn)(SplitKernelParams), int32_t* smem) {
   if (head_tiles == 1) {
-    bf16 ? Describe<kDim, kFast, kAsym, 1, true>(fn, smem)
-         : Describe<kDim, kFast, kAsym, 1, false>(fn, smem);
-  } else {
-    bf16 ? Describe<kDim, kFast, kAsym, 2, true>(fn, smem)
-         : Describe<kDim, kFast, kAsym, 2, false>(fn, smem);
+    bf16 ? Describe<kDim, kFast, kAsym, 1, true, kFactored>(fn, smem)
+         : Describe<kDim, kFast, kAsym, 1, false, kFactored>(fn, smem);
+  } else {  // head_dim 256 with two head tiles would spill on the factored path
+    constexpr bool kFactoredTwoTiles = kFactored && kDim <= 128;
+    bf16 ? Describe<kDim, kFast, kAsym, 2, true, kFactoredTwoTiles>(fn, smem)
+         : Describe<kDim, kFast, kAsym, 2, false, kFactoredTwoTiles>(fn, smem);
   }
 }
 
 // Every runtime choice becomes template constants here; shapes nothing covers are rejected
-// by Select before this is reached.
+// by Select before this is reached. factored: only with kFast and !asym.
 template <int kDim, bool kFast>
-void DescribeDim(bool asym, int head_tiles, bool bf16, void (**fn)(SplitKernelParams),
-                 int32_t* smem) {
-  asym ? DescribeHeads<kDim, kFast, true>(head_tiles, bf16, fn, smem)
-       : DescribeHeads<kDim, kFast, false>(head_tiles, bf16, fn, smem);
+void DescribeDim(bool asym, bool factored, int head_tiles, bool bf16,
+                 void (**fn)(SplitKernelParams), int32_t* smem) {
+  if constexpr (kFast) {
+    if (factored) return DescribeHeads<kDim, true, false, true>(head_tiles, bf16, fn, smem);
+  }
+  asym ? DescribeHeads<kDim, kFast, true, false>(head_tiles, bf16, fn, smem)
+       : DescribeHeads<kDim, kFast, false, false>(head_tiles, bf16, fn, smem);
 }
 
 // Gives the split and merge kernels one shared-memory carveout: the smallest that keeps the
@@ -1233,9 +1501,9 @@ absl::Status ShareCarveout(void (*split)(SplitKernelParams), int threads, int sm
         if (merge != nullptr) RETURN_IF_ERROR(set(reinterpret_cast<const void*>(merge)));
       }
     }
-    return CudaStatus(cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, split, threads,
-                                                                    smem_bytes),
-                      "occupancy query");
+    return CudaStatus(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, split, threads, smem_bytes),
+        "occupancy query");
   };
   RETURN_IF_ERROR(set_all(cudaSharedmemCarveoutMaxShared));
   const int full_occupancy = *blocks;
@@ -1265,7 +1533,7 @@ absl::Status ShareCarveout(void (*split)(SplitKernelParams), int threads, int sm
 
 absl::StatusOr<DecodeKernels> DecodeKernels::Select(int32_t head_dim, int32_t group,
                                                     int32_t kv_heads, QuantMode mode,
-                                                    ParamDtype params) {
+                                                    ParamDtype params, int32_t group_size) {
   if (group < 1 || group > 16) {
     return absl::InvalidArgumentError(
         absl::StrCat("query heads per KV head = ", group, " is unsupported: must be in [1, 16]"));
@@ -1280,26 +1548,35 @@ absl::StatusOr<DecodeKernels> DecodeKernels::Select(int32_t head_dim, int32_t gr
   const bool asym = mode == QuantMode::kAsymmetric;
   const int head_tiles = group > 8 ? 2 : 1;
   const bool bf16 = params == ParamDtype::kBFloat16;
+  // Symmetric caches of group size 32 at a tuned head_dim take the factored path (head_dim
+  // 256 only with up to 8 query heads per KV head: DescribeHeads).
+  const bool factored = !asym && group_size == 32 && (head_dim <= 128 || head_tiles == 1);
   switch (head_dim) {
     case 64:
-      DescribeDim<64, true>(asym, head_tiles, bf16, &kernels.split_, &kernels.smem_bytes_);
-      kernels.variant_ = "tuned head_dim 64";
+      DescribeDim<64, true>(asym, factored, head_tiles, bf16, &kernels.split_,
+                            &kernels.smem_bytes_);
+      kernels.variant_ = factored ? "tuned head_dim 64, factored" : "tuned head_dim 64";
       break;
     case 128:
-      DescribeDim<128, true>(asym, head_tiles, bf16, &kernels.split_, &kernels.smem_bytes_);
-      kernels.variant_ = "tuned head_dim 128";
+      DescribeDim<128, true>(asym, factored, head_tiles, bf16, &kernels.split_,
+                             &kernels.smem_bytes_);
+      kernels.variant_ = factored ? "tuned head_dim 128, factored" : "tuned head_dim 128";
       break;
     case 256:
-      DescribeDim<256, true>(asym, head_tiles, bf16, &kernels.split_, &kernels.smem_bytes_);
-      kernels.variant_ = "tuned head_dim 256";
+      DescribeDim<256, true>(asym, factored, head_tiles, bf16, &kernels.split_,
+                             &kernels.smem_bytes_);
+      kernels.variant_ = factored ? "tuned head_dim 256, factored" : "tuned head_dim 256";
       break;
     default:
       if (head_dim < 64) {
-        DescribeDim<64, false>(asym, head_tiles, bf16, &kernels.split_, &kernels.smem_bytes_);
+        DescribeDim<64, false>(asym, false, head_tiles, bf16, &kernels.split_,
+                               &kernels.smem_bytes_);
       } else if (head_dim < 128) {
-        DescribeDim<128, false>(asym, head_tiles, bf16, &kernels.split_, &kernels.smem_bytes_);
+        DescribeDim<128, false>(asym, false, head_tiles, bf16, &kernels.split_,
+                                &kernels.smem_bytes_);
       } else {
-        DescribeDim<256, false>(asym, head_tiles, bf16, &kernels.split_, &kernels.smem_bytes_);
+        DescribeDim<256, false>(asym, false, head_tiles, bf16, &kernels.split_,
+                                &kernels.smem_bytes_);
       }
       kernels.variant_ = "generic head_dim";
   }
@@ -1310,12 +1587,11 @@ absl::StatusOr<DecodeKernels> DecodeKernels::Select(int32_t head_dim, int32_t gr
   // The limit belongs to the kernel, process-wide, and one instantiation serves every kv_heads:
   // it is set for the largest block of the instantiation, so that creating a backend with fewer
   // KV heads never lowers the limit that another live backend's launches need.
-  CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(kernels.split_,
-                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            warp_smem_bytes * kMaxWarps));
+  CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
+      kernels.split_, cudaFuncAttributeMaxDynamicSharedMemorySize, warp_smem_bytes * kMaxWarps));
   int blocks = 0;
-  RETURN_IF_ERROR(ShareCarveout(kernels.split_, 32 * kernels.warps_per_block_, kernels.smem_bytes_,
-                                &blocks));
+  RETURN_IF_ERROR(
+      ShareCarveout(kernels.split_, 32 * kernels.warps_per_block_, kernels.smem_bytes_, &blocks));
   if (blocks == 0) {
     return absl::InternalError(absl::StrCat("the split kernel (", kernels.variant_, ", ",
                                             kernels.smem_bytes_,

@@ -72,8 +72,10 @@ class DecodeKernels {
   // speed only: a backend of another head_dim created later may leave an earlier one's split
   // and merge kernels on different carveouts, which spreads a step's blocks less well
   // (docs/TUNING_LOG.md, row 12).
+  // group_size: the cache's quantization group size.
   static absl::StatusOr<DecodeKernels> Select(int32_t head_dim, int32_t group, int32_t kv_heads,
-                                              QuantMode mode, ParamDtype params);
+                                              QuantMode mode, ParamDtype params,
+                                              int32_t group_size);
 
   // Split-kernel warps (one per KV head and chunk) resident per multiprocessor.
   int32_t resident_warps_per_sm() const { return resident_warps_per_sm_; }
