@@ -451,21 +451,24 @@ TEST_F(CudaDecodeBackendTest, GroupSizesModesAndDtypes) {
   }
 }
 
-// The factored path (symmetric caches of group size 32 at the tuned head_dims): every GQA
-// ratio, long and mixed rows, both page-table kinds, both parameter dtypes.
+// The factored path (symmetric caches of group sizes 32-128 at the tuned head_dims): every
+// GQA ratio, long and mixed rows, both page-table kinds, both parameter dtypes.
 TEST_F(CudaDecodeBackendTest, FactoredPathAcrossShapes) {
   for (int head_dim : {64, 128, 256}) {
-    for (int group : {1, 4, 8, 16}) {
-      Case c;
-      c.head_dim = head_dim;
-      c.group = group;
-      c.group_size = 32;
-      c.kv_heads = group == 16 ? 1 : 3;
-      c.params = group == 8 ? ParamDtype::kBFloat16 : ParamDtype::kFloat16;
-      c.io = group == 4 ? DType::kBFloat16 : DType::kFloat16;
-      c.permuted = group != 1;
-      c.lengths = {1, 2, 15, 16, 17, 255, 256, 257, 0, 3000};
-      RunCase(c, rng_);
+    for (int group_size : {32, 64, 128}) {
+      if (group_size > head_dim) continue;
+      for (int group : {1, 4, 8, 16}) {
+        Case c;
+        c.head_dim = head_dim;
+        c.group = group;
+        c.group_size = group_size;
+        c.kv_heads = group == 16 ? 1 : 3;
+        c.params = group == 8 ? ParamDtype::kBFloat16 : ParamDtype::kFloat16;
+        c.io = group == 4 ? DType::kBFloat16 : DType::kFloat16;
+        c.permuted = group != 1;
+        c.lengths = {1, 2, 15, 16, 17, 255, 256, 257, 0, 3000};
+        RunCase(c, rng_);
+      }
     }
   }
 }
@@ -552,7 +555,7 @@ TEST_F(CudaDecodeBackendTest, ScalesOfEveryMagnitude) {
       {"tiny values only", 1.0f, {1.0f / 1024}, {1.0f / 1024}},
   };
   for (const Mix& mix : mixes) {
-    for (int group_size : {8, 32}) {  // 32: the factored path
+    for (int group_size : {8, 32, 128}) {  // 32, 128: the factored path
       SCOPED_TRACE(absl::StrCat(mix.what, ", group_size ", group_size));
       Case c;
       c.group_size = group_size;

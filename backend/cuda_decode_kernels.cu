@@ -257,10 +257,11 @@ __device__ __forceinline__ void LoadShared(const uint8_t* p, uint32_t* out) {
 // kDim: padded head_dim (64, 128, 256). kFast: head_dim == kDim (codes and parameters move
 // by cp.async; otherwise by checked 4-byte copies). kAsym: asymmetric cache. kHeadTiles: 1
 // when group <= 8, else 2. kBf16Params: the cache's scales (and zero points) are bf16.
-// kFactored: the factored path (ProcessFactoredTile), for fast symmetric caches of group size
-// 32.
-template <int kDim, bool kFast, bool kAsym, int kHeadTiles, bool kBf16Params, bool kFactored>
+// kGroupChunks: 0, or the 16-byte code chunks (32 dims) of a quantization group, 1, 2 or 4 (group
+// sizes 32, 64, 128) for the factored path (ProcessFactoredTile) of fast symmetric caches.
+template <int kDim, bool kFast, bool kAsym, int kHeadTiles, bool kBf16Params, int kGroupChunks>
 struct SplitKernel {
+  static constexpr bool kFactored = kGroupChunks > 0;
   static_assert(!kFactored || (kFast && !kAsym), "the factored path is for fast symmetric caches");
   // Per-warp pipeline depth in tiles: one tile in flight while the previous one is computed.
   // Deeper rings (3, 4) were measured slower on every benchmark case: with every warp of the
@@ -273,8 +274,6 @@ struct SplitKernel {
   static constexpr int kDimTiles = kDim / 16;  // m-tiles of the PV product
   static constexpr int kKeyBytes = kDim / 8;   // K code bytes a lane reads per token
   static constexpr int kKeyWords = kKeyBytes / 4;
-  static constexpr int kValueBytes = kDim / 16;  // V code bytes a lane reads per token
-  static constexpr int kValueWords = kValueBytes / 4;
   static constexpr int kRowBytes = kDim / 2;   // staged code row
   static constexpr int kMaxGroups = kDim / 8;  // staged parameter row, in entries
   static constexpr int kParamRowBytes = kMaxGroups * 2;
@@ -303,6 +302,8 @@ struct SplitKernel {
   // j ^ ChunkSwizzle(t) of its row, so that the 8 rows of any 8 consecutive tokens' chunk j,
   // which one ldmatrix reads at once, fall in 8 different 16-byte bank groups.
   static constexpr int kCodeChunks = kRowBytes / 16;
+  static_assert(kGroupChunks <= kCodeChunks, "a group within a row");
+  static constexpr int kGroups = kFactored ? kCodeChunks / kGroupChunks : 1;  // a row's groups
   static constexpr int kTokensPerLine = 128 / kRowBytes;
   static __device__ __forceinline__ int ChunkSwizzle(int token) {
     return (token / kTokensPerLine) & (kCodeChunks - 1);
@@ -502,13 +503,6 @@ struct SplitKernel {
     }
   };
 
-  // Up to head_dim 128 a lane's K parameter entries for one token (one per code word) lie
-  // within kKeyWords aligned entries, read by one shared-memory load; at head_dim 128 its V
-  // entries for one token within two. A byte permute then picks each word's entry, whatever
-  // the group size, instead of a 2-byte load each.
-  static constexpr bool kPackedKeyParams = kDim <= 128;
-  static constexpr bool kPackedValueParams = kDim == 128;
-
   // Byte offsets, within a stage's parameter block, of the parameters a lane reads; they
   // depend only on the lane and the group size, so they are computed once per warp.
   struct ParamOffsets {
@@ -627,6 +621,14 @@ struct SplitKernel {
     const uint8_t* stage_k = stage;
     const uint8_t* stage_v = stage + kCodeBytes;
     const uint8_t* params = stage + 2 * kCodeBytes;
+    constexpr int kValueBytes = kDim / 16;  // V code bytes a lane reads per token
+    constexpr int kValueWords = kValueBytes / 4;
+    // Up to head_dim 128 a lane's K parameter entries for one token (one per code word) lie
+    // within kKeyWords aligned entries, read by one shared-memory load; at head_dim 128 its V
+    // entries for one token within two. A byte permute then picks each word's entry, whatever
+    // the group size, instead of a 2-byte load each.
+    constexpr bool kPackedKeyParams = kDim <= 128;
+    constexpr bool kPackedValueParams = kDim == 128;
 
     // ---- S = K Q^T for 16 tokens ----
     const int key_dim0 = c * (kDim / 4);
@@ -798,17 +800,17 @@ struct SplitKernel {
     }
   }
 
-  // ---- the factored path (symmetric caches, group size 32, tuned head_dims) -------------
-  // A 16-byte chunk of a code row (32 dims) is one quantization group, so its scale factors
-  // out of the per-element work:
-  //   S[t, h]    = sum_j sK[t, j] (sum_{k in chunk j} code[t, k] q[h, k] - 7 sum_{k in j} q[h, k])
+  // ---- the factored path (symmetric caches, group sizes 32-128, tuned head_dims) ---------
+  // A quantization group g spans whole 16-byte chunks of a code row (32 dims each), so its
+  // scale factors out of the per-element work:
+  //   S[t, h]    = sum_g sK[t, g] (sum_{k in g} code[t, k] q[h, k] - 7 sum_{k in g} q[h, k])
   //                K codes enter the tensor cores as fp16 subnormals (code x 2^-20: a shift
-  //                and a mask), a pair of MMAs per chunk j into an accumulator of its own that
-  //                starts from the zero-code term (zero_terms), then one fp32 multiply-add per
-  //                score. Scores carry the 2^-20 unit until the softmax scale removes it.
-  //   O^T[d, h] += sum_t (code[t, d] - 7) (P[t, h] sV[t, j])
+  //                and a mask), two MMAs per chunk into the group's accumulator, which starts
+  //                from the zero-code term (zero_terms), then one fp32 multiply-add per score
+  //                and group. Scores carry the 2^-20 unit until the softmax scale removes it.
+  //   O^T[d, h] += sum_t (code[t, d] - 7) (P[t, h] sV[t, g])
   //                V codes become exact fp16 (code - 7) (a mask and one fp16 add), and the
-  //                scale goes into B: P sV, one fp16 multiply per pair of tokens and chunk.
+  //                scale goes into B: P sV, one fp16 multiply per pair of tokens and group.
   // Each fp16 product P sV is rounded once, as the dequantized value is on the other path, and
   // stays in fp16 (kFactoredSlack). O^T sums terms of both signs, as there: a code-valued A
   // with a separate zero-code correction would sum terms of one sign, whose sum grows with the
@@ -821,7 +823,7 @@ struct SplitKernel {
   //   V: ldmatrix.trans gives lane (r, c) bytes 2r, 2r + 1 of tokens 2c, 2c + 1 (and 2c + 8,
   //      2c + 9): dims 32j + 4r .. 4r + 3. M-tile 2j holds the low nibbles (row r: dim 4r,
   //      row r + 8: dim 4r + 2), m-tile 2j + 1 the high ones (dims 4r + 1, 4r + 3).
-  static constexpr int kScaleWords = (kCodeChunks + 1) / 2;  // a token's K or V scales
+  static constexpr int kScaleWords = (kGroups + 1) / 2;  // a token's K or V scales
 
   // x >> n, or x << -n.
   static __device__ __forceinline__ uint32_t ShiftRight(uint32_t x, int n) {
@@ -835,7 +837,7 @@ struct SplitKernel {
     return AsU32(__hfma2(HighNibbles(x), AsHalf2(kHalfSixteenth), AsHalf2(kHalfMinus71)));
   }
 
-  // Scale entry j of a token's scale words, as fp32.
+  // Scale entry g of a token's scale words, as fp32.
   static __device__ __forceinline__ float ScaleOf(const uint32_t (&words)[kScaleWords], int j) {
     const uint32_t w = words[j / 2];
     if constexpr (kBf16Params) return __uint_as_float((j & 1) ? (w & 0xffff0000u) : (w << 16));
@@ -845,7 +847,7 @@ struct SplitKernel {
   template <bool kPartial>
   static __device__ __forceinline__ void ProcessFactoredTile(
       float scale_log2, int end, const uint32_t (&qb)[kHeadTiles][kKSteps][2],
-      const float (&zero_terms)[kHeadTiles][kCodeChunks][2], int matrix_row, const uint8_t* stage,
+      const float (&zero_terms)[kHeadTiles][kGroups][2], int matrix_row, const uint8_t* stage,
       int tile_begin, int lane, WarpState& st) {
     const int r = lane / 4, c = lane % 4;
     const uint8_t* stage_k = stage;
@@ -859,14 +861,14 @@ struct SplitKernel {
       LoadShared<4 * kScaleWords>(params + (r + 8 * j) * kParamRowBytes, key_scales[j]);
     }
     float s[kHeadTiles][4];
+    float acc[kHeadTiles][4];  // the current group's
 #pragma unroll
     for (int jp = 0; jp < kCodeChunks / 2; ++jp) {
       uint32_t words[4];  // tokens r, r + 8 of chunk 2 jp, then of chunk 2 jp + 1
       LoadMatrices<false>(stage_k + (matrix_row ^ (32 * jp)), words);
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int j = 2 * jp + h;
-        float acc[kHeadTiles][4];
+        const int j = 2 * jp + h, g = j / kGroupChunks;
 #pragma unroll
         for (int part = 0; part < 2; ++part) {
           // Nibbles of bytes p, p + 2 into bits 4-7 of each half: low ones shifted up by 4.
@@ -878,17 +880,18 @@ struct SplitKernel {
 #pragma unroll
           for (int t = 0; t < kHeadTiles; ++t) {
             const uint32_t(&b)[2] = qb[t][2 * j + part];
-            if (part == 0) {
-              MmaFrom(acc[t], a, b[0], b[1], zero_terms[t][j][0], zero_terms[t][j][1]);
+            if (part == 0 && j % kGroupChunks == 0) {
+              MmaFrom(acc[t], a, b[0], b[1], zero_terms[t][g][0], zero_terms[t][g][1]);
             } else {
               Mma(acc[t], a, b[0], b[1]);
             }
           }
         }
-        const float scale_r = ScaleOf(key_scales[0], j), scale_r8 = ScaleOf(key_scales[1], j);
+        if (j % kGroupChunks != kGroupChunks - 1) continue;  // the group goes on
+        const float scale_r = ScaleOf(key_scales[0], g), scale_r8 = ScaleOf(key_scales[1], g);
 #pragma unroll
         for (int t = 0; t < kHeadTiles; ++t) {
-          if (j == 0) {
+          if (g == 0) {
             s[t][0] = scale_r * acc[t][0], s[t][1] = scale_r * acc[t][1];
             s[t][2] = scale_r8 * acc[t][2], s[t][3] = scale_r8 * acc[t][3];
           } else {
@@ -921,22 +924,24 @@ struct SplitKernel {
       const int token = 2 * c + (k & 1) + 8 * (k >> 1);
       LoadShared<4 * kScaleWords>(params + (kTile + token) * kParamRowBytes, value_scales[k]);
     }
+    uint32_t b[kHeadTiles][2];  // the current group's B = P sV
 #pragma unroll
     for (int jp = 0; jp < kCodeChunks / 2; ++jp) {
       uint32_t codes[4];  // token pairs (2c, 2c+1), (2c+8, 2c+9) of chunk 2 jp, then 2 jp + 1
       LoadMatrices<true>(stage_v + (matrix_row ^ (32 * jp)), codes);
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int j = 2 * jp + h;
-        uint32_t b[kHeadTiles][2];
+        const int j = 2 * jp + h, g = j / kGroupChunks;
+        if (j % kGroupChunks == 0) {
 #pragma unroll
-        for (int k = 0; k < 2; ++k) {
-          const __half2 scales = ParamPair<kBf16Params>(__byte_perm(value_scales[2 * k][j / 2],
-                                                                    value_scales[2 * k + 1][j / 2],
-                                                                    (j & 1) ? 0x7632 : 0x5410));
+          for (int k = 0; k < 2; ++k) {
+            const __half2 scales = ParamPair<kBf16Params>(
+                __byte_perm(value_scales[2 * k][g / 2], value_scales[2 * k + 1][g / 2],
+                            (g & 1) ? 0x7632 : 0x5410));
 #pragma unroll
-          for (int t = 0; t < kHeadTiles; ++t) {
-            b[t][k] = AsU32(__hmul2(AsHalf2(pb[t][k]), scales)) & keep[k];
+            for (int t = 0; t < kHeadTiles; ++t) {
+              b[t][k] = AsU32(__hmul2(AsHalf2(pb[t][k]), scales)) & keep[k];
+            }
           }
         }
         const uint32_t y0 = codes[2 * h], y1 = codes[2 * h + 1];
@@ -1097,10 +1102,10 @@ struct SplitKernel {
         qb[t][s][1] = __byte_perm(pair[0], pair[1], 0x7632);
       }
     }
-    // Factored path: per chunk j, -7 x 2^-20 x (the sum of q over the chunk's dims) for heads
-    // 8t + 2c, 8t + 2c + 1, from the same MMAs over a constant A; the chunk's score
+    // Factored path: per group g, -7 x 2^-20 x (the sum of q over the group's dims) for heads
+    // 8t + 2c, 8t + 2c + 1, from the same MMAs over a constant A; the group's score
     // accumulators start from it.
-    float zero_terms[kHeadTiles][kFactored ? kCodeChunks : 1][2];
+    float zero_terms[kHeadTiles][kGroups][2];
     float scale_log2 = p.scale_log2;
     if constexpr (kFactored) {
       scale_log2 *= kTwoTo20;
@@ -1109,11 +1114,13 @@ struct SplitKernel {
 #pragma unroll
       for (int t = 0; t < kHeadTiles; ++t) {
 #pragma unroll
-        for (int j = 0; j < kCodeChunks; ++j) {
+        for (int g = 0; g < kGroups; ++g) {
           float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-          Mma(d, kZeroA, qb[t][2 * j][0], qb[t][2 * j][1]);
-          Mma(d, kZeroA, qb[t][2 * j + 1][0], qb[t][2 * j + 1][1]);
-          zero_terms[t][j][0] = d[0], zero_terms[t][j][1] = d[1];
+#pragma unroll
+          for (int s = 2 * g * kGroupChunks; s < 2 * (g + 1) * kGroupChunks; ++s) {
+            Mma(d, kZeroA, qb[t][s][0], qb[t][s][1]);
+          }
+          zero_terms[t][g][0] = d[0], zero_terms[t][g][1] = d[1];
         }
       }
     }
@@ -1210,10 +1217,10 @@ struct SplitKernel {
 
 // Four resident blocks of up to 4 warps a multiprocessor (at most 128 registers a thread) for
 // head_dim <= 128 with up to 8 query heads per KV head; two otherwise (more registers).
-template <int kDim, bool kFast, bool kAsym, int kHeadTiles, bool kBf16Params, bool kFactored>
+template <int kDim, bool kFast, bool kAsym, int kHeadTiles, bool kBf16Params, int kGroupChunks>
 __global__ void __launch_bounds__(kMaxWarps * 32, (kDim <= 128 && kHeadTiles == 1) ? 4 : 2)
     SplitKvKernel(SplitKernelParams params) {
-  SplitKernel<kDim, kFast, kAsym, kHeadTiles, kBf16Params, kFactored>::Run(params);
+  SplitKernel<kDim, kFast, kAsym, kHeadTiles, kBf16Params, kGroupChunks>::Run(params);
 }
 
 // ---- the merge kernel ------------------------------------------------------------------
@@ -1447,34 +1454,46 @@ MergeFn SelectMerge(int head_dim, bool narrow, int heads_per_block) {
 
 // ---- dispatch ----------------------------------------------------------------------------
 
-template <int kDim, bool kFast, bool kAsym, int kHeadTiles, bool kBf16Params, bool kFactored>
+template <int kDim, bool kFast, bool kAsym, int kHeadTiles, bool kBf16Params, int kGroupChunks>
 void Describe(void (**fn)(SplitKernelParams), int32_t* smem) {
-  *fn = SplitKvKernel<kDim, kFast, kAsym, kHeadTiles, kBf16Params, kFactored>;
-  *smem = SplitKernel<kDim, kFast, kAsym, kHeadTiles, kBf16Params, kFactored>::kWarpSmemBytes;
+  *fn = SplitKvKernel<kDim, kFast, kAsym, kHeadTiles, kBf16Params, kGroupChunks>;
+  *smem = SplitKernel<kDim, kFast, kAsym, kHeadTiles, kBf16Params, kGroupChunks>::kWarpSmemBytes;
 }
 
-template <int kDim, bool kFast, bool kAsym, bool kFactored>
+template <int kDim, bool kFast, bool kAsym, int kGroupChunks>
 void DescribeHeads(int head_tiles, bool bf16, void (**fn)(SplitKernelParams), int32_t* smem) {
   if (head_tiles == 1) {
-    bf16 ? Describe<kDim, kFast, kAsym, 1, true, kFactored>(fn, smem)
-         : Describe<kDim, kFast, kAsym, 1, false, kFactored>(fn, smem);
+    bf16 ? Describe<kDim, kFast, kAsym, 1, true, kGroupChunks>(fn, smem)
+         : Describe<kDim, kFast, kAsym, 1, false, kGroupChunks>(fn, smem);
   } else {  // head_dim 256 with two head tiles would spill on the factored path
-    constexpr bool kFactoredTwoTiles = kFactored && kDim <= 128;
-    bf16 ? Describe<kDim, kFast, kAsym, 2, true, kFactoredTwoTiles>(fn, smem)
-         : Describe<kDim, kFast, kAsym, 2, false, kFactoredTwoTiles>(fn, smem);
+    constexpr int kTwoTileGroupChunks = kDim <= 128 ? kGroupChunks : 0;
+    bf16 ? Describe<kDim, kFast, kAsym, 2, true, kTwoTileGroupChunks>(fn, smem)
+         : Describe<kDim, kFast, kAsym, 2, false, kTwoTileGroupChunks>(fn, smem);
   }
 }
 
 // Every runtime choice becomes template constants here; shapes nothing covers are rejected
-// by Select before this is reached. factored: only with kFast and !asym.
+// by Select before this is reached. group_chunks: 0, or the factored path's chunks per group
+// (only with kFast and !asym, and at most the row's chunks).
 template <int kDim, bool kFast>
-void DescribeDim(bool asym, bool factored, int head_tiles, bool bf16,
+void DescribeDim(bool asym, int group_chunks, int head_tiles, bool bf16,
                  void (**fn)(SplitKernelParams), int32_t* smem) {
   if constexpr (kFast) {
-    if (factored) return DescribeHeads<kDim, true, false, true>(head_tiles, bf16, fn, smem);
+    switch (group_chunks) {
+      case 1:
+        return DescribeHeads<kDim, true, false, 1>(head_tiles, bf16, fn, smem);
+      case 2:
+        return DescribeHeads<kDim, true, false, 2>(head_tiles, bf16, fn, smem);
+      case 4:
+        if constexpr (kDim >= 128)
+          return DescribeHeads<kDim, true, false, 4>(head_tiles, bf16, fn, smem);
+        break;
+      default:
+        break;
+    }
   }
-  asym ? DescribeHeads<kDim, kFast, true, false>(head_tiles, bf16, fn, smem)
-       : DescribeHeads<kDim, kFast, false, false>(head_tiles, bf16, fn, smem);
+  asym ? DescribeHeads<kDim, kFast, true, 0>(head_tiles, bf16, fn, smem)
+       : DescribeHeads<kDim, kFast, false, 0>(head_tiles, bf16, fn, smem);
 }
 
 // Gives the split and merge kernels one shared-memory carveout: the smallest that keeps the
@@ -1548,35 +1567,34 @@ absl::StatusOr<DecodeKernels> DecodeKernels::Select(int32_t head_dim, int32_t gr
   const bool asym = mode == QuantMode::kAsymmetric;
   const int head_tiles = group > 8 ? 2 : 1;
   const bool bf16 = params == ParamDtype::kBFloat16;
-  // Symmetric caches of group size 32 at a tuned head_dim take the factored path (head_dim
-  // 256 only with up to 8 query heads per KV head: DescribeHeads).
-  const bool factored = !asym && group_size == 32 && (head_dim <= 128 || head_tiles == 1);
+  // Symmetric caches of group size 32 to 128 at a tuned head_dim take the factored path
+  // (head_dim 256 only with up to 8 query heads per KV head: DescribeHeads).
+  const bool factored =
+      !asym && group_size >= 32 && group_size <= head_dim && (head_dim <= 128 || head_tiles == 1);
+  const int group_chunks = factored ? group_size / 32 : 0;
   switch (head_dim) {
     case 64:
-      DescribeDim<64, true>(asym, factored, head_tiles, bf16, &kernels.split_,
+      DescribeDim<64, true>(asym, group_chunks, head_tiles, bf16, &kernels.split_,
                             &kernels.smem_bytes_);
       kernels.variant_ = factored ? "tuned head_dim 64, factored" : "tuned head_dim 64";
       break;
     case 128:
-      DescribeDim<128, true>(asym, factored, head_tiles, bf16, &kernels.split_,
+      DescribeDim<128, true>(asym, group_chunks, head_tiles, bf16, &kernels.split_,
                              &kernels.smem_bytes_);
       kernels.variant_ = factored ? "tuned head_dim 128, factored" : "tuned head_dim 128";
       break;
     case 256:
-      DescribeDim<256, true>(asym, factored, head_tiles, bf16, &kernels.split_,
+      DescribeDim<256, true>(asym, group_chunks, head_tiles, bf16, &kernels.split_,
                              &kernels.smem_bytes_);
       kernels.variant_ = factored ? "tuned head_dim 256, factored" : "tuned head_dim 256";
       break;
     default:
       if (head_dim < 64) {
-        DescribeDim<64, false>(asym, false, head_tiles, bf16, &kernels.split_,
-                               &kernels.smem_bytes_);
+        DescribeDim<64, false>(asym, 0, head_tiles, bf16, &kernels.split_, &kernels.smem_bytes_);
       } else if (head_dim < 128) {
-        DescribeDim<128, false>(asym, false, head_tiles, bf16, &kernels.split_,
-                                &kernels.smem_bytes_);
+        DescribeDim<128, false>(asym, 0, head_tiles, bf16, &kernels.split_, &kernels.smem_bytes_);
       } else {
-        DescribeDim<256, false>(asym, false, head_tiles, bf16, &kernels.split_,
-                                &kernels.smem_bytes_);
+        DescribeDim<256, false>(asym, 0, head_tiles, bf16, &kernels.split_, &kernels.smem_bytes_);
       }
       kernels.variant_ = "generic head_dim";
   }
