@@ -50,6 +50,9 @@ ABSL_FLAG(std::string, batches, "1,16,64,128", "batch sizes");
 ABSL_FLAG(std::string, contexts, "1024,4096,16384,65536", "context lengths in tokens");
 ABSL_FLAG(std::string, group_sizes, "8,32", "KV quantization group sizes");
 ABSL_FLAG(std::string, page_tables, "random,contiguous", "page-table kinds");
+ABSL_FLAG(std::string, mode, "symmetric",
+          "quantization mode of the GPU cases' cache: symmetric or asymmetric (with zero points, "
+          "which the cache-read and gather-read reference kernels leave out)");
 ABSL_FLAG(int64_t, random_window, 0,
           "random page tables permute the slots only within consecutive windows of this many "
           "slots (0: over the whole pool), to tell a placement's spread from its order");
@@ -157,10 +160,10 @@ void FillDevice(void* device, size_t bytes, const std::vector<uint8_t>& pattern)
 }
 
 struct CaseResult {
-  double seconds;           // per layer-run
-  double bytes;             // minimum bytes per layer-run
-  double copy_seconds = 0;  // a device-to-device copy of `bytes` (read + write); 0: not run
-  double read_seconds = 0;  // a plain read of the layer's codes and scales
+  double seconds;             // per layer-run
+  double bytes;               // minimum bytes per layer-run
+  double copy_seconds = 0;    // a device-to-device copy of `bytes` (read + write); 0: not run
+  double read_seconds = 0;    // a plain read of the layer's codes and scales
   double gather_seconds = 0;  // a plain read of the step's slots, through its page table
 };
 
@@ -209,8 +212,8 @@ double SecondsPerRun(cudaStream_t stream, int num_layers, int repeats,
 }
 
 // lengths: tokens of each row of the batch.
-CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, bool random_pages,
-                       int repeats, std::mt19937& rng) {
+CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, QuantMode mode,
+                       bool random_pages, int repeats, std::mt19937& rng) {
   const int batch = static_cast<int>(lengths.size());
   const int max_len = *std::max_element(lengths.begin(), lengths.end());
   const int64_t tokens = std::accumulate(lengths.begin(), lengths.end(), int64_t{0});
@@ -218,6 +221,7 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, bool ran
   config.kv_heads = kKvHeads;
   config.head_dim = kHeadDim;
   config.group_size = group_size;
+  config.quant_mode = mode;
   config.capacity_slots = tokens;
   config.max_requests = batch;
   config.max_seq_len = max_len;
@@ -240,6 +244,9 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, bool ran
   const KvLayout& layout = cache->view().layout;
   FillDevice(cache->view().data, layout.DataPoolBytes(), codes);
   FillDevice(cache->view().scales, layout.ParamPoolElements() * 2, scales);
+  if (cache->view().zeros != nullptr) {  // zero points of the same size
+    FillDevice(cache->view().zeros, layout.ParamPoolElements() * 2, scales);
+  }
 
   const std::vector<int32_t> slots = BenchPageTableSlots(config.capacity_slots, random_pages,
                                                          absl::GetFlag(FLAGS_random_window), rng);
@@ -293,8 +300,8 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, bool ran
     }
     CheckOk(new_kv.Allocate(new_kv_host.size() * 2, "the new K/V rows"));
     CheckOk(new_slots.Allocate(newest_slots.size() * sizeof(int32_t), "the newest slots"));
-    CHECK_CUDA(cudaMemcpy(new_kv.get(), new_kv_host.data(), new_kv.bytes(),
-                          cudaMemcpyHostToDevice));
+    CHECK_CUDA(
+        cudaMemcpy(new_kv.get(), new_kv_host.data(), new_kv.bytes(), cudaMemcpyHostToDevice));
     CHECK_CUDA(cudaMemcpy(new_slots.get(), newest_slots.data(), new_slots.bytes(),
                           cudaMemcpyHostToDevice));
     const KvRows rows{new_kv.get(), new_kv.as<uint16_t>() + new_rows, DType::kFloat16, 0};
@@ -380,6 +387,11 @@ int RunGpu() {
   const std::vector<int> batches = ParseInts(absl::GetFlag(FLAGS_batches));
   const std::vector<int> contexts = ParseInts(absl::GetFlag(FLAGS_contexts));
   const std::vector<std::string> page_tables = ParsePageTables(absl::GetFlag(FLAGS_page_tables));
+  const absl::StatusOr<QuantMode> mode = ParseQuantMode(absl::GetFlag(FLAGS_mode));
+  if (!mode.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(mode.status().message()).c_str());
+    std::exit(2);
+  }
   cudaDeviceProp props;
   CHECK_CUDA(cudaGetDeviceProperties(&props, 0));
   const double ceiling = CopyCeilingGBps();
@@ -389,6 +401,9 @@ int RunGpu() {
   if (const int64_t window = absl::GetFlag(FLAGS_random_window); window > 0) {
     std::printf("random tables: slots permuted within windows of %lld consecutive slots\n\n",
                 static_cast<long long>(window));
+  }
+  if (*mode == QuantMode::kAsymmetric) {
+    std::printf("asymmetric cache (scales and zero points)\n\n");
   }
   if (const int splits = absl::GetFlag(FLAGS_batch_invariant_splits); splits > 0) {
     std::printf("batch-invariant mode: each row in at most %d chunks\n\n", splits);
@@ -416,6 +431,7 @@ int RunGpu() {
           probe.kv_heads = kKvHeads;
           probe.head_dim = kHeadDim;
           probe.group_size = group_size;
+          probe.quant_mode = *mode;
           const int other = absl::GetFlag(FLAGS_other_rows_context);
           std::vector<int> lengths(batch, other > 0 ? other : context);
           lengths[0] = context;
@@ -423,8 +439,8 @@ int RunGpu() {
           const double pool =
               tokens * (probe.DataBytesPerTokenPerLayer() + probe.ParamBytesPerTokenPerLayer());
           if (pool > absl::GetFlag(FLAGS_max_pool_gib) * (1 << 30)) continue;
-          const CaseResult r =
-              RunCudaCase(lengths, group_size, kind == "random", absl::GetFlag(FLAGS_repeats), rng);
+          const CaseResult r = RunCudaCase(lengths, group_size, *mode, kind == "random",
+                                           absl::GetFlag(FLAGS_repeats), rng);
           const double gbps = r.bytes / r.seconds / 1e9;
           const std::string context_text =
               other > 0 && batch > 1 ? absl::StrCat(context, " + ", batch - 1, " x ", other)
