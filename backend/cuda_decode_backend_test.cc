@@ -451,14 +451,15 @@ TEST_F(CudaDecodeBackendTest, GroupSizesModesAndDtypes) {
   }
 }
 
-// The factored path (symmetric caches of group sizes 32-128 at the tuned head_dims): every
-// GQA ratio, long and mixed rows, both page-table kinds, both parameter dtypes.
+// The factored path (group sizes 32-128 at the tuned head_dims): every GQA ratio, both modes,
+// long and mixed rows, both page-table kinds, both parameter dtypes.
 TEST_F(CudaDecodeBackendTest, FactoredPathAcrossShapes) {
   for (int head_dim : {64, 128, 256}) {
     for (int group_size : {32, 64, 128}) {
       if (group_size > head_dim) continue;
       for (int group : {1, 4, 8, 16}) {
         Case c;
+        c.mode = group == 1 || group == 16 ? QuantMode::kAsymmetric : QuantMode::kSymmetric;
         c.head_dim = head_dim;
         c.group = group;
         c.group_size = group_size;
@@ -559,6 +560,8 @@ TEST_F(CudaDecodeBackendTest, ScalesOfEveryMagnitude) {
       SCOPED_TRACE(absl::StrCat(mix.what, ", group_size ", group_size));
       Case c;
       c.group_size = group_size;
+      // Asymmetric at group 32: the factored path's zero points (large, tiny and mixed).
+      if (group_size == 32) c.mode = QuantMode::kAsymmetric;
       c.lengths = {300, 37, 1000, 16};
       c.q_scale = mix.q_scale;
       MirroredCache caches = CachesFor(c, rng_);

@@ -19,6 +19,9 @@
 // between lanes. Codes and parameters of a tile travel by cp.async into a per-warp shared
 // memory ring (2 stages); codes are expanded to fp16 pairs in registers with the 0x6400
 // exponent trick (no float ever touches shared memory), scaled, and fed to the tensor cores.
+// Where a quantization group spans whole 32-dim chunks (group sizes 32-128 at head_dims 64,
+// 128, 256), the factored path (ProcessFactoredTile) takes the scales out of the per-element
+// work instead: K's after the MMAs, V's into P.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -200,9 +203,16 @@ constexpr uint32_t kHalfSixteenth = 0x2c002c00u;  // 1/16
 constexpr uint32_t kHalfMinus64 = 0xd400d400u;    // -(1024 / 16)
 constexpr uint32_t kHalfMinus71 = 0xd470d470u;    // -(1024 / 16 + 7)
 // Factored path: K codes as fp16 subnormals, each nibble masked in bits 4-7 of its half:
-// code x 2^-20, exact. The symmetric zero code in those units, negated: -7 x 2^-20.
+// code x 2^-20, exact. The symmetric zero code in those units, negated, -7 x 2^-20, and the
+// unit itself, 2^-20.
 constexpr uint32_t kHighNibbleMask = 0x00f000f0u;
 constexpr uint32_t kMinusZeroCode = 0x80708070u;
+constexpr uint32_t kCodeUnit = 0x00100010u;
+// Factored path, asymmetric V: codes centred on 8, (code - 8), and the zero point's term
+// z + 8 s.
+constexpr uint32_t kHalf1032 = 0x64086408u;     // 1024 + 8
+constexpr uint32_t kHalfMinus72 = 0xd480d480u;  // -(1024 / 16 + 8)
+constexpr uint32_t kHalfEight = 0x48004800u;    // 8
 constexpr float kTwoTo20 = 1048576.0f;
 // Factored path: how far a score may exceed its head's running max before the max moves, so
 // that a weight P is at most 8 and P sV stays in fp16 wherever (code - 7) sV does.
@@ -258,11 +268,11 @@ __device__ __forceinline__ void LoadShared(const uint8_t* p, uint32_t* out) {
 // by cp.async; otherwise by checked 4-byte copies). kAsym: asymmetric cache. kHeadTiles: 1
 // when group <= 8, else 2. kBf16Params: the cache's scales (and zero points) are bf16.
 // kGroupChunks: 0, or the 16-byte code chunks (32 dims) of a quantization group, 1, 2 or 4 (group
-// sizes 32, 64, 128) for the factored path (ProcessFactoredTile) of fast symmetric caches.
+// sizes 32, 64, 128) for the factored path (ProcessFactoredTile) of fast caches.
 template <int kDim, bool kFast, bool kAsym, int kHeadTiles, bool kBf16Params, int kGroupChunks>
 struct SplitKernel {
   static constexpr bool kFactored = kGroupChunks > 0;
-  static_assert(!kFactored || (kFast && !kAsym), "the factored path is for fast symmetric caches");
+  static_assert(!kFactored || kFast, "the factored path is for fast caches");
   // Per-warp pipeline depth in tiles: one tile in flight while the previous one is computed.
   // Deeper rings (3, 4) were measured slower on every benchmark case: with every warp of the
   // device asking for more at once, memory queues lengthen, and so does each block's chain
@@ -492,11 +502,15 @@ struct SplitKernel {
     float m_run[kHeadTiles][2];  // running max, log2 domain (same in every lane of a column)
     float l_run[kHeadTiles][2];  // running sum of 2^(x - m_run) over this lane's tokens
     float o[kHeadTiles][kDimTiles][4];
+    // Factored path, asymmetric caches: sum over tokens of P[t, h] (z + 8 s)[t, g] for group
+    // g = r (rows r + 8 unused), heads 8t + 2c + e: the same for every dim of the group.
+    float zero_sums[kHeadTiles][4];
     __device__ __forceinline__ void Reset() {
 #pragma unroll
       for (int t = 0; t < kHeadTiles; ++t) {
         m_run[t][0] = m_run[t][1] = -INFINITY;
         l_run[t][0] = l_run[t][1] = 0.0f;
+        zero_sums[t][0] = zero_sums[t][1] = zero_sums[t][2] = zero_sums[t][3] = 0.0f;
 #pragma unroll
         for (int i = 0; i < kDimTiles; ++i) o[t][i][0] = o[t][i][1] = o[t][i][2] = o[t][i][3] = 0;
       }
@@ -584,6 +598,9 @@ struct SplitKernel {
         for (int i = 0; i < kDimTiles; ++i) {
           st.o[t][i][0] *= alpha[0], st.o[t][i][1] *= alpha[1];
           st.o[t][i][2] *= alpha[0], st.o[t][i][3] *= alpha[1];
+        }
+        if constexpr (kFactored && kAsym) {
+          st.zero_sums[t][0] *= alpha[0], st.zero_sums[t][1] *= alpha[1];
         }
       }
 #pragma unroll
@@ -800,21 +817,25 @@ struct SplitKernel {
     }
   }
 
-  // ---- the factored path (symmetric caches, group sizes 32-128, tuned head_dims) ---------
+  // ---- the factored path (group sizes 32-128, tuned head_dims) --------------------------
   // A quantization group g spans whole 16-byte chunks of a code row (32 dims each), so its
   // scale factors out of the per-element work:
   //   S[t, h]    = sum_g sK[t, g] (sum_{k in g} code[t, k] q[h, k] - 7 sum_{k in g} q[h, k])
   //                K codes enter the tensor cores as fp16 subnormals (code x 2^-20: a shift
   //                and a mask), two MMAs per chunk into the group's accumulator, which starts
-  //                from the zero-code term (zero_terms), then one fp32 multiply-add per score
+  //                from the zero-code term (q_terms), then one fp32 multiply-add per score
   //                and group. Scores carry the 2^-20 unit until the softmax scale removes it.
   //   O^T[d, h] += sum_t (code[t, d] - 7) (P[t, h] sV[t, g])
   //                V codes become exact fp16 (code - 7) (a mask and one fp16 add), and the
   //                scale goes into B: P sV, one fp16 multiply per pair of tokens and group.
   // Each fp16 product P sV is rounded once, as the dequantized value is on the other path, and
-  // stays in fp16 (kFactoredSlack). O^T sums terms of both signs, as there: a code-valued A
-  // with a separate zero-code correction would sum terms of one sign, whose sum grows with the
-  // row and takes the tensor cores' truncation with it (2e-3 over 1,000 near-uniform weights).
+  // stays in fp16 (kFactoredSlack). Asymmetric caches (x = code s + z): S adds z sum q per
+  // group, from the same q sums; V codes are centred on 8 (code - 8), and the zero point's
+  // share, sum_t P[t, h] (z + 8 s)[t, g], the same for every dim of a group, comes from one
+  // more MMA a tile (A = (z + 8 s)^T: groups x tokens, B = P) and joins O at the end. O^T sums
+  // terms of both signs, as there: a code-valued A with a separate zero-code correction would sum
+  // terms of one sign, whose sum grows with the row and takes the tensor cores' truncation with it
+  // (2e-3 over 1,000 near-uniform weights).
   //
   // Lanes and fragments (lane = 4r + c), chunk j, from the swizzled rows (FactoredOffset):
   //   K: ldmatrix gives lane (r, c) word c of tokens r and r + 8; k-step 2j + p takes bytes
@@ -829,12 +850,14 @@ struct SplitKernel {
   static __device__ __forceinline__ uint32_t ShiftRight(uint32_t x, int n) {
     return n >= 0 ? x >> n : x << -n;
   }
-  // (code - 7) of the low / high nibbles of bytes 0 and 2 of x, exact fp16 pairs.
+  // (code - 7) (symmetric) or (code - 8) (asymmetric) of the low / high nibbles of bytes 0 and
+  // 2 of x, exact fp16 pairs.
   static __device__ __forceinline__ uint32_t ZeroCenteredLow(uint32_t x) {
-    return AsU32(__hsub2(LowNibbles(x), AsHalf2(kHalf1031)));
+    return AsU32(__hsub2(LowNibbles(x), AsHalf2(kAsym ? kHalf1032 : kHalf1031)));
   }
   static __device__ __forceinline__ uint32_t ZeroCenteredHigh(uint32_t x) {
-    return AsU32(__hfma2(HighNibbles(x), AsHalf2(kHalfSixteenth), AsHalf2(kHalfMinus71)));
+    return AsU32(__hfma2(HighNibbles(x), AsHalf2(kHalfSixteenth),
+                         AsHalf2(kAsym ? kHalfMinus72 : kHalfMinus71)));
   }
 
   // Scale entry g of a token's scale words, as fp32.
@@ -847,7 +870,7 @@ struct SplitKernel {
   template <bool kPartial>
   static __device__ __forceinline__ void ProcessFactoredTile(
       float scale_log2, int end, const uint32_t (&qb)[kHeadTiles][kKSteps][2],
-      const float (&zero_terms)[kHeadTiles][kGroups][2], int matrix_row, const uint8_t* stage,
+      const float (&q_terms)[kHeadTiles][kGroups][2], int matrix_row, const uint8_t* stage,
       int tile_begin, int lane, WarpState& st) {
     const int r = lane / 4, c = lane % 4;
     const uint8_t* stage_k = stage;
@@ -855,10 +878,14 @@ struct SplitKernel {
     const uint8_t* params = stage + 2 * kCodeBytes;
 
     // ---- S = K Q^T ----
-    uint32_t key_scales[2][kScaleWords];  // tokens r, r + 8
+    uint32_t key_scales[2][kScaleWords], key_zeros[2][kScaleWords];  // tokens r, r + 8
 #pragma unroll
     for (int j = 0; j < 2; ++j) {
       LoadShared<4 * kScaleWords>(params + (r + 8 * j) * kParamRowBytes, key_scales[j]);
+      if constexpr (kAsym) {
+        LoadShared<4 * kScaleWords>(params + (2 * kTile + r + 8 * j) * kParamRowBytes,
+                                    key_zeros[j]);
+      }
     }
     float s[kHeadTiles][4];
     float acc[kHeadTiles][4];  // the current group's
@@ -880,8 +907,9 @@ struct SplitKernel {
 #pragma unroll
           for (int t = 0; t < kHeadTiles; ++t) {
             const uint32_t(&b)[2] = qb[t][2 * j + part];
-            if (part == 0 && j % kGroupChunks == 0) {
-              MmaFrom(acc[t], a, b[0], b[1], zero_terms[t][g][0], zero_terms[t][g][1]);
+            if (part == 0 && j % kGroupChunks == 0) {  // asymmetric: from zero
+              MmaFrom(acc[t], a, b[0], b[1], kAsym ? 0.0f : q_terms[t][g][0],
+                      kAsym ? 0.0f : q_terms[t][g][1]);
             } else {
               Mma(acc[t], a, b[0], b[1]);
             }
@@ -891,15 +919,20 @@ struct SplitKernel {
         const float scale_r = ScaleOf(key_scales[0], g), scale_r8 = ScaleOf(key_scales[1], g);
 #pragma unroll
         for (int t = 0; t < kHeadTiles; ++t) {
-          if (g == 0) {
-            s[t][0] = scale_r * acc[t][0], s[t][1] = scale_r * acc[t][1];
-            s[t][2] = scale_r8 * acc[t][2], s[t][3] = scale_r8 * acc[t][3];
-          } else {
-            s[t][0] = fmaf(scale_r, acc[t][0], s[t][0]),
-            s[t][1] = fmaf(scale_r, acc[t][1], s[t][1]);
-            s[t][2] = fmaf(scale_r8, acc[t][2], s[t][2]);
-            s[t][3] = fmaf(scale_r8, acc[t][3], s[t][3]);
+          // The scores before this group's codes: the groups before it, and (asymmetric) its
+          // zero points times its q sums (q_terms holds the q sums then).
+          float base[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+          if (g > 0) base[0] = s[t][0], base[1] = s[t][1], base[2] = s[t][2], base[3] = s[t][3];
+          if constexpr (kAsym) {
+            const float zero_r = ScaleOf(key_zeros[0], g), zero_r8 = ScaleOf(key_zeros[1], g);
+            base[0] = fmaf(zero_r, q_terms[t][g][0], base[0]);
+            base[1] = fmaf(zero_r, q_terms[t][g][1], base[1]);
+            base[2] = fmaf(zero_r8, q_terms[t][g][0], base[2]);
+            base[3] = fmaf(zero_r8, q_terms[t][g][1], base[3]);
           }
+          s[t][0] = fmaf(scale_r, acc[t][0], base[0]), s[t][1] = fmaf(scale_r, acc[t][1], base[1]);
+          s[t][2] = fmaf(scale_r8, acc[t][2], base[2]);
+          s[t][3] = fmaf(scale_r8, acc[t][3], base[3]);
         }
       }
     }
@@ -923,6 +956,29 @@ struct SplitKernel {
     for (int k = 0; k < 4; ++k) {
       const int token = 2 * c + (k & 1) + 8 * (k >> 1);
       LoadShared<4 * kScaleWords>(params + (kTile + token) * kParamRowBytes, value_scales[k]);
+    }
+    if constexpr (kAsym) {
+      // (z + 8 s)^T as the A fragment of the zero points' sums: row r is group r (entry r of
+      // the tokens' rows; rows past the row's groups hold whatever the stage has, and only
+      // their own rows of the product, never read, see them), rows r + 8 are zero. Columns of
+      // tokens past the chunk are cleared (B is 0 there, but the entries may not be finite).
+      uint32_t a[4] = {0u, 0u, 0u, 0u};
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        const int offset = (2 * c + 8 * k) * kParamRowBytes + (r >> 1) * 4;
+        const uint32_t select = (r & 1) ? 0x7632 : 0x5410;
+        const uint8_t* scale_row = params + kTile * kParamRowBytes + offset;
+        const uint8_t* zero_row = params + 3 * kTile * kParamRowBytes + offset;
+        const __half2 scales = ParamPair<kBf16Params>(
+            __byte_perm(*reinterpret_cast<const uint32_t*>(scale_row),
+                        *reinterpret_cast<const uint32_t*>(scale_row + kParamRowBytes), select));
+        const __half2 zeros = ParamPair<kBf16Params>(
+            __byte_perm(*reinterpret_cast<const uint32_t*>(zero_row),
+                        *reinterpret_cast<const uint32_t*>(zero_row + kParamRowBytes), select));
+        a[2 * k] = AsU32(__hfma2(scales, AsHalf2(kHalfEight), zeros)) & keep[k];
+      }
+#pragma unroll
+      for (int t = 0; t < kHeadTiles; ++t) Mma(st.zero_sums[t], a, pb[t][0], pb[t][1]);
     }
     uint32_t b[kHeadTiles][2];  // the current group's B = P sV
 #pragma unroll
@@ -1102,15 +1158,15 @@ struct SplitKernel {
         qb[t][s][1] = __byte_perm(pair[0], pair[1], 0x7632);
       }
     }
-    // Factored path: per group g, -7 x 2^-20 x (the sum of q over the group's dims) for heads
-    // 8t + 2c, 8t + 2c + 1, from the same MMAs over a constant A; the group's score
-    // accumulators start from it.
-    float zero_terms[kHeadTiles][kGroups][2];
+    // Factored path: per group g, 2^-20 x the sum of q over the group's dims for heads 8t + 2c,
+    // 8t + 2c + 1, from MMAs over a constant A; times -7 (symmetric: the group's score
+    // accumulators start from it), or as it is (asymmetric: the zero points' factor).
+    float q_terms[kHeadTiles][kGroups][2];
     float scale_log2 = p.scale_log2;
     if constexpr (kFactored) {
       scale_log2 *= kTwoTo20;
-      constexpr uint32_t kZeroA[4] = {kMinusZeroCode, kMinusZeroCode, kMinusZeroCode,
-                                      kMinusZeroCode};
+      constexpr uint32_t kUnit = kAsym ? kCodeUnit : kMinusZeroCode;
+      constexpr uint32_t kZeroA[4] = {kUnit, kUnit, kUnit, kUnit};
 #pragma unroll
       for (int t = 0; t < kHeadTiles; ++t) {
 #pragma unroll
@@ -1120,7 +1176,7 @@ struct SplitKernel {
           for (int s = 2 * g * kGroupChunks; s < 2 * (g + 1) * kGroupChunks; ++s) {
             Mma(d, kZeroA, qb[t][s][0], qb[t][s][1]);
           }
-          zero_terms[t][g][0] = d[0], zero_terms[t][g][1] = d[1];
+          q_terms[t][g][0] = d[0], q_terms[t][g][1] = d[1];
         }
       }
     }
@@ -1149,10 +1205,10 @@ struct SplitKernel {
       const uint8_t* tile_stage = my_stages + stage * kStageBytes;
       if constexpr (kFactored) {
         if (tile_begin + kTile <= work.end) {
-          ProcessFactoredTile<false>(scale_log2, work.end, qb, zero_terms, matrix_row, tile_stage,
+          ProcessFactoredTile<false>(scale_log2, work.end, qb, q_terms, matrix_row, tile_stage,
                                      tile_begin, lane, st);
         } else {
-          ProcessFactoredTile<true>(scale_log2, work.end, qb, zero_terms, matrix_row, tile_stage,
+          ProcessFactoredTile<true>(scale_log2, work.end, qb, q_terms, matrix_row, tile_stage,
                                     tile_begin, lane, st);
         }
       } else if (tile_begin + kTile <= work.end) {
@@ -1179,6 +1235,15 @@ struct SplitKernel {
         l += __shfl_xor_sync(kFullMask, l, 4);
         l += __shfl_xor_sync(kFullMask, l, 8);
         l += __shfl_xor_sync(kFullMask, l, 16);
+        // Factored path, asymmetric: group g's zero-point sum (lane 4g + c holds it), fetched
+        // while every lane is still here.
+        float zero_sums[kFactored && kAsym ? kGroups : 1];
+        if constexpr (kFactored && kAsym) {
+#pragma unroll
+          for (int g = 0; g < kGroups; ++g) {
+            zero_sums[g] = __shfl_sync(kFullMask, st.zero_sums[t][e], 4 * g + c);
+          }
+        }
         const int head = 8 * t + 2 * c + e;
         if (head >= p.group) continue;
         const int64_t out_head = static_cast<int64_t>(chunk) * p.q_heads +
@@ -1189,9 +1254,12 @@ struct SplitKernel {
           float* row_out = p.partial_out + out_head * p.head_dim + 4 * r;
 #pragma unroll
           for (int j = 0; j < kCodeChunks; ++j) {
+            const float zero_share = kAsym ? zero_sums[j / kGroupChunks] * inv_l : 0.0f;
             *reinterpret_cast<float4*>(row_out + 32 * j) =
-                make_float4(st.o[t][2 * j][e] * inv_l, st.o[t][2 * j + 1][e] * inv_l,
-                            st.o[t][2 * j][2 + e] * inv_l, st.o[t][2 * j + 1][2 + e] * inv_l);
+                make_float4(fmaf(st.o[t][2 * j][e], inv_l, zero_share),
+                            fmaf(st.o[t][2 * j + 1][e], inv_l, zero_share),
+                            fmaf(st.o[t][2 * j][2 + e], inv_l, zero_share),
+                            fmaf(st.o[t][2 * j + 1][2 + e], inv_l, zero_share));
           }
         } else if constexpr (kFast) {  // m-tiles 2j, 2j + 1 are 4 consecutive dims of the row
 #pragma unroll
@@ -1474,12 +1542,27 @@ void DescribeHeads(int head_tiles, bool bf16, void (**fn)(SplitKernelParams), in
 
 // Every runtime choice becomes template constants here; shapes nothing covers are rejected
 // by Select before this is reached. group_chunks: 0, or the factored path's chunks per group
-// (only with kFast and !asym, and at most the row's chunks).
+// (only with kFast, and at most the row's chunks).
 template <int kDim, bool kFast>
 void DescribeDim(bool asym, int group_chunks, int head_tiles, bool bf16,
                  void (**fn)(SplitKernelParams), int32_t* smem) {
   if constexpr (kFast) {
-    switch (group_chunks) {
+    if (asym) {
+      switch (group_chunks) {
+        case 1:
+          return DescribeHeads<kDim, true, true, 1>(head_tiles, bf16, fn, smem);
+        case 2:
+          return DescribeHeads<kDim, true, true, 2>(head_tiles, bf16, fn, smem);
+        case 4:
+          if constexpr (kDim >= 128) {
+            return DescribeHeads<kDim, true, true, 4>(head_tiles, bf16, fn, smem);
+          }
+          break;
+        default:
+          break;
+      }
+    }
+    switch (asym ? 0 : group_chunks) {
       case 1:
         return DescribeHeads<kDim, true, false, 1>(head_tiles, bf16, fn, smem);
       case 2:
@@ -1567,10 +1650,10 @@ absl::StatusOr<DecodeKernels> DecodeKernels::Select(int32_t head_dim, int32_t gr
   const bool asym = mode == QuantMode::kAsymmetric;
   const int head_tiles = group > 8 ? 2 : 1;
   const bool bf16 = params == ParamDtype::kBFloat16;
-  // Symmetric caches of group size 32 to 128 at a tuned head_dim take the factored path
-  // (head_dim 256 only with up to 8 query heads per KV head: DescribeHeads).
+  // Caches of group size 32 to 128 at a tuned head_dim take the factored path (head_dim 256
+  // only with up to 8 query heads per KV head: DescribeHeads).
   const bool factored =
-      !asym && group_size >= 32 && group_size <= head_dim && (head_dim <= 128 || head_tiles == 1);
+      group_size >= 32 && group_size <= head_dim && (head_dim <= 128 || head_tiles == 1);
   const int group_chunks = factored ? group_size / 32 : 0;
   switch (head_dim) {
     case 64:
