@@ -615,6 +615,25 @@ struct SplitKernel {
     }
   }
 
+  // Masks of the fp16 pairs of a lane's PV tokens (2c, 2c+1) and (2c+8, 2c+9): all ones, or,
+  // in a tile that runs past the chunk end, ones over the tokens before it.
+  struct TokenPairMasks {
+    uint32_t mask[2];
+    __device__ __forceinline__ uint32_t operator[](int k) const { return mask[k]; }
+    template <bool kPartial>
+    static __device__ __forceinline__ TokenPairMasks Of(int tile_begin, int end, int c) {
+      TokenPairMasks keep{{0xffffffffu, 0xffffffffu}};
+      if constexpr (kPartial) {
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+          const int t0 = tile_begin + 2 * c + 8 * k;
+          keep.mask[k] = (t0 < end ? 0x0000ffffu : 0u) | (t0 + 1 < end ? 0xffff0000u : 0u);
+        }
+      }
+      return keep;
+    }
+  };
+
   template <int kKind>
   static __device__ __forceinline__ uint16_t StagedParam(const uint8_t* params, int offset) {
     return *reinterpret_cast<const uint16_t*>(params + kKind * kTile * kParamRowBytes + offset);
@@ -735,14 +754,7 @@ struct SplitKernel {
     // ---- O^T += V^T P; lane (r, c) reads tokens 2c, 2c+1, 2c+8, 2c+9, dims [r D/8, ..) ----
     // Tokens past the chunk have P = 0; their V values are zeroed too so that whatever the
     // padding slot holds cannot turn 0 * x into NaN.
-    uint32_t keep[2] = {0xffffffffu, 0xffffffffu};  // token pairs (2c, 2c+1), (2c+8, 2c+9)
-    if constexpr (kPartial) {
-#pragma unroll
-      for (int k = 0; k < 2; ++k) {
-        const int t0 = tile_begin + 2 * c + 8 * k;
-        keep[k] = (t0 < end ? 0x0000ffffu : 0u) | (t0 + 1 < end ? 0xffff0000u : 0u);
-      }
-    }
+    const TokenPairMasks keep = TokenPairMasks::Of<kPartial>(tile_begin, end, c);
     uint32_t value_codes[4][kValueWords];
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
@@ -943,14 +955,7 @@ struct SplitKernel {
     // ---- O^T += V^T (P sV) ----
     // Tokens past the chunk have P = 0, and their B entries are cleared, so that whatever
     // scale the padding slot holds cannot turn 0 x s into NaN (codes are always finite).
-    uint32_t keep[2] = {0xffffffffu, 0xffffffffu};  // token pairs (2c, 2c+1), (2c+8, 2c+9)
-    if constexpr (kPartial) {
-#pragma unroll
-      for (int k = 0; k < 2; ++k) {
-        const int t0 = tile_begin + 2 * c + 8 * k;
-        keep[k] = (t0 < end ? 0x0000ffffu : 0u) | (t0 + 1 < end ? 0xffff0000u : 0u);
-      }
-    }
+    const TokenPairMasks keep = TokenPairMasks::Of<kPartial>(tile_begin, end, c);
     uint32_t value_scales[4][kScaleWords];  // tokens 2c, 2c + 1, 2c + 8, 2c + 9
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
