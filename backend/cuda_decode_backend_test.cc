@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "backend/cpu_decode_backend.h"
+#include "backend/cuda_decode_kernels.h"
 #include "backend/late_table_writer.h"
 #include "backend/testing/cuda_assert.h"
 #include "common/cuda_check.h"
@@ -471,6 +472,36 @@ TEST_F(CudaDecodeBackendTest, FactoredPathAcrossShapes) {
         RunCase(c, rng_);
       }
     }
+  }
+}
+
+// Which split kernel serves a shape: group sizes that span whole 32-dim chunks take the
+// factored path at the tuned head_dims, in both modes, but not head_dim 256 with more than 8
+// query heads per KV head (two head tiles), nor other head_dims.
+TEST_F(CudaDecodeBackendTest, FactoredPathServesGroupsOfWholeChunks) {
+  struct Expected {
+    int head_dim, group, group_size;
+    QuantMode mode;
+    const char* variant;
+  };
+  const QuantMode sym = QuantMode::kSymmetric, asym = QuantMode::kAsymmetric;
+  const std::vector<Expected> shapes = {
+      {128, 4, 8, sym, "tuned head_dim 128"},
+      {128, 4, 16, asym, "tuned head_dim 128"},
+      {128, 4, 32, sym, "tuned head_dim 128, factored"},
+      {128, 16, 128, asym, "tuned head_dim 128, factored"},
+      {64, 1, 64, asym, "tuned head_dim 64, factored"},
+      {256, 8, 32, sym, "tuned head_dim 256, factored"},
+      {256, 16, 32, sym, "tuned head_dim 256"},
+      {96, 4, 32, sym, "generic head_dim"},
+  };
+  for (const Expected& e : shapes) {
+    const absl::StatusOr<DecodeKernels> kernels =
+        DecodeKernels::Select(e.head_dim, e.group, 2, e.mode, ParamDtype::kFloat16, e.group_size);
+    ASSERT_TRUE(kernels.ok()) << kernels.status();
+    EXPECT_STREQ(kernels->variant(), e.variant)
+        << "head_dim " << e.head_dim << " G " << e.group << " group_size " << e.group_size << " "
+        << QuantModeName(e.mode);
   }
 }
 
