@@ -202,41 +202,49 @@ constexpr uint32_t kHalf1031 = 0x64076407u;       // 1024 + 7: offset and symmet
 constexpr uint32_t kHalfSixteenth = 0x2c002c00u;  // 1/16
 constexpr uint32_t kHalfMinus64 = 0xd400d400u;    // -(1024 / 16)
 constexpr uint32_t kHalfMinus71 = 0xd470d470u;    // -(1024 / 16 + 7)
+constexpr uint32_t kHalf1032 = 0x64086408u;       // 1024 + 8: codes centred on 8
+constexpr uint32_t kHalfMinus72 = 0xd480d480u;    // -(1024 / 16 + 8)
 // Factored path: K codes as fp16 subnormals, each nibble masked in bits 4-7 of its half:
 // code x 2^-20, exact. The symmetric zero code in those units, negated, -7 x 2^-20, and the
 // unit itself, 2^-20.
 constexpr uint32_t kHighNibbleMask = 0x00f000f0u;
 constexpr uint32_t kMinusZeroCode = 0x80708070u;
 constexpr uint32_t kCodeUnit = 0x00100010u;
-// Factored path, asymmetric V: codes centred on 8, (code - 8), and the zero point's term
-// z + 8 s.
-constexpr uint32_t kHalf1032 = 0x64086408u;     // 1024 + 8
-constexpr uint32_t kHalfMinus72 = 0xd480d480u;  // -(1024 / 16 + 8)
-constexpr uint32_t kHalfEight = 0x48004800u;    // 8
+// Factored path, asymmetric V: the zero point's term z + 8 s.
+constexpr uint32_t kHalfEight = 0x48004800u;  // 8
 constexpr float kTwoTo20 = 1048576.0f;
 // Factored path: how far a score may exceed its head's running max before the max moves, so
 // that a weight P is at most 8 and P sV stays in fp16 wherever (code - 7) sV does.
 constexpr int kFactoredSlack = 3;
 
+// (code - kCentre) of the low / high nibbles of bytes 0 and 2 of x, exact fp16 pairs; kCentre
+// 0 (asymmetric), 7 (symmetric) or 8 (the factored path's asymmetric V).
+template <int kCentre>
+__device__ __forceinline__ __half2 CentredLowNibbles(uint32_t x) {
+  static_assert(kCentre == 0 || kCentre == 7 || kCentre == 8, "a centre with its constants");
+  constexpr uint32_t kOffset = kCentre == 0 ? kHalf1024 : kCentre == 7 ? kHalf1031 : kHalf1032;
+  return __hsub2(LowNibbles(x), AsHalf2(kOffset));
+}
+template <int kCentre>
+__device__ __forceinline__ __half2 CentredHighNibbles(uint32_t x) {
+  static_assert(kCentre == 0 || kCentre == 7 || kCentre == 8, "a centre with its constants");
+  constexpr uint32_t kOffset = kCentre == 0   ? kHalfMinus64
+                               : kCentre == 7 ? kHalfMinus71
+                                              : kHalfMinus72;
+  return __hfma2(HighNibbles(x), AsHalf2(kHalfSixteenth), AsHalf2(kOffset));
+}
+
 // Dequantizes the low / high nibble pair of x with per-half scales (and zero points):
 // symmetric (code - 7) * scale, asymmetric code * scale + zero, each rounded once to fp16.
 template <bool kAsym>
 __device__ __forceinline__ uint32_t DequantLow(uint32_t x, __half2 scale, __half2 zero) {
-  if constexpr (kAsym) {
-    return AsU32(__hfma2(__hsub2(LowNibbles(x), AsHalf2(kHalf1024)), scale, zero));
-  } else {
-    return AsU32(__hmul2(__hsub2(LowNibbles(x), AsHalf2(kHalf1031)), scale));
-  }
+  if constexpr (kAsym) return AsU32(__hfma2(CentredLowNibbles<0>(x), scale, zero));
+  return AsU32(__hmul2(CentredLowNibbles<7>(x), scale));
 }
 template <bool kAsym>
 __device__ __forceinline__ uint32_t DequantHigh(uint32_t x, __half2 scale, __half2 zero) {
-  if constexpr (kAsym) {
-    const __half2 code = __hfma2(HighNibbles(x), AsHalf2(kHalfSixteenth), AsHalf2(kHalfMinus64));
-    return AsU32(__hfma2(code, scale, zero));
-  } else {
-    const __half2 code = __hfma2(HighNibbles(x), AsHalf2(kHalfSixteenth), AsHalf2(kHalfMinus71));
-    return AsU32(__hmul2(code, scale));
-  }
+  if constexpr (kAsym) return AsU32(__hfma2(CentredHighNibbles<0>(x), scale, zero));
+  return AsU32(__hmul2(CentredHighNibbles<7>(x), scale));
 }
 
 // ---- the split kernel ------------------------------------------------------------------
@@ -441,14 +449,13 @@ struct SplitKernel {
     uint8_t* stage_k = stage;
     uint8_t* stage_v = stage + kCodeBytes;
     if constexpr (kFast) {
-      constexpr int kChunks = kRowBytes / 16;
       // A slot's K and V rows of all KV heads span 2 * kv_heads * kDim / 2 bytes, at least 128
       // from head_dim 128 on: whole lines, known here, without the run-time choice's second
       // (predicated-off) copy instruction.
       const bool wide_codes = kDim >= 128 || src.wide_codes;
 #pragma unroll
-      for (int u0 = 0; u0 < kTile * kChunks; u0 += 32) {
-        const int unit = u0 + lane, token = unit / kChunks, chunk = unit % kChunks;
+      for (int u0 = 0; u0 < kTile * kCodeChunks; u0 += 32) {
+        const int unit = u0 + lane, token = unit / kCodeChunks, chunk = unit % kCodeChunks;
         const uint32_t slot = __shfl_sync(kFullMask, slot_reg, token);
         // chunk is the lane's own in every round: two bases, each kept for the whole chunk.
         const int key_offset = kFactored ? FactoredOffset(token, chunk) : KeyOffset(token, chunk);
@@ -862,21 +869,14 @@ struct SplitKernel {
   static __device__ __forceinline__ uint32_t ShiftRight(uint32_t x, int n) {
     return n >= 0 ? x >> n : x << -n;
   }
-  // (code - 7) (symmetric) or (code - 8) (asymmetric) of the low / high nibbles of bytes 0 and
-  // 2 of x, exact fp16 pairs.
-  static __device__ __forceinline__ uint32_t ZeroCenteredLow(uint32_t x) {
-    return AsU32(__hsub2(LowNibbles(x), AsHalf2(kAsym ? kHalf1032 : kHalf1031)));
-  }
-  static __device__ __forceinline__ uint32_t ZeroCenteredHigh(uint32_t x) {
-    return AsU32(__hfma2(HighNibbles(x), AsHalf2(kHalfSixteenth),
-                         AsHalf2(kAsym ? kHalfMinus72 : kHalfMinus71)));
-  }
+  // V codes centred on 7 (symmetric) or 8 (asymmetric, the zero points' share taking 8 s).
+  static constexpr int kValueCentre = kAsym ? 8 : 7;
 
   // Scale entry g of a token's scale words, as fp32.
-  static __device__ __forceinline__ float ScaleOf(const uint32_t (&words)[kScaleWords], int j) {
-    const uint32_t w = words[j / 2];
-    if constexpr (kBf16Params) return __uint_as_float((j & 1) ? (w & 0xffff0000u) : (w << 16));
-    return (j & 1) ? __high2float(AsHalf2(w)) : __low2float(AsHalf2(w));
+  static __device__ __forceinline__ float ScaleOf(const uint32_t (&words)[kScaleWords], int g) {
+    const uint32_t w = words[g / 2];
+    if constexpr (kBf16Params) return __uint_as_float((g & 1) ? (w & 0xffff0000u) : (w << 16));
+    return (g & 1) ? __high2float(AsHalf2(w)) : __low2float(AsHalf2(w));
   }
 
   template <bool kPartial>
@@ -1007,10 +1007,13 @@ struct SplitKernel {
         }
         const uint32_t y0 = codes[2 * h], y1 = codes[2 * h + 1];
         const uint32_t z0 = y0 >> 8, z1 = y1 >> 8;
-        const uint32_t low[4] = {ZeroCenteredLow(y0), ZeroCenteredLow(z0), ZeroCenteredLow(y1),
-                                 ZeroCenteredLow(z1)};
-        const uint32_t high[4] = {ZeroCenteredHigh(y0), ZeroCenteredHigh(z0), ZeroCenteredHigh(y1),
-                                  ZeroCenteredHigh(z1)};
+        const uint32_t low[4] = {
+            AsU32(CentredLowNibbles<kValueCentre>(y0)), AsU32(CentredLowNibbles<kValueCentre>(z0)),
+            AsU32(CentredLowNibbles<kValueCentre>(y1)), AsU32(CentredLowNibbles<kValueCentre>(z1))};
+        const uint32_t high[4] = {AsU32(CentredHighNibbles<kValueCentre>(y0)),
+                                  AsU32(CentredHighNibbles<kValueCentre>(z0)),
+                                  AsU32(CentredHighNibbles<kValueCentre>(y1)),
+                                  AsU32(CentredHighNibbles<kValueCentre>(z1))};
 #pragma unroll
         for (int t = 0; t < kHeadTiles; ++t) {
           Mma(st.o[t][2 * j], low, b[t][0], b[t][1]);
@@ -1545,6 +1548,28 @@ void DescribeHeads(int head_tiles, bool bf16, void (**fn)(SplitKernelParams), in
   }
 }
 
+// The factored kernels of kDim for group_chunks (1, 2 or 4 chunks a group); false if none fits.
+template <int kDim, bool kAsym>
+bool DescribeFactored(int group_chunks, int head_tiles, bool bf16, void (**fn)(SplitKernelParams),
+                      int32_t* smem) {
+  switch (group_chunks) {
+    case 1:
+      DescribeHeads<kDim, true, kAsym, 1>(head_tiles, bf16, fn, smem);
+      return true;
+    case 2:
+      DescribeHeads<kDim, true, kAsym, 2>(head_tiles, bf16, fn, smem);
+      return true;
+    case 4:
+      if constexpr (kDim >= 128) {
+        DescribeHeads<kDim, true, kAsym, 4>(head_tiles, bf16, fn, smem);
+        return true;
+      }
+      return false;
+    default:
+      return false;
+  }
+}
+
 // Every runtime choice becomes template constants here; shapes nothing covers are rejected
 // by Select before this is reached. group_chunks: 0, or the factored path's chunks per group
 // (only with kFast, and at most the row's chunks).
@@ -1552,33 +1577,10 @@ template <int kDim, bool kFast>
 void DescribeDim(bool asym, int group_chunks, int head_tiles, bool bf16,
                  void (**fn)(SplitKernelParams), int32_t* smem) {
   if constexpr (kFast) {
-    if (asym) {
-      switch (group_chunks) {
-        case 1:
-          return DescribeHeads<kDim, true, true, 1>(head_tiles, bf16, fn, smem);
-        case 2:
-          return DescribeHeads<kDim, true, true, 2>(head_tiles, bf16, fn, smem);
-        case 4:
-          if constexpr (kDim >= 128) {
-            return DescribeHeads<kDim, true, true, 4>(head_tiles, bf16, fn, smem);
-          }
-          break;
-        default:
-          break;
-      }
-    }
-    switch (asym ? 0 : group_chunks) {
-      case 1:
-        return DescribeHeads<kDim, true, false, 1>(head_tiles, bf16, fn, smem);
-      case 2:
-        return DescribeHeads<kDim, true, false, 2>(head_tiles, bf16, fn, smem);
-      case 4:
-        if constexpr (kDim >= 128)
-          return DescribeHeads<kDim, true, false, 4>(head_tiles, bf16, fn, smem);
-        break;
-      default:
-        break;
-    }
+    const bool described =
+        asym ? DescribeFactored<kDim, true>(group_chunks, head_tiles, bf16, fn, smem)
+             : DescribeFactored<kDim, false>(group_chunks, head_tiles, bf16, fn, smem);
+    if (described) return;
   }
   asym ? DescribeHeads<kDim, kFast, true, 0>(head_tiles, bf16, fn, smem)
        : DescribeHeads<kDim, kFast, false, 0>(head_tiles, bf16, fn, smem);

@@ -63,9 +63,10 @@ sanitize memcheck store_kv_cuda_test '*:-*EarlierUnchecked*'
 sanitize memcheck request_table_test '*'
 sanitize memcheck cuda_decode_backend_test \
   '*SmallMixedBatch*:*Graph*:*Truncation*:*LargeBatch*:*LengthsFarBeyond*:*Rewritten*:'\
-'*OutsideThePool*:*InPlace*:*KeepMoving*:*EveryMagnitude*:*64And256*:*AfterStoreKv*:'\
-'*BatchInvariant*'
-sanitize racecheck cuda_decode_backend_test '*SmallMixedBatch*:*Graph*:*LargeBatch*:*Rewritten*:*InPlace*:*AfterStoreKv*'
+'*OutsideThePool*:*InPlace*:*KeepMoving*:*EveryMagnitude*:*64And256*:*FactoredPath*:'\
+'*AfterStoreKv*:*BatchInvariant*'
+sanitize racecheck cuda_decode_backend_test \
+  '*SmallMixedBatch*:*Graph*:*LargeBatch*:*Rewritten*:*InPlace*:*AfterStoreKv*:*FactoredPath*'
 sanitize memcheck read_stream_test '*'
 sanitize memcheck llama_kernels_test '*'
 sanitize racecheck llama_kernels_test '*'
