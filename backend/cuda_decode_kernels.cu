@@ -322,6 +322,9 @@ struct SplitKernel {
   static constexpr int kCodeChunks = kRowBytes / 16;
   static_assert(kGroupChunks <= kCodeChunks, "a group within a row");
   static constexpr int kGroups = kFactored ? kCodeChunks / kGroupChunks : 1;  // a row's groups
+  // One group a row (group size = head_dim: 2-byte parameter rows, under cp.async's 4-byte
+  // minimum): each tile stages the aligned 4-byte word around each parameter entry instead.
+  static constexpr bool kWordParams = kFactored && kGroups == 1;
   static constexpr int kTokensPerLine = 128 / kRowBytes;
   static __device__ __forceinline__ int ChunkSwizzle(int token) {
     return (token / kTokensPerLine) & (kCodeChunks - 1);
@@ -362,6 +365,10 @@ struct SplitKernel {
     // A slot's rows of one layer (all KV heads' codes, or parameters) span at least 128
     // bytes, all read in the same step, so whole 128-byte lines may be fetched (CpAsync).
     bool wide_codes, wide_params;
+    // kWordParams: params[] point at the aligned 4-byte words around the KV head's entries,
+    // and these say which half of its word holds a K or a V entry (1: the high one). Zero
+    // points sit at the same offsets of their own pool, so they share the scales' halves.
+    int key_entry_high, value_entry_high;
   };
 
   static __device__ __forceinline__ Sources MakeSources(const SplitKernelParams& p, int kv_head) {
@@ -383,12 +390,24 @@ struct SplitKernel {
     src.log2_param_row = 1 + Log2OfPowerOfTwo(kDim) - p.log2_group_size;  // fast path only
     src.wide_codes = src.slot_bytes >= 128;
     src.wide_params = src.slot_param_bytes >= 128;
+    src.key_entry_high = src.value_entry_high = 0;
+    if constexpr (kWordParams) {
+      // A slot's parameters span 4 x kv_heads bytes here, so a word stays aligned from slot
+      // to slot, and the word around an entry lies inside the (16-byte aligned) pool.
+      src.key_entry_high = static_cast<int>(key_params & 1);
+      src.value_entry_high = static_cast<int>(value_params & 1);
+#pragma unroll
+      for (int kind = 0; kind < 4; ++kind) {
+        src.params[kind] -= 2 * ((kind & 1) ? src.value_entry_high : src.key_entry_high);
+      }
+    }
     return src;
   }
 
   // Fast path: a parameter row holds 2 * kDim / group_size bytes; group sizes of 8 to 128
-  // (all the cache accepts) make that at most this, and rows under 4 bytes take IssueTile's
-  // 2-byte copies.
+  // (all the cache accepts) make that at most this. Rows under 4 bytes (one group a row) are
+  // staged as whole words (kWordParams) on the factored path, which serves every such fast
+  // cache; the generic path copies them 2 bytes at a time.
   static constexpr int kLargestLog2ParamRow = Log2OfPowerOfTwo(kParamRowBytes);
 
   // Copies a tile's parameter rows, 2^kLog2Row bytes each (4 or more), in units of up to 16
@@ -484,7 +503,16 @@ struct SplitKernel {
     }
     // Parameters: one row of param_row_bytes per (kind, token), staged kParamRowBytes apart.
     uint8_t* stage_params = stage + 2 * kCodeBytes;
-    if (kFast && src.param_row_bytes >= 4) {
+    if constexpr (kWordParams) {
+      // Row (kind, token) = unit 32 i + lane: token lane % 16, whose entry the lane holds.
+#pragma unroll
+      for (int i = 0; i < kParamKinds / 2; ++i) {
+        const int row_index = 32 * i + lane;
+        CpAsync<4>(stage_params + row_index * kParamRowBytes,
+                   WideMulAdd(slot_reg, src.slot_param_bytes, src.Params(row_index / kTile)),
+                   src.wide_params);
+      }
+    } else if (kFast && src.param_row_bytes >= 4) {
       IssueParamRows<kLargestLog2ParamRow>(src, slot_reg, lane, stage_params);
     } else {
       const int groups = src.param_row_bytes / 2;
@@ -872,18 +900,21 @@ struct SplitKernel {
   // V codes centred on 7 (symmetric) or 8 (asymmetric, the zero points' share taking 8 s).
   static constexpr int kValueCentre = kAsym ? 8 : 7;
 
-  // Scale entry g of a token's scale words, as fp32.
-  static __device__ __forceinline__ float ScaleOf(const uint32_t (&words)[kScaleWords], int g) {
+  // Scale entry g of a token's scale words, as fp32; high (0 or 1) flips the half it is read
+  // from (kWordParams: the word was staged from an odd entry's position).
+  static __device__ __forceinline__ float ScaleOf(const uint32_t (&words)[kScaleWords], int g,
+                                                  int high) {
     const uint32_t w = words[g / 2];
-    if constexpr (kBf16Params) return __uint_as_float((g & 1) ? (w & 0xffff0000u) : (w << 16));
-    return (g & 1) ? __high2float(AsHalf2(w)) : __low2float(AsHalf2(w));
+    const bool upper = ((g & 1) ^ high) != 0;
+    if constexpr (kBf16Params) return __uint_as_float(upper ? (w & 0xffff0000u) : (w << 16));
+    return upper ? __high2float(AsHalf2(w)) : __low2float(AsHalf2(w));
   }
 
   template <bool kPartial>
   static __device__ __forceinline__ void ProcessFactoredTile(
       float scale_log2, int end, const uint32_t (&qb)[kHeadTiles][kKSteps][2],
       const float (&q_terms)[kHeadTiles][kGroups][2], int matrix_row, const uint8_t* stage,
-      int tile_begin, int lane, WarpState& st) {
+      int tile_begin, int lane, int key_high, int value_high, WarpState& st) {
     const int r = lane / 4, c = lane % 4;
     const uint8_t* stage_k = stage;
     const uint8_t* stage_v = stage + kCodeBytes;
@@ -900,7 +931,10 @@ struct SplitKernel {
       }
     }
     float s[kHeadTiles][4];
-    float acc[kHeadTiles][4];  // the current group's
+    // The current group's products, in kKeyChains independent chains of MMAs (by part) that
+    // are added at the group's end: a group of 4 chunks would otherwise chain 8 MMAs.
+    constexpr int kKeyChains = kGroupChunks >= 4 ? 2 : 1;
+    float acc[kKeyChains][kHeadTiles][4];
 #pragma unroll
     for (int jp = 0; jp < kCodeChunks / 2; ++jp) {
       uint32_t words[4];  // tokens r, r + 8 of chunk 2 jp, then of chunk 2 jp + 1
@@ -916,19 +950,31 @@ struct SplitKernel {
                                  ShiftRight(w1, 8 * part - 4) & kHighNibbleMask,
                                  ShiftRight(w0, 8 * part) & kHighNibbleMask,
                                  ShiftRight(w1, 8 * part) & kHighNibbleMask};
+          const int chain = kKeyChains == 2 ? part : 0;
 #pragma unroll
           for (int t = 0; t < kHeadTiles; ++t) {
             const uint32_t(&b)[2] = qb[t][2 * j + part];
-            if (part == 0 && j % kGroupChunks == 0) {  // asymmetric: from zero
-              MmaFrom(acc[t], a, b[0], b[1], kAsym ? 0.0f : q_terms[t][g][0],
-                      kAsym ? 0.0f : q_terms[t][g][1]);
+            if ((part == 0 || kKeyChains == 2) && j % kGroupChunks == 0) {
+              // Chain 0 starts from the symmetric codes' offset term, the others (and every
+              // chain of an asymmetric cache) from zero.
+              const bool from_terms = !kAsym && part == 0;
+              MmaFrom(acc[chain][t], a, b[0], b[1], from_terms ? q_terms[t][g][0] : 0.0f,
+                      from_terms ? q_terms[t][g][1] : 0.0f);
             } else {
-              Mma(acc[t], a, b[0], b[1]);
+              Mma(acc[chain][t], a, b[0], b[1]);
             }
           }
         }
         if (j % kGroupChunks != kGroupChunks - 1) continue;  // the group goes on
-        const float scale_r = ScaleOf(key_scales[0], g), scale_r8 = ScaleOf(key_scales[1], g);
+        if constexpr (kKeyChains == 2) {
+#pragma unroll
+          for (int t = 0; t < kHeadTiles; ++t) {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[0][t][i] += acc[1][t][i];
+          }
+        }
+        const float scale_r = ScaleOf(key_scales[0], g, key_high);
+        const float scale_r8 = ScaleOf(key_scales[1], g, key_high);
 #pragma unroll
         for (int t = 0; t < kHeadTiles; ++t) {
           // The scores before this group's codes: the groups before it, and (asymmetric) its
@@ -936,15 +982,17 @@ struct SplitKernel {
           float base[4] = {0.0f, 0.0f, 0.0f, 0.0f};
           if (g > 0) base[0] = s[t][0], base[1] = s[t][1], base[2] = s[t][2], base[3] = s[t][3];
           if constexpr (kAsym) {
-            const float zero_r = ScaleOf(key_zeros[0], g), zero_r8 = ScaleOf(key_zeros[1], g);
+            const float zero_r = ScaleOf(key_zeros[0], g, key_high);
+            const float zero_r8 = ScaleOf(key_zeros[1], g, key_high);
             base[0] = fmaf(zero_r, q_terms[t][g][0], base[0]);
             base[1] = fmaf(zero_r, q_terms[t][g][1], base[1]);
             base[2] = fmaf(zero_r8, q_terms[t][g][0], base[2]);
             base[3] = fmaf(zero_r8, q_terms[t][g][1], base[3]);
           }
-          s[t][0] = fmaf(scale_r, acc[t][0], base[0]), s[t][1] = fmaf(scale_r, acc[t][1], base[1]);
-          s[t][2] = fmaf(scale_r8, acc[t][2], base[2]);
-          s[t][3] = fmaf(scale_r8, acc[t][3], base[3]);
+          s[t][0] = fmaf(scale_r, acc[0][t][0], base[0]);
+          s[t][1] = fmaf(scale_r, acc[0][t][1], base[1]);
+          s[t][2] = fmaf(scale_r8, acc[0][t][2], base[2]);
+          s[t][3] = fmaf(scale_r8, acc[0][t][3], base[3]);
         }
       }
     }
@@ -971,7 +1019,7 @@ struct SplitKernel {
 #pragma unroll
       for (int k = 0; k < 2; ++k) {
         const int offset = (2 * c + 8 * k) * kParamRowBytes + (r >> 1) * 4;
-        const uint32_t select = (r & 1) ? 0x7632 : 0x5410;
+        const uint32_t select = ((r & 1) ^ value_high) ? 0x7632 : 0x5410;
         const uint8_t* scale_row = params + kTile * kParamRowBytes + offset;
         const uint8_t* zero_row = params + 3 * kTile * kParamRowBytes + offset;
         const __half2 scales = ParamPair<kBf16Params>(
@@ -998,7 +1046,7 @@ struct SplitKernel {
           for (int k = 0; k < 2; ++k) {
             const __half2 scales = ParamPair<kBf16Params>(
                 __byte_perm(value_scales[2 * k][g / 2], value_scales[2 * k + 1][g / 2],
-                            (g & 1) ? 0x7632 : 0x5410));
+                            ((g & 1) ^ value_high) ? 0x7632 : 0x5410));
 #pragma unroll
             for (int t = 0; t < kHeadTiles; ++t) {
               b[t][k] = AsU32(__hmul2(AsHalf2(pb[t][k]), scales)) & keep[k];
@@ -1189,6 +1237,8 @@ struct SplitKernel {
       }
     }
     const int matrix_row = MatrixRow(lane);
+    const int key_high = kWordParams ? sources.key_entry_high : 0;
+    const int value_high = kWordParams ? sources.value_entry_high : 0;
 
     WarpState st;
     st.Reset();
@@ -1214,10 +1264,10 @@ struct SplitKernel {
       if constexpr (kFactored) {
         if (tile_begin + kTile <= work.end) {
           ProcessFactoredTile<false>(scale_log2, work.end, qb, q_terms, matrix_row, tile_stage,
-                                     tile_begin, lane, st);
+                                     tile_begin, lane, key_high, value_high, st);
         } else {
           ProcessFactoredTile<true>(scale_log2, work.end, qb, q_terms, matrix_row, tile_stage,
-                                    tile_begin, lane, st);
+                                    tile_begin, lane, key_high, value_high, st);
         }
       } else if (tile_begin + kTile <= work.end) {
         ProcessTile<false>(p, work.end, qb, offsets, tile_stage, tile_begin, lane, st);
