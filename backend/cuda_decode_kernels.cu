@@ -869,20 +869,22 @@ struct SplitKernel {
   // scale factors out of the per-element work:
   //   S[t, h]    = sum_g sK[t, g] (sum_{k in g} code[t, k] q[h, k] - 7 sum_{k in g} q[h, k])
   //                K codes enter the tensor cores as fp16 subnormals (code x 2^-20: a shift
-  //                and a mask), two MMAs per chunk into the group's accumulator, which starts
-  //                from the zero-code term (q_terms), then one fp32 multiply-add per score
-  //                and group. Scores carry the 2^-20 unit until the softmax scale removes it.
+  //                and a mask), two MMAs per chunk into the group's accumulator (two chains
+  //                for groups of 4 chunks), which starts from the zero-code term (q_terms),
+  //                then one fp32 multiply-add per score and group. Scores carry the 2^-20 unit
+  //                until the softmax scale removes it. A row of one group has 2-byte scale
+  //                rows, staged as the aligned words around them (kWordParams).
   //   O^T[d, h] += sum_t (code[t, d] - 7) (P[t, h] sV[t, g])
   //                V codes become exact fp16 (code - 7) (a mask and one fp16 add), and the
   //                scale goes into B: P sV, one fp16 multiply per pair of tokens and group.
   // Each fp16 product P sV is rounded once, as the dequantized value is on the other path, and
-  // stays in fp16 (kFactoredSlack). Asymmetric caches (x = code s + z): S adds z sum q per
-  // group, from the same q sums; V codes are centred on 8 (code - 8), and the zero point's
-  // share, sum_t P[t, h] (z + 8 s)[t, g], the same for every dim of a group, comes from one
-  // more MMA a tile (A = (z + 8 s)^T: groups x tokens, B = P) and joins O at the end. O^T sums
-  // terms of both signs, as there: a code-valued A with a separate zero-code correction would sum
-  // terms of one sign, whose sum grows with the row and takes the tensor cores' truncation with it
-  // (2e-3 over 1,000 near-uniform weights).
+  // stays in fp16 (kFactoredSlack). O^T sums terms of both signs, as there: a code-valued A
+  // with a separate zero-code correction would sum terms of one sign, whose sum grows with the
+  // row and takes the tensor cores' truncation with it (2e-3 over 1,000 near-uniform weights).
+  // Asymmetric caches (x = code s + z): S adds z sum q per group, from the same q sums; V codes
+  // are centred on 8 (code - 8), and the zero point's share, sum_t P[t, h] (z + 8 s)[t, g], the
+  // same for every dim of a group, comes from one more MMA a tile (A = (z + 8 s)^T: groups x
+  // tokens, B = P) and joins O at the end.
   //
   // Lanes and fragments (lane = 4r + c), chunk j, from the swizzled rows (FactoredOffset):
   //   K: ldmatrix gives lane (r, c) word c of tokens r and r + 8; k-step 2j + p takes bytes
