@@ -41,7 +41,7 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
         l2_resident_tokens_(l2_resident_tokens),
         max_capacity_(invariant_splits_ > 0
                           ? BatchInvariantCapacity(shape.max_batch, invariant_splits_)
-                          : ChunkCapacity(shape.max_batch, target_chunks)) {}
+                          : ChunkCapacity(shape.max_batch, target_chunks, shape.max_seq_len)) {}
 
   ~CudaDecodeBackend() override {
     if (staging_done_ != nullptr) {
@@ -86,7 +86,8 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
         out, bytes, pinned_host,
         absl::StrCat(
             "the cuda backend's ", what, " (AttentionShape.max_batch = ", shape_.max_batch,
-            ", q_heads = ", shape_.q_heads, ", head_dim = ", shape_.head_dim,
+            ", max_seq_len = ", shape_.max_seq_len, ", q_heads = ", shape_.q_heads,
+            ", head_dim = ", shape_.head_dim,
             invariant_splits_ > 0
                 ? absl::StrCat(", BackendOptions.batch_invariant_splits = ", invariant_splits_)
                 : "",
@@ -120,7 +121,7 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     if (invariant_splits_ > 0) {
       PlanDecodeBatchInvariant(rows, invariant_splits_, &plan_);
     } else {
-      PlanDecode(rows, target_chunks_, &plan_);
+      PlanDecode(rows, target_chunks_, shape_.max_seq_len, &plan_);
     }
     // The pinned staging area may still feed the previous plan's copy.
     CUDA_RETURN_IF_ERROR(cudaEventSynchronize(staging_done_));

@@ -1,10 +1,15 @@
 // Decode attention on CUDA over a device-memory INT4 cache: split-KV flash decoding with a
 // merge stage, grouped-query heads on tensor cores, grids and workspace that depend only on
-// the batch size (so Run can be captured once per batch bucket and replayed).
+// the batch size and the shape fixed at creation, never on the step's lengths (so Run can be
+// captured once per batch bucket and replayed).
 //
 // Memory: all device buffers (chunk metadata, partial outputs, log-sum-exps), a pinned
 // staging area and the host plan are allocated at creation for max_batch; Plan and Run
-// allocate nothing, in host or device memory (cuda_plan_run_allocation_test).
+// allocate nothing, in host or device memory (cuda_plan_run_allocation_test). The default
+// plan's workspace holds ChunkCapacity(max_batch, target, max_seq_len) chunks (decode_plan.h;
+// target = the device's resident warps / kv_heads, 264 on an H100 or H200 with 8 KV heads),
+// at most max_batch + 4 x target, of 4 x q_heads x (head_dim + 1) bytes each: 19.6 MB for 128
+// rows of 65,536 tokens with 32 query heads of 128.
 #ifndef INT4KV_BACKEND_CUDA_DECODE_BACKEND_H_
 #define INT4KV_BACKEND_CUDA_DECODE_BACKEND_H_
 

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "backend/cpu_decode_backend.h"
 #include "backend/cuda_decode_kernels.h"
+#include "backend/decode_plan.h"
 #include "backend/late_table_writer.h"
 #include "backend/testing/cuda_assert.h"
 #include "common/cuda_check.h"
@@ -626,6 +627,50 @@ TEST_F(CudaDecodeBackendTest, LengthsFarBeyondTheSplitCount) {
   c.group = 4;
   c.lengths = {70000, 1, 33000};
   RunCase(c, rng_);
+}
+
+// A step of more tokens than one wave of chunks of kMaxChunkTokens holds is cut into chunks of
+// at most that many, run in several waves on a wider grid (decode_plan.h): 1.58M tokens over 8
+// rows, four of them near 400,000. The rows read a pool of 65,536 slots through random tables
+// that reuse slots (filling 1.58M distinct ones would take most of a minute on the host).
+TEST_F(CudaDecodeBackendTest, LargeStepsRunInSeveralWavesOfCappedChunks) {
+  Case c;
+  c.kv_heads = 8;  // the fewest chunk slots in a wave of the benchmark's kernel
+  c.group = 4;
+  c.lengths = {400000, 1, 399999, 4097, 0, 380000, 17, 400000};
+  const int batch = static_cast<int>(c.lengths.size());
+  const int64_t tokens = CaseTokens(c);
+  // The plan caps chunks only past (target - batch) x kMaxChunkTokens tokens, where target is
+  // the backend's chunks a wave (CreateCudaDecodeBackend): this step must be past it here.
+  const absl::StatusOr<DecodeKernels> kernels =
+      DecodeKernels::Select(c.head_dim, c.group, c.kv_heads, c.mode, c.params, c.group_size);
+  ASSERT_TRUE(kernels.ok()) << kernels.status();
+  int device = 0, sms = 0;
+  ASSERT_CUDA(cudaGetDevice(&device));
+  ASSERT_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int64_t target = std::max(1, sms * kernels->resident_warps_per_sm() / c.kv_heads);
+  ASSERT_GT(tokens, (target - batch) * kMaxChunkTokens)
+      << "the step no longer reaches the chunk cap on this device; lengthen its rows";
+
+  MirroredCache caches(c, batch, 400000, 65536, rng_);
+  const RequestTable& table = caches.device().requests();
+  std::vector<int32_t> entries(static_cast<size_t>(table.max_requests()) * table.max_seq_len());
+  std::uniform_int_distribution<int32_t> slot(1, 65536);
+  std::vector<DecodeRow> rows;
+  for (int b = 0; b < batch; ++b) {
+    rows.push_back({b, c.lengths[b]});
+    for (int t = 0; t < c.lengths[b]; ++t) {
+      entries[static_cast<size_t>(b) * table.max_seq_len() + t] = slot(rng_);
+    }
+  }
+  const DeviceBuffer device_table = CopyToDevice(entries);
+  KvCacheBinding device_binding = BindingFor(caches.device());
+  device_binding.req_to_token = device_table.as<int32_t>();
+  device_binding.requests = nullptr;
+  KvCacheBinding host_binding = BindingFor(caches.host());
+  host_binding.req_to_token = entries.data();
+  host_binding.requests = nullptr;
+  CheckBindingsAgainstOracle(c, caches.host().config(), device_binding, host_binding, rows, rng_);
 }
 
 // The batch-invariant mode cuts rows by their own lengths and merges them in a fixed order:
