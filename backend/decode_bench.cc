@@ -74,6 +74,10 @@ ABSL_FLAG(int, other_rows_context, 0,
 ABSL_FLAG(int, batch_invariant_splits, 0,
           "BackendOptions.batch_invariant_splits: 0 plans each step as a whole; N > 0 runs the "
           "batch-invariant mode, each row cut into at most N chunks by its own length");
+ABSL_FLAG(int, max_seq_len, 0,
+          "AttentionShape.max_seq_len of the GPU cases' backend when above the case's context "
+          "(0: the context): the split grid grows with it, so a short step pays the empty "
+          "blocks it would pay in a server sized for rows this long");
 ABSL_FLAG(bool, cpu, false, "measure the CPU backend instead (no GPU needed)");
 ABSL_FLAG(int, cpu_threads, 0, "CPU backend threads (0: one per hardware thread)");
 
@@ -216,6 +220,7 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, QuantMod
                        bool random_pages, int repeats, std::mt19937& rng) {
   const int batch = static_cast<int>(lengths.size());
   const int max_len = *std::max_element(lengths.begin(), lengths.end());
+  const int shape_max_len = std::max(max_len, absl::GetFlag(FLAGS_max_seq_len));
   const int64_t tokens = std::accumulate(lengths.begin(), lengths.end(), int64_t{0});
   KvCacheConfig config;
   config.kv_heads = kKvHeads;
@@ -224,7 +229,7 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, QuantMod
   config.quant_mode = mode;
   config.capacity_slots = tokens;
   config.max_requests = batch;
-  config.max_seq_len = max_len;
+  config.max_seq_len = shape_max_len;
   const double layer_bytes =
       static_cast<double>(config.capacity_slots + 1) *
       (config.DataBytesPerTokenPerLayer() + config.ParamBytesPerTokenPerLayer());
@@ -260,7 +265,7 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, QuantMod
   }
   CheckOk(cache->requests().SyncToDevice(nullptr));
 
-  AttentionShape shape{kQHeads, kKvHeads, kHeadDim, batch, max_len, 0};
+  AttentionShape shape{kQHeads, kKvHeads, kHeadDim, batch, shape_max_len, 0};
   BackendOptions options;
   options.io_dtype = DType::kFloat16;
   options.batch_invariant_splits = absl::GetFlag(FLAGS_batch_invariant_splits);
@@ -408,6 +413,10 @@ int RunGpu() {
   if (const int splits = absl::GetFlag(FLAGS_batch_invariant_splits); splits > 0) {
     std::printf("batch-invariant mode: each row in at most %d chunks\n\n", splits);
   }
+  if (const int max_seq_len = absl::GetFlag(FLAGS_max_seq_len); max_seq_len > 0) {
+    std::printf("backends sized for rows of up to %d tokens (AttentionShape.max_seq_len)\n\n",
+                max_seq_len);
+  }
   if (absl::GetFlag(FLAGS_separate_runs)) {
     std::printf("time: a layer-run behind an empty kernel, less that kernel's own time\n\n");
   }
@@ -533,6 +542,11 @@ int main(int argc, char** argv) {
   if (random_window < 0) {
     std::fprintf(stderr, "--random_window = %lld: must be >= 0 (0: the whole pool)\n",
                  static_cast<long long>(random_window));
+    return 2;
+  }
+  if (const int max_seq_len = absl::GetFlag(FLAGS_max_seq_len); max_seq_len < 0) {
+    std::fprintf(stderr, "--max_seq_len = %d: must be >= 0 (0: each case's context)\n",
+                 max_seq_len);
     return 2;
   }
   const int splits = absl::GetFlag(FLAGS_batch_invariant_splits);
