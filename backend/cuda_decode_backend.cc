@@ -41,7 +41,8 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
         l2_resident_tokens_(l2_resident_tokens),
         max_capacity_(invariant_splits_ > 0
                           ? BatchInvariantCapacity(shape.max_batch, invariant_splits_)
-                          : ChunkCapacity(shape.max_batch, target_chunks, shape.max_seq_len)) {}
+                          : ChunkCapacity(shape.max_batch, target_chunks,
+                                          kernels.max_chunk_tokens(), shape.max_seq_len)) {}
 
   ~CudaDecodeBackend() override {
     if (staging_done_ != nullptr) {
@@ -121,7 +122,7 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     if (invariant_splits_ > 0) {
       PlanDecodeBatchInvariant(rows, invariant_splits_, &plan_);
     } else {
-      PlanDecode(rows, target_chunks_, shape_.max_seq_len, &plan_);
+      PlanDecode(rows, target_chunks_, kernels_.max_chunk_tokens(), shape_.max_seq_len, &plan_);
     }
     // The pinned staging area may still feed the previous plan's copy.
     CUDA_RETURN_IF_ERROR(cudaEventSynchronize(staging_done_));

@@ -6,10 +6,11 @@
 // Memory: all device buffers (chunk metadata, partial outputs, log-sum-exps), a pinned
 // staging area and the host plan are allocated at creation for max_batch; Plan and Run
 // allocate nothing, in host or device memory (cuda_plan_run_allocation_test). The default
-// plan's workspace holds ChunkCapacity(max_batch, target, max_seq_len) chunks (decode_plan.h;
-// target = the device's resident warps / kv_heads, 264 on an H100 or H200 with 8 KV heads),
-// at most max_batch + 4 x target, of 4 x q_heads x (head_dim + 1) bytes each: 19.6 MB for 128
-// rows of 65,536 tokens with 32 query heads of 128.
+// plan's workspace holds ChunkCapacity(max_batch, target, cap, max_seq_len) chunks
+// (decode_plan.h; target = the split kernel's resident warps / kv_heads, 264 on an H100 or
+// H200 with 8 KV heads; cap = DecodeKernels::max_chunk_tokens), at most max_batch + 4 x
+// target, of 4 x q_heads x (head_dim + 1) bytes each: at group size 8, 19.6 MB for 128 rows of
+// 65,536 tokens with 32 query heads of 128 (6.5 MB at group sizes 32-128, which take no cap).
 #ifndef INT4KV_BACKEND_CUDA_DECODE_BACKEND_H_
 #define INT4KV_BACKEND_CUDA_DECODE_BACKEND_H_
 

@@ -629,10 +629,11 @@ TEST_F(CudaDecodeBackendTest, LengthsFarBeyondTheSplitCount) {
   RunCase(c, rng_);
 }
 
-// A step of more tokens than one wave of chunks of kMaxChunkTokens holds is cut into chunks of
-// at most that many, run in several waves on a wider grid (decode_plan.h): 1.58M tokens over 8
-// rows, four of them near 400,000. The rows read a pool of 65,536 slots through random tables
-// that reuse slots (filling 1.58M distinct ones would take most of a minute on the host).
+// At group size 8 a step of more tokens than one wave of chunks of kCappedChunkTokens holds is
+// cut into chunks of at most that many, run in several waves on a wider grid (decode_plan.h,
+// DecodeKernels::max_chunk_tokens): 1.58M tokens over 8 rows, four of them near 400,000. The rows
+// read a pool of 65,536 slots through random tables that reuse slots (filling 1.58M distinct ones
+// would take most of a minute on the host).
 TEST_F(CudaDecodeBackendTest, LargeStepsRunInSeveralWavesOfCappedChunks) {
   Case c;
   c.kv_heads = 8;  // the fewest chunk slots in a wave of the benchmark's kernel
@@ -640,8 +641,8 @@ TEST_F(CudaDecodeBackendTest, LargeStepsRunInSeveralWavesOfCappedChunks) {
   c.lengths = {400000, 1, 399999, 4097, 0, 380000, 17, 400000};
   const int batch = static_cast<int>(c.lengths.size());
   const int64_t tokens = CaseTokens(c);
-  // The plan caps chunks only past (target - batch) x kMaxChunkTokens tokens, where target is
-  // the backend's chunks a wave (CreateCudaDecodeBackend): this step must be past it here.
+  // The plan caps chunks only past (target - batch) x the cap, where target is the backend's
+  // chunks a wave (CreateCudaDecodeBackend): this step must be past it here.
   const absl::StatusOr<DecodeKernels> kernels =
       DecodeKernels::Select(c.head_dim, c.group, c.kv_heads, c.mode, c.params, c.group_size);
   ASSERT_TRUE(kernels.ok()) << kernels.status();
@@ -649,7 +650,8 @@ TEST_F(CudaDecodeBackendTest, LargeStepsRunInSeveralWavesOfCappedChunks) {
   ASSERT_CUDA(cudaGetDevice(&device));
   ASSERT_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   const int64_t target = std::max(1, sms * kernels->resident_warps_per_sm() / c.kv_heads);
-  ASSERT_GT(tokens, (target - batch) * kMaxChunkTokens)
+  ASSERT_EQ(kernels->max_chunk_tokens(), kCappedChunkTokens);
+  ASSERT_GT(tokens, (target - batch) * kernels->max_chunk_tokens())
       << "the step no longer reaches the chunk cap on this device; lengthen its rows";
 
   MirroredCache caches(c, batch, 400000, 65536, rng_);

@@ -1714,6 +1714,7 @@ absl::StatusOr<DecodeKernels> DecodeKernels::Select(int32_t head_dim, int32_t gr
   const bool factored =
       group_size >= 32 && group_size <= head_dim && (head_dim <= 128 || head_tiles == 1);
   const int group_chunks = factored ? group_size / 32 : 0;
+  kernels.max_chunk_tokens_ = factored ? 0 : kCappedChunkTokens;
   switch (head_dim) {
     case 64:
       DescribeDim<64, true>(asym, group_chunks, head_tiles, bf16, &kernels.split_,

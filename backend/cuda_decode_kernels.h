@@ -80,6 +80,12 @@ class DecodeKernels {
   // Split-kernel warps (one per KV head and chunk) resident per multiprocessor.
   int32_t resident_warps_per_sm() const { return resident_warps_per_sm_; }
   const char* variant() const { return variant_; }
+  // The planner's chunk-length cap for this split kernel (PlanDecode; 0: none). Measured per
+  // path on an H200 (docs/TUNING_LOG.md, row 35): the per-element path (group sizes 8 and 16,
+  // and the generic head_dims) takes kCappedChunkTokens, which made group 8 with random page
+  // tables 5-6% faster from 4M tokens; the factored path (group sizes 32-128) takes none, as
+  // the cap gained it at most 1% there and cost short steps up to 3% in the wider grid.
+  int32_t max_chunk_tokens() const { return max_chunk_tokens_; }
 
   // capacity: chunks of the grid; target_chunks: the planner's one-wave chunk count.
   absl::Status LaunchSplit(const SplitKernelParams& params, int32_t capacity, int32_t target_chunks,
@@ -100,6 +106,7 @@ class DecodeKernels {
   int32_t warps_per_block_ = 0;
   int32_t head_blocks_ = 0;
   int32_t resident_warps_per_sm_ = 0;
+  int32_t max_chunk_tokens_ = 0;
   const char* variant_ = "";
 };
 

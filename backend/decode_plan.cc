@@ -35,28 +35,30 @@ void StartPlan(absl::Span<const DecodeRow> rows, int32_t capacity, DecodePlan* p
 
 }  // namespace
 
-int32_t ChunkCapacity(int32_t batch, int32_t target_chunks, int32_t max_seq_len) {
+int32_t ChunkCapacity(int32_t batch, int32_t target_chunks, int32_t max_chunk_tokens,
+                      int32_t max_seq_len) {
+  if (max_chunk_tokens <= 0) return batch + target_chunks;
   const int64_t capped_chunks =
-      std::min<int64_t>(static_cast<int64_t>(batch) * CeilDiv(max_seq_len, kMaxChunkTokens),
+      std::min<int64_t>(static_cast<int64_t>(batch) * CeilDiv(max_seq_len, max_chunk_tokens),
                         static_cast<int64_t>(kMaxChunkWaves) * target_chunks);
   return static_cast<int32_t>(batch + std::max<int64_t>(target_chunks, capped_chunks));
 }
 
-void PlanDecode(absl::Span<const DecodeRow> rows, int32_t target_chunks, int32_t max_seq_len,
-                DecodePlan* plan) {
+void PlanDecode(absl::Span<const DecodeRow> rows, int32_t target_chunks, int32_t max_chunk_tokens,
+                int32_t max_seq_len, DecodePlan* plan) {
   const int32_t batch = static_cast<int32_t>(rows.size());
   target_chunks = std::max(target_chunks, 1);
-  StartPlan(rows, ChunkCapacity(batch, target_chunks, max_seq_len), plan);
+  StartPlan(rows, ChunkCapacity(batch, target_chunks, max_chunk_tokens, max_seq_len), plan);
   // Each row adds at most one chunk beyond total / chunk_len, so sizing chunks for
   // target - batch keeps the count within one wave of `target_chunks` (when the batch is
   // smaller than the target; larger batches take several waves whatever the size).
   const int64_t budget = batch < target_chunks ? target_chunks - batch : target_chunks;
   int64_t chunk_len = CeilDiv(plan->total_tokens, budget);
-  if (chunk_len > kMaxChunkTokens) {
+  if (max_chunk_tokens > 0 && chunk_len > max_chunk_tokens) {
     // At most kMaxChunkWaves x target chunks plus one a row, and at most ceil(max_seq_len /
-    // kMaxChunkTokens) a row: within the capacity.
+    // max_chunk_tokens) a row: within the capacity.
     chunk_len = std::max<int64_t>(
-        kMaxChunkTokens,
+        max_chunk_tokens,
         CeilDiv(plan->total_tokens, static_cast<int64_t>(kMaxChunkWaves) * target_chunks));
   }
   int32_t next = 0;

@@ -40,23 +40,27 @@ constexpr int32_t kMinChunkTokens = 64;
 constexpr int32_t kShortRowTokens = 2048;
 constexpr int32_t kShortRowChunkTokens = 32;
 
-// The largest steps are cut into chunks of at most kMaxChunkTokens, in several waves of the
-// device rather than one wave of long chunks: where reads stall unevenly (page tables that
-// scatter a row over a pool of gigabytes, so that address translation misses), blocks that
-// finish early take the next chunk instead of idling until the slowest long chunk ends
-// (H200, group 8, random tables: 64 x 65536 9% faster, 128 x 65536 5%).
-constexpr int32_t kMaxChunkTokens = 4096;
-// ...in at most kMaxChunkWaves waves: past that, chunks grow beyond kMaxChunkTokens. This
-// bounds the grid, and so the empty blocks that short steps of a large batch pay for, and the
-// partials' workspace, whatever max_seq_len is.
+// A chunk-length cap (`max_chunk_tokens` below; 0: none) cuts the largest steps into
+// chunks of at most that many tokens, in several waves of the device rather than one wave of
+// long chunks: where reads stall unevenly (page tables that scatter a row over a pool of
+// gigabytes, so that address translation misses), blocks that finish early take the next
+// chunk instead of idling until the slowest long chunk ends. The split kernels choose it
+// (DecodeKernels::max_chunk_tokens): kCappedChunkTokens where it was measured to gain (H200,
+// group 8, random tables: 64 x 65536 5%, 128 x 65536 6%), none where it was not.
+constexpr int32_t kCappedChunkTokens = 4096;
+// ...in at most kMaxChunkWaves waves: past that, chunks grow beyond the cap. This bounds the
+// grid, and so the empty blocks that short steps of a large batch pay for, and the partials'
+// workspace, whatever max_seq_len is.
 constexpr int32_t kMaxChunkWaves = 4;
 
 // Chunk capacity (grid width) for a batch of `batch` rows of at most `max_seq_len` tokens when
-// the device wants about `target_chunks` chunks in flight: the planner never emits more than
-// this. It is batch + target_chunks, or more where chunks of kMaxChunkTokens would take more
-// than one wave: batch + min(batch x ceil(max_seq_len / kMaxChunkTokens), kMaxChunkWaves x
-// target_chunks). Fits int32: max_batch <= 65536, target_chunks is a few per multiprocessor.
-int32_t ChunkCapacity(int32_t batch, int32_t target_chunks, int32_t max_seq_len);
+// the device wants about `target_chunks` chunks in flight and chunks are capped at
+// `max_chunk_tokens` (0: uncapped): the planner never emits more than this. It is batch +
+// target_chunks, or more where capped chunks would take more than one wave: batch +
+// min(batch x ceil(max_seq_len / max_chunk_tokens), kMaxChunkWaves x target_chunks). Fits
+// int32: max_batch <= 65536, target_chunks is a few per multiprocessor.
+int32_t ChunkCapacity(int32_t batch, int32_t target_chunks, int32_t max_chunk_tokens,
+                      int32_t max_seq_len);
 
 struct DecodePlan {
   std::vector<ChunkWork> chunks;  // [capacity], unused ones empty
@@ -67,17 +71,18 @@ struct DecodePlan {
 
 // Splits rows into chunks. The balanced length is B = ceil(total tokens / (target_chunks -
 // batch)) (target_chunks alone when the batch is not smaller), so that the step fits one wave;
-// where B > kMaxChunkTokens, it is max(kMaxChunkTokens, ceil(total tokens / (kMaxChunkWaves x
-// target_chunks))) instead. Row b's chunk length is L_b = max(minimum_b, B) rounded to
-// kChunkAlign (minimum_b is kShortRowChunkTokens for rows of at most kShortRowTokens tokens,
-// else kMinChunkTokens), and the row is cut into ceil(len / L_b) near-equal pieces. While B
+// where max_chunk_tokens > 0 and B > max_chunk_tokens, it is max(max_chunk_tokens, ceil(total
+// tokens / (kMaxChunkWaves x target_chunks))) instead. Row b's chunk length is L_b = max(minimum_b,
+// B) rounded to kChunkAlign (minimum_b is kShortRowChunkTokens for rows of at most kShortRowTokens
+// tokens, else kMinChunkTokens), and the row is cut into ceil(len / L_b) near-equal pieces. While B
 // stays below a row's minimum, the row's chunks depend on that row alone, so its result is the
-// same whatever else the batch holds. When batch < target_chunks and B <= kMaxChunkTokens this
+// same whatever else the batch holds. When batch < target_chunks and B is not capped this
 // emits at most target_chunks chunks (one wave of the device); never more than
-// ChunkCapacity(batch, target_chunks, max_seq_len). Padded rows (seq_len 0) get none.
-// Precondition: rows passed ValidateRows (every seq_len in [0, max_seq_len]).
-void PlanDecode(absl::Span<const DecodeRow> rows, int32_t target_chunks, int32_t max_seq_len,
-                DecodePlan* plan);
+// ChunkCapacity(batch, target_chunks, max_chunk_tokens, max_seq_len). Padded rows (seq_len 0)
+// get none. Preconditions: rows passed ValidateRows (every seq_len in [0, max_seq_len]);
+// max_chunk_tokens is 0 or at least kMinChunkTokens.
+void PlanDecode(absl::Span<const DecodeRow> rows, int32_t target_chunks, int32_t max_chunk_tokens,
+                int32_t max_seq_len, DecodePlan* plan);
 
 // Chunk capacity of a batch-invariant plan: every row may take `splits` chunks.
 inline int32_t BatchInvariantCapacity(int32_t batch, int32_t splits) { return batch * splits; }

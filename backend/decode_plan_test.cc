@@ -37,22 +37,22 @@ void ExpectCovers(const std::vector<DecodeRow>& rows, const DecodePlan& plan, in
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // PlanDecode covers every row within its capacity; within one wave of the target when the
-// batch is smaller than the target and the step is small enough for chunks of at most
-// kMaxChunkTokens to fill one wave; and in chunks of at most kMaxChunkTokens (or of the length
-// that kMaxChunkWaves waves need) when it is larger.
-void ExpectValidPlan(const std::vector<DecodeRow>& rows, int32_t target, int32_t max_seq_len) {
+// batch is smaller than the target and the step's balanced chunk length is not capped; and,
+// where it is, in chunks of at most the cap (or of the length that kMaxChunkWaves waves need).
+void ExpectValidPlan(const std::vector<DecodeRow>& rows, int32_t target, int32_t max_chunk_tokens,
+                     int32_t max_seq_len) {
   DecodePlan plan;
-  PlanDecode(rows, target, max_seq_len, &plan);
+  PlanDecode(rows, target, max_chunk_tokens, max_seq_len, &plan);
   const int32_t batch = static_cast<int32_t>(rows.size());
-  ExpectCovers(rows, plan, ChunkCapacity(batch, target, max_seq_len));
+  ExpectCovers(rows, plan, ChunkCapacity(batch, target, max_chunk_tokens, max_seq_len));
   const int64_t budget = batch < target ? target - batch : target;
   const int64_t balanced_len = CeilDiv(plan.total_tokens, budget);
-  if (balanced_len <= kMaxChunkTokens) {
+  if (max_chunk_tokens == 0 || balanced_len <= max_chunk_tokens) {
     if (batch < target) ASSERT_LE(plan.used_chunks, target);
     return;
   }
   const int64_t longest = std::max<int64_t>(
-      kMaxChunkTokens, CeilDiv(plan.total_tokens, static_cast<int64_t>(kMaxChunkWaves) * target));
+      max_chunk_tokens, CeilDiv(plan.total_tokens, static_cast<int64_t>(kMaxChunkWaves) * target));
   for (int32_t c = 0; c < plan.used_chunks; ++c) {
     ASSERT_LE(plan.chunks[c].end - plan.chunks[c].begin,
               CeilDiv(longest, kChunkAlign) * kChunkAlign)
@@ -83,61 +83,71 @@ std::vector<std::pair<int32_t, int32_t>> RowChunks(const DecodePlan& plan, int b
 
 TEST(DecodePlanTest, CoversEveryTokenOnceWithinCapacity) {
   std::mt19937 rng(1);
-  for (int trial = 0; trial < 2000; ++trial) {
-    // Every fourth step large enough for the chunk cap to bind at most targets.
+  for (int trial = 0; trial < 3000; ++trial) {
+    // Every fourth step large enough for a cap to bind at most targets; caps of none, the
+    // kernels' and any other.
     const int batch = 1 + rng() % (trial % 4 == 0 ? 256 : 64);
     const int32_t target = 1 + rng() % 600;
     const int32_t max_seq_len = trial % 3 == 0 ? 70000 : 600;
-    ExpectValidPlan(RandomRows(batch, max_seq_len, rng), target, max_seq_len);
+    const int32_t caps[] = {0, kCappedChunkTokens,
+                            kMinChunkTokens + static_cast<int32_t>(rng() % 10000)};
+    ExpectValidPlan(RandomRows(batch, max_seq_len, rng), target, caps[(trial / 3) % 3],
+                    max_seq_len);
   }
 }
 
-// Where one wave would take chunks longer than kMaxChunkTokens, the step runs in more waves of
-// chunks of kMaxChunkTokens, at most kMaxChunkWaves of them; the capacity grows by what
-// max_seq_len allows.
+// Where one wave would take chunks longer than the cap, the step runs in more waves of chunks
+// of the cap, at most kMaxChunkWaves of them; the capacity grows by what max_seq_len allows.
+// Uncapped, the same steps take one wave of long chunks.
 TEST(DecodePlanTest, CapsChunkLengthInLargeStepsWithinBoundedWaves) {
+  const int32_t cap = kCappedChunkTokens;  // 4096
   DecodePlan plan;
-  // 64 x 65536 on 264 slots: 16 chunks of 4096 a row (one wave would take 2 of 32,768).
-  PlanDecode(std::vector<DecodeRow>(64, DecodeRow{0, 65536}), 264, 65536, &plan);
+  // 64 x 65536 on 264 slots: 16 chunks of 4096 a row (one wave would take 4 of 16,384).
+  PlanDecode(std::vector<DecodeRow>(64, DecodeRow{0, 65536}), 264, cap, 65536, &plan);
   EXPECT_EQ(plan.used_chunks, 1024);
   EXPECT_EQ(plan.rows[5].num_chunks, 16);
-  EXPECT_EQ(plan.chunks[17].end - plan.chunks[17].begin, kMaxChunkTokens);
-  EXPECT_EQ(ChunkCapacity(64, 264, 65536), 64 + 1024);
+  EXPECT_EQ(plan.chunks[17].end - plan.chunks[17].begin, cap);
+  EXPECT_EQ(ChunkCapacity(64, 264, cap, 65536), 64 + 1024);
+  PlanDecode(std::vector<DecodeRow>(64, DecodeRow{0, 65536}), 264, 0, 65536, &plan);
+  EXPECT_EQ(plan.used_chunks, 256);
+  EXPECT_EQ(plan.chunks.size(), 64u + 264u);
   // 128 x 65536: 2048 chunks of 4096 would exceed 4 waves (1056), so 9 a row of 7296.
-  PlanDecode(std::vector<DecodeRow>(128, DecodeRow{0, 65536}), 264, 65536, &plan);
+  PlanDecode(std::vector<DecodeRow>(128, DecodeRow{0, 65536}), 264, cap, 65536, &plan);
   EXPECT_EQ(plan.used_chunks, 128 * 9);
   EXPECT_EQ(plan.chunks[0].end - plan.chunks[0].begin, 7296);
-  EXPECT_EQ(ChunkCapacity(128, 264, 65536), 128 + kMaxChunkWaves * 264);
+  EXPECT_EQ(ChunkCapacity(128, 264, cap, 65536), 128 + kMaxChunkWaves * 264);
   // The capacity grows only where max_seq_len lets rows need it: 64 rows of at most 4096
   // tokens fit one wave of chunks of at most 4096, whatever their lengths.
-  EXPECT_EQ(ChunkCapacity(64, 264, 4096), 64 + 264);
-  EXPECT_EQ(ChunkCapacity(1, 264, 1 << 20), 1 + 264);
-  PlanDecode(std::vector<DecodeRow>(64, DecodeRow{0, 4096}), 264, 4096, &plan);
+  EXPECT_EQ(ChunkCapacity(64, 264, cap, 4096), 64 + 264);
+  EXPECT_EQ(ChunkCapacity(1, 264, cap, 1 << 20), 1 + 264);
+  PlanDecode(std::vector<DecodeRow>(64, DecodeRow{0, 4096}), 264, cap, 4096, &plan);
   EXPECT_EQ(plan.used_chunks, 256);  // 4 of 1024 a row: one wave
   EXPECT_EQ(plan.chunks.size(), 64u + 264u);
   // A single long row still spreads over one wave: 1M tokens / 263 slots is about 4000.
-  PlanDecode(std::vector<DecodeRow>{{3, 1 << 20}}, 264, 1 << 20, &plan);
+  PlanDecode(std::vector<DecodeRow>{{3, 1 << 20}}, 264, cap, 1 << 20, &plan);
   EXPECT_LE(plan.used_chunks, 264);
   EXPECT_GE(plan.used_chunks, 256);
 }
 
 TEST(DecodePlanTest, SplitsALongSingleRowAcrossTheTarget) {
   DecodePlan plan;
-  PlanDecode(std::vector<DecodeRow>{{3, 65536}}, 65, 65536, &plan);
+  PlanDecode(std::vector<DecodeRow>{{3, 65536}}, 65, kCappedChunkTokens, 65536, &plan);
   EXPECT_EQ(plan.used_chunks, 64);
   EXPECT_EQ(plan.chunks[0].end - plan.chunks[0].begin, 1024);
   // 16 rows of 16384 on 264 slots: 16 chunks of 1024 each, one wave (not 17 and a tail).
-  PlanDecode(std::vector<DecodeRow>(16, DecodeRow{0, 16384}), 264, 16384, &plan);
+  PlanDecode(std::vector<DecodeRow>(16, DecodeRow{0, 16384}), 264, kCappedChunkTokens, 16384,
+             &plan);
   EXPECT_EQ(plan.used_chunks, 256);
   EXPECT_EQ(plan.total_tokens, 16 * 16384);
   // A row of at most kShortRowTokens takes 32-token chunks (32, 32, 32, 4); a longer row
   // 64-token ones.
-  PlanDecode(std::vector<DecodeRow>{{3, 100}}, 64, 100, &plan);
+  PlanDecode(std::vector<DecodeRow>{{3, 100}}, 64, kCappedChunkTokens, 100, &plan);
   EXPECT_EQ(plan.used_chunks, 4);
   EXPECT_EQ(plan.chunks[0].end - plan.chunks[0].begin, kShortRowChunkTokens);
-  PlanDecode(std::vector<DecodeRow>{{3, kShortRowTokens + 1}}, 264, 65536, &plan);
+  PlanDecode(std::vector<DecodeRow>{{3, kShortRowTokens + 1}}, 264, kCappedChunkTokens, 65536,
+             &plan);
   EXPECT_EQ(plan.chunks[0].end - plan.chunks[0].begin, kMinChunkTokens);
-  PlanDecode(std::vector<DecodeRow>{{3, 0}, {4, 0}}, 64, 512, &plan);
+  PlanDecode(std::vector<DecodeRow>{{3, 0}, {4, 0}}, 64, kCappedChunkTokens, 512, &plan);
   EXPECT_EQ(plan.used_chunks, 0);
   EXPECT_EQ(plan.rows[1].num_chunks, 0);
 }
@@ -148,9 +158,9 @@ TEST(DecodePlanTest, ARowIsCutTheSameWayWhateverRunsBesideIt) {
   const int32_t target = 264;
   for (const int32_t len : {1, 17, 100, 1000, kShortRowTokens, 5000}) {
     DecodePlan alone, beside;
-    PlanDecode(std::vector<DecodeRow>{{3, len}}, target, 65536, &alone);
-    PlanDecode(std::vector<DecodeRow>{{7, 0}, {5, 40}, {3, len}, {4, 3000}}, target, 65536,
-               &beside);
+    PlanDecode(std::vector<DecodeRow>{{3, len}}, target, kCappedChunkTokens, 65536, &alone);
+    PlanDecode(std::vector<DecodeRow>{{7, 0}, {5, 40}, {3, len}, {4, 3000}}, target,
+               kCappedChunkTokens, 65536, &beside);
     EXPECT_EQ(RowChunks(beside, 2), RowChunks(alone, 0)) << "len " << len;
   }
 }
@@ -198,8 +208,9 @@ TEST(DecodePlanTest, BatchInvariantPlansCutARowTheSameWayInAnyBatch) {
   }
   // PlanDecode cuts such a row by the step's total.
   DecodePlan alone, beside;
-  PlanDecode(std::vector<DecodeRow>{{3, 65536}}, 264, 65536, &alone);
-  PlanDecode(std::vector<DecodeRow>(16, DecodeRow{3, 65536}), 264, 65536, &beside);
+  PlanDecode(std::vector<DecodeRow>{{3, 65536}}, 264, kCappedChunkTokens, 65536, &alone);
+  PlanDecode(std::vector<DecodeRow>(16, DecodeRow{3, 65536}), 264, kCappedChunkTokens, 65536,
+             &beside);
   EXPECT_NE(RowChunks(beside, 0), RowChunks(alone, 0));
 }
 
