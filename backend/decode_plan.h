@@ -46,7 +46,7 @@ constexpr int32_t kShortRowChunkTokens = 32;
 // gigabytes, so that address translation misses), blocks that finish early take the next
 // chunk instead of idling until the slowest long chunk ends. The split kernels choose it
 // (DecodeKernels::max_chunk_tokens): kCappedChunkTokens where it was measured to gain (H200,
-// group 8, random tables: 64 x 65536 5%, 128 x 65536 6%), none where it was not.
+// group 8, random tables: 64 x 65536 5-6% faster), none where it was not.
 constexpr int32_t kCappedChunkTokens = 4096;
 // ...in at most kMaxChunkWaves waves: past that, chunks grow beyond the cap. This bounds the
 // grid, and so the empty blocks that short steps of a large batch pay for, and the partials'
