@@ -636,7 +636,7 @@ TEST_F(CudaDecodeBackendTest, LengthsFarBeyondTheSplitCount) {
 // would take most of a minute on the host).
 TEST_F(CudaDecodeBackendTest, LargeStepsRunInSeveralWavesOfCappedChunks) {
   Case c;
-  c.kv_heads = 8;  // the fewest chunk slots in a wave of the benchmark's kernel
+  c.kv_heads = 8;  // few chunk slots a wave (resident warps / kv_heads): the cap binds sooner
   c.group = 4;
   c.lengths = {400000, 1, 399999, 4097, 0, 380000, 17, 400000};
   const int batch = static_cast<int>(c.lengths.size());
