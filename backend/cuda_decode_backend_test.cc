@@ -310,6 +310,23 @@ void CheckAgainstOracle(const Case& c, MirroredCache& caches, const std::vector<
                              BindingFor(caches.host()), rows, rng, before_run);
 }
 
+// CheckBindingsAgainstOracle over the pools of `caches` read through explicit page tables
+// instead of their request tables: `device_entries` (copied to the device) for the kernel and
+// `host_entries` for the oracle, each [max_requests][max_seq_len] of the caches' config.
+void CheckTablesAgainstOracle(const Case& c, MirroredCache& caches,
+                              const std::vector<int32_t>& device_entries,
+                              const std::vector<int32_t>& host_entries,
+                              const std::vector<DecodeRow>& rows, std::mt19937& rng) {
+  const DeviceBuffer device_table = CopyToDevice(device_entries);
+  KvCacheBinding device = BindingFor(caches.device());
+  device.req_to_token = device_table.as<int32_t>();
+  device.requests = nullptr;
+  KvCacheBinding host = BindingFor(caches.host());
+  host.req_to_token = host_entries.data();
+  host.requests = nullptr;
+  CheckBindingsAgainstOracle(c, caches.host().config(), device, host, rows, rng);
+}
+
 // The tokens of a case's batch (at least 1, as a pool size).
 int64_t CaseTokens(const Case& c) {
   return std::max<int64_t>(1, std::accumulate(c.lengths.begin(), c.lengths.end(), int64_t{0}));
@@ -665,14 +682,7 @@ TEST_F(CudaDecodeBackendTest, LargeStepsRunInSeveralWavesOfCappedChunks) {
       entries[static_cast<size_t>(b) * table.max_seq_len() + t] = slot(rng_);
     }
   }
-  const DeviceBuffer device_table = CopyToDevice(entries);
-  KvCacheBinding device_binding = BindingFor(caches.device());
-  device_binding.req_to_token = device_table.as<int32_t>();
-  device_binding.requests = nullptr;
-  KvCacheBinding host_binding = BindingFor(caches.host());
-  host_binding.req_to_token = entries.data();
-  host_binding.requests = nullptr;
-  CheckBindingsAgainstOracle(c, caches.host().config(), device_binding, host_binding, rows, rng_);
+  CheckTablesAgainstOracle(c, caches, entries, entries, rows, rng_);
 }
 
 // The batch-invariant mode cuts rows by their own lengths and merges them in a fixed order:
@@ -807,15 +817,7 @@ TEST_F(CudaDecodeBackendTest, EntriesOutsideThePoolAreReadAsClampedSlots) {
     bad[last] = num_slots;  // one past the pool
     clamped[last] = num_slots - 1;
   }
-  const DeviceBuffer bad_table = CopyToDevice(bad);
-
-  KvCacheBinding device = BindingFor(caches.device());
-  device.req_to_token = bad_table.as<int32_t>();
-  device.requests = nullptr;
-  KvCacheBinding host = BindingFor(caches.host());
-  host.req_to_token = clamped.data();
-  host.requests = nullptr;
-  CheckBindingsAgainstOracle(c, caches.host().config(), device, host, rows, rng_);
+  CheckTablesAgainstOracle(c, caches, bad, clamped, rows, rng_);
 }
 
 // Pools in page-locked host memory, which the kernels read over the bus at the same
