@@ -274,9 +274,7 @@ absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCudaDecodeBackend(
   CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
   int sms = 0;
   CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  // Enough chunks to give every resident warp slot one (chunk, KV head).
-  const int32_t target_chunks =
-      std::max<int32_t>(1, sms * kernels.resident_warps_per_sm() / shape.kv_heads);
+  const int32_t target_chunks = kernels.ChunksPerWave(sms, shape.kv_heads);
   int l2_bytes = 0;
   CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, device));
   auto backend =

@@ -659,14 +659,14 @@ TEST_F(CudaDecodeBackendTest, LargeStepsRunInSeveralWavesOfCappedChunks) {
   const int batch = static_cast<int>(c.lengths.size());
   const int64_t tokens = CaseTokens(c);
   // The plan caps chunks only past (target - batch) x the cap, where target is the backend's
-  // chunks a wave (CreateCudaDecodeBackend): this step must be past it here.
+  // chunks a wave (DecodeKernels::ChunksPerWave): this step must be past it here.
   const absl::StatusOr<DecodeKernels> kernels =
       DecodeKernels::Select(c.head_dim, c.group, c.kv_heads, c.mode, c.params, c.group_size);
   ASSERT_TRUE(kernels.ok()) << kernels.status();
   int device = 0, sms = 0;
   ASSERT_CUDA(cudaGetDevice(&device));
   ASSERT_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int64_t target = std::max(1, sms * kernels->resident_warps_per_sm() / c.kv_heads);
+  const int64_t target = kernels->ChunksPerWave(sms, c.kv_heads);
   ASSERT_EQ(kernels->max_chunk_tokens(), kCappedChunkTokens);
   ASSERT_GT(tokens, (target - batch) * kernels->max_chunk_tokens())
       << "the step no longer reaches the chunk cap on this device; lengthen its rows";

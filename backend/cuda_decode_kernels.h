@@ -8,6 +8,7 @@
 #ifndef INT4KV_BACKEND_CUDA_DECODE_KERNELS_H_
 #define INT4KV_BACKEND_CUDA_DECODE_KERNELS_H_
 
+#include <algorithm>
 #include <cstdint>
 
 #include "absl/status/status.h"
@@ -79,6 +80,12 @@ class DecodeKernels {
 
   // Split-kernel warps (one per KV head and chunk) resident per multiprocessor.
   int32_t resident_warps_per_sm() const { return resident_warps_per_sm_; }
+  // The chunks the planner aims to run at once (its target_chunks): enough to give every
+  // resident warp slot of `multiprocessors` one (chunk, KV head). 264 for 8 KV heads on an
+  // H100 or H200 at 16 resident warps a multiprocessor.
+  int32_t ChunksPerWave(int32_t multiprocessors, int32_t kv_heads) const {
+    return std::max<int32_t>(1, multiprocessors * resident_warps_per_sm_ / kv_heads);
+  }
   const char* variant() const { return variant_; }
   // The planner's chunk-length cap for this split kernel (PlanDecode; 0: none). Measured per
   // path on an H200 (docs/TUNING_LOG.md, row 35): the per-element path (group sizes 8 and 16,
