@@ -512,7 +512,7 @@ struct SplitKernel {
                    WideMulAdd(slot_reg, src.slot_param_bytes, src.Params(row_index / kTile)),
                    src.wide_params);
       }
-    } else if (kFast && src.param_row_bytes >= 4) {
+    } else if constexpr (kFast) {  // rows of 4 bytes or more here (see kLargestLog2ParamRow)
       IssueParamRows<kLargestLog2ParamRow>(src, slot_reg, lane, stage_params);
     } else {
       const int groups = src.param_row_bytes / 2;
@@ -1239,8 +1239,7 @@ struct SplitKernel {
       }
     }
     const int matrix_row = MatrixRow(lane);
-    const int key_high = kWordParams ? sources.key_entry_high : 0;
-    const int value_high = kWordParams ? sources.value_entry_high : 0;
+    const int key_high = sources.key_entry_high, value_high = sources.value_entry_high;
 
     WarpState st;
     st.Reset();
