@@ -404,12 +404,6 @@ struct SplitKernel {
     return src;
   }
 
-  // Fast path: a parameter row holds 2 * kDim / group_size bytes; group sizes of 8 to 128
-  // (all the cache accepts) make that at most this. Rows under 4 bytes (one group a row) are
-  // staged as whole words (kWordParams) on the factored path, which serves every such fast
-  // cache; the generic path copies them 2 bytes at a time.
-  static constexpr int kLargestLog2ParamRow = Log2OfPowerOfTwo(kParamRowBytes);
-
   // Copies a tile's parameter rows, 2^kLog2Row bytes each (4 or more), in units of up to 16
   // bytes: unit u = 32 i + lane is part u % units_per_row of row u / units_per_row (kind *
   // kTile + token). All counts are compile-time powers of two and the unit count a multiple
@@ -512,8 +506,11 @@ struct SplitKernel {
                    WideMulAdd(slot_reg, src.slot_param_bytes, src.Params(row_index / kTile)),
                    src.wide_params);
       }
-    } else if constexpr (kFast) {  // rows of 4 bytes or more here (see kLargestLog2ParamRow)
-      IssueParamRows<kLargestLog2ParamRow>(src, slot_reg, lane, stage_params);
+    } else if constexpr (kFast) {
+      // A fast parameter row holds 2 * kDim / group_size bytes, at most kParamRowBytes (group
+      // sizes of 8 to 128, all the cache accepts, at most kDim). Rows under 4 bytes (one group
+      // a row) all take the word path above: the factored path serves every such fast cache.
+      IssueParamRows<Log2OfPowerOfTwo(kParamRowBytes)>(src, slot_reg, lane, stage_params);
     } else {
       const int groups = src.param_row_bytes / 2;
       const int total = kTile * kParamKinds * groups;
