@@ -91,9 +91,8 @@ class DecodeKernels {
   // path on an H200 (docs/TUNING_LOG.md, rows 35 and 36): the per-element path (group sizes 8
   // and 16, and the generic head_dims) takes kCappedChunkTokens, which made group 8 with random
   // page tables 5-6% faster at 64 x 65536 (asymmetric 9-11%, group 16 2.5%) and, at 2048 tokens
-  // rather than 4096, steps of 1M-2M tokens 2-8% faster; the factored path (group
-  // sizes 32-128) takes none, as the cap gained it at most 1% and cost short steps up to 3% in the
-  // wider grid.
+  // rather than 4096, steps of 1M-2M tokens 2-8% faster; the factored path (group sizes 32-128)
+  // takes none, as the cap gained it at most 1% and cost short steps up to 3% in the wider grid.
   int32_t max_chunk_tokens() const { return max_chunk_tokens_; }
 
   // capacity: chunks of the grid; target_chunks: the planner's one-wave chunk count.
