@@ -5,7 +5,6 @@
 namespace int4kv {
 namespace {
 
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t RoundUp(int64_t a, int64_t b) { return CeilDiv(a, b) * b; }
 
 // Cuts row b into near-equal chunks of about `target_len` tokens (at least the row's minimum,

@@ -40,6 +40,9 @@ constexpr int32_t kMinChunkTokens = 64;
 constexpr int32_t kShortRowTokens = 2048;
 constexpr int32_t kShortRowChunkTokens = 32;
 
+// ceil(a / b) for a >= 0, b > 0: chunk counts and lengths.
+inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
 // A chunk-length cap (`max_chunk_tokens` below; 0: none) cuts the largest steps into
 // chunks of at most that many tokens, in several waves of the device rather than one wave of
 // long chunks: where reads stall unevenly (page tables that scatter a row over a pool of

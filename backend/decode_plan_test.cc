@@ -34,8 +34,6 @@ void ExpectCovers(const std::vector<DecodeRow>& rows, const DecodePlan& plan, in
   }
 }
 
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // PlanDecode covers every row within its capacity; within one wave of the target when the
 // batch is smaller than the target and the step's balanced chunk length is not capped; and,
 // where it is, in chunks of at most the cap (or of the length that kMaxChunkWaves waves need).
