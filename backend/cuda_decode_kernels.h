@@ -78,8 +78,6 @@ class DecodeKernels {
                                               QuantMode mode, ParamDtype params,
                                               int32_t group_size);
 
-  // Split-kernel warps (one per KV head and chunk) resident per multiprocessor.
-  int32_t resident_warps_per_sm() const { return resident_warps_per_sm_; }
   // The chunks the planner aims to run at once (its target_chunks): enough to give every
   // resident warp slot of `multiprocessors` one (chunk, KV head). 264 for 8 KV heads on an
   // H100 or H200 at 16 resident warps a multiprocessor.
@@ -113,6 +111,7 @@ class DecodeKernels {
   int32_t smem_bytes_ = 0;
   int32_t warps_per_block_ = 0;
   int32_t head_blocks_ = 0;
+  // Split-kernel warps (one per KV head and chunk) resident per multiprocessor.
   int32_t resident_warps_per_sm_ = 0;
   int32_t max_chunk_tokens_ = 0;
   const char* variant_ = "";
