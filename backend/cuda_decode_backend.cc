@@ -18,6 +18,7 @@ namespace {
 // Copied to the device with each plan, just ahead of its rows.
 struct alignas(8) StepFlags {
   int32_t discard_partials;  // MergeKernelParams::discard_partials
+  int32_t large_step;        // SplitKernelParams::large_step
 };
 
 int32_t Log2(int32_t power_of_two) {
@@ -132,6 +133,8 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     std::memcpy(staging, plan_.chunks.data(), chunk_bytes);
     StepFlags flags;
     flags.discard_partials = plan_.total_tokens > l2_resident_tokens_ ? 1 : 0;
+    flags.large_step =
+        plan_.total_tokens * cache_.view.BytesPerSlotPerLayer() >= kLockstepMinStepBytes ? 1 : 0;
     std::memcpy(staging + chunk_bytes, &flags, sizeof(flags));
     std::memcpy(staging + chunk_bytes + sizeof(flags), plan_.rows.data(), row_bytes);
     // From here the device's plan is overwritten: a copy that fails leaves it half old, half
@@ -178,9 +181,10 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     split.log2_group_size = Log2(cache_.view.layout.group_size);
     split.scale_log2 = SoftmaxScale(shape_) * 1.4426950408889634f;
     split.chunks = device_chunks_;
+    split.large_step = &static_cast<const StepFlags*>(device_step_)->large_step;
     split.partial_out = partial_out_;
     split.partial_lse = partial_lse_;
-    RETURN_IF_ERROR(kernels_.LaunchSplit(split, capacity_, target_chunks_, stream));
+    RETURN_IF_ERROR(kernels_.LaunchSplit(split, batch_, capacity_, target_chunks_, stream));
 
     MergeKernelParams merge;
     merge.rows = device_rows_;

@@ -685,6 +685,69 @@ TEST_F(CudaDecodeBackendTest, LargeStepsRunInSeveralWavesOfCappedChunks) {
   CheckTablesAgainstOracle(c, caches, entries, entries, rows, rng_);
 }
 
+// Steps of kWideSplitMinBatch rows run in blocks of 8 KV heads where the kernel has them: a
+// batch of that many mixed rows (up to 1000 tokens) for each wide instantiation (both modes,
+// both parameter dtypes), with 8 and 16 KV heads (one and two wide blocks a chunk).
+TEST_F(CudaDecodeBackendTest, WideBlocksServeLargeBatches) {
+  for (QuantMode mode : {QuantMode::kSymmetric, QuantMode::kAsymmetric}) {
+    for (ParamDtype params : {ParamDtype::kFloat16, ParamDtype::kBFloat16}) {
+      Case c;
+      c.mode = mode;
+      c.params = params;
+      c.kv_heads = (mode == QuantMode::kSymmetric) == (params == ParamDtype::kFloat16) ? 8 : 16;
+      c.group = c.kv_heads == 16 ? 2 : 4;
+      c.group_size = params == ParamDtype::kBFloat16 ? 16 : 8;
+      c.permuted = mode == QuantMode::kSymmetric;
+      for (int i = 0; i < kWideSplitMinBatch; ++i) {
+        c.lengths.push_back(std::min(kMixedLengths[i % 12], 1000 - i));
+      }
+      const absl::StatusOr<DecodeKernels> kernels =
+          DecodeKernels::Select(c.head_dim, c.group, c.kv_heads, c.mode, c.params, c.group_size);
+      ASSERT_TRUE(kernels.ok()) << kernels.status();
+      ASSERT_TRUE(kernels->has_wide_blocks()) << Describe(c);
+      RunCase(c, rng_);
+    }
+  }
+}
+
+// A wide-block step that reads more than kLockstepMinStepBytes of a layer keeps the warps of
+// a block whose first tile is scattered in lockstep. Half the rows read random slots (their
+// blocks take the barrier), half runs of consecutive ones (theirs do not), over a pool of
+// 65,536 slots that the 746,000 tokens reuse.
+TEST_F(CudaDecodeBackendTest, WideBlocksKeepLockstepOnLargeScatteredSteps) {
+  Case c;
+  c.kv_heads = 8;
+  c.group = 4;
+  for (int b = 0; b < kWideSplitMinBatch; ++b) c.lengths.push_back(11000 + 37 * b);
+  c.lengths[5] = 1;
+  c.lengths[9] = 0;
+  c.lengths[13] = 17;
+  const int batch = static_cast<int>(c.lengths.size());
+  const int max_seq_len = *std::max_element(c.lengths.begin(), c.lengths.end());
+  constexpr int32_t kPoolSlots = 65536;
+  MirroredCache caches(c, batch, max_seq_len, kPoolSlots, rng_);
+  ASSERT_GE(CaseTokens(c) * caches.device().view().BytesPerSlotPerLayer(), kLockstepMinStepBytes)
+      << "the step no longer reaches the lockstep size; lengthen its rows";
+  const absl::StatusOr<DecodeKernels> kernels =
+      DecodeKernels::Select(c.head_dim, c.group, c.kv_heads, c.mode, c.params, c.group_size);
+  ASSERT_TRUE(kernels.ok()) << kernels.status();
+  ASSERT_TRUE(kernels->has_wide_blocks());
+
+  const RequestTable& table = caches.device().requests();
+  std::vector<int32_t> entries(static_cast<size_t>(table.max_requests()) * table.max_seq_len());
+  std::uniform_int_distribution<int32_t> slot(1, kPoolSlots);
+  std::vector<DecodeRow> rows;
+  for (int b = 0; b < batch; ++b) {
+    rows.push_back({b, c.lengths[b]});
+    const int32_t run_start = slot(rng_);
+    for (int t = 0; t < c.lengths[b]; ++t) {
+      entries[static_cast<size_t>(b) * table.max_seq_len() + t] =
+          b % 2 == 0 ? slot(rng_) : 1 + (run_start - 1 + t) % kPoolSlots;
+    }
+  }
+  CheckTablesAgainstOracle(c, caches, entries, entries, rows, rng_);
+}
+
 // The batch-invariant mode cuts rows by their own lengths and merges them in a fixed order:
 // one chunk a row (a 20,000-token row in one warp's loop), 16 and the most.
 TEST_F(CudaDecodeBackendTest, BatchInvariantModeAgreesWithTheOracle) {

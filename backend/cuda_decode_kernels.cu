@@ -43,6 +43,13 @@ namespace {
 // lose nothing as long as a block still reads a few neighbouring rows of each slot together
 // (2 were 3-4% slower from 262,144 tokens).
 constexpr int kMaxWarps = 4;
+// Blocks of kWideWarps KV heads, for large batches (DecodeKernels::LaunchSplit): one block then
+// reads all of a slot's rows at once where the two blocks of 4 read their halves at different
+// times, on different multiprocessors, each paying the address translation of the slot's pages.
+constexpr int kWideWarps = 8;
+// Wide blocks in lockstep meet every kLockstepTiles tiles (measured against 16: H200, 128 x
+// 65536 with random tables 14% faster than 4-warp blocks, against 9%).
+constexpr int kLockstepTiles = 4;
 constexpr int kTile = 16;
 // How far (log2 domain) a score may exceed its head's running max before the max moves.
 constexpr int kMaxSlack = 8;
@@ -1070,15 +1077,19 @@ struct SplitKernel {
     }
   }
 
+  // kWarps: KV heads a block (kMaxWarps or kWideWarps).
+  template <int kWarps>
   static __device__ void Run(const SplitKernelParams& p) {
-    // Block = (chunk, group of up to kMaxWarps KV heads); warp = one KV head over the whole
+    // Block = (chunk, group of up to kWarps KV heads); warp = one KV head over the whole
     // chunk. The warps of a block read the rows of the same slots, which sit side by side in
     // memory, at about the same time.
-    const int head_blocks = (p.kv_heads + kMaxWarps - 1) / kMaxWarps;
+    const int head_blocks = (p.kv_heads + kWarps - 1) / kWarps;
     const int chunk = blockIdx.x / head_blocks;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int kv_head = (blockIdx.x % head_blocks) * kMaxWarps + warp;
+    const int kv_head = (blockIdx.x % head_blocks) * kWarps + warp;
     const ChunkWork work = p.chunks[chunk];  // written by Plan's copy, not by a kernel
+    bool large_step = false;                 // so is this flag
+    if constexpr (kWarps == kWideWarps) large_step = *p.large_step != 0;
     // A step whose plan leaves chunk p.early_release_chunk empty uses under that many chunks:
     // its grid leaves multiprocessors free, and the merge's blocks may launch at once.
     const ChunkWork probe = p.chunks[p.early_release_chunk];
@@ -1241,7 +1252,23 @@ struct SplitKernel {
     WarpState st;
     st.Reset();
     int stage = 0;  // stage of the tile processed next
+    // Wide blocks of a large step whose first tile's slots are not consecutive (a table that
+    // scatters the row over the pool) keep their warps within kLockstepTiles tiles of each
+    // other: warps that drift apart ask for the pages of more slots at once than address
+    // translation keeps up with. The entries are the ones read after the wait, the same in
+    // every warp of the block, so the whole block takes the barrier or none of it does.
+    bool lockstep = false;
+    if constexpr (kWarps == kWideWarps) {
+      const int next_slot = __shfl_down_sync(kFullMask, first_slots[0], 1);
+      lockstep = large_step &&
+                 !__all_sync(kFullMask, (lane & 15) == 15 || next_slot == first_slots[0] + 1);
+    }
     for (int tile = 0; tile < num_tiles; ++tile) {
+      if constexpr (kWarps == kWideWarps) {
+        if (lockstep && tile % kLockstepTiles == kLockstepTiles - 1) {
+          asm volatile("bar.sync 1, %0;" ::"n"(32 * kWarps) : "memory");
+        }
+      }
       const int ahead = tile + kStages - 1;
       const int ahead_stage = stage == 0 ? kStages - 1 : stage - 1;
       if (ahead < num_tiles) {
@@ -1339,12 +1366,18 @@ struct SplitKernel {
   }
 };
 
-// Four resident blocks of up to 4 warps a multiprocessor (at most 128 registers a thread) for
-// head_dim <= 128 with up to 8 query heads per KV head; two otherwise (more registers).
-template <int kDim, bool kFast, bool kAsym, int kHeadTiles, bool kBf16Params, int kGroupChunks>
-__global__ void __launch_bounds__(kMaxWarps * 32, (kDim <= 128 && kHeadTiles == 1) ? 4 : 2)
+// Resident warps a multiprocessor: 16 (at most 128 registers a thread) for head_dim <= 128
+// with up to 8 query heads per KV head; 8 otherwise (more registers).
+template <int kDim, int kHeadTiles>
+constexpr int kResidentWarps = (kDim <= 128 && kHeadTiles == 1) ? 16 : 8;
+
+// kWarps: warps a block (kMaxWarps, or kWideWarps where kResidentWarps holds two such blocks).
+template <int kDim, bool kFast, bool kAsym, int kHeadTiles, bool kBf16Params, int kGroupChunks,
+          int kWarps>
+__global__ void __launch_bounds__(kWarps * 32, kResidentWarps<kDim, kHeadTiles> / kWarps)
     SplitKvKernel(SplitKernelParams params) {
-  SplitKernel<kDim, kFast, kAsym, kHeadTiles, kBf16Params, kGroupChunks>::Run(params);
+  SplitKernel<kDim, kFast, kAsym, kHeadTiles, kBf16Params, kGroupChunks>::template Run<kWarps>(
+      params);
 }
 
 // ---- the merge kernel ------------------------------------------------------------------
@@ -1580,7 +1613,7 @@ MergeFn SelectMerge(int head_dim, bool narrow, int heads_per_block) {
 
 template <int kDim, bool kFast, bool kAsym, int kHeadTiles, bool kBf16Params, int kGroupChunks>
 void Describe(void (**fn)(SplitKernelParams), int32_t* smem) {
-  *fn = SplitKvKernel<kDim, kFast, kAsym, kHeadTiles, kBf16Params, kGroupChunks>;
+  *fn = SplitKvKernel<kDim, kFast, kAsym, kHeadTiles, kBf16Params, kGroupChunks, kMaxWarps>;
   *smem = SplitKernel<kDim, kFast, kAsym, kHeadTiles, kBf16Params, kGroupChunks>::kWarpSmemBytes;
 }
 
@@ -1593,6 +1626,19 @@ void DescribeHeads(int head_tiles, bool bf16, void (**fn)(SplitKernelParams), in
     constexpr int kTwoTileGroupChunks = kDim <= 128 ? kGroupChunks : 0;
     bf16 ? Describe<kDim, kFast, kAsym, 2, true, kTwoTileGroupChunks>(fn, smem)
          : Describe<kDim, kFast, kAsym, 2, false, kTwoTileGroupChunks>(fn, smem);
+  }
+}
+
+// The per-element tuned kernel of head_dim 128 with one head tile in blocks of kWideWarps KV
+// heads: two such blocks fill a multiprocessor's kResidentWarps.
+void DescribeWide(bool asym, bool bf16, void (**fn)(SplitKernelParams)) {
+  static_assert(kResidentWarps<128, 1> == 2 * kWideWarps);
+  if (asym) {
+    *fn = bf16 ? SplitKvKernel<128, true, true, 1, true, 0, kWideWarps>
+               : SplitKvKernel<128, true, true, 1, false, 0, kWideWarps>;
+  } else {
+    *fn = bf16 ? SplitKvKernel<128, true, false, 1, true, 0, kWideWarps>
+               : SplitKvKernel<128, true, false, 1, false, 0, kWideWarps>;
   }
 }
 
@@ -1643,8 +1689,10 @@ void DescribeDim(bool asym, int group_chunks, int head_tiles, bool bf16,
 // largest carveout spread them as well but cost group-32 steps 5% (4 x 4096: 15.0 -> 15.8 us)
 // against 2% for this one (15.3 us). The merge kernels serve every variant: in a process with
 // backends of several shapes, the last one created sets their carveout.
-absl::Status ShareCarveout(void (*split)(SplitKernelParams), int threads, int smem_bytes,
-                           int* blocks) {
+// wide_split (or nullptr): the kernel's blocks of kWideWarps KV heads, which get the same
+// carveout.
+absl::Status ShareCarveout(void (*split)(SplitKernelParams), void (*wide_split)(SplitKernelParams),
+                           int threads, int smem_bytes, int* blocks) {
   auto set_all = [&](int percent) -> absl::Status {
     auto set = [&](const void* kernel) {
       return CudaStatus(
@@ -1652,6 +1700,7 @@ absl::Status ShareCarveout(void (*split)(SplitKernelParams), int threads, int sm
           "carveout");
     };
     RETURN_IF_ERROR(set(reinterpret_cast<const void*>(split)));
+    if (wide_split != nullptr) RETURN_IF_ERROR(set(reinterpret_cast<const void*>(wide_split)));
     RETURN_IF_ERROR(set(reinterpret_cast<const void*>(MergeKernel)));
     for (const auto& dim : kTunedMerges) {
       for (const MergeFn merge : dim) {
@@ -1737,29 +1786,51 @@ absl::StatusOr<DecodeKernels> DecodeKernels::Select(int32_t head_dim, int32_t gr
       }
       kernels.variant_ = "generic head_dim";
   }
+  // Blocks of kWideWarps KV heads exist for the per-element tuned path at head_dim 128, where
+  // they were measured and two of them fill a multiprocessor (at head_dim 64 the blocks of 4
+  // may be more than 4 a multiprocessor), and where KV heads fill whole wide blocks (every warp
+  // of a block then has a head, and the lockstep barrier counts them all).
+  const bool wide = !factored && head_dim == 128 && head_tiles == 1 && kv_heads % kWideWarps == 0;
+  if (wide) DescribeWide(asym, bf16, &kernels.wide_split_);
   kernels.warps_per_block_ = kv_heads < kMaxWarps ? kv_heads : kMaxWarps;
   kernels.head_blocks_ = (kv_heads + kMaxWarps - 1) / kMaxWarps;
+  kernels.wide_head_blocks_ = (kv_heads + kWideWarps - 1) / kWideWarps;
   const int warp_smem_bytes = kernels.smem_bytes_;  // Describe gave the bytes of one warp
   kernels.smem_bytes_ = warp_smem_bytes * kernels.warps_per_block_;
+  kernels.wide_smem_bytes_ = warp_smem_bytes * kWideWarps;
   // The limit belongs to the kernel, process-wide, and one instantiation serves every kv_heads:
   // it is set for the largest block of the instantiation, so that creating a backend with fewer
   // KV heads never lowers the limit that another live backend's launches need.
   CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
       kernels.split_, cudaFuncAttributeMaxDynamicSharedMemorySize, warp_smem_bytes * kMaxWarps));
+  if (wide) {
+    CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(kernels.wide_split_,
+                                              cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                              kernels.wide_smem_bytes_));
+  }
   int blocks = 0;
-  RETURN_IF_ERROR(
-      ShareCarveout(kernels.split_, 32 * kernels.warps_per_block_, kernels.smem_bytes_, &blocks));
+  RETURN_IF_ERROR(ShareCarveout(kernels.split_, kernels.wide_split_, 32 * kernels.warps_per_block_,
+                                kernels.smem_bytes_, &blocks));
   if (blocks == 0) {
     return absl::InternalError(absl::StrCat("the split kernel (", kernels.variant_, ", ",
                                             kernels.smem_bytes_,
                                             " bytes of shared memory) cannot run on this device"));
   }
   kernels.resident_warps_per_sm_ = blocks * kernels.warps_per_block_;
+  if (wide) {
+    // The planner's wave is sized for the 4-warp blocks' occupancy: the wide blocks are used
+    // only if they reach the same.
+    int wide_blocks = 0;
+    CUDA_RETURN_IF_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &wide_blocks, kernels.wide_split_, 32 * kWideWarps, kernels.wide_smem_bytes_));
+    if (wide_blocks * kWideWarps < kernels.resident_warps_per_sm_) kernels.wide_split_ = nullptr;
+  }
   return kernels;
 }
 
-absl::Status DecodeKernels::LaunchSplit(const SplitKernelParams& params_in, int32_t capacity,
-                                        int32_t target_chunks, CudaStream stream) const {
+absl::Status DecodeKernels::LaunchSplit(const SplitKernelParams& params_in, int32_t batch,
+                                        int32_t capacity, int32_t target_chunks,
+                                        CudaStream stream) const {
   SplitKernelParams params = params_in;
   // A step that uses fewer chunks than this leaves most of the device idle, and its merge
   // blocks may launch (and wait) from the start. Measured (H100, target 264 chunks): 64 and 96
@@ -1768,6 +1839,11 @@ absl::Status DecodeKernels::LaunchSplit(const SplitKernelParams& params_in, int3
   params.early_release_chunk = static_cast<int32_t>(std::min<int64_t>(early_chunks, capacity - 1));
   // The grid is set up, and each block reads its chunk, while the kernel before it (a
   // previous merge, say) drains.
+  if (wide_split_ != nullptr && batch >= kWideSplitMinBatch) {
+    return LaunchDependentKernel("SplitKvKernel launch", wide_split_,
+                                 dim3(capacity * wide_head_blocks_), dim3(32 * kWideWarps),
+                                 wide_smem_bytes_, stream, params);
+  }
   return LaunchDependentKernel("SplitKvKernel launch", split_, dim3(capacity * head_blocks_),
                                dim3(32 * warps_per_block_), smem_bytes_, stream, params);
 }

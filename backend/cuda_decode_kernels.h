@@ -27,6 +27,20 @@ constexpr int kQueryAlignmentBytes = 16;
 // CUDA context unusable).
 constexpr int kPoolAlignmentBytes = 16;
 
+// Steps of at least this many rows run the split kernel in blocks of 8 KV heads rather than 4
+// where it has them (DecodeKernels::LaunchSplit): a block then reads all of a slot's rows, and in
+// a large step with scattered page tables (kLockstepMinStepBytes) its warps keep together. The
+// block shape may depend on the batch, never on lengths. Measured on an H200 (docs/TUNING_LOG.md,
+// row 38): against blocks of 4, random tables 64 x 65536 9% faster, 128 x 65536 15%, 64 and 128 x
+// 16384 7%; contiguous tables within -2% and +2.4%; 64 x 1024 1.5% slower. Below 64 rows a
+// short step would spread over too few multiprocessors (1 x 4096: 46% slower, row (cu)).
+constexpr int32_t kWideSplitMinBatch = 64;
+// Steps that read at least this many bytes of a layer's cache keep a wide block's warps in
+// lockstep where the page table scatters the chunk. Below it a random table costs little
+// (address translation reaches the pages), and the barrier only slows the block (64 x 1024:
+// 3% slower with it).
+constexpr int64_t kLockstepMinStepBytes = int64_t{1} << 30;
+
 struct SplitKernelParams {
   KvCacheView cache;            // device pools
   const int32_t* req_to_token;  // device [max_requests][req_to_token_stride]
@@ -41,6 +55,9 @@ struct SplitKernelParams {
   int32_t log2_group_size;  // log2 of the cache's group_size
   float scale_log2;         // softmax scale * log2(e)
   const ChunkWork* chunks;  // device [capacity]
+  // Device flag written by Plan's copy: nonzero when the step reads at least
+  // kLockstepMinStepBytes of a layer's cache.
+  const int32_t* large_step;
   // Set by LaunchSplit: if this chunk is empty, the merge's launch is released early.
   int32_t early_release_chunk;
   float* partial_out;  // device [capacity][q_heads][head_dim]
@@ -85,6 +102,10 @@ class DecodeKernels {
     return std::max<int32_t>(1, multiprocessors * resident_warps_per_sm_ / kv_heads);
   }
   const char* variant() const { return variant_; }
+  // Whether steps of kWideSplitMinBatch rows and more run in blocks of 8 KV heads: the
+  // per-element tuned path at head_dim 128 (up to 8 query heads per KV head, group sizes 8 and
+  // 16) with KV heads a multiple of 8, where the device holds two such blocks a multiprocessor.
+  bool has_wide_blocks() const { return wide_split_ != nullptr; }
   // The planner's chunk-length cap for this split kernel (PlanDecode; 0: none). Measured per
   // path on an H200 (docs/TUNING_LOG.md, rows 35 and 36): the per-element path (group sizes 8
   // and 16, and the generic head_dims) takes kCappedChunkTokens, which made group 8 with random
@@ -93,9 +114,10 @@ class DecodeKernels {
   // takes none, as the cap gained it at most 1% and cost short steps up to 3% in the wider grid.
   int32_t max_chunk_tokens() const { return max_chunk_tokens_; }
 
-  // capacity: chunks of the grid; target_chunks: the planner's one-wave chunk count.
-  absl::Status LaunchSplit(const SplitKernelParams& params, int32_t capacity, int32_t target_chunks,
-                           CudaStream stream) const;
+  // batch: rows of the step's plan; capacity: chunks of the grid; target_chunks: the planner's
+  // one-wave chunk count.
+  absl::Status LaunchSplit(const SplitKernelParams& params, int32_t batch, int32_t capacity,
+                           int32_t target_chunks, CudaStream stream) const;
   // typical_chunks_per_row: about how many chunks the plan gives a row of this batch; rows
   // with more are still merged right, only with fewer threads each. fixed_order: every row is
   // merged by one block of its own over whole heads, one head a block, whatever the batch, so
@@ -111,6 +133,11 @@ class DecodeKernels {
   int32_t smem_bytes_ = 0;
   int32_t warps_per_block_ = 0;
   int32_t head_blocks_ = 0;
+  // The same kernel in blocks of 8 KV heads, for large batches (LaunchSplit); nullptr where
+  // there is none.
+  SplitFn wide_split_ = nullptr;
+  int32_t wide_smem_bytes_ = 0;
+  int32_t wide_head_blocks_ = 0;
   // Split-kernel warps (one per KV head and chunk) resident per multiprocessor.
   int32_t resident_warps_per_sm_ = 0;
   int32_t max_chunk_tokens_ = 0;
