@@ -1,10 +1,10 @@
 // Split-KV flash decoding over the INT4 cache on tensor cores (mma.sync m16n8k16, fp16
 // operands, fp32 accumulation).
 //
-// Split kernel: one block per (chunk, group of up to 4 KV heads), one warp per KV head. A
-// warp walks its chunk in 16-token tiles with an online softmax and writes a normalized
-// partial output and its log2-sum-exp; the merge kernel combines a row's partials. Per tile,
-// with lane = 4r + c (r = lane / 4, c = lane % 4):
+// Split kernel: one block per (chunk, group of up to 4 KV heads, or 8: kWideWarps), one warp
+// per KV head. A warp walks its chunk in 16-token tiles with an online softmax and writes a
+// normalized partial output and its log2-sum-exp; the merge kernel combines a row's partials.
+// Per tile, with lane = 4r + c (r = lane / 4, c = lane % 4):
 //
 //   S[t, h]    = sum_k K[t, k] Q[h, k]    A = K (16 tokens x 16 k): lane (r, c) reads D/8 code
 //                                          bytes of tokens r and r + 8, and the k order inside

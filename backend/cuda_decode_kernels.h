@@ -1,7 +1,8 @@
 // The CUDA decode-attention kernels (split-KV flash decoding over the INT4 cache) and their
 // launch helpers. Host code includes this header; the kernels live in cuda_decode_kernels.cu.
 //
-// Split kernel: one block per (chunk, group of up to 4 KV heads), one warp per KV head. The
+// Split kernel: one block per (chunk, group of up to 4 KV heads; 8 in steps of
+// kWideSplitMinBatch rows and more where the kernel has such blocks), one warp per KV head. The
 // warp attends its KV head's query heads over the chunk's tokens and writes a normalized
 // partial output and its log2-sum-exp. Merge kernel: grid (batch, head blocks, column groups)
 // combines a row's partials into the output. Both grids depend only on the batch size.
