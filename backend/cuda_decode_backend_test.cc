@@ -711,41 +711,53 @@ TEST_F(CudaDecodeBackendTest, WideBlocksServeLargeBatches) {
 }
 
 // A wide-block step that reads more than kLockstepMinStepBytes of a layer keeps the warps of
-// a block whose first tile is scattered in lockstep. Half the rows read random slots (their
-// blocks take the barrier), half runs of consecutive ones (theirs do not), over a pool of
-// 65,536 slots that the 746,000 tokens reuse.
+// a block whose first tile is scattered in lockstep: symmetric with fp16 scales and 8 KV heads
+// (one wide block a chunk), then asymmetric with bf16 scales and 16 (two). Half the rows read
+// random slots (their blocks take the barrier), half runs of consecutive ones (theirs do not,
+// but where a run wraps round the pool), over a pool of 65,536 slots that the tokens reuse.
 TEST_F(CudaDecodeBackendTest, WideBlocksKeepLockstepOnLargeScatteredSteps) {
-  Case c;
-  c.kv_heads = 8;
-  c.group = 4;
-  for (int b = 0; b < kWideSplitMinBatch; ++b) c.lengths.push_back(11000 + 37 * b);
-  c.lengths[5] = 1;
-  c.lengths[9] = 0;
-  c.lengths[13] = 17;
-  const int batch = static_cast<int>(c.lengths.size());
-  const int max_seq_len = *std::max_element(c.lengths.begin(), c.lengths.end());
-  constexpr int32_t kPoolSlots = 65536;
-  MirroredCache caches(c, batch, max_seq_len, kPoolSlots, rng_);
-  ASSERT_GE(CaseTokens(c) * caches.device().view().BytesPerSlotPerLayer(), kLockstepMinStepBytes)
-      << "the step no longer reaches the lockstep size; lengthen its rows";
-  const absl::StatusOr<DecodeKernels> kernels =
-      DecodeKernels::Select(c.head_dim, c.group, c.kv_heads, c.mode, c.params, c.group_size);
-  ASSERT_TRUE(kernels.ok()) << kernels.status();
-  ASSERT_TRUE(kernels->has_wide_blocks());
-
-  const RequestTable& table = caches.device().requests();
-  std::vector<int32_t> entries(static_cast<size_t>(table.max_requests()) * table.max_seq_len());
-  std::uniform_int_distribution<int32_t> slot(1, kPoolSlots);
-  std::vector<DecodeRow> rows;
-  for (int b = 0; b < batch; ++b) {
-    rows.push_back({b, c.lengths[b]});
-    const int32_t run_start = slot(rng_);
-    for (int t = 0; t < c.lengths[b]; ++t) {
-      entries[static_cast<size_t>(b) * table.max_seq_len() + t] =
-          b % 2 == 0 ? slot(rng_) : 1 + (run_start - 1 + t) % kPoolSlots;
+  for (int kv_heads : {8, 16}) {
+    Case c;
+    c.kv_heads = kv_heads;
+    c.group = kv_heads == 16 ? 2 : 4;
+    if (kv_heads == 16) {
+      c.mode = QuantMode::kAsymmetric;
+      c.params = ParamDtype::kBFloat16;
+      c.group_size = 16;
     }
+    // 1.25 GiB or more of a layer: 1,536 bytes a slot with 8 KV heads, 3,072 with 16.
+    const int row_tokens = kv_heads == 16 ? 6800 : 13600;
+    for (int b = 0; b < kWideSplitMinBatch; ++b) c.lengths.push_back(row_tokens + 37 * b);
+    c.lengths[5] = 1;
+    c.lengths[9] = 0;
+    c.lengths[13] = 17;
+    SCOPED_TRACE(Describe(c));
+    const int batch = static_cast<int>(c.lengths.size());
+    const int max_seq_len = *std::max_element(c.lengths.begin(), c.lengths.end());
+    constexpr int32_t kPoolSlots = 65536;
+    MirroredCache caches(c, batch, max_seq_len, kPoolSlots, rng_);
+    ASSERT_GE(CaseTokens(c) * caches.device().view().BytesPerSlotPerLayer(),
+              kLockstepMinStepBytes * 5 / 4)
+        << "the step no longer reaches the lockstep size with room to spare; lengthen its rows";
+    const absl::StatusOr<DecodeKernels> kernels =
+        DecodeKernels::Select(c.head_dim, c.group, c.kv_heads, c.mode, c.params, c.group_size);
+    ASSERT_TRUE(kernels.ok()) << kernels.status();
+    ASSERT_TRUE(kernels->has_wide_blocks());
+
+    const RequestTable& table = caches.device().requests();
+    std::vector<int32_t> entries(static_cast<size_t>(table.max_requests()) * table.max_seq_len());
+    std::uniform_int_distribution<int32_t> slot(1, kPoolSlots);
+    std::vector<DecodeRow> rows;
+    for (int b = 0; b < batch; ++b) {
+      rows.push_back({b, c.lengths[b]});
+      const int32_t run_start = slot(rng_);
+      for (int t = 0; t < c.lengths[b]; ++t) {
+        entries[static_cast<size_t>(b) * table.max_seq_len() + t] =
+            b % 2 == 0 ? slot(rng_) : 1 + (run_start - 1 + t) % kPoolSlots;
+      }
+    }
+    CheckTablesAgainstOracle(c, caches, entries, entries, rows, rng_);
   }
-  CheckTablesAgainstOracle(c, caches, entries, entries, rows, rng_);
 }
 
 // The batch-invariant mode cuts rows by their own lengths and merges them in a fixed order:

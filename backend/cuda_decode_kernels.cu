@@ -44,8 +44,9 @@ namespace {
 // (2 were 3-4% slower from 262,144 tokens).
 constexpr int kMaxWarps = 4;
 // Blocks of kWideWarps KV heads, for large batches (DecodeKernels::LaunchSplit): one block then
-// reads all of a slot's rows at once where the two blocks of 4 read their halves at different
-// times, on different multiprocessors, each paying the address translation of the slot's pages.
+// reads the rows of 8 KV heads of a slot (all of them with 8 KV heads) at once, where two
+// blocks of 4 read them at different times, on different multiprocessors, each paying the
+// address translation of the slot's pages.
 constexpr int kWideWarps = 8;
 // Wide blocks in lockstep meet every kLockstepTiles tiles (measured against 16: H200, 128 x
 // 65536 with random tables 14% faster than 4-warp blocks, against 9%).
@@ -1253,10 +1254,11 @@ struct SplitKernel {
     st.Reset();
     int stage = 0;  // stage of the tile processed next
     // Wide blocks of a large step whose first tile's slots are not consecutive (a table that
-    // scatters the row over the pool) keep their warps within kLockstepTiles tiles of each
-    // other: warps that drift apart ask for the pages of more slots at once than address
+    // scatters the row over the pool) keep their warps within about kLockstepTiles tiles of
+    // each other: warps that drift apart ask for the pages of more slots at once than address
     // translation keeps up with. The entries are the ones read after the wait, the same in
-    // every warp of the block, so the whole block takes the barrier or none of it does.
+    // every warp of the block (Run's contract: nothing writes the page table while it reads
+    // it), so the whole block takes the barrier or none of it does.
     bool lockstep = false;
     if constexpr (kWarps == kWideWarps) {
       const int next_slot = __shfl_down_sync(kFullMask, first_slots[0], 1);
@@ -1788,9 +1790,11 @@ absl::StatusOr<DecodeKernels> DecodeKernels::Select(int32_t head_dim, int32_t gr
   }
   // Blocks of kWideWarps KV heads exist for the per-element tuned path at head_dim 128, where
   // they were measured and two of them fill a multiprocessor (at head_dim 64 the blocks of 4
-  // may be more than 4 a multiprocessor), and where KV heads fill whole wide blocks (every warp
-  // of a block then has a head, and the lockstep barrier counts them all).
-  const bool wide = !factored && head_dim == 128 && head_tiles == 1 && kv_heads % kWideWarps == 0;
+  // may be more than 4 a multiprocessor). They serve shapes whose KV heads fill whole wide
+  // blocks (every warp of a block then has a head, and the lockstep barrier counts them all),
+  // but get their attributes whatever the KV heads, as the kernel is shared with backends of
+  // other shapes.
+  const bool wide = !factored && head_dim == 128 && head_tiles == 1;
   if (wide) DescribeWide(asym, bf16, &kernels.wide_split_);
   kernels.warps_per_block_ = kv_heads < kMaxWarps ? kv_heads : kMaxWarps;
   kernels.head_blocks_ = (kv_heads + kMaxWarps - 1) / kMaxWarps;
@@ -1823,7 +1827,9 @@ absl::StatusOr<DecodeKernels> DecodeKernels::Select(int32_t head_dim, int32_t gr
     int wide_blocks = 0;
     CUDA_RETURN_IF_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
         &wide_blocks, kernels.wide_split_, 32 * kWideWarps, kernels.wide_smem_bytes_));
-    if (wide_blocks * kWideWarps < kernels.resident_warps_per_sm_) kernels.wide_split_ = nullptr;
+    if (wide_blocks * kWideWarps < kernels.resident_warps_per_sm_ || kv_heads % kWideWarps != 0) {
+      kernels.wide_split_ = nullptr;
+    }
   }
   return kernels;
 }
