@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "backend/bench_page_tables.h"
 #include "backend/cuda_decode_backend.h"
+#include "backend/cuda_decode_kernels.h"
 #include "backend/testing/cuda_assert.h"
 #include "common/cuda_check.h"
 #include "common/device_memory.h"
@@ -259,17 +260,22 @@ class CudaBatchInvarianceTest : public ::testing::TestWithParam<int32_t> {
 
 // Each probe alone (a batch of 1: the narrow merge grid in the default mode), then in batches
 // of 2, 4, 16 and 48 around it (other merge shapes, and plans cut by the step's total in the
-// default mode): the same bits every time.
+// default mode) and of kWideSplitMinBatch (split blocks of 8 KV heads): the same bits every time.
 TEST_P(CudaBatchInvarianceTest, ARowHasTheSameBitsAloneAndInAnyBatch) {
   const int32_t splits = GetParam();
-  Workload work(48, splits, rng_);
+  Workload work(kWideSplitMinBatch, splits, rng_);
   ASSERT_TRUE(work.ok());
+  const absl::StatusOr<DecodeKernels> kernels =
+      DecodeKernels::Select(work.shape.head_dim, work.shape.group, work.shape.kv_heads,
+                            QuantMode::kSymmetric, ParamDtype::kFloat16, /*group_size=*/8);
+  ASSERT_TRUE(kernels.ok()) << kernels.status();
+  ASSERT_TRUE(kernels->has_wide_blocks()) << "the largest batch no longer changes block shape";
   Runner& runner = *work.runner;
   for (int32_t p = 0; p < work.requests.probes; ++p) {
     const DecodeRow probe{p, work.requests.lengths[p]};
     const std::vector<uint16_t> alone = runner.RunBatch({probe}, work.queries);
     ExpectComputed(alone, absl::StrCat("probe of ", probe.seq_len, " tokens alone"));
-    for (const int size : {2, 4, 16, 48}) {
+    for (const int size : {2, 4, 16, 48, kWideSplitMinBatch}) {
       for (int trial = 0; trial < 2; ++trial) {
         const std::vector<DecodeRow> rows = BatchAround(probe, size, work.requests.lengths, rng_);
         const std::vector<uint16_t> out = runner.RunBatch(rows, work.queries);

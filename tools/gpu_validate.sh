@@ -54,9 +54,9 @@ for t in store_kv_cuda_test request_table_test cuda_decode_backend_test \
 done
 present embed_example && step embed_example 60 "$bin/embed_example" --backend=cuda
 
-sanitize() {  # sanitize TOOL TEST FILTER
+sanitize() {  # sanitize TOOL TEST FILTER [NAME_SUFFIX: a second step of the same tool and test]
   [[ -x $bin/$2 ]] || return 0  # reported missing above
-  step "$1-$2" 150 compute-sanitizer --tool "$1" --error-exitcode 1 "$bin/$2" --gtest_filter="$3"
+  step "$1-$2${4:+-$4}" 150 compute-sanitizer --tool "$1" --error-exitcode 1 "$bin/$2" --gtest_filter="$3"
 }
 # (The unchecked-error test fails a cudaMalloc on purpose, which memcheck reports as an error.)
 sanitize memcheck store_kv_cuda_test '*:-*EarlierUnchecked*'
@@ -64,9 +64,10 @@ sanitize memcheck request_table_test '*'
 sanitize memcheck cuda_decode_backend_test \
   '*SmallMixedBatch*:*Graph*:*Truncation*:*LargeBatch*:*LengthsFarBeyond*:*Rewritten*:'\
 '*OutsideThePool*:*InPlace*:*KeepMoving*:*EveryMagnitude*:*64And256*:*FactoredPath*:'\
-'*AfterStoreKv*:*BatchInvariant*'
+'*AfterStoreKv*:*BatchInvariant*:*WideBlocksServe*'
 sanitize racecheck cuda_decode_backend_test \
   '*SmallMixedBatch*:*Graph*:*LargeBatch*:*Rewritten*:*InPlace*:*AfterStoreKv*:*FactoredPath*'
+sanitize racecheck cuda_decode_backend_test '*WideBlocksServe*' wide  # about 40 s alone
 sanitize memcheck read_stream_test '*'
 sanitize memcheck llama_kernels_test '*'
 sanitize racecheck llama_kernels_test '*'
