@@ -1,5 +1,6 @@
 // The CUDA decode-attention kernels (split-KV flash decoding over the INT4 cache) and their
-// launch helpers. Host code includes this header; the kernels live in cuda_decode_kernels.cu.
+// launch helpers. Host code includes this header; the kernels live in cuda_split_kernel.cu and
+// cuda_merge_kernel.cu, their selection and launches in cuda_decode_kernels.cu.
 //
 // Split kernel: one block per (chunk, group of up to 4 KV heads; 8 in steps of
 // kWideSplitMinBatch rows and more where the kernel has such blocks), one warp per KV head. The
@@ -83,6 +84,10 @@ struct MergeKernelParams {
   int32_t heads_per_block;    // heads of a row per merge block; set by LaunchMerge
 };
 
+// A split or merge kernel instantiation, as host code launches it.
+using SplitFn = void (*)(SplitKernelParams);
+using MergeFn = void (*)(MergeKernelParams);
+
 // The kernel instantiation for one cache/attention shape, chosen once at backend creation.
 class DecodeKernels {
  public:
@@ -131,7 +136,6 @@ class DecodeKernels {
                            CudaStream stream) const;
 
  private:
-  using SplitFn = void (*)(SplitKernelParams);
   SplitFn split_ = nullptr;
   int32_t smem_bytes_ = 0;
   int32_t warps_per_block_ = 0;
