@@ -34,9 +34,10 @@ constexpr int kPoolAlignmentBytes = 16;
 // slot together, and in a large step with scattered page tables (kLockstepMinStepBytes) its warps
 // keep together. The block shape may depend on the batch, never on lengths. Measured on an H200
 // against blocks of 4 (docs/TUNING_LOG.md, rows (dr)-(dt) and 38): random tables 64 x 65536
-// 9% faster, 128 x 65536 13-14%, 64 and 128 x 16384 5-10%; contiguous tables 0-2.6% slower;
-// 64 x 1024 1% slower; 128 x 4096 random in two modes, as fast or 5-9% slower, and 2% slower
-// contiguous. Below 64 rows a short step would spread over too few multiprocessors (1 x 4096:
+// 9% faster, 128 x 65536 13-14%, 64 and 128 x 16384 5-10% (asymmetric 64 and 128 x 65536
+// 20-24%, group size 16 4-12%); contiguous tables 0-2.6% slower; 64 x 1024 1% slower; 128 x
+// 4096 random in two modes, as fast or 5-9% slower, and 2% slower contiguous (group size 16
+// 64 x 4096: 2%). Below 64 rows a short step would spread over too few multiprocessors (1 x 4096:
 // 46% slower, row (cu)).
 constexpr int32_t kWideSplitMinBatch = 64;
 // Steps that read at least this many bytes of a layer's cache keep a wide block's warps in
