@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# On the GPU machine: replaces .gpu_bundle with the one packed in .gpu_pack/bundle.tar.xz by
+# tools/gpu_pack.sh, with xz where it is installed and Python's lzma module otherwise.
+#
+# Usage (from any directory): tools/gpu_unpack.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+pack=.gpu_pack/bundle.tar.xz
+[[ -f $pack ]] || { echo "gpu_unpack: no $pack; carry .gpu_pack" >&2; exit 1; }
+rm -rf .gpu_bundle
+if command -v xz >/dev/null; then
+  xz -dc "$pack" | tar -xf -
+else
+  python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(".", filter="data")' "$pack"
+fi
+du -sh .gpu_bundle
