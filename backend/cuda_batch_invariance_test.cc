@@ -260,10 +260,13 @@ class CudaBatchInvarianceTest : public ::testing::TestWithParam<int32_t> {
 
 // Each probe alone (a batch of 1: the narrow merge grid in the default mode), then in batches
 // of 2, 4, 16 and 48 around it (other merge shapes, and plans cut by the step's total in the
-// default mode) and of kWideSplitMinBatch (split blocks of 8 KV heads): the same bits every time.
+// default mode) and of kWideSplitMinBatch and 64 (split blocks of 8 KV heads, as 48 where that
+// is at least kWideSplitMinBatch): the same bits every time.
 TEST_P(CudaBatchInvarianceTest, ARowHasTheSameBitsAloneAndInAnyBatch) {
   const int32_t splits = GetParam();
-  Workload work(kWideSplitMinBatch, splits, rng_);
+  constexpr int kLargestBatch = 64;
+  static_assert(kLargestBatch >= kWideSplitMinBatch, "the largest batch must run in wide blocks");
+  Workload work(kLargestBatch, splits, rng_);
   ASSERT_TRUE(work.ok());
   const absl::StatusOr<DecodeKernels> kernels =
       DecodeKernels::Select(work.shape.head_dim, work.shape.group, work.shape.kv_heads,
@@ -275,7 +278,7 @@ TEST_P(CudaBatchInvarianceTest, ARowHasTheSameBitsAloneAndInAnyBatch) {
     const DecodeRow probe{p, work.requests.lengths[p]};
     const std::vector<uint16_t> alone = runner.RunBatch({probe}, work.queries);
     ExpectComputed(alone, absl::StrCat("probe of ", probe.seq_len, " tokens alone"));
-    for (const int size : {2, 4, 16, 48, kWideSplitMinBatch}) {
+    for (const int size : {2, 4, 16, kWideSplitMinBatch, 48, kLargestBatch}) {
       for (int trial = 0; trial < 2; ++trial) {
         const std::vector<DecodeRow> rows = BatchAround(probe, size, work.requests.lengths, rng_);
         const std::vector<uint16_t> out = runner.RunBatch(rows, work.queries);

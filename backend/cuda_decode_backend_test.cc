@@ -410,7 +410,9 @@ TEST_F(CudaDecodeBackendTest, WideBlocksKeepLockstepOnLargeScatteredSteps) {
     }
     // 1.25 GiB or more of a layer: 1,536 bytes a slot with 8 KV heads, 3,072 with 16.
     const int row_tokens = kv_heads == 16 ? 6800 : 13600;
-    for (int b = 0; b < kWideSplitMinBatch; ++b) c.lengths.push_back(row_tokens + 37 * b);
+    constexpr int kRows = 64;
+    static_assert(kRows >= kWideSplitMinBatch, "the step must run in wide blocks");
+    for (int b = 0; b < kRows; ++b) c.lengths.push_back(row_tokens + 37 * b);
     c.lengths[5] = 1;
     c.lengths[9] = 0;
     c.lengths[13] = 17;

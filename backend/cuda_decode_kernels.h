@@ -32,14 +32,17 @@ constexpr int kPoolAlignmentBytes = 16;
 // Steps of at least this many rows run the split kernel in blocks of 8 KV heads rather than 4
 // where it has them (DecodeKernels::LaunchSplit): a block then reads the rows of 8 KV heads of a
 // slot together, and in a large step with scattered page tables (kLockstepMinStepBytes) its warps
-// keep together. The block shape may depend on the batch, never on lengths. Measured on an H200
-// against blocks of 4 (docs/TUNING_LOG.md, rows (dr)-(dt) and 38): random tables 64 x 65536
-// 9% faster, 128 x 65536 13-14%, 64 and 128 x 16384 5-10% (asymmetric 64 and 128 x 65536
-// 20-24%, group size 16 4-12%); contiguous tables 0-2.6% slower; 64 x 1024 1% slower; 128 x
-// 4096 random in two modes, as fast or 5-9% slower, and 2% slower contiguous (group size 16
-// 64 x 4096: 2%). Below 64 rows a short step would spread over too few multiprocessors (1 x 4096:
-// 46% slower, row (cu)).
-constexpr int32_t kWideSplitMinBatch = 64;
+// keep together. The block shape may depend on the batch, never on lengths. Measured on H200s
+// against blocks of 4 (docs/TUNING_LOG.md, rows 38 and 39): random tables 32 x 65536 7-9%
+// faster, 48 x 65536 10-12%, 64 x 65536 9%, 128 x 65536 13-14%, 48 to 128 x 16384 5-10%
+// (asymmetric 64 and 128 x 65536 20-24%, group size 16 4-12%); contiguous tables within 3%;
+// 32 to 64 x 1024 1-2% slower (group size 16: 3-4%); 32 to 64 x 4096 within 1% and 32 x 16384
+// within 3% (group size 16: 2%, 48 x 16384 2-5%); 128 x 4096 random in two modes, as fast or
+// 5-9% slower. Below 32 rows a short step
+// loses more (16 x 1024 5% slower, group size 16 6%; row (dv)) and the long random ones gain
+// less surely (16 x 65536 as fast as one card's fast mode); at 1 x 4096 a wide block leaves
+// most multiprocessors idle (46% slower, row (cu)).
+constexpr int32_t kWideSplitMinBatch = 32;
 // Steps that read at least this many bytes of a layer's cache keep a wide block's warps in
 // lockstep where the page table scatters the chunk. Below it a random table costs little
 // (address translation reaches the pages), and the barrier only slows the block (64 x 1024:
