@@ -38,10 +38,9 @@ constexpr int kPoolAlignmentBytes = 16;
 // (asymmetric 64 and 128 x 65536 20-24%, group size 16 4-12%); contiguous tables within 3%;
 // 32 to 64 x 1024 1-2% slower (group size 16: 3-4%); 32 to 64 x 4096 within 1% and 32 x 16384
 // within 3% (group size 16: 2%, 48 x 16384 2-5%); 128 x 4096 random in two modes, as fast or
-// 5-9% slower. Below 32 rows a short step
-// loses more (16 x 1024 5% slower, group size 16 6%; row (dv)) and the long random ones gain
-// less surely (16 x 65536 as fast as one card's fast mode); at 1 x 4096 a wide block leaves
-// most multiprocessors idle (46% slower, row (cu)).
+// 5-9% slower. Below 32 rows a short step loses more (16 x 1024 5% slower, group size 16 6%;
+// row (dv)) and the long random ones gain less surely (16 x 65536 no faster than one card's
+// fast mode); at 1 x 4096 a wide block leaves most multiprocessors idle (46% slower, row (cu)).
 constexpr int32_t kWideSplitMinBatch = 32;
 // Steps that read at least this many bytes of a layer's cache keep a wide block's warps in
 // lockstep where the page table scatters the chunk. Below it a random table costs little
