@@ -18,4 +18,15 @@ std::vector<int32_t> BenchPageTableSlots(int64_t capacity, bool random_pages, in
   return slots;
 }
 
+void SortRowSlots(const std::vector<int>& lengths, int64_t run, std::vector<int32_t>& slots) {
+  auto row = slots.begin();
+  for (const int length : lengths) {
+    const int64_t step = run > 0 ? run : length;
+    for (int64_t begin = 0; begin < length; begin += step) {
+      std::sort(row + begin, row + std::min<int64_t>(length, begin + step));
+    }
+    row += length;
+  }
+}
+
 }  // namespace int4kv

@@ -16,6 +16,14 @@ namespace int4kv {
 std::vector<int32_t> BenchPageTableSlots(int64_t capacity, bool random_pages, int64_t window,
                                          std::mt19937& rng);
 
+// Sorts each row's slots ascending within every run of `run` consecutive tokens of the row
+// (run 0: the whole row), the rows taking `slots` in order, `lengths[r]` tokens each: a table
+// over the same slots, read in address order (whole rows: as an allocator that hands a request
+// ascending slots would leave it; runs of a chunk's length: as a kernel that sorted each chunk's
+// entries would read it). Slots past the rows are left as they are. sum(lengths) <=
+// slots.size(), run >= 0.
+void SortRowSlots(const std::vector<int>& lengths, int64_t run, std::vector<int32_t>& slots);
+
 }  // namespace int4kv
 
 #endif  // INT4KV_BACKEND_BENCH_PAGE_TABLES_H_

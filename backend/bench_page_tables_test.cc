@@ -54,5 +54,30 @@ TEST(BenchPageTableSlotsTest, AWindowAsLargeAsThePoolIsTheWholePool) {
             BenchPageTableSlots(300, true, 5000, window_rng));
 }
 
+// Rows of 5, 0 and 7 tokens over 14 slots (the last 2 taken by no row), sorted in runs of 3.
+TEST(SortRowSlotsTest, SortsEachRunOfEachRowAndNothingElse) {
+  std::vector<int32_t> slots = {9, 4, 1, 8, 2, 14, 3, 13, 5, 12, 6, 11, 10, 7};
+  SortRowSlots({5, 0, 7}, 3, slots);
+  // Row 0: runs {9, 4, 1} and {8, 2}; row 1 none; row 2: {14, 3, 13}, {5, 12, 6}, {11}.
+  EXPECT_EQ(slots, (std::vector<int32_t>{1, 4, 9, 2, 8, 3, 13, 14, 5, 6, 12, 11, 10, 7}));
+}
+
+TEST(SortRowSlotsTest, RunZeroSortsWholeRowsOfARandomTable) {
+  std::mt19937 rng(3);
+  const std::vector<int> lengths = {300, 1, 450, 249};
+  const std::vector<int32_t> random = BenchPageTableSlots(1000, true, 0, rng);
+  std::vector<int32_t> sorted = random;
+  SortRowSlots(lengths, 0, sorted);
+  auto row = sorted.begin();
+  auto original = random.begin();
+  for (const int length : lengths) {
+    EXPECT_TRUE(std::is_sorted(row, row + length));
+    EXPECT_TRUE(std::is_permutation(row, row + length, original));
+    row += length;
+    original += length;
+  }
+  EXPECT_FALSE(std::is_sorted(sorted.begin(), sorted.end())) << "rows sorted across each other";
+}
+
 }  // namespace
 }  // namespace int4kv

@@ -49,13 +49,19 @@
 ABSL_FLAG(std::string, batches, "1,16,64,128", "batch sizes");
 ABSL_FLAG(std::string, contexts, "1024,4096,16384,65536", "context lengths in tokens");
 ABSL_FLAG(std::string, group_sizes, "8,32", "KV quantization group sizes");
-ABSL_FLAG(std::string, page_tables, "random,contiguous", "page-table kinds");
+ABSL_FLAG(std::string, page_tables, "random,contiguous",
+          "page-table kinds: random (slots permuted over the pool), contiguous (ascending), "
+          "sorted (random's slots, each row's in ascending order within runs of --sorted_run)");
 ABSL_FLAG(std::string, mode, "symmetric",
           "quantization mode of the GPU cases' cache: symmetric or asymmetric (with zero points, "
           "which the cache-read and gather-read reference kernels leave out)");
 ABSL_FLAG(int64_t, random_window, 0,
           "random page tables permute the slots only within consecutive windows of this many "
           "slots (0: over the whole pool), to tell a placement's spread from its order");
+ABSL_FLAG(int64_t, sorted_run, 0,
+          "sorted page tables sort each row's slots within runs of this many of its tokens "
+          "(0: the whole row), to tell the order in which a step reads its slots from their "
+          "spread over the pool");
 ABSL_FLAG(double, max_pool_gib, 40.0, "skip cases whose KV pool would exceed this");
 ABSL_FLAG(int, repeats, 9, "timings per case (the median is reported)");
 ABSL_FLAG(int, runs_per_graph, 32,
@@ -215,9 +221,9 @@ double SecondsPerRun(cudaStream_t stream, int num_layers, int repeats,
   return Median(per_run);
 }
 
-// lengths: tokens of each row of the batch.
+// lengths: tokens of each row of the batch; page_table: a kind ParsePageTables accepts.
 CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, QuantMode mode,
-                       bool random_pages, int repeats, std::mt19937& rng) {
+                       const std::string& page_table, int repeats, std::mt19937& rng) {
   const int batch = static_cast<int>(lengths.size());
   const int max_len = *std::max_element(lengths.begin(), lengths.end());
   const int shape_max_len = std::max(max_len, absl::GetFlag(FLAGS_max_seq_len));
@@ -253,8 +259,9 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, QuantMod
     FillDevice(cache->view().zeros, layout.ParamPoolElements() * 2, scales);
   }
 
-  const std::vector<int32_t> slots = BenchPageTableSlots(config.capacity_slots, random_pages,
-                                                         absl::GetFlag(FLAGS_random_window), rng);
+  std::vector<int32_t> slots = BenchPageTableSlots(
+      config.capacity_slots, page_table != "contiguous", absl::GetFlag(FLAGS_random_window), rng);
+  if (page_table == "sorted") SortRowSlots(lengths, absl::GetFlag(FLAGS_sorted_run), slots);
   std::vector<DecodeRow> rows;
   size_t first_slot = 0;
   for (int len : lengths) {
@@ -372,12 +379,13 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, QuantMod
   return result;
 }
 
-// --page_tables as a list of kinds; anything but "random" or "contiguous" exits with status 2.
+// --page_tables as a list of kinds; anything but "random", "sorted" or "contiguous" exits with
+// status 2.
 std::vector<std::string> ParsePageTables(const std::string& list) {
   std::vector<std::string> kinds;
   for (absl::string_view kind : absl::StrSplit(list, ',', absl::SkipEmpty())) {
-    if (kind != "random" && kind != "contiguous") {
-      std::fprintf(stderr, "bad page-table kind '%s' (random or contiguous)\n",
+    if (kind != "random" && kind != "sorted" && kind != "contiguous") {
+      std::fprintf(stderr, "bad page-table kind '%s' (random, sorted or contiguous)\n",
                    std::string(kind).c_str());
       std::exit(2);
     }
@@ -406,6 +414,10 @@ int RunGpu() {
   if (const int64_t window = absl::GetFlag(FLAGS_random_window); window > 0) {
     std::printf("random tables: slots permuted within windows of %lld consecutive slots\n\n",
                 static_cast<long long>(window));
+  }
+  if (const int64_t run = absl::GetFlag(FLAGS_sorted_run); run > 0) {
+    std::printf("sorted tables: each row's slots ascending within runs of %lld tokens\n\n",
+                static_cast<long long>(run));
   }
   if (*mode == QuantMode::kAsymmetric) {
     std::printf("asymmetric cache (scales and zero points)\n\n");
@@ -448,8 +460,8 @@ int RunGpu() {
           const double pool =
               tokens * (probe.DataBytesPerTokenPerLayer() + probe.ParamBytesPerTokenPerLayer());
           if (pool > absl::GetFlag(FLAGS_max_pool_gib) * (1 << 30)) continue;
-          const CaseResult r = RunCudaCase(lengths, group_size, *mode, kind == "random",
-                                           absl::GetFlag(FLAGS_repeats), rng);
+          const CaseResult r =
+              RunCudaCase(lengths, group_size, *mode, kind, absl::GetFlag(FLAGS_repeats), rng);
           const double gbps = r.bytes / r.seconds / 1e9;
           const std::string context_text =
               other > 0 && batch > 1 ? absl::StrCat(context, " + ", batch - 1, " x ", other)
@@ -542,6 +554,11 @@ int main(int argc, char** argv) {
   if (random_window < 0) {
     std::fprintf(stderr, "--random_window = %lld: must be >= 0 (0: the whole pool)\n",
                  static_cast<long long>(random_window));
+    return 2;
+  }
+  if (const int64_t run = absl::GetFlag(FLAGS_sorted_run); run < 0) {
+    std::fprintf(stderr, "--sorted_run = %lld: must be >= 0 (0: whole rows)\n",
+                 static_cast<long long>(run));
     return 2;
   }
   if (const int max_seq_len = absl::GetFlag(FLAGS_max_seq_len); max_seq_len < 0) {
