@@ -2,6 +2,9 @@
 # Builds //backend:decode_bench (-c opt) at git refs and copies each build, stripped, into
 # .gpu_bundle/bin/decode_bench_NAME, for tools/decode_ab.sh on the GPU machine: the builds that
 # the tuning log's A/B rows compare (docs/TUNING_LOG.md names their commits and branches).
+# INT4KV_REF_TARGETS, a space-separated list of //backend targets (default:
+# //backend:decode_bench), builds those instead, each copied as TARGET_NAME: an experiment's
+# GPU tests beside its benchmark, say.
 #
 # Usage (repository root; after tools/gpu_bundle.sh, which replaces .gpu_bundle):
 #   tools/bench_at_refs.sh NAME=REF [NAME=REF ...]
@@ -14,6 +17,11 @@
 # binary (default: bazel). Exit status: 0 built, 1 a ref unknown or a build failed, 2 usage.
 set -euo pipefail
 usage="usage: tools/bench_at_refs.sh NAME=REF [NAME=REF ...] (NAME: letters, digits, _)"
+read -r -a targets <<<"${INT4KV_REF_TARGETS:-//backend:decode_bench}"
+for target in "${targets[@]}"; do
+  [[ $target =~ ^//backend:[A-Za-z0-9_]+$ ]] ||
+    { echo "bench_at_refs: INT4KV_REF_TARGETS: '$target' is not a //backend:NAME target" >&2; exit 2; }
+done
 root=$(cd "$(dirname "$0")/.." && pwd)
 bazel=${INT4KV_BAZEL:-bazel}
 worktree=${INT4KV_REF_WORKTREE:-${TMPDIR:-/tmp}/int4kv-bench-refs}
@@ -38,13 +46,16 @@ fi
 mkdir -p "$root/.gpu_bundle/bin"
 for i in "${!names[@]}"; do
   git -C "$worktree" checkout --quiet --detach --force "${commits[$i]}"
-  (cd "$worktree" && "$bazel" build -c opt //backend:decode_bench) ||
+  (cd "$worktree" && "$bazel" build -c opt "${targets[@]}") ||
     { echo "bench_at_refs: ${names[$i]}: the build at ${commits[$i]} failed" >&2; exit 1; }
   bin_dir=$(cd "$worktree" && "$bazel" info -c opt bazel-bin 2>/dev/null)
-  out=$root/.gpu_bundle/bin/decode_bench_${names[$i]}
-  rm -f "$out"
-  cp "$bin_dir/backend/decode_bench" "$out"
-  chmod u+w "$out"
-  if [[ $(head -c 4 "$out") == $'\x7fELF' ]]; then strip "$out"; fi
-  echo "decode_bench_${names[$i]}: ${commits[$i]}"
+  for target in "${targets[@]}"; do
+    binary=${target#//backend:}
+    out=$root/.gpu_bundle/bin/${binary}_${names[$i]}
+    rm -f "$out"
+    cp "$bin_dir/backend/$binary" "$out"
+    chmod u+w "$out"
+    if [[ $(head -c 4 "$out") == $'\x7fELF' ]]; then strip "$out"; fi
+    echo "${binary}_${names[$i]}: ${commits[$i]}"
+  done
 done

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs bench_at_refs.sh in a scratch git repository with a stand-in for bazel whose
-# "decode_bench" holds the commit it was built at, and checks that each NAME gets the build of
-# its own ref, that the checkout's files are left alone, and the exit codes of an unknown ref
-# and of bad usage.
+# Runs bench_at_refs.sh in a scratch git repository with a stand-in for bazel whose binaries
+# hold the commit they were built at, and checks that each NAME gets the build of its own ref
+# (of decode_bench, or of the targets INT4KV_REF_TARGETS names), that the checkout's files are
+# left alone, and the exit codes of an unknown ref and of bad usage.
 set -euo pipefail
 script=$(realpath "$1")
 work=${TEST_TMPDIR:-$(mktemp -d)}
@@ -26,7 +26,10 @@ cat >"$fake_bazel" <<'BAZEL'
 #!/usr/bin/env bash
 bin=$PWD/fake-bazel-bin
 case $1 in
-  build) mkdir -p "$bin/backend" && git rev-parse HEAD >"$bin/backend/decode_bench" ;;
+  build)
+    mkdir -p "$bin/backend"
+    for label in "${@:4}"; do git rev-parse HEAD >"$bin/backend/${label#//backend:}"; done
+    ;;
   info) echo "$bin" ;;
 esac
 BAZEL
@@ -40,6 +43,16 @@ export INT4KV_BAZEL=$fake_bazel INT4KV_REF_WORKTREE=$work/worktree
 # A second run reuses the worktree.
 (cd "$repo" && tools/bench_at_refs.sh again=HEAD~1)
 [[ $(cat "$repo/.gpu_bundle/bin/decode_bench_again") == "$first" ]]
+
+# Other targets, each under its own name.
+(cd "$repo" && INT4KV_REF_TARGETS="//backend:decode_bench //backend:some_test" \
+  tools/bench_at_refs.sh pair=HEAD~1)
+[[ $(cat "$repo/.gpu_bundle/bin/decode_bench_pair") == "$first" ]]
+[[ $(cat "$repo/.gpu_bundle/bin/some_test_pair") == "$first" ]]
+rc=0
+(cd "$repo" && INT4KV_REF_TARGETS="//server:x" tools/bench_at_refs.sh no=HEAD >/dev/null 2>&1) ||
+  rc=$?
+[[ $rc == 2 ]] || { echo "a target outside //backend gave rc $rc"; exit 1; }
 
 # An unknown ref fails before any build, naming it.
 rc=0

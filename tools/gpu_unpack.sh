@@ -11,6 +11,9 @@ rm -rf .gpu_bundle
 if command -v xz >/dev/null; then
   xz -dc "$pack" | tar -xf -
 else
-  python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(".", filter="data")' "$pack"
+  # The "data" filter (refusing links and paths out of the tree) where this Python has it.
+  python3 -c 'import sys, tarfile
+options = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+tarfile.open(sys.argv[1]).extractall(".", **options)' "$pack"
 fi
 du -sh .gpu_bundle
