@@ -18,6 +18,7 @@ PACKAGES=(
   libgmock-dev
   libbenchmark-dev
   openssl                  # TLS tests generate a certificate at test time
+  xz-utils                 # tools/gpu_pack.sh (and its test)
 )
 
 missing=()
