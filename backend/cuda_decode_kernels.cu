@@ -50,6 +50,7 @@ absl::Status ShareCarveout(SplitFn split, SplitFn wide_split, int threads, int s
   };
   RETURN_IF_ERROR(set_all(cudaSharedmemCarveoutMaxShared));
   const int full_occupancy = *blocks;
+  if (full_occupancy == 0) return absl::OkStatus();  // Select reports it
   cudaFuncAttributes attributes;
   CUDA_RETURN_IF_ERROR(cudaFuncGetAttributes(&attributes, split));
   int device = 0, per_sm = 0, reserved = 0;
@@ -61,7 +62,6 @@ absl::Status ShareCarveout(SplitFn split, SplitFn wide_split, int threads, int s
   // A block holds its dynamic and static shared memory and the system's reserve.
   const int64_t needed = static_cast<int64_t>(full_occupancy) *
                          (smem_bytes + static_cast<int64_t>(attributes.sharedSizeBytes) + reserved);
-  if (full_occupancy == 0) return absl::OkStatus();
   // The device rounds a percentage to one of its carveout sizes; a block just over one of them
   // needs the next, which a later percentage reaches.
   for (int percent = static_cast<int>((100 * needed + per_sm - 1) / per_sm); percent < 100;
