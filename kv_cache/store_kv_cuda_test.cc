@@ -14,6 +14,7 @@
 
 #include "common/cuda_check.h"
 #include "common/half.h"
+#include "common/half_dtype.h"
 #include "gtest/gtest.h"
 #include "kv_cache/kv_cache.h"
 #include "kv_cache/store_kv.h"
@@ -95,8 +96,8 @@ TEST(StoreKvCudaTest, BytesIdenticalToCpu) {
     k[2 * c.group + 1] = 1e-40f;
     std::vector<uint16_t> k16(count), v16(count);
     for (size_t i = 0; i < count; ++i) {
-      k16[i] = c.input == DType::kBFloat16 ? FloatToBf16Bits(k[i]) : FloatToHalfBits(k[i]);
-      v16[i] = c.input == DType::kBFloat16 ? FloatToBf16Bits(v[i]) : FloatToHalfBits(v[i]);
+      k16[i] = ToHalfBits(k[i], c.input);
+      v16[i] = ToHalfBits(v[i], c.input);
     }
     const bool wide = c.input == DType::kFloat32;
     KvRows host_rows{wide ? static_cast<const void*>(k.data()) : k16.data(),

@@ -15,21 +15,10 @@
 #include "backend/cpu_decode_backend.h"
 #include "backend/cuda_decode_backend.h"
 #include "backend/testing/cuda_assert.h"
-#include "common/half.h"
+#include "common/half_dtype.h"
 #include "gtest/gtest.h"
 
 namespace int4kv {
-namespace {
-
-float ToFloat(uint16_t bits, DType dtype) {
-  return dtype == DType::kBFloat16 ? Bf16BitsToFloat(bits) : HalfBitsToFloat(bits);
-}
-uint16_t FromFloat(float x, DType dtype) {
-  return dtype == DType::kBFloat16 ? FloatToBf16Bits(x) : FloatToHalfBits(x);
-}
-
-}  // namespace
-
 std::string Describe(const Case& c) {
   std::string lengths;
   for (int len : c.lengths) lengths += std::to_string(len) + ",";
@@ -47,8 +36,8 @@ void RandomQuery(size_t n, DType io, float scale, std::mt19937& rng, std::vector
   bits->resize(n);
   values->resize(n);
   for (size_t i = 0; i < n; ++i) {
-    (*bits)[i] = FromFloat(normal(rng) * scale, io);
-    (*values)[i] = ToFloat((*bits)[i], io);
+    (*bits)[i] = ToHalfBits(normal(rng) * scale, io);
+    (*values)[i] = FromHalfBits((*bits)[i], io);
   }
 }
 
@@ -65,14 +54,14 @@ void ExpectClose(const std::vector<uint16_t>& got_bits, DType io, const std::vec
   for (size_t b = 0; b < rows.size(); ++b) {
     double diff = 0, rounding = 0, norm = 0;
     for (int i = 0; i < row_size; ++i) {
-      const float got = ToFloat(got_bits[b * row_size + i], io);
+      const float got = FromHalfBits(got_bits[b * row_size + i], io);
       ASSERT_FALSE(std::isnan(got)) << what << " row " << b << " element " << i;
       const double w = want[b * row_size + i];
       if (rows[b].seq_len == 0) {
         ASSERT_EQ(got, 0.0f) << what << " padded row " << b;
         continue;
       }
-      const double rounded = ToFloat(FromFloat(static_cast<float>(w), io), io);
+      const double rounded = FromHalfBits(ToHalfBits(static_cast<float>(w), io), io);
       diff += (got - w) * (got - w);
       rounding += (rounded - w) * (rounded - w);
       norm += w * w;
@@ -118,7 +107,7 @@ void CheckBindingsAgainstOracle(const Case& c, const KvCacheConfig& config,
     std::vector<uint16_t> q_bits;
     std::vector<float> q_values;
     if (c.constant_q) {
-      q_bits.assign(n, FromFloat(c.q_scale, c.io));
+      q_bits.assign(n, ToHalfBits(c.q_scale, c.io));
       q_values.assign(n, c.q_scale);
     } else {
       RandomQuery(n, c.io, c.q_scale, rng, &q_bits, &q_values);

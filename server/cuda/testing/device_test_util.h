@@ -11,17 +11,11 @@
 
 #include "common/device_memory.h"
 #include "common/dtype.h"
-#include "common/half.h"
+#include "common/half_dtype.h"
 #include "gtest/gtest.h"
 
 namespace int4kv {
 
-inline uint16_t ToHalfBits(float x, DType dtype) {
-  return dtype == DType::kBFloat16 ? FloatToBf16Bits(x) : FloatToHalfBits(x);
-}
-inline float FromHalfBits(uint16_t bits, DType dtype) {
-  return dtype == DType::kBFloat16 ? Bf16BitsToFloat(bits) : HalfBitsToFloat(bits);
-}
 // Relative precision of one rounding to dtype.
 inline double HalfEpsilon(DType dtype) {
   return dtype == DType::kBFloat16 ? 1.0 / 256 : 1.0 / 2048;
