@@ -7,6 +7,8 @@
 #include <random>
 #include <vector>
 
+#include "absl/status/statusor.h"
+
 namespace int4kv {
 
 // Slots 1..capacity in the order the rows take them (the first row its first tokens, and so
@@ -23,6 +25,23 @@ std::vector<int32_t> BenchPageTableSlots(int64_t capacity, bool random_pages, in
 // entries would read it). Slots past the rows are left as they are. sum(lengths) <=
 // slots.size(), run >= 0.
 void SortRowSlots(const std::vector<int>& lengths, int64_t run, std::vector<int32_t>& slots);
+
+// Slots for rows of `lengths` tokens as the server's scheduler leaves them on a pool that has
+// served other requests (lengths' rows in order, sum(lengths) entries). A TokenSlotAllocator
+// over slots 1..capacity first serves `churn_requests` requests of uniformly random sizes in
+// [1, 2 * mean_request_tokens - 1], each reserving all its slots in one Allocate when admitted,
+// as Scheduler::Admit does; a request that does not fit waits for randomly chosen running ones
+// to finish and free theirs, and the last running ones finish in random order. Then each row
+// reserves its whole length in one Allocate. Rows thus take runs of consecutive slots, in
+// either direction (the allocator is a stack), whose lengths follow the served requests' sizes.
+// Returns InvalidArgument, naming the argument, when capacity < sum(lengths), a length is
+// negative, mean_request_tokens < 1 or churn_requests < 0, and the allocator's own error when it
+// refuses the capacity.
+absl::StatusOr<std::vector<int32_t>> ServedPageTableSlots(const std::vector<int>& lengths,
+                                                          int64_t capacity,
+                                                          int64_t mean_request_tokens,
+                                                          int64_t churn_requests,
+                                                          std::mt19937& rng);
 
 }  // namespace int4kv
 

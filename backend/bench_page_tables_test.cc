@@ -1,8 +1,11 @@
 #include "backend/bench_page_tables.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <numeric>
 
+#include "absl/status/status.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace int4kv {
@@ -77,6 +80,74 @@ TEST(SortRowSlotsTest, RunZeroSortsWholeRowsOfARandomTable) {
     original += length;
   }
   EXPECT_FALSE(std::is_sorted(sorted.begin(), sorted.end())) << "rows sorted across each other";
+}
+
+// Maximal runs of consecutive slots (each next slot one above or one below) in one row.
+int64_t CountRuns(const int32_t* row, int64_t length) {
+  int64_t runs = length > 0 ? 1 : 0;
+  for (int64_t i = 1; i < length; ++i) {
+    if (std::abs(row[i] - row[i - 1]) != 1) ++runs;
+  }
+  return runs;
+}
+
+TEST(ServedPageTableSlotsTest, AFreshPoolHandsOutAscendingSlotsFromOne) {
+  std::mt19937 rng(2);
+  const absl::StatusOr<std::vector<int32_t>> table = ServedPageTableSlots(
+      {100, 0, 28}, 200, /*mean_request_tokens=*/16, /*churn_requests=*/0, rng);
+  ASSERT_TRUE(table.ok()) << table.status();
+  EXPECT_EQ(*table, Ascending(128));
+}
+
+TEST(ServedPageTableSlotsTest, ChurnedRowsTakeDistinctSlotsInLongRuns) {
+  const std::vector<int> lengths = {4096, 4096, 1000, 0, 3000};
+  constexpr int64_t kCapacity = 16384, kMeanRequest = 256;
+  std::mt19937 rng(4);
+  const absl::StatusOr<std::vector<int32_t>> table =
+      ServedPageTableSlots(lengths, kCapacity, kMeanRequest, /*churn_requests=*/400, rng);
+  ASSERT_TRUE(table.ok()) << table.status();
+  ASSERT_EQ(table->size(), 12192u);
+  std::vector<int32_t> sorted = *table;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(std::adjacent_find(sorted.begin(), sorted.end()), sorted.end()) << "a slot twice";
+  EXPECT_GE(sorted.front(), 1);
+  EXPECT_LE(sorted.back(), kCapacity);
+  // The churn moved the rows off the fresh pool's order and over the whole pool ...
+  EXPECT_NE(*table, Ascending(12192));
+  EXPECT_GT(sorted.back(), 12192);
+  // ... in runs of consecutive slots, as the served requests left them: many a row, but far
+  // longer than a random table's (whose runs are about one slot).
+  const int32_t* row = table->data();
+  for (size_t r = 0; r < lengths.size(); ++r) {
+    const int64_t runs = CountRuns(row, lengths[r]);
+    if (lengths[r] >= 1000) {
+      EXPECT_GE(runs, 2) << "row " << r;
+      EXPECT_GE(lengths[r] / runs, kMeanRequest / 8) << "row " << r << ": " << runs << " runs";
+    }
+    row += lengths[r];
+  }
+}
+
+TEST(ServedPageTableSlotsTest, TheSameSeedGivesTheSameTable) {
+  std::mt19937 first_rng(9), second_rng(9);
+  const auto first = ServedPageTableSlots({500, 700}, 4000, 100, 200, first_rng);
+  const auto second = ServedPageTableSlots({500, 700}, 4000, 100, 200, second_rng);
+  ASSERT_TRUE(first.ok() && second.ok());
+  EXPECT_EQ(*first, *second);
+}
+
+TEST(ServedPageTableSlotsTest, BadArgumentsAreNamed) {
+  std::mt19937 rng(1);
+  using ::testing::HasSubstr;
+  const auto small_pool = ServedPageTableSlots({600, 500}, 1000, 100, 10, rng);
+  EXPECT_EQ(small_pool.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(small_pool.status().message(), HasSubstr("capacity = 1000"));
+  const auto negative = ServedPageTableSlots({10, -1}, 1000, 100, 10, rng);
+  EXPECT_THAT(negative.status().message(), HasSubstr("lengths[1] = -1"));
+  const auto no_mean = ServedPageTableSlots({10}, 1000, 0, 10, rng);
+  EXPECT_THAT(no_mean.status().message(), HasSubstr("mean_request_tokens = 0"));
+  const auto no_churn = ServedPageTableSlots({10}, 1000, 100, -1, rng);
+  EXPECT_THAT(no_churn.status().message(), HasSubstr("churn_requests = -1"));
 }
 
 }  // namespace

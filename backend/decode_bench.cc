@@ -51,7 +51,9 @@ ABSL_FLAG(std::string, contexts, "1024,4096,16384,65536", "context lengths in to
 ABSL_FLAG(std::string, group_sizes, "8,32", "KV quantization group sizes");
 ABSL_FLAG(std::string, page_tables, "random,contiguous",
           "page-table kinds: random (slots permuted over the pool), contiguous (ascending), "
-          "sorted (random's slots, each row's in ascending order within runs of --sorted_run)");
+          "sorted (random's slots, each row's in ascending order within runs of --sorted_run), "
+          "served (as the server's slot allocator reserves them after serving requests of "
+          "--served_request_tokens on average, four pools' worth of tokens)");
 ABSL_FLAG(std::string, mode, "symmetric",
           "quantization mode of the GPU cases' cache: symmetric or asymmetric (with zero points, "
           "which the cache-read and gather-read reference kernels leave out)");
@@ -62,6 +64,10 @@ ABSL_FLAG(int64_t, sorted_run, 0,
           "sorted page tables sort each row's slots within runs of this many of its tokens "
           "(0: the whole row), to tell the order in which a step reads its slots from their "
           "spread over the pool");
+ABSL_FLAG(int64_t, served_request_tokens, 1024,
+          "served page tables: the mean size (prompt + output tokens) of the requests the pool "
+          "served before the step's rows, sizes uniform in [1, 2 x this - 1]; a row then "
+          "holds runs of consecutive slots of about a quarter of it");
 ABSL_FLAG(double, max_pool_gib, 40.0, "skip cases whose KV pool would exceed this");
 ABSL_FLAG(int, repeats, 9, "timings per case (the median is reported)");
 ABSL_FLAG(int, runs_per_graph, 32,
@@ -259,9 +265,16 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, QuantMod
     FillDevice(cache->view().zeros, layout.ParamPoolElements() * 2, scales);
   }
 
-  std::vector<int32_t> slots = BenchPageTableSlots(
-      config.capacity_slots, page_table != "contiguous", absl::GetFlag(FLAGS_random_window), rng);
-  if (page_table == "sorted") SortRowSlots(lengths, absl::GetFlag(FLAGS_sorted_run), slots);
+  std::vector<int32_t> slots;
+  if (page_table == "served") {
+    const int64_t mean_request = absl::GetFlag(FLAGS_served_request_tokens);
+    slots = CheckOk(ServedPageTableSlots(lengths, config.capacity_slots, mean_request,
+                                         4 * config.capacity_slots / mean_request, rng));
+  } else {
+    slots = BenchPageTableSlots(config.capacity_slots, page_table != "contiguous",
+                                absl::GetFlag(FLAGS_random_window), rng);
+    if (page_table == "sorted") SortRowSlots(lengths, absl::GetFlag(FLAGS_sorted_run), slots);
+  }
   std::vector<DecodeRow> rows;
   size_t first_slot = 0;
   for (int len : lengths) {
@@ -384,8 +397,8 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, QuantMod
 std::vector<std::string> ParsePageTables(const std::string& list) {
   std::vector<std::string> kinds;
   for (absl::string_view kind : absl::StrSplit(list, ',', absl::SkipEmpty())) {
-    if (kind != "random" && kind != "sorted" && kind != "contiguous") {
-      std::fprintf(stderr, "bad page-table kind '%s' (random, sorted or contiguous)\n",
+    if (kind != "random" && kind != "sorted" && kind != "contiguous" && kind != "served") {
+      std::fprintf(stderr, "bad page-table kind '%s' (random, sorted, contiguous or served)\n",
                    std::string(kind).c_str());
       std::exit(2);
     }
@@ -559,6 +572,11 @@ int main(int argc, char** argv) {
   if (const int64_t run = absl::GetFlag(FLAGS_sorted_run); run < 0) {
     std::fprintf(stderr, "--sorted_run = %lld: must be >= 0 (0: whole rows)\n",
                  static_cast<long long>(run));
+    return 2;
+  }
+  if (const int64_t served = absl::GetFlag(FLAGS_served_request_tokens); served < 1) {
+    std::fprintf(stderr, "--served_request_tokens = %lld: must be >= 1\n",
+                 static_cast<long long>(served));
     return 2;
   }
   if (const int max_seq_len = absl::GetFlag(FLAGS_max_seq_len); max_seq_len < 0) {

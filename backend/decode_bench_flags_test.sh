@@ -10,8 +10,10 @@ expect_refusal "--repeats = 0, --runs_per_graph = 32: both must be >= 1" --repea
 expect_refusal "--repeats = 9, --runs_per_graph = 0: both must be >= 1" --runs_per_graph=0
 expect_refusal "bad number 'x'" --batches=1,x
 expect_refusal "--random_window = -1: must be >= 0 (0: the whole pool)" --random_window=-1
-expect_refusal "bad page-table kind 'randm' (random, sorted or contiguous)" --page_tables=random,randm
+expect_refusal "bad page-table kind 'randm' (random, sorted, contiguous or served)" \
+  --page_tables=random,randm
 expect_refusal "--sorted_run = -2: must be >= 0 (0: whole rows)" --sorted_run=-2
+expect_refusal "--served_request_tokens = 0: must be >= 1" --served_request_tokens=0
 expect_refusal "quant mode 'asym' is invalid: must be symmetric or asymmetric" --mode=asym
 expect_refusal "--batch_invariant_splits = 1025: must be 0 (off) or in [1, 1024]" \
   --batch_invariant_splits=1025
