@@ -163,43 +163,45 @@ __device__ __forceinline__ void MergeBody(const MergeKernelParams& p, const RowW
   }
 }
 
-// The merge for shapes without a specialization: every size read from p.
-__global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p) {
+// One merge block: its shared scratch (a thread's column sums, weight and running max), its
+// row's work and discard flag (both written by Plan's copy, not by the split kernel), and
+// MergeBody. kNarrow: a narrow launch of a tuned head_dim (kHeads 1), in which a row with more
+// chunks than a whole-head block loads at once is merged kNarrowMergeColumns columns a block
+// and any other row by column group 0 alone.
+template <int kHeadColumns, int kHeads, bool kNarrow>
+__device__ __forceinline__ void MergeBlock(const MergeKernelParams& p) {
   __shared__ float4 column_sums[kMergeThreads];
   __shared__ float weights[kMergeThreads];
   __shared__ float maxima[kMergeThreads];
-  // Both written by Plan's copy, not by the split kernel.
   const RowWork work = p.rows[blockIdx.x];
   const bool discard = *p.discard_partials != 0;
-  MergeBody<0, 0, 0>(p, work, discard, column_sums, weights, maxima);
+  if constexpr (kNarrow) {
+    if (work.num_chunks > kMergeBatch * (kMergeThreads / kHeadColumns)) {
+      MergeBody<kHeadColumns, kHeads, kNarrowMergeColumns>(p, work, discard, column_sums, weights,
+                                                           maxima);
+      return;
+    }
+  }
+  MergeBody<kHeadColumns, kHeads, kHeadColumns>(p, work, discard, column_sums, weights, maxima);
+}
+
+// The merge for shapes without a specialization: every size read from p.
+__global__ void __launch_bounds__(kMergeThreads) MergeKernel(MergeKernelParams p) {
+  MergeBlock<0, 0, false>(p);
 }
 
 // Tuned head_dims (4 * kHeadColumns), a launch that is not narrow: kHeads heads a block, each
 // over its whole head.
 template <int kHeadColumns, int kHeads>
 __global__ void __launch_bounds__(kMergeThreads) MergeKernelTuned(MergeKernelParams p) {
-  __shared__ float4 column_sums[kMergeThreads];
-  __shared__ float weights[kMergeThreads];
-  __shared__ float maxima[kMergeThreads];
-  const RowWork work = p.rows[blockIdx.x];
-  const bool discard = *p.discard_partials != 0;
-  MergeBody<kHeadColumns, kHeads, kHeadColumns>(p, work, discard, column_sums, weights, maxima);
+  MergeBlock<kHeadColumns, kHeads, false>(p);
 }
 
-// Tuned head_dims, narrow grid: a row with more chunks than a whole-head block loads at once is
-// merged kNarrowMergeColumns columns a block, any other row by column group 0 alone.
+// Tuned head_dims, narrow grid: one head a block, kNarrowMergeColumns columns of it for a row of
+// many chunks.
 template <int kHeadColumns>
 __global__ void __launch_bounds__(kMergeThreads) MergeKernelTunedNarrow(MergeKernelParams p) {
-  __shared__ float4 column_sums[kMergeThreads];
-  __shared__ float weights[kMergeThreads];
-  __shared__ float maxima[kMergeThreads];
-  const RowWork work = p.rows[blockIdx.x];
-  const bool discard = *p.discard_partials != 0;
-  if (work.num_chunks > kMergeBatch * (kMergeThreads / kHeadColumns)) {
-    MergeBody<kHeadColumns, 1, kNarrowMergeColumns>(p, work, discard, column_sums, weights, maxima);
-  } else {
-    MergeBody<kHeadColumns, 1, kHeadColumns>(p, work, discard, column_sums, weights, maxima);
-  }
+  MergeBlock<kHeadColumns, 1, true>(p);
 }
 
 // Merge kernels for the tuned head_dims 64, 128 and 256, by launch: [0] narrow, [1 + log2 H] H
