@@ -65,8 +65,10 @@ absl::StatusOr<std::vector<int32_t>> ServedPageTableSlots(const std::vector<int>
   if (!allocator.ok()) return allocator.status();
   TokenSlotAllocator& slots = **allocator;
 
-  std::uniform_int_distribution<int64_t> request_size(
-      1, std::min(capacity, 2 * mean_request_tokens - 1));
+  // Sizes up to 2 * mean - 1, and no larger than the pool (checked first: 2 * mean may overflow).
+  const int64_t largest_request =
+      mean_request_tokens > capacity ? capacity : std::min(capacity, 2 * mean_request_tokens - 1);
+  std::uniform_int_distribution<int64_t> request_size(1, largest_request);
   std::vector<std::vector<int32_t>> running;  // each running request's reserved slots
   auto finish_one = [&] {                     // a random running request finishes
     const size_t i = std::uniform_int_distribution<size_t>(0, running.size() - 1)(rng);

@@ -136,6 +136,17 @@ TEST(ServedPageTableSlotsTest, TheSameSeedGivesTheSameTable) {
   EXPECT_EQ(*first, *second);
 }
 
+TEST(ServedPageTableSlotsTest, RequestsLargerThanThePoolAreCutToIt) {
+  std::mt19937 rng(6);
+  const auto table = ServedPageTableSlots({64, 64}, 256, int64_t{1} << 62, 20, rng);
+  ASSERT_TRUE(table.ok()) << table.status();
+  std::vector<int32_t> sorted = *table;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(std::adjacent_find(sorted.begin(), sorted.end()), sorted.end()) << "a slot twice";
+  EXPECT_GE(sorted.front(), 1);
+  EXPECT_LE(sorted.back(), 256);
+}
+
 TEST(ServedPageTableSlotsTest, BadArgumentsAreNamed) {
   std::mt19937 rng(1);
   using ::testing::HasSubstr;
