@@ -14,6 +14,7 @@ expect_refusal "bad page-table kind 'randm' (random, sorted, contiguous or serve
   --page_tables=random,randm
 expect_refusal "--sorted_run = -2: must be >= 0 (0: whole rows)" --sorted_run=-2
 expect_refusal "--served_request_tokens = 0: must be >= 1" --served_request_tokens=0
+expect_refusal "--ceiling_copies = 0: must be in [1, 10000]" --ceiling_copies=0
 expect_refusal "quant mode 'asym' is invalid: must be symmetric or asymmetric" --mode=asym
 expect_refusal "--batch_invariant_splits = 1025: must be 0 (off) or in [1, 1024]" \
   --batch_invariant_splits=1025
