@@ -401,8 +401,8 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, QuantMod
   return result;
 }
 
-// --page_tables as a list of kinds; anything but "random", "sorted" or "contiguous" exits with
-// status 2.
+// --page_tables as a list of kinds; anything but "random", "sorted", "contiguous" or "served"
+// exits with status 2.
 std::vector<std::string> ParsePageTables(const std::string& list) {
   std::vector<std::string> kinds;
   for (absl::string_view kind : absl::StrSplit(list, ',', absl::SkipEmpty())) {
