@@ -19,6 +19,7 @@ PACKAGES=(
   libbenchmark-dev
   openssl                  # TLS tests generate a certificate at test time
   xz-utils                 # tools/gpu_pack.sh (and its test)
+  git                      # tools/bench_at_refs.sh (and its test)
 )
 
 missing=()
