@@ -139,12 +139,17 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     std::memcpy(staging + chunk_bytes + sizeof(flags), plan_.rows.data(), row_bytes);
     // From here the device's plan is overwritten: a copy that fails leaves it half old, half
     // new, so no plan counts until both copies are enqueued.
-    CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(device_chunks_, staging, chunk_bytes, cudaMemcpyHostToDevice, stream));
-    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device_step_, staging + chunk_bytes,
-                                         sizeof(flags) + row_bytes, cudaMemcpyHostToDevice,
-                                         stream));
-    CUDA_RETURN_IF_ERROR(cudaEventRecord(staging_done_, stream));
+    cudaError_t copied =
+        cudaMemcpyAsync(device_chunks_, staging, chunk_bytes, cudaMemcpyHostToDevice, stream);
+    if (copied == cudaSuccess) {
+      copied = cudaMemcpyAsync(device_step_, staging + chunk_bytes, sizeof(flags) + row_bytes,
+                               cudaMemcpyHostToDevice, stream);
+    }
+    // Recorded whatever failed: a copy enqueued before the failure may still read the staging
+    // area, and the next Plan must wait for it before it rewrites the area.
+    const cudaError_t recorded = cudaEventRecord(staging_done_, stream);
+    RETURN_IF_ERROR(CudaStatus(copied, "cudaMemcpyAsync of the plan to the device"));
+    RETURN_IF_ERROR(CudaStatus(recorded, "cudaEventRecord(staging_done_)"));
     batch_ = static_cast<int32_t>(rows.size());
     capacity_ = static_cast<int32_t>(plan_.chunks.size());
     planned_ = true;
@@ -163,6 +168,13 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
       return absl::InvalidArgumentError(absl::StrCat("q must be ", kQueryAlignmentBytes,
                                                      "-byte aligned on the cuda backend; it is at ",
                                                      absl::Hex(reinterpret_cast<uintptr_t>(q))));
+    }
+    // The merge stores single elements; a misaligned one faults, which the context does not
+    // survive.
+    if (reinterpret_cast<uintptr_t>(out) % DTypeSize(io_dtype_) != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("out must be aligned to its ", DTypeSize(io_dtype_),
+                       "-byte elements; it is at ", absl::Hex(reinterpret_cast<uintptr_t>(out))));
     }
     RETURN_IF_ERROR(CheckCurrentDevice());
     if (!planned_) return absl::FailedPreconditionError(kRunWithoutPlan);

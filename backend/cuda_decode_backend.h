@@ -21,10 +21,12 @@
 
 namespace int4kv {
 
-// cache: device pools and the device req_to_token table. options.io_dtype: float16 or
-// bfloat16. q and out of Run are device pointers. Plan and Run must use the same stream
-// (Plan's metadata copy is ordered before the kernels that read it). Inputs must keep
-// |q| and the dequantized K/V below 65504: the tensor cores take fp16 operands.
+// cache: device pools and the device req_to_token table. options.io_dtype: float16 or bfloat16.
+// q and out of Run are device pointers. Every Plan, Run and replay of one backend must be
+// ordered on the device as they are called: one stream does it (Plan's metadata copy is ordered
+// before the kernels that read it, and after the previous step's kernels, which read the same
+// buffers). Inputs must keep |q| and the dequantized K/V below 65504: the tensor cores take
+// fp16 operands.
 absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCudaDecodeBackend(
     const KvCacheBinding& cache, const AttentionShape& shape, const BackendOptions& options);
 

@@ -800,6 +800,13 @@ TEST_F(CudaDecodeBackendTest, RejectsCpuDtypesAndBadPlans) {
   EXPECT_NE(misaligned.message().find("q must be 16-byte aligned on the cuda backend"),
             std::string::npos)
       << misaligned;
+  // The merge stores 2-byte elements; an odd out would fault and end the context, which the
+  // synchronize and Run below would then report.
+  const absl::Status odd_out = cuda->Run(0, q, static_cast<char*>(out) + 1, nullptr);
+  EXPECT_EQ(odd_out.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(odd_out.message().find("out must be aligned to its 2-byte elements"), std::string::npos)
+      << odd_out;
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   EXPECT_TRUE(cuda->Run(0, q, out, nullptr).ok());
   // A failed Plan leaves no plan: the next step's Run does not run this step's rows.
   EXPECT_FALSE(cuda->Plan(std::vector<DecodeRow>{{0, 9}}, nullptr).ok());

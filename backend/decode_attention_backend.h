@@ -141,19 +141,23 @@ class DecodeAttentionBackend {
   // host for the previous Plan's copy to have left its pinned staging area, so it is called
   // outside stream capture (FailedPrecondition on a capturing stream; a replayed graph takes
   // the plan of the Plan call before the replay, and after a failed Plan whatever the device
-  // buffers hold: the last successful plan unless a copy failed). Plan and Run need the device
-  // that was current at creation to be current (FailedPrecondition naming both devices
-  // otherwise).
+  // buffers hold: the last successful plan unless a copy failed). Every step reuses the same
+  // device buffers (the plan, the partial outputs), so a Plan's copy must reach the device
+  // after the previous step's last Run or replay, and a step's Runs before the next Plan's
+  // copy: one stream for every Plan, Run and replay of a backend gives that order; across
+  // streams the caller gives it (an event), or a step's kernels read another step's plan. Plan
+  // and Run need the device that was current at creation to be current (FailedPrecondition
+  // naming both devices otherwise).
   virtual absl::Status Plan(absl::Span<const DecodeRow> rows, CudaStream stream) = 0;
 
   // q: [batch, q_heads, head_dim], out: [batch, q_heads, head_dim] of io_dtype, in the
-  // backend's memory (host for cpu, device for cuda); batch = rows in the last Plan.
-  // Allocates nothing. q and out may be the same buffer (attention in place). cuda: q must be
-  // 16-byte aligned, as cudaMalloc's buffers are (InvalidArgument otherwise); asynchronous on
-  // `stream` and capturable in a CUDA graph. A captured Run keeps the batch
-  // size of the Plan before the capture: before each replay, Plan exactly that many rows
-  // (pad with seq_len 0 rows), on the same stream as the replay, after SyncToDevice and the
-  // StoreKvCuda calls the step reads. A captured graph uses the backend's device buffers:
+  // backend's memory (host for cpu, device for cuda); batch = rows in the last Plan. Allocates
+  // nothing. q and out may be the same buffer (attention in place). cuda: q must be 16-byte
+  // aligned, as cudaMalloc's buffers are, and out aligned to its elements (InvalidArgument
+  // otherwise); asynchronous on `stream` and capturable in a CUDA graph. A captured Run keeps
+  // the batch size of the Plan before the capture: before each replay, Plan exactly that many
+  // rows (pad with seq_len 0 rows), on the same stream as the replay, after SyncToDevice and
+  // the StoreKvCuda calls the step reads. A captured graph uses the backend's device buffers:
   // destroy it before the backend. q and out must be device memory; a host pointer makes the
   // kernels fault, which leaves the CUDA context unusable.
   virtual absl::Status Run(int32_t layer, const void* q, void* out, CudaStream stream) = 0;

@@ -49,6 +49,9 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheConfig& co
 
 absl::Status KvCache::AppendNewSlots(int32_t request, int64_t count,
                                      std::vector<int32_t>* new_slots) {
+  // The request is checked first, so that an append that could never succeed says why rather
+  // than ResourceExhausted, which a scheduler may answer by evicting other requests.
+  RETURN_IF_ERROR(requests_->CheckAppend(request, count));
   std::vector<int32_t> allocated;
   RETURN_IF_ERROR(slots_->Allocate(count, &allocated));
   if (absl::Status status = requests_->Append(request, allocated); !status.ok()) {

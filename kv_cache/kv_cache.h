@@ -36,9 +36,10 @@ class KvCache {
   const RequestTable& requests() const { return *requests_; }
 
   // Allocates `count` slots and appends them to live request `request`'s row, all or nothing:
-  // when they are not free (ResourceExhausted), the request is not live, or its row would pass
-  // max_seq_len, the allocator and the table stay as they were. On success the new slots are
-  // also appended to `new_slots` (when not null), in the row's order.
+  // when the request is not live (FailedPrecondition; out of range: InvalidArgument), its row
+  // would pass max_seq_len (OutOfRange) or the slots are not free (ResourceExhausted, only
+  // for an append the request could take), the allocator and the table stay as they were. On
+  // success the new slots are also appended to `new_slots` (when not null), in the row's order.
   absl::Status AppendNewSlots(int32_t request, int64_t count, std::vector<int32_t>* new_slots);
 
   // Frees every slot in a live request's row, then the row. All or nothing: a row holding a

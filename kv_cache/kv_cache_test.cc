@@ -16,21 +16,21 @@
 namespace int4kv {
 namespace {
 
-KvCacheConfig SmallConfig() {
+KvCacheConfig SmallConfig(int64_t capacity_slots = 32) {
   KvCacheConfig config;
   config.num_layers = 2;
   config.kv_heads = 2;
   config.head_dim = 32;
   config.group_size = 8;
-  config.capacity_slots = 32;
+  config.capacity_slots = capacity_slots;
   config.max_requests = 2;
   config.max_seq_len = 16;
   return config;
 }
 
-std::unique_ptr<KvCache> SmallCache() {
+std::unique_ptr<KvCache> SmallCache(int64_t capacity_slots = 32) {
   absl::StatusOr<std::unique_ptr<KvCache>> cache =
-      KvCache::Create(SmallConfig(), MemoryKind::kHost);
+      KvCache::Create(SmallConfig(capacity_slots), MemoryKind::kHost);
   EXPECT_TRUE(cache.ok()) << cache.status();
   return cache.ok() ? *std::move(cache) : nullptr;
 }
@@ -56,8 +56,11 @@ TEST(KvCacheTest, AppendNewSlotsAllocatesAndAppendsInTheRowsOrder) {
 }
 
 // Each way the append can fail leaves the allocator handing out the same slots, in the same
-// order, as a cache that never saw the failed call.
+// order, as a cache that never saw the failed call. Rows hold at most 16 tokens; once the
+// request holds 4 of the 18 slots, 14 are free, so a count can pass either limit alone.
 TEST(KvCacheTest, AppendNewSlotsIsAllOrNothing) {
+  constexpr int64_t kCapacity = 18;
+  constexpr int32_t kFree = 14;
   struct Case {
     const char* what;
     std::function<absl::Status(KvCache&, int32_t request, int32_t other)> fail;
@@ -68,7 +71,7 @@ TEST(KvCacheTest, AppendNewSlotsIsAllOrNothing) {
        [](KvCache& c, int32_t r, int32_t) { return c.AppendNewSlots(r, 13, nullptr); },
        absl::StatusCode::kOutOfRange},
       {"more slots than are free",
-       [](KvCache& c, int32_t, int32_t o) { return c.AppendNewSlots(o, 29, nullptr); },
+       [](KvCache& c, int32_t, int32_t o) { return c.AppendNewSlots(o, 15, nullptr); },
        absl::StatusCode::kResourceExhausted},
       {"a request that is not live",
        [](KvCache& c, int32_t, int32_t o) {
@@ -79,10 +82,24 @@ TEST(KvCacheTest, AppendNewSlotsIsAllOrNothing) {
       {"a negative count",
        [](KvCache& c, int32_t r, int32_t) { return c.AppendNewSlots(r, -1, nullptr); },
        absl::StatusCode::kInvalidArgument},
+      // An append that could never succeed says why, even when the slots are not free either:
+      // ResourceExhausted would have a scheduler evict other requests for nothing.
+      {"past max_seq_len and more slots than are free",
+       [](KvCache& c, int32_t r, int32_t) { return c.AppendNewSlots(r, 15, nullptr); },
+       absl::StatusCode::kOutOfRange},
+      {"a request that is not live and more slots than are free",
+       [](KvCache& c, int32_t, int32_t o) {
+         EXPECT_TRUE(c.requests().FreeRequest(o).ok());
+         return c.AppendNewSlots(o, 15, nullptr);
+       },
+       absl::StatusCode::kFailedPrecondition},
+      {"a request out of range and more slots than are free",
+       [](KvCache& c, int32_t, int32_t) { return c.AppendNewSlots(2, 15, nullptr); },
+       absl::StatusCode::kInvalidArgument},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.what);
-    const std::unique_ptr<KvCache> failed = SmallCache(), clean = SmallCache();
+    const std::unique_ptr<KvCache> failed = SmallCache(kCapacity), clean = SmallCache(kCapacity);
     ASSERT_NE(failed, nullptr);
     ASSERT_NE(clean, nullptr);
     int32_t request = 0;
@@ -98,8 +115,8 @@ TEST(KvCacheTest, AppendNewSlotsIsAllOrNothing) {
     EXPECT_EQ(failed->requests().Length(other), 0);
     // The next slots handed out are the ones the clean cache hands out.
     std::vector<int32_t> next_failed, next_clean;
-    ASSERT_TRUE(failed->slots().Allocate(28, &next_failed).ok());
-    ASSERT_TRUE(clean->slots().Allocate(28, &next_clean).ok());
+    ASSERT_TRUE(failed->slots().Allocate(kFree, &next_failed).ok());
+    ASSERT_TRUE(clean->slots().Allocate(kFree, &next_clean).ok());
     EXPECT_EQ(next_failed, next_clean);
   }
 }

@@ -100,14 +100,19 @@ absl::Status RequestTable::FreeRequest(int32_t request) {
   return absl::OkStatus();
 }
 
-absl::Status RequestTable::Append(int32_t request, absl::Span<const int32_t> slots) {
+absl::Status RequestTable::CheckAppend(int32_t request, int64_t count) const {
   if (absl::Status status = CheckRequest(request); !status.ok()) return status;
-  const int64_t new_length = int64_t{length_[request]} + static_cast<int64_t>(slots.size());
-  if (new_length > max_seq_len_) {
+  if (int64_t{length_[request]} + count > max_seq_len_) {
     return absl::OutOfRangeError(absl::StrCat("request ", request, " has ", length_[request],
-                                              " tokens; appending ", slots.size(),
+                                              " tokens; appending ", count,
                                               " would exceed max_seq_len ", max_seq_len_));
   }
+  return absl::OkStatus();
+}
+
+absl::Status RequestTable::Append(int32_t request, absl::Span<const int32_t> slots) {
+  RETURN_IF_ERROR(CheckAppend(request, static_cast<int64_t>(slots.size())));
+  const int64_t new_length = int64_t{length_[request]} + static_cast<int64_t>(slots.size());
   for (size_t i = 0; i < slots.size(); ++i) {
     if (slots[i] <= kPaddingSlot || slots[i] >= num_slots_) {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -1,5 +1,8 @@
 #include "kv_cache/store_kv.h"
 
+#include <cstdint>
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 #include "common/half.h"
 #include "kv_cache/kv_cache_config.h"
@@ -48,6 +51,16 @@ absl::Status CheckRows(const KvRows& rows, const KvLayout& layout) {
     return absl::InvalidArgumentError(
         absl::StrCat("KvRows.dtype = ", static_cast<int>(rows.dtype),
                      " is invalid: must be float32 (0), float16 (1) or bfloat16 (2)"));
+  }
+  // A misaligned element load faults on the device, which leaves the CUDA context unusable.
+  const int element_bytes = DTypeSize(rows.dtype);
+  for (const auto& [field, pointer] :
+       {std::pair{"KvRows.k", rows.k}, std::pair{"KvRows.v", rows.v}}) {
+    if (reinterpret_cast<uintptr_t>(pointer) % element_bytes != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, " = 0x", absl::Hex(reinterpret_cast<uintptr_t>(pointer)),
+                       " is not aligned to its ", element_bytes, "-byte elements"));
+    }
   }
   const int64_t row_elements = int64_t{layout.kv_heads} * layout.head_dim;
   if (rows.token_stride != 0 && rows.token_stride < row_elements) {

@@ -40,7 +40,8 @@ absl::Status DequantizeHost(const KvCacheView& view, int32_t layer, absl::Span<c
                             float* out);
 
 // Checks shared by the CPU and CUDA entry points, after ValidateCacheView(view).
-// CheckRows: k and v set, dtype one of DType's values, token_stride 0 or a whole row.
+// CheckRows: k and v set and aligned to their dtype's size, dtype one of DType's values,
+// token_stride 0 or a whole row.
 // CheckRounding: one of QuantRounding's values (the kernels would read any other as truncation).
 absl::Status CheckLayer(const KvCacheView& view, int32_t layer);
 absl::Status CheckRows(const KvRows& rows, const KvLayout& layout);

@@ -13,16 +13,16 @@
 namespace int4kv {
 
 // Device-memory view and inputs. slots: device [num_tokens]. The view, layer and rows are
-// checked on the host as in StoreKvHost, and slots (and out) must not be null when num_tokens
-// > 0 (InvalidArgument, nothing launched); which memory the pointers are in is not: a host
-// view, slots or rows fault on the device. A slot outside [0, num_slots) is skipped on the
-// device (nothing written for that token): slots come from the TokenSlotAllocator, and a
-// device-side check cannot report back without a sync. Slots other than 0 (where padded rows
-// write) must be distinct within a call: a group of a repeated slot may end up with one
-// token's parameters and another's codes (StoreKvHost keeps the last token's). The kernel
-// lets the kernel after it launch early: one launched with programmatic stream
-// serialization, as the decode backend's are, runs beside the store until its
-// `griddepcontrol.wait`, and must not read the cache before that wait.
+// checked on the host as in StoreKvHost, and slots (and out) must not be null and must be
+// aligned to their 4-byte elements when num_tokens > 0 (InvalidArgument, nothing launched);
+// which memory the pointers are in is not: a host view, slots or rows fault on the device. A
+// slot outside [0, num_slots) is skipped on the device (nothing written for that token): slots
+// come from the TokenSlotAllocator, and a device-side check cannot report back without a sync.
+// Slots other than 0 (where padded rows write) must be distinct within a call: a group of a
+// repeated slot may end up with one token's parameters and another's codes (StoreKvHost keeps
+// the last token's). The kernel lets the kernel after it launch early: one launched with
+// programmatic stream serialization, as the decode backend's are, runs beside the store until
+// its `griddepcontrol.wait`, and must not read the cache before that wait.
 absl::Status StoreKvCuda(const KvCacheView& view, int32_t layer, const int32_t* slots,
                          int32_t num_tokens, const KvRows& rows, CudaStream stream,
                          QuantRounding rounding = QuantRounding::kNearestEven);

@@ -215,7 +215,7 @@ TEST(StoreKvCudaTest, OutOfRangeSlotsAreSkipped) {
 
 // A null slots or out pointer with tokens to process is an InvalidArgument naming it, and
 // nothing is launched: a kernel reading through it would leave the CUDA context unusable.
-TEST(StoreKvCudaTest, NullPointersAreRejectedBeforeAnyLaunch) {
+TEST(StoreKvCudaTest, NullAndMisalignedPointersAreRejectedBeforeAnyLaunch) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
   std::unique_ptr<KvCache> device = SmallDeviceCache();
   const std::vector<float> k(3 * 16, 1.5f);
@@ -231,6 +231,22 @@ TEST(StoreKvCudaTest, NullPointersAreRejectedBeforeAnyLaunch) {
   status = DequantizeCuda(device->view(), 0, dslots, 3, nullptr, nullptr);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(status.message(), "out is null with num_tokens = 3");
+  // Pointers not aligned to their elements: a misaligned access would fault and end the
+  // context, which the synchronize below would report.
+  const int32_t* odd_slots = reinterpret_cast<const int32_t*>(reinterpret_cast<char*>(dslots) + 2);
+  status = StoreKvCuda(device->view(), 0, odd_slots, 2, rows, nullptr);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("slots = 0x"), std::string::npos) << status;
+  EXPECT_NE(status.message().find("is not aligned to its 4-byte elements"), std::string::npos)
+      << status;
+  const KvRows odd_rows{dk, reinterpret_cast<char*>(dk) + 2, DType::kFloat32, 0};
+  status = StoreKvCuda(device->view(), 0, dslots, 2, odd_rows, nullptr);
+  EXPECT_NE(status.message().find("KvRows.v = 0x"), std::string::npos) << status;
+  status = DequantizeCuda(device->view(), 0, odd_slots, 2, dout, nullptr);
+  EXPECT_NE(status.message().find("slots = 0x"), std::string::npos) << status;
+  status = DequantizeCuda(device->view(), 0, dslots, 3,
+                          reinterpret_cast<float*>(reinterpret_cast<char*>(dout) + 2), nullptr);
+  EXPECT_NE(status.message().find("out = 0x"), std::string::npos) << status;
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   cudaFree(dk);
   cudaFree(dout);

@@ -171,6 +171,19 @@ TEST(StoreKvTest, BadInputWritesNothing) {
   EXPECT_NE(status.message().find("layer 2"), std::string::npos) << status.message();
   status = StoreKvHost(cache->view(), 0, {2, -1}, rows);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  // Rows not aligned to their elements (the CUDA entry point shares this check: a misaligned
+  // load faults on the device).
+  KvRows shifted = rows;
+  shifted.v = reinterpret_cast<const char*>(k.data()) + 2;
+  status = StoreKvHost(cache->view(), 0, {2}, shifted);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("KvRows.v = 0x"), std::string::npos) << status.message();
+  EXPECT_NE(status.message().find("is not aligned to its 4-byte elements"), std::string::npos)
+      << status.message();
+  shifted.dtype = DType::kFloat16;
+  shifted.v = reinterpret_cast<const char*>(k.data()) + 1;
+  EXPECT_NE(StoreKvHost(cache->view(), 0, {2}, shifted).message().find("2-byte elements"),
+            std::string::npos);
   rows.token_stride = 10;
   EXPECT_NE(StoreKvHost(cache->view(), 0, {2}, rows).message().find("token_stride"),
             std::string::npos);
