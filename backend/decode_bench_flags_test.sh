@@ -2,7 +2,8 @@
 # decode_bench refuses contradictory or empty timing flags and malformed case lists before it
 # touches a device: exit status 2 and a line naming what is wrong.
 set -uo pipefail
-source "$1"  # tools/expect_refusal.sh
+source "$1" || exit 1  # tools/expect_refusal.sh
+declare -F expect_refusal > /dev/null || { echo "expect_refusal not defined by $1" >&2; exit 1; }
 tool=$2
 expect_refusal "--separate_runs and --store_before_runs: choose one" \
   --separate_runs --store_before_runs

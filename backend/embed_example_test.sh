@@ -11,4 +11,7 @@ for row in "row 0 (request 0, 5 tokens)" "row 1 (request 1, 12 tokens)"; do
     <<<"${line#*= }" || { echo "$row: all zeros" >&2; exit 1; }
 done
 grep -q "free slots after the step: 64 of 64" <<<"$out"
-! grep -q "nan" <<<"$out"
+if grep -qi "nan" <<<"$out"; then
+  echo "NaN in the output" >&2
+  exit 1
+fi

@@ -148,6 +148,17 @@ TEST(StoreKvTest, RepeatedSlotKeepsTheLaterToken) {
                           KvRows{k.data() + 2 * 64, v.data() + 2 * 64, DType::kFloat32, 0})
                   .ok());
   const KvCacheView& view = cache->view();
+  // Slot 6 holds token 2's values, not token 0's (nor nothing): its scales differ from those
+  // token 0 alone leaves in slot 8.
+  ASSERT_TRUE(StoreKvHost(view, 1, {8}, KvRows{k.data(), v.data(), DType::kFloat32, 0}).ok());
+  int differing_scales = 0;
+  for (int row = 0; row < 4; ++row) {
+    for (int g = 0; g < 4; ++g) {
+      ASSERT_NE(view.RowScales(0, 6, row)[g], 0) << "row " << row << " group " << g;
+      differing_scales += view.RowScales(0, 6, row)[g] != view.RowScales(1, 8, row)[g];
+    }
+  }
+  EXPECT_GT(differing_scales, 8);
   for (int row = 0; row < 4; ++row) {
     for (int b = 0; b < 16; ++b) ASSERT_EQ(view.Row(0, 6, row)[b], view.Row(1, 6, row)[b]);
     for (int g = 0; g < 4; ++g) {

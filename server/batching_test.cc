@@ -66,6 +66,11 @@ void ExpectBatchedOutputsEqualRunningAlone(const std::vector<GenerateRequest>& r
     ASSERT_EQ(result.tokens.size(), static_cast<size_t>(requests[i].max_new_tokens));
     EXPECT_EQ(result.tokens, alone[i]) << "request " << i;
   }
+  // The requests shared steps: run one after another they would take a step per output token
+  // at least.
+  int64_t output_tokens = 0;
+  for (const GenerateRequest& request : requests) output_tokens += request.max_new_tokens;
+  EXPECT_LT(engine->GetInfo().steps, output_tokens / 2);
 }
 
 TEST(BatchingTest, GreedyOutputsEqualRunningAlone) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -147,8 +148,9 @@ TEST(GrpcServerTest, MaxThreadsRefusesCallsBeyondItWithResourceExhausted) {
   auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string((*server)->port()),
                                      grpc::InsecureChannelCredentials());
   // One Generate call to its end, its status code into *code (admitted calls end once
-  // `release` is notified).
-  const auto call = [&channel](grpc::StatusCode* code) {
+  // `release` is notified); `finished` counts the calls that ended.
+  std::atomic<int> finished{0};
+  const auto call = [&channel, &finished](grpc::StatusCode* code) {
     auto stub = v1::TokenGeneration::NewStub(channel);
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
@@ -158,15 +160,22 @@ TEST(GrpcServerTest, MaxThreadsRefusesCallsBeyondItWithResourceExhausted) {
     while (reader->Read(&response)) {
     }
     *code = reader->Finish().error_code();
+    finished.fetch_add(1);
   };
   constexpr int kCalls = 16;
   std::vector<grpc::StatusCode> codes(kCalls, grpc::StatusCode::UNKNOWN);
   std::vector<std::thread> clients;
   for (int i = 0; i < kCalls; ++i) clients.emplace_back(call, &codes[i]);
-  // The refused calls end at once; the admitted ones wait for the release. Give every call
-  // time to arrive before releasing.
-  std::this_thread::sleep_for(std::chrono::seconds(2));
+  // The refused calls end at once; the admitted ones wait in the handler for the release. So
+  // once every call has either entered the handler or ended, none is left to arrive (a server
+  // that queued the calls beyond its threads instead would never get there: the loop gives up
+  // after 20 s and the counts below fail).
+  const absl::Time give_up = absl::Now() + absl::Seconds(20);
+  while (service.entered.load() + finished.load() < kCalls && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
   const int entered = service.entered.load();
+  const int refused_before_release = finished.load();
   // Health runs on the callback API: it answers while every call thread is taken.
   HealthCheckResponse::ServingStatus health;
   const grpc::Status health_call = CheckHealth((*server)->port(), "", &health);
@@ -185,6 +194,10 @@ TEST(GrpcServerTest, MaxThreadsRefusesCallsBeyondItWithResourceExhausted) {
   EXPECT_LT(entered, options.max_threads) << "handlers running at once";
   EXPECT_EQ(ok, service.entered.load()) << "every admitted call completed";
   EXPECT_EQ(refused, kCalls - ok);
+  // Fewer handlers than threads run at once, so at least kCalls - max_threads calls were
+  // refused, each before any admitted call was released.
+  EXPECT_GE(refused, kCalls - options.max_threads);
+  EXPECT_EQ(refused_before_release, refused);
   // Threads come back: a call after the others completes.
   grpc::StatusCode after = grpc::StatusCode::UNKNOWN;
   call(&after);

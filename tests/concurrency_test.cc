@@ -11,6 +11,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/grpc_convert.h"
+#include "server/testing/step_gate.h"
 #include "tests/testing/generate_call.h"
 #include "tests/testing/in_process_server.h"
 
@@ -66,27 +67,36 @@ TEST(ConcurrencyTest, SixtyFourConcurrentStreamsAllCompleteCorrectly) {
 }
 
 // Starts a long generation that the client then abandons (cancel after the first message, or a
-// short deadline); checks that its slots come back well before it could have finished.
+// deadline), with the engine held inside the request's attention until the client has gone
+// (StepGate), so that the request is running and cannot have finished whatever the machine's
+// speed; checks that its slots come back well before it could have finished.
 void ExpectSlotsFreedAfterClientGoesAway(bool use_deadline) {
-  InProcessServer server;
+  StepGate gate;
+  InProcessServer server(TestEngineConfig(), ServiceOptions(), gate.AttentionFactory());
   auto stub = server.NewStub();
   const v1::ServerInfo before = GetInfo(*stub);
   ASSERT_EQ(before.capacity().slots_free(), before.capacity().slots_total());
 
+  // Cancel: held in the 5th step's attention (stories260K runs 5 attention calls a step), so
+  // that the first tokens have gone out; deadline: held in the request's first step.
+  gate.HoldAfter(use_deadline ? 1 : 5 * 5);
   grpc::ClientContext context;
-  if (use_deadline) {
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(30));
-  }
+  // Long enough to reach the engine on a loaded machine; the gate keeps the request running
+  // past it.
+  context.set_deadline(std::chrono::system_clock::now() +
+                       (use_deadline ? std::chrono::seconds(3) : std::chrono::seconds(60)));
   auto reader = stub->Generate(&context, GreedyRequest({1, 403, 261}, kLongRequestTokens));
+  ASSERT_TRUE(gate.WaitUntilHeld(absl::Seconds(30))) << "the request never ran";
+  // The running request holds prompt + max_new_tokens slots.
+  const v1::ServerInfo running = GetInfo(*stub);
+  EXPECT_EQ(running.capacity().running(), 1);
+  EXPECT_EQ(running.capacity().slots_free(),
+            running.capacity().slots_total() - 3 - kLongRequestTokens);
+  const int64_t steps_when_held = running.capacity().engine_steps();
   v1::GenerateResponse response;
   if (!use_deadline) {
     ASSERT_TRUE(reader->Read(&response));
     ASSERT_GT(response.token_ids_size(), 0);
-    // The running request holds prompt + max_new_tokens slots.
-    const v1::ServerInfo running = GetInfo(*stub);
-    EXPECT_EQ(running.capacity().running(), 1);
-    EXPECT_EQ(running.capacity().slots_free(),
-              running.capacity().slots_total() - 3 - kLongRequestTokens);
     context.TryCancel();
   }
   while (reader->Read(&response)) {
@@ -94,6 +104,9 @@ void ExpectSlotsFreedAfterClientGoesAway(bool use_deadline) {
   const grpc::Status status = reader->Finish();
   EXPECT_EQ(status.error_code(),
             use_deadline ? grpc::StatusCode::DEADLINE_EXCEEDED : grpc::StatusCode::CANCELLED);
+  // The server notices the client has gone within its cancel poll (5 ms), and the engine
+  // drops the request before the next step after that.
+  gate.Release();
 
   v1::ServerInfo after;
   EXPECT_TRUE(WaitFor(
@@ -101,15 +114,13 @@ void ExpectSlotsFreedAfterClientGoesAway(bool use_deadline) {
         after = GetInfo(*stub);
         return after.capacity().slots_free() == after.capacity().slots_total();
       },
-      absl::Seconds(5)))
+      absl::Seconds(10)))
       << "free slots stayed at " << after.capacity().slots_free() << " of "
       << after.capacity().slots_total();
   EXPECT_EQ(after.capacity().running(), 0);
-  // It ran (so it held its slots: a deadline that expired before admission would free
-  // nothing), and was cut short: far fewer engine steps than the request's tokens were run.
-  EXPECT_GT(after.capacity().engine_steps() - before.capacity().engine_steps(), 0);
-  EXPECT_LT(after.capacity().engine_steps() - before.capacity().engine_steps(),
-            kLongRequestTokens - 50);
+  // It was cut short: of its 500 tokens, those after the held step would take as many steps
+  // again, and far fewer ran (a step takes well under a millisecond here, the poll 5 ms).
+  EXPECT_LT(after.capacity().engine_steps() - steps_when_held, kLongRequestTokens - 50);
 }
 
 TEST(ConcurrencyTest, CancelledStreamFreesItsSlots) { ExpectSlotsFreedAfterClientGoesAway(false); }

@@ -230,10 +230,11 @@ TestCertificate MakeCertificate(const std::string& name) {
       "-subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout " +
           cert.key_path + " -out " + cert.cert_path,
       &output);
-  EXPECT_EQ(code, 0) << output;
+  EXPECT_EQ(code, 0) << "openssl (scripts/setup.sh installs it) could not make " << name
+                     << "'s certificate: " << output;
   std::string pem;
-  RunCommand("cat " + cert.cert_path, &pem);
-  cert.cert_pem = pem;
+  if (code == 0) RunCommand("cat " + cert.cert_path, &pem);
+  cert.cert_pem = pem;  // empty when openssl failed: callers stop there
   return cert;
 }
 
@@ -245,6 +246,7 @@ std::shared_ptr<grpc::ChannelCredentials> TrustOnly(const std::string& pem) {
 
 TEST(ServerBinaryTest, TlsRoundTripWithATestCertificate) {
   const TestCertificate cert = MakeCertificate("server");
+  ASSERT_FALSE(cert.cert_pem.empty());
   absl::StatusOr<std::unique_ptr<ServerProcess>> started =
       ServerProcess::Start({"--tls_cert=" + cert.cert_path, "--tls_key=" + cert.key_path});
   ASSERT_TRUE(started.ok()) << started.status();
@@ -263,6 +265,7 @@ TEST(ServerBinaryTest, TlsRoundTripWithATestCertificate) {
   EXPECT_EQ(RunGenerate(*plaintext, GreedyRequest({1}, 2), absl::Seconds(3)).status.error_code(),
             grpc::StatusCode::UNAVAILABLE);
   const TestCertificate other = MakeCertificate("other");
+  ASSERT_FALSE(other.cert_pem.empty());
   auto untrusted = v1::TokenGeneration::NewStub(server.Channel(TrustOnly(other.cert_pem)));
   EXPECT_EQ(RunGenerate(*untrusted, GreedyRequest({1}, 2), absl::Seconds(3)).status.error_code(),
             grpc::StatusCode::UNAVAILABLE);

@@ -2,6 +2,7 @@
 #ifndef INT4KV_SERVER_TESTING_TEST_UTIL_H_
 #define INT4KV_SERVER_TESTING_TEST_UTIL_H_
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>

@@ -15,8 +15,10 @@ EngineConfig TestEngineConfig() {
   return config;
 }
 
-InProcessServer::InProcessServer(const EngineConfig& config, const ServiceOptions& options)
-    : engine_(ValueOrDie(Engine::CreateFromSource(config, kDefaultModelPath), "Engine")),
+InProcessServer::InProcessServer(const EngineConfig& config, const ServiceOptions& options,
+                                 const KvAttentionFactory& attention)
+    : engine_(ValueOrDie(Engine::Create(config, Stories260K(), kDefaultModelPath, attention),
+                         "Engine")),
       service_(std::make_unique<TokenGenerationService>(options)) {
   GrpcServerOptions server_options;
   server_options.address = "127.0.0.1:0";

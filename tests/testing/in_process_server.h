@@ -21,8 +21,10 @@ EngineConfig TestEngineConfig();
 class InProcessServer {
  public:
   // Aborts the test binary with the reason if the engine or the server does not start.
+  // `attention`: the engine's KV attention (null: the INT4 attention, as the server's).
   explicit InProcessServer(const EngineConfig& config = TestEngineConfig(),
-                           const ServiceOptions& options = ServiceOptions());
+                           const ServiceOptions& options = ServiceOptions(),
+                           const KvAttentionFactory& attention = nullptr);
   // Shuts the engine down (cancelling what still runs), then the server.
   ~InProcessServer();
 
