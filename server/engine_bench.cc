@@ -9,8 +9,9 @@
 //
 // Each request holds --context tokens of (zero) KV context before the timed steps, which then
 // append one token each. Copy bandwidth (device to device, bytes read + written) is the
-// ceiling the effective bandwidth column is compared with: weight bytes + KV bytes read per
-// replayed step, over its time.
+// ceiling the effective bandwidth column is compared with: the weight bytes a step reads
+// (every tensor but a token embedding that is not the LM head) + KV bytes read per replayed
+// step, over its time.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -303,7 +304,7 @@ absl::Status Main() {
   for (const int32_t batch : batches) {
     ASSIGN_OR_RETURN(BatchResult r, bench.Run(batch, context, steps, absl::GetFlag(FLAGS_replays),
                                               absl::GetFlag(FLAGS_profiles)));
-    const double bytes = (*model)->weight_bytes() + r.kv_bytes;
+    const double bytes = (*model)->weight_step_read_bytes() + r.kv_bytes;
     const double gbps = r.replay_ms > 0 ? bytes / (r.replay_ms * 1e-3) / 1e9 : 0;
     std::printf("%6d %12.0f %12.3f %11.3f %13.3f %10.3f %10.0f %7.0f%%\n", batch, r.tokens_per_s,
                 r.host_step_ms, r.replay_ms, r.kernel_sum_ms,

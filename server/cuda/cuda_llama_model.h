@@ -92,6 +92,8 @@ class CudaLlamaModel : public Model {
   bool graphs_captured() const { return graph_attention_ != 0; }
   int64_t graph_replays() const { return graph_replays_; }
   int64_t weight_bytes() const { return weights_.bytes(); }
+  // What a decode step reads of the weights (DeviceLlamaWeights::step_read_bytes).
+  int64_t weight_step_read_bytes() const { return weights_.step_read_bytes(); }
 
  private:
   explicit CudaLlamaModel(const CudaModelOptions& options);

@@ -28,6 +28,7 @@
 #include "server/cuda/cuda_kv_attention.h"
 #include "server/cuda/testing/cuda_test_util.h"
 #include "server/int4_kv_attention.h"
+#include "server/random_weights.h"
 #include "server/sampler.h"
 
 namespace int4kv {
@@ -296,6 +297,33 @@ TEST_P(CudaLlamaModelTest, RejectsAHostAttention) {
   std::vector<float> logits(weights_->config.vocab_size);
   const absl::Status status = gpu_model_->Forward(batch, *own_attention_, logits.data());
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+}
+
+// What a decode step reads of the weights: everything, where the token embedding is the LM
+// head (stories260K); everything but the embedding table where a classifier of its own is
+// (a step reads only its tokens' embedding rows).
+TEST(CudaLlamaModelWeightsTest, AStepReadsTheEmbeddingTableOnlyWhenItIsTheLmHead) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  CudaModelOptions options;
+  options.max_step_tokens = kMaxStepTokens;
+  options.max_logit_rows = kMaxBatch;
+  options.dtype = DType::kFloat16;
+  const std::shared_ptr<const LlamaWeights> shared = Stories260K();
+  ASSERT_TRUE(shared->config.shared_classifier);
+  const auto shared_model = CudaLlamaModel::Create(*shared, options);
+  ASSERT_TRUE(shared_model.ok()) << shared_model.status();
+  EXPECT_EQ((*shared_model)->weight_step_read_bytes(), (*shared_model)->weight_bytes());
+
+  ModelConfig config = shared->config;
+  config.shared_classifier = false;
+  const absl::StatusOr<LlamaWeights> own_head = RandomWeights(config, 7, 1);
+  ASSERT_TRUE(own_head.ok()) << own_head.status();
+  const auto own_head_model = CudaLlamaModel::Create(*own_head, options);
+  ASSERT_TRUE(own_head_model.ok()) << own_head_model.status();
+  const int64_t table_bytes = int64_t{config.vocab_size} * config.dim * 2;  // fp16
+  EXPECT_EQ((*own_head_model)->weight_bytes(), (*shared_model)->weight_bytes() + table_bytes);
+  EXPECT_EQ((*own_head_model)->weight_step_read_bytes(),
+            (*own_head_model)->weight_bytes() - table_bytes);
 }
 
 INSTANTIATE_TEST_SUITE_P(DtypesAndGraphs, CudaLlamaModelTest,

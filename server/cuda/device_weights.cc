@@ -73,6 +73,10 @@ int64_t DeviceLlamaWeights::bytes() const {
   return total;
 }
 
+int64_t DeviceLlamaWeights::step_read_bytes() const {
+  return config.shared_classifier ? bytes() : bytes() - token_embedding.bytes();
+}
+
 absl::StatusOr<DeviceLlamaWeights> DeviceLlamaWeights::Upload(const LlamaWeights& weights,
                                                               DType dtype, CudaStream stream) {
   RETURN_IF_ERROR(weights.Validate());

@@ -44,8 +44,11 @@ struct DeviceLlamaWeights {
   const void* lm_head() const {
     return config.shared_classifier ? token_embedding.get() : classifier.get();
   }
-  // Bytes of every device tensor (what a decode step reads once).
+  // Bytes of every device tensor.
   int64_t bytes() const;
+  // Bytes a decode step reads once: every tensor but a token embedding that is not the LM
+  // head (of which a step reads only its tokens' rows).
+  int64_t step_read_bytes() const;
 
   // Converts `weights` (which must Validate) to `dtype` (float16 or bfloat16) on the device.
   // Host data goes through one fixed device staging buffer, converted by a kernel on `stream`;

@@ -42,8 +42,6 @@ absl::Status DispatchHalf(DType dtype, Fn&& fn) {
   }
 }
 
-absl::Status LaunchStatus(const char* kernel) { return CudaStatus(cudaGetLastError(), kernel); }
-
 template <typename T>
 __device__ __forceinline__ float ToFloat(T value);
 template <>
@@ -244,8 +242,8 @@ absl::Status LaunchConvertFloat(const float* in, int64_t count, DType dtype, voi
   if (count == 0) return absl::OkStatus();
   return DispatchHalf(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    ConvertFloatKernel<T><<<GridFor(count), kThreads, 0, stream>>>(in, count, static_cast<T*>(out));
-    return LaunchStatus("ConvertFloatKernel launch");
+    return LaunchKernel("ConvertFloatKernel launch", ConvertFloatKernel<T>, dim3(GridFor(count)),
+                        dim3(kThreads), 0, stream, in, count, static_cast<T*>(out));
   });
 }
 
@@ -254,9 +252,9 @@ absl::Status LaunchEmbedding(const void* table, DType dtype, const TokenMeta* me
   if (rows == 0) return absl::OkStatus();
   return DispatchHalf(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    EmbeddingKernel<T><<<GridFor(int64_t{rows} * dim), kThreads, 0, stream>>>(
-        static_cast<const T*>(table), meta, rows, dim, x);
-    return LaunchStatus("EmbeddingKernel launch");
+    return LaunchKernel("EmbeddingKernel launch", EmbeddingKernel<T>,
+                        dim3(GridFor(int64_t{rows} * dim)), dim3(kThreads), 0, stream,
+                        static_cast<const T*>(table), meta, rows, dim, x);
   });
 }
 
@@ -265,9 +263,9 @@ absl::Status LaunchRmsNorm(const float* x, const TokenMeta* meta, const float* w
   if (rows == 0) return absl::OkStatus();
   return DispatchHalf(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    RmsNormKernel<T><<<RowGrid(rows), kRowThreads, 0, stream>>>(x, meta, weight, rows, dim, eps,
-                                                                static_cast<T*>(out));
-    return LaunchStatus("RmsNormKernel launch");
+    return LaunchKernel("RmsNormKernel launch", RmsNormKernel<T>, dim3(RowGrid(rows)),
+                        dim3(kRowThreads), 0, stream, x, meta, weight, rows, dim, eps,
+                        static_cast<T*>(out));
   });
 }
 
@@ -281,10 +279,9 @@ absl::Status LaunchRope(void* qkv, const TokenMeta* meta, int32_t rows, int32_t 
   const int64_t work = int64_t{rows} * (q_heads + kv_heads) * (head_dim / 2);
   return DispatchHalf(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    RopeKernel<T><<<GridFor(work), kThreads, 0, stream>>>(static_cast<T*>(qkv), meta, rows, q_heads,
-                                                          kv_heads, head_dim, theta,
-                                                          static_cast<T*>(q_out));
-    return LaunchStatus("RopeKernel launch");
+    return LaunchKernel("RopeKernel launch", RopeKernel<T>, dim3(GridFor(work)), dim3(kThreads), 0,
+                        stream, static_cast<T*>(qkv), meta, rows, q_heads, kv_heads, head_dim,
+                        theta, static_cast<T*>(q_out));
   });
 }
 
@@ -293,22 +290,21 @@ absl::Status LaunchSwiGlu(const void* gate_up, int32_t rows, int32_t hidden, DTy
   if (rows == 0) return absl::OkStatus();
   return DispatchHalf(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    SwiGluKernel<T><<<GridFor(int64_t{rows} * hidden), kThreads, 0, stream>>>(
-        static_cast<const T*>(gate_up), rows, hidden, static_cast<T*>(out));
-    return LaunchStatus("SwiGluKernel launch");
+    return LaunchKernel("SwiGluKernel launch", SwiGluKernel<T>,
+                        dim3(GridFor(int64_t{rows} * hidden)), dim3(kThreads), 0, stream,
+                        static_cast<const T*>(gate_up), rows, hidden, static_cast<T*>(out));
   });
 }
 
 absl::Status LaunchArgMax(const float* logits, int32_t rows, int32_t vocab, int32_t* out,
                           CudaStream stream) {
   if (rows == 0) return absl::OkStatus();
-  ArgMaxKernel<<<RowGrid(rows), kRowThreads, 0, stream>>>(logits, rows, vocab, out);
-  return LaunchStatus("ArgMaxKernel launch");
+  return LaunchKernel("ArgMaxKernel launch", ArgMaxKernel, dim3(RowGrid(rows)), dim3(kRowThreads),
+                      0, stream, logits, rows, vocab, out);
 }
 
 absl::Status LaunchSpin(int64_t nanoseconds, CudaStream stream) {
-  SpinKernel<<<1, 1, 0, stream>>>(nanoseconds);
-  return LaunchStatus("SpinKernel launch");
+  return LaunchKernel("SpinKernel launch", SpinKernel, dim3(1), dim3(1), 0, stream, nanoseconds);
 }
 
 }  // namespace int4kv

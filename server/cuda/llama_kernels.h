@@ -1,9 +1,10 @@
 // The small CUDA kernels of the Llama forward pass (everything but the GEMMs, which go through
 // cuBLAS, and attention, which is the decode backend). Every launcher is asynchronous on
-// `stream`, allocates nothing, is capturable in a CUDA graph, checks its launch, and does
-// nothing for zero rows. `dtype` is the element type of the model's half-precision tensors:
-// float16 or bfloat16 (anything else is InvalidArgument). Arithmetic is float32 throughout,
-// with the CPU path's formulas (server/cpu_ops.h).
+// `stream`, allocates nothing, is capturable in a CUDA graph, returns the status of its own
+// launch (not an earlier error left on the thread), and does nothing for zero rows. `dtype` is the
+// element type of the model's half-precision tensors: float16 or bfloat16 (anything else is
+// InvalidArgument). Arithmetic is float32 throughout, with the CPU path's formulas
+// (server/cpu_ops.h).
 //
 // Reductions (RMSNorm, argmax) use one block per row in a fixed order, so a row's result does
 // not depend on the other rows of the batch.
