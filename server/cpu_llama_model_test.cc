@@ -1,6 +1,7 @@
 #include "server/cpu_llama_model.h"
 
 #include <cmath>
+#include <cstdio>
 #include <memory>
 #include <vector>
 
@@ -110,22 +111,47 @@ TEST(CpuLlamaModelTest, SequencesInOneForwardAreIndependent) {
   }
 }
 
-TEST(CpuLlamaModelTest, RandomPresetRuns) {
+// The random "tiny" preset (the model is checked against the reference on stories260K): its
+// INT4 logits follow the float-cache ones closely, and the last position's logits depend on
+// the earlier tokens, so attention over the cache is in them.
+TEST(CpuLlamaModelTest, RandomPresetAttendsOverItsCache) {
   auto weights = std::make_shared<const LlamaWeights>(*RandomWeights(*PresetConfig("tiny"), 1));
   std::unique_ptr<CpuLlamaModel> model = *CpuLlamaModel::Create(weights, 16, 2);
-  Harness harness(model->config(), 1, 16);
-  std::unique_ptr<Int4KvAttention> attention =
-      *Int4KvAttention::Create(harness.cache(), model->config().q_heads, 16, 2);
-  StepBatch batch;
-  harness.AddSequence({1, 7, 9, 200}, &batch);
-  const std::vector<float> logits = RunForward(*model, *attention, batch);
-  ASSERT_EQ(logits.size(), 4u * 512);
-  double spread = 0;
-  for (float x : logits) {
-    ASSERT_TRUE(std::isfinite(x));
-    spread += std::fabs(x - logits[0]);
+  const int32_t vocab = model->config().vocab_size;
+  // Logits of the last position of `tokens`, with an INT4 or a float cache.
+  const auto last_logits = [&](const std::vector<int32_t>& tokens, bool int4) {
+    Harness harness(model->config(), 1, 16);
+    std::unique_ptr<KvAttention> attention;
+    if (int4) {
+      attention = *Int4KvAttention::Create(harness.cache(), model->config().q_heads, 16, 2);
+    } else {
+      attention = *FloatKvAttention::Create(harness.cache(), model->config().q_heads, 16);
+    }
+    StepBatch batch;
+    harness.AddSequence(tokens, &batch);
+    const std::vector<float> logits = RunForward(*model, *attention, batch);
+    return std::vector<float>(logits.end() - vocab, logits.end());
+  };
+  const std::vector<float> int4 = last_logits({1, 7, 9, 200}, true);
+  const std::vector<float> exact = last_logits({1, 7, 9, 200}, false);
+  const std::vector<float> other_prefix = last_logits({1, 300, 41, 200}, false);
+  double error = 0, norm = 0, moved = 0;
+  for (int32_t i = 0; i < vocab; ++i) {
+    ASSERT_TRUE(std::isfinite(int4[i])) << i;
+    error += (int4[i] - exact[i]) * (int4[i] - exact[i]);
+    norm += exact[i] * exact[i];
+    moved += (other_prefix[i] - exact[i]) * (other_prefix[i] - exact[i]);
   }
-  EXPECT_GT(spread, 0);
+  EXPECT_GT(norm, 0);
+  // Group-8 INT4 moves each K/V element by up to half a step of its group's max / 7: several
+  // percent of the values, and about as much of the logits; an attention that read wrong rows
+  // or none would be off by the order of the logits themselves.
+  const double int4_error = std::sqrt(error / norm), prefix_change = std::sqrt(moved / norm);
+  EXPECT_LT(int4_error, 0.15) << "INT4 against a float cache";
+  EXPECT_GT(prefix_change, 3 * int4_error)
+      << "the earlier tokens barely change the last position's logits";
+  std::printf("tiny preset, last position: INT4 error %.4f, another prefix moves %.4f\n",
+              int4_error, prefix_change);
 }
 
 TEST(CpuLlamaModelTest, RejectsBadBatches) {
