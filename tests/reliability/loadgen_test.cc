@@ -65,6 +65,18 @@ class LoadgenTest : public ::testing::Test {
   std::unique_ptr<ServerProcess> server_;
 };
 
+// Kills `server` (SIGKILL) once it has run a step, from a thread of its own: mid-run for a load
+// generator started beside it, however long that takes to connect.
+std::thread KillOnceServing(ServerProcess* server) {
+  return std::thread([server] {
+    auto stub = v1::TokenGeneration::NewStub(server->Channel());
+    EXPECT_TRUE(WaitFor([&] { return GetInfo(*stub).capacity().engine_steps() > 0; },
+                        absl::Seconds(60)))
+        << "the load generator's requests never ran";
+    server->Signal(SIGKILL);
+  });
+}
+
 TEST_F(LoadgenTest, TwoHundredFiftySixConcurrentStreamsAllComplete) {
   const std::string json = TempPath("closed.json");
   const int requests = Scaled(768, 512);
@@ -188,10 +200,7 @@ TEST_F(LoadgenTest, ARefusedRunKeepsThePreviousJsonReport) {
 // A server that dies mid-run: the load generator stops sending once requests keep ending
 // UNAVAILABLE, reports it and exits 1, instead of flooding the address until --duration.
 TEST_F(LoadgenTest, StopsWhenTheServerGoesAway) {
-  std::thread killer([this] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-    server_->Signal(SIGKILL);
-  });
+  std::thread killer = KillOnceServing(server_.get());
   std::string output;
   const absl::Time start = absl::Now();
   const int code = RunCommand(absl::StrCat(kLoadgen, " --server=", server_->address(),
@@ -210,10 +219,7 @@ TEST_F(LoadgenTest, StopsWhenTheServerGoesAway) {
 // A server that dies in a run too short for 256 failures in a row: the run still ends on
 // requests UNAVAILABLE, which the report calls a lost server, with exit status 1.
 TEST_F(LoadgenTest, ARunEndingOnUnavailableRequestsLostItsServer) {
-  std::thread killer([this] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-    server_->Signal(SIGKILL);
-  });
+  std::thread killer = KillOnceServing(server_.get());
   std::string output;
   // About 120 arrivals over 6 s, most of them after the kill.
   const int code = RunCommand(absl::StrCat(kLoadgen, " --server=", server_->address(),
