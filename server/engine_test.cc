@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "server/engine_device.h"
 #include "server/model_source.h"
+#include "server/testing/step_gate.h"
 #include "server/testing/test_util.h"
 
 namespace int4kv {
@@ -23,9 +24,10 @@ using ::testing::HasSubstr;
 
 const std::vector<int32_t> kPrompt = {1, 403, 261, 378, 5, 30, 271};
 
-std::unique_ptr<Engine> MakeEngine(EngineConfig config = SmallConfig()) {
+std::unique_ptr<Engine> MakeEngine(EngineConfig config = SmallConfig(),
+                                   const KvAttentionFactory& attention = nullptr) {
   absl::StatusOr<std::unique_ptr<Engine>> engine =
-      Engine::Create(config, Stories260K(), kDefaultModelPath);
+      Engine::Create(config, Stories260K(), kDefaultModelPath, attention);
   EXPECT_TRUE(engine.ok()) << engine.status();
   return engine.ok() ? std::move(*engine) : nullptr;
 }
@@ -323,11 +325,15 @@ TEST(EngineTest, QueueBoundHoldsWhenTheCacheIsFull) {
 TEST(EngineTest, StepsCountForwardPassesOnly) {
   EngineConfig config = SmallConfig();
   config.max_batch = 1;
-  std::unique_ptr<Engine> engine = MakeEngine(config);
+  StepGate gate;
+  std::unique_ptr<Engine> engine = MakeEngine(config, gate.AttentionFactory());
   ASSERT_NE(engine, nullptr);
+  // Held in the attention of its 10th step (5 layers, 5 calls a step): running, not finished.
+  gate.HoldAfter(5 * 10);
   std::shared_ptr<RequestStream> stream = *engine->Submit(GreedyRequest(kPrompt, 400));
-  WaitForRunning(*engine, 1);
+  ASSERT_TRUE(gate.WaitUntilHeld(absl::Seconds(30)));
   ASSERT_TRUE(engine->Cancel(stream->id()).ok());
+  gate.Release();
   const GenerationResult result = stream->ReadAll();
   WaitForRunning(*engine, 0);
   ASSERT_LT(result.tokens.size(), 400u);
@@ -399,15 +405,21 @@ TEST(EngineTest, ARequestEndsWithItsRowAndSlotsAlreadyFree) {
 }
 
 TEST(EngineTest, CancelTakesEffectWithinOneStepAndFreesSlots) {
-  std::unique_ptr<Engine> engine = MakeEngine();
+  StepGate gate;
+  std::unique_ptr<Engine> engine = MakeEngine(SmallConfig(), gate.AttentionFactory());
   ASSERT_NE(engine, nullptr);
   const int64_t total = engine->GetInfo().slots_total;
+  // Cancelled while held in the attention of its 3rd step (5 calls a step), so that it is
+  // running, cannot have finished, and has a step in flight.
+  gate.HoldAfter(5 * 3);
   std::shared_ptr<RequestStream> stream = *engine->Submit(GreedyRequest(kPrompt, 500));
   StreamEvent event;
   ASSERT_TRUE(stream->Next(&event));
   ASSERT_EQ(event.type, StreamEvent::Type::kToken);
+  ASSERT_TRUE(gate.WaitUntilHeld(absl::Seconds(30)));
   EXPECT_LT(engine->GetInfo().slots_free, total);
   ASSERT_TRUE(engine->Cancel(stream->id()).ok());
+  gate.Release();
   // Everything produced before Cancel returned is readable now; at most the one step that was
   // in flight may add a token after it.
   int before = 1;

@@ -70,8 +70,8 @@ class LoadgenTest : public ::testing::Test {
 std::thread KillOnceServing(ServerProcess* server) {
   return std::thread([server] {
     auto stub = v1::TokenGeneration::NewStub(server->Channel());
-    EXPECT_TRUE(WaitFor([&] { return GetInfo(*stub).capacity().engine_steps() > 0; },
-                        absl::Seconds(60)))
+    EXPECT_TRUE(
+        WaitFor([&] { return GetInfo(*stub).capacity().engine_steps() > 0; }, absl::Seconds(60)))
         << "the load generator's requests never ran";
     server->Signal(SIGKILL);
   });
