@@ -329,7 +329,7 @@ TEST(EngineTest, StepsCountForwardPassesOnly) {
   std::unique_ptr<Engine> engine = MakeEngine(config, gate.AttentionFactory());
   ASSERT_NE(engine, nullptr);
   // Held in the attention of its 10th step (5 layers, 5 calls a step): running, not finished.
-  gate.HoldAfter(5 * 10);
+  const StepGate::Hold hold = gate.HoldAfter(5 * 10);
   std::shared_ptr<RequestStream> stream = *engine->Submit(GreedyRequest(kPrompt, 400));
   ASSERT_TRUE(gate.WaitUntilHeld(absl::Seconds(30)));
   ASSERT_TRUE(engine->Cancel(stream->id()).ok());
@@ -411,7 +411,7 @@ TEST(EngineTest, CancelTakesEffectWithinOneStepAndFreesSlots) {
   const int64_t total = engine->GetInfo().slots_total;
   // Cancelled while held in the attention of its 3rd step (5 calls a step), so that it is
   // running, cannot have finished, and has a step in flight.
-  gate.HoldAfter(5 * 3);
+  const StepGate::Hold hold = gate.HoldAfter(5 * 3);
   std::shared_ptr<RequestStream> stream = *engine->Submit(GreedyRequest(kPrompt, 500));
   StreamEvent event;
   ASSERT_TRUE(stream->Next(&event));

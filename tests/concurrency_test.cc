@@ -79,7 +79,7 @@ void ExpectSlotsFreedAfterClientGoesAway(bool use_deadline) {
 
   // Cancel: held in the 5th step's attention (stories260K runs 5 attention calls a step), so
   // that the first tokens have gone out; deadline: held in the request's first step.
-  gate.HoldAfter(use_deadline ? 1 : 5 * 5);
+  const StepGate::Hold hold = gate.HoldAfter(use_deadline ? 1 : 5 * 5);
   grpc::ClientContext context;
   // Long enough to reach the engine on a loaded machine; the gate keeps the request running
   // past it.

@@ -40,7 +40,7 @@ TEST(GenerateStreamTest, TokensArriveInOrderAndIncrementallyThenFinishWithUsage)
 
   // The engine is held in the attention of about its 20th step for this request (stories260K
   // runs one attention call a layer, 5 a step), so some tokens exist and most do not yet.
-  gate.HoldAfter(5 * 20);
+  const StepGate::Hold hold = gate.HoldAfter(5 * 20);
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
   auto reader = stub->Generate(&context, request);

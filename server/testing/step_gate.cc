@@ -4,9 +4,10 @@
 
 namespace int4kv {
 
-void StepGate::HoldAfter(int64_t calls) {
+StepGate::Hold StepGate::HoldAfter(int64_t calls) {
   std::lock_guard<std::mutex> lock(mutex_);
   hold_from_ = calls_ + calls;
+  return Hold(this);
 }
 
 void StepGate::Release() {

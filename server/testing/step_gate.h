@@ -19,9 +19,23 @@ namespace int4kv {
 // engine. Thread-safe.
 class StepGate {
  public:
+  // Releases the gate when it goes out of scope, so that a test that stops early (a failed
+  // ASSERT) does not leave the engine's shutdown waiting at the gate. Declare it after the
+  // engine, so that it goes first.
+  class [[nodiscard]] Hold {
+   public:
+    explicit Hold(StepGate* gate) : gate_(gate) {}
+    ~Hold() { gate_->Release(); }
+    Hold(const Hold&) = delete;
+    Hold& operator=(const Hold&) = delete;
+
+   private:
+    StepGate* gate_;
+  };
+
   // The attention call `calls` after the ones made so far, and every later one, waits until
-  // Release (HoldAfter(1): the next call).
-  void HoldAfter(int64_t calls);
+  // Release or the end of the returned Hold (HoldAfter(1): the next call).
+  Hold HoldAfter(int64_t calls);
   void Release();
   // Until a call waits at the gate; false if none does within `timeout`.
   bool WaitUntilHeld(absl::Duration timeout);
