@@ -1,10 +1,10 @@
 #include "kv_cache/store_kv.h"
 
 #include <cstdint>
-#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/half.h"
+#include "common/status_macros.h"
 #include "kv_cache/kv_cache_config.h"
 
 namespace int4kv {
@@ -52,16 +52,8 @@ absl::Status CheckRows(const KvRows& rows, const KvLayout& layout) {
         absl::StrCat("KvRows.dtype = ", static_cast<int>(rows.dtype),
                      " is invalid: must be float32 (0), float16 (1) or bfloat16 (2)"));
   }
-  // A misaligned element load faults on the device, which leaves the CUDA context unusable.
-  const int element_bytes = DTypeSize(rows.dtype);
-  for (const auto& [field, pointer] :
-       {std::pair{"KvRows.k", rows.k}, std::pair{"KvRows.v", rows.v}}) {
-    if (reinterpret_cast<uintptr_t>(pointer) % element_bytes != 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, " = 0x", absl::Hex(reinterpret_cast<uintptr_t>(pointer)),
-                       " is not aligned to its ", element_bytes, "-byte elements"));
-    }
-  }
+  RETURN_IF_ERROR(CheckElementAlignment(rows.k, DTypeSize(rows.dtype), "KvRows.k"));
+  RETURN_IF_ERROR(CheckElementAlignment(rows.v, DTypeSize(rows.dtype), "KvRows.v"));
   const int64_t row_elements = int64_t{layout.kv_heads} * layout.head_dim;
   if (rows.token_stride != 0 && rows.token_stride < row_elements) {
     return absl::InvalidArgumentError(
@@ -69,6 +61,14 @@ absl::Status CheckRows(const KvRows& rows, const KvLayout& layout) {
                      " is invalid: must be 0 or >= kv_heads * head_dim = ", row_elements));
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckElementAlignment(const void* pointer, int element_bytes, const char* field) {
+  const uintptr_t address = reinterpret_cast<uintptr_t>(pointer);
+  if (address % element_bytes == 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(field, " = 0x", absl::Hex(address),
+                                                 " is not aligned to its ", element_bytes,
+                                                 "-byte elements"));
 }
 
 absl::Status CheckRounding(QuantRounding rounding) {

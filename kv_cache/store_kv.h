@@ -43,9 +43,12 @@ absl::Status DequantizeHost(const KvCacheView& view, int32_t layer, absl::Span<c
 // CheckRows: k and v set and aligned to their dtype's size, dtype one of DType's values,
 // token_stride 0 or a whole row.
 // CheckRounding: one of QuantRounding's values (the kernels would read any other as truncation).
+// CheckElementAlignment: `pointer` a multiple of `element_bytes` (InvalidArgument naming
+// `field` otherwise: a misaligned access faults on the device, which ends the CUDA context).
 absl::Status CheckLayer(const KvCacheView& view, int32_t layer);
 absl::Status CheckRows(const KvRows& rows, const KvLayout& layout);
 absl::Status CheckRounding(QuantRounding rounding);
+absl::Status CheckElementAlignment(const void* pointer, int element_bytes, const char* field);
 
 }  // namespace int4kv
 

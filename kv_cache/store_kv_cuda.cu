@@ -1,7 +1,5 @@
 #include <cuda_runtime.h>
 
-#include <cstdint>
-
 #include "absl/strings/str_cat.h"
 #include "common/cuda_check.h"
 #include "kv_cache/kv_cache_config.h"
@@ -84,15 +82,6 @@ __global__ void DequantizeKernel(KvCacheView view, int32_t layer, const int32_t*
   }
 }
 
-// InvalidArgument naming `field` unless `pointer` is a multiple of `bytes`: a misaligned load
-// or store faults on the device, which leaves the CUDA context unusable.
-absl::Status CheckAligned(const void* pointer, int bytes, const char* field) {
-  if (reinterpret_cast<uintptr_t>(pointer) % bytes == 0) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat(field, " = 0x", absl::Hex(reinterpret_cast<uintptr_t>(pointer)),
-                   " is not aligned to its ", bytes, "-byte elements"));
-}
-
 int GridFor(int64_t work, int threads) {
   const int64_t blocks = (work + threads - 1) / threads;
   return static_cast<int>(blocks < 65536 ? (blocks > 0 ? blocks : 1) : 65536);
@@ -113,7 +102,7 @@ absl::Status StoreKvCuda(const KvCacheView& view, int32_t layer, const int32_t* 
   if (slots == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("slots is null with num_tokens = ", num_tokens));
   }
-  if (absl::Status s = CheckAligned(slots, sizeof(int32_t), "slots"); !s.ok()) return s;
+  if (absl::Status s = CheckElementAlignment(slots, sizeof(int32_t), "slots"); !s.ok()) return s;
   if (absl::Status s = CheckRows(rows, view.layout); !s.ok()) return s;
   const KvLayout& layout = view.layout;
   const int64_t stride =
@@ -136,8 +125,8 @@ absl::Status DequantizeCuda(const KvCacheView& view, int32_t layer, const int32_
     return absl::InvalidArgumentError(absl::StrCat(slots == nullptr ? "slots" : "out",
                                                    " is null with num_tokens = ", num_tokens));
   }
-  if (absl::Status s = CheckAligned(slots, sizeof(int32_t), "slots"); !s.ok()) return s;
-  if (absl::Status s = CheckAligned(out, sizeof(float), "out"); !s.ok()) return s;
+  if (absl::Status s = CheckElementAlignment(slots, sizeof(int32_t), "slots"); !s.ok()) return s;
+  if (absl::Status s = CheckElementAlignment(out, sizeof(float), "out"); !s.ok()) return s;
   const int64_t total = int64_t{num_tokens} * view.layout.RowsPerSlot() * view.layout.head_dim;
   constexpr int kThreads = 256;
   return LaunchKernel("DequantizeKernel launch", DequantizeKernel, GridFor(total, kThreads),
