@@ -53,4 +53,5 @@ if [[ -x /usr/local/cuda/bin/nvcc ]]; then
 else
   echo "setup.sh: WARNING: /usr/local/cuda/bin/nvcc not found; CUDA targets will not build." >&2
 fi
-echo "setup.sh: bazel: $(bazel --version 2>/dev/null || echo missing)"
+# Debian's bazel-bootstrap reports "bazel no_version"; the package names its version.
+echo "setup.sh: bazel: $(dpkg-query -W -f='${Version}' bazel-bootstrap 2>/dev/null || echo missing)"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Bundles Bazel-built binaries and the non-glibc shared libraries they load into
-# .gpu_bundle/ (git-ignored), so they can be carried to the GPU machine and run there with
+# .gpu_bundle/ (git-ignored), so they can be copied to the GPU machine and run there with
 #   LD_LIBRARY_PATH=.gpu_bundle/lib:/usr/local/cuda/targets/x86_64-linux/lib .gpu_bundle/bin/NAME
 # cuBLAS is left out (libcublasLt alone is over 500 MB): the GPU machine's CUDA 13 has it.
 # Binaries and libraries are stripped of symbols.
@@ -36,8 +36,8 @@ for label in "$@"; do
   done
 done
 # Symbols are not needed there. The full bundle of tools/gpu_validate.sh is about 75 MB even
-# stripped (each binary links the same kernels), over the 64 MiB of carried files the lent GPU
-# machine takes: tools/gpu_pack.sh packs it, with any builds beside it, into about a quarter.
+# stripped (each binary links the same kernels), over the 64 MiB that the
+# GPU machine these docs measure on takes in one upload: tools/gpu_pack.sh packs it, with any builds beside it, into about a quarter.
 chmod -R u+w "$out"
 strip --strip-unneeded "$out"/bin/* "$out"/lib/*
 du -sh "$out"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Packs .gpu_bundle (tools/gpu_bundle.sh, tools/bench_at_refs.sh) into .gpu_pack/bundle.tar.xz,
-# for a GPU machine that takes a limited size of carried files (64 MiB on the lent one). Every
+# for a GPU machine that takes a limited size of uploaded files (64 MiB on the one these docs
+# measure on). Every
 # bundled binary links the same kernels, so the bundle compresses well: the full one of
 # tools/gpu_validate.sh (about 75 MB) with four decode_bench builds beside it, 98 MB, packs
 # into 27 MB. xz's single-threaded default is used on purpose: its window spans whole

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pack=.gpu_pack/bundle.tar.xz
-[[ -f $pack ]] || { echo "gpu_unpack: no $pack; carry .gpu_pack" >&2; exit 1; }
+[[ -f $pack ]] || { echo "gpu_unpack: no $pack; copy .gpu_pack here first" >&2; exit 1; }
 rm -rf .gpu_bundle
 if command -v xz >/dev/null; then
   xz -dc "$pack" | tar -xf -

@@ -8,8 +8,8 @@
 #     //backend:embed_example //server/cuda:llama_kernels_test //server/cuda:cublas_gemm_test \
 #     //server/cuda:cuda_kv_attention_test //server/cuda:cuda_llama_model_test \
 #     //server/cuda:cuda_engine_test //server/cuda:cuda_engine_info_test //server:engine_bench
-# then packed by tools/gpu_pack.sh and carried as .gpu_pack (the bundle itself is too large to
-# carry), and unpacked there first by tools/gpu_unpack.sh.
+# then packed by tools/gpu_pack.sh and copied there as .gpu_pack (the bundle itself is too large
+# to upload), and unpacked there first by tools/gpu_unpack.sh.
 # Usage there (from any directory): tools/gpu_validate.sh OUT_DIR [--no-decode-bench]; a
 # binary missing from the bundle fails the run as a failing step does.
 # Logs go to OUT_DIR; a summary line per step goes to stdout. A GPU test that skips because it

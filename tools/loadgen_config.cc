@@ -99,7 +99,10 @@ std::string OverloadWarning(const LoadgenConfig& config, const v1::ServerInfo& i
   return absl::StrCat(config.open_loop() ? "--max_in_flight = " : "--concurrency = ", streams,
                       " exceeds what the server takes at once (max_batch + max_queue = ", takes,
                       "): the requests beyond it end RESOURCE_EXHAUSTED",
-                      config.open_loop() ? "" : " and are sent again at once",
+                      config.open_loop()
+                          ? ""
+                          : " and their streams wait for another request to finish before "
+                            "sending again",
                       ", and the figures include that traffic");
 }
 

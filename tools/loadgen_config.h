@@ -70,8 +70,8 @@ absl::Status CheckAgainstServer(const LoadgenConfig& config, const v1::ServerInf
 
 // A warning (empty if none) when more streams can be open at once (--concurrency, or
 // --max_in_flight in open loop) than the server takes (max_batch + max_queue): the rest are
-// refused with RESOURCE_EXHAUSTED, and in closed loop sent again at once, which costs the
-// server time that the figures then include.
+// refused with RESOURCE_EXHAUSTED, and in closed loop their streams wait for another request
+// to finish before sending again; the refusals cost the server time that the figures include.
 std::string OverloadWarning(const LoadgenConfig& config, const v1::ServerInfo& info);
 
 }  // namespace int4kv

@@ -7,6 +7,7 @@ namespace int4kv {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 LoadgenConfig Valid() {
   LoadgenConfig config;
@@ -40,11 +41,13 @@ TEST(LoadgenConfigTest, WarnsWhenMoreStreamsThanTheServerTakes) {
   EXPECT_THAT(OverloadWarning(config, info),
               HasSubstr("--concurrency = 73 exceeds what the server takes at once (max_batch + "
                         "max_queue = 72)"));
+  EXPECT_THAT(OverloadWarning(config, info), HasSubstr("wait for another request to finish"));
   config.rate = 100;  // open loop: the bound is --max_in_flight
   config.max_in_flight = 72;
   EXPECT_EQ(OverloadWarning(config, info), "");
   config.max_in_flight = 1024;
   EXPECT_THAT(OverloadWarning(config, info), HasSubstr("--max_in_flight = 1024 exceeds"));
+  EXPECT_THAT(OverloadWarning(config, info), Not(HasSubstr("wait for another request")));
 }
 
 TEST(LoadgenConfigTest, BadFlagsAreNamedWithTheirRange) {
