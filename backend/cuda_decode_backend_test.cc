@@ -368,6 +368,26 @@ TEST_F(CudaDecodeBackendTest, LargeStepsRunInSeveralWavesOfCappedChunks) {
   CheckTablesAgainstOracle(c, caches, entries, entries, rows, rng_);
 }
 
+// The chunk cap follows the split kernel that runs: the factored path (group sizes 32-128 at
+// a tuned head_dim) takes none, the per-element path takes kCappedChunkTokens, and generic
+// head_dims run the per-element path whatever their group size.
+TEST_F(CudaDecodeBackendTest, ChunkCapFollowsTheSplitPath) {
+  struct Expect {
+    int32_t head_dim, group_size, cap;
+    const char* variant;
+  };
+  for (const Expect& e : {Expect{128, 32, 0, "tuned head_dim 128, factored"},
+                          Expect{128, 8, kCappedChunkTokens, "tuned head_dim 128"},
+                          Expect{96, 32, kCappedChunkTokens, "generic head_dim"},
+                          Expect{160, 32, kCappedChunkTokens, "generic head_dim"}}) {
+    const absl::StatusOr<DecodeKernels> kernels = DecodeKernels::Select(
+        e.head_dim, 4, 8, QuantMode::kSymmetric, ParamDtype::kFloat16, e.group_size);
+    ASSERT_TRUE(kernels.ok()) << kernels.status();
+    EXPECT_EQ(kernels->max_chunk_tokens(), e.cap) << "head_dim " << e.head_dim;
+    EXPECT_STREQ(kernels->variant(), e.variant) << "head_dim " << e.head_dim;
+  }
+}
+
 // Steps of kWideSplitMinBatch rows run in blocks of 8 KV heads where the kernel has them: a
 // batch of that many mixed rows (up to 1000 tokens) for each wide instantiation (both modes,
 // both parameter dtypes), with 8 and 16 KV heads (one and two wide blocks a chunk).

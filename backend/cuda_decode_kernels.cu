@@ -92,12 +92,13 @@ absl::StatusOr<DecodeKernels> DecodeKernels::Select(int32_t head_dim, int32_t gr
   const int head_tiles = group > 8 ? 2 : 1;
   const bool bf16 = params == ParamDtype::kBFloat16;
   // Caches of group size 32 to 128 at a tuned head_dim take the factored path (head_dim 256
-  // only with up to 8 query heads per KV head: DescribeHeads).
+  // only with up to 8 query heads per KV head: DescribeHeads); generic head_dims always take
+  // the per-element one, and its chunk cap.
+  const bool tuned = head_dim == 64 || head_dim == 128 || head_dim == 256;
   const bool factored =
-      group_size >= 32 && group_size <= head_dim && (head_dim <= 128 || head_tiles == 1);
+      tuned && group_size >= 32 && group_size <= head_dim && (head_dim <= 128 || head_tiles == 1);
   const int group_chunks = factored ? group_size / 32 : 0;
   kernels.max_chunk_tokens_ = factored ? 0 : kCappedChunkTokens;
-  const bool tuned = head_dim == 64 || head_dim == 128 || head_dim == 256;
   const int kernel_dim = head_dim <= 64 ? 64 : head_dim <= 128 ? 128 : 256;
   DescribeSplitKernel(kernel_dim, tuned, asym, group_chunks, head_tiles, bf16, &kernels.split_,
                       &kernels.smem_bytes_);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -93,6 +94,11 @@ TEST(KvCacheTest, AppendNewSlotsIsAllOrNothing) {
          return c.AppendNewSlots(o, 15, nullptr);
        },
        absl::StatusCode::kFailedPrecondition},
+      {"a count at the int64 limit",
+       [](KvCache& c, int32_t r, int32_t) {
+         return c.AppendNewSlots(r, std::numeric_limits<int64_t>::max(), nullptr);
+       },
+       absl::StatusCode::kOutOfRange},
       {"a request out of range and more slots than are free",
        [](KvCache& c, int32_t, int32_t) { return c.AppendNewSlots(2, 15, nullptr); },
        absl::StatusCode::kInvalidArgument},

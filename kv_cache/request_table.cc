@@ -102,7 +102,8 @@ absl::Status RequestTable::FreeRequest(int32_t request) {
 
 absl::Status RequestTable::CheckAppend(int32_t request, int64_t count) const {
   if (absl::Status status = CheckRequest(request); !status.ok()) return status;
-  if (int64_t{length_[request]} + count > max_seq_len_) {
+  // Compared as room left, so that no count overflows the sum.
+  if (count > int64_t{max_seq_len_} - length_[request]) {
     return absl::OutOfRangeError(absl::StrCat("request ", request, " has ", length_[request],
                                               " tokens; appending ", count,
                                               " would exceed max_seq_len ", max_seq_len_));
@@ -228,6 +229,15 @@ absl::Status RequestTable::FlushStaged(int32_t count, CudaStream stream) {
 absl::Status RequestTable::SyncToDevice(CudaStream stream) {
   if (device_table_.get() == nullptr) {
     return absl::FailedPreconditionError("SyncToDevice before EnableDeviceMirror");
+  }
+  // The waits below are illegal in a capture (and would end it); in a relaxed capture they
+  // would pass while the copies only joined the graph, so the rows would count as sent.
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capture));
+  if (capture != cudaStreamCaptureStatusNone) {
+    return absl::FailedPreconditionError(
+        "SyncToDevice on a stream that is being captured: it waits on the host, so call it "
+        "before the capture, and before each replay");
   }
   if (dirty_.empty()) return absl::OkStatus();
   // The staging buffers may still feed the previous sync's copies.

@@ -70,6 +70,8 @@ class RequestTable {
   absl::Status EnableDeviceMirror();
   // Copies what changed since the last sync into the mirror, ordered on `stream`. On an error
   // the requests stay marked as changed, and the next sync sends all of their new entries.
+  // Waits on the host for the previous sync's copies, so a stream being captured is refused
+  // (FailedPrecondition): sync before capturing or replaying a step that reads the mirror.
   absl::Status SyncToDevice(CudaStream stream);
   // Device table [max_requests][max_seq_len]; nullptr until EnableDeviceMirror().
   const int32_t* device_table() const { return device_table_.as<int32_t>(); }

@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -45,6 +46,20 @@ TEST(RequestTableTest, AppendAndFree) {
   EXPECT_EQ(table->Length(b), 0);
 }
 
+// A count near the int64 limit is OutOfRange, as any append past max_seq_len is; it must not
+// wrap the length check into an append the table would then try.
+TEST(RequestTableTest, HugeAppendCountsAreOutOfRange) {
+  const std::unique_ptr<RequestTable> table = *RequestTable::Create(1, 4, 16);
+  const int32_t a = *table->AllocateRequest();
+  ASSERT_TRUE(table->Append(a, {5}).ok());
+  for (const int64_t count : {int64_t{4}, int64_t{1} << 40, std::numeric_limits<int64_t>::max()}) {
+    const absl::Status status = table->CheckAppend(a, count);
+    EXPECT_EQ(status.code(), absl::StatusCode::kOutOfRange) << count << ": " << status;
+    EXPECT_NE(status.message().find("max_seq_len 4"), std::string::npos) << status.message();
+  }
+  EXPECT_TRUE(table->CheckAppend(a, 3).ok());
+}
+
 TEST(RequestTableTest, DeviceMirrorFollowsAppends) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
   const std::unique_ptr<RequestTable> table = *RequestTable::Create(3, 8, 1 << 20);
@@ -68,6 +83,37 @@ TEST(RequestTableTest, DeviceMirrorFollowsAppends) {
       EXPECT_EQ(device[r * 8 + t], table->Tokens(r)[t]) << "request " << r << " token " << t;
     }
   }
+}
+
+// SyncToDevice waits on the host, so a capturing stream is refused before anything is sent or
+// recorded: the rows stay unsent, and a sync after the capture sends them.
+TEST(RequestTableTest, SyncOnACapturingStreamIsRefusedAndLaterSyncsWork) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  const std::unique_ptr<RequestTable> table = *RequestTable::Create(2, 8, 1 << 20);
+  ASSERT_TRUE(table->EnableDeviceMirror().ok());
+  const int32_t a = *table->AllocateRequest();
+  ASSERT_TRUE(table->Append(a, {11, 12, 13}).ok());
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  for (const cudaStreamCaptureMode mode :
+       {cudaStreamCaptureModeGlobal, cudaStreamCaptureModeRelaxed}) {
+    ASSERT_EQ(cudaStreamBeginCapture(stream, mode), cudaSuccess);
+    const absl::Status status = table->SyncToDevice(stream);
+    cudaGraph_t graph = nullptr;
+    ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess) << "the capture was broken";
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+    EXPECT_NE(status.message().find("being captured"), std::string::npos) << status.message();
+    EXPECT_EQ(table->SyncedLength(a), 0);
+  }
+  ASSERT_TRUE(table->SyncToDevice(stream).ok());
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  EXPECT_EQ(table->SyncedLength(a), 3);
+  std::vector<int32_t> device(3);
+  ASSERT_EQ(cudaMemcpy(device.data(), table->device_table() + a * 8, 3 * 4, cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  EXPECT_EQ(device, (std::vector<int32_t>{11, 12, 13}));
+  ASSERT_EQ(cudaStreamDestroy(stream), cudaSuccess);
 }
 
 // A slot outside the pool would give the row wrong values (the cuda backend reads it clamped

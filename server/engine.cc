@@ -1,6 +1,8 @@
 #include "server/engine.h"
 
 #include <algorithm>
+#include <memory>
+#include <new>
 #include <random>
 #include <string>
 #include <utility>
@@ -60,8 +62,21 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& confi
   if (weights == nullptr) return absl::InvalidArgumentError("Engine: weights are null");
   RETURN_IF_ERROR(weights->Validate());
   ASSIGN_OR_RETURN(const EngineConfig resolved, config.Resolve(weights->config));
-  ASSIGN_OR_RETURN(std::unique_ptr<Scheduler> scheduler,
-                   Scheduler::Create(resolved, std::move(weights), attention));
+  const ModelConfig model = weights->config;
+  absl::StatusOr<std::unique_ptr<Scheduler>> created_scheduler;
+  try {
+    created_scheduler = Scheduler::Create(resolved, std::move(weights), attention);
+  } catch (const std::bad_alloc&) {
+    // The host buffers grow with max_batch x vocab (logits) and max_step_tokens x the model's
+    // widths (activations), which the limits allow past any host's memory.
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the engine's host buffers do not fit in memory: logits for max_batch = ",
+                     resolved.max_batch, " rows of vocab ", model.vocab_size,
+                     ", activations for max_step_tokens = ", resolved.max_step_tokens,
+                     " tokens; lower max_batch (or EngineConfig.max_step_tokens)"));
+  }
+  RETURN_IF_ERROR(created_scheduler.status());
+  std::unique_ptr<Scheduler> scheduler = *std::move(created_scheduler);
   // The scheduler's copy has the capacity it created (kv_gpu_memory_fraction sizes it there).
   const EngineConfig created = scheduler->config();
   if (created.kv_capacity_slots < 2) {

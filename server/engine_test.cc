@@ -12,8 +12,10 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kv_cache/testing/address_space_cap.h"
 #include "server/engine_device.h"
 #include "server/model_source.h"
+#include "server/random_weights.h"
 #include "server/testing/step_gate.h"
 #include "server/testing/test_util.h"
 
@@ -568,6 +570,25 @@ TEST(EngineTest, CreateFromSource) {
   config.group_size = 16;  // stories260K has head_dim 8
   EXPECT_THAT(std::string(Engine::CreateFromSource(config, kDefaultModelPath).status().message()),
               HasSubstr("group_size = 16"));
+}
+
+// The limits allow host buffers past any host's memory (logits grow with max_batch x vocab):
+// such an engine is ResourceExhausted, naming the sizes, rather than an uncaught bad_alloc.
+TEST(EngineTest, HostBuffersThatDoNotFitAreResourceExhausted) {
+  ModelConfig model = *PresetConfig("tiny");
+  model.vocab_size = 1 << 20;  // 4096 rows of logits: 16 GiB
+  auto weights = std::make_shared<const LlamaWeights>(*RandomWeights(model, 1));
+  EngineConfig config = SmallConfig();
+  config.max_batch = 4096;
+  config.max_step_tokens = 4096;
+  config.kv_capacity_slots = 1024;  // the cache is not what fails here
+  ScopedAddressSpaceCap cap(int64_t{1} << 30);
+  if (!cap.active()) GTEST_SKIP() << "cannot cap the address space here";
+  const absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(config, weights, "big");
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.status().code(), absl::StatusCode::kResourceExhausted) << engine.status();
+  EXPECT_THAT(std::string(engine.status().message()),
+              ::testing::HasSubstr("max_batch = 4096 rows of vocab 1048576"));
 }
 
 }  // namespace

@@ -128,6 +128,17 @@ struct Options {
   absl::Duration write_stall_timeout;
 };
 
+// Where a TLS flag's file is, with the flag named in any error.
+absl::StatusOr<std::string> FindTlsFile(absl::string_view flag, const std::string& value,
+                                        const char* argv0) {
+  absl::StatusOr<std::string> path = FindInputFile(value, argv0, false);
+  if (!path.ok()) {
+    return absl::Status(path.status().code(),
+                        absl::StrCat(flag, " = '", value, "': ", path.status().message()));
+  }
+  return path;
+}
+
 absl::StatusOr<Options> ParseOptions(const char* argv0) {
   Options options;
   ASSIGN_OR_RETURN(options.server.address, ParseListenAddress(absl::GetFlag(FLAGS_port)));
@@ -160,6 +171,13 @@ absl::StatusOr<Options> ParseOptions(const char* argv0) {
   // Before the port opens and the model loads; the engine repeats these checks, naming its
   // config's fields rather than the flags.
   RETURN_IF_ERROR(CheckEngineFlags(engine));
+  if (engine.device == "cpu" &&
+      (absl::GetFlag(FLAGS_cuda_dtype) != "fp16" || !engine.cuda_graphs)) {
+    // Not an error: --backend=auto falls back to cpu on a host without a visible GPU.
+    spdlog::warn(
+        "--cuda_dtype and --cuda_graphs apply to the cuda backend only; the backend is "
+        "cpu, so they are ignored");
+  }
   options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
   if (options.drain_timeout < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
@@ -189,10 +207,18 @@ absl::StatusOr<Options> ParseOptions(const char* argv0) {
     return absl::InvalidArgumentError("--tls_cert and --tls_key go together: set both or neither");
   }
   if (!cert.empty()) {
-    ASSIGN_OR_RETURN(const std::string cert_path, FindInputFile(cert, argv0, false));
-    ASSIGN_OR_RETURN(const std::string key_path, FindInputFile(key, argv0, false));
+    ASSIGN_OR_RETURN(const std::string cert_path, FindTlsFile("--tls_cert", cert, argv0));
+    ASSIGN_OR_RETURN(const std::string key_path, FindTlsFile("--tls_key", key, argv0));
     ASSIGN_OR_RETURN(options.server.tls_cert_chain_pem, ReadInputFile(cert_path, "--tls_cert"));
     ASSIGN_OR_RETURN(options.server.tls_private_key_pem, ReadInputFile(key_path, "--tls_key"));
+    // An empty PEM (a secret not mounted yet) must not start a plaintext server: the server
+    // takes TLS from the PEMs' contents.
+    const bool cert_empty = options.server.tls_cert_chain_pem.empty();
+    if (cert_empty || options.server.tls_private_key_pem.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(cert_empty ? "--tls_cert" : "--tls_key",
+                                                     " = '", cert_empty ? cert_path : key_path,
+                                                     "' is empty: TLS needs a PEM file"));
+    }
   }
   ASSIGN_OR_RETURN(options.auth_token,
                    ResolveAuthToken(absl::GetFlag(FLAGS_auth_token),
@@ -282,18 +308,20 @@ void LogSummary(const EngineInfo& info, const ServerDetails& details, const Opti
 }
 
 int Run(const char* argv0) {
-  absl::StatusOr<Options> options = ParseOptions(argv0);
-  if (!options.ok()) {
-    spdlog::error("{}", std::string(options.status().message()));
-    return 2;
-  }
-
-  // Before any thread starts: only the sigwait below receives SIGINT and SIGTERM.
+  // Before any thread starts, ParseOptions's CUDA device query included (the CUDA runtime
+  // starts threads of its own, which inherit the mask): only the waits below receive SIGINT
+  // and SIGTERM. A signal that comes while the options parse waits for them.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::StatusOr<Options> options = ParseOptions(argv0);
+  if (!options.ok()) {
+    spdlog::error("{}", std::string(options.status().message()));
+    return 2;
+  }
 
   ServiceOptions service_options;
   service_options.auth_token = options->auth_token;

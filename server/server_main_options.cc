@@ -1,5 +1,6 @@
 #include "server/server_main_options.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -21,9 +22,11 @@ namespace {
 
 constexpr char kWorkspaceName[] = "int4kv";
 
+// Anything that opens for reading but a directory (which std::ifstream opens on Linux): a
+// regular file, a symlink to one, a pipe such as /dev/stdin.
 bool IsFile(const std::string& path) {
-  std::ifstream file(path);
-  return file.good();
+  struct stat info;
+  return stat(path.c_str(), &info) == 0 && !S_ISDIR(info.st_mode) && std::ifstream(path).good();
 }
 
 std::string JoinPath(absl::string_view dir, absl::string_view path) {
@@ -157,6 +160,10 @@ absl::StatusOr<std::string> FindInputFile(absl::string_view path, absl::string_v
   if (path.empty()) return absl::InvalidArgumentError("the file path is empty");
   if (absl::StartsWith(path, "/")) {
     if (IsFile(std::string(path))) return std::string(path);
+    struct stat info;
+    if (stat(std::string(path).c_str(), &info) == 0 && S_ISDIR(info.st_mode)) {
+      return absl::InvalidArgumentError(absl::StrCat(path, " is a directory, not a file"));
+    }
     return absl::NotFoundError(absl::StrCat("no readable file at ", path));
   }
   std::vector<std::string> candidates;
@@ -289,6 +296,10 @@ absl::Status CheckEngineFlagsForModel(const EngineConfig& engine, const ModelCon
 }
 
 absl::StatusOr<std::string> ReadInputFile(const std::string& path, absl::string_view what) {
+  struct stat info;
+  if (stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", path, " is a directory"));
+  }
   std::ifstream file(path, std::ios::binary);
   if (!file) return absl::NotFoundError(absl::StrCat(what, ": cannot open ", path));
   std::ostringstream contents;

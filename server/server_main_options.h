@@ -70,7 +70,8 @@ absl::Status CheckEngineFlags(const EngineConfig& engine);
 // and a --kv_cache_size byte count that holds at least one token slot.
 absl::Status CheckEngineFlagsForModel(const EngineConfig& engine, const ModelConfig& model);
 
-// The whole file; NotFound / Internal naming `what` and the path.
+// The whole file; NotFound / Internal naming `what` and the path, InvalidArgument for a
+// directory.
 absl::StatusOr<std::string> ReadInputFile(const std::string& path, absl::string_view what);
 
 // The bearer token from --auth_token or --auth_token_file (its contents without surrounding

@@ -144,6 +144,18 @@ TEST(ResolveModelFlagTest, AnExistingFileWinsOverAPresetName) {
   EXPECT_EQ(flag->file, dir + "/model.ckpt");
 }
 
+// A directory named like a preset (downloaded weights, say) is not a checkpoint file.
+TEST(ResolveModelFlagTest, ADirectoryDoesNotShadowAPreset) {
+  const std::string dir = std::getenv("TEST_TMPDIR");
+  ASSERT_EQ(system(("mkdir -p " + dir + "/llama8b").c_str()), 0);
+  setenv("BUILD_WORKING_DIRECTORY", dir.c_str(), 1);
+  const absl::StatusOr<ModelFlag> flag = ResolveModelFlag("llama8b", 3, "");
+  unsetenv("BUILD_WORKING_DIRECTORY");
+  ASSERT_TRUE(flag.ok()) << flag.status();
+  EXPECT_EQ(flag->source.kind, ModelSource::Kind::kPreset);
+  EXPECT_EQ(flag->file, "");
+}
+
 TEST(ResolveModelFlagTest, PresetsAndCheckpointPaths) {
   absl::StatusOr<ModelFlag> flag = ResolveModelFlag("llama8b:2", 5, "");
   ASSERT_TRUE(flag.ok()) << flag.status();
@@ -253,6 +265,11 @@ TEST(ReadInputFileTest, ReadsWholeFileOrNamesWhat) {
   const absl::Status missing = ReadInputFile(path + ".none", "--tls_key").status();
   EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(missing.message(), HasSubstr("--tls_key"));
+  // std::ifstream opens a directory and reads nothing from it: that must not pass as empty.
+  const std::string dir = std::getenv("TEST_TMPDIR");
+  const absl::Status directory = ReadInputFile(dir, "--tls_cert").status();
+  EXPECT_EQ(directory.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(directory.message(), HasSubstr("--tls_cert: " + dir + " is a directory"));
 }
 
 TEST(ResolveAuthTokenTest, FlagOrFileNamingTheFlagOnErrors) {

@@ -3,6 +3,7 @@
 // SIGTERM while the model loads (exit 0 at once, never SERVING), server reflection, bearer-token
 // auth, TLS with a certificate made at test time, start-up errors, and the int4kv_generate client.
 #include <cuda_runtime.h>
+#include <dirent.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -13,6 +14,8 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
@@ -85,6 +88,41 @@ TEST(ServerBinaryTest, DrainTurnsHealthNotServingRejectsNewAndFinishesRunning) {
 
   EXPECT_EQ(server->Wait(absl::Seconds(20)), 0) << server->Log();
   EXPECT_THAT(server->Log(), HasSubstr("SIGTERM: draining"));
+}
+
+// The stop signals reach only the server's own waits (server_main.cc), so every thread must
+// block them, those that libraries start included: a thread that does not would take a second
+// signal during the drain and die of it. The CUDA runtime starts a thread at its first call,
+// which the options' device query makes (--backend=auto), so this also checks on a GPU machine
+// that the mask comes first.
+TEST(ServerBinaryTest, EveryThreadBlocksTheStopSignals) {
+  std::unique_ptr<ServerProcess> server = StartServing({"--backend=auto"});
+  ASSERT_NE(server, nullptr);
+  const std::string tasks = absl::StrCat("/proc/", server->pid(), "/task");
+  DIR* dir = opendir(tasks.c_str());
+  ASSERT_NE(dir, nullptr) << tasks;
+  int threads = 0;
+  while (const dirent* entry = readdir(dir)) {
+    // The main thread waits in sigwait, during which the kernel shows the signals it waits
+    // for as unblocked.
+    if (entry->d_name[0] == '.' || std::to_string(server->pid()) == entry->d_name) continue;
+    std::ifstream status(absl::StrCat(tasks, "/", entry->d_name, "/status"));
+    std::string line, name;
+    uint64_t blocked = 0;
+    bool found = false;
+    while (std::getline(status, line)) {
+      if (absl::StartsWith(line, "Name:")) name = line.substr(5);
+      if (absl::StartsWith(line, "SigBlk:")) found = absl::SimpleHexAtoi(line.substr(7), &blocked);
+    }
+    if (!found) continue;  // the thread ended while it was read
+    ++threads;
+    const uint64_t stop_signals = (uint64_t{1} << (SIGINT - 1)) | (uint64_t{1} << (SIGTERM - 1));
+    EXPECT_EQ(blocked & stop_signals, stop_signals) << "thread " << entry->d_name << name;
+  }
+  closedir(dir);
+  EXPECT_GT(threads, 2);
+  server->Signal(SIGTERM);
+  EXPECT_EQ(server->Wait(absl::Seconds(20)), 0) << server->Log();
 }
 
 TEST(ServerBinaryTest, DrainTimeoutCancelsRunningRequestsWithUnavailable) {
@@ -302,6 +340,42 @@ TEST(ServerBinaryTest, BadFlagsFailAtStartNamingTheFlag) {
     EXPECT_THAT(process.status().message(), HasSubstr("exited with 2")) << name;
     EXPECT_THAT(process.status().message(), HasSubstr(expected)) << name;
     EXPECT_THAT(process.status().message(), Not(HasSubstr("EngineConfig"))) << name;
+  }
+}
+
+// The cuda backend's own flags do nothing on cpu; a server that ignores them says so.
+TEST(ServerBinaryTest, CudaFlagsOnTheCpuBackendAreReportedAsIgnored) {
+  std::unique_ptr<ServerProcess> server =
+      StartServing({"--backend=cpu", "--cuda_dtype=bf16", "--cuda_graphs=false"});
+  ASSERT_NE(server, nullptr);
+  server->Signal(SIGTERM);
+  EXPECT_EQ(server->Wait(absl::Seconds(20)), 0) << server->Log();
+  EXPECT_THAT(server->Log(), HasSubstr("--cuda_dtype and --cuda_graphs apply to the cuda backend "
+                                       "only; the backend is cpu, so they are ignored"));
+}
+
+// TLS is taken from the PEM files' contents, so an empty one (a secret not mounted yet) or a
+// directory must stop the start, naming the flag, rather than start a plaintext server.
+TEST(ServerBinaryTest, EmptyOrDirectoryTlsFilesFailAtStart) {
+  const std::string dir = std::getenv("TEST_TMPDIR");
+  const TestCertificate cert = MakeCertificate("good");
+  ASSERT_FALSE(cert.cert_pem.empty());
+  std::ofstream(dir + "/empty.pem").flush();
+  for (const auto& [flags, expected] :
+       std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"--tls_cert=" + dir + "/empty.pem", "--tls_key=" + dir + "/empty.pem"},
+            "--tls_cert = '" + dir + "/empty.pem' is empty"},
+           {{"--tls_cert=" + cert.cert_path, "--tls_key=" + dir + "/empty.pem"},
+            "--tls_key = '" + dir + "/empty.pem' is empty"},
+           {{"--tls_cert=" + dir, "--tls_key=" + cert.key_path},
+            "--tls_cert = '" + dir + "': " + dir + " is a directory, not a file"},
+           {{"--tls_cert=/nonexistent.crt", "--tls_key=" + cert.key_path},
+            "--tls_cert = '/nonexistent.crt': no readable file at /nonexistent.crt"}}) {
+    const std::string name = absl::StrJoin(flags, " ");
+    const absl::StatusOr<std::unique_ptr<ServerProcess>> process = ServerProcess::Start(flags);
+    ASSERT_FALSE(process.ok()) << name << ": the port opened";
+    EXPECT_THAT(process.status().message(), HasSubstr("exited with 2")) << name;
+    EXPECT_THAT(process.status().message(), HasSubstr(expected)) << name;
   }
 }
 

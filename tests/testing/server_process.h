@@ -34,6 +34,7 @@ class ServerProcess {
   // SIGKILL if still running.
   ~ServerProcess();
 
+  pid_t pid() const { return pid_; }
   int port() const { return port_; }
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   std::shared_ptr<grpc::Channel> Channel(
