@@ -11,6 +11,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -88,6 +89,43 @@ TEST(ServerBinaryTest, DrainTurnsHealthNotServingRejectsNewAndFinishesRunning) {
 
   EXPECT_EQ(server->Wait(absl::Seconds(20)), 0) << server->Log();
   EXPECT_THAT(server->Log(), HasSubstr("SIGTERM: draining"));
+}
+
+// --drain_timeout=inf waits for every request, and a second signal ends that wait: what is
+// still queued or running ends UNAVAILABLE, the rest finished whole, and the process exits 0.
+// Sixteen 500-token requests on one batch row are seconds of work, far more than the time
+// between the two signals.
+TEST(ServerBinaryTest, SecondSignalEndsAnUnlimitedDrain) {
+  std::unique_ptr<ServerProcess> server = StartServing({"--drain_timeout=inf", "--max_batch=1"});
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::TokenGeneration::NewStub(server->Channel());
+  std::vector<GenerateCall> calls(16);
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < calls.size(); ++i) {
+    clients.emplace_back([&, i] {
+      calls[i] = RunGenerate(*stub, GreedyRequest({1, static_cast<int32_t>(300 + i)}, 500),
+                             absl::Seconds(120));
+    });
+  }
+  EXPECT_TRUE(WaitFor([&] { return GetInfo(*stub).capacity().queued() >= 8; }));
+  server->Signal(SIGTERM);
+  EXPECT_TRUE(WaitForHealth(server->Channel(), HealthCheckResponse::NOT_SERVING, absl::Seconds(5)));
+  server->Signal(SIGTERM);
+  EXPECT_EQ(server->Wait(absl::Seconds(30)), 0) << server->Log();
+  for (std::thread& client : clients) client.join();
+  EXPECT_THAT(server->Log(), HasSubstr("SIGTERM again: ending the drain"));
+  int cut = 0;
+  for (const GenerateCall& call : calls) {
+    if (call.status.ok()) {
+      EXPECT_EQ(call.tokens.size(), 500u);
+    } else {
+      ++cut;
+      EXPECT_EQ(call.status.error_code(), grpc::StatusCode::UNAVAILABLE)
+          << call.status.error_message();
+      EXPECT_LT(call.tokens.size(), 500u);
+    }
+  }
+  EXPECT_GE(cut, 8) << "the second signal did not end the drain early";
 }
 
 // The stop signals reach only the server's own waits (server_main.cc), so every thread must

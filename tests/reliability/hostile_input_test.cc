@@ -208,7 +208,7 @@ TEST_F(HostileInputTest, GeneratedRequestsGetTheDocumentedAnswerAndChangeNothing
 
   EXPECT_EQ(WaitUntilIdle(*stubs_[0]), before_);
   EXPECT_EQ(RunGenerate(*stubs_[0], reference_).tokens, reference_tokens_);
-  EXPECT_FALSE(server_->Exited()) << server_->Log();
+  ExpectServingThenCleanStop(*server_);
 }
 
 TEST_F(HostileInputTest, MessagesAtAndPastTheGrpcSizeLimit) {

@@ -123,6 +123,7 @@ TEST(KvPressureTest, RequestsWaitForSlotsAndAllCompleteUncorrupted) {
                 static_cast<long long>(monitor.min_free()));
     EXPECT_EQ(WaitUntilIdle(*stub), before);
   }
+  ExpectServingThenCleanStop(**server);
 }
 
 }  // namespace

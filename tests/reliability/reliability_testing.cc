@@ -1,5 +1,7 @@
 #include "tests/reliability/reliability_testing.h"
 
+#include <signal.h>
+
 #include <atomic>
 #include <thread>
 
@@ -19,6 +21,15 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> StartServing(const std::vector<st
         absl::StrCat("int4kv_server did not turn SERVING within 60 s:\n", (*process)->Log()));
   }
   return process;
+}
+
+void ExpectServingThenCleanStop(ServerProcess& server, absl::Duration timeout) {
+  EXPECT_FALSE(server.Exited()) << server.Log();
+  EXPECT_TRUE(WaitForHealth(server.Channel(), grpc::health::v1::HealthCheckResponse::SERVING,
+                            absl::Seconds(5)))
+      << server.Log();
+  server.Signal(SIGTERM);
+  EXPECT_EQ(server.Wait(timeout), 0) << server.Log();
 }
 
 std::vector<std::shared_ptr<grpc::Channel>> OpenChannels(const std::string& address, int count) {

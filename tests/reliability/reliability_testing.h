@@ -35,6 +35,12 @@ inline int Scaled(int normal, int sanitized) { return kSanitizedBuild ? sanitize
 // until its health is SERVING. FailedPrecondition with the server's log otherwise.
 absl::StatusOr<std::unique_ptr<ServerProcess>> StartServing(const std::vector<std::string>& args);
 
+// A suite's last check after its faults: the server is still SERVING, and SIGTERM drains and
+// stops it cleanly (exit 0, which it returns only once gRPC has shut down) within `timeout`. A
+// server left hanging in its drain, or crashing at shutdown, fails here rather than dying unseen to
+// the SIGKILL of ~ServerProcess.
+void ExpectServingThenCleanStop(ServerProcess& server, absl::Duration timeout = absl::Seconds(30));
+
 // `count` channels to `address`, each its own TCP connection.
 std::vector<std::shared_ptr<grpc::Channel>> OpenChannels(const std::string& address, int count);
 
