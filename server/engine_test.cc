@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <memory>
 #include <thread>
 #include <utility>
@@ -589,6 +590,30 @@ TEST(EngineTest, HostBuffersThatDoNotFitAreResourceExhausted) {
   EXPECT_EQ(engine.status().code(), absl::StatusCode::kResourceExhausted) << engine.status();
   EXPECT_THAT(std::string(engine.status().message()),
               ::testing::HasSubstr("max_batch = 4096 rows of vocab 1048576"));
+}
+
+// A forward pass whose logits are all NaN (a numeric overflow) has no token to give: the
+// request ends INTERNAL saying so, greedy or sampled, instead of streaming a made-up token, and
+// the engine keeps serving.
+TEST(EngineTest, AllNanLogitsFailTheRequestNotTheEngine) {
+  LlamaWeights broken = *RandomWeights(*PresetConfig("tiny"), 1);
+  broken.final_norm.assign(broken.final_norm.size(), std::numeric_limits<float>::quiet_NaN());
+  absl::StatusOr<std::unique_ptr<Engine>> engine =
+      Engine::Create(SmallConfig(), std::make_shared<const LlamaWeights>(std::move(broken)), "nan");
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  GenerateRequest sampled = GreedyRequest({1, 2, 3}, 5);
+  sampled.sampling.temperature = 0.8f;
+  // More failed requests than kFailedStepsToStop failed steps: they are not step failures.
+  for (const GenerateRequest& request :
+       {GreedyRequest({1, 2, 3}, 5), sampled, GreedyRequest({4}, 2), sampled}) {
+    const GenerationResult result = RunToEnd(**engine, request);
+    EXPECT_EQ(result.status.code(), absl::StatusCode::kInternal) << result.status;
+    EXPECT_THAT(std::string(result.status.message()), HasSubstr("logits"));
+    EXPECT_TRUE(result.tokens.empty());
+  }
+  const EngineInfo info = (*engine)->GetInfo();
+  EXPECT_EQ(info.slots_free, info.slots_total);
+  EXPECT_TRUE(info.failure.empty()) << info.failure;
 }
 
 }  // namespace

@@ -62,7 +62,7 @@ int32_t ArgMax(absl::Span<const float> values) {
   for (size_t i = 1; i < values.size(); ++i) {
     if (values[i] > values[best] || std::isnan(values[best])) best = static_cast<int32_t>(i);
   }
-  return best;
+  return std::isnan(values[best]) ? -1 : best;
 }
 
 Sampler::Sampler(const SamplingParams& params, uint64_t seed) : params_(params), rng_(seed) {}

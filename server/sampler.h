@@ -45,11 +45,12 @@ class Sampler {
   // params must be valid.
   Sampler(const SamplingParams& params, uint64_t seed);
 
-  // A token id in [0, logits.size()). Greedy picks the largest logit (lowest id on ties), as
-  // does top_k == 1; otherwise the distribution softmax(logits / temperature) is cut to the
-  // top_k tokens, then to the top_p nucleus, renormalized and sampled with one Uniform() draw.
-  // A NaN logit ranks as -inf; when the largest logit is +inf, or none is above -inf, the
-  // token is ArgMax's.
+  // A token id in [0, logits.size()), or -1 when every logit is NaN (a broken forward pass:
+  // there is no token to take). Greedy picks the largest logit (lowest id on ties), as does
+  // top_k == 1; otherwise the distribution softmax(logits / temperature) is cut to the top_k
+  // tokens, then to the top_p nucleus, renormalized and sampled with one Uniform() draw. A NaN
+  // logit ranks as -inf; when the largest logit is +inf, or none is above -inf, the token is
+  // ArgMax's.
   int32_t Sample(absl::Span<const float> logits);
 
  private:
@@ -59,7 +60,8 @@ class Sampler {
   std::vector<double> probs_;                          // scratch
 };
 
-// The index of the largest value, lowest index on ties (NaN never wins).
+// The index of the largest value, lowest index on ties; NaN never wins, and values that are all
+// NaN give -1.
 int32_t ArgMax(absl::Span<const float> values);
 
 }  // namespace int4kv

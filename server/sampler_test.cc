@@ -201,6 +201,7 @@ TEST(SamplerTest, NonFiniteLogits) {
       for (int i = 0; i < 20; ++i) EXPECT_EQ(s.Sample(logits), 10);
       const std::vector<float> no_finite = {NAN, -INFINITY, NAN, -INFINITY};
       EXPECT_EQ(s.Sample(no_finite), 1);  // greedy's choice: the first that is not NaN
+      EXPECT_EQ(s.Sample(std::vector<float>{NAN, NAN, NAN}), -1);  // nothing to take
     }
   }
 }

@@ -285,6 +285,16 @@ absl::Status Scheduler::Advance() {
   for (size_t i = 0; i < logit_owner_.size(); ++i) {
     Running& r = *logit_owner_[i];
     const int32_t token = device_greedy ? greedy_tokens_[i] : sampled_tokens_[i];
+    if (token < 0) {
+      // Every logit of the row is NaN: the model overflowed on this request's values (fp16 or
+      // bf16 past 65504 on the cuda path), so it has no token to stream. The request fails;
+      // the step and the other rows stand.
+      to_retire_.push_back(Retirement{
+          r.pending.id, FinishReason::kError,
+          absl::InternalError("the model's logits for this request are all NaN (a numeric "
+                              "overflow in the forward pass); no token was generated")});
+      continue;
+    }
     FinishReason reason;
     if (TakeToken(r, token, &reason)) {
       to_retire_.push_back(Retirement{r.pending.id, reason, absl::OkStatus()});

@@ -68,7 +68,8 @@ class CudaLlamaModel : public Model {
   //   logits: host [batch.logit_tokens.size()][vocab_size] float32.
   absl::Status Forward(const StepBatch& batch, KvAttention& attention, float* logits) override;
   // The same step, returning only the greedy choice of each logit row, computed on the device
-  // (ArgMax of sampler.h: lowest id on ties).  tokens: host [batch.logit_tokens.size()].
+  // (ArgMax of sampler.h: lowest id on ties, -1 for a row of NaN alone).
+  // tokens: host [batch.logit_tokens.size()].
   absl::Status ForwardGreedy(const StepBatch& batch, KvAttention& attention, int32_t* tokens);
 
   // Captures one decode graph per bucket over `attention` (which must outlive every later

@@ -219,7 +219,8 @@ __global__ void ArgMaxKernel(const float* logits, int32_t rows, int32_t vocab, i
       }
       __syncthreads();
     }
-    if (threadIdx.x == 0) out[r] = best_index[0];
+    // A row of NaN alone has no token: -1, as the host ArgMax gives.
+    if (threadIdx.x == 0) out[r] = isnan(best_value[0]) ? -1 : best_index[0];
     __syncthreads();
   }
 }

@@ -155,7 +155,7 @@ INSTANTIATE_TEST_SUITE_P(HalfTypes, LlamaKernelsTest,
                          });
 
 // The device argmax is the host ArgMax (sampler.h): ties to the lowest id, NaN never wins,
-// an all-NaN row gives the last index.
+// an all-NaN row gives -1.
 TEST(ArgMaxKernelTest, AgreesWithHostArgMax) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(3);
