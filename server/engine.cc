@@ -258,6 +258,7 @@ void Engine::UpdateInfoLocked() {
 }
 
 void Engine::Loop() {
+  scheduler_->BindStepThread();
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mutex_);

@@ -78,7 +78,12 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(
 Scheduler::Scheduler(const EngineConfig& config)
     : config_(config), sampled_tokens_(config.max_batch), sampling_pool_(config.threads) {}
 
+void Scheduler::BindStepThread() const {
+  if (cuda_device_ >= 0) cudaSetDevice(cuda_device_);
+}
+
 absl::Status Scheduler::CreateCudaPath(const LlamaWeights& weights) {
+  CUDA_RETURN_IF_ERROR(cudaGetDevice(&cuda_device_));
   const ModelConfig& model = weights.config;
   CudaModelOptions options;
   options.max_step_tokens = config_.max_step_tokens;

@@ -108,6 +108,10 @@ class Scheduler {
   std::vector<int32_t> graph_buckets() const;
   // How kv_gpu_memory_fraction sized the cache; capacity_slots 0 when it did not.
   const KvGpuSizing& kv_gpu_sizing() const { return kv_gpu_sizing_; }
+  // Makes the calling thread's current CUDA device the one the cuda path was created on (a
+  // new host thread starts on device 0); nothing on the cpu path. Call first on the thread
+  // that runs the steps. A failure shows in the steps' own errors.
+  void BindStepThread() const;
 
  private:
   struct Running {
@@ -138,6 +142,7 @@ class Scheduler {
   std::unique_ptr<Model> model_;
   std::unique_ptr<KvAttention> attention_;  // destroyed before model_ (it uses model_'s stream)
   CudaLlamaModel* cuda_model_ = nullptr;    // model_, when the device is cuda
+  int cuda_device_ = -1;                    // the current device at CreateCudaPath
   std::vector<std::unique_ptr<Running>> running_;  // admission order
   StepBatch batch_;
   std::vector<Running*> logit_owner_;   // [batch_.logit_tokens.size()]

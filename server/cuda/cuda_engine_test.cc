@@ -13,6 +13,7 @@
 #include "server/cuda/testing/cuda_test_util.h"
 #include "server/engine.h"
 #include "server/model_source.h"
+#include "server/testing/test_util.h"
 
 namespace int4kv {
 namespace {
@@ -129,6 +130,22 @@ TEST_F(CudaEngineTest, BatchedGreedyOutputsFollowTheirAloneRunsUpToNearTies) {
 
 // Runs everywhere: "auto" picks the GPU exactly when one is visible, and "cuda" without a GPU
 // fails at creation with a message that says why.
+// An engine created while another device is current runs its steps there: its step thread
+// selects the device it was created on (a new host thread starts on device 0). Runs on machines
+// with two GPUs or more; skips otherwise.
+TEST(CudaDeviceSelectionTest, AnEngineCreatedOnAnotherDeviceRunsThere) {
+  if (CudaDeviceCount() < 2) GTEST_SKIP() << "needs two CUDA devices";
+  ASSERT_EQ(cudaSetDevice(1), cudaSuccess);
+  absl::StatusOr<std::unique_ptr<Engine>> engine =
+      Engine::Create(CudaConfig(), Stories260K(), kDefaultModelPath);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  const GenerationResult result = RunToEnd(**engine, GreedyRequest({1, 403, 261}, 8));
+  EXPECT_TRUE(result.status.ok()) << result.status;
+  EXPECT_EQ(result.tokens.size(), 8u);
+  engine->reset();
+  ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+}
+
 TEST(CudaDeviceSelectionTest, AutoResolvesToTheAvailableDevice) {
   EngineConfig config = CudaConfig();
   config.device = "auto";
