@@ -5,10 +5,14 @@
 //   bazel run -c opt //backend:embed_example -- --backend=cuda   # on a GPU machine
 //
 // Two requests (5 and 12 tokens) get random K/V written into the cache; one decode step then
-// attends both over their contexts and prints the first outputs of each row.
+// attends both over their contexts and prints the first outputs of each row, and each row's
+// relative error against the same attention computed in float64 over the dequantized cache.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <limits>
 #include <random>
 #include <string>
 #include <utility>
@@ -17,6 +21,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/status/statusor.h"
 #include "backend/create_backend.h"
 #include "common/cuda_check.h"
 #include "common/device_memory.h"
@@ -39,6 +44,62 @@ absl::Status Upload(const void* host, size_t bytes, DeviceBuffer* device, const 
   RETURN_IF_ERROR(device->Allocate(bytes, what));
   CUDA_RETURN_IF_ERROR(cudaMemcpy(device->get(), host, bytes, cudaMemcpyHostToDevice));
   return absl::OkStatus();
+}
+
+// Layer 1 of the request's K/V as the backend reads it: [tokens][2 * kKvHeads][kHeadDim]
+// float32, K heads then V heads.
+absl::StatusOr<std::vector<float>> DequantizedLayer1(const KvCache& cache, int32_t request,
+                                                     bool cuda) {
+  const absl::Span<const int32_t> slots = cache.requests().Tokens(request);
+  std::vector<float> kv(slots.size() * 2 * kKvHeads * kHeadDim);
+  if (!cuda) {
+    RETURN_IF_ERROR(DequantizeHost(cache.view(), 1, slots, kv.data()));
+    return kv;
+  }
+  DeviceBuffer device_slots, device_kv;
+  RETURN_IF_ERROR(
+      Upload(slots.data(), slots.size() * sizeof(int32_t), &device_slots, "check slots"));
+  RETURN_IF_ERROR(device_kv.Allocate(kv.size() * sizeof(float), "check K/V"));
+  RETURN_IF_ERROR(DequantizeCuda(cache.view(), 1, device_slots.as<const int32_t>(),
+                                 static_cast<int32_t>(slots.size()), device_kv.as<float>(),
+                                 nullptr));
+  CUDA_RETURN_IF_ERROR(
+      cudaMemcpy(kv.data(), device_kv.get(), kv.size() * sizeof(float), cudaMemcpyDeviceToHost));
+  return kv;
+}
+
+// ||out - ref|| / ||ref|| over one row's heads, ref being softmax(q k / sqrt(head_dim)) v in
+// float64 over layer 1 of the request's dequantized K/V.
+//   q, out: [kQHeads][kHeadDim] float32.
+absl::StatusOr<double> ErrorAgainstFloat64(const KvCache& cache, int32_t request, bool cuda,
+                                           const float* q, const float* out) {
+  ASSIGN_OR_RETURN(const std::vector<float> kv, DequantizedLayer1(cache, request, cuda));
+  const size_t tokens = kv.size() / (2 * kKvHeads * kHeadDim);
+  double error = 0, norm = 0;
+  for (int h = 0; h < kQHeads; ++h) {
+    const int kv_head = h / (kQHeads / kKvHeads);
+    const auto k_row = [&](size_t t) { return &kv[(t * 2 * kKvHeads + kv_head) * kHeadDim]; };
+    const auto v_row = [&](size_t t) {
+      return &kv[(t * 2 * kKvHeads + kKvHeads + kv_head) * kHeadDim];
+    };
+    std::vector<double> weight(tokens);
+    double max_score = -std::numeric_limits<double>::infinity(), sum = 0;
+    for (size_t t = 0; t < tokens; ++t) {
+      double dot = 0;
+      for (int d = 0; d < kHeadDim; ++d) dot += double{q[h * kHeadDim + d]} * k_row(t)[d];
+      weight[t] = dot / std::sqrt(double{kHeadDim});
+      max_score = std::max(max_score, weight[t]);
+    }
+    for (double& w : weight) sum += (w = std::exp(w - max_score));
+    for (int d = 0; d < kHeadDim; ++d) {
+      double ref = 0;
+      for (size_t t = 0; t < tokens; ++t) ref += weight[t] * v_row(t)[d];
+      ref /= sum;
+      error += (out[h * kHeadDim + d] - ref) * (out[h * kHeadDim + d] - ref);
+      norm += ref * ref;
+    }
+  }
+  return std::sqrt(error / norm);
 }
 
 absl::Status Run(bool cuda) {
@@ -79,9 +140,9 @@ absl::Status Run(bool cuda) {
     RETURN_IF_ERROR(cache->AppendNewSlots(request, length, &slots));
     rows.back().seq_len = length;
     std::vector<float> k(static_cast<size_t>(length) * kKvHeads * kHeadDim), v(k.size());
-    for (float& x : k) x = normal(rng);
-    for (float& x : v) x = normal(rng);
     for (int layer = 0; layer < config.num_layers; ++layer) {
+      for (float& x : k) x = normal(rng);  // each layer its own K/V
+      for (float& x : v) x = normal(rng);
       if (!cuda) {
         RETURN_IF_ERROR(StoreKvHost(cache->view(), layer, slots,
                                     KvRows{k.data(), v.data(), DType::kFloat32, 0}));
@@ -115,6 +176,10 @@ absl::Status Run(bool cuda) {
   const size_t n = rows.size() * kQHeads * kHeadDim;
   std::vector<float> q(n), out(n);
   for (float& x : q) x = normal(rng);
+  // The cuda backend takes fp16 q: round here, so that the check below sees the same q.
+  if (cuda) {
+    for (float& x : q) x = HalfBitsToFloat(FloatToHalfBits(x));
+  }
   RETURN_IF_ERROR(backend->Plan(rows, nullptr));
   if (!cuda) {
     RETURN_IF_ERROR(backend->Run(/*layer=*/1, q.data(), out.data(), nullptr));
@@ -136,7 +201,16 @@ absl::Status Run(bool cuda) {
                 out[b * kQHeads * kHeadDim + 3]);
   }
 
-  // 5. Finished requests give their slots and rows back (every one, even after an error).
+  // 5. A check an embedder can copy: the same attention in float64 over the cache's
+  //    dequantized K/V (the backend reads the same values), as a relative error per row.
+  for (size_t b = 0; b < rows.size(); ++b) {
+    ASSIGN_OR_RETURN(const double error,
+                     ErrorAgainstFloat64(*cache, rows[b].request, cuda, &q[b * kQHeads * kHeadDim],
+                                         &out[b * kQHeads * kHeadDim]));
+    std::printf("row %zu: relative error against float64: %.2e\n", b, error);
+  }
+
+  // 6. Finished requests give their slots and rows back (every one, even after an error).
   std::move(release_on_error).Cancel();
   RETURN_IF_ERROR(release_requests());
   std::printf("free slots after the step: %lld of %lld\n",

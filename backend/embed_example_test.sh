@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the embedding example on the CPU and checks that both rows were attended (a row left
-# out would print zeros) and every slot came back.
+# out would print zeros), that each row's output agrees with float64 over the same dequantized
+# cache, and that every slot came back.
 set -euo pipefail
 out=$("$1")
 echo "$out"
@@ -9,6 +10,13 @@ for row in "row 0 (request 0, 5 tokens)" "row 1 (request 1, 12 tokens)"; do
   # out[0][0..3]: a weighted mean of random V rows, so not all four zero.
   awk '{ for (i = 1; i <= NF; ++i) if ($i + 0 != 0) found = 1 } END { exit !found }' \
     <<<"${line#*= }" || { echo "$row: all zeros" >&2; exit 1; }
+done
+# Each row against float64 over the same dequantized cache: the cpu backend computes in float32.
+for row in 0 1; do
+  error=$(sed -n "s/^row $row: relative error against float64: //p" <<<"$out")
+  [[ -n $error ]] || { echo "row $row: no relative error printed" >&2; exit 1; }
+  awk -v e="$error" 'BEGIN { exit !(e + 0 < 1e-5) }' ||
+    { echo "row $row: relative error $error against float64, over 1e-5" >&2; exit 1; }
 done
 grep -q "free slots after the step: 64 of 64" <<<"$out"
 if grep -qi "nan" <<<"$out"; then

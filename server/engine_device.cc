@@ -3,23 +3,30 @@
 #include <cuda_runtime.h>
 
 #include <fstream>
+#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
 #include "common/cuda_check.h"
 
 namespace int4kv {
 
-std::string CpuModelName() {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(cpuinfo, line)) {
+std::string CpuModelNameIn(absl::string_view cpuinfo) {
+  for (const absl::string_view line : absl::StrSplit(cpuinfo, '\n')) {
     if (!absl::StartsWith(line, "model name")) continue;
     const size_t colon = line.find(':');
-    if (colon == std::string::npos) continue;
-    return std::string(absl::StripAsciiWhitespace(absl::string_view(line).substr(colon + 1)));
+    if (colon == absl::string_view::npos) continue;
+    return std::string(absl::StripAsciiWhitespace(line.substr(colon + 1)));
   }
   return "";
+}
+
+std::string CpuModelName() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::ostringstream text;
+  text << cpuinfo.rdbuf();
+  return CpuModelNameIn(text.str());
 }
 
 std::string CudaDeviceName() {

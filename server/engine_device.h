@@ -11,6 +11,8 @@ namespace int4kv {
 
 // The CPU's model name from /proc/cpuinfo, or "" if unknown.
 std::string CpuModelName();
+// The value of the first "model name" line of a cpuinfo text, trimmed; "" if none.
+std::string CpuModelNameIn(absl::string_view cpuinfo);
 
 // The current CUDA device's name ("NVIDIA H100 80GB HBM3"), or "" without a usable device.
 std::string CudaDeviceName();
