@@ -131,14 +131,18 @@ TEST(ConcurrencyTest, FullQueueIsResourceExhaustedNamingTheLimit) {
   EngineConfig config = TestEngineConfig();
   config.max_batch = 1;
   config.max_queue = 1;
-  InProcessServer server(config);
+  StepGate gate;
+  InProcessServer server(config, ServiceOptions(), gate.AttentionFactory());
   auto stub = server.NewStub();
 
-  // One request runs, one waits: the queue is full.
+  // One request runs, held in its 5th step (5 attention calls a step) so that it cannot finish
+  // whatever the machine's speed, and one waits: the queue is full.
+  const StepGate::Hold hold = gate.HoldAfter(5 * 5);
   grpc::ClientContext running_context;
   auto running = stub->Generate(&running_context, GreedyRequest({1}, kLongRequestTokens));
   v1::GenerateResponse response;
   ASSERT_TRUE(running->Read(&response));
+  ASSERT_TRUE(gate.WaitUntilHeld(absl::Seconds(30))) << "the request never reached its 5th step";
   grpc::ClientContext queued_context;
   auto queued = stub->Generate(&queued_context, GreedyRequest({1, 5}, 8));
   ASSERT_TRUE(WaitFor([&] { return GetInfo(*stub).capacity().queued() == 1; }));
@@ -150,6 +154,7 @@ TEST(ConcurrencyTest, FullQueueIsResourceExhaustedNamingTheLimit) {
 
   // The rejection changed nothing: the queued request still runs once the first one goes.
   running_context.TryCancel();
+  gate.Release();
   while (running->Read(&response)) {
   }
   std::vector<int32_t> tokens;
