@@ -6,11 +6,14 @@
 // model is waited for until --connect_timeout.
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
+#include <random>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -80,13 +83,37 @@ std::thread KillOnceServing(ServerProcess* server) {
 TEST_F(LoadgenTest, TwoHundredFiftySixConcurrentStreamsAllComplete) {
   const std::string json = TempPath("closed.json");
   const int requests = Scaled(768, 512);
+  // Greedy probes beside the load, each of which must give the tokens it gets alone: the
+  // report's checks are structural (finish, usage, ids in the vocabulary), and a row mixed up
+  // with another in a full batch of 32 would pass them.
+  auto stub = v1::TokenGeneration::NewStub(server_->Channel());
+  std::mt19937_64 rng(11);
+  std::vector<v1::GenerateRequest> probes;
+  for (int i = 0; i < 4; ++i) probes.push_back(RandomGreedyRequest(rng, 512, 6 + 3 * i, 16));
+  const std::vector<std::vector<int32_t>> alone = IdleOutputs(*stub, probes);
+  std::atomic<bool> load_done{false};
+  int probes_under_load = 0;
+  std::thread prober([&] {
+    for (size_t i = 0; !load_done.load(); i = (i + 1) % probes.size()) {
+      const GenerateCall call = RunGenerate(*stub, probes[i], absl::Seconds(60));
+      if (load_done.load()) break;  // it may have run alone at the end
+      EXPECT_TRUE(call.status.ok()) << StatusText(call.status);
+      EXPECT_EQ(call.tokens, alone[i]) << "probe " << i << " under load";
+      ++probes_under_load;
+    }
+  });
   std::string output;
   const int code =
       RunCommand(absl::StrCat(kLoadgen, " --server=", server_->address(),
                               " --concurrency=256 --duration=0 --num_requests=", requests,
                               " --prompt_len=4-16 --output_len=4-8 --json=", json),
                  &output);
+  load_done.store(true);
+  prober.join();
   ASSERT_EQ(code, 0) << output;
+  EXPECT_GT(probes_under_load, 0);
+  std::printf("%d greedy probes ran under the load, each giving its tokens alone\n",
+              probes_under_load);
   EXPECT_THAT(output, HasSubstr("closed loop, 256 concurrent streams"));
   EXPECT_THAT(output, HasSubstr("errors: none"));
   const std::string report = ReadFile(json);
@@ -110,8 +137,8 @@ TEST_F(LoadgenTest, TwoHundredFiftySixConcurrentStreamsAllComplete) {
   ASSERT_TRUE(std::regex_search(report, itl, std::regex("\"itl_ms\": \\{\"count\": ([0-9]+)")))
       << report;
   EXPECT_EQ(std::stod(itl[1]), tokens - requests) << report;
-  auto stub = v1::TokenGeneration::NewStub(server_->Channel());
   EXPECT_TRUE(WaitUntilIdle(*stub).idle());
+  ExpectServingThenCleanStop(*server_);
 }
 
 TEST_F(LoadgenTest, OpenLoopSendsAtTheRequestedRate) {
