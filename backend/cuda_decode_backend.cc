@@ -112,13 +112,9 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     planned_ = false;
     RETURN_IF_ERROR(CheckCurrentDevice());
     // The wait below is illegal in a capture (and would end it): refused before it.
-    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-    CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capture));
-    if (capture != cudaStreamCaptureStatusNone) {
-      return absl::FailedPreconditionError(
-          "Plan on a stream that is being captured: Plan waits on the host, so call it before "
-          "the capture, and before each replay");
-    }
+    RETURN_IF_ERROR(RefuseCapture(stream, "Plan",
+                                  "Plan waits on the host, so call it before the capture, and "
+                                  "before each replay"));
     RETURN_IF_ERROR(ValidateRows(rows, shape_, cache_));
     if (invariant_splits_ > 0) {
       PlanDecodeBatchInvariant(rows, invariant_splits_, &plan_);

@@ -97,6 +97,21 @@ inline int CudaDeviceCount() {
   return count;
 }
 
+// FailedPrecondition "<what> on a stream that is being captured: <why>" while `stream` is
+// being captured into a graph, for calls that wait on the host (illegal in a capture); the
+// query's own error otherwise, else OK.
+inline absl::Status RefuseCapture(cudaStream_t stream, const char* what, const char* why) {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (const absl::Status status =
+          CudaStatus(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing");
+      !status.ok()) {
+    return status;
+  }
+  if (capture == cudaStreamCaptureStatusNone) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat(what, " on a stream that is being captured: ", why));
+}
+
 }  // namespace int4kv
 
 #define CUDA_RETURN_IF_ERROR(call)                                                  \

@@ -232,13 +232,9 @@ absl::Status RequestTable::SyncToDevice(CudaStream stream) {
   }
   // The waits below are illegal in a capture (and would end it); in a relaxed capture they
   // would pass while the copies only joined the graph, so the rows would count as sent.
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capture));
-  if (capture != cudaStreamCaptureStatusNone) {
-    return absl::FailedPreconditionError(
-        "SyncToDevice on a stream that is being captured: it waits on the host, so call it "
-        "before the capture, and before each replay");
-  }
+  RETURN_IF_ERROR(RefuseCapture(stream, "SyncToDevice",
+                                "it waits on the host, so call it before the capture, and "
+                                "before each replay"));
   if (dirty_.empty()) return absl::OkStatus();
   // The staging buffers may still feed the previous sync's copies.
   CUDA_RETURN_IF_ERROR(cudaEventSynchronize(staging_free_.get()));
