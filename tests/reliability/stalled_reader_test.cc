@@ -9,6 +9,7 @@
 #include <random>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "common/monotonic_time.h"
@@ -20,6 +21,7 @@ namespace int4kv {
 namespace {
 
 constexpr char kGenerate[] = "/int4kv.v1.TokenGeneration/Generate";
+constexpr char kGetServerInfo[] = "/int4kv.v1.TokenGeneration/GetServerInfo";
 // RST_STREAM error codes: NO_ERROR once the call's trailers (grpc-status CANCELLED, which
 // HEADERS frames carry past a closed window) have gone out, CANCEL before.
 constexpr uint32_t kHttp2NoError = 0x0, kHttp2Cancel = 0x8;
@@ -32,9 +34,12 @@ struct IdleServer {
   v1::GenerateRequest request;
 };
 
-void StartIdleServer(const std::string& write_stall_timeout, IdleServer* server) {
-  absl::StatusOr<std::unique_ptr<ServerProcess>> process =
-      StartServing({"--write_stall_timeout=" + write_stall_timeout, "--log_level=warn"});
+void StartIdleServer(const std::string& write_stall_timeout, IdleServer* server,
+                     const std::vector<std::string>& more_flags = {}) {
+  std::vector<std::string> flags = {"--write_stall_timeout=" + write_stall_timeout,
+                                    "--log_level=warn"};
+  flags.insert(flags.end(), more_flags.begin(), more_flags.end());
+  absl::StatusOr<std::unique_ptr<ServerProcess>> process = StartServing(flags);
   ASSERT_TRUE(process.ok()) << process.status();
   server->process = std::move(*process);
   server->stub = v1::TokenGeneration::NewStub(server->process->Channel());
@@ -78,6 +83,39 @@ TEST(StalledReaderTest, WithoutAWriteStallTimeoutTheCallWaitsForTheClient) {
         << "the server ended a stalled call it had no limit for";
   }  // the connection closes: the call is cancelled
   EXPECT_EQ(WaitUntilIdle(*server.stub), server.idle);
+}
+
+// --max_rpc_threads bounds the threads of Generate calls only: GetServerInfo runs on gRPC's
+// callback API, so stalled readers of it hold no thread (before, unread GetServerInfo replies
+// took one each). With 2 threads, 1 Generate runs at a time: 8 stalled GetServerInfo calls
+// leave it free for a reading client, and a Generate whose reader stalls takes it, so the next
+// is refused RESOURCE_EXHAUSTED.
+TEST(StalledReaderTest, StalledServerInfoCallsHoldNoGenerateThread) {
+  IdleServer server;
+  ASSERT_NO_FATAL_FAILURE(StartIdleServer("inf", &server, {"--max_rpc_threads=2"}));
+  std::vector<StalledReader> info_readers;
+  for (int i = 0; i < 8; ++i) {
+    absl::StatusOr<StalledReader> reader = StalledReader::Connect(server.process->port());
+    ASSERT_TRUE(reader.ok()) << reader.status();
+    ASSERT_TRUE(
+        reader->StartCall(kGetServerInfo, v1::GetServerInfoRequest().SerializeAsString()).ok());
+    info_readers.push_back(std::move(*reader));
+  }
+  const GenerateCall served = RunGenerate(*server.stub, server.request);
+  ASSERT_TRUE(served.status.ok()) << StatusText(served.status);
+  EXPECT_EQ(served.tokens.size(), 64u);
+
+  absl::StatusOr<StalledReader> generate_reader = StalledReader::Connect(server.process->port());
+  ASSERT_TRUE(generate_reader.ok()) << generate_reader.status();
+  const int64_t steps_before = GetInfo(*server.stub).capacity().engine_steps();
+  ASSERT_TRUE(generate_reader->StartCall(kGenerate, server.request.SerializeAsString()).ok());
+  // Its handler has submitted the request (and then blocks in its first Write).
+  ASSERT_TRUE(
+      WaitFor([&] { return GetInfo(*server.stub).capacity().engine_steps() > steps_before; }));
+  const GenerateCall refused = RunGenerate(*server.stub, server.request);
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << StatusText(refused.status);
+  EXPECT_TRUE(refused.tokens.empty());
 }
 
 }  // namespace
