@@ -33,7 +33,7 @@ absl::Status Int4KvAttention::Plan(const StepBatch& batch) {
   // slots_ its slots, which by now may belong to other requests.
   planned_ = false;
   slots_.clear();
-  RETURN_IF_ERROR(CheckSlotsAndRows(batch));
+  RETURN_IF_ERROR(CheckSlotsAndRows(batch, cache_->requests()));
   RETURN_IF_ERROR(backend_->Plan(batch.rows, /*stream=*/nullptr));
   slots_ = batch.slots;
   planned_ = true;

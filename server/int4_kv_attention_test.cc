@@ -2,8 +2,11 @@
 
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kv_cache/quantize.h"
 #include "kv_cache/store_kv.h"
@@ -125,6 +128,28 @@ TEST(Int4KvAttentionTest, Errors) {
   std::unique_ptr<Int4KvAttention> attention = *Int4KvAttention::Create(cache.get(), kQHeads, 2, 1);
   const StepBatch batch = Prefill(*cache, 3);  // 3 rows > max_step_tokens 2
   EXPECT_EQ(attention->Plan(batch).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// A token's K/V go to its slot and attention reads its row's table entries: a slot that is not
+// the entry of the row's last position would write one place and read another (possibly
+// another request's slot), so Plan refuses it, naming both.
+TEST(Int4KvAttentionTest, EachSlotMustBeItsRowsLastEntry) {
+  std::unique_ptr<KvCache> cache = MakeCache();
+  std::unique_ptr<Int4KvAttention> attention = *Int4KvAttention::Create(cache.get(), kQHeads, 4, 1);
+  const StepBatch first = Prefill(*cache, 3);
+  const StepBatch other = Prefill(*cache, 2);  // another request's slots
+  ASSERT_TRUE(attention->Plan(first).ok());
+  StepBatch swapped = first;
+  swapped.slots[1] = other.slots[0];
+  const absl::Status status = attention->Plan(swapped);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()),
+              ::testing::HasSubstr(absl::StrCat(
+                  "StepBatch.slots[1] = ", other.slots[0], " is not its row's slot: request ",
+                  first.rows[1].request, " holds slot ", first.slots[1], " at position 1")));
+  StepBatch reserved = first;
+  reserved.slots[2] = 0;  // slot 0, where padded rows write
+  EXPECT_EQ(attention->Plan(reserved).code(), absl::StatusCode::kInvalidArgument);
 }
 
 // A failed Plan must not leave the previous step's slots behind: its tokens' K/V would be

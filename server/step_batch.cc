@@ -4,9 +4,22 @@
 
 namespace int4kv {
 
-absl::Status CheckSlotsAndRows(const StepBatch& batch) {
+absl::Status CheckSlotsAndRows(const StepBatch& batch, const RequestTable& table) {
   if (batch.slots.size() != batch.tokens.size() || batch.rows.size() != batch.tokens.size()) {
     return absl::InvalidArgumentError("StepBatch.slots and rows must have one entry per token");
+  }
+  for (size_t i = 0; i < batch.rows.size(); ++i) {
+    const DecodeRow& row = batch.rows[i];
+    if (row.request < 0 || row.request >= table.max_requests() || row.seq_len < 1 ||
+        row.seq_len > table.Length(row.request)) {
+      continue;  // the backend's Plan names it
+    }
+    const int32_t entry = table.Tokens(row.request)[row.seq_len - 1];
+    if (batch.slots[i] != entry) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "StepBatch.slots[", i, "] = ", batch.slots[i], " is not its row's slot: request ",
+          row.request, " holds slot ", entry, " at position ", row.seq_len - 1));
+    }
   }
   return absl::OkStatus();
 }

@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "backend/decode_attention_backend.h"
+#include "kv_cache/request_table.h"
 #include "server/model_config.h"
 
 namespace int4kv {
@@ -45,9 +46,12 @@ struct StepBatch {
   }
 };
 
-// Checks that a step has one slot and one attention row per token, what a KvAttention's Plan
-// reads: InvalidArgument otherwise.
-absl::Status CheckSlotsAndRows(const StepBatch& batch);
+// Checks what a KvAttention's Plan reads: one slot and one attention row per token, and each
+// token's slot the entry of its row's last position in `table` (the slot its K/V are written
+// to is the one attention reads for it). InvalidArgument otherwise, naming the token. Rows
+// whose request or length is out of the table's range are left to the backend's Plan, which
+// names them.
+absl::Status CheckSlotsAndRows(const StepBatch& batch, const RequestTable& table);
 
 // Checks a step for a model: 1..max_step_tokens tokens, one position/slot/row per token,
 // token ids in the vocabulary, positions below max_seq_len, and at most max_logit_rows

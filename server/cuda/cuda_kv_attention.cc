@@ -70,7 +70,7 @@ absl::Status CudaKvAttention::Plan(const StepBatch& batch) {
   planned_ = -1;
   prepared_ = -1;
   const int32_t n = batch.num_tokens();
-  RETURN_IF_ERROR(CheckSlotsAndRows(batch));
+  RETURN_IF_ERROR(CheckSlotsAndRows(batch, cache_->requests()));
   if (n > max_rows_) {
     return absl::InvalidArgumentError(
         absl::StrCat("step of ", n, " tokens exceeds ", max_rows_, " (max_step_tokens)"));

@@ -38,7 +38,7 @@ float* FloatKvAttention::Row(int32_t layer, int32_t slot, int32_t kv) {
 
 absl::Status FloatKvAttention::Plan(const StepBatch& batch) {
   planned_ = false;  // a failed Plan leaves no plan
-  RETURN_IF_ERROR(CheckSlotsAndRows(batch));
+  RETURN_IF_ERROR(CheckSlotsAndRows(batch, cache_->requests()));
   if (batch.num_tokens() > max_step_tokens_) {
     return absl::InvalidArgumentError(
         absl::StrCat("step of ", batch.num_tokens(), " tokens exceeds ", max_step_tokens_));
