@@ -127,7 +127,9 @@ void CheckOk(const absl::Status& status) {
   }
 }
 
-std::vector<int> ParseInts(const std::string& list) {
+// The numbers of a comma-separated flag; exits 2 naming the flag on one that does not parse or
+// is below `min`.
+std::vector<int> ParseInts(const char* flag, const std::string& list, int min) {
   std::vector<int> values;
   for (absl::string_view part : absl::StrSplit(list, ',', absl::SkipEmpty())) {
     int v = 0;
@@ -135,14 +137,20 @@ std::vector<int> ParseInts(const std::string& list) {
       std::fprintf(stderr, "bad number '%s'\n", std::string(part).c_str());
       std::exit(2);
     }
+    if (v < min) {
+      std::fprintf(stderr, "%s: %d is invalid: must be >= %d\n", flag, v, min);
+      std::exit(2);
+    }
     values.push_back(v);
   }
   return values;
 }
 
+// The middle value, or the mean of the two middle values of an even count.
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
+  const size_t half = v.size() / 2;
+  return v.size() % 2 == 1 ? v[half] : 0.5 * (v[half - 1] + v[half]);
 }
 
 // Device-to-device copy bandwidth, counting bytes read plus bytes written.
@@ -418,14 +426,27 @@ std::vector<std::string> ParsePageTables(const std::string& list) {
 
 int RunGpu() {
   // The lists first, so that a typo is reported before any device work.
-  const std::vector<int> group_sizes = ParseInts(absl::GetFlag(FLAGS_group_sizes));
-  const std::vector<int> batches = ParseInts(absl::GetFlag(FLAGS_batches));
-  const std::vector<int> contexts = ParseInts(absl::GetFlag(FLAGS_contexts));
+  const std::vector<int> group_sizes =
+      ParseInts("--group_sizes", absl::GetFlag(FLAGS_group_sizes), 1);
+  const std::vector<int> batches = ParseInts("--batches", absl::GetFlag(FLAGS_batches), 1);
+  const std::vector<int> contexts = ParseInts("--contexts", absl::GetFlag(FLAGS_contexts), 1);
   const std::vector<std::string> page_tables = ParsePageTables(absl::GetFlag(FLAGS_page_tables));
   const absl::StatusOr<QuantMode> mode = ParseQuantMode(absl::GetFlag(FLAGS_mode));
   if (!mode.ok()) {
     std::fprintf(stderr, "%s\n", std::string(mode.status().message()).c_str());
     std::exit(2);
+  }
+  for (const int group_size : group_sizes) {
+    KvCacheConfig probe;  // the cases' cache shape, one slot
+    probe.kv_heads = kKvHeads;
+    probe.head_dim = kHeadDim;
+    probe.group_size = group_size;
+    probe.quant_mode = *mode;
+    probe.capacity_slots = 1;
+    if (const absl::Status status = probe.Validate(); !status.ok()) {
+      std::fprintf(stderr, "--group_sizes: %s\n", std::string(status.message()).c_str());
+      std::exit(2);
+    }
   }
   cudaDeviceProp props;
   CHECK_CUDA(cudaGetDeviceProperties(&props, 0));
@@ -471,7 +492,6 @@ int RunGpu() {
   for (int group_size : group_sizes) {
     for (int batch : batches) {
       for (int context : contexts) {
-        if (batch < 1 || context < 1) continue;
         for (const std::string& kind : page_tables) {
           KvCacheConfig probe;
           probe.kv_heads = kKvHeads;
@@ -573,6 +593,20 @@ int main(int argc, char** argv) {
   if (repeats < 1 || runs_per_graph < 1) {
     std::fprintf(stderr, "--repeats = %d, --runs_per_graph = %d: both must be >= 1\n", repeats,
                  runs_per_graph);
+    return 2;
+  }
+  if (repeats > 10000 || runs_per_graph > 10000) {
+    std::fprintf(stderr, "--repeats = %d, --runs_per_graph = %d: both must be <= 10000\n", repeats,
+                 runs_per_graph);
+    return 2;
+  }
+  if (const int other = absl::GetFlag(FLAGS_other_rows_context); other < 0) {
+    std::fprintf(stderr, "--other_rows_context = %d: must be >= 0 (0: every row the context)\n",
+                 other);
+    return 2;
+  }
+  if (const double gib = absl::GetFlag(FLAGS_max_pool_gib); !(gib > 0)) {
+    std::fprintf(stderr, "--max_pool_gib = %g: must be > 0\n", gib);
     return 2;
   }
   const int64_t random_window = absl::GetFlag(FLAGS_random_window);

@@ -10,6 +10,16 @@ expect_refusal "--separate_runs and --store_before_runs: choose one" \
 expect_refusal "--repeats = 0, --runs_per_graph = 32: both must be >= 1" --repeats=0
 expect_refusal "--repeats = 9, --runs_per_graph = 0: both must be >= 1" --runs_per_graph=0
 expect_refusal "bad number 'x'" --batches=1,x
+expect_refusal "--batches: 0 is invalid: must be >= 1" --batches=1,0
+expect_refusal "--contexts: -5 is invalid: must be >= 1" --contexts=-5
+expect_refusal "--repeats = 9, --runs_per_graph = 2147483647: both must be <= 10000" \
+  --runs_per_graph=2147483647
+expect_refusal "--other_rows_context = -1: must be >= 0 (0: every row the context)" \
+  --other_rows_context=-1
+expect_refusal "--max_pool_gib = -1: must be > 0" --max_pool_gib=-1
+expect_refusal "--max_pool_gib = nan: must be > 0" --max_pool_gib=nan
+expect_refusal "--group_sizes: 0 is invalid: must be >= 1" --group_sizes=8,0
+expect_refusal "--group_sizes: KvCacheConfig.group_size = 12" --group_sizes=12
 expect_refusal "--random_window = -1: must be >= 0 (0: the whole pool)" --random_window=-1
 expect_refusal "bad page-table kind 'randm' (random, sorted, contiguous or served)" \
   --page_tables=random,randm
