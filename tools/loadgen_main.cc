@@ -11,11 +11,13 @@
 // reported, not fatal), 1 if the server could not be reached, stopped answering
 // (LoadgenResult::server_lost) or answered no request with OK, 2 for bad flag values, an
 // unwritable --json path or a request mix the server cannot take, 3 if a stream that ended OK
-// broke the API (see LoadgenResult::bad_responses), whatever else went wrong too. An unknown flag
+// broke the API (see LoadgenResult::bad_responses), whatever else went wrong too; a lost server
+// or no OK request (1) comes before a report that could not be written (2). An unknown flag
 // or one whose value does not parse exits 1 (Abseil's parser exits by itself).
 //
 // Thread ownership: main() is the driver thread (RunLoad); gRPC's threads run the calls.
 #include <grpcpp/grpcpp.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <chrono>
@@ -23,7 +25,9 @@
 #include <fstream>
 #include <iostream>
 #include <string>
+#include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -153,9 +157,17 @@ int Run() {
     return 2;
   }
   // The JSON file is opened before the run, so that a bad path costs no load; for appending,
-  // so that a run that fails keeps the results already there.
+  // so that a run that fails keeps the results already there. A file the open created is
+  // removed again if the run is refused before its report, so that no empty report is left.
   const std::string json_path = absl::GetFlag(FLAGS_json);
   std::ofstream json_file;
+  struct stat json_stat;
+  const bool json_created = !json_path.empty() && stat(json_path.c_str(), &json_stat) != 0;
+  absl::Cleanup remove_unwritten_json = [&] {
+    if (!json_created) return;
+    json_file.close();
+    std::remove(json_path.c_str());
+  };
   if (!json_path.empty()) {
     json_file.open(json_path, std::ios::app);
     if (!json_file) {
@@ -183,6 +195,7 @@ int Run() {
       *config, *info, config->progress_interval > absl::ZeroDuration() ? &std::cerr : nullptr);
   std::cout << FormatTextReport(*config, *info, result) << std::flush;
   bool json_failed = false;
+  std::move(remove_unwritten_json).Cancel();
   if (!json_path.empty()) {
     json_file.close();
     json_file.open(json_path, std::ios::trunc);
@@ -195,12 +208,14 @@ int Run() {
   }
   if (result.server_lost()) {
     std::cerr << "int4kv_loadgen: the server stopped answering (SERVER LOST in the report)\n";
+  } else if (result.sent == 0) {
+    std::cerr << "int4kv_loadgen: no request was sent (no arrival fell within the run)\n";
   } else if (result.ok == 0) {
     std::cerr << "int4kv_loadgen: no request ended OK (errors in the report)\n";
   }
   if (result.bad_responses > 0) return 3;
-  if (json_failed) return 2;
   if (result.server_lost() || result.ok == 0) return 1;
+  if (json_failed) return 2;
   return 0;
 }
 

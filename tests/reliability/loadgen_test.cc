@@ -222,6 +222,14 @@ TEST_F(LoadgenTest, ARefusedRunKeepsThePreviousJsonReport) {
       << output;
   EXPECT_THAT(output, HasSubstr("exceeds its max_new_tokens limit"));
   EXPECT_EQ(ReadFile(json), "{\"previous\": 1}\n");
+  // With no report there before, a refused run leaves none: not an empty file.
+  const std::string fresh = TempPath("never.json");
+  EXPECT_EQ(RunCommand(absl::StrCat(kLoadgen, " --server=", server_->address(),
+                                    " --output_len=600 --json=", fresh),
+                       &output),
+            2)
+      << output;
+  EXPECT_FALSE(std::ifstream(fresh).good()) << fresh << " was left behind";
 }
 
 // A server that dies mid-run: the load generator stops sending once requests keep ending
