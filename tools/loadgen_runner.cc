@@ -114,7 +114,8 @@ class Driver {
         // end, still takes every arrival due before it, so that each is sent or counted.
         while (next_arrival <= now && next_arrival < send_end && !CountBoundReached()) {
           if (in_flight_ < config_.max_in_flight) {
-            max_send_lag_ = std::max(max_send_lag_, now - next_arrival);
+            // Read per arrival: a pass that sends many starts the later ones later.
+            max_send_lag_ = std::max(max_send_lag_, MonotonicNow() - next_arrival);
             Send(next_arrival);
           } else {
             ++not_sent_;
@@ -144,9 +145,12 @@ class Driver {
         }
         if (unavailable_in_a_row_ >= kServerLostAfterUnavailable) stopped_sending_ = true;
       }
-      if (MonotonicNow() >= next_progress) {
+      if (const absl::Time at = MonotonicNow(); at >= next_progress) {
         PrintProgress(sending);
-        next_progress += config_.progress_interval;
+        // After a stall of more than an interval, the next line comes an interval from now,
+        // not at once with a rate over microseconds.
+        next_progress =
+            std::max(next_progress + config_.progress_interval, at + config_.progress_interval);
       }
     }
     LoadgenResult result = stats_.Summarize();
