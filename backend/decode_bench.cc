@@ -424,6 +424,18 @@ std::vector<std::string> ParsePageTables(const std::string& list) {
   return kinds;
 }
 
+// The cache shape of the cases of one group size, with one slot: for checking the group size
+// and for the bytes a token takes.
+KvCacheConfig CaseShape(int group_size, QuantMode mode) {
+  KvCacheConfig shape;
+  shape.kv_heads = kKvHeads;
+  shape.head_dim = kHeadDim;
+  shape.group_size = group_size;
+  shape.quant_mode = mode;
+  shape.capacity_slots = 1;
+  return shape;
+}
+
 int RunGpu() {
   // The lists first, so that a typo is reported before any device work.
   const std::vector<int> group_sizes =
@@ -437,13 +449,7 @@ int RunGpu() {
     std::exit(2);
   }
   for (const int group_size : group_sizes) {
-    KvCacheConfig probe;  // the cases' cache shape, one slot
-    probe.kv_heads = kKvHeads;
-    probe.head_dim = kHeadDim;
-    probe.group_size = group_size;
-    probe.quant_mode = *mode;
-    probe.capacity_slots = 1;
-    if (const absl::Status status = probe.Validate(); !status.ok()) {
+    if (const absl::Status status = CaseShape(group_size, *mode).Validate(); !status.ok()) {
       std::fprintf(stderr, "--group_sizes: %s\n", std::string(status.message()).c_str());
       std::exit(2);
     }
@@ -493,17 +499,13 @@ int RunGpu() {
     for (int batch : batches) {
       for (int context : contexts) {
         for (const std::string& kind : page_tables) {
-          KvCacheConfig probe;
-          probe.kv_heads = kKvHeads;
-          probe.head_dim = kHeadDim;
-          probe.group_size = group_size;
-          probe.quant_mode = *mode;
+          const KvCacheConfig shape = CaseShape(group_size, *mode);
           const int other = absl::GetFlag(FLAGS_other_rows_context);
           std::vector<int> lengths(batch, other > 0 ? other : context);
           lengths[0] = context;
           const double tokens = std::accumulate(lengths.begin(), lengths.end(), 0.0);
           const double pool =
-              tokens * (probe.DataBytesPerTokenPerLayer() + probe.ParamBytesPerTokenPerLayer());
+              tokens * (shape.DataBytesPerTokenPerLayer() + shape.ParamBytesPerTokenPerLayer());
           if (pool > absl::GetFlag(FLAGS_max_pool_gib) * (1 << 30)) continue;
           const CaseResult r =
               RunCudaCase(lengths, group_size, *mode, kind, absl::GetFlag(FLAGS_repeats), rng);

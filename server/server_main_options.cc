@@ -22,12 +22,15 @@ namespace {
 
 constexpr char kWorkspaceName[] = "int4kv";
 
-// Anything that opens for reading but a directory (which std::ifstream opens on Linux): a
-// regular file, a symlink to one, a pipe such as /dev/stdin.
-bool IsFile(const std::string& path) {
+// std::ifstream opens a directory on Linux and reads nothing from it.
+bool IsDirectory(const std::string& path) {
   struct stat info;
-  return stat(path.c_str(), &info) == 0 && !S_ISDIR(info.st_mode) && std::ifstream(path).good();
+  return stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode);
 }
+
+// Anything that opens for reading but a directory: a regular file, a symlink to one, a pipe
+// such as /dev/stdin.
+bool IsFile(const std::string& path) { return !IsDirectory(path) && std::ifstream(path).good(); }
 
 std::string JoinPath(absl::string_view dir, absl::string_view path) {
   if (dir.empty()) return std::string(path);
@@ -160,8 +163,7 @@ absl::StatusOr<std::string> FindInputFile(absl::string_view path, absl::string_v
   if (path.empty()) return absl::InvalidArgumentError("the file path is empty");
   if (absl::StartsWith(path, "/")) {
     if (IsFile(std::string(path))) return std::string(path);
-    struct stat info;
-    if (stat(std::string(path).c_str(), &info) == 0 && S_ISDIR(info.st_mode)) {
+    if (IsDirectory(std::string(path))) {
       return absl::InvalidArgumentError(absl::StrCat(path, " is a directory, not a file"));
     }
     return absl::NotFoundError(absl::StrCat("no readable file at ", path));
@@ -296,8 +298,7 @@ absl::Status CheckEngineFlagsForModel(const EngineConfig& engine, const ModelCon
 }
 
 absl::StatusOr<std::string> ReadInputFile(const std::string& path, absl::string_view what) {
-  struct stat info;
-  if (stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode)) {
+  if (IsDirectory(path)) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": ", path, " is a directory"));
   }
   std::ifstream file(path, std::ios::binary);
