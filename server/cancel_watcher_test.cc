@@ -1,6 +1,8 @@
 #include "server/cancel_watcher.h"
 
 #include <atomic>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -21,19 +23,44 @@ bool WaitUntil(const std::function<bool()>& done, absl::Duration limit) {
   return true;
 }
 
+// A call that is never cancelled and counts how often the watcher asks it. Once it has been
+// asked twice after some moment, at least one whole sweep began after that moment, so every
+// call watched then has been asked too: "nothing happened" is checked over real sweeps, not
+// over a sleep the watcher's thread may not have run in.
+class SweepCounter {
+ public:
+  explicit SweepCounter(CancelWatcher& watcher) {
+    watcher.Watch(
+        [this] {
+          ++asked_;
+          return false;
+        },
+        [] {});
+  }
+  // Waits (up to 10 s) until two sweeps have begun after this call.
+  bool WaitForTwoMoreSweeps() {
+    const int64_t now = asked_.load();
+    return WaitUntil([&] { return asked_.load() >= now + 2; }, absl::Seconds(10));
+  }
+
+ private:
+  std::atomic<int64_t> asked_{0};
+};
+
 TEST(CancelWatcherTest, CallsOnCancelOnceWhenTheCallIsCancelled) {
   CancelWatcher watcher(absl::Milliseconds(1));
   std::atomic<bool> cancelled{false};
   std::atomic<int> calls{0};
   watcher.Watch([&] { return cancelled.load(); }, [&] { ++calls; });
-  absl::SleepFor(absl::Milliseconds(20));
+  SweepCounter sweeps(watcher);
+  ASSERT_TRUE(sweeps.WaitForTwoMoreSweeps());
   EXPECT_EQ(calls.load(), 0) << "on_cancel ran for a call that was not cancelled";
-  EXPECT_EQ(watcher.watched(), 1u);
+  EXPECT_EQ(watcher.watched(), 2u);
   cancelled = true;
   ASSERT_TRUE(WaitUntil([&] { return calls.load() > 0; }, absl::Seconds(10)));
-  absl::SleepFor(absl::Milliseconds(20));
+  ASSERT_TRUE(sweeps.WaitForTwoMoreSweeps());
   EXPECT_EQ(calls.load(), 1);
-  EXPECT_EQ(watcher.watched(), 0u);
+  EXPECT_EQ(watcher.watched(), 1u);  // the sweep counter alone
 }
 
 TEST(CancelWatcherTest, OnlyTheCancelledCallsAreReported) {
@@ -59,12 +86,14 @@ TEST(CancelWatcherTest, NoCallbackAfterUnwatchReturns) {
   std::atomic<bool> cancelled{false};
   std::atomic<int> calls{0};
   const uint64_t key = watcher.Watch([&] { return cancelled.load(); }, [&] { ++calls; });
+  SweepCounter sweeps(watcher);
   watcher.Unwatch(key);
   cancelled = true;
-  absl::SleepFor(absl::Milliseconds(30));
+  ASSERT_TRUE(sweeps.WaitForTwoMoreSweeps());
   EXPECT_EQ(calls.load(), 0);
-  EXPECT_EQ(watcher.watched(), 0u);
+  EXPECT_EQ(watcher.watched(), 1u);  // the sweep counter alone
   watcher.Unwatch(key);  // a second Unwatch is harmless
+  EXPECT_EQ(watcher.watched(), 1u);
 }
 
 TEST(CancelWatcherTest, UnwatchWaitsForARunningCallback) {

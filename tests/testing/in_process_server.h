@@ -30,6 +30,7 @@ class InProcessServer {
 
   Engine& engine() { return *engine_; }
   GrpcServer& server() { return *server_; }
+  TokenGenerationService& service() { return *service_; }
   std::string address() const;
   std::unique_ptr<v1::TokenGeneration::Stub> NewStub() const;
 
