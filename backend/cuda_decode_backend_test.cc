@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <numeric>
@@ -309,6 +310,43 @@ TEST_F(CudaDecodeBackendTest, ScalesOfEveryMagnitude) {
             k[i] = kf * normal(rng_);
             v[i] = vf * normal(rng_);
           }
+        }
+        caches.Store(caches.row_slots(b), k, v);
+      }
+      CheckAgainstOracle(c, caches, rows, rng_);
+    }
+  }
+}
+
+// The factored path (group sizes of 32 and more) forms P x sV in fp16, P a softmax weight
+// against a running max that moves only past a slack. A token whose score lies just under that
+// slack above the max, in a later tile than the one that set it, takes the largest weight the
+// slack allows, and with V near fp16's limit (values of +-64,000: sV about 9,144 symmetric,
+// 8,536 asymmetric) the product must still be finite. Rows of 32 tokens (one chunk of two
+// tiles): keys 0 but for token 16, whose score is 2.95 in log2 units over the others'.
+TEST_F(CudaDecodeBackendTest, FactoredPathKeepsWeightedValuesNearFp16sLimitFinite) {
+  for (QuantMode mode : {QuantMode::kSymmetric, QuantMode::kAsymmetric}) {
+    for (int group_size : {32, 128}) {
+      SCOPED_TRACE(absl::StrCat(mode == QuantMode::kSymmetric ? "symmetric" : "asymmetric",
+                                ", group_size ", group_size));
+      Case c;
+      c.mode = mode;
+      c.group_size = group_size;
+      c.lengths = {32, 32};
+      c.constant_q = true;  // every q element 1
+      MirroredCache caches = CachesFor(c, rng_);
+      const std::vector<DecodeRow> rows = caches.NewBatch(c.lengths, c.permuted, rng_);
+      // q . k x log2(e) / sqrt(head_dim) = 2.95 with k constant: k = 2.95 sqrt(d) / (d log2 e).
+      const float key = 2.95f * std::sqrt(static_cast<float>(c.head_dim)) /
+                        (static_cast<float>(c.head_dim) * 1.4426950f);
+      std::normal_distribution<float> normal;
+      const size_t token_values = static_cast<size_t>(c.kv_heads) * c.head_dim;
+      for (size_t b = 0; b < rows.size(); ++b) {
+        std::vector<float> k(c.lengths[b] * token_values, 0.0f), v(k.size());
+        for (size_t i = 0; i < v.size(); ++i) v[i] = normal(rng_);
+        for (size_t i = 16 * token_values; i < 17 * token_values; ++i) {
+          k[i] = key;
+          v[i] = i % 2 == 0 ? 64000.0f : -64000.0f;
         }
         caches.Store(caches.row_slots(b), k, v);
       }

@@ -174,8 +174,12 @@ constexpr uint32_t kCodeUnit = 0x00100010u;
 constexpr uint32_t kHalfEight = 0x48004800u;  // 8
 constexpr float kTwoTo20 = 1048576.0f;
 // Factored path: how far a score may exceed its head's running max before the max moves, so
-// that a weight P is at most 8 and P sV stays in fp16 wherever (code - 7) sV does.
-constexpr int kFactoredSlack = 3;
+// that a weight P is at most 4 and P sV stays in fp16 wherever the dequantized values do:
+// those bound a symmetric sV by 65504 / 7 (codes -7..7; 65504 / 8 where a foreign quantizer
+// used code 15) and an asymmetric one by 2 x 65504 / 15, so P sV stays under 35,000. (A slack
+// of 3 let P reach 8, and values past 57,316 overflowed: test
+// FactoredPathKeepsWeightedValuesNearFp16sLimitFinite.)
+constexpr int kFactoredSlack = 2;
 
 // (code - kCentre) of the low / high nibbles of bytes 0 and 2 of x, exact fp16 pairs; kCentre
 // 0 (asymmetric), 7 (symmetric) or 8 (the factored path's asymmetric V).

@@ -1041,14 +1041,20 @@ struct SplitKernel {
     // Wide blocks of a large step whose first tile's slots are not consecutive (a table that
     // scatters the row over the pool) keep their warps within about kLockstepTiles tiles of
     // each other: warps that drift apart ask for the pages of more slots at once than address
-    // translation keeps up with. The entries are the ones read after the wait, the same in
-    // every warp of the block (Run's contract: nothing writes the page table while it reads
-    // it), so the whole block takes the barrier or none of it does.
+    // translation keeps up with. Each warp judges from the entries it read after the wait;
+    // the block then decides together, so that the whole block takes the barrier or none of
+    // it does even where the entries differ between warps (a page table written during Run,
+    // against its contract, would otherwise leave some warps waiting at a barrier the others
+    // never reach: a hung stream instead of wrong values). large_step is the same in every
+    // warp (Plan's copy), and no warp of a wide block has returned before this point.
     bool lockstep = false;
     if constexpr (kWarps == kWideWarps) {
-      const int next_slot = __shfl_down_sync(kFullMask, first_slots[0], 1);
-      lockstep = large_step &&
-                 !__all_sync(kFullMask, (lane & 15) == 15 || next_slot == first_slots[0] + 1);
+      if (large_step) {
+        const int next_slot = __shfl_down_sync(kFullMask, first_slots[0], 1);
+        const bool scattered =
+            !__all_sync(kFullMask, (lane & 15) == 15 || next_slot == first_slots[0] + 1);
+        lockstep = __syncthreads_or(scattered) != 0;
+      }
     }
     for (int tile = 0; tile < num_tiles; ++tile) {
       if constexpr (kWarps == kWideWarps) {

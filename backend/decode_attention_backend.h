@@ -101,7 +101,9 @@ struct DecodeRow {
 struct BackendOptions {
   // Element type of q and out. cpu: float32. cuda: float16 or bfloat16; the cuda kernels
   // compute in fp16 range either way (bf16 q and cache parameters are converted to fp16), so
-  // |q|, K or V values above 65504 give inf or NaN.
+  // |q|, K or V values above 65504 give inf or NaN, and values below fp16's normal range
+  // (6.1e-5) keep fewer significant bits: a row whose q, or whose V throughout, is that small
+  // loses relative precision, with bf16 scales as with fp16 ones (scales below 3e-8 read as 0).
   DType io_dtype = DType::kFloat32;
   // cpu only: accumulate in float64 (the test oracle) instead of float32 (serving).
   bool cpu_float64 = false;
