@@ -105,7 +105,8 @@ struct BackendOptions {
   // (6.1e-5) keep fewer significant bits: a row whose q, or whose V throughout, is that small
   // loses relative precision, with bf16 scales as with fp16 ones (scales below 3e-8 read as 0).
   DType io_dtype = DType::kFloat32;
-  // cpu only: accumulate in float64 (the test oracle) instead of float32 (serving).
+  // cpu only: accumulate in float64 (the test oracle) instead of float32 (serving). In float32
+  // a score q . k past float's range (about 3.4e38: q and K of 1e20, say) gives inf or NaN.
   bool cpu_float64 = false;
   // cpu only: worker threads; 0 means one per hardware thread.
   int32_t cpu_threads = 0;

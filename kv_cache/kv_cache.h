@@ -44,7 +44,11 @@ class KvCache {
 
   // Frees every slot in a live request's row, then the row. All or nothing: a row holding a
   // slot the allocator did not hand out (one appended through requests() directly) gives
-  // InvalidArgument, and neither the slots nor the row are freed.
+  // InvalidArgument, and neither the slots nor the row are freed. Rows that share slots (a
+  // prefix appended to several rows through requests().Append) must not be released this
+  // way, which would free the shared slots while the other rows still read them: free such
+  // rows with requests().FreeRequest and each slot with slots() once its last reader is gone.
+  // A released id is reused by a later AllocateRequest (RequestTable::AllocateRequest).
   absl::Status ReleaseRequest(int32_t request);
 
  private:

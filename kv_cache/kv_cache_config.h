@@ -13,8 +13,8 @@
 namespace int4kv {
 
 struct KvCacheConfig {
-  int32_t num_layers = 1;  // >= 1
-  int32_t kv_heads = 1;    // >= 1
+  int32_t num_layers = 1;  // in [1, kMaxLayers]
+  int32_t kv_heads = 1;    // in [1, kMaxKvHeads]
   int32_t head_dim = 128;  // even, <= 256, a multiple of group_size
   int32_t group_size = 8;  // 8, 16, 32, 64 or 128
   ParamDtype param_dtype = ParamDtype::kFloat16;

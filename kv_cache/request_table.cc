@@ -49,9 +49,9 @@ RequestTable::RequestTable(int32_t max_requests, int32_t max_seq_len, int64_t nu
       length_(max_requests, 0),
       live_(max_requests, 0),
       synced_length_(max_requests, 0),
-      is_dirty_(max_requests, 0) {
-  free_requests_.reserve(max_requests);
-  for (int32_t r = max_requests - 1; r >= 0; --r) free_requests_.push_back(r);
+      is_dirty_(max_requests, 0),
+      free_requests_(max_requests) {
+  for (int32_t r = 0; r < max_requests; ++r) free_requests_[r] = r;
 }
 
 int64_t RequestTable::HostBytes(int32_t max_requests, int32_t max_seq_len) {
@@ -78,12 +78,12 @@ absl::Status RequestTable::CheckRequest(int32_t request) const {
 }
 
 absl::StatusOr<int32_t> RequestTable::AllocateRequest() {
-  if (free_requests_.empty()) {
+  if (live_count_ == max_requests_) {
     return absl::ResourceExhaustedError(
         absl::StrCat("all ", max_requests_, " request rows (max_requests) are in use"));
   }
-  const int32_t request = free_requests_.back();
-  free_requests_.pop_back();
+  const int32_t request = free_requests_[next_free_];
+  next_free_ = next_free_ + 1 == max_requests_ ? 0 : next_free_ + 1;
   live_[request] = 1;
   length_[request] = 0;
   ++live_count_;
@@ -95,8 +95,10 @@ absl::Status RequestTable::FreeRequest(int32_t request) {
   live_[request] = 0;
   length_[request] = 0;
   synced_length_[request] = 0;  // A future occupant's rows are copied from the start.
+  // Behind every free row: at the end of the ring's free entries.
+  const int64_t free_rows = int64_t{max_requests_} - live_count_;
+  free_requests_[(next_free_ + free_rows) % max_requests_] = request;
   --live_count_;
-  free_requests_.push_back(request);
   return absl::OkStatus();
 }
 

@@ -41,7 +41,11 @@ class RequestTable {
   // Host bytes the constructor allocates: the int32 table and five per-request arrays.
   static int64_t HostBytes(int32_t max_requests, int32_t max_seq_len);
 
-  // Claims a free request row (length 0). ResourceExhausted when all rows are in use.
+  // Claims a free request row (length 0): the one freed longest ago (the rows in order at
+  // first). ResourceExhausted when all rows are in use. A request id is its row's number: an id
+  // kept past its FreeRequest is refused (FailedPrecondition, not live) until the row is
+  // claimed again, and from then on names the new request, so each id needs one owner that
+  // frees it once.
   absl::StatusOr<int32_t> AllocateRequest();
   // Releases a row; its slots are the caller's to free in the TokenSlotAllocator.
   absl::Status FreeRequest(int32_t request);
@@ -92,7 +96,6 @@ class RequestTable {
   std::vector<int32_t> table_;          // [max_requests][max_seq_len]
   std::vector<int32_t> length_;         // [max_requests]
   std::vector<uint8_t> live_;           // [max_requests]
-  std::vector<int32_t> free_requests_;  // stack of free rows
   int32_t live_count_ = 0;
 
   absl::Status FlushStaged(int32_t count, CudaStream stream);
@@ -101,6 +104,11 @@ class RequestTable {
   std::vector<int32_t> synced_length_;  // [max_requests], prefix already in the mirror
   std::vector<int32_t> dirty_;          // requests with length > synced_length
   std::vector<uint8_t> is_dirty_;       // [max_requests]
+  // The free rows, a ring of max_requests entries: the max_requests - live_count_ entries
+  // from next_free_ on, in the order they were freed. Rows are reused first freed, first
+  // reused, so that a stale id stays refused (not live) for as long as possible.
+  std::vector<int32_t> free_requests_;
+  int32_t next_free_ = 0;  // the ring entry AllocateRequest takes next
 
   // Sync staging: pinned host pairs and their device copies, [staging_capacity_] each.
   int32_t staging_capacity_ = 0;

@@ -46,6 +46,37 @@ TEST(RequestTableTest, AppendAndFree) {
   EXPECT_EQ(table->Length(b), 0);
 }
 
+// Rows are reused first freed, first reused: an id kept after its release stays refused while
+// other rows are free, instead of naming the next request at once.
+TEST(RequestTableTest, FreedRowsAreReusedInTheOrderTheyWereFreed) {
+  const std::unique_ptr<RequestTable> table = *RequestTable::Create(4, 4, 16);
+  std::vector<int32_t> order;
+  for (int i = 0; i < 4; ++i) order.push_back(*table->AllocateRequest());
+  EXPECT_EQ(order, (std::vector<int32_t>{0, 1, 2, 3}));
+  ASSERT_TRUE(table->FreeRequest(2).ok());
+  ASSERT_TRUE(table->FreeRequest(0).ok());
+  ASSERT_TRUE(table->FreeRequest(3).ok());
+  const int32_t first = *table->AllocateRequest();
+  EXPECT_EQ(first, 2);
+  // A stale release of row 0 or 3, still free, is refused and frees nothing.
+  EXPECT_EQ(table->FreeRequest(0).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(table->FreeRequest(3).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(table->live_count(), 2);
+  ASSERT_TRUE(table->FreeRequest(first).ok());
+  // 0 and 3 were freed before 2's second release: they come first, 2 last.
+  order.clear();
+  for (int i = 0; i < 3; ++i) order.push_back(*table->AllocateRequest());
+  EXPECT_EQ(order, (std::vector<int32_t>{0, 3, 2}));
+  EXPECT_EQ(table->AllocateRequest().status().code(), absl::StatusCode::kResourceExhausted);
+  // The ring wraps: frees and claims past max_requests of them keep the order.
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_TRUE(table->FreeRequest(1).ok());
+    ASSERT_TRUE(table->FreeRequest(3).ok());
+    EXPECT_EQ(*table->AllocateRequest(), 1) << round;
+    EXPECT_EQ(*table->AllocateRequest(), 3) << round;
+  }
+}
+
 // A count near the int64 limit is OutOfRange, as any append past max_seq_len is; it must not
 // wrap the length check into an append the table would then try.
 TEST(RequestTableTest, HugeAppendCountsAreOutOfRange) {

@@ -83,7 +83,7 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const char* argv0) {
   if (tls) {
     grpc::SslCredentialsOptions ssl;
     if (!root_cert_flag.empty()) {
-      absl::StatusOr<std::string> path = FindInputFile(root_cert_flag, argv0, false);
+      absl::StatusOr<std::string> path = FindFlagFile("--tls_root_cert", root_cert_flag, argv0);
       if (!path.ok()) return path.status();
       absl::StatusOr<std::string> pem = ReadInputFile(*path, "--tls_root_cert");
       if (!pem.ok()) return pem.status();

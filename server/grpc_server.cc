@@ -9,6 +9,24 @@
 #include "absl/strings/str_cat.h"
 
 namespace int4kv {
+namespace {
+
+// Whether a plaintext server can listen on `address` (it stops at once). It serves a health
+// service only because gRPC starts no server without one.
+bool CanListen(const std::string& address) {
+  HealthService health({});
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.RegisterService(&health);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr) return false;
+  server->Shutdown();
+  return port != 0;
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
     const GrpcServerOptions& options, const std::vector<GrpcServiceEntry>& services) {
@@ -52,6 +70,14 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     if (server != nullptr) server->Shutdown();
+    // gRPC reports credentials it cannot load (a PEM that is not one, a key that is not the
+    // certificate's) as a failure to listen. The address alone tells them apart: if it takes
+    // a plaintext listener, what failed was the TLS pair.
+    if (tls && CanListen(options.address)) {
+      return absl::InvalidArgumentError(
+          "gRPC refused the TLS certificate chain and private key (not a PEM certificate chain "
+          "and a PEM key, or a key that is not the certificate's; gRPC logged the reason above)");
+    }
     return absl::UnavailableError(
         absl::StrCat("could not listen on ", options.address,
                      " (address in use, not local, or malformed; gRPC logged the reason above)"));

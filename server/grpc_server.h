@@ -43,7 +43,8 @@ struct GrpcServiceEntry {
 
 class GrpcServer {
  public:
-  // Builds and starts the server. InvalidArgument for no services or a TLS half-configuration;
+  // Builds and starts the server. InvalidArgument for no services, a TLS half-configuration,
+  // or a TLS pair gRPC refuses (not PEM, or a key that is not the certificate's);
   // Unavailable if the address cannot be bound (naming it).
   static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(
       const GrpcServerOptions& options, const std::vector<GrpcServiceEntry>& services);

@@ -125,6 +125,34 @@ TEST(GrpcServerTest, HalfATlsConfigurationIsInvalid) {
   EXPECT_THAT(server.status().message(), HasSubstr("max_threads = -1"));
 }
 
+// gRPC reads a TLS pair only when the port opens, and fails to listen when it cannot: on a
+// free address that is the pair's fault (InvalidArgument), on a taken one the address's.
+TEST(GrpcServerTest, ATlsPairGrpcCannotLoadIsInvalidWhereTheAddressIsFree) {
+  GrpcServerOptions options = LocalOptions();
+  options.tls_cert_chain_pem =
+      "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n";
+  options.tls_private_key_pem =
+      "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n";
+  v1::TokenGeneration::Service service;
+  const absl::StatusOr<std::unique_ptr<GrpcServer>> refused =
+      GrpcServer::Start(options, {{&service, kServiceName}});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(), HasSubstr("gRPC refused the TLS certificate chain"));
+
+  v1::TokenGeneration::Service holder;
+  absl::StatusOr<std::unique_ptr<GrpcServer>> first =
+      GrpcServer::Start(LocalOptions(), {{&holder, kServiceName}});
+  ASSERT_TRUE(first.ok()) << first.status();
+  options.address = "127.0.0.1:" + std::to_string((*first)->port());
+  v1::TokenGeneration::Service other;
+  const absl::StatusOr<std::unique_ptr<GrpcServer>> taken =
+      GrpcServer::Start(options, {{&other, kServiceName}});
+  ASSERT_FALSE(taken.ok());
+  EXPECT_EQ(taken.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(taken.status().message(), HasSubstr(options.address));
+}
+
 // Generate calls that each hold their handler's thread until `release` is notified.
 class BlockingGenerateService final : public v1::TokenGeneration::Service {
  public:

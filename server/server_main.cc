@@ -39,8 +39,11 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/cuda_check.h"
@@ -128,15 +131,20 @@ struct Options {
   absl::Duration write_stall_timeout;
 };
 
-// Where a TLS flag's file is, with the flag named in any error.
-absl::StatusOr<std::string> FindTlsFile(absl::string_view flag, const std::string& value,
-                                        const char* argv0) {
-  absl::StatusOr<std::string> path = FindInputFile(value, argv0, false);
-  if (!path.ok()) {
-    return absl::Status(path.status().code(),
-                        absl::StrCat(flag, " = '", value, "': ", path.status().message()));
+// InvalidArgument naming `flag` unless `pem` holds a PEM block whose label ends in `label`
+// ("CERTIFICATE"; "PRIVATE KEY" also matches "RSA PRIVATE KEY" and "EC PRIVATE KEY").
+absl::Status CheckPemBlock(absl::string_view flag, const std::string& path, const std::string& pem,
+                           absl::string_view label) {
+  const std::string end = absl::StrCat(label, "-----");
+  for (size_t begin = pem.find("-----BEGIN "); begin != std::string::npos;
+       begin = pem.find("-----BEGIN ", begin + 1)) {
+    const size_t line_end = pem.find('\n', begin);
+    const absl::string_view line = absl::string_view(pem).substr(
+        begin, line_end == std::string::npos ? std::string::npos : line_end - begin);
+    if (absl::EndsWith(absl::StripTrailingAsciiWhitespace(line), end)) return absl::OkStatus();
   }
-  return path;
+  return absl::InvalidArgumentError(absl::StrCat(flag, " = '", path, "' holds no PEM ", label,
+                                                 " block ('-----BEGIN ... ", end, "')"));
 }
 
 absl::StatusOr<Options> ParseOptions(const char* argv0) {
@@ -207,8 +215,8 @@ absl::StatusOr<Options> ParseOptions(const char* argv0) {
     return absl::InvalidArgumentError("--tls_cert and --tls_key go together: set both or neither");
   }
   if (!cert.empty()) {
-    ASSIGN_OR_RETURN(const std::string cert_path, FindTlsFile("--tls_cert", cert, argv0));
-    ASSIGN_OR_RETURN(const std::string key_path, FindTlsFile("--tls_key", key, argv0));
+    ASSIGN_OR_RETURN(const std::string cert_path, FindFlagFile("--tls_cert", cert, argv0));
+    ASSIGN_OR_RETURN(const std::string key_path, FindFlagFile("--tls_key", key, argv0));
     ASSIGN_OR_RETURN(options.server.tls_cert_chain_pem, ReadInputFile(cert_path, "--tls_cert"));
     ASSIGN_OR_RETURN(options.server.tls_private_key_pem, ReadInputFile(key_path, "--tls_key"));
     // An empty PEM (a secret not mounted yet) must not start a plaintext server: the server
@@ -219,6 +227,13 @@ absl::StatusOr<Options> ParseOptions(const char* argv0) {
                                                      " = '", cert_empty ? cert_path : key_path,
                                                      "' is empty: TLS needs a PEM file"));
     }
+    // A file without the PEM block it should hold (whitespace, a DER file, the key and the
+    // certificate swapped) is named here; gRPC, which reads the pair when the port opens,
+    // would only fail to listen.
+    RETURN_IF_ERROR(
+        CheckPemBlock("--tls_cert", cert_path, options.server.tls_cert_chain_pem, "CERTIFICATE"));
+    RETURN_IF_ERROR(
+        CheckPemBlock("--tls_key", key_path, options.server.tls_private_key_pem, "PRIVATE KEY"));
   }
   ASSIGN_OR_RETURN(options.auth_token,
                    ResolveAuthToken(absl::GetFlag(FLAGS_auth_token),
@@ -331,6 +346,17 @@ int Run(const char* argv0) {
   absl::StatusOr<std::unique_ptr<GrpcServer>> server =
       GrpcServer::Start(options->server, {{&service, v1::TokenGeneration::service_full_name()}});
   if (!server.ok()) {
+    // InvalidArgument: a bad flag value, as ParseOptions's (exit 2); with TLS on, the pair,
+    // which gRPC reads only when the port opens. Else the address could not be bound.
+    if (absl::IsInvalidArgument(server.status())) {
+      const bool tls = !options->server.tls_cert_chain_pem.empty();
+      spdlog::error("{}{}",
+                    tls ? absl::StrCat("--tls_cert = '", absl::GetFlag(FLAGS_tls_cert),
+                                       "', --tls_key = '", absl::GetFlag(FLAGS_tls_key), "': ")
+                        : "",
+                    std::string(server.status().message()));
+      return 2;
+    }
     spdlog::error("{}", server.status().ToString());
     return 1;
   }

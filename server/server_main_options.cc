@@ -192,16 +192,34 @@ absl::StatusOr<std::string> FindInputFile(absl::string_view path, absl::string_v
       absl::StrCat("no readable file ", path, "; tried ", absl::StrJoin(candidates, ", ")));
 }
 
+absl::StatusOr<std::string> FindFlagFile(absl::string_view flag, absl::string_view value,
+                                         absl::string_view argv0) {
+  absl::StatusOr<std::string> path = FindInputFile(value, argv0, false);
+  if (!path.ok()) {
+    return absl::Status(path.status().code(),
+                        absl::StrCat(flag, " = '", value, "': ", path.status().message()));
+  }
+  return path;
+}
+
 absl::StatusOr<ModelFlag> ResolveModelFlag(absl::string_view text, uint64_t weight_seed,
                                            absl::string_view argv0) {
   ModelFlag flag;
   absl::StatusOr<ModelSource> parsed = ParseModelSource(text, weight_seed);
   if (parsed.ok() && parsed->kind == ModelSource::Kind::kCheckpoint) {
     flag.source = *std::move(parsed);
-    ASSIGN_OR_RETURN(flag.file, FindInputFile(text, argv0, true));
+    absl::StatusOr<std::string> file = FindInputFile(text, argv0, true);
+    if (!file.ok()) {
+      return absl::Status(file.status().code(),
+                          absl::StrCat("--model = '", text, "': ", file.status().message()));
+    }
+    flag.file = *std::move(file);
     return flag;
   }
-  if (text.empty()) return parsed.status();
+  if (text.empty()) {
+    return absl::Status(parsed.status().code(),
+                        absl::StrCat("--model: ", parsed.status().message()));
+  }
   // A name that could be either: an existing file wins, so that a checkpoint need not be
   // renamed to *.bin or given a directory to be loaded.
   absl::StatusOr<std::string> file = FindInputFile(text, argv0, true);
@@ -320,12 +338,8 @@ absl::StatusOr<std::string> ResolveAuthToken(absl::string_view token_flag,
   absl::string_view flag = "--auth_token";
   if (!token_file.empty()) {
     flag = "--auth_token_file";
-    const absl::StatusOr<std::string> path = FindInputFile(token_file, argv0, false);
-    if (!path.ok()) {
-      return absl::Status(path.status().code(),
-                          absl::StrCat("--auth_token_file: ", path.status().message()));
-    }
-    ASSIGN_OR_RETURN(const std::string contents, ReadInputFile(*path, "--auth_token_file"));
+    ASSIGN_OR_RETURN(const std::string path, FindFlagFile("--auth_token_file", token_file, argv0));
+    ASSIGN_OR_RETURN(const std::string contents, ReadInputFile(path, "--auth_token_file"));
     token = std::string(absl::StripAsciiWhitespace(contents));
     if (token.empty()) {
       return absl::InvalidArgumentError(

@@ -46,6 +46,11 @@ absl::StatusOr<std::string> ParseListenAddress(absl::string_view text);
 absl::StatusOr<std::string> FindInputFile(absl::string_view path, absl::string_view argv0,
                                           bool search_runfiles);
 
+// FindInputFile for the file flag `flag` (as "--tls_cert") set to `value`, without the
+// runfiles; an error names the flag and its value.
+absl::StatusOr<std::string> FindFlagFile(absl::string_view flag, absl::string_view value,
+                                         absl::string_view argv0);
+
 // --model: what ParseModelSource calls a checkpoint path (containing '/' or ending in ".bin")
 // must be a file FindInputFile finds (with the runfiles); any other value is a checkpoint if
 // such a file exists ("model.ckpt"), else a preset ("tiny", "llama8b:2"). `source` keeps the

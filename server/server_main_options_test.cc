@@ -170,7 +170,12 @@ TEST(ResolveModelFlagTest, PresetsAndCheckpointPaths) {
   // A path by its form must exist: no fallback to a preset.
   flag = ResolveModelFlag("no/such/model.bin", 1, "");
   EXPECT_EQ(flag.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(flag.status().message(), HasSubstr("no readable file no/such/model.bin"));
+  EXPECT_THAT(flag.status().message(),
+              HasSubstr("--model = 'no/such/model.bin': no readable file no/such/model.bin"));
+  // An empty flag names it too.
+  flag = ResolveModelFlag("", 1, "");
+  EXPECT_FALSE(flag.ok());
+  EXPECT_THAT(flag.status().message(), HasSubstr("--model: "));
 }
 
 TEST(ResolveModelFlagTest, NeitherFileNorPresetNamesBothReadings) {

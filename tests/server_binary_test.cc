@@ -417,6 +417,52 @@ TEST(ServerBinaryTest, EmptyOrDirectoryTlsFilesFailAtStart) {
   }
 }
 
+// Files that hold no PEM block of their kind (whitespace, text, the key and certificate
+// swapped) are named by flag, and a pair whose blocks gRPC cannot load (a corrupt body, a key
+// that is not the certificate's) is reported as the TLS pair, not as a port that cannot be
+// bound: each exits 2 without serving.
+TEST(ServerBinaryTest, TlsFilesGrpcCannotLoadFailAtStartNamingTheFlags) {
+  const std::string dir = std::getenv("TEST_TMPDIR");
+  const TestCertificate cert = MakeCertificate("pair_a");
+  const TestCertificate other = MakeCertificate("pair_b");
+  ASSERT_FALSE(cert.cert_pem.empty());
+  ASSERT_FALSE(other.cert_pem.empty());
+  std::ofstream(dir + "/newline.pem") << "\n";
+  std::ofstream(dir + "/text.pem") << "not a pem\n";
+  std::ofstream(dir + "/corrupt.crt") << "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n"
+                                      << "-----END CERTIFICATE-----\n";
+  const std::string refused = "gRPC refused the TLS certificate chain and private key";
+  for (const auto& [flags, expected] :
+       std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"--tls_cert=" + dir + "/newline.pem", "--tls_key=" + cert.key_path},
+            "--tls_cert = '" + dir + "/newline.pem' holds no PEM CERTIFICATE block"},
+           {{"--tls_cert=" + cert.cert_path, "--tls_key=" + dir + "/text.pem"},
+            "--tls_key = '" + dir + "/text.pem' holds no PEM PRIVATE KEY block"},
+           {{"--tls_cert=" + cert.key_path, "--tls_key=" + cert.cert_path},
+            "--tls_cert = '" + cert.key_path + "' holds no PEM CERTIFICATE block"},
+           {{"--tls_cert=" + dir + "/corrupt.crt", "--tls_key=" + cert.key_path}, refused},
+           {{"--tls_cert=" + cert.cert_path, "--tls_key=" + other.key_path}, refused}}) {
+    const std::string name = absl::StrJoin(flags, " ");
+    const absl::StatusOr<std::unique_ptr<ServerProcess>> process = ServerProcess::Start(flags);
+    ASSERT_FALSE(process.ok()) << name << ": the server started";
+    EXPECT_THAT(process.status().message(), HasSubstr("exited with 2")) << name;
+    EXPECT_THAT(process.status().message(), HasSubstr(expected)) << name;
+    EXPECT_THAT(process.status().message(), Not(HasSubstr("could not listen"))) << name;
+  }
+}
+
+// The client's file flags name themselves when their file is missing, before any call.
+TEST(ServerBinaryTest, GenerateClientNamesAMissingRootCertificate) {
+  std::string output;
+  EXPECT_EQ(RunCommand("server/int4kv_generate --server=127.0.0.1:1 --prompt_ids=1 "
+                       "--tls_root_cert=/nonexistent.pem",
+                       &output),
+            2);
+  EXPECT_THAT(
+      output,
+      HasSubstr("--tls_root_cert = '/nonexistent.pem': no readable file at /nonexistent.pem"));
+}
+
 // A checkpoint named without '/' or ".bin" is loaded when the file exists (it was taken for a
 // preset name before); a name that is neither says so for both readings.
 TEST(ServerBinaryTest, ModelNamedLikeAPresetIsLoadedWhenTheFileExists) {

@@ -36,6 +36,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/help_flags.h"
+#include "common/monotonic_time.h"
 #include "common/status_macros.h"
 #include "proto/generation.grpc.pb.h"
 #include "server/grpc_status.h"
@@ -118,13 +119,15 @@ absl::StatusOr<v1::ServerInfo> FetchServerInfo(const LoadgenConfig& config) {
   constexpr absl::Duration kMaxBackoff = absl::Milliseconds(500);
   auto stub = v1::TokenGeneration::NewStub(
       grpc::CreateChannel(config.target, grpc::InsecureChannelCredentials()));
-  const absl::Time give_up = absl::Now() + config.connect_timeout;
+  // The wait is measured on the steady clock; gRPC's deadline, on the system clock, is set
+  // from what is left of it at each call.
+  const absl::Time give_up = MonotonicNow() + config.connect_timeout;
   absl::Duration backoff = kFirstBackoff;
   grpc::Status last_answer;  // the last UNAVAILABLE, or the final DEADLINE_EXCEEDED
   while (true) {
     grpc::ClientContext context;
     context.set_wait_for_ready(true);
-    context.set_deadline(absl::ToChronoTime(give_up));
+    context.set_deadline(absl::ToChronoTime(absl::Now() + (give_up - MonotonicNow())));
     if (!config.auth_token.empty()) {
       context.AddMetadata("authorization", "Bearer " + config.auth_token);
     }
@@ -138,7 +141,7 @@ absl::StatusOr<v1::ServerInfo> FetchServerInfo(const LoadgenConfig& config) {
     }
     // The server's own answer says more than the deadline that ended the wait after it.
     if (code == grpc::StatusCode::UNAVAILABLE || last_answer.ok()) last_answer = status;
-    const absl::Duration left = give_up - absl::Now();
+    const absl::Duration left = give_up - MonotonicNow();
     if (code == grpc::StatusCode::DEADLINE_EXCEEDED || left <= absl::ZeroDuration()) {
       return absl::UnavailableError(absl::StrCat(
           "GetServerInfo on ", config.target,
