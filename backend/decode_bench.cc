@@ -13,7 +13,9 @@
 // the minimum bytes: codes + scales + page-table entries + q + out, each read or written once. Each
 // case also times a device-to-device copy of that many bytes (read + write) replayed the same way,
 // a kernel that only reads the layer's codes and scales, contiguously, once, and one that only
-// reads the step's codes and scales through its page table, once.
+// reads the step's codes and scales through its page table, once. After the timings the
+// timed path's output is checked (--check_rows): written and finite everywhere, and the
+// checked rows within kCheckTolerance of float64 attention over their dequantized K/V.
 // --other_rows_context=N measures skewed batches: row 0 has the listed context, the others N.
 // Runs follow one another as programmatic dependents; --separate_runs puts an empty kernel
 // before each, --store_before_runs the K/V store of the step's newest tokens (as a model's
@@ -22,6 +24,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <numeric>
@@ -39,6 +42,7 @@
 #include "backend/bench_page_tables.h"
 #include "backend/cpu_decode_backend.h"
 #include "backend/cuda_decode_backend.h"
+#include "backend/float64_attention.h"
 #include "backend/read_stream.h"
 #include "common/device_memory.h"
 #include "common/half.h"
@@ -94,6 +98,11 @@ ABSL_FLAG(int, max_seq_len, 0,
           "AttentionShape.max_seq_len of the GPU cases' backend when above the case's context "
           "(0: the context): the split grid grows with it, so a short step pays the empty "
           "blocks it would pay in a server sized for rows this long");
+ABSL_FLAG(int, check_rows, 2,
+          "rows of each GPU case whose output is checked against float64 attention over their "
+          "dequantized K/V after the timings (the first, the last and evenly between; 0: none); "
+          "every output is also checked to be written and finite. A case that fails ends the "
+          "run with exit status 1 after the table");
 ABSL_FLAG(bool, cpu, false, "measure the CPU backend instead (no GPU needed)");
 ABSL_FLAG(int, cpu_threads, 0, "CPU backend threads (0: one per hardware thread)");
 
@@ -198,7 +207,64 @@ struct CaseResult {
   double copy_seconds = 0;    // a device-to-device copy of `bytes` (read + write); 0: not run
   double read_seconds = 0;    // a plain read of the layer's codes and scales
   double gather_seconds = 0;  // a plain read of the step's slots, through its page table
+  // Largest relative row error of the checked rows against float64 (--check_rows), or NaN
+  // when an output was left unwritten or is not finite; -1: not checked.
+  double check_error = -1;
 };
+
+// A checked row's relative error may exceed the tests' bound (2e-3 beyond the fp16 rounding
+// of the exact result, about 2e-4) by this much before the case is called wrong.
+constexpr double kCheckTolerance = 2.5e-3;
+
+// Runs `layer` once more into `out` poisoned with NaN, then checks that every output is finite
+// (padded rows exactly zero) and compares up to `check_rows` rows (the first, the last and
+// evenly between) with float64 attention over their dequantized K/V. Returns the largest row
+// error, or NaN for an output not written or not finite.
+//   q_host: [batch][kQHeads][kHeadDim] fp16 bits, as uploaded to q.
+double CheckOutput(const KvCache& cache, DecodeAttentionBackend& backend,
+                   const std::vector<DecodeRow>& rows, const std::vector<uint16_t>& q_host,
+                   const void* q, void* out, int layer, int check_rows, cudaStream_t stream) {
+  const size_t row_size = static_cast<size_t>(kQHeads) * kHeadDim;
+  CHECK_CUDA(cudaMemsetAsync(out, 0xff, q_host.size() * 2, stream));  // fp16 NaN
+  CheckOk(backend.Run(layer, q, out, stream));
+  std::vector<uint16_t> out_bits(q_host.size());
+  CHECK_CUDA(
+      cudaMemcpyAsync(out_bits.data(), out, out_bits.size() * 2, cudaMemcpyDeviceToHost, stream));
+  CHECK_CUDA(cudaStreamSynchronize(stream));
+  std::vector<float> q_values(q_host.size()), out_values(out_bits.size());
+  for (size_t i = 0; i < q_host.size(); ++i) q_values[i] = HalfBitsToFloat(q_host[i]);
+  for (size_t i = 0; i < out_bits.size(); ++i) {
+    out_values[i] = HalfBitsToFloat(out_bits[i]);
+    const bool padded = rows[i / row_size].seq_len == 0;
+    if (!std::isfinite(out_values[i]) || (padded && out_values[i] != 0.0f)) return NAN;
+  }
+  const int batch = static_cast<int>(rows.size());
+  const int count = std::min(check_rows, batch);
+  const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  double worst = 0;
+  for (int i = 0; i < count; ++i) {
+    const int b =
+        count == 1 ? 0 : static_cast<int>(static_cast<int64_t>(i) * (batch - 1) / (count - 1));
+    if (rows[b].seq_len == 0) continue;
+    const absl::Span<const int32_t> slots =
+        cache.requests().Tokens(rows[b].request).subspan(0, rows[b].seq_len);
+    DeviceBuffer device_slots, device_kv;
+    CheckOk(device_slots.Allocate(slots.size() * sizeof(int32_t), "the checked row's slots"));
+    CHECK_CUDA(
+        cudaMemcpy(device_slots.get(), slots.data(), device_slots.bytes(), cudaMemcpyHostToDevice));
+    std::vector<float> kv(slots.size() * 2 * kKvHeads * kHeadDim);
+    CheckOk(device_kv.Allocate(kv.size() * sizeof(float), "the checked row's K/V"));
+    CheckOk(DequantizeCuda(cache.view(), layer, device_slots.as<const int32_t>(),
+                           static_cast<int32_t>(slots.size()), device_kv.as<float>(), stream));
+    CHECK_CUDA(cudaMemcpyAsync(kv.data(), device_kv.get(), kv.size() * sizeof(float),
+                               cudaMemcpyDeviceToHost, stream));
+    CHECK_CUDA(cudaStreamSynchronize(stream));
+    worst = std::max(
+        worst, RowErrorAgainstFloat64(kv, {kQHeads, kKvHeads, kHeadDim}, &q_values[b * row_size],
+                                      &out_values[b * row_size], threads));
+  }
+  return worst;
+}
 
 // Captures `enqueue(layer)` for the layers in turn, every layer the same number of times and
 // at least --runs_per_graph calls in all, into one CUDA graph, replays it and returns the
@@ -403,6 +469,10 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, QuantMod
         layout.ParamsPerSlot() * 2, /*checksum=*/nullptr, stream));
   });
   CHECK_CUDA(cudaFree(sink));
+  if (const int check_rows = absl::GetFlag(FLAGS_check_rows); check_rows > 0) {
+    result.check_error = CheckOutput(*cache, *backend, rows, q_host, q, out, config.num_layers - 1,
+                                     check_rows, stream);
+  }
   cudaStreamDestroy(stream);
   cudaFree(q);
   cudaFree(out);
@@ -492,8 +562,9 @@ int RunGpu() {
   std::printf(
       "| group | batch | context | pages | time (us) | GB/s | %% of copy | same-bytes copy (us) "
       "| %% of same-bytes copy | cache read (us) | %% of cache read | gather read (us) "
-      "| %% of gather read |\n");
-  std::printf("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+      "| %% of gather read | checked rows' error |\n");
+  std::printf("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  int failed_checks = 0;
   std::mt19937 rng(7);
   for (int group_size : group_sizes) {
     for (int batch : batches) {
@@ -517,16 +588,31 @@ int RunGpu() {
                                             ? absl::StrFormat("%.1f | %.1f", r.copy_seconds * 1e6,
                                                               100.0 * r.copy_seconds / r.seconds)
                                             : std::string("- | -");
+          const bool check_failed =
+              r.check_error != -1 && !(r.check_error <= kCheckTolerance);  // NaN fails
+          failed_checks += check_failed ? 1 : 0;
+          const std::string check_text =
+              r.check_error == -1 ? std::string("-")
+              : std::isnan(r.check_error)
+                  ? std::string("FAILED: an output unwritten or not finite")
+                  : absl::StrFormat("%.1e%s", r.check_error, check_failed ? " FAILED" : "");
           std::printf(
-              "| %d | %d | %s | %s | %.1f | %.0f | %.1f | %s | %.1f | %.1f | %.1f | %.1f |\n",
+              "| %d | %d | %s | %s | %.1f | %.0f | %.1f | %s | %.1f | %.1f | %.1f | %.1f | %s |\n",
               group_size, batch, context_text.c_str(), kind.c_str(), r.seconds * 1e6, gbps,
               100.0 * gbps / ceiling, copy_text.c_str(), r.read_seconds * 1e6,
               100.0 * r.read_seconds / r.seconds, r.gather_seconds * 1e6,
-              100.0 * r.gather_seconds / r.seconds);
+              100.0 * r.gather_seconds / r.seconds, check_text.c_str());
           std::fflush(stdout);
         }
       }
     }
+  }
+  if (failed_checks > 0) {
+    std::fprintf(stderr,
+                 "%d case(s) failed the output check (a checked row's error over %.1e against "
+                 "float64, or an output not written or not finite)\n",
+                 failed_checks, kCheckTolerance);
+    return 1;
   }
   return 0;
 }
@@ -605,6 +691,10 @@ int main(int argc, char** argv) {
   if (const int other = absl::GetFlag(FLAGS_other_rows_context); other < 0) {
     std::fprintf(stderr, "--other_rows_context = %d: must be >= 0 (0: every row the context)\n",
                  other);
+    return 2;
+  }
+  if (const int check_rows = absl::GetFlag(FLAGS_check_rows); check_rows < 0) {
+    std::fprintf(stderr, "--check_rows = %d: must be >= 0 (0: no row checked)\n", check_rows);
     return 2;
   }
   if (const double gib = absl::GetFlag(FLAGS_max_pool_gib); !(gib > 0)) {

@@ -10,9 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
-#include <limits>
 #include <random>
 #include <string>
 #include <utility>
@@ -23,6 +21,7 @@
 #include "absl/flags/parse.h"
 #include "absl/status/statusor.h"
 #include "backend/create_backend.h"
+#include "backend/float64_attention.h"
 #include "common/cuda_check.h"
 #include "common/device_memory.h"
 #include "common/half.h"
@@ -74,32 +73,7 @@ absl::StatusOr<std::vector<float>> DequantizedLayer1(const KvCache& cache, int32
 absl::StatusOr<double> ErrorAgainstFloat64(const KvCache& cache, int32_t request, bool cuda,
                                            const float* q, const float* out) {
   ASSIGN_OR_RETURN(const std::vector<float> kv, DequantizedLayer1(cache, request, cuda));
-  const size_t tokens = kv.size() / (2 * kKvHeads * kHeadDim);
-  double error = 0, norm = 0;
-  for (int h = 0; h < kQHeads; ++h) {
-    const int kv_head = h / (kQHeads / kKvHeads);
-    const auto k_row = [&](size_t t) { return &kv[(t * 2 * kKvHeads + kv_head) * kHeadDim]; };
-    const auto v_row = [&](size_t t) {
-      return &kv[(t * 2 * kKvHeads + kKvHeads + kv_head) * kHeadDim];
-    };
-    std::vector<double> weight(tokens);
-    double max_score = -std::numeric_limits<double>::infinity(), sum = 0;
-    for (size_t t = 0; t < tokens; ++t) {
-      double dot = 0;
-      for (int d = 0; d < kHeadDim; ++d) dot += double{q[h * kHeadDim + d]} * k_row(t)[d];
-      weight[t] = dot / std::sqrt(double{kHeadDim});
-      max_score = std::max(max_score, weight[t]);
-    }
-    for (double& w : weight) sum += (w = std::exp(w - max_score));
-    for (int d = 0; d < kHeadDim; ++d) {
-      double ref = 0;
-      for (size_t t = 0; t < tokens; ++t) ref += weight[t] * v_row(t)[d];
-      ref /= sum;
-      error += (out[h * kHeadDim + d] - ref) * (out[h * kHeadDim + d] - ref);
-      norm += ref * ref;
-    }
-  }
-  return std::sqrt(error / norm);
+  return RowErrorAgainstFloat64(kv, {kQHeads, kKvHeads, kHeadDim}, q, out);
 }
 
 absl::Status Run(bool cuda) {
