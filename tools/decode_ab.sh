@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Compares decode_bench builds, or one build under different environment variables, on the
-# GPU machine. Each pass runs every variant once, in the order given, so that the machine's
-# drift (clocks, temperature) spreads over all of them; the table then gives each case's time
-# in every pass and each variant's mean over the passes against the first variant's.
+# GPU machine. Each pass runs every variant once, odd passes in the order given and even ones
+# in reverse, so that the machine's drift (clocks, temperature) spreads over all of them; the
+# table then gives each case's time in every pass and each variant's mean over the passes
+# against the first variant's.
 #
 # Usage (repository root on the GPU machine, after tools/gpu_bundle.sh //backend:decode_bench;
 # other builds copied into .gpu_bundle/bin under names of their own, by tools/bench_at_refs.sh
@@ -35,7 +36,14 @@ shift  # the "--"
 export LD_LIBRARY_PATH="$PWD/.gpu_bundle/lib:/usr/local/cuda/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}"
 mkdir -p "$out"
 for ((pass = 1; pass <= passes; ++pass)); do
-  for i in "${!names[@]}"; do
+  # Odd passes run the variants in the order given, even ones in reverse (A B, B A, A B, ...),
+  # so that no variant always runs first, on the card the longest idle.
+  order=("${!names[@]}")
+  if ((pass % 2 == 0)); then
+    order=()
+    for ((i = ${#names[@]} - 1; i >= 0; --i)); do order+=("$i"); done
+  fi
+  for i in "${order[@]}"; do
     IFS=',' read -r -a parts <<<"${specs[$i]}"
     binary=${parts[0]}
     [[ -x $binary ]] || binary=.gpu_bundle/bin/$binary

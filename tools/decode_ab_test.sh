@@ -9,6 +9,7 @@ bench=$work/fake_decode_bench
 cat >"$bench" <<'BENCH'
 #!/usr/bin/env bash
 [[ -n ${FAIL:-} ]] && exit 3
+[[ -n ${WHO:-} ]] && echo "$WHO" >>"$ORDER_LOG"
 echo "copy ceiling (cudaMemcpy D2D, 1 GiB, read + write): 2970 GB/s"
 echo "| group | batch | context | pages | time (us) | GB/s | % of copy | same-bytes copy (us) | % of same-bytes copy |"
 echo "|---:|---:|---:|---|---:|---:|---:|---:|---:|"
@@ -18,7 +19,13 @@ echo "flags: $*"
 BENCH
 chmod +x "$bench"
 
-table=$("$ab" "$work/out" --passes=3 base="$bench",US=8.5 new="$bench",US=8.0 -- --batches=1)
+export ORDER_LOG=$work/order
+rm -f "$ORDER_LOG"
+table=$("$ab" "$work/out" --passes=3 base="$bench",US=8.5,WHO=base new="$bench",US=8.0,WHO=new \
+  -- --batches=1)
+# Passes alternate the variants' order: base new, new base, base new.
+[[ $(tr '\n' ' ' <"$ORDER_LOG") == "base new new base base new " ]] ||
+  { echo "run order: $(tr '\n' ' ' <"$ORDER_LOG")"; exit 1; }
 echo "$table"
 grep -qF '| group | batch | context | pages | base (us) | new (us) | new / base |' <<<"$table"
 grep -qF '| 8 | 1 | 4096 | random | 8.5 / 8.5 / 8.5 | 8.0 / 8.0 / 8.0 | 0.941 |' <<<"$table"
