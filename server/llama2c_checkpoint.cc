@@ -104,6 +104,10 @@ absl::StatusOr<ModelConfig> ConfigFromLlama2cHeader(const Llama2cHeader& header)
   config.vocab_size = static_cast<int32_t>(vocab);
   config.max_seq_len = header.seq_len;
   config.shared_classifier = header.vocab_size > 0;
+  // llama2.c's models end a sequence with BOS: their training text is tokenized with a BOS
+  // before each story and no EOS, so a story's end is token 1, and run.c stops generating there.
+  // Token 2 (Llama's EOS) is one these models never saw end anything.
+  config.eos_token = config.bos_token;
   if (vocab <= config.eos_token) {
     return BadField("vocab_size", header.vocab_size,
                     absl::StrCat("large enough to hold the EOS token (", config.eos_token, ")"));

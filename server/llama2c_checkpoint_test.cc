@@ -73,7 +73,7 @@ TEST_F(CheckpointTest, LoadsStories260K) {
   EXPECT_EQ(c.head_dim(), 8);
   EXPECT_TRUE(c.shared_classifier);
   EXPECT_EQ(c.bos_token, 1);
-  EXPECT_EQ(c.eos_token, 2);
+  EXPECT_EQ(c.eos_token, 1);  // BOS delimits llama2.c's stories (run.c stops on it)
   EXPECT_TRUE(weights->Validate().ok());
   EXPECT_EQ(Llama2cFileBytes(c), 1056540);
   // Spot checks against the raw bytes: the first embedding float, the last w3 float of the last
@@ -168,7 +168,7 @@ TEST_F(CheckpointTest, VersionedExportIsNamed) {
 TEST(ConfigFromHeaderTest, NamesTheField) {
   Llama2cHeader header{64, 172, 5, 8, 4, 512, 512};
   ASSERT_TRUE(ConfigFromLlama2cHeader(header).ok());
-  header.vocab_size = 2;  // cannot hold EOS (2)
+  header.vocab_size = 1;  // cannot hold EOS (1, BOS)
   EXPECT_THAT(std::string(ConfigFromLlama2cHeader(header).status().message()),
               HasSubstr("EOS token"));
 }

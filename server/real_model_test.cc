@@ -1,5 +1,7 @@
 // The engine on the real stories260K weights against the independent float32 reference
 // (server/testing/reference_llama.h).
+#include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -55,6 +57,42 @@ TEST_F(RealModelTest, FloatKvEngineMatchesReferenceExactly) {
     EXPECT_EQ(result.finish_reason, FinishReason::kLength);
     EXPECT_EQ(result.tokens, reference_->Greedy((*prompts_)[i], kTokens)) << "prompt " << i;
   }
+}
+
+// stories260K ends a story with BOS (token 1), as llama2.c's run.c reads it: a sampled request
+// that runs on past its first story (ignore_eos) emits 1 there, and the same request with EOS
+// honoured finishes eos on that token, its tokens the same up to it.
+TEST_F(RealModelTest, AStoryEndsAtBos) {
+  absl::StatusOr<std::unique_ptr<Engine>> engine =
+      Engine::Create(SmallConfig(), Stories260K(), kDefaultModelPath);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  ASSERT_EQ((*engine)->GetInfo().model.eos_token, 1);
+  auto run = [&](uint64_t seed, bool ignore_eos) {
+    GenerateRequest request;
+    request.prompt = {1};
+    request.max_new_tokens = 400;
+    request.sampling.temperature = 1.0f;
+    request.sampling.seed = seed;
+    request.ignore_eos = ignore_eos;
+    absl::StatusOr<std::shared_ptr<RequestStream>> stream = (*engine)->Submit(request);
+    EXPECT_TRUE(stream.ok()) << stream.status();
+    return stream.ok() ? (*stream)->ReadAll() : GenerationResult{};
+  };
+  int stories_ended = 0;
+  for (uint64_t seed = 100; seed < 104; ++seed) {
+    const GenerationResult free_run = run(seed, /*ignore_eos=*/true);
+    ASSERT_TRUE(free_run.status.ok()) << free_run.status;
+    const auto end = std::find(free_run.tokens.begin(), free_run.tokens.end(), 1);
+    if (end == free_run.tokens.end()) continue;
+    ++stories_ended;
+    const GenerationResult stopped = run(seed, /*ignore_eos=*/false);
+    ASSERT_TRUE(stopped.status.ok()) << stopped.status;
+    EXPECT_EQ(stopped.finish_reason, FinishReason::kEos) << "seed " << seed;
+    EXPECT_EQ(stopped.tokens, std::vector<int32_t>(free_run.tokens.begin(), end + 1))
+        << "seed " << seed;
+  }
+  // The model ends most of its stories within 400 tokens (10 ends in 9 runs of 500).
+  EXPECT_GT(stories_ended, 0);
 }
 
 // The reference with every cached K/V row sent through the INT4 round trip of the cache
