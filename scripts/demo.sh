@@ -8,16 +8,19 @@
 #
 # Environment: PROMPT_IDS (default 1,403,261,378,5,30,271) and MAX_NEW_TOKENS (default 48).
 set -euo pipefail
+# Relative paths in the flags (--model, --auth_token_file) are the caller's: the server and
+# its clients look for them there first, as under `bazel run`.
+export BUILD_WORKING_DIRECTORY=${BUILD_WORKING_DIRECTORY:-$PWD}
 cd "$(dirname "$0")/.."
 
 prompt_ids=${PROMPT_IDS:-1,403,261,378,5,30,271}
 max_new_tokens=${MAX_NEW_TOKENS:-48}
 
-bazel build //server:int4kv_server //server:int4kv_generate
-bin=$(bazel info bazel-bin 2>/dev/null)
-
 # shellcheck source=scripts/lib/server_process.sh
 source scripts/lib/server_process.sh
+check_server_flags "$@"  # before the build: a refused flag costs none
+bazel build //server:int4kv_server //server:int4kv_generate
+bin=$(bazel info bazel-bin 2>/dev/null)
 start_server "$bin" "$@"
 address=$server_address
 

@@ -15,19 +15,24 @@
 #   BIN_DIR        folder holding server/int4kv_server, server/int4kv_generate and
 #                  tools/int4kv_loadgen (default: built here with bazel -c opt)
 set -euo pipefail
+# Relative paths are the caller's: JSON_DIR and BIN_DIR here, and those in the flags
+# (--model, --auth_token_file), which the server and its clients look for there first.
+export BUILD_WORKING_DIRECTORY=${BUILD_WORKING_DIRECTORY:-$PWD}
+[[ -n "${JSON_DIR:-}" && "$JSON_DIR" != /* ]] && JSON_DIR=$PWD/$JSON_DIR
+[[ -n "${BIN_DIR:-}" && "$BIN_DIR" != /* ]] && BIN_DIR=$PWD/$BIN_DIR
 cd "$(dirname "$0")/.."
 
 concurrencies=${CONCURRENCY:-1 16 64 256}
 duration=${DURATION:-15s}
 loadgen_flags=${LOADGEN_FLAGS:---prompt_len=128 --output_len=128}
 
+# shellcheck source=scripts/lib/server_process.sh
+source scripts/lib/server_process.sh
+check_server_flags "$@"  # before the build: a refused flag costs none
 if [[ -z "${BIN_DIR:-}" ]]; then
   bazel build -c opt //server:int4kv_server //server:int4kv_generate //tools:int4kv_loadgen
   BIN_DIR=$(bazel info -c opt bazel-bin 2>/dev/null)
 fi
-
-# shellcheck source=scripts/lib/server_process.sh
-source scripts/lib/server_process.sh
 start_server "$BIN_DIR" "$@"
 address=$server_address
 wait_for_serving "$BIN_DIR" 300s

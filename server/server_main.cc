@@ -150,7 +150,7 @@ absl::Status CheckPemBlock(absl::string_view flag, const std::string& path, cons
 absl::StatusOr<Options> ParseOptions(const char* argv0) {
   Options options;
   ASSIGN_OR_RETURN(options.server.address, ParseListenAddress(absl::GetFlag(FLAGS_port)));
-  options.port_file = absl::GetFlag(FLAGS_port_file);
+  options.port_file = ResolveOutputPath(absl::GetFlag(FLAGS_port_file));
   options.model = absl::GetFlag(FLAGS_model);
   ASSIGN_OR_RETURN(options.model_flag,
                    ResolveModelFlag(options.model, absl::GetFlag(FLAGS_weight_seed), argv0));

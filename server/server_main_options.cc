@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -188,8 +189,21 @@ absl::StatusOr<std::string> FindInputFile(absl::string_view path, absl::string_v
   for (const std::string& candidate : candidates) {
     if (IsFile(candidate)) return candidate;
   }
+  // The runfiles found from argv0 and from this executable are often the same place.
+  std::vector<std::string> tried;
+  for (const std::string& candidate : candidates) {
+    if (std::find(tried.begin(), tried.end(), candidate) == tried.end()) tried.push_back(candidate);
+  }
   return absl::NotFoundError(
-      absl::StrCat("no readable file ", path, "; tried ", absl::StrJoin(candidates, ", ")));
+      absl::StrCat("no readable file ", path, "; tried ", absl::StrJoin(tried, ", ")));
+}
+
+std::string ResolveOutputPath(const std::string& path) {
+  const char* user_dir = std::getenv("BUILD_WORKING_DIRECTORY");
+  if (path.empty() || absl::StartsWith(path, "/") || user_dir == nullptr || user_dir[0] == '\0') {
+    return path;
+  }
+  return JoinPath(user_dir, path);
 }
 
 absl::StatusOr<std::string> FindFlagFile(absl::string_view flag, absl::string_view value,

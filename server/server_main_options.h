@@ -46,6 +46,11 @@ absl::StatusOr<std::string> ParseListenAddress(absl::string_view text);
 absl::StatusOr<std::string> FindInputFile(absl::string_view path, absl::string_view argv0,
                                           bool search_runfiles);
 
+// Where an output file named on the command line goes: a relative path against the directory
+// `bazel run` was started from ($BUILD_WORKING_DIRECTORY) when it is set, as input files are
+// looked for, else as given (against the working directory).
+std::string ResolveOutputPath(const std::string& path);
+
 // FindInputFile for the file flag `flag` (as "--tls_cert") set to `value`, without the
 // runfiles; an error names the flag and its value.
 absl::StatusOr<std::string> FindFlagFile(absl::string_view flag, absl::string_view value,

@@ -3,8 +3,10 @@
 #include <cstdlib>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -302,6 +304,30 @@ TEST(ResolveAuthTokenTest, FlagOrFileNamingTheFlagOnErrors) {
   EXPECT_THAT(space.message(), ::testing::Not(HasSubstr("secret")));
   const absl::Status control = ResolveAuthToken("ab\x01", "", "prog").status();
   EXPECT_THAT(control.message(), HasSubstr("--auth_token: the token's character 3 of 3"));
+}
+
+// Output files follow the caller's directory under `bazel run`, as input files do; absolute
+// paths, and every path outside `bazel run`, stay as given.
+TEST(ResolveOutputPathTest, RelativePathsGoToTheCallersDirectory) {
+  setenv("BUILD_WORKING_DIRECTORY", "/home/user/work", 1);
+  EXPECT_EQ(ResolveOutputPath("load.json"), "/home/user/work/load.json");
+  EXPECT_EQ(ResolveOutputPath("out/load.json"), "/home/user/work/out/load.json");
+  EXPECT_EQ(ResolveOutputPath("/tmp/load.json"), "/tmp/load.json");
+  EXPECT_EQ(ResolveOutputPath(""), "");
+  unsetenv("BUILD_WORKING_DIRECTORY");
+  EXPECT_EQ(ResolveOutputPath("load.json"), "load.json");
+}
+
+// A file not found lists each place tried once.
+TEST(FindInputFileTest, NotFoundListsEachPlaceOnce) {
+  const absl::StatusOr<std::string> path = FindInputFile("no/such/file.bin", "", true);
+  ASSERT_EQ(path.status().code(), absl::StatusCode::kNotFound);
+  const std::string message(path.status().message());
+  const std::vector<std::string> tried =
+      absl::StrSplit(message.substr(message.find("tried ") + 6), ", ");
+  for (size_t i = 0; i < tried.size(); ++i) {
+    for (size_t j = i + 1; j < tried.size(); ++j) EXPECT_NE(tried[i], tried[j]) << message;
+  }
 }
 
 }  // namespace

@@ -13,8 +13,9 @@
 # `tools/decode_ab.sh OUT v28=decode_bench_v28 v29=decode_bench_v29 -- FLAGS`.
 #
 # The builds run in one detached git worktree outside this checkout (INT4KV_REF_WORKTREE,
-# default ${TMPDIR:-/tmp}/int4kv-bench-refs), so this checkout's files and build outputs stay
-# as they are, and each later ref rebuilds only what differs. INT4KV_BAZEL names the bazel
+# default ${TMPDIR:-/tmp}/int4kv-bench-refs-N, N a checksum of this checkout's path, since a
+# worktree belongs to the repository that made it), so this checkout's files and build outputs
+# stay as they are, and each later ref rebuilds only what differs. INT4KV_BAZEL names the bazel
 # binary (default: bazel). Exit status: 0 built, 1 a ref unknown or a build failed, 2 usage.
 set -euo pipefail
 usage="usage: tools/bench_at_refs.sh NAME=REF [NAME=REF ...] (NAME: letters, digits, _)"
@@ -25,7 +26,7 @@ for target in "${targets[@]}"; do
 done
 root=$(cd "$(dirname "$0")/.." && pwd)
 bazel=${INT4KV_BAZEL:-bazel}
-worktree=${INT4KV_REF_WORKTREE:-${TMPDIR:-/tmp}/int4kv-bench-refs}
+worktree=${INT4KV_REF_WORKTREE:-${TMPDIR:-/tmp}/int4kv-bench-refs-$(printf '%s' "$root" | cksum | cut -d' ' -f1)}
 
 (($# > 0)) || { echo "$usage" >&2; exit 2; }
 names=()

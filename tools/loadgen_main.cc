@@ -162,7 +162,8 @@ int Run() {
   // The JSON file is opened before the run, so that a bad path costs no load; for appending,
   // so that a run that fails keeps the results already there. A file the open created is
   // removed again if the run is refused before its report, so that no empty report is left.
-  const std::string json_path = absl::GetFlag(FLAGS_json);
+  // Under `bazel run`, a relative path is the caller's, not the runfiles tree's.
+  const std::string json_path = ResolveOutputPath(absl::GetFlag(FLAGS_json));
   std::ofstream json_file;
   struct stat json_stat;
   const bool json_created = !json_path.empty() && stat(json_path.c_str(), &json_stat) != 0;
@@ -207,6 +208,8 @@ int Run() {
     if (!json_file) {
       std::cerr << "int4kv_loadgen: --json: writing " << json_path << " failed\n";
       json_failed = true;
+    } else {
+      std::cerr << "int4kv_loadgen: JSON report written to " << json_path << "\n";
     }
   }
   if (result.server_lost()) {

@@ -1,6 +1,9 @@
 # shellcheck shell=bash
 # Sourced by scripts that run int4kv_server in the background (demo.sh, loadgen_sweep.sh).
 #
+#   check_server_flags [server flags...]
+#     what start_server refuses and the client_flags it sets, on their own: a script calls it
+#     before building, so that a refused flag costs no build.
 #   start_server BIN_DIR [server flags...]
 #     starts BIN_DIR/server/int4kv_server on a free loopback port, logging to
 #     $server_work/server.log, and waits for the port to open (the model may still be loading:
@@ -55,9 +58,7 @@ cleanup_server() {
 }
 trap cleanup_server EXIT
 
-start_server() {
-  local bin_dir=$1
-  shift
+check_server_flags() {
   local args=("$@") i arg
   for ((i = 0; i < ${#args[@]}; ++i)); do
     arg=${args[i]}
@@ -84,6 +85,12 @@ start_server() {
         ;;
     esac
   done
+}
+
+start_server() {
+  local bin_dir=$1
+  shift
+  check_server_flags "$@"
   # The script's own address flags last: Abseil takes a flag's last value.
   "$bin_dir/server/int4kv_server" "$@" --port=127.0.0.1:0 --port_file="$server_work/port" \
     >"$server_work/server.log" 2>&1 &
