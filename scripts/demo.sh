@@ -6,11 +6,14 @@
 #   scripts/demo.sh                     # backend auto: cuda when a GPU is visible, else cpu
 #   scripts/demo.sh --backend=cuda      # any further flags go to int4kv_server
 #
-# Environment: PROMPT_IDS (default 1,403,261,378,5,30,271) and MAX_NEW_TOKENS (default 48).
+# Environment: PROMPT_IDS (default 1,403,261,378,5,30,271), MAX_NEW_TOKENS (default 48) and
+# BIN_DIR (a folder holding server/int4kv_server and server/int4kv_generate; default: built
+# here with bazel).
 set -euo pipefail
 # Relative paths in the flags (--model, --auth_token_file) are the caller's: the server and
 # its clients look for them there first, as under `bazel run`.
 export BUILD_WORKING_DIRECTORY=${BUILD_WORKING_DIRECTORY:-$PWD}
+[[ -n "${BIN_DIR:-}" && "$BIN_DIR" != /* ]] && BIN_DIR=$PWD/$BIN_DIR
 cd "$(dirname "$0")/.."
 
 prompt_ids=${PROMPT_IDS:-1,403,261,378,5,30,271}
@@ -19,8 +22,11 @@ max_new_tokens=${MAX_NEW_TOKENS:-48}
 # shellcheck source=scripts/lib/server_process.sh
 source scripts/lib/server_process.sh
 check_server_flags "$@"  # before the build: a refused flag costs none
-bazel build //server:int4kv_server //server:int4kv_generate
-bin=$(bazel info bazel-bin 2>/dev/null)
+if [[ -z "${BIN_DIR:-}" ]]; then
+  bazel build //server:int4kv_server //server:int4kv_generate
+  BIN_DIR=$(bazel info bazel-bin 2>/dev/null)
+fi
+bin=$BIN_DIR
 start_server "$bin" "$@"
 address=$server_address
 
