@@ -63,7 +63,7 @@ TEST(RequestTableTest, FreedRowsAreReusedInTheOrderTheyWereFreed) {
   EXPECT_EQ(table->FreeRequest(3).code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(table->live_count(), 2);
   ASSERT_TRUE(table->FreeRequest(first).ok());
-  // 0 and 3 were freed before 2's second release: they come first, 2 last.
+  // 0 and 3 were freed before row 2 was freed again: they come first, 2 last.
   order.clear();
   for (int i = 0; i < 3; ++i) order.push_back(*table->AllocateRequest());
   EXPECT_EQ(order, (std::vector<int32_t>{0, 3, 2}));
