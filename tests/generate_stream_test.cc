@@ -126,15 +126,17 @@ TEST(GenerateStreamTest, StopTokenEndsTheStreamWithReasonStop) {
 TEST(GenerateStreamTest, EosEndsTheStreamUnlessIgnored) {
   InProcessServer server;
   auto stub = server.NewStub();
-  // Greedy decoding of stories260K after {BOS, 12} emits EOS (2) after 99 tokens.
-  v1::GenerateRequest request = GreedyRequest({1, 12}, 200);
+  // Greedy decoding of stories260K after {BOS, 5} ends its story after 106 tokens with BOS,
+  // which is the EOS of llama2.c's models.
+  v1::GenerateRequest request = GreedyRequest({1, 5}, 200);
   request.mutable_sampling()->set_ignore_eos(false);
   const GenerationResult expected = EngineOutput(server.engine(), request);
   ASSERT_EQ(expected.finish_reason, FinishReason::kEos);
   const GenerateCall call = RunGenerate(*stub, request);
   ASSERT_TRUE(call.status.ok()) << call.status.error_message();
   EXPECT_THAT(call.tokens, ElementsAreArray(expected.tokens));
-  EXPECT_EQ(call.tokens.back(), 2);
+  EXPECT_EQ(call.tokens.back(), server.engine().GetInfo().model.eos_token);
+  EXPECT_EQ(call.tokens.back(), 1);
   EXPECT_EQ(call.last().finish_reason(), v1::FINISH_REASON_EOS);
   EXPECT_EQ(call.last().usage().generated_tokens(), static_cast<int32_t>(call.tokens.size()));
 
