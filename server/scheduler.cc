@@ -78,8 +78,13 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(
 Scheduler::Scheduler(const EngineConfig& config)
     : config_(config), sampled_tokens_(config.max_batch), sampling_pool_(config.threads) {}
 
-void Scheduler::BindStepThread() const {
-  if (cuda_device_ >= 0) cudaSetDevice(cuda_device_);
+void Scheduler::BindStepThread() {
+  if (cuda_device_ < 0) return;
+  if (const cudaError_t e = cudaSetDevice(cuda_device_); e != cudaSuccess) {
+    bind_failure_ = absl::UnavailableError(
+        absl::StrCat("the engine's step thread could not select CUDA device ", cuda_device_,
+                     ", the one the engine was created on: ", cudaGetErrorString(e)));
+  }
 }
 
 absl::Status Scheduler::CreateCudaPath(const LlamaWeights& weights) {
@@ -235,6 +240,7 @@ std::vector<uint64_t> Scheduler::RetireFinished() {
 
 absl::Status Scheduler::Advance() {
   if (running_.empty()) return absl::OkStatus();
+  RETURN_IF_ERROR(bind_failure_);
   batch_.Clear();
   logit_owner_.clear();
   int32_t budget = config_.max_step_tokens;

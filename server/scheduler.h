@@ -110,8 +110,9 @@ class Scheduler {
   const KvGpuSizing& kv_gpu_sizing() const { return kv_gpu_sizing_; }
   // Makes the calling thread's current CUDA device the one the cuda path was created on (a
   // new host thread starts on device 0); nothing on the cpu path. Call first on the thread
-  // that runs the steps. A failure shows in the steps' own errors.
-  void BindStepThread() const;
+  // that runs the steps. If the device cannot be selected, every step fails (Unavailable)
+  // saying so, and the engine stops serving after kFailedStepsToStop of them.
+  void BindStepThread();
 
  private:
   struct Running {
@@ -143,6 +144,7 @@ class Scheduler {
   std::unique_ptr<KvAttention> attention_;  // destroyed before model_ (it uses model_'s stream)
   CudaLlamaModel* cuda_model_ = nullptr;    // model_, when the device is cuda
   int cuda_device_ = -1;                    // the current device at CreateCudaPath
+  absl::Status bind_failure_;               // BindStepThread's, on the step thread
   std::vector<std::unique_ptr<Running>> running_;  // admission order
   StepBatch batch_;
   std::vector<Running*> logit_owner_;   // [batch_.logit_tokens.size()]

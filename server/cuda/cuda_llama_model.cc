@@ -210,8 +210,9 @@ absl::Status CudaLlamaModel::Step(const StepBatch& batch, KvAttention& attention
   RETURN_IF_ERROR(cuda_attention->Prepare(rows));
   RETURN_IF_ERROR(UploadMeta(batch, rows));
   if (bucket > 0 && timer == nullptr && graph_attention_ == cuda_attention->id()) {
-    last_graph_ = BucketIndex(bucket);
-    RETURN_IF_ERROR(graphs_[last_graph_].Launch(stream()));
+    const int graph = BucketIndex(bucket);
+    RETURN_IF_ERROR(graphs_[graph].Launch(stream()));
+    last_graph_ = graph;  // only a graph that launched may be replayed again
     ++graph_replays_;
   } else {
     RETURN_IF_ERROR(Launch(rows, logit_rows, *cuda_attention, timer));
