@@ -90,14 +90,16 @@ double RelativeError(const std::vector<double>& got, const std::vector<double>& 
 int Run() {
   const int seq_len = absl::GetFlag(FLAGS_seq_len);
   const int trials = absl::GetFlag(FLAGS_trials);
-  if (seq_len < 1 || trials < 1) {
-    std::fprintf(stderr, "--seq_len and --trials must be >= 1\n");
+  // Contexts are indexed with int (t * 2 * head_dim) and held several times over in memory;
+  // a table of 30 cells at the largest trial count already takes hours.
+  constexpr int kMaxSeqLen = 1 << 20;
+  constexpr int kMaxTrials = 10000;
+  if (seq_len < 1 || seq_len > kMaxSeqLen) {
+    std::fprintf(stderr, "--seq_len = %d is invalid: must be in [1, %d]\n", seq_len, kMaxSeqLen);
     return 2;
   }
-  // Contexts are indexed with int (t * 2 * head_dim) and held several times over in memory.
-  constexpr int kMaxSeqLen = 1 << 20;
-  if (seq_len > kMaxSeqLen) {
-    std::fprintf(stderr, "--seq_len = %d is too large: at most %d\n", seq_len, kMaxSeqLen);
+  if (trials < 1 || trials > kMaxTrials) {
+    std::fprintf(stderr, "--trials = %d is invalid: must be in [1, %d]\n", trials, kMaxTrials);
     return 2;
   }
   std::printf("Attention-output relative error of INT4 KV vs float64 on unquantized K/V\n");
@@ -157,7 +159,7 @@ int Run() {
             config.DataBytesPerTokenPerLayer() + config.ParamBytesPerTokenPerLayer();
         std::printf("| %s | %d | %s | %lld | %.4f |\n", outliers ? "outlier keys" : "Gaussian",
                     group, scheme.name, static_cast<long long>(bytes),
-                    error_sum / (trials * kQueriesPerContext));
+                    error_sum / (static_cast<double>(trials) * kQueriesPerContext));
       }
     }
   }
