@@ -248,17 +248,7 @@ double CheckOutput(const KvCache& cache, DecodeAttentionBackend& backend,
     if (rows[b].seq_len == 0) continue;
     const absl::Span<const int32_t> slots =
         cache.requests().Tokens(rows[b].request).subspan(0, rows[b].seq_len);
-    DeviceBuffer device_slots, device_kv;
-    CheckOk(device_slots.Allocate(slots.size() * sizeof(int32_t), "the checked row's slots"));
-    CHECK_CUDA(
-        cudaMemcpy(device_slots.get(), slots.data(), device_slots.bytes(), cudaMemcpyHostToDevice));
-    std::vector<float> kv(slots.size() * 2 * kKvHeads * kHeadDim);
-    CheckOk(device_kv.Allocate(kv.size() * sizeof(float), "the checked row's K/V"));
-    CheckOk(DequantizeCuda(cache.view(), layer, device_slots.as<const int32_t>(),
-                           static_cast<int32_t>(slots.size()), device_kv.as<float>(), stream));
-    CHECK_CUDA(cudaMemcpyAsync(kv.data(), device_kv.get(), kv.size() * sizeof(float),
-                               cudaMemcpyDeviceToHost, stream));
-    CHECK_CUDA(cudaStreamSynchronize(stream));
+    const std::vector<float> kv = CheckOk(DequantizeCudaToHost(cache.view(), layer, slots, stream));
     worst = std::max(
         worst, RowErrorAgainstFloat64(kv, {kQHeads, kKvHeads, kHeadDim}, &q_values[b * row_size],
                                       &out_values[b * row_size], threads));

@@ -50,20 +50,9 @@ absl::Status Upload(const void* host, size_t bytes, DeviceBuffer* device, const 
 absl::StatusOr<std::vector<float>> DequantizedLayer1(const KvCache& cache, int32_t request,
                                                      bool cuda) {
   const absl::Span<const int32_t> slots = cache.requests().Tokens(request);
+  if (cuda) return DequantizeCudaToHost(cache.view(), 1, slots, nullptr);
   std::vector<float> kv(slots.size() * 2 * kKvHeads * kHeadDim);
-  if (!cuda) {
-    RETURN_IF_ERROR(DequantizeHost(cache.view(), 1, slots, kv.data()));
-    return kv;
-  }
-  DeviceBuffer device_slots, device_kv;
-  RETURN_IF_ERROR(
-      Upload(slots.data(), slots.size() * sizeof(int32_t), &device_slots, "check slots"));
-  RETURN_IF_ERROR(device_kv.Allocate(kv.size() * sizeof(float), "check K/V"));
-  RETURN_IF_ERROR(DequantizeCuda(cache.view(), 1, device_slots.as<const int32_t>(),
-                                 static_cast<int32_t>(slots.size()), device_kv.as<float>(),
-                                 nullptr));
-  CUDA_RETURN_IF_ERROR(
-      cudaMemcpy(kv.data(), device_kv.get(), kv.size() * sizeof(float), cudaMemcpyDeviceToHost));
+  RETURN_IF_ERROR(DequantizeHost(cache.view(), 1, slots, kv.data()));
   return kv;
 }
 

@@ -2,6 +2,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/cuda_check.h"
+#include "common/device_memory.h"
+#include "common/status_macros.h"
 #include "kv_cache/kv_cache_config.h"
 #include "kv_cache/quantize.h"
 #include "kv_cache/store_kv_cuda.h"
@@ -131,6 +133,25 @@ absl::Status DequantizeCuda(const KvCacheView& view, int32_t layer, const int32_
   constexpr int kThreads = 256;
   return LaunchKernel("DequantizeKernel launch", DequantizeKernel, GridFor(total, kThreads),
                       kThreads, 0, stream, view, layer, slots, num_tokens, out);
+}
+
+absl::StatusOr<std::vector<float>> DequantizeCudaToHost(const KvCacheView& view, int32_t layer,
+                                                        absl::Span<const int32_t> slots,
+                                                        CudaStream stream) {
+  std::vector<float> kv(slots.size() * view.layout.RowsPerSlot() * view.layout.head_dim);
+  if (slots.empty()) return kv;
+  DeviceBuffer device_slots, device_kv;
+  RETURN_IF_ERROR(device_slots.Allocate(slots.size() * sizeof(int32_t), "the slots to dequantize"));
+  RETURN_IF_ERROR(device_kv.Allocate(kv.size() * sizeof(float), "the dequantized K/V"));
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device_slots.get(), slots.data(), device_slots.bytes(),
+                                       cudaMemcpyHostToDevice, stream));
+  RETURN_IF_ERROR(DequantizeCuda(view, layer, device_slots.as<const int32_t>(),
+                                 static_cast<int32_t>(slots.size()), device_kv.as<float>(),
+                                 stream));
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(kv.data(), device_kv.get(), device_kv.bytes(),
+                                       cudaMemcpyDeviceToHost, stream));
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+  return kv;
 }
 
 }  // namespace int4kv

@@ -4,8 +4,11 @@
 #define INT4KV_KV_CACHE_STORE_KV_CUDA_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "common/cuda_stream.h"
 #include "kv_cache/int4_layout.h"
 #include "kv_cache/store_kv.h"
@@ -30,6 +33,13 @@ absl::Status StoreKvCuda(const KvCacheView& view, int32_t layer, const int32_t* 
 // out: device [num_tokens][2 * kv_heads][head_dim] float32. Out-of-range slots give zeros.
 absl::Status DequantizeCuda(const KvCacheView& view, int32_t layer, const int32_t* slots,
                             int32_t num_tokens, float* out, CudaStream stream);
+
+// DequantizeCuda of host `slots` into host memory, for checks over a device cache: the slots
+// are uploaded, dequantized on the device and copied back before it returns (ordered on
+// `stream`). Returns [slots.size()][2 * kv_heads][head_dim] float32.
+absl::StatusOr<std::vector<float>> DequantizeCudaToHost(const KvCacheView& view, int32_t layer,
+                                                        absl::Span<const int32_t> slots,
+                                                        CudaStream stream);
 
 }  // namespace int4kv
 

@@ -128,8 +128,6 @@ TEST_F(CudaEngineTest, BatchedGreedyOutputsFollowTheirAloneRunsUpToNearTies) {
   EXPECT_EQ(info.running, 0);
 }
 
-// Runs everywhere: "auto" picks the GPU exactly when one is visible, and "cuda" without a GPU
-// fails at creation with a message that says why.
 // An engine created while another device is current runs its steps there: its step thread
 // selects the device it was created on (a new host thread starts on device 0). Runs on machines
 // with two GPUs or more; skips otherwise.
@@ -146,6 +144,8 @@ TEST(CudaDeviceSelectionTest, AnEngineCreatedOnAnotherDeviceRunsThere) {
   ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
 }
 
+// Runs everywhere: "auto" picks the GPU exactly when one is visible, and "cuda" without a GPU
+// fails at creation with a message that says why.
 TEST(CudaDeviceSelectionTest, AutoResolvesToTheAvailableDevice) {
   EngineConfig config = CudaConfig();
   config.device = "auto";
