@@ -5,6 +5,7 @@
 // long, until the connection closes.
 #include "tests/reliability/stalled_reader.h"
 
+#include <algorithm>
 #include <memory>
 #include <random>
 #include <string>
@@ -15,6 +16,7 @@
 #include "common/monotonic_time.h"
 #include "gtest/gtest.h"
 #include "tests/reliability/reliability_testing.h"
+#include "tests/reliability/thread_count.h"
 #include "tests/testing/generate_call.h"
 
 namespace int4kv {
@@ -69,6 +71,48 @@ TEST(StalledReaderTest, AReaderThatStopsIsCancelledAfterTheWriteStallTimeout) {
   const GenerateCall call = RunGenerate(*server.stub, server.request);
   ASSERT_TRUE(call.status.ok()) << StatusText(call.status);
   EXPECT_EQ(call.tokens.size(), 64u);
+}
+
+// Each stalled Generate call holds a server thread, blocked in its Write, until the write
+// stall timeout ends it; then the threads go back although the connections stay open. A server
+// that cancelled the engine request but left the handler blocked would keep them.
+TEST(StalledReaderTest, StalledGenerateCallsGiveTheirThreadsBackAfterTheWriteStallTimeout) {
+  IdleServer server;
+  ASSERT_NO_FATAL_FAILURE(StartIdleServer("2s", &server));
+  const pid_t pid = server.process->pid();
+  const absl::StatusOr<int> idle_threads = ThreadCount(pid);
+  ASSERT_TRUE(idle_threads.ok()) << idle_threads.status();
+
+  const int calls = Scaled(16, 6);
+  std::vector<StalledReader> readers;
+  for (int i = 0; i < calls; ++i) {
+    absl::StatusOr<StalledReader> reader = StalledReader::Connect(server.process->port());
+    ASSERT_TRUE(reader.ok()) << reader.status();
+    ASSERT_TRUE(reader->StartCall(kGenerate, server.request.SerializeAsString()).ok());
+    readers.push_back(std::move(*reader));
+  }
+  int most_threads = *idle_threads;
+  EXPECT_TRUE(WaitFor([&] {
+    most_threads = std::max(most_threads, ThreadCount(pid).value_or(0));
+    return most_threads >= *idle_threads + calls;
+  })) << "stalled calls took the server from "
+      << *idle_threads << " to at most " << most_threads << " threads";
+
+  for (StalledReader& reader : readers) {
+    const absl::StatusOr<StalledReader::Reset> reset = reader.WaitForReset(absl::Seconds(30));
+    ASSERT_TRUE(reset.ok()) << reset.status() << "\n" << server.process->Log();
+  }
+  // After a burst gRPC keeps up to two polling threads (its synchronous server's default
+  // max_pollers) where the idle server ran one, and may keep another thread of its own.
+  constexpr int kThreadsGrpcMayKeep = 2;
+  int threads = 0;
+  EXPECT_TRUE(WaitFor([&] {
+    threads = ThreadCount(pid).value_or(-1);
+    return threads <= *idle_threads + kThreadsGrpcMayKeep;
+  })) << "the server kept "
+      << threads << " threads (" << *idle_threads << " idle) after every "
+      << "stalled call was reset, with the connections still open";
+  EXPECT_EQ(WaitUntilIdle(*server.stub), server.idle);
 }
 
 TEST(StalledReaderTest, WithoutAWriteStallTimeoutTheCallWaitsForTheClient) {
