@@ -76,11 +76,13 @@ ABSL_FLAG(int32_t, kv_group_size, 8,
           "KV elements per quantization group: 8, 16, 32, 64 or 128, dividing head_dim");
 ABSL_FLAG(std::string, kv_mode, "symmetric", "KV quantization: symmetric or asymmetric");
 ABSL_FLAG(std::string, kv_param_dtype, "fp16", "dtype of the KV scales (and zeros): fp16 or bf16");
-ABSL_FLAG(std::string, kv_cache_size, "",
-          "KV cache size: bytes (268435456, 256MiB, 1.5GiB; EngineConfig::kv_budget_bytes) or, on "
-          "cuda, a fraction in (0, 1] of the GPU memory left free after the model and the other "
-          "start-up buffers (0.9; EngineConfig::kv_gpu_memory_fraction); empty: max_batch * "
-          "max_seq_len token slots");
+ABSL_FLAG(
+    std::string, kv_cache_size, "",
+    "KV cache size: bytes (268435456, 256MiB, 1.5GiB; EngineConfig::kv_budget_bytes) or, on "
+    "cuda, a fraction in (0, 1] written with a decimal point (0.9, 1.0; a bare 1 is one byte) "
+    "of the GPU memory left free after the model and the other start-up buffers "
+    "(EngineConfig::kv_gpu_memory_fraction); empty: max_batch * "
+    "max_seq_len token slots");
 ABSL_FLAG(int32_t, max_batch, 8, "requests generating at the same time, at most");
 ABSL_FLAG(int32_t, max_queue, 64,
           "requests waiting for admission beyond those the next step admits (while batch "
