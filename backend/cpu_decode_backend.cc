@@ -14,9 +14,6 @@
 namespace int4kv {
 namespace {
 
-// More workers than this would only wait on each other (and far more fail to start).
-constexpr int32_t kMaxCpuThreads = 1024;
-
 // Dequantizes one head row into `out` [head_dim].
 template <typename T>
 void DequantizeRow(const KvCacheView& view, int32_t layer, int32_t slot, int32_t row, T* out) {
@@ -182,11 +179,7 @@ absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCpuDecodeBackend(
                      " is invalid for the cpu backend: must be "
                      "float32"));
   }
-  if (options.cpu_threads < 0 || options.cpu_threads > kMaxCpuThreads) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("BackendOptions.cpu_threads = ", options.cpu_threads,
-                     " is invalid: must be in [0, ", kMaxCpuThreads, "]"));
-  }
+  if (absl::Status s = ValidateBackendOptions(options); !s.ok()) return s;
   return std::unique_ptr<DecodeAttentionBackend>(new CpuDecodeBackend(cache, shape, options));
 }
 

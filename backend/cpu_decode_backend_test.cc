@@ -6,6 +6,7 @@
 #include <random>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "backend/create_backend.h"
 #include "gtest/gtest.h"
 #include "kv_cache/kv_cache.h"
@@ -306,6 +307,18 @@ TEST(CpuDecodeBackendTest, BadBindingsNameTheField) {
   const auto backend = CreateCpuDecodeBackend(BindingFor(*f.cache), shape, many);
   ASSERT_FALSE(backend.ok());
   EXPECT_NE(backend.status().message().find("cpu_threads"), std::string::npos);
+  // The cuda backend's field is range-checked here too, so that options refused by one
+  // backend are not silently taken by the other.
+  for (const int32_t splits : {-3, kMaxBatchInvariantSplits + 1}) {
+    BackendOptions options;
+    options.batch_invariant_splits = splits;
+    const auto cpu = CreateCpuDecodeBackend(BindingFor(*f.cache), shape, options);
+    EXPECT_EQ(cpu.status().code(), absl::StatusCode::kInvalidArgument) << cpu.status();
+    EXPECT_NE(cpu.status().message().find(
+                  absl::StrCat("BackendOptions.batch_invariant_splits = ", splits)),
+              std::string::npos)
+        << cpu.status();
+  }
 }
 
 // Run before any Plan fails instead of returning OK with `out` untouched.

@@ -264,12 +264,7 @@ absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCudaDecodeBackend(
         absl::StrCat("BackendOptions.io_dtype = ", DTypeName(options.io_dtype),
                      " is invalid for the cuda backend: must be float16 or bfloat16"));
   }
-  if (options.batch_invariant_splits < 0 ||
-      options.batch_invariant_splits > kMaxBatchInvariantSplits) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "BackendOptions.batch_invariant_splits = ", options.batch_invariant_splits,
-        " is out of range: must be 0 (off) or in [1, ", kMaxBatchInvariantSplits, "]"));
-  }
+  RETURN_IF_ERROR(ValidateBackendOptions(options));
   if (CudaDeviceCount() == 0) {
     return absl::FailedPreconditionError("the cuda backend needs a CUDA device; none found");
   }

@@ -938,7 +938,7 @@ TEST(CudaDecodeBackendTwoDeviceTest, RefusesACacheOnAnotherDevice) {
 }
 
 // batch_invariant_splits out of range is refused by name, before any device is looked for.
-TEST(CudaDecodeBackendOptionsTest, BatchInvariantSplitsOutOfRangeAreRefused) {
+TEST(CudaDecodeBackendOptionsTest, OptionsOutOfRangeAreRefused) {
   auto cache = *KvCache::Create(TinyConfig(2), MemoryKind::kHost);
   for (const int32_t splits : {-1, kMaxBatchInvariantSplits + 1}) {
     BackendOptions options = Fp16Options();
@@ -948,6 +948,17 @@ TEST(CudaDecodeBackendOptionsTest, BatchInvariantSplitsOutOfRangeAreRefused) {
     EXPECT_NE(cuda.status().message().find(
                   absl::StrCat("BackendOptions.batch_invariant_splits = ", splits,
                                " is out of range: must be 0 (off) or in [1, 1024]")),
+              std::string::npos)
+        << cuda.status();
+  }
+  // So is the cpu backend's field, so that options refused by one backend are not silently
+  // taken by the other.
+  for (const int32_t threads : {-7, kMaxCpuThreads + 1}) {
+    BackendOptions options = Fp16Options();
+    options.cpu_threads = threads;
+    const auto cuda = CreateCudaDecodeBackend(BindingFor(*cache), ShapeFor(*cache, 8, 2), options);
+    EXPECT_EQ(cuda.status().code(), absl::StatusCode::kInvalidArgument) << cuda.status();
+    EXPECT_NE(cuda.status().message().find(absl::StrCat("BackendOptions.cpu_threads = ", threads)),
               std::string::npos)
         << cuda.status();
   }

@@ -40,6 +40,21 @@ float SoftmaxScale(const AttentionShape& shape) {
                                      : 1.0f / std::sqrt(static_cast<float>(shape.head_dim));
 }
 
+absl::Status ValidateBackendOptions(const BackendOptions& options) {
+  if (options.cpu_threads < 0 || options.cpu_threads > kMaxCpuThreads) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("BackendOptions.cpu_threads = ", options.cpu_threads,
+                     " is invalid: must be in [0, ", kMaxCpuThreads, "]"));
+  }
+  if (options.batch_invariant_splits < 0 ||
+      options.batch_invariant_splits > kMaxBatchInvariantSplits) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "BackendOptions.batch_invariant_splits = ", options.batch_invariant_splits,
+        " is out of range: must be 0 (off) or in [1, ", kMaxBatchInvariantSplits, "]"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateShape(const AttentionShape& shape, const KvCacheBinding& cache) {
   // The binding first: a hand-filled one may describe no cache at all.
   RETURN_IF_ERROR(ValidateCacheView(cache.view));

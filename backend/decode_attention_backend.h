@@ -45,6 +45,10 @@ constexpr int32_t kMaxQueryHeadsPerKvHead = 16;
 // (BackendOptions.batch_invariant_splits): a 65,536-token row in 64-token chunks.
 constexpr int32_t kMaxBatchInvariantSplits = 1024;
 
+// The most worker threads of a cpu backend (BackendOptions.cpu_threads): more would only wait
+// on each other, and far more fail to start.
+constexpr int32_t kMaxCpuThreads = 1024;
+
 // The largest AttentionShape::softmax_scale. Far above any model's scale (1 / sqrt(head_dim)
 // and its variants are below 1); larger ones only push scores toward float's range, and from
 // about 2.4e38 the kernels' scale times log2(e) is infinite and every output NaN.
@@ -108,7 +112,8 @@ struct BackendOptions {
   // cpu only: accumulate in float64 (the test oracle) instead of float32 (serving). In float32
   // a score q . k past float's range (about 3.4e38: q and K of 1e20, say) gives inf or NaN.
   bool cpu_float64 = false;
-  // cpu only: worker threads; 0 means one per hardware thread.
+  // cpu only: worker threads, in [0, kMaxCpuThreads]; 0 means one per hardware thread. Every
+  // backend checks the ranges of both backends' fields (ValidateBackendOptions).
   int32_t cpu_threads = 0;
   // cuda only: 0 (the default) cuts each row into chunks sized for the whole step, so that
   // any batch fills the device; a row's output may then differ in its last bits with what
@@ -181,6 +186,10 @@ struct BindingPointer {
 };
 std::array<BindingPointer, 4> BindingPointers(const KvCacheBinding& cache);
 absl::Status ValidateShape(const AttentionShape& shape, const KvCacheBinding& cache);
+// The ranges of every BackendOptions field, whichever backend is created, so that options set
+// once are refused or accepted alike when the backend is switched by name. What each backend
+// accepts of io_dtype is its own check.
+absl::Status ValidateBackendOptions(const BackendOptions& options);
 // InvalidArgument naming the first of the binding's pointers that a backend reading
 // `memory` cannot read: device memory for kHost (checked only where a CUDA device exists,
 // through cudaPointerGetAttributes, which starts a CUDA context);

@@ -19,6 +19,7 @@ KvCache::KvCache(const KvCacheConfig& config, std::unique_ptr<KvPool> pool,
 absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheConfig& config,
                                                          MemoryKind kind) {
   RETURN_IF_ERROR(config.Validate());
+  RETURN_IF_ERROR(ValidateMemoryKind(kind));
   // The host bookkeeping comes before the pools, so that a failure there is reported before
   // any device memory is taken. Validate has checked every argument, so the only error left
   // is host memory, which is reported with the config fields that size it.

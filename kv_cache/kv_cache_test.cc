@@ -210,5 +210,13 @@ TEST(KvCacheCreateTest, HostMemoryThatDoesNotFitIsResourceExhausted) {
   EXPECT_TRUE(KvCache::Create(SmallConfig(), MemoryKind::kHost).ok());
 }
 
+// A MemoryKind cast from an integer that names neither kind is refused before anything is
+// allocated. Before, any value but kHost made device pools without the device page table.
+TEST(KvCacheTest, AMemoryKindThatIsNeitherIsInvalid) {
+  const absl::Status status = KvCache::Create(SmallConfig(), static_cast<MemoryKind>(7)).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find("MemoryKind = 7"), std::string::npos) << status.message();
+}
+
 }  // namespace
 }  // namespace int4kv

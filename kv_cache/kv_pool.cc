@@ -118,8 +118,15 @@ absl::StatusOr<std::unique_ptr<KvPool>> CreateHostPool(const KvCacheConfig& conf
 
 }  // namespace
 
+absl::Status ValidateMemoryKind(MemoryKind kind) {
+  if (kind == MemoryKind::kHost || kind == MemoryKind::kDevice) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("MemoryKind = ", static_cast<int>(kind),
+                                                 " is invalid: must be kHost (0) or kDevice (1)"));
+}
+
 absl::StatusOr<std::unique_ptr<KvPool>> CreateKvPool(const KvCacheConfig& config, MemoryKind kind) {
   RETURN_IF_ERROR(config.Validate());
+  RETURN_IF_ERROR(ValidateMemoryKind(kind));
   return kind == MemoryKind::kHost ? CreateHostPool(config) : DeviceKvPool::Create(config);
 }
 

@@ -14,7 +14,7 @@
 
 namespace int4kv {
 
-enum class MemoryKind { kHost, kDevice };
+enum class MemoryKind { kHost = 0, kDevice = 1 };
 
 class KvPool {
  public:
@@ -31,7 +31,11 @@ class KvPool {
   MemoryKind memory_kind_;
 };
 
-// `config` must be valid. Device pools need a CUDA device (error otherwise).
+// InvalidArgument naming the value unless `kind` is kHost or kDevice (an enum cast from a
+// caller's integer can be neither).
+absl::Status ValidateMemoryKind(MemoryKind kind);
+
+// `config` and `kind` must be valid. Device pools need a CUDA device (error otherwise).
 absl::StatusOr<std::unique_ptr<KvPool>> CreateKvPool(const KvCacheConfig& config, MemoryKind kind);
 
 }  // namespace int4kv

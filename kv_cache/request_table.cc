@@ -104,6 +104,10 @@ absl::Status RequestTable::FreeRequest(int32_t request) {
 
 absl::Status RequestTable::CheckAppend(int32_t request, int64_t count) const {
   if (absl::Status status = CheckRequest(request); !status.ok()) return status;
+  if (count < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("count = ", count, " appended to request ",
+                                                   request, " is invalid: must be >= 0"));
+  }
   // Compared as room left, so that no count overflows the sum.
   if (count > int64_t{max_seq_len_} - length_[request]) {
     return absl::OutOfRangeError(absl::StrCat("request ", request, " has ", length_[request],

@@ -54,8 +54,9 @@ class RequestTable {
   // reserved slot 0 that padded rows write). On an error nothing changes.
   absl::Status Append(int32_t request, absl::Span<const int32_t> slots);
   // What Append checks of the request alone, for `count` more slots: InvalidArgument for a
-  // request outside [0, max_requests), FailedPrecondition for one not live, OutOfRange past
-  // max_seq_len. Lets a caller refuse an append before it allocates the slots.
+  // request outside [0, max_requests) or a negative count, FailedPrecondition for a request
+  // not live, OutOfRange past max_seq_len. Lets a caller refuse an append before it allocates the
+  // slots.
   absl::Status CheckAppend(int32_t request, int64_t count) const;
 
   bool IsLive(int32_t request) const;

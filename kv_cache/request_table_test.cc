@@ -91,6 +91,17 @@ TEST(RequestTableTest, HugeAppendCountsAreOutOfRange) {
   EXPECT_TRUE(table->CheckAppend(a, 3).ok());
 }
 
+// A negative count is refused by the check itself, naming the count and the request, rather
+// than passed on to the slot allocator.
+TEST(RequestTableTest, NegativeAppendCountsAreInvalid) {
+  const std::unique_ptr<RequestTable> table = *RequestTable::Create(1, 4, 16);
+  const int32_t a = *table->AllocateRequest();
+  const absl::Status status = table->CheckAppend(a, -5);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find("count = -5 appended to request 0"), std::string::npos)
+      << status.message();
+}
+
 TEST(RequestTableTest, DeviceMirrorFollowsAppends) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
   const std::unique_ptr<RequestTable> table = *RequestTable::Create(3, 8, 1 << 20);

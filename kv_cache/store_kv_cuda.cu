@@ -1,5 +1,9 @@
 #include <cuda_runtime.h>
 
+#include <limits>
+#include <new>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "common/cuda_check.h"
 #include "common/device_memory.h"
@@ -138,7 +142,22 @@ absl::Status DequantizeCuda(const KvCacheView& view, int32_t layer, const int32_
 absl::StatusOr<std::vector<float>> DequantizeCudaToHost(const KvCacheView& view, int32_t layer,
                                                         absl::Span<const int32_t> slots,
                                                         CudaStream stream) {
-  std::vector<float> kv(slots.size() * view.layout.RowsPerSlot() * view.layout.head_dim);
+  if (absl::Status s = ValidateCacheView(view); !s.ok()) return s;
+  if (absl::Status s = CheckLayer(view, layer); !s.ok()) return s;
+  if (slots.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("slots.size() = ", slots.size(), " is too large: at most 2^31 - 1 slots"));
+  }
+  // A valid view's rows are small, so this count fits size_t; the memory may not be there.
+  const size_t values = slots.size() * static_cast<size_t>(view.layout.RowsPerSlot()) *
+                        static_cast<size_t>(view.layout.head_dim);
+  std::vector<float> kv;
+  try {
+    kv.resize(values);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("no host memory for ", values, " dequantized K/V values"));
+  }
   if (slots.empty()) return kv;
   DeviceBuffer device_slots, device_kv;
   RETURN_IF_ERROR(device_slots.Allocate(slots.size() * sizeof(int32_t), "the slots to dequantize"));

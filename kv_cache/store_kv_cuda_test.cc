@@ -1,5 +1,6 @@
-// GPU test: the CUDA quantizer and dequantizer write exactly the CPU versions' bytes.
-// Skips without a CUDA device.
+// GPU test: the CUDA quantizer and dequantizer write exactly the CPU versions' bytes. Each
+// case that launches skips without a CUDA device; the argument checks before any launch run
+// everywhere.
 #include "kv_cache/store_kv_cuda.h"
 
 #include <cuda_runtime_api.h>
@@ -251,6 +252,26 @@ TEST(StoreKvCudaTest, NullAndMisalignedPointersAreRejectedBeforeAnyLaunch) {
   cudaFree(dk);
   cudaFree(dout);
   cudaFree(dslots);
+}
+
+// DequantizeCudaToHost checks the view and the layer before it sizes anything, as
+// DequantizeCuda does, even with no slots: a view whose head_dim is negative would otherwise
+// size a vector past its limit and throw. Runs without a device: nothing reaches CUDA.
+TEST(StoreKvCudaTest, DequantizeToHostRefusesABadViewOrLayerBeforeSizingAnything) {
+  KvCacheConfig config;
+  config.kv_heads = 1;
+  config.head_dim = 16;
+  config.capacity_slots = 4;
+  absl::StatusOr<std::unique_ptr<KvCache>> cache = KvCache::Create(config, MemoryKind::kHost);
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  KvCacheView bad = (*cache)->view();
+  bad.layout.head_dim = -8;
+  absl::StatusOr<std::vector<float>> kv = DequantizeCudaToHost(bad, 0, {1}, nullptr);
+  EXPECT_EQ(kv.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(kv.status().message().find("head_dim = -8"), std::string::npos) << kv.status();
+  kv = DequantizeCudaToHost((*cache)->view(), 99, {}, nullptr);
+  EXPECT_EQ(kv.status().code(), absl::StatusCode::kInvalidArgument) << kv.status();
+  EXPECT_NE(kv.status().message().find("99"), std::string::npos) << kv.status();
 }
 
 // An embedder's earlier failed call, left unchecked, is not reported as the store's own launch
