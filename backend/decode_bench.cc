@@ -34,7 +34,6 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -46,6 +45,7 @@
 #include "backend/read_stream.h"
 #include "common/device_memory.h"
 #include "common/half.h"
+#include "common/parse_flags.h"
 #include "kv_cache/kv_cache.h"
 #include "kv_cache/store_kv.h"
 #include "kv_cache/store_kv_cuda.h"
@@ -661,7 +661,7 @@ int RunCpu() {
 }  // namespace int4kv
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  int4kv::ParseFlagsOnly(argc, argv);
   const int repeats = absl::GetFlag(FLAGS_repeats);
   const int runs_per_graph = absl::GetFlag(FLAGS_runs_per_graph);
   if (absl::GetFlag(FLAGS_separate_runs) && absl::GetFlag(FLAGS_store_before_runs)) {

@@ -18,13 +18,13 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/status/statusor.h"
 #include "backend/create_backend.h"
 #include "backend/float64_attention.h"
 #include "common/cuda_check.h"
 #include "common/device_memory.h"
 #include "common/half.h"
+#include "common/parse_flags.h"
 #include "common/status_macros.h"
 #include "kv_cache/kv_cache.h"
 #include "kv_cache/store_kv.h"
@@ -186,7 +186,7 @@ absl::Status Run(bool cuda) {
 }  // namespace int4kv
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  int4kv::ParseFlagsOnly(argc, argv);
   const std::string backend = absl::GetFlag(FLAGS_backend);
   if (backend != "cpu" && backend != "cuda") {
     std::fprintf(stderr, "--backend must be cpu or cuda, got '%s'\n", backend.c_str());

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
+#include "common/parse_flags.h"
 #include "kv_cache/kv_cache.h"
 #include "kv_cache/store_kv.h"
 
@@ -170,6 +170,6 @@ int Run() {
 }  // namespace int4kv
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  int4kv::ParseFlagsOnly(argc, argv);
   return int4kv::Run();
 }

@@ -10,4 +10,5 @@ expect_refusal "--seq_len = 1048577 is invalid: must be in [1, 1048576]" --seq_l
 expect_refusal "--seq_len = 2147483647 is invalid: must be in [1, 1048576]" --seq_len=2147483647
 expect_refusal "--trials = 0 is invalid: must be in [1, 10000]" --trials=0
 expect_refusal "--trials = 2147483647 is invalid: must be in [1, 10000]" --trials=2147483647
+expect_refusal "unexpected argument 'false'" --seq_len=64 false
 echo "quant_error flag checks: ok"

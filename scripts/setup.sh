@@ -48,10 +48,14 @@ else
   echo "setup.sh: installed ${missing[*]}"
 fi
 
+# WORKSPACE's local_cuda repository points at /usr/local/cuda, and every binary links the CUDA
+# runtime (it runs on the CPU without a GPU), so without the toolkit nothing builds.
 if [[ -x /usr/local/cuda/bin/nvcc ]]; then
   echo "setup.sh: CUDA toolkit: $(/usr/local/cuda/bin/nvcc --version | tail -n 2 | head -n 1)"
 else
-  echo "setup.sh: WARNING: /usr/local/cuda/bin/nvcc not found; CUDA targets will not build." >&2
+  echo "setup.sh: /usr/local/cuda/bin/nvcc not found: the build needs a CUDA 12 toolkit at" \
+    "/usr/local/cuda (WORKSPACE's local_cuda; every target links its runtime, no GPU needed)." >&2
+  exit 1
 fi
 # Debian's bazel-bootstrap reports "bazel no_version"; the package names its version.
 echo "setup.sh: bazel: $(dpkg-query -W -f='${Version}' bazel-bootstrap 2>/dev/null || echo missing)"

@@ -26,17 +26,22 @@ bool WaitUntil(const std::function<bool()>& done, absl::Duration limit) {
 // A call that is never cancelled and counts how often the watcher asks it. Once it has been
 // asked twice after some moment, at least one whole sweep began after that moment, so every
 // call watched then has been asked too: "nothing happened" is checked over real sweeps, not
-// over a sleep the watcher's thread may not have run in.
+// over a sleep the watcher's thread may not have run in. It stops being watched when it is
+// destroyed, so the watcher's thread never reads a counter that is gone.
 class SweepCounter {
  public:
-  explicit SweepCounter(CancelWatcher& watcher) {
-    watcher.Watch(
-        [this] {
-          ++asked_;
-          return false;
-        },
-        [] {});
-  }
+  explicit SweepCounter(CancelWatcher& watcher)
+      : watcher_(watcher),
+        key_(watcher.Watch(
+            [this] {
+              ++asked_;
+              return false;
+            },
+            [] {})) {}
+  ~SweepCounter() { watcher_.Unwatch(key_); }
+  SweepCounter(const SweepCounter&) = delete;
+  SweepCounter& operator=(const SweepCounter&) = delete;
+
   // Waits (up to 10 s) until two sweeps have begun after this call.
   bool WaitForTwoMoreSweeps() {
     const int64_t now = asked_.load();
@@ -44,7 +49,9 @@ class SweepCounter {
   }
 
  private:
-  std::atomic<int64_t> asked_{0};
+  std::atomic<int64_t> asked_{0};  // before key_: the watcher may ask as soon as Watch returns
+  CancelWatcher& watcher_;
+  const uint64_t key_;
 };
 
 TEST(CancelWatcherTest, CallsOnCancelOnceWhenTheCallIsCancelled) {
@@ -64,10 +71,12 @@ TEST(CancelWatcherTest, CallsOnCancelOnceWhenTheCallIsCancelled) {
 }
 
 TEST(CancelWatcherTest, OnlyTheCancelledCallsAreReported) {
-  CancelWatcher watcher(absl::Milliseconds(1));
   constexpr int kCalls = 200;
+  // Declared before the watcher, so that they outlive it: the calls never cancelled are still
+  // watched when the test ends, and the watcher's thread reads their flags until it stops.
   std::vector<std::unique_ptr<std::atomic<bool>>> cancelled;
   std::vector<std::unique_ptr<std::atomic<int>>> reported;
+  CancelWatcher watcher(absl::Milliseconds(1));
   for (int i = 0; i < kCalls; ++i) {
     cancelled.push_back(std::make_unique<std::atomic<bool>>(false));
     reported.push_back(std::make_unique<std::atomic<int>>(0));

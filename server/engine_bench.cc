@@ -23,13 +23,13 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/cuda_check.h"
 #include "common/device_memory.h"
+#include "common/parse_flags.h"
 #include "common/status_macros.h"
 #include "kv_cache/kv_cache.h"
 #include "server/cuda/cuda_kv_attention.h"
@@ -322,7 +322,7 @@ absl::Status Main() {
 }  // namespace int4kv
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  int4kv::ParseFlagsOnly(argc, argv);
   const absl::Status status = int4kv::Main();
   if (!status.ok()) {
     std::fprintf(stderr, "engine_bench: %s\n", status.ToString().c_str());

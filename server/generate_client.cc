@@ -4,8 +4,10 @@
 //   bazel run //server:int4kv_generate -- --server=127.0.0.1:50051 --prompt_ids=1,2,3
 //   bazel run //server:int4kv_generate -- --server=127.0.0.1:50051 --info
 //
-// Exit status: 0 on a normal finish, 1 on an RPC error (printed as CODE: message), 2 for bad
-// flag values; an unknown flag or one whose value does not parse exits 1 (Abseil's parser).
+// Exit status: 0 on a normal finish; 2 for bad flag values, found here or by the server (its
+// INVALID_ARGUMENT: a token id past the vocabulary, a temperature out of range), and for a
+// word that is not a flag; 1 on any other RPC error (printed as CODE: message), and for an
+// unknown flag or one whose value does not parse (Abseil's parser exits 1 itself).
 #include <grpcpp/grpcpp.h>
 
 #include <cstdio>
@@ -15,7 +17,6 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
@@ -26,6 +27,7 @@
 #include "absl/time/time.h"
 #include "common/help_flags.h"
 #include "common/monotonic_time.h"
+#include "common/parse_flags.h"
 #include "proto/generation.grpc.pb.h"
 #include "proto/health.grpc.pb.h"
 #include "server/server_main_options.h"
@@ -103,11 +105,12 @@ void PrepareContext(const std::string& token, grpc::ClientContext* context) {
   if (!token.empty()) context->AddMetadata("authorization", "Bearer " + token);
 }
 
+// The exit status of a failed call: 2 when the server refused the request the flags describe.
 int Fail(const grpc::Status& status) {
   std::fprintf(stderr, "error: %s: %s\n",
                absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())).c_str(),
                status.error_message().c_str());
-  return 1;
+  return status.error_code() == grpc::StatusCode::INVALID_ARGUMENT ? 2 : 1;
 }
 
 // Polls the server's health until SERVING or `timeout`.
@@ -254,6 +257,6 @@ int main(int argc, char** argv) {
       "Streams one generation from an int4kv server. Example: int4kv_generate "
       "--server=127.0.0.1:50051 --prompt_ids=1,2,3 --max_new_tokens=16");
   int4kv::HelpListsFlagsOf(__FILE__);
-  absl::ParseCommandLine(argc, argv);
+  int4kv::ParseFlagsOnly(argc, argv);
   return int4kv::Run(argv[0]);
 }

@@ -7,12 +7,12 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/parse_flags.h"
 #include "server/engine.h"
 #include "server/model_source.h"
 
@@ -29,7 +29,7 @@ ABSL_FLAG(int, max_seq_len, 0, "0: the model's");
 ABSL_FLAG(int, threads, 0, "CPU threads; 0: one per core");
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  int4kv::ParseFlagsOnly(argc, argv);
   int4kv::GenerateRequest request;
   for (absl::string_view piece : absl::StrSplit(absl::GetFlag(FLAGS_prompt), ',')) {
     int32_t token;

@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "common/half.h"
+#include "common/parse_flags.h"
 #include "server/engine.h"
 #include "server/model_source.h"
 #include "server/testing/reference_llama.h"
@@ -193,6 +193,6 @@ int Run() {
 }  // namespace int4kv
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  int4kv::ParseFlagsOnly(argc, argv);
   return int4kv::Run();
 }

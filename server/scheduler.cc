@@ -240,7 +240,6 @@ std::vector<uint64_t> Scheduler::RetireFinished() {
 
 absl::Status Scheduler::Advance() {
   if (running_.empty()) return absl::OkStatus();
-  RETURN_IF_ERROR(bind_failure_);
   batch_.Clear();
   logit_owner_.clear();
   int32_t budget = config_.max_step_tokens;
@@ -264,7 +263,10 @@ absl::Status Scheduler::Advance() {
       cuda_model_ != nullptr &&
       std::all_of(logit_owner_.begin(), logit_owner_.end(),
                   [](const Running* r) { return SamplesGreedily(r->pending.request.sampling); });
-  absl::Status status = attention_->Plan(batch_);
+  // A step thread that could not select the engine's device fails every step as a model
+  // step would, so that its requests end INTERNAL like any other failed step's.
+  absl::Status status = bind_failure_;
+  if (status.ok()) status = attention_->Plan(batch_);
   if (status.ok()) {
     status = device_greedy ? cuda_model_->ForwardGreedy(batch_, *attention_, greedy_tokens_.data())
                            : model_->Forward(batch_, *attention_, logits_.data());

@@ -110,8 +110,9 @@ class Scheduler {
   const KvGpuSizing& kv_gpu_sizing() const { return kv_gpu_sizing_; }
   // Makes the calling thread's current CUDA device the one the cuda path was created on (a
   // new host thread starts on device 0); nothing on the cpu path. Call first on the thread
-  // that runs the steps. If the device cannot be selected, every step fails (Unavailable)
-  // saying so, and the engine stops serving after kFailedStepsToStop of them.
+  // that runs the steps. If the device cannot be selected, every step fails as a failed model
+  // step does (its requests end INTERNAL, naming the device), and the engine stops serving
+  // after kFailedStepsToStop of them.
   void BindStepThread();
 
  private:

@@ -14,9 +14,9 @@
 // the process then waits for its signal like a serving one.
 //
 // Exit status: 0 after a drain or a signal while loading; 2 for a bad flag value (before the
-// port opens, except for flags that do not fit the model, found once it has loaded); 1 if the
-// port cannot be opened or the engine does not start, and also for an unknown flag or one
-// whose value does not parse (Abseil's flag parser exits 1 itself).
+// port opens, except for flags that do not fit the model, found once it has loaded) or a word
+// that is not a flag; 1 if the port cannot be opened or the engine does not start, and also
+// for an unknown flag or one whose value does not parse (Abseil's flag parser exits 1 itself).
 //
 // Thread ownership: main() owns the engine and the gRPC server; a loader thread creates the
 // engine while main waits for a signal or the loader's end, then main blocks in sigwait; during
@@ -36,7 +36,6 @@
 #include <utility>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
@@ -49,6 +48,7 @@
 #include "common/cuda_check.h"
 #include "common/help_flags.h"
 #include "common/monotonic_time.h"
+#include "common/parse_flags.h"
 #include "common/status_macros.h"
 #include "server/engine.h"
 #include "server/engine_health.h"
@@ -458,7 +458,7 @@ int main(int argc, char** argv) {
       "int4kv gRPC token-generation server. Example: int4kv_server --port=127.0.0.1:50051 "
       "--model=testdata/models/stories260K.bin --backend=cpu");
   int4kv::HelpListsFlagsOf(__FILE__);
-  absl::ParseCommandLine(argc, argv);
+  int4kv::ParseFlagsOnly(argc, argv);
   const std::string level_name = absl::GetFlag(FLAGS_log_level);
   const spdlog::level::level_enum level = spdlog::level::from_str(level_name);
   if (level == spdlog::level::off && level_name != "off") {

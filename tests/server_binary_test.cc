@@ -597,8 +597,19 @@ TEST(ServerBinaryTest, GenerateClientStreamsTokensAndPrintsFinishAndTimings) {
   const int bad = RunCommand("server/int4kv_generate --server=" + server->address() +
                                  " --prompt_ids=1,600 --max_new_tokens=4",
                              &output);
-  EXPECT_EQ(bad, 1);
+  EXPECT_EQ(bad, 2) << "a request the server refuses as invalid is a bad flag value";
   EXPECT_THAT(output, HasSubstr("INVALID_ARGUMENT: prompt[1] = 600"));
+  EXPECT_EQ(RunCommand("server/int4kv_generate --server=" + server->address() +
+                           " --prompt_ids=1 --temperature=-1",
+                       &output),
+            2);
+  EXPECT_THAT(output, HasSubstr("temperature"));
+  // A word that is not a flag: `--ignore_eos false` would otherwise run with ignore_eos true.
+  EXPECT_EQ(RunCommand("server/int4kv_generate --server=" + server->address() +
+                           " --prompt_ids=1 --ignore_eos false",
+                       &output),
+            2);
+  EXPECT_THAT(output, HasSubstr("unexpected argument 'false'"));
 
   // No deadline at all; a deadline that has passed before the call is a bad flag.
   ASSERT_EQ(

@@ -9,11 +9,11 @@
 // Only loopback servers are accepted (localhost, 127.0.0.0/8, [::1]).
 // Exit status: 0 when the run completed with at least one request OK (request errors are
 // reported, not fatal), 1 if the server could not be reached, stopped answering
-// (LoadgenResult::server_lost) or answered no request with OK, 2 for bad flag values, an
-// unwritable --json path or a request mix the server cannot take, 3 if a stream that ended OK
-// broke the API (see LoadgenResult::bad_responses), whatever else went wrong too; a lost server
-// or no OK request (1) comes before a report that could not be written (2). An unknown flag
-// or one whose value does not parse exits 1 (Abseil's parser exits by itself).
+// (LoadgenResult::server_lost) or answered no request with OK, 2 for bad flag values (or a
+// word that is not a flag), an unwritable --json path or a request mix the server cannot take, 3 if
+// a stream that ended OK broke the API (see LoadgenResult::bad_responses), whatever else went wrong
+// too; a lost server or no OK request (1) comes before a report that could not be written (2). An
+// unknown flag or one whose value does not parse exits 1 (Abseil's parser exits by itself).
 //
 // Thread ownership: main() is the driver thread (RunLoad); gRPC's threads run the calls.
 #include <grpcpp/grpcpp.h>
@@ -29,7 +29,6 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -37,6 +36,7 @@
 #include "absl/time/time.h"
 #include "common/help_flags.h"
 #include "common/monotonic_time.h"
+#include "common/parse_flags.h"
 #include "common/status_macros.h"
 #include "proto/generation.grpc.pb.h"
 #include "server/grpc_status.h"
@@ -234,6 +234,6 @@ int main(int argc, char** argv) {
       "--server=127.0.0.1:50051 --concurrency=64 --num_requests=2000 --duration=0 "
       "--output_len=64");
   int4kv::HelpListsFlagsOf(__FILE__);
-  absl::ParseCommandLine(argc, argv);
+  int4kv::ParseFlagsOnly(argc, argv);
   return int4kv::Run();
 }

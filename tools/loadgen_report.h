@@ -15,7 +15,9 @@ namespace int4kv {
 
 struct LoadgenResult {
   // From the start of sending (in an open loop, the first arrival comes one random gap later)
-  // to the last request's end.
+  // to the later of the last request's end and the end of sending: an open loop sends until
+  // --duration ends, so its wall time is at least --duration however early its last request
+  // ends, and requests_per_s is over the whole sending window.
   double wall_seconds = 0;
   int64_t sent = 0;           // requests started
   int64_t ok = 0;             // finished with status OK

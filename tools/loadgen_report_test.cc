@@ -22,6 +22,17 @@ LoadgenResult SomeResult() {
   return result;
 }
 
+// An open loop's rate is printed as given: the smallest rate the flag takes, 0.001 req/s, read
+// "0.00 req/s" with two decimals.
+TEST(LoadgenReportTest, OpenLoopRatesPrintAsGiven) {
+  LoadgenConfig config;
+  config.target = "127.0.0.1:1";
+  config.rate = 0.001;
+  config.max_in_flight = 8;
+  const std::string text = FormatTextReport(config, v1::ServerInfo(), SomeResult());
+  EXPECT_THAT(text, HasSubstr("Poisson arrivals at 0.001 req/s (at most 8 in flight)"));
+}
+
 TEST(LoadgenReportTest, TextReportHasRatesPercentilesAndErrors) {
   LoadgenConfig config;
   config.target = "127.0.0.1:1";

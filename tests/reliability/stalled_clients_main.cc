@@ -19,13 +19,13 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/help_flags.h"
 #include "common/monotonic_time.h"
+#include "common/parse_flags.h"
 #include "proto/generation.grpc.pb.h"
 #include "tests/reliability/stalled_reader.h"
 #include "tests/reliability/thread_count.h"
@@ -37,7 +37,7 @@ ABSL_FLAG(int32_t, info_calls, 0, "stalled GetServerInfo calls, in [0, 4096]");
 ABSL_FLAG(absl::Duration, hold, absl::Seconds(10),
           "how long the connections stay open after the calls start; in (0, 1h]");
 ABSL_FLAG(absl::Duration, sample_every, absl::Milliseconds(500),
-          "time between thread counts; in (0, --hold]");
+          "time between thread counts; in [1ms, --hold]");
 
 namespace int4kv {
 namespace {
@@ -67,9 +67,9 @@ absl::Status CheckFlags() {
         absl::StrCat("--hold = ", absl::FormatDuration(hold), ": must be in (0, 1h]"));
   }
   const absl::Duration every = absl::GetFlag(FLAGS_sample_every);
-  if (every <= absl::ZeroDuration() || every > hold) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--sample_every = ", absl::FormatDuration(every), ": must be in (0, --hold]"));
+  if (every < absl::Milliseconds(1) || every > hold) {
+    return absl::InvalidArgumentError(absl::StrCat("--sample_every = ", absl::FormatDuration(every),
+                                                   ": must be in [1ms, --hold]"));
   }
   return absl::OkStatus();
 }
@@ -147,6 +147,6 @@ int Run() {
 
 int main(int argc, char** argv) {
   int4kv::HelpListsFlagsOf(__FILE__);
-  absl::ParseCommandLine(argc, argv);
+  int4kv::ParseFlagsOnly(argc, argv);
   return int4kv::Run();
 }
