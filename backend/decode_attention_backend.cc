@@ -91,8 +91,8 @@ absl::Status ValidateShape(const AttentionShape& shape, const KvCacheBinding& ca
                absl::StrCat("a multiple of kv_heads (", shape.kv_heads, ") with at most ",
                             kMaxQueryHeadsPerKvHead, " query heads per KV head"));
   }
-  if (shape.max_batch < 1 || shape.max_batch > 65536) {
-    return bad("max_batch", shape.max_batch, "in [1, 65536]");
+  if (shape.max_batch < 1 || shape.max_batch > kMaxBatch) {
+    return bad("max_batch", shape.max_batch, absl::StrCat("in [1, ", kMaxBatch, "]"));
   }
   if (shape.max_seq_len < 1 || shape.max_seq_len > cache.req_to_token_stride) {
     return bad(

@@ -41,6 +41,9 @@ class RequestTable;
 // Query heads that may share one KV head (AttentionShape.q_heads / kv_heads).
 constexpr int32_t kMaxQueryHeadsPerKvHead = 16;
 
+// The most rows of a step (AttentionShape.max_batch).
+constexpr int32_t kMaxBatch = 65536;
+
 // The most chunks a row may take in a batch-invariant cuda backend
 // (BackendOptions.batch_invariant_splits): a 65,536-token row in 64-token chunks.
 constexpr int32_t kMaxBatchInvariantSplits = 1024;
@@ -63,7 +66,7 @@ struct AttentionShape {
   int32_t q_heads = 0;      // multiple of kv_heads; q_heads / kv_heads <= kMaxQueryHeadsPerKvHead
   int32_t kv_heads = 0;     // must equal the cache's kv_heads
   int32_t head_dim = 0;     // must equal the cache's head_dim
-  int32_t max_batch = 0;    // rows per Plan, in [1, 65536]
+  int32_t max_batch = 0;    // rows per Plan, in [1, kMaxBatch = 65536]
   int32_t max_seq_len = 0;  // longest context, <= the req_to_token row length
   float softmax_scale = 0;  // in [0, kMaxSoftmaxScale]; 0 means 1 / sqrt(head_dim)
 };

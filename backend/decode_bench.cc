@@ -188,6 +188,8 @@ double CopyCeilingGBps() {
     CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
     rates.push_back(2.0 * copies * bytes / (ms * 1e-3) / 1e9);
   }
+  CHECK_CUDA(cudaEventDestroy(start));
+  CHECK_CUDA(cudaEventDestroy(stop));
   CHECK_CUDA(cudaFree(a));
   CHECK_CUDA(cudaFree(b));
   return Median(rates);
@@ -507,6 +509,28 @@ int RunGpu() {
   if (!mode.ok()) {
     std::fprintf(stderr, "%s\n", std::string(mode.status().message()).c_str());
     std::exit(2);
+  }
+  // What the backend and the cache take, before any device work: a case past them would
+  // otherwise end the run partway through its table.
+  const int other = absl::GetFlag(FLAGS_other_rows_context);
+  for (const int batch : batches) {
+    if (batch > kMaxBatch) {
+      std::fprintf(stderr, "--batches: %d is invalid: must be <= %d (AttentionShape.max_batch)\n",
+                   batch, kMaxBatch);
+      std::exit(2);
+    }
+    for (const int context : contexts) {
+      const int longest = batch > 1 && other > 0 ? std::max(context, other) : context;
+      const int64_t row = std::max(longest, absl::GetFlag(FLAGS_max_seq_len));
+      if (int64_t{batch} * row > kMaxRequestTableEntries) {
+        std::fprintf(stderr,
+                     "--batches=%d with rows of %lld tokens (--contexts, --other_rows_context, "
+                     "--max_seq_len) needs %lld request-table entries: at most %lld\n",
+                     batch, static_cast<long long>(row), static_cast<long long>(batch * row),
+                     static_cast<long long>(kMaxRequestTableEntries));
+        std::exit(2);
+      }
+    }
   }
   for (const int group_size : group_sizes) {
     if (const absl::Status status = CaseShape(group_size, *mode).Validate(); !status.ok()) {

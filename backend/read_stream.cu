@@ -124,10 +124,11 @@ cudaError_t LaunchGatherRead(const int32_t* slots, int64_t tokens, const void* d
   const bool aligned = reinterpret_cast<uintptr_t>(data) % 16 == 0 &&
                        reinterpret_cast<uintptr_t>(params) % 16 == 0 && data_row_bytes % 16 == 0 &&
                        param_row_bytes % 16 == 0;
-  constexpr int64_t kMaxUnits = int64_t{1} << 31;  // the kernel indexes units with int
-  if (!aligned || tokens < 0 || tokens >= kMaxUnits || data_row_bytes < 0 ||
-      param_row_bytes < 0 || units_per_token < 1 || units_per_token >= kMaxUnits ||
-      tokens * units_per_token >= kMaxUnits) {
+  // The kernel keeps a token index and a unit within the token, each an int; no product of
+  // the two is formed, and rows are addressed in int64 from the slot.
+  constexpr int64_t kMaxIndex = int64_t{1} << 31;
+  if (!aligned || tokens < 0 || tokens >= kMaxIndex || data_row_bytes < 0 || param_row_bytes < 0 ||
+      units_per_token < 1 || units_per_token >= kMaxIndex) {
     return cudaErrorInvalidValue;
   }
   int sms = 0;
@@ -135,7 +136,7 @@ cudaError_t LaunchGatherRead(const int32_t* slots, int64_t tokens, const void* d
   if (status != cudaSuccess) return status;
   // A thread's token index runs up to kGatherInFlight steps of the grid past the last token.
   const int64_t stride = static_cast<int64_t>(sms) * kBlocksPerSm * kThreads;
-  if (tokens + kGatherInFlight * (stride / units_per_token + 1) >= kMaxUnits) {
+  if (tokens + kGatherInFlight * (stride / units_per_token + 1) >= kMaxIndex) {
     return cudaErrorInvalidValue;
   }
   GatherReadKernel<<<sms * kBlocksPerSm, kThreads, 0, stream>>>(

@@ -23,8 +23,8 @@ cudaError_t LaunchReadStream(const void* a, int64_t a_bytes, const void* b, int6
 // [params + slot * param_row_bytes, + param_row_bytes) once, and the slot numbers themselves:
 // the bytes an attention step reads from the cache, in the order its page table gives them.
 // Every slot number must name a row of both pools (nothing checks it). Bases 16-byte aligned,
-// row sizes multiples of 16, not both 0; `tokens` >= 0, with `tokens` * (data_row_bytes +
-// param_row_bytes) / 16 under 2^31 less a grid's pass: else cudaErrorInvalidValue. With a
+// row sizes multiples of 16, not both 0; `tokens` >= 0 and under 2^31 less a few passes of the
+// grid (the bytes read may pass 2^31 units of 16): else cudaErrorInvalidValue. With a
 // non-null `checksum` (device memory) the kernel adds to it the wrapping sum of every 32-bit
 // word of the rows it read, so a test can tell that each row was read exactly once; with null
 // it only reads (as decode_bench times it).

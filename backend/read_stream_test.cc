@@ -103,9 +103,44 @@ TEST(GatherReadTest, RefusesRowsAndCountsItCannotRead) {
   EXPECT_EQ(LaunchGatherRead(slots.as<int32_t>(), 2, pool.get(), 0, pool.get(), 0,
                              checksum.as<uint32_t>(), nullptr),
             cudaErrorInvalidValue);
-  EXPECT_EQ(LaunchGatherRead(slots.as<int32_t>(), int64_t{1} << 30, pool.get(), 16, pool.get(), 16,
-                             checksum.as<uint32_t>(), nullptr),
+  // A token count within a few grid passes of 2^31: the kernel's token index would wrap.
+  EXPECT_EQ(LaunchGatherRead(slots.as<int32_t>(), (int64_t{1} << 31) - 16, pool.get(), 16,
+                             pool.get(), 16, checksum.as<uint32_t>(), nullptr),
             cudaErrorInvalidValue);
+}
+
+// A step whose bytes pass 2^31 units of 16 (decode_bench's 384 x 65536 at group 8: 25M tokens
+// of 96 units) is read in full: the kernel never forms tokens x units, so only the token count
+// is bounded. 22.5M tokens of 96 units, over 4 rows repeated, so that the pools stay small and
+// the sum is known (the slots alone take 90 MB).
+TEST(GatherReadTest, ReadsStepsOfMoreThan2To31Units) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  constexpr int kRows = 4, kDataBytes = 1024, kParamBytes = 512;
+  constexpr int64_t kTokens = 22'500'000;
+  static_assert(kTokens * (kDataBytes + kParamBytes) / 16 > (int64_t{1} << 31));
+  std::mt19937 rng(11);
+  std::vector<uint32_t> data(kRows * kDataBytes / 4), params(kRows * kParamBytes / 4);
+  for (uint32_t& w : data) w = rng();
+  for (uint32_t& w : params) w = rng();
+  std::vector<uint32_t> row_sums(kRows, 0);
+  for (int r = 0; r < kRows; ++r) {
+    for (int w = 0; w < kDataBytes / 4; ++w) row_sums[r] += data[r * kDataBytes / 4 + w];
+    for (int w = 0; w < kParamBytes / 4; ++w) row_sums[r] += params[r * kParamBytes / 4 + w];
+  }
+  std::vector<uint32_t> slots(kTokens);
+  uint32_t expected = 0;
+  for (int64_t t = 0; t < kTokens; ++t) {
+    slots[t] = static_cast<uint32_t>((t * 7 + t / 3) % kRows);
+    expected += row_sums[slots[t]];
+  }
+  DeviceBuffer data_d = ToDevice(data), params_d = ToDevice(params), slots_d = ToDevice(slots);
+  DeviceBuffer checksum = ToDevice({0u});
+  ASSERT_EQ(LaunchGatherRead(slots_d.as<int32_t>(), kTokens, data_d.get(), kDataBytes,
+                             params_d.get(), kParamBytes, checksum.as<uint32_t>(), nullptr),
+            cudaSuccess);
+  uint32_t got = 0;
+  ASSERT_EQ(cudaMemcpy(&got, checksum.get(), sizeof(got), cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(got, expected);
 }
 
 }  // namespace
