@@ -251,6 +251,13 @@ TEST(Bf16Test, MatchesNearestEvenReference) {
 // --- Quantizer ----------------------------------------------------------------------------
 
 TEST(QuantizeTest, PackUnpackIsBitExact) {
+  // The layout LightLLM's kernels read: element 2j in the low nibble, 2j + 1 in the high one.
+  // Checked against literal bytes, since a swap in PackCodes, LowCode and HighCode together
+  // would pass the round trip below.
+  EXPECT_EQ(PackCodes(0x3, 0xA), 0xA3);
+  EXPECT_EQ(PackCodes(0xF, 0x0), 0x0F);
+  EXPECT_EQ(LowCode(0xA3), 0x3);
+  EXPECT_EQ(HighCode(0xA3), 0xA);
   for (int low = 0; low < 16; ++low) {
     for (int high = 0; high < 16; ++high) {
       const uint8_t byte = PackCodes(low, high);
@@ -287,6 +294,8 @@ TEST(QuantizeTest, ExactTiesRoundToEven) {
     const int code = (i & 1) ? HighCode(q.bytes[i / 2]) : LowCode(q.bytes[i / 2]);
     EXPECT_EQ(code, expected[i]) << "x = " << x[i];
   }
+  // The same codes as bytes, element 2j in the low nibble.
+  EXPECT_EQ(q.bytes, (std::vector<uint8_t>{0x7E, 0x99, 0x57, 0x7B}));
   ExpectMatchesReference(x, 8, ParamDtype::kBFloat16, QuantMode::kAsymmetric);
 }
 

@@ -247,6 +247,30 @@ TEST(StoreKvTest, InvalidViewIsRejectedBeforeAnyAccess) {
   }
 }
 
+// The store quantizes with the rounding it is given: LightLLM's truncation writes the codes
+// of its rule into the row (element 2j in the low nibble), where rounding to nearest would
+// write others (0.9 -> 8, not 7).
+TEST(StoreKvTest, TruncationReachesTheStoredCodes) {
+  const KvCacheConfig config = SmallConfig(QuantMode::kSymmetric, 8);
+  auto cache = *KvCache::Create(config, MemoryKind::kHost);
+  const std::vector<float> group = {7.0f, 0.9f, 1.9f, -1.9f, -0.6f, 2.5f, 6.99f, 0.0f};
+  std::vector<float> k(config.kv_heads * config.head_dim);
+  for (size_t i = 0; i < k.size(); ++i) k[i] = group[i % group.size()];
+  const KvRows rows{k.data(), k.data(), DType::kFloat32, 0};
+  ASSERT_TRUE(StoreKvHost(cache->view(), 1, {3}, rows, QuantRounding::kTruncate).ok());
+  // Codes {14, 7, 8, 6, 7, 9, 13, 7} (TruncationIsLightLlmsRule) as bytes.
+  const std::vector<uint8_t> truncated = {0x7E, 0x68, 0x97, 0x7D};
+  const KvLayout& layout = cache->view().layout;
+  for (int32_t row = 0; row < layout.RowsPerSlot(); ++row) {
+    const uint8_t* bytes = cache->view().Row(1, 3, row);
+    for (int32_t b = 0; b < layout.RowBytes(); ++b) {
+      EXPECT_EQ(bytes[b], truncated[b % truncated.size()]) << "row " << row << " byte " << b;
+    }
+  }
+  ASSERT_TRUE(StoreKvHost(cache->view(), 1, {3}, rows, QuantRounding::kNearestEven).ok());
+  EXPECT_NE(cache->view().Row(1, 3, 0)[0], truncated[0]) << "both roundings wrote one code";
+}
+
 TEST(StoreKvTest, UnknownRoundingIsRejected) {
   const KvCacheConfig config = SmallConfig(QuantMode::kSymmetric, 8);
   auto cache = *KvCache::Create(config, MemoryKind::kHost);

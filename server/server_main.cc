@@ -318,6 +318,10 @@ void LogSummary(const EngineInfo& info, const ServerDetails& details, const Opti
       "{}",
       info.max_batch, info.max_queue, info.max_seq_len, info.max_new_tokens_limit,
       info.max_step_tokens);
+  spdlog::info("calls: write stall timeout {}, max_rpc_threads {}",
+               absl::FormatDuration(options.write_stall_timeout),
+               options.server.max_threads == 0 ? std::string("no limit")
+                                               : std::to_string(options.server.max_threads));
   spdlog::info("CUDA graphs: {}", info.cuda_graphs
                                       ? absl::StrCat("on, batch buckets [",
                                                      absl::StrJoin(info.graph_buckets, ", "), "]")

@@ -204,6 +204,8 @@ TEST(CheckEngineFlagsTest, NamesTheFlagAndItsLimit) {
   const std::pair<void (*)(EngineConfig&), const char*> cases[] = {
       {[](EngineConfig& c) { c.max_batch = 0; },
        "--max_batch = 0 is invalid: must be in [1, 4096]"},
+      {[](EngineConfig& c) { c.max_batch = 4097; },
+       "--max_batch = 4097 is invalid: must be in [1, 4096]"},
       {[](EngineConfig& c) { c.max_queue = kMaxEngineQueue + 1; },
        "--max_queue = 1048577 is invalid: must be in [1, 1048576]"},
       {[](EngineConfig& c) { c.max_seq_len = -3; }, "--max_seq_len = -3 is invalid"},

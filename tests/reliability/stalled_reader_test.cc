@@ -117,7 +117,11 @@ TEST(StalledReaderTest, StalledGenerateCallsGiveTheirThreadsBackAfterTheWriteSta
 
 TEST(StalledReaderTest, WithoutAWriteStallTimeoutTheCallWaitsForTheClient) {
   IdleServer server;
-  ASSERT_NO_FATAL_FAILURE(StartIdleServer("inf", &server));
+  ASSERT_NO_FATAL_FAILURE(StartIdleServer("inf", &server, {"--log_level=info"}));
+  // The wait below is short; that the server runs with no limit at all, not one longer than
+  // the wait, is what its start-up summary says.
+  EXPECT_NE(server.process->Log().find("calls: write stall timeout inf,"), std::string::npos)
+      << server.process->Log();
   {
     absl::StatusOr<StalledReader> reader = StalledReader::Connect(server.process->port());
     ASSERT_TRUE(reader.ok()) << reader.status();
