@@ -26,6 +26,22 @@ DeviceBuffer ToDevice(const std::vector<uint32_t>& host) {
   return buffer;
 }
 
+// Runs the gather read over `slots` of the pools `data` and `params` (rows of the given
+// sizes) and expects its checksum to be `expected`.
+void ExpectGatherChecksum(const std::vector<uint32_t>& data, int data_row_bytes,
+                          const std::vector<uint32_t>& params, int param_row_bytes,
+                          const std::vector<uint32_t>& slots, uint32_t expected) {
+  DeviceBuffer data_d = ToDevice(data), params_d = ToDevice(params), slots_d = ToDevice(slots);
+  DeviceBuffer checksum = ToDevice({0u});
+  ASSERT_EQ(LaunchGatherRead(slots_d.as<int32_t>(), static_cast<int64_t>(slots.size()),
+                             data_d.get(), data_row_bytes, params_d.get(), param_row_bytes,
+                             checksum.as<uint32_t>(), nullptr),
+            cudaSuccess);
+  uint32_t got = 0;
+  ASSERT_EQ(cudaMemcpy(&got, checksum.get(), sizeof(got), cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(got, expected);
+}
+
 // Pools of `num_slots` rows of random words; `tokens` slots drawn from a permutation of
 // [1, num_slots), so some slots are never read and a read of the wrong row changes the sum.
 void ExpectGatherReadsEachRowOnce(int num_slots, int tokens, int data_row_bytes,
@@ -50,14 +66,7 @@ void ExpectGatherReadsEachRowOnce(int num_slots, int tokens, int data_row_bytes,
     for (int w = 0; w < param_words; ++w) expected += params[size_t{slot} * param_words + w];
   }
 
-  DeviceBuffer data_d = ToDevice(data), params_d = ToDevice(params), slots_d = ToDevice(slots);
-  DeviceBuffer checksum = ToDevice({0u});
-  ASSERT_EQ(LaunchGatherRead(slots_d.as<int32_t>(), tokens, data_d.get(), data_row_bytes,
-                             params_d.get(), param_row_bytes, checksum.as<uint32_t>(), nullptr),
-            cudaSuccess);
-  uint32_t got = 0;
-  ASSERT_EQ(cudaMemcpy(&got, checksum.get(), sizeof(got), cudaMemcpyDeviceToHost), cudaSuccess);
-  EXPECT_EQ(got, expected);
+  ExpectGatherChecksum(data, data_row_bytes, params, param_row_bytes, slots, expected);
 }
 
 TEST(GatherReadTest, ReadsEachRowOfThePageTableOnce) {
@@ -133,14 +142,7 @@ TEST(GatherReadTest, ReadsStepsOfMoreThan2To31Units) {
     slots[t] = static_cast<uint32_t>((t * 7 + t / 3) % kRows);
     expected += row_sums[slots[t]];
   }
-  DeviceBuffer data_d = ToDevice(data), params_d = ToDevice(params), slots_d = ToDevice(slots);
-  DeviceBuffer checksum = ToDevice({0u});
-  ASSERT_EQ(LaunchGatherRead(slots_d.as<int32_t>(), kTokens, data_d.get(), kDataBytes,
-                             params_d.get(), kParamBytes, checksum.as<uint32_t>(), nullptr),
-            cudaSuccess);
-  uint32_t got = 0;
-  ASSERT_EQ(cudaMemcpy(&got, checksum.get(), sizeof(got), cudaMemcpyDeviceToHost), cudaSuccess);
-  EXPECT_EQ(got, expected);
+  ExpectGatherChecksum(data, kDataBytes, params, kParamBytes, slots, expected);
 }
 
 }  // namespace
