@@ -937,7 +937,8 @@ TEST(CudaDecodeBackendTwoDeviceTest, RefusesACacheOnAnotherDevice) {
   ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
 }
 
-// batch_invariant_splits out of range is refused by name, before any device is looked for.
+// Options out of range (batch_invariant_splits, and the cpu backend's cpu_threads) are refused
+// by name, before any device is looked for.
 TEST(CudaDecodeBackendOptionsTest, OptionsOutOfRangeAreRefused) {
   auto cache = *KvCache::Create(TinyConfig(2), MemoryKind::kHost);
   for (const int32_t splits : {-1, kMaxBatchInvariantSplits + 1}) {

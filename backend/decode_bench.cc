@@ -302,21 +302,52 @@ double SecondsPerRun(cudaStream_t stream, int num_layers, int repeats,
   return Median(per_run);
 }
 
+// The cache shape of the cases of one group size, with one slot: for checking the group size
+// and for the bytes a token takes.
+KvCacheConfig CaseShape(int group_size, QuantMode mode) {
+  KvCacheConfig shape;
+  shape.kv_heads = kKvHeads;
+  shape.head_dim = kHeadDim;
+  shape.group_size = group_size;
+  shape.quant_mode = mode;
+  shape.capacity_slots = 1;
+  return shape;
+}
+
+// The rows' lengths of a case: the first row `context` tokens, the others
+// --other_rows_context where it is set.
+std::vector<int> CaseLengths(int batch, int context) {
+  const int other = absl::GetFlag(FLAGS_other_rows_context);
+  std::vector<int> lengths(batch, other > 0 ? other : context);
+  lengths[0] = context;
+  return lengths;
+}
+
+// The cache of a case whose rows have `lengths` tokens (a slot each), sized for rows of up to
+// --max_seq_len tokens where that is longer; one layer (RunCudaCase adds more).
+KvCacheConfig CaseConfig(const std::vector<int>& lengths, int group_size, QuantMode mode) {
+  KvCacheConfig config = CaseShape(group_size, mode);
+  const int max_len = *std::max_element(lengths.begin(), lengths.end());
+  config.capacity_slots = std::accumulate(lengths.begin(), lengths.end(), int64_t{0});
+  config.max_requests = static_cast<int32_t>(lengths.size());
+  config.max_seq_len = std::max(max_len, absl::GetFlag(FLAGS_max_seq_len));
+  return config;
+}
+
+// False for a case whose pool of one layer passes --max_pool_gib: it is left out of the table.
+bool FitsPoolLimit(const KvCacheConfig& config) {
+  const double pool = static_cast<double>(config.capacity_slots) *
+                      (config.DataBytesPerTokenPerLayer() + config.ParamBytesPerTokenPerLayer());
+  return pool <= absl::GetFlag(FLAGS_max_pool_gib) * (1 << 30);
+}
+
 // lengths: tokens of each row of the batch; page_table: a kind ParsePageTables accepts.
 CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, QuantMode mode,
                        const std::string& page_table, int repeats, std::mt19937& rng) {
   const int batch = static_cast<int>(lengths.size());
-  const int max_len = *std::max_element(lengths.begin(), lengths.end());
-  const int shape_max_len = std::max(max_len, absl::GetFlag(FLAGS_max_seq_len));
   const int64_t tokens = std::accumulate(lengths.begin(), lengths.end(), int64_t{0});
-  KvCacheConfig config;
-  config.kv_heads = kKvHeads;
-  config.head_dim = kHeadDim;
-  config.group_size = group_size;
-  config.quant_mode = mode;
-  config.capacity_slots = tokens;
-  config.max_requests = batch;
-  config.max_seq_len = shape_max_len;
+  KvCacheConfig config = CaseConfig(lengths, group_size, mode);
+  const int shape_max_len = config.max_seq_len;
   const double layer_bytes =
       static_cast<double>(config.capacity_slots + 1) *
       (config.DataBytesPerTokenPerLayer() + config.ParamBytesPerTokenPerLayer());
@@ -486,18 +517,6 @@ std::vector<std::string> ParsePageTables(const std::string& list) {
   return kinds;
 }
 
-// The cache shape of the cases of one group size, with one slot: for checking the group size
-// and for the bytes a token takes.
-KvCacheConfig CaseShape(int group_size, QuantMode mode) {
-  KvCacheConfig shape;
-  shape.kv_heads = kKvHeads;
-  shape.head_dim = kHeadDim;
-  shape.group_size = group_size;
-  shape.quant_mode = mode;
-  shape.capacity_slots = 1;
-  return shape;
-}
-
 int RunGpu() {
   // The lists first, so that a typo is reported before any device work.
   const std::vector<int> group_sizes =
@@ -510,9 +529,14 @@ int RunGpu() {
     std::fprintf(stderr, "%s\n", std::string(mode.status().message()).c_str());
     std::exit(2);
   }
-  // What the backend and the cache take, before any device work: a case past them would
-  // otherwise end the run partway through its table.
-  const int other = absl::GetFlag(FLAGS_other_rows_context);
+  for (const int group_size : group_sizes) {
+    if (const absl::Status status = CaseShape(group_size, *mode).Validate(); !status.ok()) {
+      std::fprintf(stderr, "--group_sizes: %s\n", std::string(status.message()).c_str());
+      std::exit(2);
+    }
+  }
+  // Each case the table will hold (within --max_pool_gib) must fit the backend and the cache,
+  // checked before any device work: one that does not would end the run partway through.
   for (const int batch : batches) {
     if (batch > kMaxBatch) {
       std::fprintf(stderr, "--batches: %d is invalid: must be <= %d (AttentionShape.max_batch)\n",
@@ -520,22 +544,15 @@ int RunGpu() {
       std::exit(2);
     }
     for (const int context : contexts) {
-      const int longest = batch > 1 && other > 0 ? std::max(context, other) : context;
-      const int64_t row = std::max(longest, absl::GetFlag(FLAGS_max_seq_len));
-      if (int64_t{batch} * row > kMaxRequestTableEntries) {
-        std::fprintf(stderr,
-                     "--batches=%d with rows of %lld tokens (--contexts, --other_rows_context, "
-                     "--max_seq_len) needs %lld request-table entries: at most %lld\n",
-                     batch, static_cast<long long>(row), static_cast<long long>(batch * row),
-                     static_cast<long long>(kMaxRequestTableEntries));
-        std::exit(2);
+      for (const int group_size : group_sizes) {
+        const KvCacheConfig config = CaseConfig(CaseLengths(batch, context), group_size, *mode);
+        if (!FitsPoolLimit(config)) continue;
+        if (const absl::Status status = config.Validate(); !status.ok()) {
+          std::fprintf(stderr, "--batches=%d --contexts=%d (with --max_seq_len): %s\n", batch,
+                       context, std::string(status.message()).c_str());
+          std::exit(2);
+        }
       }
-    }
-  }
-  for (const int group_size : group_sizes) {
-    if (const absl::Status status = CaseShape(group_size, *mode).Validate(); !status.ok()) {
-      std::fprintf(stderr, "--group_sizes: %s\n", std::string(status.message()).c_str());
-      std::exit(2);
     }
   }
   cudaDeviceProp props;
@@ -584,14 +601,9 @@ int RunGpu() {
     for (int batch : batches) {
       for (int context : contexts) {
         for (const std::string& kind : page_tables) {
-          const KvCacheConfig shape = CaseShape(group_size, *mode);
           const int other = absl::GetFlag(FLAGS_other_rows_context);
-          std::vector<int> lengths(batch, other > 0 ? other : context);
-          lengths[0] = context;
-          const double tokens = std::accumulate(lengths.begin(), lengths.end(), 0.0);
-          const double pool =
-              tokens * (shape.DataBytesPerTokenPerLayer() + shape.ParamBytesPerTokenPerLayer());
-          if (pool > absl::GetFlag(FLAGS_max_pool_gib) * (1 << 30)) continue;
+          const std::vector<int> lengths = CaseLengths(batch, context);
+          if (!FitsPoolLimit(CaseConfig(lengths, group_size, *mode))) continue;
           const CaseResult r =
               RunCudaCase(lengths, group_size, *mode, kind, absl::GetFlag(FLAGS_repeats), rng);
           const double gbps = r.bytes / r.seconds / 1e9;

@@ -32,7 +32,8 @@ expect_refusal "--batch_invariant_splits = 1025: must be 0 (off) or in [1, 1024]
 expect_refusal "--max_seq_len = -1: must be >= 0 (0: each case's context)" --max_seq_len=-1
 expect_refusal "--check_rows = -1: must be >= 0 (0: no row checked)" --check_rows=-1
 expect_refusal "--batches: 70000 is invalid: must be <= 65536" --batches=70000
-expect_refusal "needs 2147483648 request-table entries: at most 1073741824" \
+expect_refusal "--batches=128 --contexts=1024 (with --max_seq_len): KvCacheConfig.max_seq_len = \
+16777216 is invalid: must be such that max_requests * max_seq_len <= 1073741824" \
   --batches=128 --contexts=1024 --max_seq_len=16777216
 expect_refusal "unexpected argument 'false'" --separate_runs false
 echo "decode_bench flag checks: ok"

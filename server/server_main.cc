@@ -289,7 +289,7 @@ absl::Status WritePortFile(const std::string& path, int port) {
 }
 
 void LogSummary(const EngineInfo& info, const ServerDetails& details, const Options& options,
-                const GrpcServer& server) {
+                const ServiceOptions& service, const GrpcServer& server) {
   constexpr double kMiB = 1048576.0;
   spdlog::info("int4kv server {} serving on port {} ({}, {})", details.version, server.port(),
                server.tls() ? "TLS" : "plaintext",
@@ -319,7 +319,7 @@ void LogSummary(const EngineInfo& info, const ServerDetails& details, const Opti
       info.max_batch, info.max_queue, info.max_seq_len, info.max_new_tokens_limit,
       info.max_step_tokens);
   spdlog::info("calls: write stall timeout {}, max_rpc_threads {}",
-               absl::FormatDuration(options.write_stall_timeout),
+               absl::FormatDuration(service.write_stall_limit),
                options.server.max_threads == 0 ? std::string("no limit")
                                                : std::to_string(options.server.max_threads));
   spdlog::info("CUDA graphs: {}", info.cuda_graphs
@@ -408,9 +408,10 @@ int Run(const char* argv0) {
   ServerDetails details;
   details.version = kInt4kvVersion;
   service.AttachEngine(engine->get(), details);
+  // The summary comes before SERVING, so that a client (or a test) that saw SERVING finds it.
+  LogSummary(info, details, *options, service_options, **server);
   (*server)->SetServing(true);
   StopServingOnEngineFailure(**engine, **server);
-  LogSummary(info, details, *options, **server);
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);

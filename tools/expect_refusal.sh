@@ -1,4 +1,5 @@
-# Sourced by the flag tests of int4kv's tools (decode_bench, quant_error). Defines
+# Sourced by the flag tests of int4kv's binaries (decode_bench, quant_error, and the stray-word
+# checks of //tests:binaries_help_test). Defines
 #   expect_refusal MESSAGE_FRAGMENT FLAGS...
 # which runs "$tool" FLAGS and fails the test unless it exits with status 2 (a refused flag)
 # and prints MESSAGE_FRAGMENT. The sourcing script sets `tool` to the binary's path.

@@ -7,7 +7,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "common/exact_number.h"
 
 namespace int4kv {
 namespace {
@@ -82,8 +81,8 @@ std::string LatencyLine(const char* name, const LatencySummary& s) {
 
 std::string ShapeText(const LoadgenConfig& config) {
   return config.open_loop()
-             ? absl::StrFormat("open loop, Poisson arrivals at %s req/s (at most %d in flight)",
-                               ExactNumber(config.rate), config.max_in_flight)
+             ? absl::StrFormat("open loop, Poisson arrivals at %.10g req/s (at most %d in flight)",
+                               config.rate, config.max_in_flight)
              : absl::StrFormat("closed loop, %d concurrent streams", config.concurrency);
 }
 

@@ -1,5 +1,8 @@
 #include "tools/loadgen_report.h"
 
+#include <utility>
+
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -22,15 +25,21 @@ LoadgenResult SomeResult() {
   return result;
 }
 
-// An open loop's rate is printed as given: the smallest rate the flag takes, 0.001 req/s, read
-// "0.00 req/s" with two decimals.
+// An open loop's rate is printed as given, from the smallest rate the flag takes (0.001 req/s,
+// which two decimals printed as 0.00) to large ones in plain digits.
 TEST(LoadgenReportTest, OpenLoopRatesPrintAsGiven) {
   LoadgenConfig config;
   config.target = "127.0.0.1:1";
-  config.rate = 0.001;
   config.max_in_flight = 8;
-  const std::string text = FormatTextReport(config, v1::ServerInfo(), SomeResult());
-  EXPECT_THAT(text, HasSubstr("Poisson arrivals at 0.001 req/s (at most 8 in flight)"));
+  for (const auto& [rate, text] : {std::pair<double, const char*>{0.001, "0.001"},
+                                   {50, "50"},
+                                   {12.5, "12.5"},
+                                   {200000, "200000"}}) {
+    config.rate = rate;
+    EXPECT_THAT(
+        FormatTextReport(config, v1::ServerInfo(), SomeResult()),
+        HasSubstr(absl::StrCat("Poisson arrivals at ", text, " req/s (at most 8 in flight)")));
+  }
 }
 
 TEST(LoadgenReportTest, TextReportHasRatesPercentilesAndErrors) {
