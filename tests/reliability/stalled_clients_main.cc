@@ -3,11 +3,12 @@
 // connections open for --hold, and prints the server's thread count (/proc/PID/status) every
 // --sample_every. The thread figures of docs/RELIABILITY.md come from it:
 //
-//   bazel run //server:int4kv_server -- --port=127.0.0.1:50051 --threads=2 \
+//   bazel run //server:int4kv_server -- --port=127.0.0.1:50051 --threads=2
 //       --write_stall_timeout=2s &
-//   bazel run //tests/reliability:stalled_clients -- --port=50051 \
-//       --server_pid=$(pgrep -f 'int4kv_server --port') --generate_calls=70 --hold=4s \
+//   bazel run //tests/reliability:stalled_clients -- --port=50051
+//       --server_pid=$(pgrep -f 'int4kv_server --port') --generate_calls=70 --hold=4s
 //       --sample_every=100ms
+// (each command on one line)
 //
 // Exit status: 0 after the hold; 1 if the server cannot be reached or its threads cannot be
 // read, and for an unknown flag or one whose value does not parse (Abseil's parser); 2 for
