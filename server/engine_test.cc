@@ -117,14 +117,47 @@ TEST(EngineTest, StopTokenEndsTheRequest) {
   ASSERT_NE(engine, nullptr);
   const std::vector<int32_t> free_run = RunToEnd(*engine, GreedyRequest(kPrompt, 30)).tokens;
   // Stop at the 6th token's id: generation ends at its first occurrence, which is streamed.
+  // Any of the stop ids counts, not only the first listed.
   GenerateRequest request = GreedyRequest(kPrompt, 30);
-  request.stop_token_ids = {free_run[5], 511};
+  request.stop_token_ids = {511, free_run[5]};
   const size_t first = std::find(free_run.begin(), free_run.end(), free_run[5]) - free_run.begin();
-  const GenerationResult result = RunToEnd(*engine, request);
+  ASSERT_EQ(std::find(free_run.begin(), free_run.begin() + first + 1, 511),
+            free_run.begin() + first + 1);
+  GenerationResult result = RunToEnd(*engine, request);
   EXPECT_EQ(result.finish_reason, FinishReason::kStop);
   EXPECT_TRUE(result.status.ok());
   EXPECT_EQ(result.tokens, std::vector<int32_t>(free_run.begin(), free_run.begin() + first + 1));
   EXPECT_EQ(result.usage.generated_tokens, static_cast<int32_t>(first + 1));
+  // A stop token that is also the last token max_new_tokens allows ends the request as a stop.
+  request.max_new_tokens = static_cast<int32_t>(first + 1);
+  result = RunToEnd(*engine, request);
+  EXPECT_EQ(result.finish_reason, FinishReason::kStop);
+  EXPECT_EQ(result.tokens.size(), first + 1);
+}
+
+// The time to the first token is that of the first, not of a later one: over 200 tokens it is
+// a small part of the whole.
+TEST(EngineTest, TimeToFirstTokenIsTheFirstTokens) {
+  std::unique_ptr<Engine> engine = MakeEngine();
+  ASSERT_NE(engine, nullptr);
+  const GenerationResult result = RunToEnd(*engine, GreedyRequest(kPrompt, 200));
+  ASSERT_TRUE(result.status.ok());
+  ASSERT_EQ(result.tokens.size(), 200u);
+  EXPECT_LT(result.usage.time_to_first_token, result.usage.total_time / 2)
+      << result.usage.time_to_first_token << " of " << result.usage.total_time;
+}
+
+// Requests without a seed each get their own: two sampled requests alike in all else differ.
+TEST(EngineTest, UnseededRequestsSampleDifferently) {
+  std::unique_ptr<Engine> engine = MakeEngine();
+  ASSERT_NE(engine, nullptr);
+  GenerateRequest request = GreedyRequest(kPrompt, 32);
+  request.sampling.temperature = 1.0f;
+  const GenerationResult a = RunToEnd(*engine, request);
+  const GenerationResult b = RunToEnd(*engine, request);
+  ASSERT_TRUE(a.status.ok());
+  ASSERT_TRUE(b.status.ok());
+  EXPECT_NE(a.tokens, b.tokens) << "two unseeded requests drew the same 32 tokens";
 }
 
 TEST(EngineTest, EosEndsTheRequestUnlessIgnored) {
@@ -366,6 +399,8 @@ TEST(EngineTest, QueueFullIsResourceExhausted) {
   EXPECT_EQ(engine->GetInfo().queued, 2);
   // Cancelling a queued request finishes it at once and makes room.
   ASSERT_TRUE(engine->Cancel(queued1->id()).ok());
+  EXPECT_EQ(engine->Cancel(queued1->id()).code(), absl::StatusCode::kNotFound)
+      << "a cancelled queued request is still known to the engine";
   const GenerationResult cancelled = queued1->ReadAll();
   EXPECT_EQ(cancelled.finish_reason, FinishReason::kCancelled);
   EXPECT_EQ(cancelled.status.code(), absl::StatusCode::kCancelled);

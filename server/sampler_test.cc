@@ -95,6 +95,31 @@ TEST(SamplerTest, TopKKeepsOnlyTheKMostLikely) {
   }
 }
 
+// top_k applies with top_p as well: the nucleus is taken from the k most likely tokens.
+TEST(SamplerTest, TopKHoldsWithTopP) {
+  SamplingParams p;
+  p.temperature = 5.0f;
+  p.top_k = 3;
+  p.top_p = 0.99f;  // on its own, a nucleus this wide keeps all 7 tokens at this temperature
+  Sampler s(p, 10);
+  const std::vector<float> logits = {0.5f, 3, 1, 2.5f, 0, 2.9f, -1};
+  for (int i = 0; i < 500; ++i) {
+    const int32_t t = s.Sample(logits);
+    EXPECT_TRUE(t == 1 || t == 3 || t == 5) << t;
+  }
+}
+
+// Among equal logits the cut keeps the lowest ids, as ArgMax does: top_k = 1 over a three-way
+// tie at the top is id 0, every time.
+TEST(SamplerTest, TopKCutTakesLowestIdsOnTies) {
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_k = 1;
+  Sampler s(p, 11);
+  const std::vector<float> logits = {2, 2, 2, 0};
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(s.Sample(logits), 0);
+}
+
 TEST(SamplerTest, TopPKeepsTheNucleus) {
   SamplingParams p;
   p.temperature = 1.0f;

@@ -92,11 +92,14 @@ TEST(StalledReaderTest, StalledGenerateCallsGiveTheirThreadsBackAfterTheWriteSta
     readers.push_back(std::move(*reader));
   }
   int most_threads = *idle_threads;
-  EXPECT_TRUE(WaitFor([&] {
-    most_threads = std::max(most_threads, ThreadCount(pid).value_or(0));
-    return most_threads >= *idle_threads + calls;
-  })) << "stalled calls took the server from "
-      << *idle_threads << " to at most " << most_threads << " threads";
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        most_threads = std::max(most_threads, ThreadCount(pid).value_or(0));
+        return most_threads >= *idle_threads + calls;
+      },
+      absl::Seconds(30)))
+      << "stalled calls took the server from " << *idle_threads << " to at most " << most_threads
+      << " threads";
 
   for (StalledReader& reader : readers) {
     const absl::StatusOr<StalledReader::Reset> reset = reader.WaitForReset(absl::Seconds(30));
@@ -106,11 +109,13 @@ TEST(StalledReaderTest, StalledGenerateCallsGiveTheirThreadsBackAfterTheWriteSta
   // max_pollers) where the idle server ran one, and may keep another thread of its own.
   constexpr int kThreadsGrpcMayKeep = 2;
   int threads = 0;
-  EXPECT_TRUE(WaitFor([&] {
-    threads = ThreadCount(pid).value_or(-1);
-    return threads <= *idle_threads + kThreadsGrpcMayKeep;
-  })) << "the server kept "
-      << threads << " threads (" << *idle_threads << " idle) after every "
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        threads = ThreadCount(pid).value_or(-1);
+        return threads <= *idle_threads + kThreadsGrpcMayKeep;
+      },
+      absl::Seconds(30)))
+      << "the server kept " << threads << " threads (" << *idle_threads << " idle) after every "
       << "stalled call was reset, with the connections still open";
   EXPECT_EQ(WaitUntilIdle(*server.stub), server.idle);
 }
