@@ -345,9 +345,8 @@ bool FitsPoolLimit(const KvCacheConfig& config) {
 CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, QuantMode mode,
                        const std::string& page_table, int repeats, std::mt19937& rng) {
   const int batch = static_cast<int>(lengths.size());
-  const int64_t tokens = std::accumulate(lengths.begin(), lengths.end(), int64_t{0});
   KvCacheConfig config = CaseConfig(lengths, group_size, mode);
-  const int shape_max_len = config.max_seq_len;
+  const int64_t tokens = config.capacity_slots;  // a slot each
   const double layer_bytes =
       static_cast<double>(config.capacity_slots + 1) *
       (config.DataBytesPerTokenPerLayer() + config.ParamBytesPerTokenPerLayer());
@@ -391,7 +390,7 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, QuantMod
   }
   CheckOk(cache->requests().SyncToDevice(nullptr));
 
-  AttentionShape shape{kQHeads, kKvHeads, kHeadDim, batch, shape_max_len, 0};
+  AttentionShape shape{kQHeads, kKvHeads, kHeadDim, batch, config.max_seq_len, 0};
   BackendOptions options;
   options.io_dtype = DType::kFloat16;
   options.batch_invariant_splits = absl::GetFlag(FLAGS_batch_invariant_splits);
@@ -535,16 +534,23 @@ int RunGpu() {
       std::exit(2);
     }
   }
-  // Each case the table will hold (within --max_pool_gib) must fit the backend and the cache,
-  // checked before any device work: one that does not would end the run partway through.
   for (const int batch : batches) {
     if (batch > kMaxBatch) {
       std::fprintf(stderr, "--batches: %d is invalid: must be <= %d (AttentionShape.max_batch)\n",
                    batch, kMaxBatch);
       std::exit(2);
     }
-    for (const int context : contexts) {
-      for (const int group_size : group_sizes) {
+  }
+  // The cases the table holds, in its order (those past --max_pool_gib left out), each checked
+  // against the cache's limits before any device work: one past them would end the run
+  // partway through.
+  struct Case {
+    int group_size, batch, context;
+  };
+  std::vector<Case> cases;
+  for (const int group_size : group_sizes) {
+    for (const int batch : batches) {
+      for (const int context : contexts) {
         const KvCacheConfig config = CaseConfig(CaseLengths(batch, context), group_size, *mode);
         if (!FitsPoolLimit(config)) continue;
         if (const absl::Status status = config.Validate(); !status.ok()) {
@@ -552,6 +558,7 @@ int RunGpu() {
                        context, std::string(status.message()).c_str());
           std::exit(2);
         }
+        cases.push_back({group_size, batch, context});
       }
     }
   }
@@ -597,40 +604,34 @@ int RunGpu() {
   std::printf("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   int failed_checks = 0;
   std::mt19937 rng(7);
-  for (int group_size : group_sizes) {
-    for (int batch : batches) {
-      for (int context : contexts) {
-        for (const std::string& kind : page_tables) {
-          const int other = absl::GetFlag(FLAGS_other_rows_context);
-          const std::vector<int> lengths = CaseLengths(batch, context);
-          if (!FitsPoolLimit(CaseConfig(lengths, group_size, *mode))) continue;
-          const CaseResult r =
-              RunCudaCase(lengths, group_size, *mode, kind, absl::GetFlag(FLAGS_repeats), rng);
-          const double gbps = r.bytes / r.seconds / 1e9;
-          const std::string context_text =
-              other > 0 && batch > 1 ? absl::StrCat(context, " + ", batch - 1, " x ", other)
-                                     : absl::StrCat(context);
-          const std::string copy_text = r.copy_seconds > 0
-                                            ? absl::StrFormat("%.1f | %.1f", r.copy_seconds * 1e6,
-                                                              100.0 * r.copy_seconds / r.seconds)
-                                            : std::string("- | -");
-          const bool check_failed =
-              r.check_error != -1 && !(r.check_error <= kCheckTolerance);  // NaN fails
-          failed_checks += check_failed ? 1 : 0;
-          const std::string check_text =
-              r.check_error == -1 ? std::string("-")
-              : std::isnan(r.check_error)
-                  ? std::string("FAILED: an output unwritten or not finite")
-                  : absl::StrFormat("%.1e%s", r.check_error, check_failed ? " FAILED" : "");
-          std::printf(
-              "| %d | %d | %s | %s | %.1f | %.0f | %.1f | %s | %.1f | %.1f | %.1f | %.1f | %s |\n",
-              group_size, batch, context_text.c_str(), kind.c_str(), r.seconds * 1e6, gbps,
-              100.0 * gbps / ceiling, copy_text.c_str(), r.read_seconds * 1e6,
-              100.0 * r.read_seconds / r.seconds, r.gather_seconds * 1e6,
-              100.0 * r.gather_seconds / r.seconds, check_text.c_str());
-          std::fflush(stdout);
-        }
-      }
+  const int other = absl::GetFlag(FLAGS_other_rows_context);
+  for (const Case& c : cases) {
+    for (const std::string& kind : page_tables) {
+      const CaseResult r = RunCudaCase(CaseLengths(c.batch, c.context), c.group_size, *mode, kind,
+                                       absl::GetFlag(FLAGS_repeats), rng);
+      const double gbps = r.bytes / r.seconds / 1e9;
+      const std::string context_text =
+          other > 0 && c.batch > 1 ? absl::StrCat(c.context, " + ", c.batch - 1, " x ", other)
+                                   : absl::StrCat(c.context);
+      const std::string copy_text = r.copy_seconds > 0
+                                        ? absl::StrFormat("%.1f | %.1f", r.copy_seconds * 1e6,
+                                                          100.0 * r.copy_seconds / r.seconds)
+                                        : std::string("- | -");
+      const bool check_failed =
+          r.check_error != -1 && !(r.check_error <= kCheckTolerance);  // NaN fails
+      failed_checks += check_failed ? 1 : 0;
+      const std::string check_text =
+          r.check_error == -1 ? std::string("-")
+          : std::isnan(r.check_error)
+              ? std::string("FAILED: an output unwritten or not finite")
+              : absl::StrFormat("%.1e%s", r.check_error, check_failed ? " FAILED" : "");
+      std::printf(
+          "| %d | %d | %s | %s | %.1f | %.0f | %.1f | %s | %.1f | %.1f | %.1f | %.1f | %s |\n",
+          c.group_size, c.batch, context_text.c_str(), kind.c_str(), r.seconds * 1e6, gbps,
+          100.0 * gbps / ceiling, copy_text.c_str(), r.read_seconds * 1e6,
+          100.0 * r.read_seconds / r.seconds, r.gather_seconds * 1e6,
+          100.0 * r.gather_seconds / r.seconds, check_text.c_str());
+      std::fflush(stdout);
     }
   }
   if (failed_checks > 0) {

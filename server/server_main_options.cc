@@ -38,6 +38,12 @@ std::string JoinPath(absl::string_view dir, absl::string_view path) {
   return absl::StrCat(absl::StripSuffix(dir, "/"), "/", path);
 }
 
+// The directory `bazel run` was started from ($BUILD_WORKING_DIRECTORY), or empty.
+std::string UserDirectory() {
+  const char* dir = std::getenv("BUILD_WORKING_DIRECTORY");
+  return dir != nullptr ? std::string(dir) : std::string();
+}
+
 std::string SelfExecutable() {
   char buffer[4096];
   const ssize_t n = readlink("/proc/self/exe", buffer, sizeof(buffer) - 1);
@@ -169,40 +175,36 @@ absl::StatusOr<std::string> FindInputFile(absl::string_view path, absl::string_v
     }
     return absl::NotFoundError(absl::StrCat("no readable file at ", path));
   }
+  // Each place once: the runfiles found from argv0 and from this executable are often the same.
   std::vector<std::string> candidates;
-  const char* user_dir = std::getenv("BUILD_WORKING_DIRECTORY");
-  if (user_dir != nullptr && user_dir[0] != '\0') candidates.push_back(JoinPath(user_dir, path));
-  candidates.push_back(std::string(path));
+  auto add = [&candidates](std::string candidate) {
+    if (std::find(candidates.begin(), candidates.end(), candidate) == candidates.end()) {
+      candidates.push_back(std::move(candidate));
+    }
+  };
+  if (const std::string user_dir = UserDirectory(); !user_dir.empty()) {
+    add(JoinPath(user_dir, path));
+  }
+  add(std::string(path));
   if (search_runfiles) {
     const char* runfiles = std::getenv("RUNFILES_DIR");
     if (runfiles != nullptr && runfiles[0] != '\0') {
-      candidates.push_back(JoinPath(JoinPath(runfiles, kWorkspaceName), path));
+      add(JoinPath(JoinPath(runfiles, kWorkspaceName), path));
     }
-    if (!argv0.empty()) {
-      candidates.push_back(JoinPath(absl::StrCat(argv0, ".runfiles/", kWorkspaceName), path));
-    }
+    if (!argv0.empty()) add(JoinPath(absl::StrCat(argv0, ".runfiles/", kWorkspaceName), path));
     const std::string self = SelfExecutable();
-    if (!self.empty()) {
-      candidates.push_back(JoinPath(absl::StrCat(self, ".runfiles/", kWorkspaceName), path));
-    }
+    if (!self.empty()) add(JoinPath(absl::StrCat(self, ".runfiles/", kWorkspaceName), path));
   }
   for (const std::string& candidate : candidates) {
     if (IsFile(candidate)) return candidate;
   }
-  // The runfiles found from argv0 and from this executable are often the same place.
-  std::vector<std::string> tried;
-  for (const std::string& candidate : candidates) {
-    if (std::find(tried.begin(), tried.end(), candidate) == tried.end()) tried.push_back(candidate);
-  }
   return absl::NotFoundError(
-      absl::StrCat("no readable file ", path, "; tried ", absl::StrJoin(tried, ", ")));
+      absl::StrCat("no readable file ", path, "; tried ", absl::StrJoin(candidates, ", ")));
 }
 
 std::string ResolveOutputPath(const std::string& path) {
-  const char* user_dir = std::getenv("BUILD_WORKING_DIRECTORY");
-  if (path.empty() || absl::StartsWith(path, "/") || user_dir == nullptr || user_dir[0] == '\0') {
-    return path;
-  }
+  const std::string user_dir = UserDirectory();
+  if (path.empty() || absl::StartsWith(path, "/") || user_dir.empty()) return path;
   return JoinPath(user_dir, path);
 }
 
