@@ -381,6 +381,34 @@ TEST(EngineTest, StepsCountForwardPassesOnly) {
   EXPECT_EQ(engine->GetInfo().steps, static_cast<int64_t>(result.tokens.size()));
 }
 
+// A step boundary admits every queued request that fits, not one a step: requests that queue
+// while a step runs all join the next step.
+TEST(EngineTest, AStepBoundaryAdmitsEveryQueuedRequestThatFits) {
+  StepGate gate;
+  std::unique_ptr<Engine> engine = MakeEngine(SmallConfig(), gate.AttentionFactory());
+  ASSERT_NE(engine, nullptr);
+  // Held in the last attention call of the first request's 2nd step (5 calls a step).
+  const StepGate::Hold hold = gate.HoldAfter(5 * 2);
+  std::shared_ptr<RequestStream> first = *engine->Submit(GreedyRequest(kPrompt, 400));
+  ASSERT_TRUE(gate.WaitUntilHeld(absl::Seconds(30)));
+  std::vector<std::shared_ptr<RequestStream>> queued;
+  for (int i = 0; i < 3; ++i) queued.push_back(*engine->Submit(GreedyRequest(kPrompt, 100)));
+  EXPECT_EQ(engine->GetInfo().queued, 3);
+  EXPECT_EQ(engine->GetInfo().running, 1);
+  // Held again in the next step's first call: the boundary before it has admitted all three.
+  const StepGate::Hold next_step = gate.HoldAfter(1);
+  ASSERT_TRUE(gate.WaitUntilHeld(absl::Seconds(30)));
+  const EngineInfo info = engine->GetInfo();
+  EXPECT_EQ(info.running, 4);
+  EXPECT_EQ(info.queued, 0);
+  gate.Release();
+  for (const std::shared_ptr<RequestStream>& stream : queued) {
+    EXPECT_EQ(stream->ReadAll().finish_reason, FinishReason::kLength);
+  }
+  ASSERT_TRUE(engine->Cancel(first->id()).ok());
+  EXPECT_EQ(first->ReadAll().finish_reason, FinishReason::kCancelled);
+}
+
 TEST(EngineTest, QueueFullIsResourceExhausted) {
   EngineConfig config = SmallConfig();
   config.max_batch = 1;

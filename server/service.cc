@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/monotonic_time.h"
 #include "server/grpc_status.h"
+#include "server/ready_tokens.h"
 #include "spdlog/spdlog.h"
 
 namespace int4kv {
@@ -107,19 +108,7 @@ grpc::Status TokenGenerationService::Generate(grpc::ServerContext* context,
     // Tokens already produced go out together, then the finish if it is there.
     response.Clear();
     response.set_request_id(request->request_id());
-    bool finished = false;
-    while (true) {
-      if (event.type == StreamEvent::Type::kFinish) {
-        finished = true;
-        break;
-      }
-      response.add_token_ids(event.token);
-      if (response.token_ids_size() >= options_.max_tokens_per_response ||
-          !stream.NextFor(&event, absl::ZeroDuration())) {
-        break;
-      }
-    }
-    if (!finished) {
+    if (!AppendReadyTokens(stream, options_.max_tokens_per_response, event, &response)) {
       if (!write(response)) return abandon("abandoned: the client stopped reading");
       continue;
     }

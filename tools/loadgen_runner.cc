@@ -17,6 +17,7 @@
 #include "common/monotonic_time.h"
 #include "proto/generation.grpc.pb.h"
 #include "tools/load_stats.h"
+#include "tools/parked_streams.h"
 #include "tools/request_mix.h"
 #include "tools/stream_call.h"
 
@@ -77,7 +78,8 @@ class Driver {
         progress_(progress),
         mix_(config, info.model()),
         stubs_(OpenStubs(config)),
-        arrival_rng_(config.seed ^ 0x5deece66dull) {
+        arrival_rng_(config.seed ^ 0x5deece66dull),
+        parked_(kParkedRetry) {
     call_options_.deadline = config.deadline;
     call_options_.auth_token = config.auth_token;
     call_options_.vocab_size = info.model().vocab_size();
@@ -98,15 +100,8 @@ class Driver {
       const bool may_send = !CountBoundReached() && !stopped_sending_;
       const bool sending = may_send && now < send_end;
       if (sending && !config_.open_loop()) {
-        // Parked streams send again once a request has finished, or after kParkedRetry with
-        // none in flight to finish.
-        if (in_flight_ == 0) {
-          while (!parked_since_.empty() && now - parked_since_.front() >= kParkedRetry) {
-            parked_since_.pop_front();
-          }
-        }
-        while (in_flight_ + static_cast<int32_t>(parked_since_.size()) < config_.concurrency &&
-               !CountBoundReached()) {
+        parked_.ReleaseExpired(now, in_flight_);
+        while (in_flight_ + parked_.size() < config_.concurrency && !CountBoundReached()) {
           Send(now);
         }
       } else if (may_send && config_.open_loop()) {
@@ -127,9 +122,7 @@ class Driver {
 
       absl::Time wake = next_progress;
       if (sending) wake = std::min(wake, send_end);
-      if (sending && in_flight_ == 0 && !parked_since_.empty()) {
-        wake = std::min(wake, parked_since_.front() + kParkedRetry);
-      }
+      if (sending && in_flight_ == 0) wake = std::min(wake, parked_.NextRetry());
       if (sending && config_.open_loop()) wake = std::min(wake, next_arrival);
       for (const std::unique_ptr<StreamCall>& call : finished_.TakeAll(wake)) {
         --in_flight_;
@@ -138,9 +131,9 @@ class Driver {
             call->outcome().code == grpc::StatusCode::UNAVAILABLE ? unavailable_in_a_row_ + 1 : 0;
         if (!config_.open_loop()) {
           if (call->outcome().code == grpc::StatusCode::RESOURCE_EXHAUSTED) {
-            parked_since_.push_back(MonotonicNow());  // its stream waits for room
-          } else if (!parked_since_.empty()) {
-            parked_since_.pop_front();  // this request's room goes to the longest parked
+            parked_.Park(MonotonicNow());
+          } else {
+            parked_.RequestFinished();
           }
         }
         if (unavailable_in_a_row_ >= kServerLostAfterUnavailable) stopped_sending_ = true;
@@ -230,11 +223,7 @@ class Driver {
   int32_t in_flight_ = 0;
   int32_t peak_in_flight_ = 0;
   int32_t unavailable_in_a_row_ = 0;  // requests ending UNAVAILABLE since the last other end
-  // Closed loop: streams whose last request the server refused for want of room
-  // (RESOURCE_EXHAUSTED), oldest first, by when it was refused. Each finished request that
-  // was not refused lets the oldest send again; without that, a refused stream would resend
-  // at once and flood the server with requests it cannot take.
-  std::deque<absl::Time> parked_since_;
+  ParkedStreams parked_;              // closed loop: the streams waiting for room after a refusal
   absl::Duration max_send_lag_;       // open loop: the latest an arrival was sent
   bool stopped_sending_ = false;      // kServerLostAfterUnavailable of them: stop sending
 };

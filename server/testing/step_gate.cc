@@ -7,6 +7,8 @@ namespace int4kv {
 StepGate::Hold StepGate::HoldAfter(int64_t calls) {
   std::lock_guard<std::mutex> lock(mutex_);
   hold_from_ = calls_ + calls;
+  held_ = false;  // a call waiting now is let go (calls_ < hold_from_) and is held no more
+  changed_.notify_all();
   return Hold(this);
 }
 

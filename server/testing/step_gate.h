@@ -34,7 +34,9 @@ class StepGate {
   };
 
   // The attention call `calls` after the ones made so far, and every later one, waits until
-  // Release or the end of the returned Hold (HoldAfter(1): the next call).
+  // Release or the end of the returned Hold (HoldAfter(1): the next call). Called while a
+  // call waits at the gate, it lets that call go on, and WaitUntilHeld then waits for the
+  // newly held one.
   Hold HoldAfter(int64_t calls);
   void Release();
   // Until a call waits at the gate; false if none does within `timeout`.
