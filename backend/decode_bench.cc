@@ -698,7 +698,11 @@ int RunCpu() {
 }  // namespace int4kv
 
 int main(int argc, char** argv) {
-  int4kv::ParseFlagsOnly(argc, argv);
+  int4kv::ParseFlagsOnly(
+      argc, argv,
+      "Decode-attention time per layer-run against the copy ceiling measured in the same "
+      "run (CUDA; --cpu for the CPU backend). Example: decode_bench --batches=1,16 "
+      "--contexts=4096,65536");
   const int repeats = absl::GetFlag(FLAGS_repeats);
   const int runs_per_graph = absl::GetFlag(FLAGS_runs_per_graph);
   if (absl::GetFlag(FLAGS_separate_runs) && absl::GetFlag(FLAGS_store_before_runs)) {

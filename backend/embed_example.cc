@@ -186,7 +186,10 @@ absl::Status Run(bool cuda) {
 }  // namespace int4kv
 
 int main(int argc, char** argv) {
-  int4kv::ParseFlagsOnly(argc, argv);
+  int4kv::ParseFlagsOnly(
+      argc, argv,
+      "Embeds the INT4 KV cache and a decode-attention backend without the server: stores "
+      "K/V, runs one step, checks it against float64. Example: embed_example --backend=cuda");
   const std::string backend = absl::GetFlag(FLAGS_backend);
   if (backend != "cpu" && backend != "cuda") {
     std::fprintf(stderr, "--backend must be cpu or cuda, got '%s'\n", backend.c_str());

@@ -6,10 +6,12 @@
 #include <vector>
 
 #include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
 
 namespace int4kv {
 
-void ParseFlagsOnly(int argc, char** argv) {
+void ParseFlagsOnly(int argc, char** argv, const char* usage) {
+  absl::SetProgramUsageMessage(usage);
   const std::vector<char*> words = absl::ParseCommandLine(argc, argv);
   if (words.size() <= 1) return;  // words[0] is the program
   const std::string program = words[0];

@@ -170,6 +170,9 @@ int Run() {
 }  // namespace int4kv
 
 int main(int argc, char** argv) {
-  int4kv::ParseFlagsOnly(argc, argv);
+  int4kv::ParseFlagsOnly(
+      argc, argv,
+      "How much INT4 quantization of the KV cache moves attention outputs, by data set, "
+      "group size and scheme. Example: quant_error --seq_len=1024 --trials=8");
   return int4kv::Run();
 }

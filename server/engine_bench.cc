@@ -322,7 +322,10 @@ absl::Status Main() {
 }  // namespace int4kv
 
 int main(int argc, char** argv) {
-  int4kv::ParseFlagsOnly(argc, argv);
+  int4kv::ParseFlagsOnly(
+      argc, argv,
+      "Decode throughput of the CUDA engine's step per batch size, on a GPU machine. "
+      "Example: engine_bench --model=llama8b:4 --batches=1,8,64 --context=2048");
   const absl::Status status = int4kv::Main();
   if (!status.ok()) {
     std::fprintf(stderr, "engine_bench: %s\n", status.ToString().c_str());

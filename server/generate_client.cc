@@ -17,7 +17,6 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/usage.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -30,6 +29,7 @@
 #include "common/parse_flags.h"
 #include "proto/generation.grpc.pb.h"
 #include "proto/health.grpc.pb.h"
+#include "server/grpc_convert.h"
 #include "server/server_main_options.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "HOST:PORT of the server");
@@ -149,7 +149,13 @@ absl::StatusOr<v1::GenerateRequest> BuildRequest() {
   if (!stop.ok()) return stop.status();
   for (int32_t id : *prompt) request.add_prompt(id);
   request.set_max_new_tokens(absl::GetFlag(FLAGS_max_new_tokens));
-  request.set_request_id(absl::GetFlag(FLAGS_request_id));
+  // Checked here as the server would, so that an id it refuses is named as the flag (one that
+  // is not UTF-8 would not even reach the service: protobuf refuses it first, with no message).
+  const std::string request_id = absl::GetFlag(FLAGS_request_id);
+  if (absl::Status id = ValidateRequestId(request_id); !id.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--", id.message()));
+  }
+  request.set_request_id(request_id);
   v1::SamplingParams* sampling = request.mutable_sampling();
   sampling->set_temperature(absl::GetFlag(FLAGS_temperature));
   sampling->set_top_k(absl::GetFlag(FLAGS_top_k));
@@ -253,10 +259,9 @@ int Run(const char* argv0) {
 }  // namespace int4kv
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "Streams one generation from an int4kv server. Example: int4kv_generate "
-      "--server=127.0.0.1:50051 --prompt_ids=1,2,3 --max_new_tokens=16");
   int4kv::HelpListsFlagsOf(__FILE__);
-  int4kv::ParseFlagsOnly(argc, argv);
+  int4kv::ParseFlagsOnly(argc, argv,
+                         "Streams one generation from an int4kv server. Example: int4kv_generate "
+                         "--server=127.0.0.1:50051 --prompt_ids=1,2,3 --max_new_tokens=16");
   return int4kv::Run(argv[0]);
 }

@@ -36,7 +36,6 @@
 #include <utility>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/usage.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -459,11 +458,11 @@ int Run(const char* argv0) {
 }  // namespace int4kv
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  int4kv::HelpListsFlagsOf(__FILE__);
+  int4kv::ParseFlagsOnly(
+      argc, argv,
       "int4kv gRPC token-generation server. Example: int4kv_server --port=127.0.0.1:50051 "
       "--model=testdata/models/stories260K.bin --backend=cpu");
-  int4kv::HelpListsFlagsOf(__FILE__);
-  int4kv::ParseFlagsOnly(argc, argv);
   const std::string level_name = absl::GetFlag(FLAGS_log_level);
   const spdlog::level::level_enum level = spdlog::level::from_str(level_name);
   if (level == spdlog::level::off && level_name != "off") {

@@ -29,7 +29,6 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/flags/flag.h"
-#include "absl/flags/usage.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -229,11 +228,11 @@ int Run() {
 }  // namespace int4kv
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  int4kv::HelpListsFlagsOf(__FILE__);
+  int4kv::ParseFlagsOnly(
+      argc, argv,
       "Load generator for the int4kv server (loopback only). Example: int4kv_loadgen "
       "--server=127.0.0.1:50051 --concurrency=64 --num_requests=2000 --duration=0 "
       "--output_len=64");
-  int4kv::HelpListsFlagsOf(__FILE__);
-  int4kv::ParseFlagsOnly(argc, argv);
   return int4kv::Run();
 }

@@ -149,6 +149,9 @@ int Run() {
 
 int main(int argc, char** argv) {
   int4kv::HelpListsFlagsOf(__FILE__);
-  int4kv::ParseFlagsOnly(argc, argv);
+  int4kv::ParseFlagsOnly(
+      argc, argv,
+      "Opens calls that never read against a running int4kv_server and prints its thread "
+      "count. Example: stalled_clients --port=50051 --server_pid=PID --generate_calls=70");
   return int4kv::Run();
 }
