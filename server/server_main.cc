@@ -317,6 +317,10 @@ void LogSummary(const EngineInfo& info, const ServerDetails& details, const Opti
       "{}",
       info.max_batch, info.max_queue, info.max_seq_len, info.max_new_tokens_limit,
       info.max_step_tokens);
+  for (const std::string& warning : LoweredLimitWarnings(
+           options.engine, {info.max_seq_len, info.max_new_tokens_limit, info.slots_total})) {
+    spdlog::warn("{}", warning);
+  }
   spdlog::info("calls: write stall timeout {}, max_rpc_threads {}",
                absl::FormatDuration(service.write_stall_limit),
                options.server.max_threads == 0 ? std::string("no limit")

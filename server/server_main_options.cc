@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "common/status_macros.h"
+#include "kv_cache/kv_cache_config.h"
 
 namespace int4kv {
 namespace {
@@ -372,6 +373,29 @@ absl::StatusOr<std::string> ResolveAuthToken(absl::string_view token_flag,
     }
   }
   return token;
+}
+
+std::vector<std::string> LoweredLimitWarnings(const EngineConfig& engine,
+                                              const ServedLimits& served) {
+  std::vector<std::string> warnings;
+  const std::string cache = absl::StrCat("the KV cache holds ", served.slots_total,
+                                         " token slots, and a request takes one for each prompt "
+                                         "and new token");
+  if (engine.max_seq_len > served.max_seq_len) {
+    warnings.push_back(absl::StrCat("--max_seq_len = ", engine.max_seq_len, " is lowered to ",
+                                    served.max_seq_len, ": ", cache));
+  }
+  if (engine.max_new_tokens_limit > served.max_new_tokens) {
+    warnings.push_back(absl::StrCat("--max_new_tokens = ", engine.max_new_tokens_limit,
+                                    " is lowered to ", served.max_new_tokens, ": ", cache));
+  }
+  if (served.slots_total >= kMaxCapacitySlots) {
+    warnings.push_back(absl::StrCat("--kv_cache_size: the KV cache holds at most ",
+                                    kMaxCapacitySlots,
+                                    " token slots (slot numbers are 32-bit); a larger size adds "
+                                    "nothing"));
+  }
+  return warnings;
 }
 
 }  // namespace int4kv

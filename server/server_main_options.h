@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -79,6 +80,19 @@ absl::Status CheckEngineFlags(const EngineConfig& engine);
 // --max_new_tokens below the sequence length, --kv_group_size dividing the model's head_dim,
 // and a --kv_cache_size byte count that holds at least one token slot.
 absl::Status CheckEngineFlagsForModel(const EngineConfig& engine, const ModelConfig& model);
+
+// What the engine serves, once created, where it is less than the flags asked for.
+struct ServedLimits {
+  int32_t max_seq_len = 0;     // EngineInfo::max_seq_len
+  int32_t max_new_tokens = 0;  // EngineInfo::max_new_tokens_limit
+  int64_t slots_total = 0;     // EngineInfo::slots_total
+};
+// One warning for each flag whose value the KV cache lowered: --max_seq_len and
+// --max_new_tokens set above what a cache of `served.slots_total` slots lets a request reach
+// (its prompt and new tokens take a slot each), and a --kv_cache_size past the largest cache
+// (kMaxCapacitySlots slots), which adds nothing.
+std::vector<std::string> LoweredLimitWarnings(const EngineConfig& engine,
+                                              const ServedLimits& served);
 
 // The whole file; NotFound / Internal naming `what` and the path, InvalidArgument for a
 // directory.

@@ -267,6 +267,29 @@ TEST(CheckEngineFlagsTest, AgainstTheModelNamesTheFlag) {
   EXPECT_TRUE(CheckEngineFlagsForModel(fits, model).ok());
 }
 
+TEST(LoweredLimitWarningsTest, NamesEachFlagTheCacheLowered) {
+  EngineConfig asked;
+  asked.max_seq_len = 400;
+  asked.max_new_tokens_limit = 300;
+  // A cache of 99 slots: requests reach 99 tokens, 98 of them new.
+  const std::vector<std::string> warnings = LoweredLimitWarnings(asked, {99, 98, 99});
+  ASSERT_EQ(warnings.size(), 2u);
+  EXPECT_THAT(warnings[0], HasSubstr("--max_seq_len = 400 is lowered to 99: the KV cache holds "
+                                     "99 token slots"));
+  EXPECT_THAT(warnings[1], HasSubstr("--max_new_tokens = 300 is lowered to 98"));
+  // Flags left at 0 (the model's) are not the operator's to be told about; values that fit
+  // are served as asked.
+  EXPECT_TRUE(LoweredLimitWarnings(EngineConfig(), {99, 98, 99}).empty());
+  asked.max_seq_len = 99;
+  asked.max_new_tokens_limit = 98;
+  EXPECT_TRUE(LoweredLimitWarnings(asked, {99, 98, 99}).empty());
+  // A cache at its largest: a larger --kv_cache_size was cut down to it.
+  const std::vector<std::string> largest =
+      LoweredLimitWarnings(EngineConfig(), {512, 511, kMaxCapacitySlots});
+  ASSERT_EQ(largest.size(), 1u);
+  EXPECT_THAT(largest[0], HasSubstr("--kv_cache_size: the KV cache holds at most 2147483646"));
+}
+
 TEST(ReadInputFileTest, ReadsWholeFileOrNamesWhat) {
   const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/cert.pem";
   std::ofstream(path) << "line1\nline2\n";

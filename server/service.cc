@@ -93,9 +93,11 @@ grpc::Status TokenGenerationService::Generate(grpc::ServerContext* context,
   // which cancels the engine request (the stream then finishes and wakes this thread) and the
   // call (a no-op for a call already cancelled; a blocked Write then returns false).
   std::atomic<bool> client_gone{false};
+  std::atomic<bool> stalled_out{false};  // the watcher ended the call for a stalled Write
   const uint64_t watch = cancel_watcher_.Watch(
       [context, &write_stalled] { return context->IsCancelled() || write_stalled(); },
-      [context, &engine, &client_gone, id = stream.id()] {
+      [context, &engine, &client_gone, &stalled_out, &write_stalled, id = stream.id()] {
+        stalled_out = !context->IsCancelled() && write_stalled();
         client_gone = true;
         engine.Cancel(id).IgnoreError();  // NotFound: it finished meanwhile
         context->TryCancel();
@@ -109,7 +111,12 @@ grpc::Status TokenGenerationService::Generate(grpc::ServerContext* context,
     response.Clear();
     response.set_request_id(request->request_id());
     if (!AppendReadyTokens(stream, options_.max_tokens_per_response, event, &response)) {
-      if (!write(response)) return abandon("abandoned: the client stopped reading");
+      // A Write fails once the call is cancelled: by the watcher for a stalled Write, or by
+      // the client or its deadline (which may come before the watcher's sweep sees it).
+      if (!write(response)) {
+        return abandon(stalled_out ? "abandoned: the client stopped reading"
+                                   : "cancelled by the client or its deadline");
+      }
       continue;
     }
     const v1::FinishReason reason = FinishReasonToProto(event.finish_reason);

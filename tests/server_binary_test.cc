@@ -529,6 +529,23 @@ TEST(ServerBinaryTest, KvCacheSizeInBytesAndTheEnginesDeviceAreReportedAndLogged
   }
 }
 
+// Limits set above what a small KV cache lets a request reach are served lowered, and the
+// start-up log says so, naming each flag.
+TEST(ServerBinaryTest, LimitsTheKvCacheLowersAreLoggedNamingTheFlags) {
+  std::unique_ptr<ServerProcess> server = StartServing(
+      {"--backend=cpu", "--kv_cache_size=24000", "--max_seq_len=400", "--max_new_tokens=300"});
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::TokenGeneration::NewStub(server->Channel());
+  const v1::ServerInfo info = GetInfo(*stub);
+  EXPECT_EQ(info.capacity().slots_total(), 24000 / 240 - 1);
+  EXPECT_EQ(info.capacity().max_seq_len(), 99);
+  EXPECT_EQ(info.capacity().max_new_tokens(), 98);
+  EXPECT_TRUE(WaitFor([&] {
+    return absl::StrContains(server->Log(), "--max_new_tokens = 300 is lowered to 98");
+  })) << server->Log();
+  EXPECT_THAT(server->Log(), HasSubstr("--max_seq_len = 400 is lowered to 99"));
+}
+
 // Device 0's compute capability major version; 0 if it cannot be read.
 int CudaComputeCapabilityMajor() {
   int major = 0;

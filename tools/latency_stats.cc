@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 
 namespace int4kv {
 
@@ -13,17 +12,31 @@ double NearestRankPercentile(const std::vector<double>& sorted, double p) {
   return sorted[std::min(index, sorted.size() - 1)];
 }
 
+void LatencySamples::Add(double ms) {
+  max_ms_ = count_ == 0 ? ms : std::max(max_ms_, ms);
+  sum_ms_ += ms;
+  ++count_;
+  if (static_cast<int64_t>(samples_.size()) < capacity_) {
+    samples_.push_back(ms);
+    return;
+  }
+  // The count_-th sample replaces a kept one with probability capacity_ / count_, so that every
+  // sample so far is kept with the same probability.
+  const int64_t slot = std::uniform_int_distribution<int64_t>(0, count_ - 1)(rng_);
+  if (slot < capacity_) samples_[static_cast<size_t>(slot)] = ms;
+}
+
 LatencySummary LatencySamples::Summarize() {
   LatencySummary summary;
-  summary.count = count();
-  if (samples_.empty()) return summary;
+  summary.count = count_;
+  if (count_ == 0) return summary;
   std::sort(samples_.begin(), samples_.end());
-  const std::vector<double>& sorted = samples_;
-  summary.mean_ms = std::accumulate(sorted.begin(), sorted.end(), 0.0) / sorted.size();
-  summary.p50_ms = NearestRankPercentile(sorted, 50);
-  summary.p90_ms = NearestRankPercentile(sorted, 90);
-  summary.p99_ms = NearestRankPercentile(sorted, 99);
-  summary.max_ms = sorted.back();
+  summary.mean_ms = sum_ms_ / static_cast<double>(count_);
+  summary.p50_ms = NearestRankPercentile(samples_, 50);
+  summary.p90_ms = NearestRankPercentile(samples_, 90);
+  summary.p99_ms = NearestRankPercentile(samples_, 99);
+  summary.max_ms = max_ms_;
+  summary.percentile_samples = static_cast<int64_t>(samples_.size());
   return summary;
 }
 

@@ -1,5 +1,6 @@
 #include "tools/latency_stats.h"
 
+#include <algorithm>
 #include <random>
 #include <vector>
 
@@ -29,6 +30,7 @@ TEST(LatencyStatsTest, NearestRankOnOneToHundred) {
   EXPECT_DOUBLE_EQ(s.p90_ms, 90);
   EXPECT_DOUBLE_EQ(s.p99_ms, 99);
   EXPECT_DOUBLE_EQ(s.max_ms, 100);
+  EXPECT_EQ(s.percentile_samples, 100);  // under the capacity: every sample, exact
 }
 
 TEST(LatencyStatsTest, NearestRankOnFewSamples) {
@@ -38,6 +40,36 @@ TEST(LatencyStatsTest, NearestRankOnFewSamples) {
   EXPECT_DOUBLE_EQ(NearestRankPercentile(sorted, 1), 1);   // ceil(0.03) = 1st
   EXPECT_DOUBLE_EQ(NearestRankPercentile({7}, 99), 7);
   EXPECT_DOUBLE_EQ(NearestRankPercentile({}, 50), 0);
+}
+
+// Past its capacity the reservoir keeps a uniform sample: its percentiles land near the
+// exact ones, while count, mean and max stay exact and memory stays at the capacity.
+TEST(LatencyStatsTest, PastTheCapacityPercentilesComeFromAUniformSample) {
+  constexpr int kCount = 100000;
+  std::vector<double> values;
+  for (int i = 1; i <= kCount; ++i) values.push_back(i);
+  std::shuffle(values.begin(), values.end(), std::mt19937(5));
+  LatencySamples samples(/*capacity=*/4000);
+  for (double v : values) samples.Add(v);
+  const LatencySummary s = samples.Summarize();
+  EXPECT_EQ(s.count, kCount);
+  EXPECT_EQ(s.percentile_samples, 4000);
+  EXPECT_DOUBLE_EQ(s.mean_ms, (kCount + 1) / 2.0);
+  EXPECT_DOUBLE_EQ(s.max_ms, kCount);
+  // A uniform sample of 4000: each quantile within about 3 standard errors (p50: 0.8%).
+  EXPECT_NEAR(s.p50_ms, 0.50 * kCount, 0.025 * kCount);
+  EXPECT_NEAR(s.p90_ms, 0.90 * kCount, 0.015 * kCount);
+  EXPECT_NEAR(s.p99_ms, 0.99 * kCount, 0.005 * kCount);
+}
+
+// Values that arrive in order: a reservoir that kept only the first or the last samples would
+// put p50 at an end.
+TEST(LatencyStatsTest, TheReservoirKeepsEarlyAndLateSamplesAlike) {
+  LatencySamples samples(/*capacity=*/1000);
+  for (int i = 1; i <= 50000; ++i) samples.Add(i);
+  const LatencySummary s = samples.Summarize();
+  EXPECT_NEAR(s.p50_ms, 25000, 2000);
+  EXPECT_NEAR(s.p90_ms, 45000, 1000);
 }
 
 }  // namespace

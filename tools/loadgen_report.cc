@@ -70,13 +70,18 @@ std::string LatencyJson(const LatencySummary& s) {
       .Num("p90", ms(s.p90_ms))
       .Num("p99", ms(s.p99_ms))
       .Num("max", ms(s.max_ms))
+      .Int("percentile_samples", s.percentile_samples)
       .Render();
 }
 
 std::string LatencyLine(const char* name, const LatencySummary& s) {
   if (s.count == 0) return absl::StrFormat("  %-22s n/a (0 samples)\n", name);
-  return absl::StrFormat("  %-22s p50 %9.2f  p90 %9.2f  p99 %9.2f  max %9.2f  (%d samples)\n", name,
-                         s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms, s.count);
+  const std::string sampled =
+      s.percentile_samples < s.count
+          ? absl::StrFormat("; percentiles of a uniform %d", s.percentile_samples)
+          : "";
+  return absl::StrFormat("  %-22s p50 %9.2f  p90 %9.2f  p99 %9.2f  max %9.2f  (%d samples%s)\n",
+                         name, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms, s.count, sampled);
 }
 
 std::string ShapeText(const LoadgenConfig& config) {

@@ -19,7 +19,7 @@ LoadgenResult SomeResult() {
   result.failed = 2;
   result.output_tokens = 640;
   result.peak_in_flight = 4;
-  result.time_to_first_token = {10, 1.5, 1.0, 2.0, 3.0, 3.5};
+  result.time_to_first_token = {10, 1.5, 1.0, 2.0, 3.0, 3.5, 10};
   result.errors_by_code["RESOURCE_EXHAUSTED"] = 2;
   result.error_examples["RESOURCE_EXHAUSTED"] = "queue \"full\"\n(max_queue = 8)";
   return result;
@@ -52,6 +52,13 @@ TEST(LoadgenReportTest, TextReportHasRatesPercentilesAndErrors) {
   EXPECT_THAT(text, HasSubstr("p50      1.00  p90      2.00  p99      3.00"));
   EXPECT_THAT(text, HasSubstr("RESOURCE_EXHAUSTED"));
   EXPECT_THAT(text, HasSubstr("peak in flight 4"));
+  EXPECT_THAT(text, HasSubstr("(10 samples)"));
+  // Percentiles from a reservoir, not every sample, say so.
+  LoadgenResult sampled = SomeResult();
+  sampled.time_to_first_token.count = 5000000;
+  sampled.time_to_first_token.percentile_samples = 4194304;
+  EXPECT_THAT(FormatTextReport(config, v1::ServerInfo(), sampled),
+              HasSubstr("(5000000 samples; percentiles of a uniform 4194304)"));
 }
 
 TEST(LoadgenReportTest, JsonCarriesTheNumbersAndEscapesMessages) {
@@ -65,7 +72,7 @@ TEST(LoadgenReportTest, JsonCarriesTheNumbersAndEscapesMessages) {
   EXPECT_THAT(json, HasSubstr("\"requests_per_s\": 5,"));
   EXPECT_THAT(json, HasSubstr("\"output_tokens_per_s\": 320,"));
   EXPECT_THAT(json, HasSubstr("\"ttft_ms\": {\"count\": 10, \"mean\": 1.5, \"p50\": 1, "
-                              "\"p90\": 2, \"p99\": 3, \"max\": 3.5}"));
+                              "\"p90\": 2, \"p99\": 3, \"max\": 3.5, \"percentile_samples\": 10}"));
   EXPECT_THAT(json, HasSubstr("\"errors_by_code\": {\"RESOURCE_EXHAUSTED\": 2}"));
   EXPECT_THAT(json, HasSubstr("queue \\\"full\\\"\\n(max_queue = 8)"));
   // Balanced braces, one object, newline-terminated.
@@ -92,7 +99,8 @@ TEST(LoadgenReportTest, LatenciesWithoutSamplesAreNotZeros) {
   EXPECT_THAT(text, ::testing::Not(HasSubstr("p50      0.00")));
   const std::string json = FormatJsonReport(config, v1::ServerInfo(), result);
   EXPECT_THAT(json, HasSubstr("\"e2e_ms\": {\"count\": 0, \"mean\": null, \"p50\": null, "
-                              "\"p90\": null, \"p99\": null, \"max\": null}"));
+                              "\"p90\": null, \"p99\": null, \"max\": null, "
+                              "\"percentile_samples\": 0}"));
 }
 
 // A closed loop whose median request outlasts --duration measured one wave, not a steady

@@ -102,7 +102,7 @@ class Driver {
       if (sending && !config_.open_loop()) {
         parked_.ReleaseExpired(now, in_flight_);
         while (in_flight_ + parked_.size() < config_.concurrency && !CountBoundReached()) {
-          Send(now);
+          Send(MonotonicNow());  // each request timed from its own send
         }
       } else if (may_send && config_.open_loop()) {
         // Arrivals due by now, none past the end of sending; a pass that comes late, after the
