@@ -218,6 +218,12 @@ TEST(CpuDecodeBackendTest, RowsPastTheirRequestsTokensAreRejected) {
             std::string::npos)
       << s;
   EXPECT_TRUE(backend->Plan(std::vector<DecodeRow>{{0, 1}}, nullptr).ok());
+  // One past the request's tokens is already another request's slot.
+  s = backend->Plan(std::vector<DecodeRow>{{0, 2}}, nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("rows[0].seq_len = 2 exceeds the 1 tokens of request 0"),
+            std::string::npos)
+      << s;
   EXPECT_TRUE(backend->Plan(std::vector<DecodeRow>{{0, 0}}, nullptr).ok());  // padded
   // A binding made by hand carries no request bookkeeping, and is not checked.
   KvCacheBinding by_hand = BindingFor(*f.cache);
@@ -253,6 +259,13 @@ TEST(CpuDecodeBackendTest, BadShapesNameTheField) {
   BackendOptions half;
   half.io_dtype = DType::kFloat16;
   EXPECT_FALSE(CreateCpuDecodeBackend(binding, {4, 2, 16, 1, 3, 0}, half).ok());
+  // The ranges' ends are valid: 16 query heads a KV head, the largest softmax scale, and
+  // max_seq_len equal to the table's row length.
+  for (const AttentionShape& edge :
+       {AttentionShape{32, 2, 16, 1, 3, 0}, AttentionShape{4, 2, 16, 1, 3, kMaxSoftmaxScale}}) {
+    const auto backend = CreateCpuDecodeBackend(binding, edge, BackendOptions{});
+    EXPECT_TRUE(backend.ok()) << backend.status();
+  }
 }
 
 // A binding filled by hand that describes no usable cache is rejected at creation, naming the
@@ -377,6 +390,17 @@ TEST(CpuDecodeBackendTest, CorruptPageTableIsAnErrorNotACrash) {
   ASSERT_TRUE(backend->Plan(std::vector<DecodeRow>{{2, 2}}, nullptr).ok());
   std::vector<float> out(8);
   EXPECT_TRUE(backend->Run(0, q.data(), out.data(), nullptr).ok());
+  // The pool's edges: its last slot (16) is read, one past it (17) is refused.
+  table[6] = 16;
+  ASSERT_TRUE(backend->Plan(std::vector<DecodeRow>{{2, 1}}, nullptr).ok());
+  EXPECT_TRUE(backend->Run(0, q.data(), out.data(), nullptr).ok());
+  table[6] = 17;
+  ASSERT_TRUE(backend->Plan(std::vector<DecodeRow>{{2, 1}}, nullptr).ok());
+  const absl::Status past = backend->Run(0, q.data(), out.data(), nullptr);
+  EXPECT_EQ(past.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(past.message().find("req_to_token[2][0] = 17 is outside the pool's slots [0, 17)"),
+            std::string::npos)
+      << past;
 }
 
 // The entry point by name, and rows out of range at Plan; a padded row's request is never
@@ -397,6 +421,14 @@ TEST(CpuDecodeBackendTest, CreatedByNameAndRowsOutOfRangeRefused) {
   s = backend->Plan(std::vector<DecodeRow>{{-2, 1}}, nullptr);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(s.message(), "rows[0].request = -2 is out of range [0, 1)");
+  // One past the table's last row, with a binding made by hand (no request bookkeeping): the
+  // range check alone keeps Run from reading past the table.
+  KvCacheBinding by_hand = BindingFor(*f.cache);
+  by_hand.requests = nullptr;
+  auto unchecked = *CreateDecodeAttentionBackend("cpu", by_hand, shape, {});
+  s = unchecked->Plan(std::vector<DecodeRow>{{1, 1}}, nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "rows[0].request = 1 is out of range [0, 1)");
   ASSERT_TRUE(backend->Plan(std::vector<DecodeRow>{{0, 3}, {INT_MIN, 0}}, nullptr).ok());
   const std::vector<float> q(16, 0.5f);
   std::vector<float> out(16, std::nanf(""));

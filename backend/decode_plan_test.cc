@@ -142,12 +142,27 @@ TEST(DecodePlanTest, SplitsALongSingleRowAcrossTheTarget) {
   PlanDecode(std::vector<DecodeRow>{{3, 100}}, 64, kCappedChunkTokens, 100, &plan);
   EXPECT_EQ(plan.used_chunks, 4);
   EXPECT_EQ(plan.chunks[0].end - plan.chunks[0].begin, kShortRowChunkTokens);
+  PlanDecode(std::vector<DecodeRow>{{3, kShortRowTokens}}, 264, kCappedChunkTokens, 65536, &plan);
+  EXPECT_EQ(plan.chunks[0].end - plan.chunks[0].begin, kShortRowChunkTokens);
+  EXPECT_EQ(plan.used_chunks, kShortRowTokens / kShortRowChunkTokens);
   PlanDecode(std::vector<DecodeRow>{{3, kShortRowTokens + 1}}, 264, kCappedChunkTokens, 65536,
              &plan);
   EXPECT_EQ(plan.chunks[0].end - plan.chunks[0].begin, kMinChunkTokens);
   PlanDecode(std::vector<DecodeRow>{{3, 0}, {4, 0}}, 64, kCappedChunkTokens, 512, &plan);
   EXPECT_EQ(plan.used_chunks, 0);
   EXPECT_EQ(plan.rows[1].num_chunks, 0);
+}
+
+// A target of no chunks (a device that reports no multiprocessors) plans as a target of one,
+// instead of dividing by zero.
+TEST(DecodePlanTest, ATargetOfNoChunksPlansAsATargetOfOne) {
+  const std::vector<DecodeRow> rows = {{0, 300}, {1, 0}, {2, 70}};
+  DecodePlan none, one;
+  PlanDecode(rows, 0, kCappedChunkTokens, 512, &none);
+  PlanDecode(rows, 1, kCappedChunkTokens, 512, &one);
+  EXPECT_EQ(none.used_chunks, one.used_chunks);
+  for (int32_t b = 0; b < 3; ++b) EXPECT_EQ(RowChunks(none, b), RowChunks(one, b)) << b;
+  ExpectCovers(rows, none, ChunkCapacity(3, 1, kCappedChunkTokens, 512));
 }
 
 // A row is cut the same way alone and beside other rows (short or long, padded or not) as
