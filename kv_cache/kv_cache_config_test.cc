@@ -1,6 +1,7 @@
 #include "kv_cache/kv_cache_config.h"
 
 #include <functional>
+#include <limits>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -110,6 +111,41 @@ TEST(KvCacheConfigTest, CapacityForBudget) {
   bad.head_dim = 3;
   EXPECT_THAT(std::string(CapacityForBudget(bad, 1 << 30).status().message()),
               HasSubstr("head_dim"));
+}
+
+// The ranges' upper ends are valid values, and a budget past the largest cache sizes the
+// largest one.
+TEST(KvCacheConfigTest, RangeEndsAreValid) {
+  KvCacheConfig config = ValidConfig();
+  config.num_layers = kMaxLayers;
+  EXPECT_TRUE(config.Validate().ok()) << config.Validate();
+  config = ValidConfig();
+  config.capacity_slots = kMaxCapacitySlots;
+  EXPECT_TRUE(config.Validate().ok()) << config.Validate();
+  const absl::StatusOr<int64_t> largest =
+      CapacityForBudget(ValidConfig(), std::numeric_limits<int64_t>::max() / 4);
+  ASSERT_TRUE(largest.ok()) << largest.status();
+  EXPECT_EQ(*largest, kMaxCapacitySlots);
+}
+
+// A hand-made view's slot count includes the reserved slot 0: kMaxCapacitySlots + 1 is the
+// largest. ValidateCacheView reads no pool, so placeholder pointers serve.
+TEST(KvCacheConfigTest, CacheViewSlotsUpToTheLargestCacheAndItsReservedSlot) {
+  uint8_t data = 0;
+  uint16_t scales = 0;
+  KvCacheView view;
+  view.layout.num_layers = 1;
+  view.layout.kv_heads = 1;
+  view.layout.head_dim = 8;
+  view.layout.group_size = 8;
+  view.data = &data;
+  view.scales = &scales;
+  view.layout.num_slots = kMaxCapacitySlots + 1;
+  EXPECT_TRUE(ValidateCacheView(view).ok()) << ValidateCacheView(view);
+  view.layout.num_slots = kMaxCapacitySlots + 2;
+  const absl::Status past = ValidateCacheView(view);
+  EXPECT_EQ(past.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(past.message()), HasSubstr("KvCacheView.layout.num_slots = 2147483648"));
 }
 
 TEST(KvCacheConfigTest, DebugStringPrintsBytesPerTokenOnlyWhenValid) {

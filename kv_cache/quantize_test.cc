@@ -319,6 +319,7 @@ TEST(QuantizeTest, DenormalsAndHugeValuesStayFinite) {
       {1e-7f, -2e-7f, 3e-8f, 0.0f, 1e-6f, 0.0f, -5e-7f, 6e-8f},          // fp16 subnormals
       {1e30f, -3e35f, 1.0f, 0.0f, FLT_MAX, -FLT_MAX, 2e38f, 5.0f},       // huge
       {70000.0f, -1e6f, 0.5f, 3.0f, 65504.0f, 4e5f, -8e5f, 1.0f},        // past fp16 * 7
+      std::vector<float>(8, -1e5f),  // all below fp16's range: its zero point saturates
   };
   for (ParamDtype dtype : {ParamDtype::kFloat16, ParamDtype::kBFloat16}) {
     for (QuantMode mode : {QuantMode::kSymmetric, QuantMode::kAsymmetric}) {

@@ -119,6 +119,14 @@ TEST(StoreKvTest, TokenStrideReadsInterleavedRows) {
   }
   KvRows dense{k.data(), v.data(), DType::kFloat32, 0};
   ASSERT_TRUE(StoreKvHost(cache->view(), 1, {4, 5}, dense).ok());
+  // A stride equal to the row's length is the dense layout given explicitly.
+  KvRows explicit_dense{k.data(), v.data(), DType::kFloat32, 64};
+  ASSERT_TRUE(StoreKvHost(cache->view(), 1, {6, 7}, explicit_dense).ok());
+  for (int row = 0; row < 4; ++row) {
+    for (int b = 0; b < 16; ++b) {
+      EXPECT_EQ(cache->view().Row(1, 6, row)[b], cache->view().Row(1, 4, row)[b]);
+    }
+  }
   const int scales_per_row = config.head_dim / config.group_size;
   for (int32_t slot : {4, 5}) {
     for (int row = 0; row < 4; ++row) {
@@ -201,6 +209,7 @@ TEST(StoreKvTest, BadInputWritesNothing) {
   status = DequantizeHost(cache->view(), 0, {2, 3}, nullptr);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(status.message(), "out is null with 2 slots to dequantize");
+  EXPECT_TRUE(DequantizeHost(cache->view(), 0, {}, nullptr).ok());  // nothing to write
   for (int64_t i = 0; i < layout.DataPoolBytes(); ++i) ASSERT_EQ(cache->view().data[i], 0);
   for (int64_t i = 0; i < layout.ParamPoolElements(); ++i) {
     ASSERT_EQ(cache->view().scales[i], 0);
@@ -282,6 +291,9 @@ TEST(StoreKvTest, UnknownRoundingIsRejected) {
   EXPECT_EQ(status.message(),
             "rounding = 2 is invalid: must be QuantRounding::kNearestEven (0) or kTruncate (1)");
   EXPECT_EQ(CheckRounding(static_cast<QuantRounding>(2)).message(), status.message());
+  // Refused with no slots too: the argument is wrong whatever is stored.
+  EXPECT_EQ(StoreKvHost(cache->view(), 0, {}, rows, static_cast<QuantRounding>(2)).message(),
+            status.message());
   const KvLayout& layout = cache->view().layout;
   for (int64_t i = 0; i < layout.DataPoolBytes(); ++i) ASSERT_EQ(cache->view().data[i], 0);
 }

@@ -92,6 +92,9 @@ TEST(TokenSlotAllocatorTest, CapacityThatDoesNotFitIsResourceExhausted) {
                 "cannot allocate ", TokenSlotAllocator::HostBytes(capacity),
                 " bytes of host memory for the token slot allocator (capacity = ", capacity, ")"));
   EXPECT_TRUE(TokenSlotAllocator::Create(16).ok());  // the cap is gone
+  // The bytes it names: a 4-byte free-list entry and a 1-byte flag for each slot, and the
+  // reserved slot 0's flag.
+  EXPECT_EQ(TokenSlotAllocator::HostBytes(10), 51);
 }
 
 // Bad arguments to Allocate change nothing and name the problem.
