@@ -179,6 +179,12 @@ TEST(EngineTest, EosEndsTheRequestUnlessIgnored) {
   const GenerationResult ignored = RunToEnd(*engine, request);
   EXPECT_EQ(ignored.finish_reason, FinishReason::kLength);
   EXPECT_EQ(ignored.tokens, free_run);
+  // A stop id that is also the EOS token finishes as a stop, as the proto says.
+  request.ignore_eos = false;
+  request.stop_token_ids = {free_run[4]};
+  const GenerationResult stopped = RunToEnd(*engine, request);
+  EXPECT_EQ(stopped.finish_reason, FinishReason::kStop);
+  EXPECT_EQ(stopped.tokens.size(), first + 1);
 }
 
 TEST(EngineTest, SeededSamplingIsReproducibleInAnyBatch) {

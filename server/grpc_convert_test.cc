@@ -63,6 +63,9 @@ TEST(RequestFromProtoTest, ExplicitZeroTopPIsPassedOnForTheEngineToReject) {
 TEST(ValidateRequestIdTest, AcceptsPrintableUpToTheLimit) {
   EXPECT_TRUE(ValidateRequestId("").ok());
   EXPECT_TRUE(ValidateRequestId(std::string(kMaxRequestIdBytes, '~')).ok());
+  std::string every_printable;  // 32 (space) to 126 ('~')
+  for (char c = ' '; c <= '~'; ++c) every_printable.push_back(c);
+  EXPECT_TRUE(ValidateRequestId(every_printable).ok());
 }
 
 TEST(ValidateRequestIdTest, RejectsTooLongNamingFieldAndLimit) {
@@ -76,6 +79,8 @@ TEST(ValidateRequestIdTest, RejectsTooLongNamingFieldAndLimit) {
 TEST(ValidateRequestIdTest, RejectsControlAndNonAsciiBytes) {
   EXPECT_THAT(ValidateRequestId("a\nb").message(), HasSubstr("request_id byte 1 = 10"));
   EXPECT_EQ(ValidateRequestId("caf\xc3\xa9").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(ValidateRequestId("a\x1f").message(), HasSubstr("request_id byte 1 = 31"));
+  EXPECT_THAT(ValidateRequestId("a\x7f").message(), HasSubstr("request_id byte 1 = 127"));
   v1::GenerateRequest proto;
   proto.set_request_id("bad\x01");
   EXPECT_EQ(RequestFromProto(proto).status().code(), absl::StatusCode::kInvalidArgument);

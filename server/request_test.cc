@@ -60,6 +60,12 @@ TEST(ValidateRequestTest, NamesFieldAndRange) {
   ExpectInvalid(r, "sampling.stop_token_ids[1] = 600");
   r.stop_token_ids.assign(kMaxStopTokens + 1, 5);
   ExpectInvalid(r, "at most 64");
+  r.stop_token_ids.assign(kMaxStopTokens, 5);
+  EXPECT_TRUE(ValidateRequest(r, Limits()).ok());
+  r.stop_token_ids = {3, -1};
+  ExpectInvalid(r, "sampling.stop_token_ids[1] = -1");
+  r.stop_token_ids = {0, 511};  // the vocabulary's ends
+  EXPECT_TRUE(ValidateRequest(r, Limits()).ok());
 }
 
 // A request too long for the server is refused naming the limit that binds: the smaller of
@@ -81,6 +87,14 @@ TEST(ValidateRequestTest, NeverFits) {
   const absl::Status status = ValidateRequest(r, roomy);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(status.message(),
+            "prompt length (40) + max_new_tokens (89) = 129 exceeds max_seq_len (128)");
+  r.max_new_tokens = 88;  // exactly max_seq_len: fits
+  EXPECT_TRUE(ValidateRequest(r, roomy).ok());
+  // Equal limits: the message names max_seq_len, the limit the server advertises.
+  RequestLimits equal = Limits();
+  equal.kv_capacity_slots = equal.max_seq_len;
+  r.max_new_tokens = 89;
+  EXPECT_EQ(ValidateRequest(r, equal).message(),
             "prompt length (40) + max_new_tokens (89) = 129 exceeds max_seq_len (128)");
 }
 

@@ -198,5 +198,33 @@ TEST(SchedulerTest, ModelErrorFinishesTheStepsRequests) {
   EXPECT_EQ(stream_b->ReadAll().finish_reason, FinishReason::kLength);
 }
 
+// A failed step ends only the requests that had tokens in it: one whose prefill waited for
+// the step's token budget took no part, and goes on.
+TEST(SchedulerTest, AFailedStepLeavesRequestsOutsideItRunning) {
+  bool fail = false;
+  const KvAttentionFactory factory = FailingInt4AttentionFactory([&fail] { return fail; });
+  EngineConfig config = SmallConfig();
+  config.max_batch = 3;
+  config.max_step_tokens = 3;
+  std::unique_ptr<Scheduler> scheduler =
+      *Scheduler::Create(Resolved(config), Stories260K(), factory);
+  // The first request's 10-token prompt takes the whole budget of 3 tokens; the second waits.
+  PendingRequest in_step = Pending(1, GreedyRequest({1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 2));
+  PendingRequest waiting = Pending(2, GreedyRequest({1, 2, 3}, 2));
+  std::shared_ptr<RequestStream> in_step_stream = in_step.stream;
+  std::shared_ptr<RequestStream> waiting_stream = waiting.stream;
+  scheduler->Admit(std::move(in_step));
+  scheduler->Admit(std::move(waiting));
+  fail = true;
+  EXPECT_EQ(scheduler->Step(), std::vector<uint64_t>{1});
+  EXPECT_EQ(in_step_stream->ReadAll().finish_reason, FinishReason::kError);
+  EXPECT_EQ(scheduler->running(), 1);
+  fail = false;
+  while (!scheduler->idle()) scheduler->Step();
+  const GenerationResult result = waiting_stream->ReadAll();
+  EXPECT_EQ(result.finish_reason, FinishReason::kLength);
+  EXPECT_EQ(result.tokens.size(), 2u);
+}
+
 }  // namespace
 }  // namespace int4kv
