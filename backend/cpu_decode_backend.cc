@@ -62,10 +62,11 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
   absl::Status Run(int32_t layer, const void* q, void* out, CudaStream) override {
     if (layer < 0 || layer >= cache_.view.layout.num_layers) {
       return absl::InvalidArgumentError(absl::StrCat("layer ", layer, " is out of range [0, ",
-                                                     cache_.view.layout.num_layers, ")"));
+                                                     cache_.view.layout.num_layers,
+                                                     ") (KvCacheView.layout.num_layers)"));
     }
     if (q == nullptr || out == nullptr) {
-      return absl::InvalidArgumentError("q and out must not be null");
+      return absl::InvalidArgumentError(q == nullptr ? "q is null" : "out is null");
     }
     if (!planned_) return absl::FailedPreconditionError(kRunWithoutPlan);
     // The first batch row with a bad entry (items of several bad rows race to report one).

@@ -175,7 +175,7 @@ TEST(CpuDecodeBackendTest, BadPlansAreRejectedAndLeaveNoPlan) {
   ASSERT_TRUE(backend->Run(0, q.data(), planned.data(), nullptr).ok());
   const std::vector<DecodeRow> too_many = {{0, 1}, {1, 1}, {0, 1}};
   absl::Status s = backend->Plan(too_many, nullptr);
-  EXPECT_NE(s.message().find("max_batch 2"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("exceeds AttentionShape.max_batch (2)"), std::string::npos) << s;
   s = backend->Plan(std::vector<DecodeRow>{{0, 6}}, nullptr);
   EXPECT_NE(s.message().find("rows[0].seq_len = 6"), std::string::npos) << s;
   s = backend->Plan(std::vector<DecodeRow>{{0, 1}, {2, 1}}, nullptr);
@@ -308,6 +308,27 @@ TEST(CpuDecodeBackendTest, BadBindingsNameTheField) {
   b = BindingFor(*f.cache);
   b.max_requests = 0;
   bad.push_back({b, "max_requests"});
+  // Fields that disagree with the RequestTable the binding names, whose bookkeeping Plan
+  // checks rows against.
+  b = BindingFor(*f.cache);
+  b.max_requests = 5;
+  bad.push_back({b,
+                 "KvCacheBinding.max_requests = 5 does not match KvCacheBinding.requests' "
+                 "max_requests (1)"});
+  b = BindingFor(*f.cache);
+  b.req_to_token_stride = 2;
+  bad.push_back({b,
+                 "KvCacheBinding.req_to_token_stride = 2 does not match "
+                 "KvCacheBinding.requests' max_seq_len (3)"});
+  b = BindingFor(*f.cache);
+  b.view.layout.num_slots -= 1;
+  bad.push_back({b, "KvCacheBinding.view.layout.num_slots = "});
+  const std::vector<int32_t> other_table(3, 1);
+  b = BindingFor(*f.cache);
+  b.req_to_token = other_table.data();
+  bad.push_back({b,
+                 "KvCacheBinding.req_to_token is neither the host table nor the device "
+                 "mirror of KvCacheBinding.requests"});
   for (const Bad& x : bad) {
     const auto backend = CreateCpuDecodeBackend(x.binding, shape, BackendOptions{});
     ASSERT_FALSE(backend.ok()) << x.field;
@@ -417,10 +438,12 @@ TEST(CpuDecodeBackendTest, CreatedByNameAndRowsOutOfRangeRefused) {
   EXPECT_EQ(backend->name(), "cpu");
   absl::Status s = backend->Plan(std::vector<DecodeRow>{{0, 1}, {0, -1}}, nullptr);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(s.message(), "rows[1].seq_len = -1 is out of range [0, 3]");
+  EXPECT_EQ(s.message(),
+            "rows[1].seq_len = -1 is out of range [0, 3] (AttentionShape.max_seq_len)");
   s = backend->Plan(std::vector<DecodeRow>{{-2, 1}}, nullptr);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(s.message(), "rows[0].request = -2 is out of range [0, 1)");
+  EXPECT_EQ(s.message(),
+            "rows[0].request = -2 is out of range [0, 1) (KvCacheBinding.max_requests)");
   // One past the table's last row, with a binding made by hand (no request bookkeeping): the
   // range check alone keeps Run from reading past the table.
   KvCacheBinding by_hand = BindingFor(*f.cache);
@@ -428,7 +451,8 @@ TEST(CpuDecodeBackendTest, CreatedByNameAndRowsOutOfRangeRefused) {
   auto unchecked = *CreateDecodeAttentionBackend("cpu", by_hand, shape, {});
   s = unchecked->Plan(std::vector<DecodeRow>{{1, 1}}, nullptr);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(s.message(), "rows[0].request = 1 is out of range [0, 1)");
+  EXPECT_EQ(s.message(),
+            "rows[0].request = 1 is out of range [0, 1) (KvCacheBinding.max_requests)");
   ASSERT_TRUE(backend->Plan(std::vector<DecodeRow>{{0, 3}, {INT_MIN, 0}}, nullptr).ok());
   const std::vector<float> q(16, 0.5f);
   std::vector<float> out(16, std::nanf(""));

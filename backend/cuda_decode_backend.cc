@@ -155,10 +155,11 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
   absl::Status Run(int32_t layer, const void* q, void* out, CudaStream stream) override {
     if (layer < 0 || layer >= cache_.view.layout.num_layers) {
       return absl::InvalidArgumentError(absl::StrCat("layer ", layer, " is out of range [0, ",
-                                                     cache_.view.layout.num_layers, ")"));
+                                                     cache_.view.layout.num_layers,
+                                                     ") (KvCacheView.layout.num_layers)"));
     }
     if (q == nullptr || out == nullptr) {
-      return absl::InvalidArgumentError("q and out must not be null");
+      return absl::InvalidArgumentError(q == nullptr ? "q is null" : "out is null");
     }
     if (reinterpret_cast<uintptr_t>(q) % kQueryAlignmentBytes != 0) {
       return absl::InvalidArgumentError(absl::StrCat("q must be ", kQueryAlignmentBytes,

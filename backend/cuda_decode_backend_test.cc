@@ -848,7 +848,8 @@ TEST_F(CudaDecodeBackendTest, RejectsCpuDtypesAndBadPlans) {
   EXPECT_NE(too_long.message().find("rows[0].seq_len = 9"), std::string::npos) << too_long;
   const absl::Status too_many = cuda->Plan(std::vector<DecodeRow>{{0, 1}, {1, 1}, {0, 1}}, nullptr);
   EXPECT_EQ(too_many.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(too_many.message().find("batch of 3 rows exceeds max_batch 2"), std::string::npos)
+  EXPECT_NE(too_many.message().find("batch of 3 rows exceeds AttentionShape.max_batch (2)"),
+            std::string::npos)
       << too_many;
   EXPECT_EQ(cuda->Run(0, q, out, nullptr).code(), absl::StatusCode::kFailedPrecondition);
   ASSERT_TRUE(cuda->Plan(std::vector<DecodeRow>{{0, 4}}, nullptr).ok());

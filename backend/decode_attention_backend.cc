@@ -55,6 +55,40 @@ absl::Status ValidateBackendOptions(const BackendOptions& options) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// A binding that names its RequestTable is checked against it (Plan's row checks use the
+// table's bookkeeping, and the kernels index req_to_token with the binding's fields): the
+// table is the table's own host or device copy, with its row count, row length and slots.
+absl::Status ValidateBindingMatchesItsTable(const KvCacheBinding& cache) {
+  const RequestTable& table = *cache.requests;
+  if (cache.req_to_token != table.host_table() && cache.req_to_token != table.device_table()) {
+    return absl::InvalidArgumentError(
+        "KvCacheBinding.req_to_token is neither the host table nor the device mirror of "
+        "KvCacheBinding.requests (clear requests for a table of your own)");
+  }
+  auto mismatch = [](absl::string_view field, int64_t value, absl::string_view table_field,
+                     int64_t table_value) {
+    return absl::InvalidArgumentError(absl::StrCat("KvCacheBinding.", field, " = ", value,
+                                                   " does not match KvCacheBinding.requests' ",
+                                                   table_field, " (", table_value, ")"));
+  };
+  if (cache.max_requests != table.max_requests()) {
+    return mismatch("max_requests", cache.max_requests, "max_requests", table.max_requests());
+  }
+  if (cache.req_to_token_stride != table.max_seq_len()) {
+    return mismatch("req_to_token_stride", cache.req_to_token_stride, "max_seq_len",
+                    table.max_seq_len());
+  }
+  if (cache.view.layout.num_slots != table.num_slots()) {
+    return mismatch("view.layout.num_slots", cache.view.layout.num_slots, "num_slots",
+                    table.num_slots());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status ValidateShape(const AttentionShape& shape, const KvCacheBinding& cache) {
   // The binding first: a hand-filled one may describe no cache at all.
   RETURN_IF_ERROR(ValidateCacheView(cache.view));
@@ -72,6 +106,7 @@ absl::Status ValidateShape(const AttentionShape& shape, const KvCacheBinding& ca
         absl::StrCat("KvCacheBinding.req_to_token_stride = ", cache.req_to_token_stride,
                      " is invalid: must be >= 1"));
   }
+  if (cache.requests != nullptr) RETURN_IF_ERROR(ValidateBindingMatchesItsTable(cache));
   const KvLayout& layout = cache.view.layout;
   auto bad = [](absl::string_view field, int64_t value, absl::string_view rule) {
     return absl::InvalidArgumentError(
@@ -111,21 +146,22 @@ absl::Status ValidateShape(const AttentionShape& shape, const KvCacheBinding& ca
 absl::Status ValidateRows(absl::Span<const DecodeRow> rows, const AttentionShape& shape,
                           const KvCacheBinding& cache) {
   if (rows.size() > static_cast<size_t>(shape.max_batch)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("batch of ", rows.size(), " rows exceeds max_batch ", shape.max_batch));
+    return absl::InvalidArgumentError(absl::StrCat("batch of ", rows.size(),
+                                                   " rows exceeds AttentionShape.max_batch (",
+                                                   shape.max_batch, ")"));
   }
   for (size_t i = 0; i < rows.size(); ++i) {
     const DecodeRow& row = rows[i];
     if (row.seq_len < 0 || row.seq_len > shape.max_seq_len) {
       return absl::InvalidArgumentError(absl::StrCat("rows[", i, "].seq_len = ", row.seq_len,
                                                      " is out of range [0, ", shape.max_seq_len,
-                                                     "]"));
+                                                     "] (AttentionShape.max_seq_len)"));
     }
     if (row.seq_len == 0) continue;
     if (row.request < 0 || row.request >= cache.max_requests) {
       return absl::InvalidArgumentError(absl::StrCat("rows[", i, "].request = ", row.request,
                                                      " is out of range [0, ", cache.max_requests,
-                                                     ")"));
+                                                     ") (KvCacheBinding.max_requests)"));
     }
     if (cache.requests == nullptr) continue;
     if (!cache.requests->IsLive(row.request)) {

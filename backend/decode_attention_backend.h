@@ -10,13 +10,20 @@
 // req_to_token table. Usage (create_backend.h; embed_example.cc shows every step):
 //
 //   auto backend = CreateDecodeAttentionBackend("cuda", BindingFor(cache), shape, options);
-//   per decode step, once the step's slots are appended and its K/V stored:
+//   per decode step, once the step's slots are appended:
 //     cache.requests().SyncToDevice(stream);  // device caches: the table's new entries
 //     backend->Plan(rows, stream);             // host: batch metadata into fixed buffers
-//     for each layer: backend->Run(layer, q, out, stream);  // allocation-free,
+//     for each layer:
+//       StoreKvCuda(cache.view(), layer, ...);              // the step's new K/V, any time
+//                                                           // before the Run that reads it
+//       backend->Run(layer, q, out, stream);                // allocation-free,
 //                                                           // graph-capturable
 //
-// Thread ownership: a backend is used by one thread at a time (the engine's scheduler).
+// Thread ownership: a backend is used by one thread at a time. Plan reads the binding's
+// RequestTable (its rows' bookkeeping), so it runs where nothing changes the cache meanwhile:
+// the thread that owns the cache. Backends may be created on any thread. All of a backend's
+// steps share its device buffers, so one step is in flight at a time: two batches overlapped
+// on two streams need a backend each.
 #ifndef INT4KV_BACKEND_DECODE_ATTENTION_BACKEND_H_
 #define INT4KV_BACKEND_DECODE_ATTENTION_BACKEND_H_
 
@@ -137,7 +144,8 @@ class DecodeAttentionBackend {
   virtual absl::string_view name() const = 0;
   const AttentionShape& shape() const { return shape_; }
 
-  // Records the batch for the following Run calls. rows.size() <= max_batch; each row's
+  // Records the batch for the following Run calls (the rows are copied: they need outlive
+  // only the call; a second Plan replaces the first). rows.size() <= max_batch; each row's
   // seq_len in [0, max_seq_len] and request in [0, max_requests) (any value when padded);
   // with the binding's `requests`, a row's request live and seq_len <= its length.
   // Bad rows give InvalidArgument naming the row and field. A binding that reads the table's
@@ -145,11 +153,16 @@ class DecodeAttentionBackend {
   // (FailedPrecondition otherwise). A Plan that returns an error leaves no plan: Run gives
   // FailedPrecondition until a Plan succeeds, as it does before the first one, so a step
   // whose Plan failed never runs the previous step's rows against its own q and out.
-  // Rows are checked here only: from Plan to the step's last Run, the planned requests' table
-  // rows and slots must stay as they were (not freed, reused or rewritten), and every slot a
-  // row reads must hold its token's K/V (stored before Plan), or Run reads other values.
+  // Rows are checked here only (the cpu backend checks the table's entries at Run, the cuda
+  // kernels read them clamped into the pool): from Plan until the step's last Run has run on
+  // the device, the planned requests' table rows and slots must stay as they were (not
+  // freed, reused or rewritten), and every slot a row reads must hold its token's K/V, stored
+  // before the Run that reads it, or Run reads other values. A host that frees a request
+  // right after queueing its last Run is safe when every later write to the table and the
+  // pools (SyncToDevice, StoreKvCuda) is queued on the same stream, after that Run.
   // cuda: copies the metadata into fixed device buffers, ordered on `stream`. It waits on the
-  // host for the previous Plan's copy to have left its pinned staging area, so it is called
+  // host for the previous Plan's copy to have left its pinned staging area (so the host runs
+  // at most about one step ahead of the device), so it is called
   // outside stream capture (FailedPrecondition on a capturing stream; a replayed graph takes
   // the plan of the Plan call before the replay, and after a failed Plan whatever the device
   // buffers hold: the last successful plan unless a copy failed). Every step reuses the same
@@ -168,9 +181,13 @@ class DecodeAttentionBackend {
   // otherwise); asynchronous on `stream` and capturable in a CUDA graph. A captured Run keeps
   // the batch size of the Plan before the capture: before each replay, Plan exactly that many
   // rows (pad with seq_len 0 rows), on the same stream as the replay, after SyncToDevice and
-  // the StoreKvCuda calls the step reads. A captured graph uses the backend's device buffers:
-  // destroy it before the backend. q and out must be device memory; a host pointer makes the
-  // kernels fault, which leaves the CUDA context unusable.
+  // the StoreKvCuda calls the step reads. A graph captured after a Plan of 0 rows holds no
+  // kernels (Run launches nothing for an empty batch). A captured graph uses the backend's
+  // device buffers: destroy it before the backend. q and out must be device memory; a host
+  // pointer makes the kernels fault, which leaves the CUDA context unusable. Plan and
+  // SyncToDevice wait on the host for an event (above), which CUDA may refuse while another
+  // thread captures in cudaStreamCaptureModeGlobal (its rule for potentially unsafe calls):
+  // capture in thread-local or relaxed mode, or not at the same time.
   virtual absl::Status Run(int32_t layer, const void* q, void* out, CudaStream stream) = 0;
 
  protected:

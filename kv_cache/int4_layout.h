@@ -9,7 +9,13 @@
 //   scale  fp16|bf16 [layers][slots][2 * kv_heads][head_dim / group_size]
 //   zero   fp16|bf16 [layers][slots][2 * kv_heads][head_dim / group_size]   asymmetric only
 //
-// Symmetric (default, LightLLM-compatible; LightLLM truncates where we round):
+// Symmetric (default): the layout of LightLLM's Triton INT4 KV quantizer and flash-decoding
+// kernel (destindex_copy_int4kv: codes q + 7 in unsigned nibbles, low nibble first, an fp16
+// scale per group), which truncates where this rounds. Its older PPL-kernel path wrote
+// two's-complement nibbles instead, a different byte encoding. LightLLM reserves its pool's
+// last slot, not slot 0, so its tables may name slot 0: bind them by hand (KvCacheBinding),
+// not through RequestTable, which refuses slot 0.
+//
 //   s = absmax(group) / 7, rounded to the parameter dtype (saturating at its largest finite)
 //   code = clamp(rint(x / s), -7, 7) + 7          codes 0..14
 //   x'   = (code - 7) * s                          all-zero group -> s = 0, x' = 0
@@ -17,7 +23,8 @@
 //   z = min rounded toward -inf to the parameter dtype (saturating at its most negative finite)
 //   s = (max - z) / 15 in float (at least the smallest float denormal), rounded toward +inf to
 //       the parameter dtype (saturating at its largest finite), and one step more if x' of
-//       code 15 is still below max; s = 0 if max == z
+//       code 15 is still below max; s = 0 if max <= z (a constant group, or an fp16 group
+//       wholly below -65504, where z saturates above it and every x' reads -65504)
 //   code = clamp(rint((x - z) / s), 0, 15)         codes 0..15
 //   x'   = code * s + z                             (one fused multiply-add)
 //   So z <= min and x'(15) >= max unless saturated, and every x is within s / 2 of the grid
@@ -29,7 +36,9 @@
 // Non-finite and extreme input: NaN is quantized as the value 0 (in an asymmetric group it
 // widens the range to include 0 and dequantizes to the grid point nearest 0, which need not be
 // 0 itself); +-Inf and finite values beyond +-1e37 are clamped to +-1e37 first, so no NaN or
-// Inf is ever written or dequantized.
+// Inf is ever written, nor dequantized here (DequantizeHost and DequantizeCuda give x' in
+// float). The cuda attention kernels dequantize in fp16 arithmetic (each x' rounded to fp16),
+// so there values past 65504, which bf16 parameters can hold, become inf (BackendOptions).
 #ifndef INT4KV_KV_CACHE_INT4_LAYOUT_H_
 #define INT4KV_KV_CACHE_INT4_LAYOUT_H_
 

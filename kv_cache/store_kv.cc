@@ -36,8 +36,9 @@ absl::Status CheckSlots(const KvCacheView& view, absl::Span<const int32_t> slots
 
 absl::Status CheckLayer(const KvCacheView& view, int32_t layer) {
   if (layer < 0 || layer >= view.layout.num_layers) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("layer ", layer, " is out of range [0, ", view.layout.num_layers, ")"));
+    return absl::InvalidArgumentError(absl::StrCat("layer ", layer, " is out of range [0, ",
+                                                   view.layout.num_layers,
+                                                   ") (KvCacheView.layout.num_layers)"));
   }
   return absl::OkStatus();
 }
