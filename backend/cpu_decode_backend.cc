@@ -52,10 +52,10 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
   absl::string_view name() const override { return "cpu"; }
 
   absl::Status Plan(absl::Span<const DecodeRow> rows, CudaStream) override {
-    planned_ = false;  // a failed Plan leaves no plan
+    planned_rows_ = -1;  // a failed Plan leaves no plan
     if (absl::Status s = ValidateRows(rows, shape_, cache_); !s.ok()) return s;
     rows_.assign(rows.begin(), rows.end());
-    planned_ = true;
+    planned_rows_ = static_cast<int32_t>(rows_.size());
     return absl::OkStatus();
   }
 
@@ -68,7 +68,7 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
     if (q == nullptr || out == nullptr) {
       return absl::InvalidArgumentError(q == nullptr ? "q is null" : "out is null");
     }
-    if (!planned_) return absl::FailedPreconditionError(kRunWithoutPlan);
+    if (planned_rows_ < 0) return absl::FailedPreconditionError(kRunWithoutPlan);
     // The first batch row with a bad entry (items of several bad rows race to report one).
     std::atomic<int32_t> bad_row{INT32_MAX};
     const int64_t items = static_cast<int64_t>(rows_.size()) * shape_.kv_heads;
@@ -163,8 +163,7 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
   KvCacheBinding cache_;
   bool float64_;
   ThreadPool pool_;
-  std::vector<DecodeRow> rows_;  // the last plan
-  bool planned_ = false;         // a Plan has succeeded
+  std::vector<DecodeRow> rows_;  // the last successful plan (planned_rows_ of them)
 };
 
 }  // namespace

@@ -170,7 +170,9 @@ TEST(CpuDecodeBackendTest, BadPlansAreRejectedAndLeaveNoPlan) {
   Fixture f = MakeCache(1, 8, 8, QuantMode::kSymmetric, {4, 5}, rng);
   AttentionShape shape{2, 1, 8, 2, 5, 0};
   auto backend = *CreateCpuDecodeBackend(BindingFor(*f.cache), shape, BackendOptions{});
+  EXPECT_EQ(backend->planned_rows(), -1);
   ASSERT_TRUE(backend->Plan(f.rows, nullptr).ok());
+  EXPECT_EQ(backend->planned_rows(), 2);
   std::vector<float> q(2 * 2 * 8, 0.5f), planned(q.size()), after(q.size());
   ASSERT_TRUE(backend->Run(0, q.data(), planned.data(), nullptr).ok());
   const std::vector<DecodeRow> too_many = {{0, 1}, {1, 1}, {0, 1}};
@@ -183,6 +185,7 @@ TEST(CpuDecodeBackendTest, BadPlansAreRejectedAndLeaveNoPlan) {
   // A rejected plan leaves none (the caller's q and out are sized for the rejected batch):
   // Run refuses, and writes nothing, until a Plan succeeds.
   std::vector<float> untouched(q.size(), -7.0f);
+  EXPECT_EQ(backend->planned_rows(), -1);
   s = backend->Run(0, q.data(), untouched.data(), nullptr);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
   EXPECT_EQ(s.message(), kRunWithoutPlan);
@@ -193,6 +196,9 @@ TEST(CpuDecodeBackendTest, BadPlansAreRejectedAndLeaveNoPlan) {
   EXPECT_NE(planned, std::vector<float>(q.size(), 0.0f));
   EXPECT_FALSE(backend->Run(2, q.data(), after.data(), nullptr).ok());        // no layer 2
   EXPECT_TRUE(backend->Plan(std::vector<DecodeRow>{{99, 0}}, nullptr).ok());  // padded: any request
+  EXPECT_EQ(backend->planned_rows(), 1);
+  EXPECT_TRUE(backend->Plan(std::vector<DecodeRow>{}, nullptr).ok());
+  EXPECT_EQ(backend->planned_rows(), 0);
 }
 
 // A request row keeps its old entries once freed, and a reused row holds the previous

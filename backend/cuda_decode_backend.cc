@@ -109,7 +109,7 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
 
   absl::Status Plan(absl::Span<const DecodeRow> rows, CudaStream stream) override {
     // A failed Plan leaves no plan: Run then refuses rather than run the last step's rows.
-    planned_ = false;
+    planned_rows_ = -1;
     RETURN_IF_ERROR(CheckCurrentDevice());
     // The wait below is illegal in a capture (and would end it): refused before it.
     RETURN_IF_ERROR(RefuseCapture(stream, "Plan",
@@ -146,9 +146,8 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     const cudaError_t recorded = cudaEventRecord(staging_done_, stream);
     RETURN_IF_ERROR(CudaStatus(copied, "cudaMemcpyAsync of the plan to the device"));
     RETURN_IF_ERROR(CudaStatus(recorded, "cudaEventRecord(staging_done_)"));
-    batch_ = static_cast<int32_t>(rows.size());
     capacity_ = static_cast<int32_t>(plan_.chunks.size());
-    planned_ = true;
+    planned_rows_ = static_cast<int32_t>(rows.size());
     return absl::OkStatus();
   }
 
@@ -174,8 +173,9 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
                        "-byte elements; it is at ", absl::Hex(reinterpret_cast<uintptr_t>(out))));
     }
     RETURN_IF_ERROR(CheckCurrentDevice());
-    if (!planned_) return absl::FailedPreconditionError(kRunWithoutPlan);
-    if (batch_ == 0) return absl::OkStatus();
+    if (planned_rows_ < 0) return absl::FailedPreconditionError(kRunWithoutPlan);
+    const int32_t batch = planned_rows_;
+    if (batch == 0) return absl::OkStatus();
     SplitKernelParams split;
     split.cache = cache_.view;
     split.req_to_token = cache_.req_to_token;
@@ -193,7 +193,7 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     split.large_step = &static_cast<const StepFlags*>(device_step_)->large_step;
     split.partial_out = partial_out_;
     split.partial_lse = partial_lse_;
-    RETURN_IF_ERROR(kernels_.LaunchSplit(split, batch_, capacity_, target_chunks_, stream));
+    RETURN_IF_ERROR(kernels_.LaunchSplit(split, batch, capacity_, target_chunks_, stream));
 
     MergeKernelParams merge;
     merge.rows = device_rows_;
@@ -204,8 +204,8 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     merge.out_is_bf16 = io_dtype_ == DType::kBFloat16;
     merge.q_heads = shape_.q_heads;
     merge.head_dim = shape_.head_dim;
-    const int32_t typical_chunks_per_row = (target_chunks_ + batch_ - 1) / batch_ + 1;
-    return kernels_.LaunchMerge(merge, batch_, typical_chunks_per_row,
+    const int32_t typical_chunks_per_row = (target_chunks_ + batch - 1) / batch + 1;
+    return kernels_.LaunchMerge(merge, batch, typical_chunks_per_row,
                                 /*fixed_order=*/invariant_splits_ > 0, stream);
   }
 
@@ -235,10 +235,8 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
   float* partial_lse_ = nullptr;        // [max_capacity][q_heads]
   cudaEvent_t staging_done_ = nullptr;  // recorded after each plan's copy
 
-  DecodePlan plan_;    // host copy of the last plan
-  int32_t batch_ = 0;  // rows of the last plan
-  int32_t capacity_ = 0;
-  bool planned_ = false;  // a Plan has succeeded
+  DecodePlan plan_;       // host copy of the last plan (planned_rows_ rows)
+  int32_t capacity_ = 0;  // its chunk slots
 };
 
 // The binding's pools must be kPoolAlignmentBytes aligned, its table as int32_t is.

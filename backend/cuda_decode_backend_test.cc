@@ -852,7 +852,9 @@ TEST_F(CudaDecodeBackendTest, RejectsCpuDtypesAndBadPlans) {
             std::string::npos)
       << too_many;
   EXPECT_EQ(cuda->Run(0, q, out, nullptr).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(cuda->planned_rows(), -1);
   ASSERT_TRUE(cuda->Plan(std::vector<DecodeRow>{{0, 4}}, nullptr).ok());
+  EXPECT_EQ(cuda->planned_rows(), 1);
   // The split kernel reads q 16 bytes at a time.
   const absl::Status misaligned = cuda->Run(0, static_cast<char*>(q) + 8, out, nullptr);
   EXPECT_EQ(misaligned.code(), absl::StatusCode::kInvalidArgument);
@@ -869,6 +871,7 @@ TEST_F(CudaDecodeBackendTest, RejectsCpuDtypesAndBadPlans) {
   EXPECT_TRUE(cuda->Run(0, q, out, nullptr).ok());
   // A failed Plan leaves no plan: the next step's Run does not run this step's rows.
   EXPECT_FALSE(cuda->Plan(std::vector<DecodeRow>{{0, 9}}, nullptr).ok());
+  EXPECT_EQ(cuda->planned_rows(), -1);
   const absl::Status stale = cuda->Run(0, q, out, nullptr);
   EXPECT_EQ(stale.code(), absl::StatusCode::kFailedPrecondition) << stale;
   EXPECT_EQ(stale.message(), kRunWithoutPlan);

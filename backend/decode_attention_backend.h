@@ -190,10 +190,16 @@ class DecodeAttentionBackend {
   // capture in thread-local or relaxed mode, or not at the same time.
   virtual absl::Status Run(int32_t layer, const void* q, void* out, CudaStream stream) = 0;
 
+  // Rows of the last successful Plan, which Run computes; -1 when there is none (before the
+  // first Plan, or after one that failed). A caller replaying a captured graph can compare it
+  // with the rows the graph was captured for before each replay.
+  int32_t planned_rows() const { return planned_rows_; }
+
  protected:
   explicit DecodeAttentionBackend(const AttentionShape& shape) : shape_(shape) {}
 
   AttentionShape shape_;
+  int32_t planned_rows_ = -1;  // set by each implementation's Plan; -1: no plan
 };
 
 // Shared validation, used by every implementation.
