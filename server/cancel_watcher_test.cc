@@ -70,6 +70,16 @@ TEST(CancelWatcherTest, CallsOnCancelOnceWhenTheCallIsCancelled) {
   EXPECT_EQ(watcher.watched(), 1u);  // the sweep counter alone
 }
 
+// The first call watched wakes the sweeping thread by itself: a lone call whose client is
+// gone is seen with nothing else watched.
+TEST(CancelWatcherTest, ALoneCallIsSeen) {
+  CancelWatcher watcher(absl::Milliseconds(1));
+  std::atomic<int> cancelled{0};
+  const uint64_t key = watcher.Watch([] { return true; }, [&cancelled] { ++cancelled; });
+  EXPECT_TRUE(WaitUntil([&] { return cancelled.load() == 1; }, absl::Seconds(10)));
+  watcher.Unwatch(key);
+}
+
 TEST(CancelWatcherTest, OnlyTheCancelledCallsAreReported) {
   constexpr int kCalls = 200;
   // Declared before the watcher, so that they outlive it: the calls never cancelled are still

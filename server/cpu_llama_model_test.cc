@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -152,6 +153,32 @@ TEST(CpuLlamaModelTest, RandomPresetAttendsOverItsCache) {
       << "the earlier tokens barely change the last position's logits";
   std::printf("tiny preset, last position: INT4 error %.4f, another prefix moves %.4f\n",
               int4_error, prefix_change);
+}
+
+// The model's rope_theta reaches the rotation (llama8b's is 500000, stories' 10000): the same
+// weights under two thetas give other logits once positions differ.
+TEST(CpuLlamaModelTest, RopeThetaComesFromTheModel) {
+  const auto last_logits = [](float theta) {
+    LlamaWeights weights = *RandomWeights(*PresetConfig("tiny"), 1);
+    weights.config.rope_theta = theta;
+    auto shared = std::make_shared<const LlamaWeights>(std::move(weights));
+    std::unique_ptr<CpuLlamaModel> model = *CpuLlamaModel::Create(shared, 16, 1);
+    Harness harness(model->config(), 1, 16);
+    std::unique_ptr<FloatKvAttention> attention =
+        *FloatKvAttention::Create(harness.cache(), model->config().q_heads, 16);
+    StepBatch batch;
+    harness.AddSequence({1, 7, 9, 200, 31, 5}, &batch);
+    const std::vector<float> logits = RunForward(*model, *attention, batch);
+    const int32_t vocab = model->config().vocab_size;
+    return std::vector<float>(logits.end() - vocab, logits.end());
+  };
+  const std::vector<float> low = last_logits(10000.0f), high = last_logits(1e6f);
+  double moved = 0, norm = 0;
+  for (size_t i = 0; i < low.size(); ++i) {
+    moved += (high[i] - low[i]) * (high[i] - low[i]);
+    norm += low[i] * low[i];
+  }
+  EXPECT_GT(std::sqrt(moved / norm), 1e-3);
 }
 
 TEST(CpuLlamaModelTest, RejectsBadBatches) {

@@ -87,6 +87,56 @@ TEST(EngineConfigTest, NamesFieldAndLimit) {
   c = EngineConfig();
   c.device = "tpu";
   ExpectInvalid(c, "device = 'tpu'");
+  // The ranges' edges.
+  c = EngineConfig();
+  c.max_new_tokens_limit = 512;
+  ExpectInvalid(c, "max_new_tokens_limit = 512 is invalid: must be in [1, 511]");
+  c.max_new_tokens_limit = 511;
+  EXPECT_TRUE(c.Resolve(Stories()).ok());
+  c = EngineConfig();
+  c.max_seq_len = 1;
+  ExpectInvalid(c, "max_seq_len = 1 is invalid: must be in [2, 512]");
+  c = EngineConfig();
+  c.kv_capacity_slots = -1;
+  ExpectInvalid(c, "EngineConfig.kv_capacity_slots = -1");
+  c = EngineConfig();
+  c.max_batch = 4097;
+  ExpectInvalid(c, "max_batch = 4097");
+  c.max_batch = 4096;
+  const absl::StatusOr<EngineConfig> largest = c.Resolve(Stories());
+  EXPECT_TRUE(largest.ok()) << largest.status();
+}
+
+// A model whose query heads share a KV head more than 16 ways is refused: the decode backend
+// takes at most 16.
+TEST(EngineConfigTest, AtMostSixteenQueryHeadsPerKvHead) {
+  ModelConfig model = Stories();
+  model.dim = 256;  // head_dim 8
+  model.kv_heads = 1;
+  model.q_heads = 32;
+  const absl::StatusOr<EngineConfig> refused = EngineConfig().Resolve(model);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("the model has 32 query heads per KV head; the decode-attention backend "
+                        "supports at most 16"));
+  model.dim = 128;
+  model.q_heads = 16;
+  EXPECT_TRUE(EngineConfig().Resolve(model).ok());
+}
+
+// The default step budget is the model's sequence length up to 512 tokens, and never fewer
+// than max_batch.
+TEST(EngineConfigTest, DefaultStepTokensAreCapped) {
+  ModelConfig model = Stories();
+  model.max_seq_len = 2048;
+  absl::StatusOr<EngineConfig> c = EngineConfig().Resolve(model);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->max_step_tokens, 512);
+  EngineConfig wide;
+  wide.max_batch = 1024;
+  c = wide.Resolve(model);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->max_step_tokens, 1024);
 }
 
 TEST(EngineConfigTest, GpuMemoryFractionIsLeftForTheCudaScheduler) {

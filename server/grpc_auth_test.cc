@@ -46,7 +46,9 @@ TEST(BearerTokenAuthTest, RejectsMissingHeader) {
 TEST(BearerTokenAuthTest, RejectsWrongTokensWithoutEchoingThem) {
   const BearerTokenAuth auth("s3cret");
   for (const std::string value :
-       {"Bearer s3cre", "Bearer s3cret2", "Bearer S3CRET", "Bearer ", "Bearer  s3cret"}) {
+       {"Bearer s3cre", "Bearer s3cret2", "Bearer S3CRET", "Bearer ", "Bearer  s3cret",
+        // The same length, one byte off: the first, a middle and the last.
+        "Bearer x3cret", "Bearer s3Cret", "Bearer s3creT", "Bearer s3crex"}) {
     const absl::Status status = auth.Check(WithAuthorization(value));
     EXPECT_EQ(status.code(), absl::StatusCode::kUnauthenticated) << value;
     EXPECT_THAT(status.message(), HasSubstr("wrong")) << value;

@@ -161,6 +161,34 @@ TEST_F(CheckpointTest, NonFiniteWeight) {
   ExpectRejected("nan.bin", bytes, "tensor wq[1] has a non-finite value (nan) at element 5");
 }
 
+// A tensor's last element is checked too: NaN in the final norm's last float.
+TEST_F(CheckpointTest, NonFiniteLastElement) {
+  std::vector<char> bytes = original_;
+  const float inf = std::numeric_limits<float>::infinity();
+  // Every layer's tensor of one kind in turn (as in LoadsStories260K), then the final norm.
+  const size_t final_norm = 32768 + 320 + 20480 + 10240 + 10240 + 20480 + 320 + 3 * 55040;
+  std::memcpy(bytes.data() + kLlama2cHeaderBytes + 4 * (final_norm + 63), &inf, sizeof(inf));
+  ExpectRejected("inf_last.bin", bytes,
+                 "tensor rms_final has a non-finite value (inf) at element 63");
+}
+
+// A negative vocab_size means the file stores its own classifier after the RoPE tables: the
+// loader must skip exactly those tables and read it.
+TEST_F(CheckpointTest, AStoredClassifierIsReadAfterTheRopeTables) {
+  std::vector<char> bytes = WithHeaderField(5, -512);
+  std::vector<float> classifier(512 * 64);
+  for (size_t i = 0; i < classifier.size(); ++i)
+    classifier[i] = 0.001f * static_cast<float>(i % 97);
+  const char* raw = reinterpret_cast<const char*>(classifier.data());
+  bytes.insert(bytes.end(), raw, raw + 4 * classifier.size());
+  const absl::StatusOr<LlamaWeights> loaded =
+      LoadLlama2cCheckpoint(WriteTemp("unshared.bin", bytes));
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_FALSE(loaded->config.shared_classifier);
+  EXPECT_EQ(loaded->classifier, classifier);
+  EXPECT_EQ(&loaded->lm_head(), &loaded->classifier);
+}
+
 TEST_F(CheckpointTest, VersionedExportIsNamed) {
   ExpectRejected("v1.bin", WithHeaderField(0, 0x616b3432), "versioned llama2.c export");
 }

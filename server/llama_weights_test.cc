@@ -30,6 +30,9 @@ TEST(LlamaWeightsTest, ValidateNamesTheWrongTensor) {
   weights.classifier.resize(3);
   EXPECT_THAT(std::string(weights.Validate().message()), HasSubstr("classifier has 3 elements"));
   weights.Allocate(*PresetConfig("tiny", 2));
+  weights.final_norm.pop_back();
+  EXPECT_THAT(std::string(weights.Validate().message()), HasSubstr("final_norm has "));
+  weights.Allocate(*PresetConfig("tiny", 2));
   weights.layers.pop_back();
   EXPECT_THAT(std::string(weights.Validate().message()), HasSubstr("weights have 1 layers"));
 }

@@ -66,6 +66,14 @@ TEST(ModelConfigTest, RejectsBadFieldsByName) {
   c = Stories();
   c.eos_token = 512;
   ExpectInvalid(c, "eos_token = 512");
+  c = Stories();
+  c.bos_token = 512;
+  ExpectInvalid(c, "bos_token = 512");
+  c.bos_token = 511;  // the vocabulary's last id
+  EXPECT_TRUE(c.Validate().ok()) << c.Validate();
+  c = Stories();
+  c.rope_theta = 0.5f;
+  ExpectInvalid(c, "rope_theta");
 }
 
 }  // namespace

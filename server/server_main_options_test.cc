@@ -33,6 +33,11 @@ TEST(ParseKvCacheSizeTest, ByteCountsWithUnits) {
       {"7B", 7},
       {"1T", 1ll << 40},
       {" 64 KiB ", 64 << 10},
+      // One letter is binary, with B decimal, with iB binary.
+      {"4K", 4ll << 10},
+      {"1G", 1ll << 30},
+      {"2GB", 2000000000},
+      {"1TB", 1000000000000},
   };
   for (const auto& [text, bytes] : cases) {
     const absl::StatusOr<KvCacheSize> size = ParseKvCacheSize(text);
@@ -83,7 +88,8 @@ TEST(ParseListenAddressTest, HostPortAndBarePort) {
   EXPECT_EQ(*ParseListenAddress("[::1]:8080"), "[::1]:8080");
   EXPECT_EQ(*ParseListenAddress("9000"), "127.0.0.1:9000");
   EXPECT_EQ(*ParseListenAddress("[::]:0"), "[::]:0");
-  for (const char* text : {"", "host:", "host:x", "host:70000", ":80", "host:-1"}) {
+  EXPECT_EQ(*ParseListenAddress("host:65535"), "host:65535");
+  for (const char* text : {"", "host:", "host:x", "host:70000", "host:65536", ":80", "host:-1"}) {
     const absl::StatusOr<std::string> address = ParseListenAddress(text);
     ASSERT_FALSE(address.ok()) << text;
     EXPECT_THAT(address.status().message(), HasSubstr("--port")) << text;
@@ -129,6 +135,11 @@ TEST(FindInputFileTest, NotFoundListsThePlacesTried) {
   ASSERT_EQ(found.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(found.status().message(), HasSubstr("/x/bin.runfiles/int4kv/no/such.bin"));
   EXPECT_EQ(FindInputFile("/no/such/abs", "", true).status().code(), absl::StatusCode::kNotFound);
+  // An absolute path to a directory says so, rather than that nothing is there.
+  const std::string dir = std::getenv("TEST_TMPDIR");
+  const absl::StatusOr<std::string> directory = FindInputFile(dir, "", true);
+  EXPECT_EQ(directory.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(directory.status().message(), HasSubstr("is a directory, not a file"));
 }
 
 // --model=model.ckpt (no '/', not *.bin): an existing file is a checkpoint; before, any such
@@ -209,6 +220,8 @@ TEST(CheckEngineFlagsTest, NamesTheFlagAndItsLimit) {
       {[](EngineConfig& c) { c.max_queue = kMaxEngineQueue + 1; },
        "--max_queue = 1048577 is invalid: must be in [1, 1048576]"},
       {[](EngineConfig& c) { c.max_seq_len = -3; }, "--max_seq_len = -3 is invalid"},
+      {[](EngineConfig& c) { c.max_seq_len = 1; }, "--max_seq_len = 1 is invalid"},
+      {[](EngineConfig& c) { c.threads = -1; }, "--threads = -1 is invalid"},
       {[](EngineConfig& c) { c.max_new_tokens_limit = -1; }, "--max_new_tokens = -1 is invalid"},
       {[](EngineConfig& c) { c.group_size = 12; }, "--kv_group_size = 12 is invalid"},
       {[](EngineConfig& c) { c.threads = 2000; }, "--threads = 2000 is invalid"},
@@ -329,6 +342,9 @@ TEST(ResolveAuthTokenTest, FlagOrFileNamingTheFlagOnErrors) {
   EXPECT_THAT(space.message(), ::testing::Not(HasSubstr("secret")));
   const absl::Status control = ResolveAuthToken("ab\x01", "", "prog").status();
   EXPECT_THAT(control.message(), HasSubstr("--auth_token: the token's character 3 of 3"));
+  const absl::Status del = ResolveAuthToken("ab\x7f", "", "prog").status();
+  EXPECT_THAT(del.message(), HasSubstr("--auth_token: the token's character 3 of 3"));
+  EXPECT_EQ(*ResolveAuthToken("!~", "", "prog"), "!~");  // printable ASCII's ends
 }
 
 // Output files follow the caller's directory under `bazel run`, as input files do; absolute
