@@ -32,6 +32,8 @@ TEST(SamplerTest, Validation) {
               HasSubstr("temperature = -0.1 is invalid: must be in [0, 100]"));
   p.temperature = NAN;
   EXPECT_THAT(std::string(ValidateSamplingParams(p).message()), HasSubstr("temperature = nan"));
+  p.temperature = kMaxTemperature;  // the range's end
+  EXPECT_TRUE(ValidateSamplingParams(p).ok());
   p = SamplingParams();
   p.top_p = 0.0f;
   EXPECT_THAT(std::string(ValidateSamplingParams(p).message()),

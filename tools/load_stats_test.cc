@@ -29,6 +29,30 @@ TEST(LoadStatsTest, GoodStreamsPassTheChecks) {
   stopped.finish_reason = v1::FINISH_REASON_STOP;
   stopped.tokens = stopped.usage_generated_tokens = 2;
   EXPECT_EQ(CheckOkOutcome(stopped), "");
+  // EOS is a good finish for a request that did not ignore it.
+  CallOutcome eos = stopped;
+  eos.ignore_eos = false;
+  eos.finish_reason = v1::FINISH_REASON_EOS;
+  EXPECT_EQ(CheckOkOutcome(eos), "");
+}
+
+// An OK request that got no token (it stopped on its first, say, with no token streamed)
+// adds no time-to-first-token sample: a zero would pull the percentiles down.
+TEST(LoadStatsTest, RequestsWithoutATokenAddNoFirstTokenTime) {
+  LoadStats stats;
+  stats.Record(GoodOutcome());
+  CallOutcome none = GoodOutcome();
+  none.got_token = false;
+  none.time_to_first_token = absl::ZeroDuration();
+  none.inter_token_ms.clear();
+  none.tokens = none.usage_generated_tokens = 0;
+  none.finish_reason = v1::FINISH_REASON_STOP;
+  stats.Record(none);
+  const LoadgenResult result = stats.Summarize();
+  EXPECT_EQ(result.ok, 2);
+  EXPECT_EQ(result.time_to_first_token.count, 1);
+  EXPECT_DOUBLE_EQ(result.time_to_first_token.p50_ms, 10);
+  EXPECT_EQ(result.end_to_end.count, 2);
 }
 
 TEST(LoadStatsTest, BrokenPromisesAreNamed) {

@@ -78,6 +78,8 @@ TEST(LoadgenConfigTest, BadFlagsAreNamedWithTheirRange) {
       {[](LoadgenConfig& c) { c.temperature = 101; }, "--temperature = 101"},
       {[](LoadgenConfig& c) { c.channels = 0; }, "--channels = 0 is invalid: must be in [1, 64]"},
       {[](LoadgenConfig& c) { c.deadline = absl::ZeroDuration(); }, "--deadline"},
+      {[](LoadgenConfig& c) { c.progress_interval = absl::Seconds(-1); },
+       "--progress_interval = -1s is invalid: must be >= 0"},
   };
   for (const Case& c : cases) {
     LoadgenConfig config = Valid();
@@ -86,6 +88,21 @@ TEST(LoadgenConfigTest, BadFlagsAreNamedWithTheirRange) {
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.expected;
     EXPECT_THAT(status.message(), HasSubstr(c.expected));
   }
+}
+
+// The ranges' ends are valid values.
+TEST(LoadgenConfigTest, RangeEndsAreAccepted) {
+  LoadgenConfig config = Valid();
+  config.temperature = 100;
+  config.progress_interval = absl::ZeroDuration();
+  EXPECT_TRUE(ValidateConfig(config).ok()) << ValidateConfig(config);
+  config.prompt_len = {1, 1};
+  config.output_len = {1, 511};  // the server's max_new_tokens
+  EXPECT_TRUE(CheckAgainstServer(config, Server()).ok()) << CheckAgainstServer(config, Server());
+  // A server that reports no vocabulary leaves no token id to send.
+  v1::ServerInfo no_vocab = Server();
+  no_vocab.mutable_model()->set_vocab_size(0);
+  EXPECT_EQ(CheckAgainstServer(Valid(), no_vocab).code(), absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(LoadgenConfigTest, OpenLoopIgnoresConcurrency) {

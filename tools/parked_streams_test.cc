@@ -15,6 +15,8 @@ TEST(ParkedStreamsTest, EachFinishedRequestReleasesOneParkedStream) {
   EXPECT_EQ(parked.size(), 3);
   parked.RequestFinished();
   EXPECT_EQ(parked.size(), 2);
+  // The longest parked went first: the next to retry is the one parked at 1 ms.
+  EXPECT_EQ(parked.NextRetry(), kStart + absl::Milliseconds(1) + kRetry);
   parked.RequestFinished();
   parked.RequestFinished();
   EXPECT_EQ(parked.size(), 0);

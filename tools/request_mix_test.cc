@@ -41,6 +41,21 @@ TEST(RequestMixTest, LengthsFollowTheDistributionsAndIdsAreInTheVocabulary) {
   EXPECT_EQ(*ids.rbegin(), 511);
 }
 
+// --ignore_eos reaches the requests both ways, and a server's BOS outside its vocabulary is
+// replaced by token 0 rather than sent.
+TEST(RequestMixTest, IgnoreEosAndBosFollowTheConfigAndTheServer) {
+  LoadgenConfig config;
+  config.ignore_eos = false;
+  RequestMix mix(config, Model());
+  EXPECT_FALSE(mix.Next().sampling().ignore_eos());
+  for (const int32_t bos : {600, -1}) {
+    v1::ModelInfo odd = Model();
+    odd.set_bos_token(bos);
+    RequestMix odd_mix(LoadgenConfig(), odd);
+    EXPECT_EQ(odd_mix.Next().prompt(0), 0) << bos;
+  }
+}
+
 TEST(RequestMixTest, SameSeedSameRequests) {
   LoadgenConfig config;
   config.prompt_len = {1, 50};

@@ -22,6 +22,21 @@ void CallOutcome::AddTokenArrival(absl::Time at, int count) {
   tokens += count;
 }
 
+void CallOutcome::AddResponse(const v1::GenerateResponse& response, absl::Time at,
+                              int32_t vocab_size) {
+  const int k = response.token_ids_size();
+  if (k > 0) {
+    AddTokenArrival(at, k);
+    for (int32_t id : response.token_ids()) {
+      if (id < 0 || id >= vocab_size) ids_in_range = false;
+    }
+  }
+  if (response.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+    finish_reason = response.finish_reason();
+    usage_generated_tokens = response.usage().generated_tokens();
+  }
+}
+
 void StreamCall::Start(v1::TokenGeneration::Stub* stub, v1::GenerateRequest request,
                        const StreamCallOptions& options, std::atomic<int64_t>* tokens_received,
                        absl::Time due, DoneCallback done) {
@@ -49,19 +64,8 @@ StreamCall::StreamCall(v1::GenerateRequest request, const StreamCallOptions& opt
 
 void StreamCall::OnReadDone(bool ok) {
   if (!ok) return;  // the stream ended; OnDone follows
-  const absl::Time now = MonotonicNow();
-  const int k = response_.token_ids_size();
-  if (k > 0) {
-    outcome_.AddTokenArrival(now, k);
-    for (int32_t id : response_.token_ids()) {
-      if (id < 0 || id >= vocab_size_) outcome_.ids_in_range = false;
-    }
-    tokens_received_->fetch_add(k, std::memory_order_relaxed);
-  }
-  if (response_.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
-    outcome_.finish_reason = response_.finish_reason();
-    outcome_.usage_generated_tokens = response_.usage().generated_tokens();
-  }
+  outcome_.AddResponse(response_, MonotonicNow(), vocab_size_);
+  tokens_received_->fetch_add(response_.token_ids_size(), std::memory_order_relaxed);
   StartRead(&response_);
 }
 

@@ -50,6 +50,9 @@ struct CallOutcome {
   // Records a response carrying `count` > 0 tokens that arrived at `at`: the timing fields
   // above and `tokens`.
   void AddTokenArrival(absl::Time at, int count);
+  // Records a whole response that arrived at `at`: its tokens (AddTokenArrival), whether each
+  // id is in [0, vocab_size), and its finish reason and usage when it carries them.
+  void AddResponse(const v1::GenerateResponse& response, absl::Time at, int32_t vocab_size);
 };
 
 struct StreamCallOptions {
