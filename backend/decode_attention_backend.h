@@ -144,8 +144,8 @@ class DecodeAttentionBackend {
   virtual absl::string_view name() const = 0;
   const AttentionShape& shape() const { return shape_; }
 
-  // Records the batch for the following Run calls (the rows are copied: they need outlive
-  // only the call; a second Plan replaces the first). rows.size() <= max_batch; each row's
+  // Records the batch for the following Run calls (the rows are copied: they need to
+  // outlive only the call; a second Plan replaces the first). rows.size() <= max_batch; each row's
   // seq_len in [0, max_seq_len] and request in [0, max_requests) (any value when padded);
   // with the binding's `requests`, a row's request live and seq_len <= its length.
   // Bad rows give InvalidArgument naming the row and field. A binding that reads the table's
@@ -161,8 +161,8 @@ class DecodeAttentionBackend {
   // right after queueing its last Run is safe when every later write to the table and the
   // pools (SyncToDevice, StoreKvCuda) is queued on the same stream, after that Run.
   // cuda: copies the metadata into fixed device buffers, ordered on `stream`. It waits on the
-  // host for the previous Plan's copy to have left its pinned staging area (so the host runs
-  // at most about one step ahead of the device), so it is called
+  // host for the previous Plan's copy to have left its pinned staging area, which keeps the
+  // host at most about one step ahead of the device, and is therefore called
   // outside stream capture (FailedPrecondition on a capturing stream; a replayed graph takes
   // the plan of the Plan call before the replay, and after a failed Plan whatever the device
   // buffers hold: the last successful plan unless a copy failed). Every step reuses the same
