@@ -67,6 +67,12 @@ absl::Status KvCache::AppendNewSlots(int32_t request, int64_t count,
   return absl::OkStatus();
 }
 
+absl::Status KvCache::TruncateRequest(int32_t request, int32_t length) {
+  RETURN_IF_ERROR(requests_->CheckTruncate(request, length));
+  RETURN_IF_ERROR(slots_->Free(requests_->Tokens(request).subspan(length)));
+  return requests_->Truncate(request, length);  // checked above: cannot fail
+}
+
 absl::Status KvCache::ReleaseRequest(int32_t request) {
   // A row not in use has no tokens, so nothing is freed and FreeRequest reports it.
   RETURN_IF_ERROR(slots_->Free(requests_->Tokens(request)));

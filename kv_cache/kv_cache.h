@@ -50,6 +50,12 @@ class KvCache {
   // rows with requests().FreeRequest and each slot with slots() once its last reader is gone.
   // A released id is reused by a later AllocateRequest (RequestTable::AllocateRequest).
   absl::Status ReleaseRequest(int32_t request);
+  // Drops a live request's tokens past its first `length` and frees their slots (speculative
+  // tokens that were rejected): RequestTable::Truncate, then the slots back to the allocator.
+  // All or nothing, as ReleaseRequest: a bad length (RequestTable::CheckTruncate) or a dropped
+  // slot the allocator did not hand out gives an error and nothing changes. Not for slots other
+  // rows share.
+  absl::Status TruncateRequest(int32_t request, int32_t length);
 
  private:
   KvCache(const KvCacheConfig& config, std::unique_ptr<KvPool> pool,

@@ -149,6 +149,35 @@ TEST(KvCacheTest, ReleaseRequestFreesTheRowsSlotsAndTheRow) {
   EXPECT_TRUE(cache->requests().IsLive(b));
 }
 
+// Rejected speculative tokens: the row keeps its prefix, the dropped slots go back to the
+// allocator, and the next tokens take them again.
+TEST(KvCacheTest, TruncateRequestFreesTheDroppedSlots) {
+  const std::unique_ptr<KvCache> cache = SmallCache();
+  ASSERT_NE(cache, nullptr);
+  const int32_t request = *cache->requests().AllocateRequest();
+  std::vector<int32_t> slots;
+  ASSERT_TRUE(cache->AppendNewSlots(request, 6, &slots).ok());
+  ASSERT_TRUE(cache->TruncateRequest(request, 4).ok());
+  EXPECT_EQ(RowOf(*cache, request), std::vector<int32_t>(slots.begin(), slots.begin() + 4));
+  EXPECT_EQ(cache->slots().used_count(), 4);
+  EXPECT_FALSE(cache->slots().IsAllocated(slots[4]));
+  EXPECT_FALSE(cache->slots().IsAllocated(slots[5]));
+  std::vector<int32_t> again;
+  ASSERT_TRUE(cache->AppendNewSlots(request, 2, &again).ok());
+  EXPECT_EQ(cache->requests().Length(request), 6);
+  EXPECT_EQ(cache->slots().used_count(), 6);
+  // Refused, changing nothing: a length past the row, and a dropped slot the allocator never
+  // handed out.
+  EXPECT_EQ(cache->TruncateRequest(request, 7).code(), absl::StatusCode::kInvalidArgument);
+  const int32_t foreign = 32;
+  ASSERT_FALSE(cache->slots().IsAllocated(foreign));
+  ASSERT_TRUE(cache->requests().Append(request, {foreign}).ok());
+  const absl::Status status = cache->TruncateRequest(request, 5);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_EQ(cache->requests().Length(request), 7);
+  EXPECT_EQ(cache->slots().used_count(), 6);
+}
+
 // A row holding a slot the allocator never handed out (appended through requests()) is
 // refused as a whole: its allocated slots stay allocated and the row stays live.
 TEST(KvCacheTest, ReleaseRequestOfARowWithForeignSlotsChangesNothing) {

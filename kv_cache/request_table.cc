@@ -117,6 +117,23 @@ absl::Status RequestTable::CheckAppend(int32_t request, int64_t count) const {
   return absl::OkStatus();
 }
 
+absl::Status RequestTable::CheckTruncate(int32_t request, int32_t length) const {
+  if (absl::Status status = CheckRequest(request); !status.ok()) return status;
+  if (length < 0 || length > length_[request]) {
+    return absl::InvalidArgumentError(absl::StrCat("length = ", length, " to truncate request ",
+                                                   request, " to is invalid: must be in [0, ",
+                                                   length_[request], "] (its tokens)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RequestTable::Truncate(int32_t request, int32_t length) {
+  RETURN_IF_ERROR(CheckTruncate(request, length));
+  length_[request] = length;
+  synced_length_[request] = std::min(synced_length_[request], length);
+  return absl::OkStatus();
+}
+
 absl::Status RequestTable::Append(int32_t request, absl::Span<const int32_t> slots) {
   RETURN_IF_ERROR(CheckAppend(request, static_cast<int64_t>(slots.size())));
   const int64_t new_length = int64_t{length_[request]} + static_cast<int64_t>(slots.size());

@@ -58,6 +58,14 @@ class RequestTable {
   // not live, OutOfRange past max_seq_len. Lets a caller refuse an append before it allocates the
   // slots.
   absl::Status CheckAppend(int32_t request, int64_t count) const;
+  // Shortens a live request's row to its first `length` tokens (speculative tokens that were
+  // rejected, a retracted step); the dropped slots are the caller's to free. The device
+  // mirror keeps only what it had of that prefix: SyncToDevice sends the row again from there
+  // once it grows. InvalidArgument for a length outside [0, Length(request)] (and as
+  // CheckAppend for the request); on an error nothing changes.
+  absl::Status Truncate(int32_t request, int32_t length);
+  // What Truncate checks, without changing anything.
+  absl::Status CheckTruncate(int32_t request, int32_t length) const;
 
   bool IsLive(int32_t request) const;
   int32_t Length(int32_t request) const;                    // 0 for a row not in use

@@ -102,6 +102,53 @@ TEST(RequestTableTest, NegativeAppendCountsAreInvalid) {
       << status.message();
 }
 
+// Truncate keeps a row's first tokens; later appends continue from there.
+TEST(RequestTableTest, TruncateKeepsThePrefix) {
+  const std::unique_ptr<RequestTable> table = *RequestTable::Create(2, 8, 1 << 20);
+  const int32_t a = *table->AllocateRequest();
+  ASSERT_TRUE(table->Append(a, {11, 12, 13, 14}).ok());
+  ASSERT_TRUE(table->Truncate(a, 2).ok());
+  EXPECT_EQ(table->Length(a), 2);
+  ASSERT_TRUE(table->Append(a, {21}).ok());
+  EXPECT_EQ(std::vector<int32_t>(table->Tokens(a).begin(), table->Tokens(a).end()),
+            (std::vector<int32_t>{11, 12, 21}));
+  ASSERT_TRUE(table->Truncate(a, 3).ok());  // its own length: nothing dropped
+  ASSERT_TRUE(table->Truncate(a, 0).ok());
+  EXPECT_EQ(table->Length(a), 0);
+  // Refused, changing nothing: past the row, negative, a request not live.
+  ASSERT_TRUE(table->Append(a, {31, 32}).ok());
+  const absl::Status past = table->Truncate(a, 3);
+  EXPECT_EQ(past.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(past.message(),
+            "length = 3 to truncate request 0 to is invalid: must be in [0, 2] "
+            "(its tokens)");
+  EXPECT_EQ(table->Truncate(a, -1).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(table->Truncate(1, 0).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(table->Truncate(2, 0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(table->Length(a), 2);
+}
+
+// After a truncation the mirror counts only the prefix it has, and the next sync sends the
+// row's new tokens over the dropped ones.
+TEST(RequestTableTest, DeviceMirrorFollowsATruncation) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  const std::unique_ptr<RequestTable> table = *RequestTable::Create(2, 8, 1 << 20);
+  ASSERT_TRUE(table->EnableDeviceMirror().ok());
+  const int32_t a = *table->AllocateRequest();
+  ASSERT_TRUE(table->Append(a, {11, 12, 13, 14}).ok());
+  ASSERT_TRUE(table->SyncToDevice(nullptr).ok());
+  EXPECT_EQ(table->SyncedLength(a), 4);
+  ASSERT_TRUE(table->Truncate(a, 1).ok());
+  EXPECT_EQ(table->SyncedLength(a), 1);
+  ASSERT_TRUE(table->Append(a, {22, 23}).ok());
+  ASSERT_TRUE(table->SyncToDevice(nullptr).ok());
+  EXPECT_EQ(table->SyncedLength(a), 3);
+  std::vector<int32_t> device(3);
+  ASSERT_EQ(cudaMemcpy(device.data(), table->device_table() + a * 8, 3 * 4, cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  EXPECT_EQ(device, (std::vector<int32_t>{11, 22, 23}));
+}
+
 TEST(RequestTableTest, DeviceMirrorFollowsAppends) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
   const std::unique_ptr<RequestTable> table = *RequestTable::Create(3, 8, 1 << 20);
