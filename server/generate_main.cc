@@ -79,9 +79,8 @@ int main(int argc, char** argv) {
       absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_weight_seed), argv[0]);
   if (!model.ok()) return ExitStatusFor(model.status());
   const absl::Time start = absl::Now();
-  int4kv::ModelSource found = model->source;  // a checkpoint where ResolveModelFlag found it
-  if (found.kind == int4kv::ModelSource::Kind::kCheckpoint) found.path = model->file;
-  absl::StatusOr<int4kv::LlamaWeights> weights = int4kv::LoadModelWeights(found, config.threads);
+  absl::StatusOr<int4kv::LlamaWeights> weights =
+      int4kv::LoadModelWeights(model->Located(), config.threads);
   if (!weights.ok()) return ExitStatusFor(weights.status());
   absl::StatusOr<std::unique_ptr<int4kv::Engine>> engine = int4kv::Engine::Create(
       config, std::make_shared<const int4kv::LlamaWeights>(std::move(*weights)),

@@ -248,17 +248,15 @@ absl::StatusOr<Options> ParseOptions(const char* argv0) {
 absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(const Options& options,
                                                      absl::Status* flag_error) {
   const absl::Time start = MonotonicNow();
-  const ModelSource& source = options.model_flag.source;
-  ModelSource resolved = source;
-  if (source.kind == ModelSource::Kind::kCheckpoint) resolved.path = options.model_flag.file;
-  ASSIGN_OR_RETURN(LlamaWeights loaded, LoadModelWeights(resolved, options.engine.threads));
+  ASSIGN_OR_RETURN(LlamaWeights loaded,
+                   LoadModelWeights(options.model_flag.Located(), options.engine.threads));
   const auto weights = std::make_shared<const LlamaWeights>(std::move(loaded));
   spdlog::info("model {} loaded in {:.2f} s", options.model,
                absl::ToDoubleSeconds(MonotonicNow() - start));
   *flag_error = CheckEngineFlagsForModel(options.engine, weights->config);
   RETURN_IF_ERROR(*flag_error);
 
-  return Engine::Create(options.engine, weights, source.ToString());
+  return Engine::Create(options.engine, weights, options.model_flag.source.ToString());
 }
 
 const char* SignalName(int signal_number) { return signal_number == SIGINT ? "SIGINT" : "SIGTERM"; }

@@ -64,6 +64,13 @@ absl::StatusOr<std::string> FindFlagFile(absl::string_view flag, absl::string_vi
 struct ModelFlag {
   ModelSource source;
   std::string file;
+
+  // `source` with a checkpoint's path where it was found: what LoadModelWeights reads.
+  ModelSource Located() const {
+    ModelSource located = source;
+    if (located.kind == ModelSource::Kind::kCheckpoint) located.path = file;
+    return located;
+  }
 };
 // NotFound for a missing checkpoint path; InvalidArgument for a value that is neither a file
 // nor a preset, naming both readings.
