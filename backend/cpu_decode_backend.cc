@@ -4,9 +4,11 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "common/thread_pool.h"
 #include "kv_cache/kv_cache_config.h"
 #include "kv_cache/quantize.h"
@@ -59,7 +61,8 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
     return absl::OkStatus();
   }
 
-  absl::Status Run(int32_t layer, const void* q, void* out, CudaStream) override {
+  absl::Status RunWithLse(int32_t layer, const void* q, void* out, float* lse,
+                          CudaStream) override {
     if (layer < 0 || layer >= cache_.view.layout.num_layers) {
       return absl::InvalidArgumentError(absl::StrCat("layer ", layer, " is out of range [0, ",
                                                      cache_.view.layout.num_layers,
@@ -69,14 +72,15 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
       return absl::InvalidArgumentError(q == nullptr ? "q is null" : "out is null");
     }
     if (planned_rows_ < 0) return absl::FailedPreconditionError(kRunWithoutPlan);
+    RETURN_IF_ERROR(ValidateLseBuffer(lse, q, out, planned_rows_, shape_, sizeof(float)));
     // The first batch row with a bad entry (items of several bad rows race to report one).
     std::atomic<int32_t> bad_row{INT32_MAX};
     const int64_t items = static_cast<int64_t>(rows_.size()) * shape_.kv_heads;
     pool_.ParallelFor(items, [&](int64_t item) {
-      const bool ok =
-          float64_
-              ? RunItem<double>(layer, item, static_cast<const float*>(q), static_cast<float*>(out))
-              : RunItem<float>(layer, item, static_cast<const float*>(q), static_cast<float*>(out));
+      const bool ok = float64_ ? RunItem<double>(layer, item, static_cast<const float*>(q),
+                                                 static_cast<float*>(out), lse)
+                               : RunItem<float>(layer, item, static_cast<const float*>(q),
+                                                static_cast<float*>(out), lse);
       const int32_t b = static_cast<int32_t>(item / shape_.kv_heads);
       int32_t seen = bad_row.load();
       while (!ok && b < seen && !bad_row.compare_exchange_weak(seen, b)) {
@@ -90,7 +94,7 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
     return absl::InvalidArgumentError(absl::StrCat(
         "rows[", b, "] (request ", row.request, "): req_to_token[", row.request, "][", t,
         "] = ", slots[t], " is outside the pool's slots [0, ", cache_.view.layout.num_slots,
-        "); that row's output is zeros, the other rows' are computed"));
+        "); that row's output is zeros (its lse -inf), the other rows' are computed"));
   }
 
  private:
@@ -105,10 +109,11 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
   // One (batch row, KV head): the G query heads that share it, by an online softmax over the
   // row's tokens, so that the scratch has a fixed size and lives on the stack (Run allocates
   // nothing). The item reads its q only before it writes its out, and no other item's, so q
-  // and out may be the same buffer. Returns false (and writes zeros) if the row's page table
-  // points outside the pool.
+  // and out may be the same buffer. lse_all: [batch][q_heads] or null. Returns false (and
+  // writes zeros, lse -inf) if the row's page table points outside the pool.
   template <typename T>
-  bool RunItem(int32_t layer, int64_t item, const float* q_all, float* out_all) const {
+  bool RunItem(int32_t layer, int64_t item, const float* q_all, float* out_all,
+               float* lse_all) const {
     const int32_t b = static_cast<int32_t>(item / shape_.kv_heads);
     const int32_t kv_head = static_cast<int32_t>(item % shape_.kv_heads);
     const int32_t group = shape_.q_heads / shape_.kv_heads;
@@ -117,13 +122,18 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
     const int64_t first_head = int64_t{b} * shape_.q_heads + int64_t{kv_head} * group;
     const float* q = q_all + first_head * dim;  // [group][dim]
     float* out = out_all + first_head * dim;    // [group][dim]
-    if (row.seq_len == 0) {  // padded: its request may be any value, so its table is not read
+    float* lse = lse_all == nullptr ? nullptr : lse_all + first_head;  // [group]
+    auto write_nothing_attended = [&] {
       std::fill(out, out + int64_t{group} * dim, 0.0f);
+      if (lse != nullptr) std::fill(lse, lse + group, -std::numeric_limits<float>::infinity());
+    };
+    if (row.seq_len == 0) {  // padded: its request may be any value, so its table is not read
+      write_nothing_attended();
       return true;
     }
     const int32_t* slots = cache_.req_to_token + int64_t{row.request} * cache_.req_to_token_stride;
     if (FirstBadToken(slots, row.seq_len) >= 0) {
-      std::fill(out, out + int64_t{group} * dim, 0.0f);
+      write_nothing_attended();
       return false;
     }
     const T scale = static_cast<T>(SoftmaxScale(shape_));
@@ -156,6 +166,7 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
       for (int32_t d = 0; d < dim; ++d) {
         out[g * dim + d] = static_cast<float>(acc[g * dim + d] / total[g]);
       }
+      if (lse != nullptr) lse[g] = static_cast<float>(max_score[g] + std::log(total[g]));
     }
     return true;
   }

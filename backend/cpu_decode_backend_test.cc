@@ -1,5 +1,6 @@
 #include "backend/cpu_decode_backend.h"
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <limits>
@@ -63,12 +64,16 @@ Fixture MakeCache(int kv_heads, int head_dim, int group, QuantMode mode,
 }
 
 // Plain float64 attention over DequantizeHost's values, written independently of the backend.
+// lse, when given, receives each (row, head)'s log(sum_t exp(score_t)) ([rows][q_heads]; -inf
+// for padded rows).
 std::vector<double> Reference(const KvCache& cache, int layer, const std::vector<DecodeRow>& rows,
-                              const std::vector<float>& q, int q_heads, double scale = 0) {
+                              const std::vector<float>& q, int q_heads, double scale = 0,
+                              std::vector<double>* lse = nullptr) {
   const KvLayout& layout = cache.view().layout;
   const int dim = layout.head_dim, group = q_heads / layout.kv_heads;
   if (scale == 0) scale = 1 / std::sqrt(double(dim));
   std::vector<double> out(rows.size() * q_heads * dim, 0.0);
+  if (lse != nullptr) lse->assign(rows.size() * q_heads, -INFINITY);
   for (size_t b = 0; b < rows.size(); ++b) {
     if (rows[b].seq_len == 0) continue;
     const absl::Span<const int32_t> slots = cache.requests().Tokens(rows[b].request);
@@ -90,6 +95,7 @@ std::vector<double> Reference(const KvCache& cache, int layer, const std::vector
       }
       double z = 0;
       for (int t = 0; t < rows[b].seq_len; ++t) z += std::exp(s[t] - m);
+      if (lse != nullptr) (*lse)[b * q_heads + h] = m + std::log(z);
       for (int t = 0; t < rows[b].seq_len; ++t) {
         const double p = std::exp(s[t] - m) / z;
         for (int d = 0; d < dim; ++d) {
@@ -159,6 +165,23 @@ TEST(CpuDecodeBackendTest, MatchesFloat64ReferenceAcrossShapes) {
           std::vector<float> in_place = q;
           ASSERT_TRUE(backend->Run(layer, in_place.data(), in_place.data(), nullptr).ok());
           EXPECT_EQ(in_place, out) << "in place, layer " << layer;
+          // With the log-sum-exps: the same output, and each head's lse as the reference's.
+          std::vector<float> with_lse(n, std::numeric_limits<float>::quiet_NaN());
+          std::vector<float> lse(f.rows.size() * shape.q_heads,
+                                 std::numeric_limits<float>::quiet_NaN());
+          ASSERT_TRUE(
+              backend->RunWithLse(layer, q.data(), with_lse.data(), lse.data(), nullptr).ok());
+          EXPECT_EQ(with_lse, out) << "with lse, layer " << layer;
+          std::vector<double> want_lse;
+          Reference(*f.cache, layer, f.rows, q, shape.q_heads, shape.softmax_scale, &want_lse);
+          for (size_t i = 0; i < lse.size(); ++i) {
+            if (std::isinf(want_lse[i])) {  // the padded row
+              EXPECT_EQ(lse[i], -std::numeric_limits<float>::infinity()) << i;
+              continue;
+            }
+            EXPECT_NEAR(lse[i], want_lse[i], (f64 ? 1e-6 : 1e-5) * (1 + std::abs(want_lse[i])))
+                << "lse " << i << " layer " << layer;
+          }
         }
       }
     }
@@ -396,9 +419,13 @@ TEST(CpuDecodeBackendTest, CorruptPageTableIsAnErrorNotACrash) {
                                 1, 1,  1,    1, -1, 0, 1,  0,     -1, 0, 1, 0};
   for (int repeat = 0; repeat < 20; ++repeat) {
     ASSERT_TRUE(backend->Plan(std::vector<DecodeRow>{{2, 3}, {0, 3}, {1, 3}}, nullptr).ok());
-    std::vector<float> out(24, std::nanf(""));
-    const absl::Status s = backend->Run(0, q.data(), out.data(), nullptr);
+    std::vector<float> out(24, std::nanf("")), lse(3, std::nanf(""));
+    const absl::Status s = backend->RunWithLse(0, q.data(), out.data(), lse.data(), nullptr);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(s.message().find("its lse -inf"), std::string::npos) << s;
+    EXPECT_EQ(lse[0], -INFINITY);
+    EXPECT_TRUE(std::isfinite(lse[1])) << lse[1];
+    EXPECT_EQ(lse[2], -INFINITY);
     EXPECT_NE(s.message().find("rows[0] (request 2): req_to_token[2][2] = 1073741824 is "
                                "outside the pool's slots [0, 17)"),
               std::string::npos)
@@ -428,6 +455,84 @@ TEST(CpuDecodeBackendTest, CorruptPageTableIsAnErrorNotACrash) {
   EXPECT_NE(past.message().find("req_to_token[2][0] = 17 is outside the pool's slots [0, 17)"),
             std::string::npos)
       << past;
+}
+
+// The log-sum-exps are what a caller needs to combine attention over parts of a context:
+// attention over tokens [0, 20) and over [20, 53), each with its lse, combine into attention over
+// all 53, as the backend computes it in one row.
+TEST(CpuDecodeBackendTest, LseCombinesAttentionOverPartsOfAContext) {
+  std::mt19937 rng(21);
+  constexpr int kTokens = 53, kSplit = 20, kQHeads = 8, kDim = 16;
+  Fixture f = MakeCache(2, kDim, 8, QuantMode::kAsymmetric, {kTokens}, rng);
+  const absl::Span<const int32_t> tokens = f.cache->requests().Tokens(0);
+  // Rows of the embedder's own table: the first part, the second part, the whole context.
+  std::vector<int32_t> table(3 * kTokens, 0);
+  std::copy(tokens.begin(), tokens.begin() + kSplit, table.begin());
+  std::copy(tokens.begin() + kSplit, tokens.end(), table.begin() + kTokens);
+  std::copy(tokens.begin(), tokens.end(), table.begin() + 2 * kTokens);
+  KvCacheBinding binding = BindingFor(*f.cache);
+  binding.req_to_token = table.data();
+  binding.max_requests = 3;
+  binding.req_to_token_stride = kTokens;
+  binding.requests = nullptr;
+  const std::vector<DecodeRow> rows = {{0, kSplit}, {1, kTokens - kSplit}, {2, kTokens}};
+  // One query for all three rows, at twice the usual spread so that the softmax is peaked.
+  const size_t row_size = kQHeads * kDim;
+  std::vector<float> q(3 * row_size);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  for (size_t i = 0; i < row_size; ++i) q[i] = q[row_size + i] = q[2 * row_size + i] = normal(rng);
+  for (bool f64 : {false, true}) {
+    SCOPED_TRACE(f64 ? "float64" : "float32");
+    BackendOptions options;
+    options.cpu_float64 = f64;
+    auto backend = *CreateCpuDecodeBackend(binding, {kQHeads, 2, kDim, 3, kTokens, 0}, options);
+    std::vector<float> out(q.size()), lse(3 * kQHeads);
+    ASSERT_TRUE(backend->Plan(rows, nullptr).ok());
+    ASSERT_TRUE(backend->RunWithLse(1, q.data(), out.data(), lse.data(), nullptr).ok());
+    const double tolerance = f64 ? 1e-6 : 2e-5;
+    for (int h = 0; h < kQHeads; ++h) {
+      const double first = lse[h], second = lse[kQHeads + h];
+      const double top = std::max(first, second);
+      const double both = top + std::log(std::exp(first - top) + std::exp(second - top));
+      EXPECT_NEAR(both, lse[2 * kQHeads + h], tolerance * (1 + std::abs(both))) << "head " << h;
+      const double w_first = std::exp(first - both), w_second = std::exp(second - both);
+      for (int d = 0; d < kDim; ++d) {
+        const size_t i = static_cast<size_t>(h) * kDim + d;
+        EXPECT_NEAR(w_first * out[i] + w_second * out[row_size + i], out[2 * row_size + i],
+                    tolerance)
+            << "head " << h << " dim " << d;
+      }
+    }
+  }
+}
+
+// An lse buffer that is misaligned or shares bytes with q or out is refused before anything is
+// written; one that ends where out begins, or begins where it ends, is fine.
+TEST(CpuDecodeBackendTest, LseBuffersThatOverlapOrAreMisalignedAreRefused) {
+  std::mt19937 rng(22);
+  Fixture f = MakeCache(1, 8, 8, QuantMode::kSymmetric, {3, 2}, rng);
+  auto backend = *CreateCpuDecodeBackend(BindingFor(*f.cache), {2, 1, 8, 2, 3, 0}, {});
+  ASSERT_TRUE(backend->Plan(f.rows, nullptr).ok());
+  // One allocation: [lse of 4][out of 32][lse of 4], then q apart.
+  constexpr size_t kOut = 2 * 2 * 8, kLse = 2 * 2;
+  std::vector<float> q(kOut, 0.5f), memory(kLse + kOut + kLse + 1, -7.0f);
+  float* out = memory.data() + kLse;
+  auto refused = [&](float* lse, absl::string_view expected) {
+    const std::vector<float> before = memory;
+    const absl::Status s = backend->RunWithLse(0, q.data(), out, lse, nullptr);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_NE(s.message().find(expected), std::string::npos) << s;
+    EXPECT_EQ(memory, before) << "written despite " << s;
+  };
+  refused(out - kLse + 1, "overlaps out");  // its last element is out's first
+  refused(out + kOut - 1, "overlaps out");  // its first element is out's last
+  refused(out + 4, "overlaps out");
+  refused(q.data() + kOut - 1, "overlaps q");
+  refused(reinterpret_cast<float*>(reinterpret_cast<char*>(out + kOut) + 2), "lse must be aligned");
+  EXPECT_TRUE(backend->RunWithLse(0, q.data(), out, out - kLse, nullptr).ok());
+  EXPECT_TRUE(backend->RunWithLse(0, q.data(), out, out + kOut, nullptr).ok());
+  for (size_t i = 0; i < kLse; ++i) EXPECT_EQ(memory[i], out[kOut + i]) << i;
+  EXPECT_TRUE(std::isfinite(memory[0]));
 }
 
 // The entry point by name, and rows out of range at Plan; a padded row's request is never

@@ -151,7 +151,8 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     return absl::OkStatus();
   }
 
-  absl::Status Run(int32_t layer, const void* q, void* out, CudaStream stream) override {
+  absl::Status RunWithLse(int32_t layer, const void* q, void* out, float* lse,
+                          CudaStream stream) override {
     if (layer < 0 || layer >= cache_.view.layout.num_layers) {
       return absl::InvalidArgumentError(absl::StrCat("layer ", layer, " is out of range [0, ",
                                                      cache_.view.layout.num_layers,
@@ -175,6 +176,7 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     RETURN_IF_ERROR(CheckCurrentDevice());
     if (planned_rows_ < 0) return absl::FailedPreconditionError(kRunWithoutPlan);
     const int32_t batch = planned_rows_;
+    RETURN_IF_ERROR(ValidateLseBuffer(lse, q, out, batch, shape_, DTypeSize(io_dtype_)));
     if (batch == 0) return absl::OkStatus();
     SplitKernelParams split;
     split.cache = cache_.view;
@@ -201,6 +203,7 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     merge.partial_lse = partial_lse_;
     merge.discard_partials = &static_cast<const StepFlags*>(device_step_)->discard_partials;
     merge.out = out;
+    merge.lse = lse;
     merge.out_is_bf16 = io_dtype_ == DType::kBFloat16;
     merge.q_heads = shape_.q_heads;
     merge.head_dim = shape_.head_dim;

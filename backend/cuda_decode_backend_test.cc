@@ -660,8 +660,9 @@ TEST_F(CudaDecodeBackendTest, PoolsInPinnedHostMemory) {
                              rng_);
 }
 
-// Captures Run once for a bucket (planned for steps[0]) and replays it for every step with
-// that step's lengths, fresh page tables and fresh queries.
+// Captures RunWithLse once for a bucket (planned for steps[0]) and replays it for every step
+// with that step's lengths, fresh page tables and fresh queries; outputs and log-sum-exps are
+// checked after every replay.
 void ReplayGraph(int bucket, int max_seq_len, const std::vector<std::vector<int>>& steps,
                  std::mt19937& rng) {
   SCOPED_TRACE(absl::StrCat("bucket ", bucket));
@@ -699,8 +700,10 @@ void ReplayGraph(int bucket, int max_seq_len, const std::vector<std::vector<int>
   ASSERT_CUDA(cudaGraphDestroy(graph));
 
   ASSERT_TRUE(cuda->Plan(rows, stream).ok());
+  DeviceBuffer lse;
+  ASSERT_TRUE(lse.Allocate(bucket * 8 * sizeof(float), "the test's lse").ok());
   ASSERT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  ASSERT_TRUE(cuda->Run(1, buffers.q, buffers.out, stream).ok());
+  ASSERT_TRUE(cuda->RunWithLse(1, buffers.q, buffers.out, lse.as<float>(), stream).ok());
   ASSERT_CUDA(cudaStreamEndCapture(stream, &graph));
   cudaGraphExec_t exec;
   ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
@@ -712,15 +715,18 @@ void ReplayGraph(int bucket, int max_seq_len, const std::vector<std::vector<int>
     RandomQuery(n, DType::kFloat16, 1.0f, rng, &q_bits, &q_values);
     ASSERT_CUDA(cudaMemcpyAsync(buffers.q, q_bits.data(), n * 2, cudaMemcpyHostToDevice, stream));
     ASSERT_CUDA(cudaMemsetAsync(buffers.out, 0xff, n * 2, stream));
+    ASSERT_CUDA(cudaMemsetAsync(lse.get(), 0xff, lse.bytes(), stream));
     ASSERT_TRUE(cuda->Plan(rows, stream).ok());
     ASSERT_CUDA(cudaGraphLaunch(exec, stream));
     ASSERT_CUDA(cudaStreamSynchronize(stream));
     std::vector<uint16_t> got(n);
     ASSERT_CUDA(cudaMemcpy(got.data(), buffers.out, n * 2, cudaMemcpyDeviceToHost));
-    std::vector<float> want(n);
+    std::vector<float> got_lse(bucket * 8), want(n), want_lse(got_lse.size());
+    ASSERT_CUDA(cudaMemcpy(got_lse.data(), lse.get(), lse.bytes(), cudaMemcpyDeviceToHost));
     ASSERT_TRUE(oracle->Plan(rows, nullptr).ok());
-    ASSERT_TRUE(oracle->Run(1, q_values.data(), want.data(), nullptr).ok());
+    ASSERT_TRUE(oracle->RunWithLse(1, q_values.data(), want.data(), want_lse.data(), nullptr).ok());
     ExpectClose(got, DType::kFloat16, want, rows, static_cast<int>(row_size), "graph replay");
+    ExpectLseClose(got_lse, want_lse, rows, 8, "graph replay");
   }
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
@@ -869,6 +875,25 @@ TEST_F(CudaDecodeBackendTest, RejectsCpuDtypesAndBadPlans) {
       << odd_out;
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   EXPECT_TRUE(cuda->Run(0, q, out, nullptr).ok());
+  // The merge stores lse as floats: a misaligned one would fault, and one sharing bytes with
+  // out would corrupt it. The planned row's out is out's first 2048 bytes; an lse right after
+  // them, in the same allocation, is fine.
+  char* out_bytes = static_cast<char*>(out);
+  const absl::Status odd_lse =
+      cuda->RunWithLse(0, q, out, reinterpret_cast<float*>(out_bytes + 2048 + 2), nullptr);
+  EXPECT_EQ(odd_lse.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(odd_lse.message().find("lse must be aligned to its 4-byte elements"), std::string::npos)
+      << odd_lse;
+  const absl::Status lse_in_out =
+      cuda->RunWithLse(0, q, out, reinterpret_cast<float*>(out_bytes + 2044), nullptr);
+  EXPECT_EQ(lse_in_out.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(lse_in_out.message().find("overlaps out"), std::string::npos) << lse_in_out;
+  float* lse_after_out = reinterpret_cast<float*>(out_bytes + 2048);
+  EXPECT_TRUE(cuda->RunWithLse(0, q, out, lse_after_out, nullptr).ok());
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  float lse[8];
+  ASSERT_CUDA(cudaMemcpy(lse, lse_after_out, sizeof(lse), cudaMemcpyDeviceToHost));
+  for (float x : lse) EXPECT_TRUE(std::isfinite(x)) << x;
   // A failed Plan leaves no plan: the next step's Run does not run this step's rows.
   EXPECT_FALSE(cuda->Plan(std::vector<DecodeRow>{{0, 9}}, nullptr).ok());
   EXPECT_EQ(cuda->planned_rows(), -1);

@@ -79,7 +79,8 @@ struct MergeKernelParams {
   // holds, so that the partials would be evicted, and written back to DRAM, before the next
   // step overwrites them; the merge then drops each partial from L2 once it has read it.
   const int32_t* discard_partials;
-  void* out;  // device [batch][q_heads][head_dim], fp16 or bf16
+  void* out;   // device [batch][q_heads][head_dim], fp16 or bf16
+  float* lse;  // device [batch][q_heads], natural log; nullptr: not written
   int32_t out_is_bf16;
   int32_t q_heads;
   int32_t head_dim;

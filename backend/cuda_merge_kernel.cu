@@ -1,5 +1,6 @@
 // Merge kernel: block (row, head block, column group) combines a row's normalized partial
-// outputs, weighted by their log2-sum-exps, into the row's output (see MergeBody).
+// outputs, weighted by their log2-sum-exps, into the row's output and, when asked, its
+// log-sum-exp (see MergeBody).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -151,6 +152,13 @@ __device__ __forceinline__ void MergeBody(const MergeKernelParams& p, const RowW
   }
   // Padded rows (no chunks) get zeros.
   const float inv = work.num_chunks > 0 ? Reciprocal(all) : 0.0f;  // all >= 1 then
+  // The head's log-sum-exp, from its first column's thread (every column has the same m_all
+  // and all): log2 units back to natural ones.
+  if (p.lse != nullptr && column == 0) {
+    constexpr float kLn2 = 0.6931471805599453f;
+    p.lse[static_cast<int64_t>(row) * p.q_heads + head] =
+        work.num_chunks > 0 ? (m_all + Log2(all)) * kLn2 : -INFINITY;
+  }
   const float values[4] = {acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv};
   const int64_t out_base = (static_cast<int64_t>(row) * p.q_heads + head) * head_dim + 4 * column;
 #pragma unroll

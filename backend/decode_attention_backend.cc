@@ -3,6 +3,8 @@
 #include <cuda_runtime_api.h>
 
 #include <cmath>
+#include <cstdint>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/cuda_check.h"
@@ -186,6 +188,28 @@ absl::Status ValidateRows(absl::Span<const DecodeRow> rows, const AttentionShape
             " in the device req_to_token table: call requests().SyncToDevice(stream) after "
             "Append, before Plan"));
       }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateLseBuffer(const float* lse, const void* q, const void* out, int32_t batch,
+                               const AttentionShape& shape, int io_element_bytes) {
+  if (lse == nullptr) return absl::OkStatus();
+  const uintptr_t lse_begin = reinterpret_cast<uintptr_t>(lse);
+  if (lse_begin % alignof(float) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "lse must be aligned to its 4-byte elements; it is at ", absl::Hex(lse_begin)));
+  }
+  const uintptr_t lse_end = lse_begin + uint64_t{sizeof(float)} * batch * shape.q_heads;
+  const uint64_t io_bytes =
+      uint64_t{static_cast<uint32_t>(io_element_bytes)} * batch * shape.q_heads * shape.head_dim;
+  for (const auto& [name, buffer] : {std::pair<const char*, const void*>{"q", q}, {"out", out}}) {
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(buffer);
+    if (lse_begin < begin + io_bytes && begin < lse_end) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "lse [", absl::Hex(lse_begin), ", ", absl::Hex(lse_end), ") overlaps ", name, " [",
+          absl::Hex(begin), ", ", absl::Hex(begin + io_bytes), "): each needs its own memory"));
     }
   }
   return absl::OkStatus();

@@ -188,7 +188,22 @@ class DecodeAttentionBackend {
   // SyncToDevice wait on the host for an event (above), which CUDA may refuse while another
   // thread captures in cudaStreamCaptureModeGlobal (its rule for potentially unsafe calls):
   // capture in thread-local or relaxed mode, or not at the same time.
-  virtual absl::Status Run(int32_t layer, const void* q, void* out, CudaStream stream) = 0;
+  absl::Status Run(int32_t layer, const void* q, void* out, CudaStream stream) {
+    return RunWithLse(layer, q, out, /*lse=*/nullptr, stream);
+  }
+
+  // Run, and also the log-sum-exp of each (row, query head) into `lse` when it is not null:
+  //   lse[b, h] = log(sum_t exp(scale * q[b, h, :] . K[slot(b, t), h / G, :]))   (natural log)
+  // float32 [batch, q_heads] in the backend's memory, 4-byte aligned, overlapping neither q nor
+  // out (InvalidArgument otherwise); -inf for padded rows (and, on the cpu backend, for rows
+  // whose table points outside the pool). With it, attention over disjoint parts of a context
+  // (a shared prefix and each request's own tokens, say, or the cache and tokens not stored in
+  // it) combines into attention over their union: for parts i with outputs out_i and lse_i,
+  //   lse = log(sum_i exp(lse_i)),   out = sum_i exp(lse_i - lse) * out_i.
+  // cuda: computed in fp32 from the same partial results as out (the scores of fp16 operands);
+  // the kernels are the same with and without it, so out is bitwise the same either way.
+  virtual absl::Status RunWithLse(int32_t layer, const void* q, void* out, float* lse,
+                                  CudaStream stream) = 0;
 
   // Rows of the last successful Plan, which Run computes; -1 when there is none (before the
   // first Plan, or after one that failed). A caller replaying a captured graph can compare it
@@ -225,6 +240,10 @@ absl::Status CheckBindingMemory(const KvCacheBinding& cache, MemoryKind memory,
                                 absl::string_view backend);
 absl::Status ValidateRows(absl::Span<const DecodeRow> rows, const AttentionShape& shape,
                           const KvCacheBinding& cache);
+// RunWithLse's `lse` (when not null) for a step of `batch` rows with q and out of
+// `io_element_bytes` elements: 4-byte aligned and clear of q's and out's bytes.
+absl::Status ValidateLseBuffer(const float* lse, const void* q, const void* out, int32_t batch,
+                               const AttentionShape& shape, int io_element_bytes);
 float SoftmaxScale(const AttentionShape& shape);
 
 }  // namespace int4kv

@@ -89,6 +89,9 @@ ABSL_FLAG(bool, store_before_runs, false,
           "store each row's newest token (StoreKvCuda, one token a row) before each layer-run, "
           "as a model's step does, and subtract the stores' own time: attention behind the "
           "K/V store, which releases it early");
+ABSL_FLAG(bool, with_lse, false,
+          "each layer-run also writes its rows' log-sum-exps (RunWithLse), whose bytes then "
+          "count");
 ABSL_FLAG(int, other_rows_context, 0,
           "if > 0, a skewed batch: row 0 has --contexts tokens, every other row this many");
 ABSL_FLAG(int, batch_invariant_splits, 0,
@@ -408,9 +411,14 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, QuantMod
   CHECK_CUDA(cudaStreamCreate(&stream));
   CheckOk(backend->Plan(rows, stream));
   CaseResult result;
+  // --with_lse: [batch][kQHeads] floats.
+  DeviceBuffer lse;
+  if (absl::GetFlag(FLAGS_with_lse)) {
+    CheckOk(lse.Allocate(static_cast<size_t>(batch) * kQHeads * sizeof(float), "the lse"));
+  }
   result.bytes = static_cast<double>(tokens) * (config.DataBytesPerTokenPerLayer() +
                                                 config.ParamBytesPerTokenPerLayer() + 4) +
-                 2.0 * qo * 2;
+                 2.0 * qo * 2 + static_cast<double>(lse.bytes());
   // What goes before each layer-run, if anything; its own time is subtracted.
   std::function<void(int)> before_run;
   DeviceBuffer new_kv, new_slots;  // --store_before_runs only
@@ -441,7 +449,7 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, QuantMod
   }
   result.seconds = SecondsPerRun(stream, config.num_layers, repeats, [&](int layer) {
     if (before_run) before_run(layer);
-    CheckOk(backend->Run(layer, q, out, stream));
+    CheckOk(backend->RunWithLse(layer, q, out, lse.as<float>(), stream));
   });
   if (before_run) result.seconds -= SecondsPerRun(stream, config.num_layers, repeats, before_run);
 

@@ -80,6 +80,55 @@ void ExpectClose(const std::vector<uint16_t>& got_bits, DType io, const std::vec
               worst_beyond_dtype, what.c_str());
 }
 
+void ExpectLseClose(const std::vector<float>& got, const std::vector<float>& want,
+                    const std::vector<DecodeRow>& rows, int q_heads, const std::string& what) {
+  double worst = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const size_t row = i / q_heads;
+    if (rows[row].seq_len == 0) {
+      ASSERT_EQ(got[i], -INFINITY) << what << " padded row " << row;
+      continue;
+    }
+    ASSERT_TRUE(std::isfinite(got[i])) << what << " row " << row << " lse " << got[i];
+    const double error = std::abs(double{got[i]} - want[i]) / (1 + std::abs(want[i]));
+    worst = std::max(worst, error);
+    EXPECT_LE(error, 1e-3) << what << " row " << row << " head " << i % q_heads << ": lse "
+                           << got[i] << ", oracle " << want[i];
+  }
+  std::printf("worst lse error %.3e of |lse| + 1 (%s)\n", worst, what.c_str());
+}
+
+namespace {
+
+// Layer 1 again through RunWithLse, on the same plan: its output must be bitwise `plain_out`
+// (the plain Run's), and its lse close to the oracle's (ExpectLseClose).
+void CheckLseRun(DecodeAttentionBackend& cuda, DecodeAttentionBackend& oracle,
+                 const std::vector<uint16_t>& q_bits, const std::vector<float>& q_values,
+                 DeviceBuffers& buffers, bool in_place, const std::vector<DecodeRow>& rows,
+                 const std::vector<uint16_t>& plain_out, cudaStream_t stream) {
+  const size_t n = q_bits.size(), heads = rows.size() * cuda.shape().q_heads;
+  DeviceBuffer lse;
+  ASSERT_TRUE(lse.Allocate(std::max<size_t>(1, heads) * sizeof(float), "the test's lse").ok());
+  // The plain Run overwrote q when in place.
+  ASSERT_CUDA(cudaMemcpyAsync(buffers.q, q_bits.data(), n * 2, cudaMemcpyHostToDevice, stream));
+  uint16_t* out = in_place ? buffers.q : buffers.out;
+  if (!in_place) ASSERT_CUDA(cudaMemsetAsync(out, 0xff, n * 2, stream));
+  ASSERT_CUDA(cudaMemsetAsync(lse.get(), 0xff, heads * sizeof(float), stream));  // NaN
+  ASSERT_TRUE(cuda.RunWithLse(1, buffers.q, out, lse.as<float>(), stream).ok());
+  ASSERT_CUDA(cudaStreamSynchronize(stream));
+  std::vector<uint16_t> got(n);
+  ASSERT_CUDA(cudaMemcpy(got.data(), out, n * 2, cudaMemcpyDeviceToHost));
+  EXPECT_EQ(got, plain_out) << "RunWithLse's output differs from Run's";
+  std::vector<float> got_lse(heads), want_out(n), want_lse(heads);
+  ASSERT_CUDA(cudaMemcpy(got_lse.data(), lse.get(), heads * sizeof(float), cudaMemcpyDeviceToHost));
+  ASSERT_TRUE(oracle.Plan(rows, nullptr).ok());
+  ASSERT_TRUE(
+      oracle.RunWithLse(1, q_values.data(), want_out.data(), want_lse.data(), nullptr).ok());
+  ExpectLseClose(got_lse, want_lse, rows, cuda.shape().q_heads, "layer 1");
+}
+
+}  // namespace
+
 // Runs both layers of case `c` over `rows` on the CUDA backend reading `device`, on a stream
 // of its own, and checks them against the float64 oracle reading `host` (the host mirror of
 // a cache of `config`). before_run, when set, is enqueued on that stream between Plan and Run.
@@ -128,6 +177,9 @@ void CheckBindingsAgainstOracle(const Case& c, const KvCacheConfig& config,
     ASSERT_TRUE(oracle->Plan(rows, nullptr).ok());
     ASSERT_TRUE(oracle->Run(layer, q_values.data(), want.data(), nullptr).ok());
     ExpectClose(got, c.io, want, rows, static_cast<int>(row_size), absl::StrCat("layer ", layer));
+    if (layer == 1) {
+      CheckLseRun(**cuda, *oracle, q_bits, q_values, buffers, c.in_place, rows, got, stream);
+    }
   }
   ASSERT_CUDA(cudaStreamDestroy(stream));
 }

@@ -192,9 +192,16 @@ void RandomQuery(size_t n, DType io, float scale, std::mt19937& rng, std::vector
 void ExpectClose(const std::vector<uint16_t>& got_bits, DType io, const std::vector<float>& want,
                  const std::vector<DecodeRow>& rows, int row_size, const std::string& what);
 
+// Checks the device's log-sum-exps against the oracle's ([rows][q_heads] each): exactly -inf
+// for padded rows, finite elsewhere and within 1e-3 x (|oracle| + 1), the scores being products
+// of fp16 operands (a head's lse in log2 units, or another head's, is far outside that).
+void ExpectLseClose(const std::vector<float>& got, const std::vector<float>& want,
+                    const std::vector<DecodeRow>& rows, int q_heads, const std::string& what);
+
 // Runs both layers of case `c` over `rows` on the CUDA backend reading `device`, on a stream
 // of its own, and checks them against the float64 oracle reading `host` (the host mirror of
 // a cache of `config`). before_run, when set, is enqueued on that stream between Plan and Run.
+// Layer 1 also runs through RunWithLse: the same output bits, and the oracle's log-sum-exps.
 void CheckBindingsAgainstOracle(const Case& c, const KvCacheConfig& config,
                                 const KvCacheBinding& device, const KvCacheBinding& host,
                                 const std::vector<DecodeRow>& rows, std::mt19937& rng,
