@@ -46,6 +46,7 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
       : DecodeAttentionBackend(shape),
         cache_(cache),
         float64_(options.cpu_float64),
+        strides_(ResolvedRowStrides(options, shape)),
         pool_(options.cpu_threads) {
     // Plan copies at most max_batch rows (ValidateRows): reserved here, it never allocates.
     rows_.reserve(shape.max_batch);
@@ -72,7 +73,8 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
       return absl::InvalidArgumentError(q == nullptr ? "q is null" : "out is null");
     }
     if (planned_rows_ < 0) return absl::FailedPreconditionError(kRunWithoutPlan);
-    RETURN_IF_ERROR(ValidateLseBuffer(lse, q, out, planned_rows_, shape_, sizeof(float)));
+    RETURN_IF_ERROR(
+        ValidateRunBuffers(q, out, lse, planned_rows_, shape_, strides_, sizeof(float)));
     // The first batch row with a bad entry (items of several bad rows race to report one).
     std::atomic<int32_t> bad_row{INT32_MAX};
     const int64_t items = static_cast<int64_t>(rows_.size()) * shape_.kv_heads;
@@ -119,10 +121,10 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
     const int32_t group = shape_.q_heads / shape_.kv_heads;
     const int32_t dim = shape_.head_dim;
     const DecodeRow& row = rows_[b];
-    const int64_t first_head = int64_t{b} * shape_.q_heads + int64_t{kv_head} * group;
-    const float* q = q_all + first_head * dim;  // [group][dim]
-    float* out = out_all + first_head * dim;    // [group][dim]
-    float* lse = lse_all == nullptr ? nullptr : lse_all + first_head;  // [group]
+    const int64_t first_head = int64_t{kv_head} * group;         // of the row
+    const float* q = q_all + b * strides_.q + first_head * dim;  // [group][dim]
+    float* out = out_all + b * strides_.out + first_head * dim;  // [group][dim]
+    float* lse = lse_all == nullptr ? nullptr : lse_all + int64_t{b} * shape_.q_heads + first_head;
     auto write_nothing_attended = [&] {
       std::fill(out, out + int64_t{group} * dim, 0.0f);
       if (lse != nullptr) std::fill(lse, lse + group, -std::numeric_limits<float>::infinity());
@@ -173,6 +175,7 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
 
   KvCacheBinding cache_;
   bool float64_;
+  RowStrides strides_;  // elements between rows of q and of out
   ThreadPool pool_;
   std::vector<DecodeRow> rows_;  // the last successful plan (planned_rows_ of them)
 };
@@ -190,7 +193,7 @@ absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCpuDecodeBackend(
                      " is invalid for the cpu backend: must be "
                      "float32"));
   }
-  if (absl::Status s = ValidateBackendOptions(options); !s.ok()) return s;
+  if (absl::Status s = ValidateBackendOptions(options, shape); !s.ok()) return s;
   return std::unique_ptr<DecodeAttentionBackend>(new CpuDecodeBackend(cache, shape, options));
 }
 

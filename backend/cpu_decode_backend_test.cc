@@ -535,6 +535,97 @@ TEST(CpuDecodeBackendTest, LseBuffersThatOverlapOrAreMisalignedAreRefused) {
   EXPECT_TRUE(std::isfinite(memory[0]));
 }
 
+// Rows of q read from a wider buffer (a fused QKV output's rows hold K and V after the
+// queries) and rows of out written into one: the same values as dense rows, and nothing
+// between the rows touched, in place too.
+TEST(CpuDecodeBackendTest, RowStridesReadAndWriteInsideWiderBuffers) {
+  std::mt19937 rng(23);
+  Fixture f = MakeCache(2, 8, 8, QuantMode::kSymmetric, {3, 0, 5}, rng);
+  constexpr int kRow = 4 * 8;  // q_heads x head_dim
+  const AttentionShape shape{4, 2, 8, 3, 5, 0};
+  auto dense = *CreateCpuDecodeBackend(BindingFor(*f.cache), shape, {});
+  std::vector<float> q(3 * kRow), want(q.size()), want_lse(3 * 4);
+  std::normal_distribution<float> normal;
+  for (float& x : q) x = normal(rng);
+  ASSERT_TRUE(dense->Plan(f.rows, nullptr).ok());
+  ASSERT_TRUE(dense->RunWithLse(0, q.data(), want.data(), want_lse.data(), nullptr).ok());
+
+  constexpr int64_t kQStride = kRow + 2 * 16, kOutStride = kRow + 8;  // 2 KV heads of 8 after q
+  std::vector<float> fused(3 * kQStride);
+  for (float& x : fused) x = normal(rng);
+  for (int b = 0; b < 3; ++b) std::copy_n(q.data() + b * kRow, kRow, fused.data() + b * kQStride);
+  BackendOptions options;
+  options.q_row_stride = kQStride;
+  options.out_row_stride = kOutStride;
+  auto strided = *CreateCpuDecodeBackend(BindingFor(*f.cache), shape, options);
+  ASSERT_TRUE(strided->Plan(f.rows, nullptr).ok());
+  std::vector<float> out(3 * kOutStride, -7.0f), lse(3 * 4);
+  const std::vector<float> fused_before = fused;
+  ASSERT_TRUE(strided->RunWithLse(0, fused.data(), out.data(), lse.data(), nullptr).ok());
+  EXPECT_EQ(fused, fused_before);
+  EXPECT_EQ(lse, want_lse);
+  for (int b = 0; b < 3; ++b) {
+    for (int i = 0; i < kOutStride; ++i) {
+      EXPECT_EQ(out[b * kOutStride + i], i < kRow ? want[b * kRow + i] : -7.0f)
+          << "row " << b << " element " << i;
+    }
+  }
+  // In place, one stride for both: each row's queries become its output, the rest stays.
+  options.out_row_stride = kQStride;
+  auto in_place = *CreateCpuDecodeBackend(BindingFor(*f.cache), shape, options);
+  ASSERT_TRUE(in_place->Plan(f.rows, nullptr).ok());
+  ASSERT_TRUE(in_place->Run(0, fused.data(), fused.data(), nullptr).ok());
+  for (int b = 0; b < 3; ++b) {
+    for (int i = 0; i < kQStride; ++i) {
+      const size_t at = b * kQStride + i;
+      EXPECT_EQ(fused[at], i < kRow ? want[b * kRow + i] : fused_before[at])
+          << "row " << b << " element " << i;
+    }
+  }
+}
+
+// Strides below a row or past kMaxRowStride are refused at creation, naming the field; at Run,
+// q and out given as one buffer with two strides, or overlapping without being one buffer,
+// are refused before anything is written.
+TEST(CpuDecodeBackendTest, RowStridesOutOfRangeAndOverlappingRowsAreRefused) {
+  std::mt19937 rng(24);
+  Fixture f = MakeCache(1, 8, 8, QuantMode::kSymmetric, {3, 2}, rng);
+  const AttentionShape shape{2, 1, 8, 2, 3, 0};  // rows of 16 elements
+  auto refused_option = [&](int64_t q_stride, int64_t out_stride, absl::string_view expected) {
+    BackendOptions options;
+    options.q_row_stride = q_stride;
+    options.out_row_stride = out_stride;
+    const auto backend = CreateCpuDecodeBackend(BindingFor(*f.cache), shape, options);
+    ASSERT_FALSE(backend.ok()) << q_stride << " " << out_stride;
+    EXPECT_EQ(backend.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(backend.status().message().find(expected), std::string::npos) << backend.status();
+  };
+  refused_option(15, 0,
+                 "BackendOptions.q_row_stride = 15 is invalid: must be 0 (dense rows) or "
+                 "in [16 (q_heads x head_dim), 2147483648]");
+  refused_option(0, -16, "BackendOptions.out_row_stride = -16 is invalid");
+  refused_option(kMaxRowStride + 1, 0, "BackendOptions.q_row_stride = 2147483649 is invalid");
+  BackendOptions options;
+  options.q_row_stride = 24;
+  options.out_row_stride = 16;
+  EXPECT_TRUE(CreateCpuDecodeBackend(BindingFor(*f.cache), shape, options).ok());
+  auto backend = *CreateCpuDecodeBackend(BindingFor(*f.cache), shape, options);
+  ASSERT_TRUE(backend->Plan(f.rows, nullptr).ok());
+  std::vector<float> memory(100, 0.5f);
+  const std::vector<float> before = memory;
+  absl::Status s = backend->Run(0, memory.data(), memory.data(), nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("their row strides differ (24 and 16 elements)"), std::string::npos)
+      << s;
+  // q spans elements [0, 40) (rows at 0 and 24), out [39, 71): one element shared.
+  s = backend->Run(0, memory.data(), memory.data() + 39, nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find(") overlaps out ["), std::string::npos) << s;
+  EXPECT_EQ(memory, before);
+  EXPECT_TRUE(backend->Run(0, memory.data(), memory.data() + 40, nullptr).ok());
+  EXPECT_NE(memory, before);
+}
+
 // The entry point by name, and rows out of range at Plan; a padded row's request is never
 // looked at, whatever it holds.
 TEST(CpuDecodeBackendTest, CreatedByNameAndRowsOutOfRangeRefused) {

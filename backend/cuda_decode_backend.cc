@@ -36,6 +36,7 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
         cache_(cache),
         device_(device),
         io_dtype_(options.io_dtype),
+        strides_(ResolvedRowStrides(options, shape)),
         kernels_(kernels),
         target_chunks_(target_chunks),
         invariant_splits_(options.batch_invariant_splits),
@@ -176,13 +177,14 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     RETURN_IF_ERROR(CheckCurrentDevice());
     if (planned_rows_ < 0) return absl::FailedPreconditionError(kRunWithoutPlan);
     const int32_t batch = planned_rows_;
-    RETURN_IF_ERROR(ValidateLseBuffer(lse, q, out, batch, shape_, DTypeSize(io_dtype_)));
+    RETURN_IF_ERROR(ValidateRunBuffers(q, out, lse, batch, shape_, strides_, DTypeSize(io_dtype_)));
     if (batch == 0) return absl::OkStatus();
     SplitKernelParams split;
     split.cache = cache_.view;
     split.req_to_token = cache_.req_to_token;
     split.req_to_token_stride = cache_.req_to_token_stride;
     split.q = q;
+    split.q_row_stride = strides_.q;
     split.q_is_bf16 = io_dtype_ == DType::kBFloat16;
     split.layer = layer;
     split.q_heads = shape_.q_heads;
@@ -203,6 +205,7 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     merge.partial_lse = partial_lse_;
     merge.discard_partials = &static_cast<const StepFlags*>(device_step_)->discard_partials;
     merge.out = out;
+    merge.out_row_stride = strides_.out;
     merge.lse = lse;
     merge.out_is_bf16 = io_dtype_ == DType::kBFloat16;
     merge.q_heads = shape_.q_heads;
@@ -216,6 +219,7 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
   KvCacheBinding cache_;
   const int device_;  // current at creation
   DType io_dtype_;
+  RowStrides strides_;  // elements between rows of q and of out
   DecodeKernels kernels_;
   int32_t target_chunks_;
   // BackendOptions.batch_invariant_splits: 0 plans for the whole step (PlanDecode), N > 0
@@ -266,7 +270,14 @@ absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCudaDecodeBackend(
         absl::StrCat("BackendOptions.io_dtype = ", DTypeName(options.io_dtype),
                      " is invalid for the cuda backend: must be float16 or bfloat16"));
   }
-  RETURN_IF_ERROR(ValidateBackendOptions(options));
+  RETURN_IF_ERROR(ValidateBackendOptions(options, shape));
+  // The split kernel loads q 16 bytes at a time, from every row's start.
+  if (options.q_row_stride * DTypeSize(options.io_dtype) % kQueryAlignmentBytes != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "BackendOptions.q_row_stride = ", options.q_row_stride,
+        " is invalid for the cuda backend: must be a multiple of ",
+        kQueryAlignmentBytes / DTypeSize(options.io_dtype), " (16-byte aligned rows)"));
+  }
   if (CudaDeviceCount() == 0) {
     return absl::FailedPreconditionError("the cuda backend needs a CUDA device; none found");
   }

@@ -772,6 +772,102 @@ struct OneRequestCache {
   AttentionShape shape{8, 2, 128, 2, 8, 0};
 };
 
+// Rows of q read from a wider buffer (a fused QKV output's, K and V after each row's queries)
+// and rows of out written into one, whose stride need not keep rows 16-byte aligned: the same
+// bits as dense rows on the same plan, lse included, nothing between the rows touched, in
+// place too. Cases: narrow merges (2 long rows, factored path), several heads a merge block
+// (12 mixed rows), wide split blocks (kWideSplitMinBatch rows, 8 KV heads).
+TEST_F(CudaDecodeBackendTest, RowStridesReadAndWriteInsideWiderBuffers) {
+  Case narrow;
+  narrow.group_size = 32;
+  narrow.lengths = {5000, 4097};
+  Case mixed;
+  mixed.lengths = kMixedLengths;
+  Case wide;
+  wide.kv_heads = 8;
+  for (int i = 0; i < kWideSplitMinBatch; ++i) wide.lengths.push_back(kMixedLengths[i % 12]);
+  for (const Case& c : {narrow, mixed, wide}) {
+    SCOPED_TRACE(Describe(c));
+    MirroredCache caches = CachesFor(c, rng_);
+    const std::vector<DecodeRow> rows = caches.NewBatch(c.lengths, c.permuted, rng_);
+    const int batch = static_cast<int>(rows.size());
+    const AttentionShape shape = ShapeFor(caches.device(), c.kv_heads * c.group, batch);
+    const int64_t row = int64_t{shape.q_heads} * c.head_dim;
+    const int64_t q_stride = row + 2 * c.kv_heads * c.head_dim, out_stride = row + 4;
+    // Random queries inside random K/V of a fused buffer, and out's gaps marked.
+    std::vector<uint16_t> fused_bits;
+    std::vector<float> unused;
+    RandomQuery(batch * q_stride, c.io, 1.0f, rng_, &fused_bits, &unused);
+    std::vector<uint16_t> dense_q(batch * row);
+    for (int b = 0; b < batch; ++b) {
+      std::copy_n(fused_bits.data() + b * q_stride, row, dense_q.data() + b * row);
+    }
+    const std::vector<uint16_t> marked_out(batch * out_stride, 0x7bff);  // fp16 65504
+    DeviceBuffer fused = CopyToDevice(fused_bits), strided_out = CopyToDevice(marked_out);
+    DeviceBuffer q = CopyToDevice(dense_q), dense_out = CopyToDevice(dense_q);
+    DeviceBuffer dense_lse = CopyToDevice(std::vector<float>(batch * shape.q_heads));
+    DeviceBuffer strided_lse = CopyToDevice(std::vector<float>(batch * shape.q_heads));
+
+    auto dense = *CreateCudaDecodeBackend(BindingFor(caches.device()), shape, Fp16Options());
+    ASSERT_TRUE(dense->Plan(rows, nullptr).ok());
+    ASSERT_TRUE(
+        dense->RunWithLse(1, q.get(), dense_out.get(), dense_lse.as<float>(), nullptr).ok());
+    BackendOptions options = Fp16Options();
+    options.q_row_stride = q_stride;
+    options.out_row_stride = out_stride;
+    auto strided = *CreateCudaDecodeBackend(BindingFor(caches.device()), shape, options);
+    ASSERT_TRUE(strided->Plan(rows, nullptr).ok());
+    ASSERT_TRUE(
+        strided->RunWithLse(1, fused.get(), strided_out.get(), strided_lse.as<float>(), nullptr)
+            .ok());
+    // In place, one stride for both, on a copy of the fused buffer.
+    DeviceBuffer in_place = CopyToDevice(fused_bits);
+    options.out_row_stride = q_stride;
+    auto in_place_backend = *CreateCudaDecodeBackend(BindingFor(caches.device()), shape, options);
+    ASSERT_TRUE(in_place_backend->Plan(rows, nullptr).ok());
+    ASSERT_TRUE(in_place_backend->Run(1, in_place.get(), in_place.get(), nullptr).ok());
+    ASSERT_CUDA(cudaDeviceSynchronize());
+
+    std::vector<uint16_t> want(batch * row), got(marked_out.size()), got_fused(fused_bits.size()),
+        got_in_place(fused_bits.size());
+    std::vector<float> want_lse(batch * shape.q_heads), got_lse(want_lse.size());
+    ASSERT_CUDA(cudaMemcpy(want.data(), dense_out.get(), want.size() * 2, cudaMemcpyDeviceToHost));
+    ASSERT_CUDA(cudaMemcpy(got.data(), strided_out.get(), got.size() * 2, cudaMemcpyDeviceToHost));
+    ASSERT_CUDA(
+        cudaMemcpy(got_fused.data(), fused.get(), got_fused.size() * 2, cudaMemcpyDeviceToHost));
+    ASSERT_CUDA(cudaMemcpy(got_in_place.data(), in_place.get(), got_in_place.size() * 2,
+                           cudaMemcpyDeviceToHost));
+    ASSERT_CUDA(
+        cudaMemcpy(want_lse.data(), dense_lse.get(), dense_lse.bytes(), cudaMemcpyDeviceToHost));
+    ASSERT_CUDA(
+        cudaMemcpy(got_lse.data(), strided_lse.get(), strided_lse.bytes(), cudaMemcpyDeviceToHost));
+    EXPECT_EQ(got_fused, fused_bits) << "the fused buffer was written";
+    EXPECT_EQ(got_lse, want_lse);
+    int mismatches = 0;
+    for (int b = 0; b < batch; ++b) {
+      for (int64_t i = 0; i < q_stride; ++i) {
+        const uint16_t dense_or_fused = i < row ? want[b * row + i] : fused_bits[b * q_stride + i];
+        mismatches += got_in_place[b * q_stride + i] != dense_or_fused;
+        if (i >= out_stride) continue;
+        mismatches += got[b * out_stride + i] != (i < row ? want[b * row + i] : 0x7bff);
+      }
+    }
+    EXPECT_EQ(mismatches, 0);
+  }
+  // Rows of q must start 16-byte aligned.
+  OneRequestCache one(rng_);
+  BackendOptions odd = Fp16Options();
+  odd.q_row_stride = 8 * 128 + 4;
+  const auto refused = CreateCudaDecodeBackend(BindingFor(one.caches.device()), one.shape, odd);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find(
+                "BackendOptions.q_row_stride = 1028 is invalid for the cuda backend: must be a "
+                "multiple of 8 (16-byte aligned rows)"),
+            std::string::npos)
+      << refused.status();
+}
+
 // A backend belongs to the device current at its creation: Plan and Run with another one
 // current refuse (a launch there would fault, or run on the wrong device), and work again
 // once the creation device is current.

@@ -53,6 +53,7 @@ struct SplitKernelParams {
   const int32_t* req_to_token;  // device [max_requests][req_to_token_stride]
   int64_t req_to_token_stride;
   const void* q;  // device [batch][q_heads][head_dim], fp16 or bf16; kQueryAlignmentBytes aligned
+  int64_t q_row_stride;  // elements between q's rows (a multiple of 8)
   int32_t q_is_bf16;
   int32_t layer;
   int32_t q_heads;
@@ -79,8 +80,9 @@ struct MergeKernelParams {
   // holds, so that the partials would be evicted, and written back to DRAM, before the next
   // step overwrites them; the merge then drops each partial from L2 once it has read it.
   const int32_t* discard_partials;
-  void* out;   // device [batch][q_heads][head_dim], fp16 or bf16
-  float* lse;  // device [batch][q_heads], natural log; nullptr: not written
+  void* out;               // device [batch][q_heads][head_dim], fp16 or bf16
+  int64_t out_row_stride;  // elements between out's rows
+  float* lse;              // device [batch][q_heads], natural log; nullptr: not written
   int32_t out_is_bf16;
   int32_t q_heads;
   int32_t head_dim;

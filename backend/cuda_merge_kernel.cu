@@ -160,7 +160,8 @@ __device__ __forceinline__ void MergeBody(const MergeKernelParams& p, const RowW
         work.num_chunks > 0 ? (m_all + Log2(all)) * kLn2 : -INFINITY;
   }
   const float values[4] = {acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv};
-  const int64_t out_base = (static_cast<int64_t>(row) * p.q_heads + head) * head_dim + 4 * column;
+  const int64_t out_base =
+      static_cast<int64_t>(row) * p.out_row_stride + head * head_dim + 4 * column;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     if (p.out_is_bf16) {

@@ -940,9 +940,8 @@ struct SplitKernel {
     // (see ProcessTile): registers (d, d + 4) and (d + 1, d + 5) of head 8t + r. Their loads
     // go out with the page-table loads, so that the two trips overlap; they are converted
     // and permuted only after the first tile's copies are issued.
-    const int64_t q_first =
-        (static_cast<int64_t>(work.row) * p.q_heads + static_cast<int64_t>(kv_head) * p.group) *
-        p.head_dim;
+    const int64_t q_first = static_cast<int64_t>(work.row) * p.q_row_stride +
+                            static_cast<int64_t>(kv_head) * p.group * p.head_dim;
     const uint32_t* q_words =
         reinterpret_cast<const uint32_t*>(static_cast<const uint16_t*>(p.q) + q_first);
     uint32_t q_raw[kHeadTiles][kKSteps][2];  // (q[head][d], q[head][d + 1]) and d + 4, d + 5

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -42,7 +43,17 @@ float SoftmaxScale(const AttentionShape& shape) {
                                      : 1.0f / std::sqrt(static_cast<float>(shape.head_dim));
 }
 
-absl::Status ValidateBackendOptions(const BackendOptions& options) {
+absl::Status ValidateBackendOptions(const BackendOptions& options, const AttentionShape& shape) {
+  const int64_t row = int64_t{shape.q_heads} * shape.head_dim;
+  for (const auto& [field, stride] :
+       {std::pair<const char*, int64_t>{"q_row_stride", options.q_row_stride},
+        {"out_row_stride", options.out_row_stride}}) {
+    if (stride != 0 && (stride < row || stride > kMaxRowStride)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "BackendOptions.", field, " = ", stride, " is invalid: must be 0 (dense rows) or in [",
+          row, " (q_heads x head_dim), ", kMaxRowStride, "]"));
+    }
+  }
   if (options.cpu_threads < 0 || options.cpu_threads > kMaxCpuThreads) {
     return absl::InvalidArgumentError(
         absl::StrCat("BackendOptions.cpu_threads = ", options.cpu_threads,
@@ -193,23 +204,64 @@ absl::Status ValidateRows(absl::Span<const DecodeRow> rows, const AttentionShape
   return absl::OkStatus();
 }
 
-absl::Status ValidateLseBuffer(const float* lse, const void* q, const void* out, int32_t batch,
-                               const AttentionShape& shape, int io_element_bytes) {
+RowStrides ResolvedRowStrides(const BackendOptions& options, const AttentionShape& shape) {
+  const int64_t dense = int64_t{shape.q_heads} * shape.head_dim;
+  return {options.q_row_stride != 0 ? options.q_row_stride : dense,
+          options.out_row_stride != 0 ? options.out_row_stride : dense};
+}
+
+namespace {
+
+// The bytes [begin, end) a buffer of `rows` rows spans, from its first row's start to its last
+// row's end (the gaps of wider strides included).
+struct ByteSpan {
+  const char* name;
+  uintptr_t begin;
+  uintptr_t end;
+};
+
+ByteSpan SpanOf(const char* name, const void* buffer, int32_t rows, int64_t row_stride,
+                int64_t row_elements, int element_bytes) {
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(buffer);
+  const uint64_t elements = rows == 0 ? 0 : uint64_t(rows - 1) * row_stride + row_elements;
+  return {name, begin, begin + elements * element_bytes};
+}
+
+bool Overlap(const ByteSpan& a, const ByteSpan& b) { return a.begin < b.end && b.begin < a.end; }
+
+std::string Describe(const ByteSpan& span) {
+  return absl::StrCat(span.name, " [", absl::Hex(span.begin), ", ", absl::Hex(span.end), ")");
+}
+
+}  // namespace
+
+absl::Status ValidateRunBuffers(const void* q, const void* out, const float* lse, int32_t batch,
+                                const AttentionShape& shape, const RowStrides& strides,
+                                int io_element_bytes) {
+  const int64_t row = int64_t{shape.q_heads} * shape.head_dim;
+  const ByteSpan q_span = SpanOf("q", q, batch, strides.q, row, io_element_bytes);
+  const ByteSpan out_span = SpanOf("out", out, batch, strides.out, row, io_element_bytes);
+  if (q == out && strides.q != strides.out) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "q and out are one buffer (attention in place) but their row strides differ (", strides.q,
+        " and ", strides.out, " elements): rows would overwrite others' queries"));
+  }
+  if (q != out && Overlap(q_span, out_span)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Describe(q_span), " overlaps ", Describe(out_span),
+                     ": give one buffer for attention in place, or two apart"));
+  }
   if (lse == nullptr) return absl::OkStatus();
   const uintptr_t lse_begin = reinterpret_cast<uintptr_t>(lse);
   if (lse_begin % alignof(float) != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "lse must be aligned to its 4-byte elements; it is at ", absl::Hex(lse_begin)));
   }
-  const uintptr_t lse_end = lse_begin + uint64_t{sizeof(float)} * batch * shape.q_heads;
-  const uint64_t io_bytes =
-      uint64_t{static_cast<uint32_t>(io_element_bytes)} * batch * shape.q_heads * shape.head_dim;
-  for (const auto& [name, buffer] : {std::pair<const char*, const void*>{"q", q}, {"out", out}}) {
-    const uintptr_t begin = reinterpret_cast<uintptr_t>(buffer);
-    if (lse_begin < begin + io_bytes && begin < lse_end) {
+  const ByteSpan lse_span = SpanOf("lse", lse, batch, shape.q_heads, shape.q_heads, sizeof(float));
+  for (const ByteSpan& span : {q_span, out_span}) {
+    if (Overlap(lse_span, span)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "lse [", absl::Hex(lse_begin), ", ", absl::Hex(lse_end), ") overlaps ", name, " [",
-          absl::Hex(begin), ", ", absl::Hex(begin + io_bytes), "): each needs its own memory"));
+          Describe(lse_span), " overlaps ", Describe(span), ": each needs its own memory"));
     }
   }
   return absl::OkStatus();

@@ -135,7 +135,18 @@ struct BackendOptions {
   // the device too few (docs/PERFORMANCE.md). The cpu backend computes every row on its own
   // and is batch-invariant without it.
   int32_t batch_invariant_splits = 0;
+  // Elements from one row of Run's q to the next (row b starts at q + b x q_row_stride), and of
+  // out; 0 means q_heads x head_dim (dense rows), else at least that. A wider stride reads q
+  // straight out of a larger buffer (the query part of a fused QKV projection's output, whose
+  // rows also hold K and V) and writes out into one, leaving the elements between rows as
+  // they were. cuda: q_row_stride a multiple of 8 (every row 16-byte aligned). q and out
+  // given as one buffer (attention in place) need the same stride.
+  int64_t q_row_stride = 0;
+  int64_t out_row_stride = 0;
 };
+
+// The most elements BackendOptions.q_row_stride and out_row_stride may step a row.
+constexpr int64_t kMaxRowStride = int64_t{1} << 31;
 
 class DecodeAttentionBackend {
  public:
@@ -175,9 +186,10 @@ class DecodeAttentionBackend {
   virtual absl::Status Plan(absl::Span<const DecodeRow> rows, CudaStream stream) = 0;
 
   // q: [batch, q_heads, head_dim], out: [batch, q_heads, head_dim] of io_dtype, in the
-  // backend's memory (host for cpu, device for cuda); batch = rows in the last Plan. Allocates
-  // nothing. q and out may be the same buffer (attention in place). cuda: q must be 16-byte
-  // aligned, as cudaMalloc's buffers are, and out aligned to its elements (InvalidArgument
+  // backend's memory (host for cpu, device for cuda); batch = rows in the last Plan; rows
+  // BackendOptions.q_row_stride and out_row_stride elements apart. Allocates nothing. q and out
+  // may be the same buffer (attention in place), else they must not overlap. cuda: q must be
+  // 16-byte aligned, as cudaMalloc's buffers are, and out aligned to its elements (InvalidArgument
   // otherwise); asynchronous on `stream` and capturable in a CUDA graph. A captured Run keeps
   // the batch size of the Plan before the capture: before each replay, Plan exactly that many
   // rows (pad with seq_len 0 rows), on the same stream as the replay, after SyncToDevice and
@@ -227,10 +239,17 @@ struct BindingPointer {
 };
 std::array<BindingPointer, 4> BindingPointers(const KvCacheBinding& cache);
 absl::Status ValidateShape(const AttentionShape& shape, const KvCacheBinding& cache);
-// The ranges of every BackendOptions field, whichever backend is created, so that options set
-// once are refused or accepted alike when the backend is switched by name. What each backend
-// accepts of io_dtype is its own check.
-absl::Status ValidateBackendOptions(const BackendOptions& options);
+// The ranges of every BackendOptions field for `shape`, whichever backend is created, so that
+// options set once are refused or accepted alike when the backend is switched by name. What
+// each backend accepts of io_dtype and of the strides' alignment is its own check.
+absl::Status ValidateBackendOptions(const BackendOptions& options, const AttentionShape& shape);
+// The elements between consecutive rows of q and out: the options' strides, or dense rows
+// (q_heads x head_dim) where they are 0.
+struct RowStrides {
+  int64_t q;
+  int64_t out;
+};
+RowStrides ResolvedRowStrides(const BackendOptions& options, const AttentionShape& shape);
 // InvalidArgument naming the first of the binding's pointers that a backend reading
 // `memory` cannot read: device memory for kHost (checked only where a CUDA device exists,
 // through cudaPointerGetAttributes, which starts a CUDA context);
@@ -240,10 +259,12 @@ absl::Status CheckBindingMemory(const KvCacheBinding& cache, MemoryKind memory,
                                 absl::string_view backend);
 absl::Status ValidateRows(absl::Span<const DecodeRow> rows, const AttentionShape& shape,
                           const KvCacheBinding& cache);
-// RunWithLse's `lse` (when not null) for a step of `batch` rows with q and out of
-// `io_element_bytes` elements: 4-byte aligned and clear of q's and out's bytes.
-absl::Status ValidateLseBuffer(const float* lse, const void* q, const void* out, int32_t batch,
-                               const AttentionShape& shape, int io_element_bytes);
+// Run's q and out beyond their own checks, for a step of `batch` rows of `io_element_bytes`
+// elements spaced by `strides`: q and out one buffer only with one stride; `lse` (when not
+// null) 4-byte aligned and clear of q's and out's bytes.
+absl::Status ValidateRunBuffers(const void* q, const void* out, const float* lse, int32_t batch,
+                                const AttentionShape& shape, const RowStrides& strides,
+                                int io_element_bytes);
 float SoftmaxScale(const AttentionShape& shape);
 
 }  // namespace int4kv
