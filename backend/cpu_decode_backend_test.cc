@@ -638,6 +638,8 @@ TEST(CpuDecodeBackendTest, CreatedByNameAndRowsOutOfRangeRefused) {
   EXPECT_EQ(unknown.status().message(), "backend name 'tpu' is unknown: must be cpu or cuda");
   auto backend = *CreateDecodeAttentionBackend("cpu", BindingFor(*f.cache), shape, {});
   EXPECT_EQ(backend->name(), "cpu");
+  EXPECT_EQ(backend->memory().device_bytes, 0);  // nothing of CUDA's
+  EXPECT_EQ(backend->memory().pinned_host_bytes, 0);
   absl::Status s = backend->Plan(std::vector<DecodeRow>{{0, 1}, {0, -1}}, nullptr);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(s.message(),

@@ -82,10 +82,11 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
   }
 
   absl::string_view name() const override { return "cuda"; }
+  BackendMemory memory() const override { return memory_; }
 
   // CudaAllocate of one of Allocate's buffers; errors name it and the shape fields that size it.
-  absl::Status Malloc(void** out, size_t bytes, bool pinned_host, const char* what) const {
-    return CudaAllocate(
+  absl::Status Malloc(void** out, size_t bytes, bool pinned_host, const char* what) {
+    RETURN_IF_ERROR(CudaAllocate(
         out, bytes, pinned_host,
         absl::StrCat(
             "the cuda backend's ", what, " (AttentionShape.max_batch = ", shape_.max_batch,
@@ -94,7 +95,9 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
             invariant_splits_ > 0
                 ? absl::StrCat(", BackendOptions.batch_invariant_splits = ", invariant_splits_)
                 : "",
-            "; room for ", max_capacity_, " chunks)"));
+            "; room for ", max_capacity_, " chunks)")));
+    (pinned_host ? memory_.pinned_host_bytes : memory_.device_bytes) += bytes;
+    return absl::OkStatus();
   }
 
   // The kernels' attributes, the buffers and the binding belong to the device current at
@@ -241,6 +244,8 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
   float* partial_out_ = nullptr;        // [max_capacity][q_heads][head_dim]
   float* partial_lse_ = nullptr;        // [max_capacity][q_heads]
   cudaEvent_t staging_done_ = nullptr;  // recorded after each plan's copy
+
+  BackendMemory memory_;  // what Allocate allocated
 
   DecodePlan plan_;       // host copy of the last plan (planned_rows_ rows)
   int32_t capacity_ = 0;  // its chunk slots

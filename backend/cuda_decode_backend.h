@@ -11,6 +11,8 @@
 // H200 with 8 KV heads; cap = DecodeKernels::max_chunk_tokens), at most max_batch + 4 x
 // target, of 4 x q_heads x (head_dim + 1) bytes each: at group size 8, 19.6 MB for 128 rows of
 // 65,536 tokens with 32 query heads of 128 (6.5 MB at group sizes 32-128, which take no cap).
+// memory() reports the bytes allocated (cuda_decode_backend_test checks them against the
+// device's free memory).
 #ifndef INT4KV_BACKEND_CUDA_DECODE_BACKEND_H_
 #define INT4KV_BACKEND_CUDA_DECODE_BACKEND_H_
 

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <numeric>
@@ -1011,6 +1012,48 @@ KvCacheConfig TinyConfig(int32_t max_requests) {
   config.max_seq_len = 8;
   config.capacity_slots = 16;
   return config;
+}
+
+// memory() reports what creation allocated: the device's free memory drops by that much (each
+// allocation rounded up to the driver's granularity at most) while the backend lives, and
+// comes back when it is destroyed. The device bytes beyond the pinned staging area's mirror
+// are the partial outputs and lses, 4 x q_heads x (head_dim + 1) bytes a chunk slot, with at
+// least a slot a row.
+TEST(CudaDecodeBackendMemoryTest, MemoryReportsWhatCreationAllocated) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(7);
+  Case c;
+  c.kv_heads = 8;
+  c.lengths = {16};
+  constexpr int kMaxBatch = 128, kMaxSeqLen = 65536;
+  MirroredCache caches(c, kMaxBatch, kMaxSeqLen, 16, rng);
+  const AttentionShape shape = ShapeFor(caches.device(), 32, kMaxBatch);
+  // A first backend loads the kernels' modules, whose memory is not the backend's.
+  ASSERT_TRUE(CreateCudaDecodeBackend(BindingFor(caches.device()), shape, Fp16Options()).ok());
+  auto free_bytes = [] {
+    size_t free = 0, total = 0;
+    EXPECT_EQ(cudaMemGetInfo(&free, &total), cudaSuccess);
+    return static_cast<int64_t>(free);
+  };
+  const int64_t before = free_bytes();
+  auto backend = *CreateCudaDecodeBackend(BindingFor(caches.device()), shape, Fp16Options());
+  const int64_t during = free_bytes();
+  const BackendMemory memory = backend->memory();
+  backend.reset();
+  const int64_t after = free_bytes();
+  constexpr int64_t kRounding = 3 * (int64_t{2} << 20);  // three device allocations
+  EXPECT_GE(before - during, memory.device_bytes);
+  EXPECT_LE(before - during, memory.device_bytes + kRounding);
+  EXPECT_LE(before - after, kRounding / 3) << "not all of it came back";
+  const int64_t slot_bytes = 4 * int64_t{shape.q_heads} * (shape.head_dim + 1);
+  const int64_t partial_bytes = memory.device_bytes - memory.pinned_host_bytes;
+  EXPECT_EQ(partial_bytes % slot_bytes, 0) << partial_bytes;
+  EXPECT_GE(partial_bytes / slot_bytes, kMaxBatch);
+  EXPECT_GT(memory.pinned_host_bytes, 0);
+  std::printf("device %lld bytes (%lld chunk slots), pinned %lld bytes\n",
+              static_cast<long long>(memory.device_bytes),
+              static_cast<long long>(partial_bytes / slot_bytes),
+              static_cast<long long>(memory.pinned_host_bytes));
 }
 
 // The kernels read the device mirror of req_to_token. A reused request row's mirror still

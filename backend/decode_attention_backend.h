@@ -148,6 +148,13 @@ struct BackendOptions {
 // The most elements BackendOptions.q_row_stride and out_row_stride may step a row.
 constexpr int64_t kMaxRowStride = int64_t{1} << 31;
 
+// Memory a backend allocated at creation and holds until it is destroyed (Plan and Run allocate
+// none), for a server that budgets the device's memory before sizing its KV pool.
+struct BackendMemory {
+  int64_t device_bytes = 0;       // cuda: the plan's device copy, the partial outputs and lses
+  int64_t pinned_host_bytes = 0;  // cuda: the plan's staging area
+};
+
 class DecodeAttentionBackend {
  public:
   virtual ~DecodeAttentionBackend() = default;
@@ -221,6 +228,10 @@ class DecodeAttentionBackend {
   // first Plan, or after one that failed). A caller replaying a captured graph can compare it
   // with the rows the graph was captured for before each replay.
   int32_t planned_rows() const { return planned_rows_; }
+
+  // What this backend allocated at creation, in bytes as requested from CUDA (the driver may
+  // round each allocation up). cpu: none in device or pinned memory.
+  virtual BackendMemory memory() const { return {}; }
 
  protected:
   explicit DecodeAttentionBackend(const AttentionShape& shape) : shape_(shape) {}
