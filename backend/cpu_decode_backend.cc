@@ -93,10 +93,11 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
     const DecodeRow& row = rows_[b];
     const int32_t* slots = cache_.req_to_token + int64_t{row.request} * cache_.req_to_token_stride;
     const int32_t t = FirstBadToken(slots, row.seq_len);
-    return absl::InvalidArgumentError(absl::StrCat(
-        "rows[", b, "] (request ", row.request, "): req_to_token[", row.request, "][", t,
-        "] = ", slots[t], " is outside the pool's slots [0, ", cache_.view.layout.num_slots,
-        "); that row's output is zeros (its lse -inf), the other rows' are computed"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("rows[", b, "] (request ", row.request, "): req_to_token[", row.request, "][",
+                     t, "] = ", slots[t], " is outside the pool's slots [0, ",
+                     cache_.view.layout.num_slots, "); that row's output is zeros",
+                     lse != nullptr ? " (its lse -inf)" : "", ", the other rows' are computed"));
   }
 
  private:

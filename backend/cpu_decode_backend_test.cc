@@ -513,13 +513,15 @@ TEST(CpuDecodeBackendTest, LseBuffersThatOverlapOrAreMisalignedAreRefused) {
   Fixture f = MakeCache(1, 8, 8, QuantMode::kSymmetric, {3, 2}, rng);
   auto backend = *CreateCpuDecodeBackend(BindingFor(*f.cache), {2, 1, 8, 2, 3, 0}, {});
   ASSERT_TRUE(backend->Plan(f.rows, nullptr).ok());
-  // One allocation: [lse of 4][out of 32][lse of 4], then q apart.
+  // One allocation: [q of 32][lse of 4][out of 32][lse of 4].
   constexpr size_t kOut = 2 * 2 * 8, kLse = 2 * 2;
-  std::vector<float> q(kOut, 0.5f), memory(kLse + kOut + kLse + 1, -7.0f);
-  float* out = memory.data() + kLse;
+  std::vector<float> memory(kOut + kLse + kOut + kLse, -7.0f);
+  std::fill_n(memory.begin(), kOut, 0.5f);
+  const float* q = memory.data();
+  float* out = memory.data() + kOut + kLse;
   auto refused = [&](float* lse, absl::string_view expected) {
     const std::vector<float> before = memory;
-    const absl::Status s = backend->RunWithLse(0, q.data(), out, lse, nullptr);
+    const absl::Status s = backend->RunWithLse(0, q, out, lse, nullptr);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
     EXPECT_NE(s.message().find(expected), std::string::npos) << s;
     EXPECT_EQ(memory, before) << "written despite " << s;
@@ -527,12 +529,12 @@ TEST(CpuDecodeBackendTest, LseBuffersThatOverlapOrAreMisalignedAreRefused) {
   refused(out - kLse + 1, "overlaps out");  // its last element is out's first
   refused(out + kOut - 1, "overlaps out");  // its first element is out's last
   refused(out + 4, "overlaps out");
-  refused(q.data() + kOut - 1, "overlaps q");
+  refused(memory.data() + kOut - 1, "overlaps q");  // its first element is q's last
   refused(reinterpret_cast<float*>(reinterpret_cast<char*>(out + kOut) + 2), "lse must be aligned");
-  EXPECT_TRUE(backend->RunWithLse(0, q.data(), out, out - kLse, nullptr).ok());
-  EXPECT_TRUE(backend->RunWithLse(0, q.data(), out, out + kOut, nullptr).ok());
-  for (size_t i = 0; i < kLse; ++i) EXPECT_EQ(memory[i], out[kOut + i]) << i;
-  EXPECT_TRUE(std::isfinite(memory[0]));
+  EXPECT_TRUE(backend->RunWithLse(0, q, out, out - kLse, nullptr).ok());  // right after q
+  EXPECT_TRUE(backend->RunWithLse(0, q, out, out + kOut, nullptr).ok());
+  for (size_t i = 0; i < kLse; ++i) EXPECT_EQ(out[-kLse + i], out[kOut + i]) << i;
+  EXPECT_TRUE(std::isfinite(out[kOut]));
 }
 
 // Rows of q read from a wider buffer (a fused QKV output's rows hold K and V after the
@@ -605,6 +607,10 @@ TEST(CpuDecodeBackendTest, RowStridesOutOfRangeAndOverlappingRowsAreRefused) {
                  "in [16 (q_heads x head_dim), 2147483648]");
   refused_option(0, -16, "BackendOptions.out_row_stride = -16 is invalid");
   refused_option(kMaxRowStride + 1, 0, "BackendOptions.q_row_stride = 2147483649 is invalid");
+  refused_option(0, kMaxRowStride + 1, "BackendOptions.out_row_stride = 2147483649 is invalid");
+  BackendOptions widest;
+  widest.q_row_stride = widest.out_row_stride = kMaxRowStride;
+  EXPECT_TRUE(CreateCpuDecodeBackend(BindingFor(*f.cache), shape, widest).ok());
   BackendOptions options;
   options.q_row_stride = 24;
   options.out_row_stride = 16;

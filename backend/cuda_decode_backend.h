@@ -24,7 +24,7 @@
 namespace int4kv {
 
 // cache: device pools and the device req_to_token table. options.io_dtype: float16 or bfloat16.
-// q and out of Run are device pointers. Every Plan, Run and replay of one backend must be
+// q, out (and lse) of Run are device pointers. Every Plan, Run and replay of one backend must be
 // ordered on the device as they are called: one stream does it (Plan's metadata copy is ordered
 // before the kernels that read it, and after the previous step's kernels, which read the same
 // buffers). Inputs must keep |q| and the dequantized K/V below 65504: the tensor cores take

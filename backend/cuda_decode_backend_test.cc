@@ -777,7 +777,8 @@ struct OneRequestCache {
 // and rows of out written into one, whose stride need not keep rows 16-byte aligned: the same
 // bits as dense rows on the same plan, lse included, nothing between the rows touched, in
 // place too. Cases: narrow merges (2 long rows, factored path), several heads a merge block
-// (12 mixed rows), wide split blocks (kWideSplitMinBatch rows, 8 KV heads).
+// (12 mixed rows), wide split blocks (kWideSplitMinBatch rows, 8 KV heads), the generic
+// head_dim path (72) with bf16 io, and the batch-invariant mode.
 TEST_F(CudaDecodeBackendTest, RowStridesReadAndWriteInsideWiderBuffers) {
   Case narrow;
   narrow.group_size = 32;
@@ -787,7 +788,14 @@ TEST_F(CudaDecodeBackendTest, RowStridesReadAndWriteInsideWiderBuffers) {
   Case wide;
   wide.kv_heads = 8;
   for (int i = 0; i < kWideSplitMinBatch; ++i) wide.lengths.push_back(kMixedLengths[i % 12]);
-  for (const Case& c : {narrow, mixed, wide}) {
+  Case generic;
+  generic.head_dim = 72;
+  generic.io = DType::kBFloat16;
+  generic.lengths = {300, 0, 17};
+  Case invariant;
+  invariant.batch_invariant_splits = 16;
+  invariant.lengths = {3000, 1, 0, 700};
+  for (const Case& c : {narrow, mixed, wide, generic, invariant}) {
     SCOPED_TRACE(Describe(c));
     MirroredCache caches = CachesFor(c, rng_);
     const std::vector<DecodeRow> rows = caches.NewBatch(c.lengths, c.permuted, rng_);
@@ -806,14 +814,17 @@ TEST_F(CudaDecodeBackendTest, RowStridesReadAndWriteInsideWiderBuffers) {
     const std::vector<uint16_t> marked_out(batch * out_stride, 0x7bff);  // fp16 65504
     DeviceBuffer fused = CopyToDevice(fused_bits), strided_out = CopyToDevice(marked_out);
     DeviceBuffer q = CopyToDevice(dense_q), dense_out = CopyToDevice(dense_q);
-    DeviceBuffer dense_lse = CopyToDevice(std::vector<float>(batch * shape.q_heads));
-    DeviceBuffer strided_lse = CopyToDevice(std::vector<float>(batch * shape.q_heads));
+    // NaN until written: an lse left unwritten compares unequal.
+    const std::vector<float> nan_lse(batch * shape.q_heads, std::nanf(""));
+    DeviceBuffer dense_lse = CopyToDevice(nan_lse), strided_lse = CopyToDevice(nan_lse);
 
-    auto dense = *CreateCudaDecodeBackend(BindingFor(caches.device()), shape, Fp16Options());
+    BackendOptions options;
+    options.io_dtype = c.io;
+    options.batch_invariant_splits = c.batch_invariant_splits;
+    auto dense = *CreateCudaDecodeBackend(BindingFor(caches.device()), shape, options);
     ASSERT_TRUE(dense->Plan(rows, nullptr).ok());
     ASSERT_TRUE(
         dense->RunWithLse(1, q.get(), dense_out.get(), dense_lse.as<float>(), nullptr).ok());
-    BackendOptions options = Fp16Options();
     options.q_row_stride = q_stride;
     options.out_row_stride = out_stride;
     auto strided = *CreateCudaDecodeBackend(BindingFor(caches.device()), shape, options);

@@ -52,7 +52,9 @@ struct SplitKernelParams {
   KvCacheView cache;            // device pools
   const int32_t* req_to_token;  // device [max_requests][req_to_token_stride]
   int64_t req_to_token_stride;
-  const void* q;  // device [batch][q_heads][head_dim], fp16 or bf16; kQueryAlignmentBytes aligned
+  // device [batch][q_heads][head_dim] in rows q_row_stride apart, fp16 or bf16;
+  // kQueryAlignmentBytes aligned
+  const void* q;
   int64_t q_row_stride;  // elements between q's rows (a multiple of 8)
   int32_t q_is_bf16;
   int32_t layer;
@@ -80,7 +82,7 @@ struct MergeKernelParams {
   // holds, so that the partials would be evicted, and written back to DRAM, before the next
   // step overwrites them; the merge then drops each partial from L2 once it has read it.
   const int32_t* discard_partials;
-  void* out;               // device [batch][q_heads][head_dim], fp16 or bf16
+  void* out;               // device [batch][q_heads][head_dim] in rows out_row_stride apart
   int64_t out_row_stride;  // elements between out's rows
   float* lse;              // device [batch][q_heads], natural log; nullptr: not written
   int32_t out_is_bf16;

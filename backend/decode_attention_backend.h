@@ -195,7 +195,8 @@ class DecodeAttentionBackend {
   // q: [batch, q_heads, head_dim], out: [batch, q_heads, head_dim] of io_dtype, in the
   // backend's memory (host for cpu, device for cuda); batch = rows in the last Plan; rows
   // BackendOptions.q_row_stride and out_row_stride elements apart. Allocates nothing. q and out
-  // may be the same buffer (attention in place), else they must not overlap. cuda: q must be
+  // may be the same buffer (attention in place), else their spans (from the first row's start
+  // to the last row's end, the gaps of wider strides included) must not overlap. cuda: q must be
   // 16-byte aligned, as cudaMalloc's buffers are, and out aligned to its elements (InvalidArgument
   // otherwise); asynchronous on `stream` and capturable in a CUDA graph. A captured Run keeps
   // the batch size of the Plan before the capture: before each replay, Plan exactly that many
@@ -207,15 +208,16 @@ class DecodeAttentionBackend {
   // SyncToDevice wait on the host for an event (above), which CUDA may refuse while another
   // thread captures in cudaStreamCaptureModeGlobal (its rule for potentially unsafe calls):
   // capture in thread-local or relaxed mode, or not at the same time.
+  // Implementations override RunWithLse; Run is RunWithLse without the log-sum-exps.
   absl::Status Run(int32_t layer, const void* q, void* out, CudaStream stream) {
     return RunWithLse(layer, q, out, /*lse=*/nullptr, stream);
   }
 
   // Run, and also the log-sum-exp of each (row, query head) into `lse` when it is not null:
   //   lse[b, h] = log(sum_t exp(scale * q[b, h, :] . K[slot(b, t), h / G, :]))   (natural log)
-  // float32 [batch, q_heads] in the backend's memory, 4-byte aligned, overlapping neither q nor
-  // out (InvalidArgument otherwise); -inf for padded rows (and, on the cpu backend, for rows
-  // whose table points outside the pool). With it, attention over disjoint parts of a context
+  // float32 [batch, q_heads] in the backend's memory, 4-byte aligned, overlapping neither q's
+  // nor out's span (InvalidArgument otherwise); -inf for padded rows (and, on the cpu backend, for
+  // rows whose table points outside the pool). With it, attention over disjoint parts of a context
   // (a shared prefix and each request's own tokens, say, or the cache and tokens not stored in
   // it) combines into attention over their union: for parts i with outputs out_i and lse_i,
   //   lse = log(sum_i exp(lse_i)),   out = sum_i exp(lse_i - lse) * out_i.
@@ -271,8 +273,9 @@ absl::Status CheckBindingMemory(const KvCacheBinding& cache, MemoryKind memory,
 absl::Status ValidateRows(absl::Span<const DecodeRow> rows, const AttentionShape& shape,
                           const KvCacheBinding& cache);
 // Run's q and out beyond their own checks, for a step of `batch` rows of `io_element_bytes`
-// elements spaced by `strides`: q and out one buffer only with one stride; `lse` (when not
-// null) 4-byte aligned and clear of q's and out's bytes.
+// elements spaced by `strides`: q and out one buffer with one stride, or spans apart (a span
+// runs from the first row's start to the last row's end); `lse` (when not null) 4-byte aligned
+// and clear of both spans.
 absl::Status ValidateRunBuffers(const void* q, const void* out, const float* lse, int32_t batch,
                                 const AttentionShape& shape, const RowStrides& strides,
                                 int io_element_bytes);

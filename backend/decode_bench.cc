@@ -685,12 +685,14 @@ int RunCpu() {
     AttentionShape shape{kQHeads, kKvHeads, kHeadDim, batch, context, 0};
     auto backend = CheckOk(CreateCpuDecodeBackend(BindingFor(*cache), shape, options));
     std::vector<float> q(static_cast<size_t>(batch) * kQHeads * kHeadDim, 0.3f), out(q.size());
+    std::vector<float> lse(absl::GetFlag(FLAGS_with_lse) ? batch * kQHeads : 0);
+    float* lse_or_null = lse.empty() ? nullptr : lse.data();
     CheckOk(backend->Plan(rows, nullptr));
-    CheckOk(backend->Run(0, q.data(), out.data(), nullptr));  // warm-up
+    CheckOk(backend->RunWithLse(0, q.data(), out.data(), lse_or_null, nullptr));  // warm-up
     std::vector<double> times;
     for (int r = 0; r < 5; ++r) {
       const auto t0 = std::chrono::steady_clock::now();
-      CheckOk(backend->Run(0, q.data(), out.data(), nullptr));
+      CheckOk(backend->RunWithLse(0, q.data(), out.data(), lse_or_null, nullptr));
       times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     const double t = Median(times);
