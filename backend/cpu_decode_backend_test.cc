@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <random>
 #include <vector>
@@ -455,6 +456,7 @@ TEST(CpuDecodeBackendTest, CorruptPageTableIsAnErrorNotACrash) {
   EXPECT_NE(past.message().find("req_to_token[2][0] = 17 is outside the pool's slots [0, 17)"),
             std::string::npos)
       << past;
+  EXPECT_EQ(past.message().find("lse"), std::string::npos) << past;  // Run writes none
 }
 
 // The log-sum-exps are what a caller needs to combine attention over parts of a context:
@@ -629,6 +631,38 @@ TEST(CpuDecodeBackendTest, RowStridesOutOfRangeAndOverlappingRowsAreRefused) {
   EXPECT_NE(s.message().find(") overlaps out ["), std::string::npos) << s;
   EXPECT_EQ(memory, before);
   EXPECT_TRUE(backend->Run(0, memory.data(), memory.data() + 40, nullptr).ok());
+  EXPECT_NE(memory, before);
+}
+
+// In place, q and out with two strides are refused whichever is the wider; q and out apart are
+// checked each with its own stride: out's wider rows reach bytes that q's stride would not,
+// and the message gives both spans.
+TEST(CpuDecodeBackendTest, OverlapsAreFoundThroughEitherStride) {
+  std::mt19937 rng(25);
+  Fixture f = MakeCache(1, 8, 8, QuantMode::kSymmetric, {3, 2}, rng);
+  const AttentionShape shape{2, 1, 8, 2, 3, 0};  // rows of 16 elements
+  BackendOptions options;
+  options.q_row_stride = 16;
+  options.out_row_stride = 24;
+  auto backend = *CreateCpuDecodeBackend(BindingFor(*f.cache), shape, options);
+  ASSERT_TRUE(backend->Plan(f.rows, nullptr).ok());
+  std::vector<float> memory(100, 0.5f);
+  const std::vector<float> before = memory;
+  absl::Status s = backend->Run(0, memory.data(), memory.data(), nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("their row strides differ (16 and 24 elements)"), std::string::npos)
+      << s;
+  // out spans elements [0, 40) (rows at 0 and 24), q [39, 71): one element shared, which a
+  // span taken with q's stride (out ending at 32) would miss.
+  const float* q = memory.data() + 39;
+  s = backend->Run(0, q, memory.data(), nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  auto at = [](const float* p) { return absl::Hex(reinterpret_cast<uintptr_t>(p)); };
+  EXPECT_EQ(s.message(), absl::StrCat("q [", at(q), ", ", at(q + 32), ") overlaps out [",
+                                      at(memory.data()), ", ", at(memory.data() + 40),
+                                      "): give one buffer for attention in place, or two apart"));
+  EXPECT_EQ(memory, before);
+  EXPECT_TRUE(backend->Run(0, memory.data() + 40, memory.data(), nullptr).ok());
   EXPECT_NE(memory, before);
 }
 
