@@ -113,7 +113,9 @@ void CheckLseRun(DecodeAttentionBackend& cuda, DecodeAttentionBackend& oracle,
   // The plain Run overwrote q when in place.
   ASSERT_CUDA(cudaMemcpyAsync(buffers.q, q_bits.data(), n * 2, cudaMemcpyHostToDevice, stream));
   uint16_t* out = in_place ? buffers.q : buffers.out;
-  if (!in_place) ASSERT_CUDA(cudaMemsetAsync(out, 0xff, n * 2, stream));
+  if (!in_place) {
+    ASSERT_CUDA(cudaMemsetAsync(out, 0xff, n * 2, stream));
+  }
   ASSERT_CUDA(cudaMemsetAsync(lse.get(), 0xff, heads * sizeof(float), stream));  // NaN
   ASSERT_TRUE(cuda.RunWithLse(1, buffers.q, out, lse.as<float>(), stream).ok());
   ASSERT_CUDA(cudaStreamSynchronize(stream));
