@@ -92,7 +92,7 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
     const int32_t b = bad_row.load();
     const DecodeRow& row = rows_[b];
     const int32_t* slots = cache_.req_to_token + int64_t{row.request} * cache_.req_to_token_stride;
-    const int32_t t = FirstBadToken(slots, row.seq_len);
+    const int32_t t = FirstBadToken(slots, row);
     return absl::InvalidArgumentError(
         absl::StrCat("rows[", b, "] (request ", row.request, "): req_to_token[", row.request, "][",
                      t, "] = ", slots[t], " is outside the pool's slots [0, ",
@@ -101,9 +101,10 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
   }
 
  private:
-  // The first of a row's `seq_len` entries outside the pool's slots, or -1.
-  int32_t FirstBadToken(const int32_t* slots, int32_t seq_len) const {
-    for (int32_t t = 0; t < seq_len; ++t) {
+  // The first of the entries a row attends ([first_token, seq_len)) outside the pool's slots,
+  // or -1.
+  int32_t FirstBadToken(const int32_t* slots, const DecodeRow& row) const {
+    for (int32_t t = row.first_token; t < row.seq_len; ++t) {
       if (slots[t] < 0 || slots[t] >= cache_.view.layout.num_slots) return t;
     }
     return -1;
@@ -130,12 +131,13 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
       std::fill(out, out + int64_t{group} * dim, 0.0f);
       if (lse != nullptr) std::fill(lse, lse + group, -std::numeric_limits<float>::infinity());
     };
-    if (row.seq_len == 0) {  // padded: its request may be any value, so its table is not read
+    // Padded (its request may be any value, so its table is not read), or no token attended.
+    if (row.first_token == row.seq_len) {
       write_nothing_attended();
       return true;
     }
     const int32_t* slots = cache_.req_to_token + int64_t{row.request} * cache_.req_to_token_stride;
-    if (FirstBadToken(slots, row.seq_len) >= 0) {
+    if (FirstBadToken(slots, row) >= 0) {
       write_nothing_attended();
       return false;
     }
@@ -146,7 +148,7 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
     std::fill(max_score, max_score + group, static_cast<T>(-INFINITY));
     std::fill(total, total + group, static_cast<T>(0));
     std::fill(acc, acc + group * dim, static_cast<T>(0));
-    for (int32_t t = 0; t < row.seq_len; ++t) {
+    for (int32_t t = row.first_token; t < row.seq_len; ++t) {
       DequantizeRow(cache_.view, layer, slots[t], cache_.view.layout.KeyRow(kv_head), key);
       DequantizeRow(cache_.view, layer, slots[t], cache_.view.layout.ValueRow(kv_head), value);
       for (int32_t g = 0; g < group; ++g) {

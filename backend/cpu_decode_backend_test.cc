@@ -508,6 +508,86 @@ TEST(CpuDecodeBackendTest, LseCombinesAttentionOverPartsOfAContext) {
   }
 }
 
+// A row that attends tokens [first_token, seq_len) computes what a row over those tokens alone
+// does, bit for bit, reads no entry before them, and combines with the prefix it skips into
+// the whole context through the log-sum-exps; first_token == seq_len attends nothing.
+TEST(CpuDecodeBackendTest, FirstTokenAttendsTheRestOfTheContext) {
+  std::mt19937 rng(26);
+  constexpr int kTokens = 60, kFirst = 25, kQHeads = 4, kDim = 16;
+  Fixture f = MakeCache(2, kDim, 8, QuantMode::kSymmetric, {kTokens}, rng);
+  const absl::Span<const int32_t> tokens = f.cache->requests().Tokens(0);
+  // The embedder's table: request 0 the whole context, request 1 its tokens from kFirst on.
+  std::vector<int32_t> table(2 * kTokens, 0);
+  std::copy(tokens.begin(), tokens.end(), table.begin());
+  std::copy(tokens.begin() + kFirst, tokens.end(), table.begin() + kTokens);
+  KvCacheBinding binding = BindingFor(*f.cache);
+  binding.req_to_token = table.data();
+  binding.max_requests = 2;
+  binding.req_to_token_stride = kTokens;
+  binding.requests = nullptr;
+  DecodeRow window{0, kTokens, kFirst}, nothing{0, kTokens, kTokens};
+  const std::vector<DecodeRow> rows = {
+      window, {1, kTokens - kFirst}, {0, kFirst}, {0, kTokens}, nothing};
+  const size_t row_size = kQHeads * kDim;
+  std::vector<float> q(rows.size() * row_size);
+  std::normal_distribution<float> normal;
+  for (size_t i = 0; i < row_size; ++i) {
+    q[i] = normal(rng);
+    for (size_t r = 1; r < rows.size(); ++r) q[r * row_size + i] = q[i];
+  }
+  for (bool f64 : {false, true}) {
+    SCOPED_TRACE(f64 ? "float64" : "float32");
+    BackendOptions options;
+    options.cpu_float64 = f64;
+    auto backend = *CreateCpuDecodeBackend(binding, {kQHeads, 2, kDim, 5, kTokens, 0}, options);
+    std::vector<float> out(q.size(), std::nanf("")), lse(rows.size() * kQHeads, std::nanf(""));
+    ASSERT_TRUE(backend->Plan(rows, nullptr).ok());
+    ASSERT_TRUE(backend->RunWithLse(0, q.data(), out.data(), lse.data(), nullptr).ok());
+    for (size_t i = 0; i < row_size; ++i) {
+      EXPECT_EQ(out[i], out[row_size + i]) << i;  // the window = its tokens as a row
+      EXPECT_EQ(out[4 * row_size + i], 0.0f) << i;
+    }
+    for (int h = 0; h < kQHeads; ++h) {
+      EXPECT_EQ(lse[h], lse[kQHeads + h]) << h;
+      EXPECT_EQ(lse[4 * kQHeads + h], -INFINITY) << h;
+      // The skipped prefix (row 2) and the window combine into the whole context (row 3).
+      const double prefix = lse[2 * kQHeads + h], rest = lse[h];
+      const double top = std::max(prefix, rest);
+      const double both = top + std::log(std::exp(prefix - top) + std::exp(rest - top));
+      EXPECT_NEAR(both, lse[3 * kQHeads + h], 1e-5 * (1 + std::abs(both))) << h;
+      for (int d = 0; d < kDim; ++d) {
+        const size_t i = static_cast<size_t>(h) * kDim + d;
+        EXPECT_NEAR(
+            std::exp(prefix - both) * out[2 * row_size + i] + std::exp(rest - both) * out[i],
+            out[3 * row_size + i], 2e-5)
+            << "head " << h << " dim " << d;
+      }
+    }
+  }
+  // Entries before first_token are never read: one outside the pool there fails only the rows
+  // that attend it.
+  table[3] = -5;
+  auto backend = *CreateCpuDecodeBackend(binding, {kQHeads, 2, kDim, 5, kTokens, 0}, {});
+  std::vector<float> out(q.size());
+  ASSERT_TRUE(backend->Plan(std::vector<DecodeRow>{window}, nullptr).ok());
+  EXPECT_TRUE(backend->Run(0, q.data(), out.data(), nullptr).ok());
+  ASSERT_TRUE(backend->Plan(std::vector<DecodeRow>{{0, kTokens, 3}}, nullptr).ok());
+  const absl::Status s = backend->Run(0, q.data(), out.data(), nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("req_to_token[0][3] = -5"), std::string::npos) << s;
+  // first_token outside [0, seq_len] is refused, naming the row and the field.
+  for (const DecodeRow& bad :
+       {DecodeRow{0, kTokens, kTokens + 1}, DecodeRow{0, kTokens, -1}, DecodeRow{0, 0, 1}}) {
+    const absl::Status plan = backend->Plan(std::vector<DecodeRow>{window, bad}, nullptr);
+    EXPECT_EQ(plan.code(), absl::StatusCode::kInvalidArgument) << plan;
+    EXPECT_NE(
+        plan.message().find(absl::StrCat("rows[1].first_token = ", bad.first_token,
+                                         " is out of range [0, ", bad.seq_len, "] (its seq_len)")),
+        std::string::npos)
+        << plan;
+  }
+}
+
 // An lse buffer that is misaligned or shares bytes with q or out is refused before anything is
 // written; one that ends where out begins, or begins where it ends, is fine.
 TEST(CpuDecodeBackendTest, LseBuffersThatOverlapOrAreMisalignedAreRefused) {

@@ -661,6 +661,31 @@ TEST_F(CudaDecodeBackendTest, PoolsInPinnedHostMemory) {
                              rng_);
 }
 
+// Rows that attend only the tokens from their first_token on (sliding windows, or the rest of
+// a context whose prefix is attended elsewhere) agree with the oracle, lse included: windows
+// starting off a tile boundary, of one token, of none, over several chunks; in the step-wide
+// plan, the batch-invariant one and wide split blocks.
+TEST_F(CudaDecodeBackendTest, RowsAttendFromTheirFirstToken) {
+  const std::vector<int> first_tokens = {0, 1, 100, 255, 257, 0, 3, 16, 999, 4000, 30, 1234};
+  Case step;
+  step.lengths = kMixedLengths;
+  Case invariant = step;
+  invariant.batch_invariant_splits = 8;
+  Case wide;
+  wide.kv_heads = 8;
+  for (int i = 0; i < kWideSplitMinBatch; ++i) wide.lengths.push_back(kMixedLengths[i % 12]);
+  for (const Case& c : {step, invariant, wide}) {
+    SCOPED_TRACE(Describe(c));
+    MirroredCache caches = CachesFor(c, rng_);
+    std::vector<DecodeRow> rows = caches.NewBatch(c.lengths, c.permuted, rng_);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      rows[i].first_token = std::min(
+          rows[i].seq_len, first_tokens[i % first_tokens.size()] + static_cast<int>(i / 12));
+    }
+    CheckAgainstOracle(c, caches, rows, rng_);
+  }
+}
+
 // Captures RunWithLse once for a bucket (planned for steps[0]) and replays it for every step
 // with that step's lengths, fresh page tables and fresh queries; outputs and log-sum-exps are
 // checked after every replay.

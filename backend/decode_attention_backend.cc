@@ -170,6 +170,11 @@ absl::Status ValidateRows(absl::Span<const DecodeRow> rows, const AttentionShape
                                                      " is out of range [0, ", shape.max_seq_len,
                                                      "] (AttentionShape.max_seq_len)"));
     }
+    if (row.first_token < 0 || row.first_token > row.seq_len) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("rows[", i, "].first_token = ", row.first_token, " is out of range [0, ",
+                       row.seq_len, "] (its seq_len)"));
+    }
     if (row.seq_len == 0) continue;
     if (row.request < 0 || row.request >= cache.max_requests) {
       return absl::InvalidArgumentError(absl::StrCat("rows[", i, "].request = ", row.request,

@@ -82,8 +82,8 @@ struct AttentionShape {
 // the memory the backend reads (host for "cpu"; for "cuda", memory of the device current when
 // the backend is created, which creation checks). Not owned: it must outlive every backend
 // created from it.
-// The first seq_len entries of a planned row are slots in [0, num_slots). cpu: Run answers
-// InvalidArgument naming the first such row, the entry and its value, and leaves that row's
+// The entries a planned row attends ([first_token, seq_len)) are slots in [0, num_slots). cpu: Run
+// answers InvalidArgument naming the first such row, the entry and its value, and leaves that row's
 // output zero (the other rows are computed). cuda: entries are not checked; one
 // outside the pool is read as the nearest slot of it (0 or num_slots - 1), so the row's output
 // is wrong but nothing outside the pools is read (RequestTable::Append refuses such slots).
@@ -110,6 +110,12 @@ AttentionShape ShapeFor(const KvCache& cache, int32_t q_heads, int32_t max_batch
 struct DecodeRow {
   int32_t request = 0;  // row of req_to_token
   int32_t seq_len = 0;  // context length in tokens; 0 marks a padded row (output zeros)
+  // The row attends tokens [first_token, seq_len) of its context, in [0, seq_len]: 0 is the
+  // whole context; seq_len - W (when positive) a sliding window of W tokens; a prefix attended
+  // elsewhere leaves the rest, to be combined with it through RunWithLse's log-sum-exps. A row
+  // that attends no token (first_token == seq_len) gives zeros and an lse of -inf, as padded
+  // rows do.
+  int32_t first_token = 0;
 };
 
 struct BackendOptions {
@@ -164,7 +170,8 @@ class DecodeAttentionBackend {
 
   // Records the batch for the following Run calls (the rows are copied: they need to
   // outlive only the call; a second Plan replaces the first). rows.size() <= max_batch; each row's
-  // seq_len in [0, max_seq_len] and request in [0, max_requests) (any value when padded);
+  // seq_len in [0, max_seq_len], first_token in [0, seq_len] and request in [0, max_requests)
+  // (any value when padded);
   // with the binding's `requests`, a row's request live and seq_len <= its length.
   // Bad rows give InvalidArgument naming the row and field. A binding that reads the table's
   // device mirror also needs seq_len <= what SyncToDevice has sent of the request
@@ -216,8 +223,9 @@ class DecodeAttentionBackend {
   // Run, and also the log-sum-exp of each (row, query head) into `lse` when it is not null:
   //   lse[b, h] = log(sum_t exp(scale * q[b, h, :] . K[slot(b, t), h / G, :]))   (natural log)
   // float32 [batch, q_heads] in the backend's memory, 4-byte aligned, overlapping neither q's
-  // nor out's span (InvalidArgument otherwise); -inf for padded rows (and, on the cpu backend, for
-  // rows whose table points outside the pool). With it, attention over disjoint parts of a context
+  // nor out's span (InvalidArgument otherwise); -inf for rows that attend no token (padded, or
+  // first_token == seq_len; on the cpu backend also rows whose table points outside the pool).
+  // With it, attention over disjoint parts of a context
   // (a shared prefix and each request's own tokens, say, or the cache and tokens not stored in
   // it) combines into attention over their union: for parts i with outputs out_i and lse_i,
   //   lse = log(sum_i exp(lse_i)),   out = sum_i exp(lse_i - lse) * out_i.

@@ -12,7 +12,8 @@
 
 namespace int4kv {
 
-// One unit of split-KV work: tokens [begin, end) of batch row `row`. An empty chunk
+// One unit of split-KV work: tokens [begin, end) of batch row `row` (positions in its context,
+// within the tokens the row attends). An empty chunk
 // (end == begin) tells its thread blocks to exit at once. Plain data shared with kernels.
 struct ChunkWork {
   int32_t row;
@@ -39,6 +40,9 @@ constexpr int32_t kMinChunkTokens = 64;
 // is cut the same way whatever runs beside it while the step is small (below).
 constexpr int32_t kShortRowTokens = 2048;
 constexpr int32_t kShortRowChunkTokens = 32;
+
+// The tokens a row attends: [first_token, seq_len) of its context.
+inline int64_t AttendedTokens(const DecodeRow& row) { return row.seq_len - row.first_token; }
 
 // ceil(a / b) for a >= 0, b > 0: chunk counts and lengths.
 inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -82,9 +86,10 @@ struct DecodePlan {
 // stays below a row's minimum, the row's chunks depend on that row alone, so its result is the
 // same whatever else the batch holds. When batch < target_chunks and B is not capped this
 // emits at most target_chunks chunks (one wave of the device); never more than
-// ChunkCapacity(batch, target_chunks, max_chunk_tokens, max_seq_len). Padded rows (seq_len 0)
-// get none. Preconditions: rows passed ValidateRows (every seq_len in [0, max_seq_len]);
-// max_chunk_tokens is 0 or at least kMinChunkTokens.
+// ChunkCapacity(batch, target_chunks, max_chunk_tokens, max_seq_len). A row's len is the tokens
+// it attends (AttendedTokens), cut from its first_token on; rows that attend none (padded, or
+// first_token == seq_len) get no chunk. Preconditions: rows passed ValidateRows (every seq_len in
+// [0, max_seq_len]); max_chunk_tokens is 0 or at least kMinChunkTokens.
 void PlanDecode(absl::Span<const DecodeRow> rows, int32_t target_chunks, int32_t max_chunk_tokens,
                 int32_t max_seq_len, DecodePlan* plan);
 

@@ -10,21 +10,22 @@
 namespace int4kv {
 namespace {
 
-// Every token of every row is covered exactly once, in order, by chunks of that row, the used
-// chunks first; the chunk count never exceeds the capacity; chunk boundaries are tile-aligned.
+// Every token a row attends ([first_token, seq_len)) is covered exactly once, in order, by
+// chunks of that row, the used chunks first, and no other token is; the chunk count never
+// exceeds the capacity; chunk boundaries are whole tiles from the row's first_token.
 void ExpectCovers(const std::vector<DecodeRow>& rows, const DecodePlan& plan, int32_t capacity) {
   ASSERT_EQ(static_cast<int32_t>(plan.chunks.size()), capacity);
   ASSERT_LE(plan.used_chunks, capacity);
   for (size_t b = 0; b < rows.size(); ++b) {
     const RowWork& work = plan.rows[b];
-    int32_t covered = 0;
+    int32_t covered = rows[b].first_token;
     for (int32_t c = work.first_chunk; c < work.first_chunk + work.num_chunks; ++c) {
       const ChunkWork& chunk = plan.chunks[c];
       ASSERT_EQ(chunk.row, static_cast<int32_t>(b));
       ASSERT_EQ(chunk.request, rows[b].request);
       ASSERT_EQ(chunk.begin, covered);
       ASSERT_GT(chunk.end, chunk.begin);
-      ASSERT_EQ(chunk.begin % kChunkAlign, 0);
+      ASSERT_EQ((chunk.begin - rows[b].first_token) % kChunkAlign, 0);
       covered = chunk.end;
     }
     ASSERT_EQ(covered, rows[b].seq_len) << "row " << b;
@@ -59,12 +60,16 @@ void ExpectValidPlan(const std::vector<DecodeRow>& rows, int32_t target, int32_t
   ASSERT_LE(plan.used_chunks, static_cast<int64_t>(kMaxChunkWaves) * target + batch);
 }
 
-// `batch` rows of random requests and lengths below max_len, a fifth of them padded.
+// `batch` rows of random requests and lengths below max_len, a fifth of them padded, and a
+// third of the others attending only the tokens from a random first_token on (sometimes none).
 std::vector<DecodeRow> RandomRows(int batch, int max_len, std::mt19937& rng) {
   std::vector<DecodeRow> rows(batch);
   for (int b = 0; b < batch; ++b) {
     rows[b] = {static_cast<int32_t>(rng() % 100),
                rng() % 5 == 0 ? 0 : static_cast<int32_t>(rng() % max_len)};
+    if (rows[b].seq_len > 0 && rng() % 3 == 0) {
+      rows[b].first_token = static_cast<int32_t>(rng() % (rows[b].seq_len + 1));
+    }
   }
   return rows;
 }
@@ -225,6 +230,28 @@ TEST(DecodePlanTest, BatchInvariantPlansCutARowTheSameWayInAnyBatch) {
   PlanDecode(std::vector<DecodeRow>(16, DecodeRow{3, 65536}), 264, kCappedChunkTokens, 65536,
              &beside);
   EXPECT_NE(RowChunks(beside, 0), RowChunks(alone, 0));
+}
+
+// A row attends tokens [first_token, seq_len): its chunks cover those alone, a row that attends
+// none gets no chunk, and the step's total counts attended tokens (it sizes the chunks and the
+// step's L2 and lockstep choices).
+TEST(DecodePlanTest, ARowIsCutFromItsFirstToken) {
+  const std::vector<DecodeRow> rows = {{3, 1000, 1000}, {4, 5000, 4990}, {5, 65536, 60000}};
+  for (const bool invariant : {false, true}) {
+    SCOPED_TRACE(invariant ? "batch-invariant" : "whole step");
+    DecodePlan plan;
+    if (invariant) {
+      PlanDecodeBatchInvariant(rows, 16, &plan);
+      ExpectCovers(rows, plan, BatchInvariantCapacity(3, 16));
+    } else {
+      PlanDecode(rows, 264, kCappedChunkTokens, 65536, &plan);
+      ExpectCovers(rows, plan, ChunkCapacity(3, 264, kCappedChunkTokens, 65536));
+    }
+    EXPECT_EQ(plan.total_tokens, 10 + 5536);
+    EXPECT_EQ(plan.rows[0].num_chunks, 0);
+    EXPECT_EQ(RowChunks(plan, 1), (std::vector<std::pair<int32_t, int32_t>>{{4990, 5000}}));
+    EXPECT_EQ(plan.chunks[plan.rows[2].first_chunk].begin, 60000);
+  }
 }
 
 }  // namespace

@@ -182,7 +182,11 @@ DeviceBuffer CopyToDevice(const std::vector<T>& host) {
 void RandomQuery(size_t n, DType io, float scale, std::mt19937& rng, std::vector<uint16_t>* bits,
                  std::vector<float>* values);
 
-// Checks the device output against the oracle row by row: no NaN, padded rows exactly zero,
+// Padded rows, and rows whose first_token is their seq_len.
+bool AttendsNothing(const DecodeRow& row);
+
+// Checks the device output against the oracle row by row: no NaN, rows that attend nothing
+// (AttendsNothing) exactly zero,
 // and a relative error (norm of the difference over the norm of the oracle's row) of at most
 // 2e-3 beyond what rounding the exact result to the io dtype costs by itself. That rounding
 // is about 2e-4 of a row for fp16 but 1.7e-3 for bf16 (8 significant bits), and 1.98e-3 was
@@ -193,7 +197,7 @@ void ExpectClose(const std::vector<uint16_t>& got_bits, DType io, const std::vec
                  const std::vector<DecodeRow>& rows, int row_size, const std::string& what);
 
 // Checks the device's log-sum-exps against the oracle's ([rows][q_heads] each): exactly -inf
-// for padded rows, finite elsewhere and within kLseAbsoluteError + kLseRelativeError x
+// for rows that attend nothing, finite elsewhere and within kLseAbsoluteError + kLseRelativeError x
 // |oracle|. The kernels round each dequantized key to fp16, which moves a score by up to about
 // 2^-11 of softmax_scale x sum_d |q_d k_d|, and an lse by a weighted mean of such moves: in a
 // float64 model of that rounding, one-token rows with q of 4 x N(0, 1) and K of N(0, 1) at
