@@ -150,7 +150,7 @@ __device__ __forceinline__ void MergeBody(const MergeKernelParams& p, const RowW
       all += weight * weights[t];
     }
   }
-  // Padded rows (no chunks) get zeros.
+  // Rows that attend nothing (no chunks: padded, or first_token == seq_len) get zeros.
   const float inv = work.num_chunks > 0 ? Reciprocal(all) : 0.0f;  // all >= 1 then
   // The head's log-sum-exp, from its first column's thread (every column has the same m_all
   // and all): log2 units back to natural ones.

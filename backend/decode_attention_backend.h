@@ -221,7 +221,8 @@ class DecodeAttentionBackend {
   }
 
   // Run, and also the log-sum-exp of each (row, query head) into `lse` when it is not null:
-  //   lse[b, h] = log(sum_t exp(scale * q[b, h, :] . K[slot(b, t), h / G, :]))   (natural log)
+  //   lse[b, h] = log(sum_t exp(scale * q[b, h, :] . K[slot(b, t), h / G, :]))   (natural log,
+  //   t over the row's attended tokens [first_token, seq_len))
   // float32 [batch, q_heads] in the backend's memory, 4-byte aligned, overlapping neither q's
   // nor out's span (InvalidArgument otherwise); -inf for rows that attend no token (padded, or
   // first_token == seq_len; on the cpu backend also rows whose table points outside the pool).

@@ -74,7 +74,7 @@ struct DecodePlan {
   std::vector<ChunkWork> chunks;  // [capacity], unused ones empty
   std::vector<RowWork> rows;      // [batch]
   int32_t used_chunks = 0;
-  int64_t total_tokens = 0;  // sum of the rows' seq_len
+  int64_t total_tokens = 0;  // sum of the rows' attended tokens (AttendedTokens)
 };
 
 // Splits rows into chunks. The balanced length is B = ceil(total tokens / (target_chunks -

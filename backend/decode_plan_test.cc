@@ -235,19 +235,26 @@ TEST(DecodePlanTest, BatchInvariantPlansCutARowTheSameWayInAnyBatch) {
 // A row attends tokens [first_token, seq_len): its chunks cover those alone, a row that attends
 // none gets no chunk, and the step's total counts attended tokens (it sizes the chunks and the
 // step's L2 and lockstep choices).
+// Chunk lengths follow the attended tokens too: a window of at most kShortRowTokens takes short
+// chunks whatever its context's length, and a batch-invariant row's splits divide its window.
 TEST(DecodePlanTest, ARowIsCutFromItsFirstToken) {
-  const std::vector<DecodeRow> rows = {{3, 1000, 1000}, {4, 5000, 4990}, {5, 65536, 60000}};
+  const std::vector<DecodeRow> rows = {
+      {3, 1000, 1000}, {4, 5000, 4990}, {5, 65536, 60000}, {6, 5000, 4000}};
   for (const bool invariant : {false, true}) {
     SCOPED_TRACE(invariant ? "batch-invariant" : "whole step");
     DecodePlan plan;
     if (invariant) {
       PlanDecodeBatchInvariant(rows, 16, &plan);
-      ExpectCovers(rows, plan, BatchInvariantCapacity(3, 16));
+      ExpectCovers(rows, plan, BatchInvariantCapacity(4, 16));
+      EXPECT_EQ(plan.rows[2].num_chunks, 16);  // 5536 tokens in 16 chunks of 352 or fewer
+      EXPECT_EQ(plan.rows[3].num_chunks, 16);  // 1000 tokens in chunks of 64
     } else {
       PlanDecode(rows, 264, kCappedChunkTokens, 65536, &plan);
-      ExpectCovers(rows, plan, ChunkCapacity(3, 264, kCappedChunkTokens, 65536));
+      ExpectCovers(rows, plan, ChunkCapacity(4, 264, kCappedChunkTokens, 65536));
+      const ChunkWork& window = plan.chunks[plan.rows[3].first_chunk];
+      EXPECT_EQ(window.end - window.begin, kShortRowChunkTokens);
     }
-    EXPECT_EQ(plan.total_tokens, 10 + 5536);
+    EXPECT_EQ(plan.total_tokens, 10 + 5536 + 1000);
     EXPECT_EQ(plan.rows[0].num_chunks, 0);
     EXPECT_EQ(RowChunks(plan, 1), (std::vector<std::pair<int32_t, int32_t>>{{4990, 5000}}));
     EXPECT_EQ(plan.chunks[plan.rows[2].first_chunk].begin, 60000);

@@ -139,6 +139,13 @@ TEST(Int4KvAttentionTest, EachSlotMustBeItsRowsLastEntry) {
   const StepBatch first = Prefill(*cache, 3);
   const StepBatch other = Prefill(*cache, 2);  // another request's slots
   ASSERT_TRUE(attention->Plan(first).ok());
+  // A row that skips part of its context would not attend the token itself.
+  StepBatch windowed = first;
+  windowed.rows[2].first_token = 1;
+  const absl::Status skipped = attention->Plan(windowed);
+  EXPECT_EQ(skipped.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(skipped.message()),
+              ::testing::HasSubstr("StepBatch.rows[2].first_token = 1 is not 0"));
   StepBatch swapped = first;
   swapped.slots[1] = other.slots[0];
   const absl::Status status = attention->Plan(swapped);

@@ -10,6 +10,11 @@ absl::Status CheckSlotsAndRows(const StepBatch& batch, const RequestTable& table
   }
   for (size_t i = 0; i < batch.rows.size(); ++i) {
     const DecodeRow& row = batch.rows[i];
+    if (row.first_token != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("StepBatch.rows[", i, "].first_token = ", row.first_token,
+                       " is not 0: a step's token attends its whole context, itself included"));
+    }
     if (row.request < 0 || row.request >= table.max_requests() || row.seq_len < 1 ||
         row.seq_len > table.Length(row.request)) {
       continue;  // the backend's Plan names it

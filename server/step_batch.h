@@ -46,11 +46,11 @@ struct StepBatch {
   }
 };
 
-// Checks what a KvAttention's Plan reads: one slot and one attention row per token, and each
-// token's slot the entry of its row's last position in `table` (the slot its K/V are written
-// to is the one attention reads for it). InvalidArgument otherwise, naming the token. Rows
-// whose request or length is out of the table's range are left to the backend's Plan, which
-// names them.
+// Checks what a KvAttention's Plan reads: one slot and one attention row per token, each row
+// over its whole context (first_token 0), and each token's slot the entry of its row's last
+// position in `table` (the slot its K/V are written to is the one attention reads for it).
+// InvalidArgument otherwise, naming the token. Rows whose request or length is out of the table's
+// range are left to the backend's Plan, which names them.
 absl::Status CheckSlotsAndRows(const StepBatch& batch, const RequestTable& table);
 
 // Checks a step for a model: 1..max_step_tokens tokens, one position/slot/row per token,
