@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -459,6 +460,26 @@ TEST(CpuDecodeBackendTest, CorruptPageTableIsAnErrorNotACrash) {
   EXPECT_EQ(past.message().find("lse"), std::string::npos) << past;  // Run writes none
 }
 
+// A binding over f's pools that reads `table`, the embedder's own: row r holds request 0's tokens
+// [ranges[r].first, ranges[r].second), then zeros, in rows as long as request 0's context.
+KvCacheBinding BindingOfTokenRanges(const Fixture& f,
+                                    const std::vector<std::pair<int, int>>& ranges,
+                                    std::vector<int32_t>* table) {
+  const absl::Span<const int32_t> tokens = f.cache->requests().Tokens(0);
+  const int stride = static_cast<int>(tokens.size());
+  table->assign(ranges.size() * stride, 0);
+  for (size_t r = 0; r < ranges.size(); ++r) {
+    std::copy(tokens.begin() + ranges[r].first, tokens.begin() + ranges[r].second,
+              table->begin() + r * stride);
+  }
+  KvCacheBinding binding = BindingFor(*f.cache);
+  binding.req_to_token = table->data();
+  binding.max_requests = static_cast<int32_t>(ranges.size());
+  binding.req_to_token_stride = stride;
+  binding.requests = nullptr;
+  return binding;
+}
+
 // The log-sum-exps are what a caller needs to combine attention over parts of a context:
 // attention over tokens [0, 20) and over [20, 53), each with its lse, combine into attention over
 // all 53, as the backend computes it in one row.
@@ -466,17 +487,10 @@ TEST(CpuDecodeBackendTest, LseCombinesAttentionOverPartsOfAContext) {
   std::mt19937 rng(21);
   constexpr int kTokens = 53, kSplit = 20, kQHeads = 8, kDim = 16;
   Fixture f = MakeCache(2, kDim, 8, QuantMode::kAsymmetric, {kTokens}, rng);
-  const absl::Span<const int32_t> tokens = f.cache->requests().Tokens(0);
   // Rows of the embedder's own table: the first part, the second part, the whole context.
-  std::vector<int32_t> table(3 * kTokens, 0);
-  std::copy(tokens.begin(), tokens.begin() + kSplit, table.begin());
-  std::copy(tokens.begin() + kSplit, tokens.end(), table.begin() + kTokens);
-  std::copy(tokens.begin(), tokens.end(), table.begin() + 2 * kTokens);
-  KvCacheBinding binding = BindingFor(*f.cache);
-  binding.req_to_token = table.data();
-  binding.max_requests = 3;
-  binding.req_to_token_stride = kTokens;
-  binding.requests = nullptr;
+  std::vector<int32_t> table;
+  const KvCacheBinding binding =
+      BindingOfTokenRanges(f, {{0, kSplit}, {kSplit, kTokens}, {0, kTokens}}, &table);
   const std::vector<DecodeRow> rows = {{0, kSplit}, {1, kTokens - kSplit}, {2, kTokens}};
   // One query for all three rows, at twice the usual spread so that the softmax is peaked.
   const size_t row_size = kQHeads * kDim;
@@ -515,16 +529,9 @@ TEST(CpuDecodeBackendTest, FirstTokenAttendsTheRestOfTheContext) {
   std::mt19937 rng(26);
   constexpr int kTokens = 60, kFirst = 25, kQHeads = 4, kDim = 16;
   Fixture f = MakeCache(2, kDim, 8, QuantMode::kSymmetric, {kTokens}, rng);
-  const absl::Span<const int32_t> tokens = f.cache->requests().Tokens(0);
   // The embedder's table: request 0 the whole context, request 1 its tokens from kFirst on.
-  std::vector<int32_t> table(2 * kTokens, 0);
-  std::copy(tokens.begin(), tokens.end(), table.begin());
-  std::copy(tokens.begin() + kFirst, tokens.end(), table.begin() + kTokens);
-  KvCacheBinding binding = BindingFor(*f.cache);
-  binding.req_to_token = table.data();
-  binding.max_requests = 2;
-  binding.req_to_token_stride = kTokens;
-  binding.requests = nullptr;
+  std::vector<int32_t> table;
+  const KvCacheBinding binding = BindingOfTokenRanges(f, {{0, kTokens}, {kFirst, kTokens}}, &table);
   DecodeRow window{0, kTokens, kFirst}, nothing{0, kTokens, kTokens};
   const std::vector<DecodeRow> rows = {
       window, {1, kTokens - kFirst}, {0, kFirst}, {0, kTokens}, nothing};
@@ -668,6 +675,34 @@ TEST(CpuDecodeBackendTest, RowStridesReadAndWriteInsideWiderBuffers) {
   }
 }
 
+// A cpu backend over `f` with rows `q_stride` and `out_stride` apart, planned for f's rows.
+std::unique_ptr<DecodeAttentionBackend> PlannedWithStrides(const Fixture& f,
+                                                           const AttentionShape& shape,
+                                                           int64_t q_stride, int64_t out_stride) {
+  BackendOptions options;
+  options.q_row_stride = q_stride;
+  options.out_row_stride = out_stride;
+  auto backend = CreateCpuDecodeBackend(BindingFor(*f.cache), shape, options);
+  EXPECT_TRUE(backend.ok()) << backend.status();
+  EXPECT_TRUE((*backend)->Plan(f.rows, nullptr).ok());
+  return *std::move(backend);
+}
+
+// Run with q and out as one buffer, whose two strides would let rows overwrite other rows'
+// queries, is refused naming both, and writes nothing.
+void ExpectOneBufferWithTwoStridesRefused(DecodeAttentionBackend& backend,
+                                          std::vector<float>* memory, int64_t q_stride,
+                                          int64_t out_stride) {
+  const std::vector<float> before = *memory;
+  const absl::Status s = backend.Run(0, memory->data(), memory->data(), nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find(absl::StrCat("their row strides differ (", q_stride, " and ",
+                                          out_stride, " elements)")),
+            std::string::npos)
+      << s;
+  EXPECT_EQ(*memory, before);
+}
+
 // Strides below a row or past kMaxRowStride are refused at creation, naming the field; at Run,
 // q and out given as one buffer with two strides, or overlapping without being one buffer,
 // are refused before anything is written.
@@ -693,20 +728,12 @@ TEST(CpuDecodeBackendTest, RowStridesOutOfRangeAndOverlappingRowsAreRefused) {
   BackendOptions widest;
   widest.q_row_stride = widest.out_row_stride = kMaxRowStride;
   EXPECT_TRUE(CreateCpuDecodeBackend(BindingFor(*f.cache), shape, widest).ok());
-  BackendOptions options;
-  options.q_row_stride = 24;
-  options.out_row_stride = 16;
-  EXPECT_TRUE(CreateCpuDecodeBackend(BindingFor(*f.cache), shape, options).ok());
-  auto backend = *CreateCpuDecodeBackend(BindingFor(*f.cache), shape, options);
-  ASSERT_TRUE(backend->Plan(f.rows, nullptr).ok());
+  std::unique_ptr<DecodeAttentionBackend> backend = PlannedWithStrides(f, shape, 24, 16);
   std::vector<float> memory(100, 0.5f);
   const std::vector<float> before = memory;
-  absl::Status s = backend->Run(0, memory.data(), memory.data(), nullptr);
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
-  EXPECT_NE(s.message().find("their row strides differ (24 and 16 elements)"), std::string::npos)
-      << s;
+  ExpectOneBufferWithTwoStridesRefused(*backend, &memory, 24, 16);
   // q spans elements [0, 40) (rows at 0 and 24), out [39, 71): one element shared.
-  s = backend->Run(0, memory.data(), memory.data() + 39, nullptr);
+  absl::Status s = backend->Run(0, memory.data(), memory.data() + 39, nullptr);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
   EXPECT_NE(s.message().find(") overlaps out ["), std::string::npos) << s;
   EXPECT_EQ(memory, before);
@@ -721,21 +748,14 @@ TEST(CpuDecodeBackendTest, OverlapsAreFoundThroughEitherStride) {
   std::mt19937 rng(25);
   Fixture f = MakeCache(1, 8, 8, QuantMode::kSymmetric, {3, 2}, rng);
   const AttentionShape shape{2, 1, 8, 2, 3, 0};  // rows of 16 elements
-  BackendOptions options;
-  options.q_row_stride = 16;
-  options.out_row_stride = 24;
-  auto backend = *CreateCpuDecodeBackend(BindingFor(*f.cache), shape, options);
-  ASSERT_TRUE(backend->Plan(f.rows, nullptr).ok());
+  std::unique_ptr<DecodeAttentionBackend> backend = PlannedWithStrides(f, shape, 16, 24);
   std::vector<float> memory(100, 0.5f);
   const std::vector<float> before = memory;
-  absl::Status s = backend->Run(0, memory.data(), memory.data(), nullptr);
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
-  EXPECT_NE(s.message().find("their row strides differ (16 and 24 elements)"), std::string::npos)
-      << s;
+  ExpectOneBufferWithTwoStridesRefused(*backend, &memory, 16, 24);
   // out spans elements [0, 40) (rows at 0 and 24), q [39, 71): one element shared, which a
   // span taken with q's stride (out ending at 32) would miss.
   const float* q = memory.data() + 39;
-  s = backend->Run(0, q, memory.data(), nullptr);
+  absl::Status s = backend->Run(0, q, memory.data(), nullptr);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
   auto at = [](const float* p) { return absl::Hex(reinterpret_cast<uintptr_t>(p)); };
   EXPECT_EQ(s.message(), absl::StrCat("q [", at(q), ", ", at(q + 32), ") overlaps out [",
