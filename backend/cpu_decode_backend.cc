@@ -132,7 +132,7 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
       if (lse != nullptr) std::fill(lse, lse + group, -std::numeric_limits<float>::infinity());
     };
     // Padded (its request may be any value, so its table is not read), or no token attended.
-    if (row.first_token == row.seq_len) {
+    if (row.attended_tokens() == 0) {
       write_nothing_attended();
       return true;
     }

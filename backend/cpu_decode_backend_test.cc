@@ -480,6 +480,34 @@ KvCacheBinding BindingOfTokenRanges(const Fixture& f,
   return binding;
 }
 
+// Rows `parts.first` and `parts.second` of a RunWithLse's out [rows][q_heads][dim] and lse
+// [rows][q_heads], attention over two disjoint parts of a context, combined through their
+// log-sum-exps: lse = log(e^lse_1 + e^lse_2) within lse_tolerance x (1 + |lse|) of row
+// `parts.whole`'s, out = e^(lse_1 - lse) out_1 + e^(lse_2 - lse) out_2 within out_tolerance.
+struct PartRows {
+  size_t first, second, whole;
+};
+void ExpectPartsCombineIntoTheWhole(const std::vector<float>& out, const std::vector<float>& lse,
+                                    const PartRows& parts, int q_heads, int dim,
+                                    double lse_tolerance, double out_tolerance) {
+  const size_t row_size = static_cast<size_t>(q_heads) * dim;
+  for (int h = 0; h < q_heads; ++h) {
+    const double first = lse[parts.first * q_heads + h], second = lse[parts.second * q_heads + h];
+    const double top = std::max(first, second);
+    const double both = top + std::log(std::exp(first - top) + std::exp(second - top));
+    EXPECT_NEAR(both, lse[parts.whole * q_heads + h], lse_tolerance * (1 + std::abs(both)))
+        << "head " << h;
+    const double w_first = std::exp(first - both), w_second = std::exp(second - both);
+    for (int d = 0; d < dim; ++d) {
+      const size_t i = static_cast<size_t>(h) * dim + d;
+      EXPECT_NEAR(
+          w_first * out[parts.first * row_size + i] + w_second * out[parts.second * row_size + i],
+          out[parts.whole * row_size + i], out_tolerance)
+          << "head " << h << " dim " << d;
+    }
+  }
+}
+
 // The log-sum-exps are what a caller needs to combine attention over parts of a context:
 // attention over tokens [0, 20) and over [20, 53), each with its lse, combine into attention over
 // all 53, as the backend computes it in one row.
@@ -506,19 +534,7 @@ TEST(CpuDecodeBackendTest, LseCombinesAttentionOverPartsOfAContext) {
     ASSERT_TRUE(backend->Plan(rows, nullptr).ok());
     ASSERT_TRUE(backend->RunWithLse(1, q.data(), out.data(), lse.data(), nullptr).ok());
     const double tolerance = f64 ? 1e-6 : 2e-5;
-    for (int h = 0; h < kQHeads; ++h) {
-      const double first = lse[h], second = lse[kQHeads + h];
-      const double top = std::max(first, second);
-      const double both = top + std::log(std::exp(first - top) + std::exp(second - top));
-      EXPECT_NEAR(both, lse[2 * kQHeads + h], tolerance * (1 + std::abs(both))) << "head " << h;
-      const double w_first = std::exp(first - both), w_second = std::exp(second - both);
-      for (int d = 0; d < kDim; ++d) {
-        const size_t i = static_cast<size_t>(h) * kDim + d;
-        EXPECT_NEAR(w_first * out[i] + w_second * out[row_size + i], out[2 * row_size + i],
-                    tolerance)
-            << "head " << h << " dim " << d;
-      }
-    }
+    ExpectPartsCombineIntoTheWhole(out, lse, {0, 1, 2}, kQHeads, kDim, tolerance, tolerance);
   }
 }
 
@@ -557,19 +573,9 @@ TEST(CpuDecodeBackendTest, FirstTokenAttendsTheRestOfTheContext) {
     for (int h = 0; h < kQHeads; ++h) {
       EXPECT_EQ(lse[h], lse[kQHeads + h]) << h;
       EXPECT_EQ(lse[4 * kQHeads + h], -INFINITY) << h;
-      // The skipped prefix (row 2) and the window combine into the whole context (row 3).
-      const double prefix = lse[2 * kQHeads + h], rest = lse[h];
-      const double top = std::max(prefix, rest);
-      const double both = top + std::log(std::exp(prefix - top) + std::exp(rest - top));
-      EXPECT_NEAR(both, lse[3 * kQHeads + h], 1e-5 * (1 + std::abs(both))) << h;
-      for (int d = 0; d < kDim; ++d) {
-        const size_t i = static_cast<size_t>(h) * kDim + d;
-        EXPECT_NEAR(
-            std::exp(prefix - both) * out[2 * row_size + i] + std::exp(rest - both) * out[i],
-            out[3 * row_size + i], 2e-5)
-            << "head " << h << " dim " << d;
-      }
     }
+    // The skipped prefix (row 2) and the window (row 0) combine into the whole context (row 3).
+    ExpectPartsCombineIntoTheWhole(out, lse, {2, 0, 3}, kQHeads, kDim, 1e-5, 2e-5);
   }
   // Entries before first_token are never read: one outside the pool there fails only the rows
   // that attend it.

@@ -116,6 +116,9 @@ struct DecodeRow {
   // that attends no token (first_token == seq_len) gives zeros and an lse of -inf, as padded
   // rows do.
   int32_t first_token = 0;
+
+  // The tokens the row attends: seq_len - first_token (0 for padded rows).
+  int32_t attended_tokens() const { return seq_len - first_token; }
 };
 
 struct BackendOptions {

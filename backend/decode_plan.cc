@@ -10,7 +10,7 @@ int64_t RoundUp(int64_t a, int64_t b) { return CeilDiv(a, b) * b; }
 // Cuts row b into near-equal chunks of about `target_len` tokens (at least the row's minimum,
 // rounded up to whole tiles), written from plan->chunks[*next] on and recorded in the row.
 void CutRow(int32_t b, const DecodeRow& row, int64_t target_len, DecodePlan* plan, int32_t* next) {
-  const int64_t len = AttendedTokens(row);
+  const int64_t len = row.attended_tokens();
   plan->rows[b].first_chunk = *next;
   if (len == 0) return;
   const int64_t min_len = len <= kShortRowTokens ? kShortRowChunkTokens : kMinChunkTokens;
@@ -30,7 +30,7 @@ void StartPlan(absl::Span<const DecodeRow> rows, int32_t capacity, DecodePlan* p
   plan->chunks.assign(capacity, ChunkWork{-1, 0, 0, 0});
   plan->rows.assign(rows.size(), RowWork{0, 0});
   plan->total_tokens = 0;
-  for (const DecodeRow& row : rows) plan->total_tokens += AttendedTokens(row);
+  for (const DecodeRow& row : rows) plan->total_tokens += row.attended_tokens();
 }
 
 }  // namespace
@@ -71,7 +71,7 @@ void PlanDecodeBatchInvariant(absl::Span<const DecodeRow> rows, int32_t splits, 
   StartPlan(rows, BatchInvariantCapacity(batch, splits), plan);
   int32_t next = 0;
   for (int32_t b = 0; b < batch; ++b) {
-    CutRow(b, rows[b], CeilDiv(AttendedTokens(rows[b]), splits), plan, &next);
+    CutRow(b, rows[b], CeilDiv(rows[b].attended_tokens(), splits), plan, &next);
   }
   plan->used_chunks = next;
 }

@@ -41,9 +41,6 @@ constexpr int32_t kMinChunkTokens = 64;
 constexpr int32_t kShortRowTokens = 2048;
 constexpr int32_t kShortRowChunkTokens = 32;
 
-// The tokens a row attends: [first_token, seq_len) of its context.
-inline int64_t AttendedTokens(const DecodeRow& row) { return row.seq_len - row.first_token; }
-
 // ceil(a / b) for a >= 0, b > 0: chunk counts and lengths.
 inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -74,7 +71,7 @@ struct DecodePlan {
   std::vector<ChunkWork> chunks;  // [capacity], unused ones empty
   std::vector<RowWork> rows;      // [batch]
   int32_t used_chunks = 0;
-  int64_t total_tokens = 0;  // sum of the rows' attended tokens (AttendedTokens)
+  int64_t total_tokens = 0;  // sum of the rows' attended tokens (DecodeRow::attended_tokens)
 };
 
 // Splits rows into chunks. The balanced length is B = ceil(total tokens / (target_chunks -
@@ -87,9 +84,9 @@ struct DecodePlan {
 // same whatever else the batch holds. When batch < target_chunks and B is not capped this
 // emits at most target_chunks chunks (one wave of the device); never more than
 // ChunkCapacity(batch, target_chunks, max_chunk_tokens, max_seq_len). A row's len is the tokens
-// it attends (AttendedTokens), cut from its first_token on; rows that attend none (padded, or
-// first_token == seq_len) get no chunk. Preconditions: rows passed ValidateRows (every seq_len in
-// [0, max_seq_len]); max_chunk_tokens is 0 or at least kMinChunkTokens.
+// it attends (DecodeRow::attended_tokens), cut from its first_token on; rows that attend none
+// (padded, or first_token == seq_len) get no chunk. Preconditions: rows passed ValidateRows (every
+// seq_len in [0, max_seq_len]); max_chunk_tokens is 0 or at least kMinChunkTokens.
 void PlanDecode(absl::Span<const DecodeRow> rows, int32_t target_chunks, int32_t max_chunk_tokens,
                 int32_t max_seq_len, DecodePlan* plan);
 

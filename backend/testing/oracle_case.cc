@@ -29,9 +29,6 @@ std::string Describe(const Case& c) {
                       " batch-invariant splits ", c.batch_invariant_splits, " lengths ", lengths);
 }
 
-// Padded rows, and rows whose first_token is their seq_len.
-bool AttendsNothing(const DecodeRow& row) { return row.first_token == row.seq_len; }
-
 // Random q in the io dtype (host bits and their exact float values).
 void RandomQuery(size_t n, DType io, float scale, std::mt19937& rng, std::vector<uint16_t>* bits,
                  std::vector<float>* values) {
@@ -60,7 +57,7 @@ void ExpectClose(const std::vector<uint16_t>& got_bits, DType io, const std::vec
       const float got = FromHalfBits(got_bits[b * row_size + i], io);
       ASSERT_FALSE(std::isnan(got)) << what << " row " << b << " element " << i;
       const double w = want[b * row_size + i];
-      if (AttendsNothing(rows[b])) {
+      if (rows[b].attended_tokens() == 0) {
         ASSERT_EQ(got, 0.0f) << what << " row " << b << " attends no token";
         continue;
       }
@@ -69,7 +66,7 @@ void ExpectClose(const std::vector<uint16_t>& got_bits, DType io, const std::vec
       rounding += (rounded - w) * (rounded - w);
       norm += w * w;
     }
-    if (AttendsNothing(rows[b])) continue;
+    if (rows[b].attended_tokens() == 0) continue;
     const double error = std::sqrt(diff / norm);
     const double dtype_error = std::sqrt(rounding / norm);
     worst = std::max(worst, error);
@@ -88,7 +85,7 @@ void ExpectLseClose(const std::vector<float>& got, const std::vector<float>& wan
   double worst = 0;
   for (size_t i = 0; i < got.size(); ++i) {
     const size_t row = i / q_heads;
-    if (AttendsNothing(rows[row])) {
+    if (rows[row].attended_tokens() == 0) {
       ASSERT_EQ(got[i], -INFINITY) << what << " row " << row << " attends no token";
       continue;
     }

@@ -182,11 +182,8 @@ DeviceBuffer CopyToDevice(const std::vector<T>& host) {
 void RandomQuery(size_t n, DType io, float scale, std::mt19937& rng, std::vector<uint16_t>* bits,
                  std::vector<float>* values);
 
-// Padded rows, and rows whose first_token is their seq_len.
-bool AttendsNothing(const DecodeRow& row);
-
 // Checks the device output against the oracle row by row: no NaN, rows that attend nothing
-// (AttendsNothing) exactly zero,
+// (attended_tokens() == 0) exactly zero,
 // and a relative error (norm of the difference over the norm of the oracle's row) of at most
 // 2e-3 beyond what rounding the exact result to the io dtype costs by itself. That rounding
 // is about 2e-4 of a row for fp16 but 1.7e-3 for bf16 (8 significant bits), and 1.98e-3 was
