@@ -26,10 +26,12 @@ __device__ __forceinline__ float LoadElement(const void* base, int64_t index, DT
   }
 }
 
-// One thread per (token, row, group): quantizes group_size values.
+// One thread per (token, row, group): quantizes group_size values. skipped_tokens: null, or
+// the caller's device counter of tokens whose slot is outside the pool (the thread of a
+// token's first row and group adds its one).
 __global__ void StoreKvKernel(KvCacheView view, int32_t layer, const int32_t* slots,
                               int32_t num_tokens, KvRows rows, int64_t stride,
-                              QuantRounding rounding) {
+                              QuantRounding rounding, int32_t* skipped_tokens) {
   // A kernel launched after this one as a programmatic dependent (the decode backend's split
   // kernel, which a model's step runs right after the store) may launch now and do its reads
   // that come before its `griddepcontrol.wait` (its chunk, page-table entries) while the
@@ -50,7 +52,10 @@ __global__ void StoreKvKernel(KvCacheView view, int32_t layer, const int32_t* sl
     const int row = static_cast<int>((item / groups) % layout.RowsPerSlot());
     const int64_t token = item / (int64_t{groups} * layout.RowsPerSlot());
     const int32_t slot = slots[token];
-    if (slot < 0 || slot >= layout.num_slots) continue;
+    if (slot < 0 || slot >= layout.num_slots) {
+      if (skipped_tokens != nullptr && row == 0 && group == 0) atomicAdd(skipped_tokens, 1);
+      continue;
+    }
     const bool is_key = row < layout.kv_heads;
     const int head = is_key ? row : row - layout.kv_heads;
     const void* source = is_key ? rows.k : rows.v;
@@ -97,7 +102,7 @@ int GridFor(int64_t work, int threads) {
 
 absl::Status StoreKvCuda(const KvCacheView& view, int32_t layer, const int32_t* slots,
                          int32_t num_tokens, const KvRows& rows, CudaStream stream,
-                         QuantRounding rounding) {
+                         QuantRounding rounding, int32_t* skipped_tokens) {
   if (absl::Status s = ValidateCacheView(view); !s.ok()) return s;
   if (absl::Status s = CheckLayer(view, layer); !s.ok()) return s;
   if (absl::Status s = CheckRounding(rounding); !s.ok()) return s;
@@ -109,6 +114,10 @@ absl::Status StoreKvCuda(const KvCacheView& view, int32_t layer, const int32_t* 
     return absl::InvalidArgumentError(absl::StrCat("slots is null with num_tokens = ", num_tokens));
   }
   if (absl::Status s = CheckElementAlignment(slots, sizeof(int32_t), "slots"); !s.ok()) return s;
+  if (absl::Status s = CheckElementAlignment(skipped_tokens, sizeof(int32_t), "skipped_tokens");
+      !s.ok()) {
+    return s;
+  }
   if (absl::Status s = CheckRows(rows, view.layout); !s.ok()) return s;
   const KvLayout& layout = view.layout;
   const int64_t stride =
@@ -116,7 +125,8 @@ absl::Status StoreKvCuda(const KvCacheView& view, int32_t layer, const int32_t* 
   const int64_t work = int64_t{num_tokens} * layout.RowsPerSlot() * layout.GroupsPerRow();
   constexpr int kThreads = 128;
   return LaunchKernel("StoreKvKernel launch", StoreKvKernel, GridFor(work, kThreads), kThreads, 0,
-                      stream, view, layer, slots, num_tokens, rows, stride, rounding);
+                      stream, view, layer, slots, num_tokens, rows, stride, rounding,
+                      skipped_tokens);
 }
 
 absl::Status DequantizeCuda(const KvCacheView& view, int32_t layer, const int32_t* slots,

@@ -21,6 +21,10 @@ namespace int4kv {
 // which memory the pointers are in is not: a host view, slots or rows fault on the device. A
 // slot outside [0, num_slots) is skipped on the device (nothing written for that token): slots
 // come from the TokenSlotAllocator, and a device-side check cannot report back without a sync.
+// To find such slots without a sync per store, pass `skipped_tokens`: a device int32 (4-byte
+// aligned, else InvalidArgument) to which the kernel adds one for each token it skipped. The
+// caller owns it, clears it, and reads it whenever it next synchronizes (a decode step's
+// token read-back, say); many stores may add to one counter.
 // Slots other than 0 (where padded rows write) must be distinct within a call: a group of a
 // repeated slot may end up with one token's parameters and another's codes (StoreKvHost keeps
 // the last token's). The kernel lets the kernel after it launch early: one launched with
@@ -28,7 +32,8 @@ namespace int4kv {
 // its `griddepcontrol.wait`, and must not read the cache before that wait.
 absl::Status StoreKvCuda(const KvCacheView& view, int32_t layer, const int32_t* slots,
                          int32_t num_tokens, const KvRows& rows, CudaStream stream,
-                         QuantRounding rounding = QuantRounding::kNearestEven);
+                         QuantRounding rounding = QuantRounding::kNearestEven,
+                         int32_t* skipped_tokens = nullptr);
 
 // out: device [num_tokens][2 * kv_heads][head_dim] float32. Out-of-range slots give zeros.
 absl::Status DequantizeCuda(const KvCacheView& view, int32_t layer, const int32_t* slots,

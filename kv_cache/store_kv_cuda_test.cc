@@ -214,6 +214,54 @@ TEST(StoreKvCudaTest, OutOfRangeSlotsAreSkipped) {
   cudaFree(dslots);
 }
 
+// The caller's counter gets one for each skipped token (not one per row or group), across
+// stores, while the in-range tokens of the same store are written; a misaligned counter is
+// refused before any launch.
+TEST(StoreKvCudaTest, SkippedTokensAreCounted) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  std::unique_ptr<KvCache> device = SmallDeviceCache();
+  const KvCacheView& view = device->view();
+  ASSERT_GT(view.layout.GroupsPerRow() * view.layout.RowsPerSlot(), 1)
+      << "a token must span several threads for the count to tell tokens from threads";
+  const std::vector<float> k(4 * 16, 1.5f);
+  float* dk = ToDevice(k);
+  const KvRows rows{dk, dk, DType::kFloat32, 0};
+  const int32_t past_end = static_cast<int32_t>(view.layout.num_slots);
+  int32_t* first_slots = ToDevice(std::vector<int32_t>{-1, past_end, 1000000});
+  int32_t* second_slots = ToDevice(std::vector<int32_t>{2, -7, 3, past_end + 1});
+  int32_t* counter = ToDevice(std::vector<int32_t>{0, 0});
+  ASSERT_TRUE(
+      StoreKvCuda(view, 0, first_slots, 3, rows, nullptr, QuantRounding::kNearestEven, counter)
+          .ok());
+  ASSERT_TRUE(
+      StoreKvCuda(view, 0, second_slots, 4, rows, nullptr, QuantRounding::kNearestEven, counter)
+          .ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_EQ(ToHost(counter, 1)[0], 5);  // 3 of the first store's tokens, 2 of the second's
+  const std::vector<uint8_t> data = ToHost(view.data, view.layout.DataPoolBytes());
+  auto slot_written = [&](int32_t slot) {
+    const uint8_t* row = view.Row(0, slot, 0);
+    const size_t offset = static_cast<size_t>(row - view.data);
+    return std::any_of(data.begin() + offset, data.begin() + offset + 8,
+                       [](uint8_t b) { return b != 0; });
+  };
+  EXPECT_TRUE(slot_written(2));
+  EXPECT_TRUE(slot_written(3));
+  EXPECT_FALSE(slot_written(1));
+
+  int32_t* odd_counter = reinterpret_cast<int32_t*>(reinterpret_cast<char*>(counter) + 2);
+  const absl::Status status = StoreKvCuda(view, 0, second_slots, 4, rows, nullptr,
+                                          QuantRounding::kNearestEven, odd_counter);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("skipped_tokens = 0x"), std::string::npos) << status;
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_EQ(ToHost(counter, 2), (std::vector<int32_t>{5, 0}));
+  cudaFree(dk);
+  cudaFree(first_slots);
+  cudaFree(second_slots);
+  cudaFree(counter);
+}
+
 // A null slots or out pointer with tokens to process is an InvalidArgument naming it, and
 // nothing is launched: a kernel reading through it would leave the CUDA context unusable.
 TEST(StoreKvCudaTest, NullAndMisalignedPointersAreRejectedBeforeAnyLaunch) {
