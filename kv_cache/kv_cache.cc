@@ -67,6 +67,35 @@ absl::Status KvCache::AppendNewSlots(int32_t request, int64_t count,
   return absl::OkStatus();
 }
 
+absl::Status KvCache::AppendSharedSlots(int32_t request, absl::Span<const int32_t> slots) {
+  RETURN_IF_ERROR(requests_->CheckAppend(request, static_cast<int64_t>(slots.size())));
+  RETURN_IF_ERROR(slots_->Share(slots));
+  if (absl::Status status = requests_->Append(request, slots); !status.ok()) {
+    RETURN_IF_ERROR(slots_->Free(slots));  // back to the holders Share found
+    return status;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int32_t> KvCache::ForkRequest(int32_t parent, int32_t prefix_tokens) {
+  RETURN_IF_ERROR(requests_->CheckAppend(parent, 0));  // in range and live
+  const int32_t parent_length = requests_->Length(parent);
+  if (prefix_tokens < 0 || prefix_tokens > parent_length) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prefix_tokens = ", prefix_tokens, " to fork request ", parent,
+                     " is invalid: must be in [0, ", parent_length, "] (its tokens)"));
+  }
+  ASSIGN_OR_RETURN(const int32_t child, requests_->AllocateRequest());
+  // The parent's row lives in the table, which AppendSharedSlots does not move.
+  if (absl::Status status =
+          AppendSharedSlots(child, requests_->Tokens(parent).subspan(0, prefix_tokens));
+      !status.ok()) {
+    RETURN_IF_ERROR(requests_->FreeRequest(child));
+    return status;
+  }
+  return child;
+}
+
 absl::Status KvCache::TruncateRequest(int32_t request, int32_t length) {
   RETURN_IF_ERROR(requests_->CheckTruncate(request, length));
   RETURN_IF_ERROR(slots_->Free(requests_->Tokens(request).subspan(length)));

@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "kv_cache/kv_cache_config.h"
 #include "kv_cache/kv_pool.h"
 #include "kv_cache/request_table.h"
@@ -42,19 +43,36 @@ class KvCache {
   // success the new slots are also appended to `new_slots` (when not null), in the row's order.
   absl::Status AppendNewSlots(int32_t request, int64_t count, std::vector<int32_t>* new_slots);
 
-  // Frees every slot in a live request's row, then the row. All or nothing: a row holding a
-  // slot the allocator did not hand out (one appended through requests() directly) gives
-  // InvalidArgument, and neither the slots nor the row are freed. Rows that share slots (a
-  // prefix appended to several rows through requests().Append) must not be released this
-  // way, which would free the shared slots while the other rows still read them: free such
-  // rows with requests().FreeRequest and each slot with slots() once its last reader is gone.
-  // A released id is reused by a later AllocateRequest (RequestTable::AllocateRequest).
+  // Appends slots that are already allocated (a prefix whose K/V another row or a prefix
+  // cache holds) to live request `request`'s row, as one more holder of each
+  // (TokenSlotAllocator::Share), all or nothing: a request that is not live, a row that would
+  // pass max_seq_len, or a slot that is not allocated or has kMaxSlotHolders holders gives the
+  // error of CheckAppend or Share, and nothing changes. The row then releases them as its own:
+  // a slot goes back to the allocator when its last holder lets it go.
+  absl::Status AppendSharedSlots(int32_t request, absl::Span<const int32_t> slots);
+  // A new request whose row starts with the first `prefix_tokens` slots of live request
+  // `parent` (parallel samples or beams of one prompt, a branch of a conversation), sharing
+  // them as AppendSharedSlots does; its own tokens go on with AppendNewSlots. Errors: a parent
+  // checked as RequestTable::CheckAppend checks a request (out of range: InvalidArgument; not
+  // live: FailedPrecondition), InvalidArgument for a prefix_tokens outside [0, the parent's
+  // length], then those of AllocateRequest (ResourceExhausted: no free row) and
+  // AppendSharedSlots; nothing changes on an error.
+  absl::StatusOr<int32_t> ForkRequest(int32_t parent, int32_t prefix_tokens);
+
+  // Lets go of every slot in a live request's row (TokenSlotAllocator::Free: a slot other rows
+  // or a prefix cache still hold stays allocated), then frees the row. All or nothing: a row
+  // holding a slot the allocator did not hand out (one appended through requests() directly)
+  // gives InvalidArgument, and neither the slots nor the row are freed. Rows that share slots
+  // must share them through AppendSharedSlots or ForkRequest (or slots().Share): a slot that
+  // two rows hold with one holder is freed by the first row released while the other still
+  // reads it. A released id is reused by a later AllocateRequest
+  // (RequestTable::AllocateRequest).
   absl::Status ReleaseRequest(int32_t request);
-  // Drops a live request's tokens past its first `length` and frees their slots (speculative
-  // tokens that were rejected): RequestTable::Truncate, then the slots back to the allocator.
-  // All or nothing, as ReleaseRequest: a bad length (RequestTable::CheckTruncate) or a dropped
-  // slot the allocator did not hand out gives an error and nothing changes. Not for slots other
-  // rows share.
+  // Drops a live request's tokens past its first `length` and lets go of their slots
+  // (speculative tokens that were rejected): RequestTable::Truncate, then the slots back to
+  // the allocator as ReleaseRequest does. All or nothing, as ReleaseRequest: a bad length
+  // (RequestTable::CheckTruncate) or a dropped slot the allocator did not hand out gives an
+  // error and nothing changes.
   absl::Status TruncateRequest(int32_t request, int32_t length);
 
  private:

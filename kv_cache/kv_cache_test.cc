@@ -17,21 +17,21 @@
 namespace int4kv {
 namespace {
 
-KvCacheConfig SmallConfig(int64_t capacity_slots = 32) {
+KvCacheConfig SmallConfig(int64_t capacity_slots = 32, int32_t max_requests = 2) {
   KvCacheConfig config;
   config.num_layers = 2;
   config.kv_heads = 2;
   config.head_dim = 32;
   config.group_size = 8;
   config.capacity_slots = capacity_slots;
-  config.max_requests = 2;
+  config.max_requests = max_requests;
   config.max_seq_len = 16;
   return config;
 }
 
-std::unique_ptr<KvCache> SmallCache(int64_t capacity_slots = 32) {
+std::unique_ptr<KvCache> SmallCache(int64_t capacity_slots = 32, int32_t max_requests = 2) {
   absl::StatusOr<std::unique_ptr<KvCache>> cache =
-      KvCache::Create(SmallConfig(capacity_slots), MemoryKind::kHost);
+      KvCache::Create(SmallConfig(capacity_slots, max_requests), MemoryKind::kHost);
   EXPECT_TRUE(cache.ok()) << cache.status();
   return cache.ok() ? *std::move(cache) : nullptr;
 }
@@ -196,6 +196,142 @@ TEST(KvCacheTest, ReleaseRequestOfARowWithForeignSlotsChangesNothing) {
   EXPECT_TRUE(cache->requests().IsLive(request));
   EXPECT_EQ(cache->requests().Length(request), 3);
   for (const int32_t slot : slots) EXPECT_TRUE(cache->slots().IsAllocated(slot)) << slot;
+}
+
+// A fork shares its parent's prefix: each prefix slot gains a holder, the fork's own tokens
+// are its alone, and a slot goes back to the allocator only when the last row holding it lets
+// it go, whichever of them goes first.
+TEST(KvCacheTest, ForkedRequestsShareTheirPrefixUntilTheLastLetsGo) {
+  const std::unique_ptr<KvCache> cache = SmallCache(32, 3);
+  ASSERT_NE(cache, nullptr);
+  const int32_t parent = *cache->requests().AllocateRequest();
+  std::vector<int32_t> p;
+  ASSERT_TRUE(cache->AppendNewSlots(parent, 6, &p).ok());
+  const absl::StatusOr<int32_t> child = cache->ForkRequest(parent, 4);
+  ASSERT_TRUE(child.ok()) << child.status();
+  EXPECT_NE(*child, parent);
+  EXPECT_EQ(RowOf(*cache, *child), std::vector<int32_t>(p.begin(), p.begin() + 4));
+  EXPECT_EQ(cache->slots().used_count(), 6);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(cache->slots().Holders(p[i]), i < 4 ? 2 : 1) << i;
+  std::vector<int32_t> c;
+  ASSERT_TRUE(cache->AppendNewSlots(*child, 2, &c).ok());
+  const std::vector<int32_t> whole = {p[0], p[1], p[2], p[3], c[0], c[1]};
+  EXPECT_EQ(RowOf(*cache, *child), whole);
+  // An empty fork and a fork of the whole row.
+  const absl::StatusOr<int32_t> empty = cache->ForkRequest(parent, 0);
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_EQ(cache->requests().Length(*empty), 0);
+  ASSERT_TRUE(cache->ReleaseRequest(*empty).ok());
+  const absl::StatusOr<int32_t> full = cache->ForkRequest(*child, 6);
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_EQ(RowOf(*cache, *full), whole);
+  ASSERT_TRUE(cache->ReleaseRequest(*full).ok());
+  EXPECT_EQ(cache->slots().used_count(), 8);
+
+  // The parent goes first: its last two slots are free, the shared four stay.
+  ASSERT_TRUE(cache->ReleaseRequest(parent).ok());
+  EXPECT_EQ(cache->slots().used_count(), 6);
+  EXPECT_FALSE(cache->slots().IsAllocated(p[4]));
+  EXPECT_FALSE(cache->slots().IsAllocated(p[5]));
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(cache->slots().Holders(p[i]), 1) << i;
+  // The child now holds them alone: truncating it frees what it drops.
+  ASSERT_TRUE(cache->TruncateRequest(*child, 2).ok());
+  EXPECT_EQ(cache->slots().used_count(), 2);
+  for (const int32_t slot : {p[2], p[3], c[0], c[1]}) {
+    EXPECT_FALSE(cache->slots().IsAllocated(slot)) << slot;
+  }
+  ASSERT_TRUE(cache->ReleaseRequest(*child).ok());
+  EXPECT_EQ(cache->slots().used_count(), 0);
+  EXPECT_EQ(cache->requests().live_count(), 0);
+}
+
+// A prefix cache keeps slots beyond the rows that read them by holding them itself
+// (slots().Share), and hands them to a new request with AppendSharedSlots.
+TEST(KvCacheTest, APrefixHeldOutsideAnyRowOutlivesItsRows) {
+  const std::unique_ptr<KvCache> cache = SmallCache();
+  ASSERT_NE(cache, nullptr);
+  const int32_t first = *cache->requests().AllocateRequest();
+  std::vector<int32_t> prefix;
+  ASSERT_TRUE(cache->AppendNewSlots(first, 5, &prefix).ok());
+  ASSERT_TRUE(cache->slots().Share(prefix).ok());  // the prefix cache's hold
+  ASSERT_TRUE(cache->ReleaseRequest(first).ok());
+  for (const int32_t slot : prefix) EXPECT_EQ(cache->slots().Holders(slot), 1) << slot;
+  const int32_t second = *cache->requests().AllocateRequest();
+  ASSERT_TRUE(cache->AppendSharedSlots(second, prefix).ok());
+  ASSERT_TRUE(cache->AppendNewSlots(second, 1, nullptr).ok());
+  EXPECT_EQ(cache->requests().Length(second), 6);
+  ASSERT_TRUE(cache->slots().Free(prefix).ok());  // the prefix cache lets go
+  EXPECT_EQ(cache->slots().used_count(), 6);
+  ASSERT_TRUE(cache->ReleaseRequest(second).ok());
+  EXPECT_EQ(cache->slots().used_count(), 0);
+}
+
+// Every way a fork or a shared append can fail leaves the rows, the live count and every
+// slot's holders as they were.
+TEST(KvCacheTest, ForksAndSharedAppendsAreAllOrNothing) {
+  const std::unique_ptr<KvCache> cache = SmallCache(32, 3);
+  ASSERT_NE(cache, nullptr);
+  const int32_t parent = *cache->requests().AllocateRequest();
+  std::vector<int32_t> p;
+  ASSERT_TRUE(cache->AppendNewSlots(parent, 14, &p).ok());
+  const int32_t released = *cache->requests().AllocateRequest();
+  ASSERT_TRUE(cache->ReleaseRequest(released).ok());
+  const int32_t free_slot = 32;
+  ASSERT_FALSE(cache->slots().IsAllocated(free_slot));
+  auto unchanged = [&](const std::string& what) {
+    SCOPED_TRACE(what);
+    EXPECT_EQ(cache->requests().live_count(), 1);
+    EXPECT_EQ(RowOf(*cache, parent), p);
+    EXPECT_EQ(cache->slots().used_count(), 14);
+    for (const int32_t slot : p) EXPECT_EQ(cache->slots().Holders(slot), 1) << slot;
+  };
+  absl::StatusOr<int32_t> fork = cache->ForkRequest(parent, 15);
+  EXPECT_EQ(fork.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(fork.status().message(),
+            "prefix_tokens = 15 to fork request 0 is invalid: must be in [0, 14] (its tokens)");
+  unchanged("a prefix past the parent's tokens");
+  EXPECT_EQ(cache->ForkRequest(parent, -1).status().code(), absl::StatusCode::kInvalidArgument);
+  unchanged("a negative prefix");
+  EXPECT_EQ(cache->ForkRequest(released, 0).status().code(), absl::StatusCode::kFailedPrecondition);
+  unchanged("a parent that is not live");
+  EXPECT_EQ(cache->ForkRequest(7, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  unchanged("a parent out of range");
+
+  // Shared appends into a second row.
+  const int32_t other = *cache->requests().AllocateRequest();
+  ASSERT_TRUE(cache->AppendSharedSlots(other, {p[0], p[1]}).ok());
+  ASSERT_TRUE(cache->ReleaseRequest(other).ok());
+  unchanged("a shared append, then its release");
+  const int32_t row = *cache->requests().AllocateRequest();
+  absl::Status status = cache->AppendSharedSlots(row, {p[0], free_slot});
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_EQ(cache->requests().Length(row), 0);
+  status = cache->AppendSharedSlots(row, {p[0], 0});
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_EQ(cache->requests().Length(row), 0);
+  ASSERT_TRUE(cache->AppendNewSlots(row, 14, nullptr).ok());
+  status = cache->AppendSharedSlots(row, {p[0], p[1], p[2]});  // 17 tokens > max_seq_len 16
+  EXPECT_EQ(status.code(), absl::StatusCode::kOutOfRange) << status;
+  EXPECT_EQ(cache->requests().Length(row), 14);
+  ASSERT_TRUE(cache->ReleaseRequest(row).ok());
+  unchanged("shared appends of a free slot, of slot 0 and past max_seq_len");
+
+  // No free row: the fork is ResourceExhausted.
+  const int32_t second = *cache->requests().AllocateRequest();
+  const int32_t third = *cache->requests().AllocateRequest();
+  fork = cache->ForkRequest(parent, 3);
+  EXPECT_EQ(fork.status().code(), absl::StatusCode::kResourceExhausted) << fork.status();
+  ASSERT_TRUE(cache->ReleaseRequest(second).ok());
+  ASSERT_TRUE(cache->ReleaseRequest(third).ok());
+  unchanged("no free row");
+
+  // A slot at kMaxSlotHolders: the fork's row is given back.
+  for (int32_t i = 1; i < kMaxSlotHolders; ++i) ASSERT_TRUE(cache->slots().Share({p[2]}).ok());
+  fork = cache->ForkRequest(parent, 5);
+  EXPECT_EQ(fork.status().code(), absl::StatusCode::kResourceExhausted) << fork.status();
+  EXPECT_EQ(cache->requests().live_count(), 1);
+  EXPECT_EQ(cache->slots().Holders(p[1]), 1);
+  EXPECT_EQ(cache->slots().Holders(p[2]), kMaxSlotHolders);
 }
 
 // A config that passes Validate but whose host bookkeeping or pools do not fit gives

@@ -8,7 +8,8 @@
 namespace int4kv {
 
 int64_t TokenSlotAllocator::HostBytes(int64_t capacity) {
-  return capacity * static_cast<int64_t>(sizeof(int32_t)) + (capacity + 1);
+  return capacity * static_cast<int64_t>(sizeof(int32_t)) +
+         (capacity + 1) * static_cast<int64_t>(sizeof(uint16_t));
 }
 
 absl::StatusOr<std::unique_ptr<TokenSlotAllocator>> TokenSlotAllocator::Create(int64_t capacity) {
@@ -28,7 +29,7 @@ absl::StatusOr<std::unique_ptr<TokenSlotAllocator>> TokenSlotAllocator::Create(i
 }
 
 TokenSlotAllocator::TokenSlotAllocator(int64_t capacity)
-    : capacity_(capacity), allocated_(static_cast<size_t>(capacity) + 1, 0) {
+    : capacity_(capacity), holders_(static_cast<size_t>(capacity) + 1, 0) {
   free_list_.reserve(static_cast<size_t>(capacity));
   // Highest first, so slot 1 is handed out first (deterministic and easy to read in dumps).
   for (int64_t slot = capacity; slot >= 1; --slot) {
@@ -54,37 +55,67 @@ absl::Status TokenSlotAllocator::Allocate(int64_t count, std::vector<int32_t>* o
   for (int64_t i = 0; i < count; ++i) {
     const int32_t slot = free_list_.back();
     free_list_.pop_back();
-    allocated_[slot] = 1;
+    holders_[slot] = 1;
     out->push_back(slot);
   }
   return absl::OkStatus();
 }
 
-absl::Status TokenSlotAllocator::Free(absl::Span<const int32_t> slots) {
-  // Validate everything first, marking as we go so that a duplicate shows up as "not
-  // allocated"; undo the marks on failure so that state is unchanged.
+absl::Status TokenSlotAllocator::Share(absl::Span<const int32_t> slots) {
+  // Adds as it checks, so that a slot listed twice counts twice against the limit; on an
+  // error the additions so far are taken back.
   for (size_t i = 0; i < slots.size(); ++i) {
     const int32_t slot = slots[i];
     absl::Status error;
     if (slot < 1 || slot > capacity_) {
       error = absl::InvalidArgumentError(
           absl::StrCat("slot ", slot, " (index ", i, ") is out of range [1, ", capacity_, "]"));
-    } else if (!allocated_[slot]) {
+    } else if (holders_[slot] == 0) {
+      error = absl::InvalidArgumentError(absl::StrCat(
+          "slot ", slot, " (index ", i, ") is not allocated: only a held slot is shared"));
+    } else if (holders_[slot] >= kMaxSlotHolders) {
+      error =
+          absl::ResourceExhaustedError(absl::StrCat("slot ", slot, " (index ", i, ") already has ",
+                                                    kMaxSlotHolders, " holders (kMaxSlotHolders)"));
+    }
+    if (!error.ok()) {
+      for (size_t j = 0; j < i; ++j) --holders_[slots[j]];
+      return error;
+    }
+    ++holders_[slot];
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TokenSlotAllocator::Free(absl::Span<const int32_t> slots) {
+  // Drops as it checks, so that a slot listed more times than it has holders shows up as "not
+  // allocated", and pushes each slot whose last holder goes; the free list's reserved
+  // capacity holds every slot, so the pushes cannot fail. On an error both are taken back.
+  const size_t free_before = free_list_.size();
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const int32_t slot = slots[i];
+    absl::Status error;
+    if (slot < 1 || slot > capacity_) {
+      error = absl::InvalidArgumentError(
+          absl::StrCat("slot ", slot, " (index ", i, ") is out of range [1, ", capacity_, "]"));
+    } else if (holders_[slot] == 0) {
       error = absl::InvalidArgumentError(absl::StrCat(
           "slot ", slot, " (index ", i, ") is not allocated: double free or duplicate"));
     }
     if (!error.ok()) {
-      for (size_t j = 0; j < i; ++j) allocated_[slots[j]] = 1;
+      for (size_t j = 0; j < i; ++j) ++holders_[slots[j]];
+      free_list_.resize(free_before);
       return error;
     }
-    allocated_[slot] = 0;
+    if (--holders_[slot] == 0) free_list_.push_back(slot);
   }
-  for (const int32_t slot : slots) free_list_.push_back(slot);
   return absl::OkStatus();
 }
 
-bool TokenSlotAllocator::IsAllocated(int32_t slot) const {
-  return slot >= 1 && slot <= capacity_ && allocated_[slot] != 0;
+bool TokenSlotAllocator::IsAllocated(int32_t slot) const { return Holders(slot) > 0; }
+
+int32_t TokenSlotAllocator::Holders(int32_t slot) const {
+  return slot >= 1 && slot <= capacity_ ? holders_[slot] : 0;
 }
 
 }  // namespace int4kv
