@@ -689,6 +689,11 @@ TEST_F(CudaDecodeBackendTest, RowsAttendFromTheirFirstToken) {
   factored_asymmetric.io = DType::kBFloat16;
   for (const Case& c : {step, invariant, wide, factored, factored_asymmetric}) {
     SCOPED_TRACE(Describe(c));
+    const absl::StatusOr<DecodeKernels> kernels =
+        DecodeKernels::Select(c.head_dim, c.group, c.kv_heads, c.mode, c.params, c.group_size);
+    ASSERT_TRUE(kernels.ok()) << kernels.status();
+    EXPECT_STREQ(kernels->variant(),
+                 c.group_size >= 32 ? "tuned head_dim 128, factored" : "tuned head_dim 128");
     MirroredCache caches = CachesFor(c, rng_);
     std::vector<DecodeRow> rows = caches.NewBatch(c.lengths, c.permuted, rng_);
     for (size_t i = 0; i < rows.size(); ++i) {

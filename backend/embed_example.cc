@@ -98,7 +98,8 @@ absl::Status Run(bool cuda) {
     if (!status.ok()) std::fprintf(stderr, "%s\n", status.ToString().c_str());
   };
   // A device cache's store skips a token whose slot is outside the pool and counts it here,
-  // read back once the stores are done instead of a sync per store.
+  // read back once after all the stores instead of after each (the sync after each store
+  // below is this example's: it frees each store's inputs right away).
   DeviceBuffer skipped_tokens;
   if (cuda) {
     RETURN_IF_ERROR(skipped_tokens.Allocate(sizeof(int32_t), "skipped-token counter"));

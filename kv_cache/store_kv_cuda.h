@@ -22,7 +22,8 @@ namespace int4kv {
 // slot outside [0, num_slots) is skipped on the device (nothing written for that token): slots
 // come from the TokenSlotAllocator, and a device-side check cannot report back without a sync.
 // To find such slots without a sync per store, pass `skipped_tokens`: a device int32 (4-byte
-// aligned, else InvalidArgument) to which the kernel adds one for each token it skipped. The
+// aligned when num_tokens > 0, else InvalidArgument) to which the kernel adds one for each
+// token it skipped. The
 // caller owns it, clears it, and reads it whenever it next synchronizes (a decode step's
 // token read-back, say); many stores may add to one counter.
 // Slots other than 0 (where padded rows write) must be distinct within a call: a group of a
