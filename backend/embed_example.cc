@@ -82,7 +82,8 @@ absl::Status Run(bool cuda) {
   std::printf("cache: %s, %lld bytes of pools\n", config.DebugString().c_str(),
               static_cast<long long>(config.PoolBytes()));
 
-  // 2. Requests: a req_to_token row each, slots from the allocator, K/V quantized on write.
+  // 2. Requests: a req_to_token row each, slots from the allocator (or shared with the
+  //    request a row was forked from), K/V quantized on write.
   //    Whatever happens below, the requests give their slots and rows back on the way out.
   std::mt19937 rng(1);
   std::normal_distribution<float> normal;
@@ -105,15 +106,12 @@ absl::Status Run(bool cuda) {
     RETURN_IF_ERROR(skipped_tokens.Allocate(sizeof(int32_t), "skipped-token counter"));
     CUDA_RETURN_IF_ERROR(cudaMemset(skipped_tokens.get(), 0, sizeof(int32_t)));
   }
-  for (int length : {5, 12}) {
-    ASSIGN_OR_RETURN(const int32_t request, cache->requests().AllocateRequest());
-    rows.push_back({request, 0});  // listed now so that an error below gives it back
-    std::vector<int32_t> slots;  // the row's new slots, allocated and appended together
-    RETURN_IF_ERROR(cache->AppendNewSlots(request, length, &slots));
-    rows.back().seq_len = length;
+  // Writes random K/V, each layer its own, into `slots` (a row's new tokens).
+  const auto store_new_tokens = [&](const std::vector<int32_t>& slots) -> absl::Status {
+    const int length = static_cast<int>(slots.size());
     std::vector<float> k(static_cast<size_t>(length) * kKvHeads * kHeadDim), v(k.size());
     for (int layer = 0; layer < config.num_layers; ++layer) {
-      for (float& x : k) x = normal(rng);  // each layer its own K/V
+      for (float& x : k) x = normal(rng);
       for (float& x : v) x = normal(rng);
       if (!cuda) {
         RETURN_IF_ERROR(StoreKvHost(cache->view(), layer, slots,
@@ -129,6 +127,28 @@ absl::Status Run(bool cuda) {
                                   QuantRounding::kNearestEven, skipped_tokens.as<int32_t>()));
       CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());  // before dk, dv and dslots are freed
     }
+    return absl::OkStatus();
+  };
+  for (int length : {5, 12}) {
+    ASSIGN_OR_RETURN(const int32_t request, cache->requests().AllocateRequest());
+    rows.push_back({request, 0});  // listed now so that an error below gives it back
+    std::vector<int32_t> slots;    // the row's new slots, allocated and appended together
+    RETURN_IF_ERROR(cache->AppendNewSlots(request, length, &slots));
+    rows.back().seq_len = length;
+    RETURN_IF_ERROR(store_new_tokens(slots));
+  }
+  // A second sample of the 12-token request, branching after its 8th token: the fork shares
+  // those 8 slots (and their K/V) and writes only its own 3 new tokens. Each shared slot goes
+  // back to the allocator when the last of the two rows lets it go.
+  {
+    ASSIGN_OR_RETURN(const int32_t fork, cache->ForkRequest(rows[1].request, 8));
+    rows.push_back({fork, 8});
+    std::vector<int32_t> slots;
+    RETURN_IF_ERROR(cache->AppendNewSlots(fork, 3, &slots));
+    rows.back().seq_len = 11;
+    RETURN_IF_ERROR(store_new_tokens(slots));
+    std::printf("request %d: forked from request %d after 8 tokens, %lld slots in use\n", fork,
+                rows[1].request, static_cast<long long>(cache->slots().used_count()));
   }
   if (cuda) {
     int32_t skipped = 0;

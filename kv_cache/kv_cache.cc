@@ -70,8 +70,11 @@ absl::Status KvCache::AppendNewSlots(int32_t request, int64_t count,
 absl::Status KvCache::AppendSharedSlots(int32_t request, absl::Span<const int32_t> slots) {
   RETURN_IF_ERROR(requests_->CheckAppend(request, static_cast<int64_t>(slots.size())));
   RETURN_IF_ERROR(slots_->Share(slots));
+  // Append checks the request, the length and that each slot lies in the pool, all of which
+  // CheckAppend and Share have checked: it does not fail here, and if it ever did the holds
+  // taken above are given back.
   if (absl::Status status = requests_->Append(request, slots); !status.ok()) {
-    RETURN_IF_ERROR(slots_->Free(slots));  // back to the holders Share found
+    RETURN_IF_ERROR(slots_->Free(slots));
     return status;
   }
   return absl::OkStatus();
@@ -85,15 +88,23 @@ absl::StatusOr<int32_t> KvCache::ForkRequest(int32_t parent, int32_t prefix_toke
         absl::StrCat("prefix_tokens = ", prefix_tokens, " to fork request ", parent,
                      " is invalid: must be in [0, ", parent_length, "] (its tokens)"));
   }
-  ASSIGN_OR_RETURN(const int32_t child, requests_->AllocateRequest());
-  // The parent's row lives in the table, which AppendSharedSlots does not move.
-  if (absl::Status status =
-          AppendSharedSlots(child, requests_->Tokens(parent).subspan(0, prefix_tokens));
-      !status.ok()) {
-    RETURN_IF_ERROR(requests_->FreeRequest(child));
+  // The holds come before the row, so that a failure leaves the table's ring of free rows as
+  // it was (a row claimed and given back would move to the ring's end). The parent's row lives
+  // in the table, which nothing below moves.
+  const absl::Span<const int32_t> prefix = requests_->Tokens(parent).subspan(0, prefix_tokens);
+  RETURN_IF_ERROR(slots_->Share(prefix));
+  absl::StatusOr<int32_t> child = requests_->AllocateRequest();
+  if (!child.ok()) {
+    RETURN_IF_ERROR(slots_->Free(prefix));  // each slot keeps a holder: none is freed
+    return child.status();
+  }
+  // Cannot fail: the row is new and live, the prefix fits max_seq_len and lies in the pool.
+  if (absl::Status status = requests_->Append(*child, prefix); !status.ok()) {
+    RETURN_IF_ERROR(slots_->Free(prefix));
+    RETURN_IF_ERROR(requests_->FreeRequest(*child));
     return status;
   }
-  return child;
+  return *child;
 }
 
 absl::Status KvCache::TruncateRequest(int32_t request, int32_t length) {

@@ -45,18 +45,21 @@ class KvCache {
 
   // Appends slots that are already allocated (a prefix whose K/V another row or a prefix
   // cache holds) to live request `request`'s row, as one more holder of each
-  // (TokenSlotAllocator::Share), all or nothing: a request that is not live, a row that would
-  // pass max_seq_len, or a slot that is not allocated or has kMaxSlotHolders holders gives the
-  // error of CheckAppend or Share, and nothing changes. The row then releases them as its own:
-  // a slot goes back to the allocator when its last holder lets it go.
+  // (TokenSlotAllocator::Share), all or nothing. Errors, checked in this order, and nothing
+  // changes on any: those of RequestTable::CheckAppend for the request and the count
+  // (InvalidArgument out of range, FailedPrecondition not live, OutOfRange past max_seq_len),
+  // then those of Share for the slots (InvalidArgument outside [1, capacity] or not allocated,
+  // ResourceExhausted at kMaxSlotHolders holders). The row then releases them as its own: a
+  // slot goes back to the allocator when its last holder lets it go.
   absl::Status AppendSharedSlots(int32_t request, absl::Span<const int32_t> slots);
   // A new request whose row starts with the first `prefix_tokens` slots of live request
   // `parent` (parallel samples or beams of one prompt, a branch of a conversation), sharing
-  // them as AppendSharedSlots does; its own tokens go on with AppendNewSlots. Errors: a parent
-  // checked as RequestTable::CheckAppend checks a request (out of range: InvalidArgument; not
-  // live: FailedPrecondition), InvalidArgument for a prefix_tokens outside [0, the parent's
-  // length], then those of AllocateRequest (ResourceExhausted: no free row) and
-  // AppendSharedSlots; nothing changes on an error.
+  // them as AppendSharedSlots does; its own tokens go on with AppendNewSlots. Errors, checked
+  // in this order, and nothing changes on any (the next AllocateRequest gets the row it would
+  // have got): a parent checked as RequestTable::CheckAppend checks a request (InvalidArgument
+  // out of range, FailedPrecondition not live), InvalidArgument for a prefix_tokens outside
+  // [0, the parent's length], ResourceExhausted for a prefix slot at kMaxSlotHolders holders,
+  // then ResourceExhausted from AllocateRequest when no row is free.
   absl::StatusOr<int32_t> ForkRequest(int32_t parent, int32_t prefix_tokens);
 
   // Lets go of every slot in a live request's row (TokenSlotAllocator::Free: a slot other rows

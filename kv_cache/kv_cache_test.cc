@@ -325,13 +325,33 @@ TEST(KvCacheTest, ForksAndSharedAppendsAreAllOrNothing) {
   ASSERT_TRUE(cache->ReleaseRequest(third).ok());
   unchanged("no free row");
 
-  // A slot at kMaxSlotHolders: the fork's row is given back.
+  // A shared append to a row that is not live names that first, whatever its slots.
+  EXPECT_EQ(cache->AppendSharedSlots(released, {free_slot}).code(),
+            absl::StatusCode::kFailedPrecondition);
+  unchanged("a shared append of a free slot to a row that is not live");
+
+  // A slot at kMaxSlotHolders.
   for (int32_t i = 1; i < kMaxSlotHolders; ++i) ASSERT_TRUE(cache->slots().Share({p[2]}).ok());
   fork = cache->ForkRequest(parent, 5);
   EXPECT_EQ(fork.status().code(), absl::StatusCode::kResourceExhausted) << fork.status();
   EXPECT_EQ(cache->requests().live_count(), 1);
   EXPECT_EQ(cache->slots().Holders(p[1]), 1);
   EXPECT_EQ(cache->slots().Holders(p[2]), kMaxSlotHolders);
+}
+
+// A fork that fails claims no row, so the next request gets the row it would have got: rows
+// are claimed in order at first, and a row claimed and given back would go to the end.
+TEST(KvCacheTest, AFailedForkLeavesTheFreeRowsInOrder) {
+  const std::unique_ptr<KvCache> cache = SmallCache(32, 3);
+  ASSERT_NE(cache, nullptr);
+  const int32_t parent = *cache->requests().AllocateRequest();
+  ASSERT_EQ(parent, 0);
+  std::vector<int32_t> p;
+  ASSERT_TRUE(cache->AppendNewSlots(parent, 2, &p).ok());
+  for (int32_t i = 1; i < kMaxSlotHolders; ++i) ASSERT_TRUE(cache->slots().Share({p[1]}).ok());
+  EXPECT_EQ(cache->ForkRequest(parent, 2).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(cache->slots().Holders(p[0]), 1);
+  EXPECT_EQ(*cache->requests().AllocateRequest(), 1);
 }
 
 // A config that passes Validate but whose host bookkeeping or pools do not fit gives

@@ -1,5 +1,6 @@
 #include "kv_cache/token_slot_allocator.h"
 
+#include <algorithm>
 #include <new>
 
 #include "absl/strings/str_cat.h"
@@ -88,6 +89,7 @@ absl::Status TokenSlotAllocator::Share(absl::Span<const int32_t> slots) {
 }
 
 absl::Status TokenSlotAllocator::Free(absl::Span<const int32_t> slots) {
+  const auto holder_word = [](int64_t n) { return n == 1 ? " holder" : " holders"; };
   // Drops as it checks, so that a slot listed more times than it has holders shows up as "not
   // allocated", and pushes each slot whose last holder goes; the free list's reserved
   // capacity holds every slot, so the pushes cannot fail. On an error both are taken back.
@@ -99,8 +101,14 @@ absl::Status TokenSlotAllocator::Free(absl::Span<const int32_t> slots) {
       error = absl::InvalidArgumentError(
           absl::StrCat("slot ", slot, " (index ", i, ") is out of range [1, ", capacity_, "]"));
     } else if (holders_[slot] == 0) {
-      error = absl::InvalidArgumentError(absl::StrCat(
-          "slot ", slot, " (index ", i, ") is not allocated: double free or duplicate"));
+      // Each earlier listing of the slot in this call took one of the holders it had.
+      const int64_t holders = std::count(slots.begin(), slots.begin() + i, slot);
+      error = absl::InvalidArgumentError(
+          holders == 0
+              ? absl::StrCat("slot ", slot, " (index ", i,
+                             ") is not allocated: double free or duplicate")
+              : absl::StrCat("slot ", slot, " (index ", i, ") is listed more times than its ",
+                             holders, holder_word(holders)));
     }
     if (!error.ok()) {
       for (size_t j = 0; j < i; ++j) ++holders_[slots[j]];

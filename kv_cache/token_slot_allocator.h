@@ -9,6 +9,7 @@
 #define INT4KV_KV_CACHE_TOKEN_SLOT_ALLOCATOR_H_
 
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -40,9 +41,9 @@ class TokenSlotAllocator {
   absl::Status Share(absl::Span<const int32_t> slots);
 
   // Drops a holder from each of `slots` (a slot listed n times loses n), returning a slot to
-  // the free list when its last holder goes; all or nothing: a slot out of [1, capacity], or
-  // listed more times than it has holders (not allocated, a double free), gives
-  // InvalidArgument and changes nothing.
+  // the free list when its last holder goes; all or nothing: a slot out of [1, capacity], one
+  // not allocated (a double free), or one listed more times than it has holders gives
+  // InvalidArgument naming it, and nothing changes.
   absl::Status Free(absl::Span<const int32_t> slots);
 
   bool IsAllocated(int32_t slot) const;
@@ -62,8 +63,11 @@ class TokenSlotAllocator {
   std::vector<uint16_t> holders_;  // [capacity + 1]; 0 while the slot is free
 };
 
-// The most holders a slot can have: Share past it gives ResourceExhausted.
+// The most holders a slot can have (the largest count its uint16 holds): Share past it gives
+// ResourceExhausted.
 inline constexpr int32_t kMaxSlotHolders = 65535;
+static_assert(kMaxSlotHolders == std::numeric_limits<uint16_t>::max(),
+              "TokenSlotAllocator::holders_ counts in uint16");
 
 }  // namespace int4kv
 
