@@ -67,14 +67,11 @@ absl::Status TokenSlotAllocator::Share(absl::Span<const int32_t> slots) {
   // error the additions so far are taken back.
   for (size_t i = 0; i < slots.size(); ++i) {
     const int32_t slot = slots[i];
-    absl::Status error;
-    if (slot < 1 || slot > capacity_) {
-      error = absl::InvalidArgumentError(
-          absl::StrCat("slot ", slot, " (index ", i, ") is out of range [1, ", capacity_, "]"));
-    } else if (holders_[slot] == 0) {
+    absl::Status error = CheckInRange(slot, i);
+    if (error.ok() && holders_[slot] == 0) {
       error = absl::InvalidArgumentError(absl::StrCat(
           "slot ", slot, " (index ", i, ") is not allocated: only a held slot is shared"));
-    } else if (holders_[slot] >= kMaxSlotHolders) {
+    } else if (error.ok() && holders_[slot] >= kMaxSlotHolders) {
       error =
           absl::ResourceExhaustedError(absl::StrCat("slot ", slot, " (index ", i, ") already has ",
                                                     kMaxSlotHolders, " holders (kMaxSlotHolders)"));
@@ -90,23 +87,21 @@ absl::Status TokenSlotAllocator::Share(absl::Span<const int32_t> slots) {
 
 absl::Status TokenSlotAllocator::Free(absl::Span<const int32_t> slots) {
   const auto holder_word = [](int64_t n) { return n == 1 ? " holder" : " holders"; };
-  // Drops as it checks, so that a slot listed more times than it has holders shows up as "not
-  // allocated", and pushes each slot whose last holder goes; the free list's reserved
-  // capacity holds every slot, so the pushes cannot fail. On an error both are taken back.
+  // Drops as it checks, so that a slot listed more times than it has holders runs out of
+  // them at its extra listing, and pushes each slot whose last holder goes; the free list's
+  // reserved capacity holds every slot, so the pushes cannot fail. On an error both are taken
+  // back.
   const size_t free_before = free_list_.size();
   for (size_t i = 0; i < slots.size(); ++i) {
     const int32_t slot = slots[i];
-    absl::Status error;
-    if (slot < 1 || slot > capacity_) {
-      error = absl::InvalidArgumentError(
-          absl::StrCat("slot ", slot, " (index ", i, ") is out of range [1, ", capacity_, "]"));
-    } else if (holders_[slot] == 0) {
+    absl::Status error = CheckInRange(slot, i);
+    if (error.ok() && holders_[slot] == 0) {
       // Each earlier listing of the slot in this call took one of the holders it had.
       const int64_t holders = std::count(slots.begin(), slots.begin() + i, slot);
       error = absl::InvalidArgumentError(
           holders == 0
               ? absl::StrCat("slot ", slot, " (index ", i,
-                             ") is not allocated: double free or duplicate")
+                             ") is not allocated: a double free, or never handed out")
               : absl::StrCat("slot ", slot, " (index ", i, ") is listed more times than its ",
                              holders, holder_word(holders)));
     }
@@ -121,6 +116,12 @@ absl::Status TokenSlotAllocator::Free(absl::Span<const int32_t> slots) {
 }
 
 bool TokenSlotAllocator::IsAllocated(int32_t slot) const { return Holders(slot) > 0; }
+
+absl::Status TokenSlotAllocator::CheckInRange(int32_t slot, size_t index) const {
+  if (slot >= 1 && slot <= capacity_) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("slot ", slot, " (index ", index, ") is out of range [1, ", capacity_, "]"));
+}
 
 int32_t TokenSlotAllocator::Holders(int32_t slot) const {
   return slot >= 1 && slot <= capacity_ ? holders_[slot] : 0;

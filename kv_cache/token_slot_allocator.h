@@ -55,6 +55,8 @@ class TokenSlotAllocator {
 
  private:
   explicit TokenSlotAllocator(int64_t capacity);  // capacity checked by Create; may throw
+  // InvalidArgument naming `slot` (the `index`th listed) when it is outside [1, capacity].
+  absl::Status CheckInRange(int32_t slot, size_t index) const;
 
   int64_t capacity_;
   // Stack of free slots; top is handed out next. Its capacity is reserved for every slot, so

@@ -58,8 +58,9 @@ TEST(TokenSlotAllocatorTest, BadFreesChangeNothing) {
   ASSERT_TRUE(allocator->Free({slots[3]}).ok());
   const absl::Status twice = allocator->Free({slots[3]});  // a double free
   EXPECT_EQ(twice.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(twice.message(), absl::StrCat("slot ", slots[3],
-                                          " (index 0) is not allocated: double free or duplicate"));
+  EXPECT_EQ(twice.message(),
+            absl::StrCat("slot ", slots[3],
+                         " (index 0) is not allocated: a double free, or never handed out"));
   EXPECT_EQ(allocator->free_count(), 5);
 }
 
