@@ -20,7 +20,8 @@ for row in 0 1 2; do
   awk -v e="$error" 'BEGIN { exit !(e + 0 < 1e-5) }' ||
     { echo "row $row: relative error $error against float64, over 1e-5" >&2; exit 1; }
 done
-grep -q "request 2: forked from request 1 after 8 tokens, 20 slots in use" <<<"$out"
+grep -q "request 2: forked from request 1 after 8 tokens, 20 slots in use" <<<"$out" ||
+  { echo "no fork of request 1 sharing its first 8 slots" >&2; exit 1; }
 grep -q "free slots after the step: 64 of 64" <<<"$out"
 if grep -qi "nan" <<<"$out"; then
   echo "NaN in the output" >&2

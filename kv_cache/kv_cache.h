@@ -58,8 +58,10 @@ class KvCache {
   // in this order, and nothing changes on any (the next AllocateRequest gets the row it would
   // have got): a parent checked as RequestTable::CheckAppend checks a request (InvalidArgument
   // out of range, FailedPrecondition not live), InvalidArgument for a prefix_tokens outside
-  // [0, the parent's length], ResourceExhausted for a prefix slot at kMaxSlotHolders holders,
-  // then ResourceExhausted from AllocateRequest when no row is free.
+  // [0, the parent's length], then Share's errors for the first prefix slot at fault
+  // (InvalidArgument for one the allocator did not hand out, appended through requests()
+  // directly; ResourceExhausted for one at kMaxSlotHolders holders), then ResourceExhausted
+  // from AllocateRequest when no row is free.
   absl::StatusOr<int32_t> ForkRequest(int32_t parent, int32_t prefix_tokens);
 
   // Lets go of every slot in a live request's row (TokenSlotAllocator::Free: a slot other rows

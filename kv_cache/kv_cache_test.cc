@@ -354,6 +354,34 @@ TEST(KvCacheTest, AFailedForkLeavesTheFreeRowsInOrder) {
   EXPECT_EQ(*cache->requests().AllocateRequest(), 1);
 }
 
+// When several of a fork's errors apply, the prefix's slots are judged before the table's
+// rows: a slot the allocator never handed out, or one at the holder limit, is named even when
+// no row is free.
+TEST(KvCacheTest, ForkErrorsComeInTheirDocumentedOrder) {
+  const std::unique_ptr<KvCache> cache = SmallCache(32, 2);
+  ASSERT_NE(cache, nullptr);
+  const int32_t parent = *cache->requests().AllocateRequest();
+  std::vector<int32_t> p;
+  ASSERT_TRUE(cache->AppendNewSlots(parent, 2, &p).ok());
+  const int32_t foreign = 32;
+  ASSERT_FALSE(cache->slots().IsAllocated(foreign));
+  ASSERT_TRUE(cache->requests().Append(parent, {foreign}).ok());
+  ASSERT_TRUE(cache->requests().AllocateRequest().ok());  // no free row left
+  absl::StatusOr<int32_t> fork = cache->ForkRequest(parent, 3);
+  EXPECT_EQ(fork.status().code(), absl::StatusCode::kInvalidArgument) << fork.status();
+  EXPECT_NE(fork.status().message().find("slot 32 (index 2) is not allocated"), std::string::npos)
+      << fork.status();
+  for (int32_t i = 1; i < kMaxSlotHolders; ++i) ASSERT_TRUE(cache->slots().Share({p[1]}).ok());
+  fork = cache->ForkRequest(parent, 2);
+  EXPECT_EQ(fork.status().code(), absl::StatusCode::kResourceExhausted) << fork.status();
+  EXPECT_NE(fork.status().message().find("kMaxSlotHolders"), std::string::npos) << fork.status();
+  fork = cache->ForkRequest(parent, 1);
+  EXPECT_EQ(fork.status().code(), absl::StatusCode::kResourceExhausted) << fork.status();
+  EXPECT_EQ(fork.status().message().find("kMaxSlotHolders"), std::string::npos) << fork.status();
+  EXPECT_EQ(cache->slots().Holders(p[0]), 1);
+  EXPECT_EQ(cache->slots().Holders(p[1]), kMaxSlotHolders);
+}
+
 // A config that passes Validate but whose host bookkeeping or pools do not fit gives
 // ResourceExhausted naming the structure and the fields that size it; it does not abort.
 TEST(KvCacheCreateTest, HostMemoryThatDoesNotFitIsResourceExhausted) {

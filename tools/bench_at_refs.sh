@@ -2,7 +2,7 @@
 # Builds //backend:decode_bench (-c opt) at git refs and copies each build, stripped, into
 # .gpu_bundle/bin/decode_bench_NAME, for tools/decode_ab.sh on the GPU machine: the builds that
 # the tuning log's A/B rows compare (docs/TUNING_LOG.md names their commits and branches; its
-# opening says which branches are still in the repository).
+# opening says which of them a clone of main can rebuild).
 # INT4KV_REF_TARGETS, a space-separated list of //backend targets (default:
 # //backend:decode_bench), builds those instead, each copied as TARGET_NAME: an experiment's
 # GPU tests beside its benchmark, say.
