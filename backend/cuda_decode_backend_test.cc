@@ -38,6 +38,11 @@ BackendOptions Fp16Options() {
   return options;
 }
 
+// The kernels a backend for case `c` runs.
+absl::StatusOr<DecodeKernels> KernelsFor(const Case& c) {
+  return DecodeKernels::Select(c.head_dim, c.group, c.kv_heads, c.mode, c.params, c.group_size);
+}
+
 class CudaDecodeBackendTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -382,8 +387,7 @@ TEST_F(CudaDecodeBackendTest, LargeStepsRunInSeveralWavesOfCappedChunks) {
   const int64_t tokens = CaseTokens(c);
   // The plan caps chunks only past (target - batch) x the cap, where target is the backend's
   // chunks a wave (DecodeKernels::ChunksPerWave): this step must be past it here.
-  const absl::StatusOr<DecodeKernels> kernels =
-      DecodeKernels::Select(c.head_dim, c.group, c.kv_heads, c.mode, c.params, c.group_size);
+  const absl::StatusOr<DecodeKernels> kernels = KernelsFor(c);
   ASSERT_TRUE(kernels.ok()) << kernels.status();
   int device = 0, sms = 0;
   ASSERT_CUDA(cudaGetDevice(&device));
@@ -443,8 +447,7 @@ TEST_F(CudaDecodeBackendTest, WideBlocksServeLargeBatches) {
       for (int i = 0; i < kWideSplitMinBatch; ++i) {
         c.lengths.push_back(std::min(kMixedLengths[i % 12], 1000 - i));
       }
-      const absl::StatusOr<DecodeKernels> kernels =
-          DecodeKernels::Select(c.head_dim, c.group, c.kv_heads, c.mode, c.params, c.group_size);
+      const absl::StatusOr<DecodeKernels> kernels = KernelsFor(c);
       ASSERT_TRUE(kernels.ok()) << kernels.status();
       ASSERT_TRUE(kernels->has_wide_blocks()) << Describe(c);
       RunCase(c, rng_);
@@ -482,8 +485,7 @@ TEST_F(CudaDecodeBackendTest, WideBlocksKeepLockstepOnLargeScatteredSteps) {
     const int max_seq_len = *std::max_element(c.lengths.begin(), c.lengths.end());
     constexpr int32_t kPoolSlots = 65536;
     MirroredCache caches(c, batch, max_seq_len, kPoolSlots, rng_);
-    const absl::StatusOr<DecodeKernels> kernels =
-        DecodeKernels::Select(c.head_dim, c.group, c.kv_heads, c.mode, c.params, c.group_size);
+    const absl::StatusOr<DecodeKernels> kernels = KernelsFor(c);
     ASSERT_TRUE(kernels.ok()) << kernels.status();
     ASSERT_TRUE(kernels->has_wide_blocks());
 
@@ -689,8 +691,7 @@ TEST_F(CudaDecodeBackendTest, RowsAttendFromTheirFirstToken) {
   factored_asymmetric.io = DType::kBFloat16;
   for (const Case& c : {step, invariant, wide, factored, factored_asymmetric}) {
     SCOPED_TRACE(Describe(c));
-    const absl::StatusOr<DecodeKernels> kernels =
-        DecodeKernels::Select(c.head_dim, c.group, c.kv_heads, c.mode, c.params, c.group_size);
+    const absl::StatusOr<DecodeKernels> kernels = KernelsFor(c);
     ASSERT_TRUE(kernels.ok()) << kernels.status();
     EXPECT_STREQ(kernels->variant(),
                  c.group_size >= 32 ? "tuned head_dim 128, factored" : "tuned head_dim 128");

@@ -70,14 +70,9 @@ absl::Status KvCache::AppendNewSlots(int32_t request, int64_t count,
 absl::Status KvCache::AppendSharedSlots(int32_t request, absl::Span<const int32_t> slots) {
   RETURN_IF_ERROR(requests_->CheckAppend(request, static_cast<int64_t>(slots.size())));
   RETURN_IF_ERROR(slots_->Share(slots));
-  // Append checks the request, the length and that each slot lies in the pool, all of which
-  // CheckAppend and Share have checked: it does not fail here, and if it ever did the holds
-  // taken above are given back.
-  if (absl::Status status = requests_->Append(request, slots); !status.ok()) {
-    RETURN_IF_ERROR(slots_->Free(slots));
-    return status;
-  }
-  return absl::OkStatus();
+  // Cannot fail: Append checks the request, the length and that each slot lies in the pool,
+  // which CheckAppend and Share have checked.
+  return requests_->Append(request, slots);
 }
 
 absl::StatusOr<int32_t> KvCache::ForkRequest(int32_t parent, int32_t prefix_tokens) {
@@ -99,11 +94,7 @@ absl::StatusOr<int32_t> KvCache::ForkRequest(int32_t parent, int32_t prefix_toke
     return child.status();
   }
   // Cannot fail: the row is new and live, the prefix fits max_seq_len and lies in the pool.
-  if (absl::Status status = requests_->Append(*child, prefix); !status.ok()) {
-    RETURN_IF_ERROR(slots_->Free(prefix));
-    RETURN_IF_ERROR(requests_->FreeRequest(*child));
-    return status;
-  }
+  RETURN_IF_ERROR(requests_->Append(*child, prefix));
   return *child;
 }
 

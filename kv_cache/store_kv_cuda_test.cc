@@ -240,10 +240,8 @@ TEST(StoreKvCudaTest, SkippedTokensAreCounted) {
   EXPECT_EQ(ToHost(counter, 1)[0], 5);  // 3 of the first store's tokens, 2 of the second's
   const std::vector<uint8_t> data = ToHost(view.data, view.layout.DataPoolBytes());
   auto slot_written = [&](int32_t slot) {
-    const uint8_t* row = view.Row(0, slot, 0);
-    const size_t offset = static_cast<size_t>(row - view.data);
-    return std::any_of(data.begin() + offset, data.begin() + offset + 8,
-                       [](uint8_t b) { return b != 0; });
+    const auto row = data.begin() + view.layout.DataOffset(0, slot, 0);
+    return std::any_of(row, row + view.layout.RowBytes(), [](uint8_t b) { return b != 0; });
   };
   EXPECT_TRUE(slot_written(2));
   EXPECT_TRUE(slot_written(3));
