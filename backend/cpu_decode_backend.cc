@@ -142,6 +142,7 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
       return false;
     }
     const T scale = static_cast<T>(SoftmaxScale(shape_));
+    const T soft_cap = static_cast<T>(shape_.logit_soft_cap);  // 0: none
     T key[kMaxHeadDim], value[kMaxHeadDim];
     T max_score[kMaxQueryHeadsPerKvHead], total[kMaxQueryHeadsPerKvHead];
     T acc[kMaxQueryHeadsPerKvHead * kMaxHeadDim];  // [group][dim]
@@ -155,6 +156,7 @@ class CpuDecodeBackend : public DecodeAttentionBackend {
         T score = 0;
         for (int32_t d = 0; d < dim; ++d) score += static_cast<T>(q[g * dim + d]) * key[d];
         score *= scale;
+        if (soft_cap != 0) score = soft_cap * std::tanh(score / soft_cap);
         T* acc_g = acc + g * dim;
         if (score > max_score[g]) {  // rescale what came before to the new maximum
           const T shrink = std::exp(max_score[g] - score);

@@ -70,7 +70,7 @@ Fixture MakeCache(int kv_heads, int head_dim, int group, QuantMode mode,
 // for padded rows).
 std::vector<double> Reference(const KvCache& cache, int layer, const std::vector<DecodeRow>& rows,
                               const std::vector<float>& q, int q_heads, double scale = 0,
-                              std::vector<double>* lse = nullptr) {
+                              std::vector<double>* lse = nullptr, double soft_cap = 0) {
   const KvLayout& layout = cache.view().layout;
   const int dim = layout.head_dim, group = q_heads / layout.kv_heads;
   if (scale == 0) scale = 1 / std::sqrt(double(dim));
@@ -93,6 +93,7 @@ std::vector<double> Reference(const KvCache& cache, int layer, const std::vector
                  kv[(static_cast<size_t>(t) * 2 * layout.kv_heads + kvh) * dim + d];
         }
         s[t] = dot * scale;
+        if (soft_cap != 0) s[t] = soft_cap * std::tanh(s[t] / soft_cap);
         m = std::max(m, s[t]);
       }
       double z = 0;
@@ -142,9 +143,14 @@ TEST(CpuDecodeBackendTest, MatchesFloat64ReferenceAcrossShapes) {
                      << (c.params == kBf16));
         Fixture f =
             MakeCache(c.kv_heads, c.head_dim, c.group, c.mode, {1, 0, 37, 130, 2}, rng, c.params);
-        // The default scale (1 / sqrt(head_dim)) and a given one, alternately.
-        const float scale = (&c - cases) % 2 == 0 ? 0.0f : 0.3f;
-        AttentionShape shape{c.kv_heads * c.group_ratio, c.kv_heads, c.head_dim, 8, 130, scale};
+        // The default scale (1 / sqrt(head_dim)) and a given one, alternately; every third
+        // case caps its logits at 1.5, where the scores of these rows (up to about 4) are cut
+        // hard.
+        const int index = static_cast<int>(&c - cases);
+        const float scale = index % 2 == 0 ? 0.0f : 0.3f;
+        const float soft_cap = index % 3 == 1 ? 1.5f : 0.0f;
+        AttentionShape shape{
+            c.kv_heads * c.group_ratio, c.kv_heads, c.head_dim, 8, 130, scale, soft_cap};
         BackendOptions options;
         options.cpu_threads = threads;
         options.cpu_float64 = f64;
@@ -156,9 +162,14 @@ TEST(CpuDecodeBackendTest, MatchesFloat64ReferenceAcrossShapes) {
         ASSERT_TRUE(backend->Plan(f.rows, nullptr).ok());
         for (int layer : {0, 1}) {  // different K/V each: a backend reading the wrong one fails
           ASSERT_TRUE(backend->Run(layer, q.data(), out.data(), nullptr).ok());
-          const std::vector<double> want =
-              Reference(*f.cache, layer, f.rows, q, shape.q_heads, shape.softmax_scale);
+          const std::vector<double> want = Reference(*f.cache, layer, f.rows, q, shape.q_heads,
+                                                     shape.softmax_scale, nullptr, soft_cap);
           EXPECT_LT(RelativeError(out, want), f64 ? 1e-7 : 1e-5) << "layer " << layer;
+          if (soft_cap != 0) {  // the cap moves the outputs far more than the tolerance
+            const std::vector<double> uncapped =
+                Reference(*f.cache, layer, f.rows, q, shape.q_heads, shape.softmax_scale);
+            EXPECT_GT(RelativeError(out, uncapped), 1e-2) << "layer " << layer;
+          }
           // The padded row (index 1) is all zeros.
           for (int i = 0; i < shape.q_heads * c.head_dim; ++i) {
             ASSERT_EQ(out[shape.q_heads * c.head_dim + i], 0.0f);
@@ -175,7 +186,8 @@ TEST(CpuDecodeBackendTest, MatchesFloat64ReferenceAcrossShapes) {
               backend->RunWithLse(layer, q.data(), with_lse.data(), lse.data(), nullptr).ok());
           EXPECT_EQ(with_lse, out) << "with lse, layer " << layer;
           std::vector<double> want_lse;
-          Reference(*f.cache, layer, f.rows, q, shape.q_heads, shape.softmax_scale, &want_lse);
+          Reference(*f.cache, layer, f.rows, q, shape.q_heads, shape.softmax_scale, &want_lse,
+                    soft_cap);
           for (size_t i = 0; i < lse.size(); ++i) {
             if (std::isinf(want_lse[i])) {  // the padded row
               EXPECT_EQ(lse[i], -std::numeric_limits<float>::infinity()) << i;
@@ -281,7 +293,17 @@ TEST(CpuDecodeBackendTest, BadShapesNameTheField) {
                      {{4, 2, 16, 1, 3, std::nextafter(kMaxSoftmaxScale, 2 * kMaxSoftmaxScale)},
                       "AttentionShape.softmax_scale = 10000.001 is invalid: must be in [0, 10000]"},
                      {{4, 2, 16, 1, 3, std::numeric_limits<float>::quiet_NaN()},
-                      "AttentionShape.softmax_scale = nan"}};
+                      "AttentionShape.softmax_scale = nan"},
+                     {{4, 2, 16, 1, 3, 0, -1}, "AttentionShape.logit_soft_cap = -1"},
+                     {{4, 2, 16, 1, 3, 0, std::nextafter(kMinLogitSoftCap, 0.0f)},
+                      "AttentionShape.logit_soft_cap = 0.009999999 is invalid: must be 0 (no "
+                      "cap) or in [0.01, 10000]"},
+                     {{4, 2, 16, 1, 3, 0, std::nextafter(kMaxLogitSoftCap, 2 * kMaxLogitSoftCap)},
+                      "AttentionShape.logit_soft_cap = 10000.001"},
+                     {{4, 2, 16, 1, 3, 0, std::numeric_limits<float>::infinity()},
+                      "AttentionShape.logit_soft_cap = inf"},
+                     {{4, 2, 16, 1, 3, 0, std::numeric_limits<float>::quiet_NaN()},
+                      "AttentionShape.logit_soft_cap = nan"}};
   for (const Bad& b : bad) {
     const auto backend = CreateCpuDecodeBackend(binding, b.shape, BackendOptions{});
     ASSERT_FALSE(backend.ok()) << b.field;
@@ -290,10 +312,12 @@ TEST(CpuDecodeBackendTest, BadShapesNameTheField) {
   BackendOptions half;
   half.io_dtype = DType::kFloat16;
   EXPECT_FALSE(CreateCpuDecodeBackend(binding, {4, 2, 16, 1, 3, 0}, half).ok());
-  // The ranges' ends are valid: 16 query heads a KV head, the largest softmax scale, and
-  // max_seq_len equal to the table's row length.
+  // The ranges' ends are valid: 16 query heads a KV head, the largest softmax scale, the
+  // smallest and largest soft caps, and max_seq_len equal to the table's row length.
   for (const AttentionShape& edge :
-       {AttentionShape{32, 2, 16, 1, 3, 0}, AttentionShape{4, 2, 16, 1, 3, kMaxSoftmaxScale}}) {
+       {AttentionShape{32, 2, 16, 1, 3, 0}, AttentionShape{4, 2, 16, 1, 3, kMaxSoftmaxScale},
+        AttentionShape{4, 2, 16, 1, 3, 0, kMinLogitSoftCap},
+        AttentionShape{4, 2, 16, 1, 3, 0, kMaxLogitSoftCap}}) {
     const auto backend = CreateCpuDecodeBackend(binding, edge, BackendOptions{});
     EXPECT_TRUE(backend.ok()) << backend.status();
   }

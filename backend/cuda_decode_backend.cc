@@ -15,6 +15,8 @@
 namespace int4kv {
 namespace {
 
+constexpr float kLog2E = 1.4426950408889634f;
+
 // Copied to the device with each plan, just ahead of its rows.
 struct alignas(8) StepFlags {
   int32_t discard_partials;  // MergeKernelParams::discard_partials
@@ -195,7 +197,10 @@ class CudaDecodeBackend : public DecodeAttentionBackend {
     split.group = shape_.q_heads / shape_.kv_heads;
     split.head_dim = shape_.head_dim;
     split.log2_group_size = Log2(cache_.view.layout.group_size);
-    split.scale_log2 = SoftmaxScale(shape_) * 1.4426950408889634f;
+    split.scale_log2 = SoftmaxScale(shape_) * kLog2E;
+    const float soft_cap = shape_.logit_soft_cap;
+    split.soft_cap_log2 = soft_cap * kLog2E;
+    split.soft_cap_exp_scale = soft_cap != 0.0f ? 2.0f * split.scale_log2 / soft_cap : 0.0f;
     split.chunks = device_chunks_;
     split.large_step = &static_cast<const StepFlags*>(device_step_)->large_step;
     split.partial_out = partial_out_;

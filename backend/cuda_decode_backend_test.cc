@@ -278,6 +278,56 @@ TEST_F(CudaDecodeBackendTest, RunningMaxesThatKeepMoving) {
   }
 }
 
+// Logit soft-capping on every split path: per-element (head_dims 64, 128, 256, one and two
+// head tiles), factored (group sizes 32-128), generic head_dims, wide blocks, both modes and
+// parameter dtypes. A cap of 5 over scores of q_scale 4 (spread about 4) cuts most of them
+// hard; 50 over scores of q_scale 1 is Gemma 2's cap on ordinary scores, where it moves only
+// the largest; 0.05 leaves weights within e^0.1 of each other. Outputs and lses against the
+// float64 oracle, which caps as c x tanh(score / c).
+TEST_F(CudaDecodeBackendTest, LogitSoftCapOnEverySplitPath) {
+  struct Shape {
+    int head_dim, group, group_size, kv_heads;
+    QuantMode mode;
+    ParamDtype params;
+  };
+  const QuantMode sym = QuantMode::kSymmetric, asym = QuantMode::kAsymmetric;
+  const ParamDtype f16 = ParamDtype::kFloat16, bf16 = ParamDtype::kBFloat16;
+  const std::vector<Shape> shapes = {
+      {128, 4, 8, 2, sym, f16},    {128, 16, 16, 1, asym, bf16}, {64, 8, 8, 2, asym, f16},
+      {256, 2, 16, 2, sym, bf16},  {256, 16, 8, 1, sym, f16},    {128, 4, 32, 2, sym, f16},
+      {128, 8, 128, 2, asym, f16}, {64, 1, 64, 3, sym, bf16},    {256, 2, 64, 2, sym, f16},
+      {72, 4, 8, 2, sym, f16},     {96, 2, 32, 2, asym, bf16}};
+  const std::pair<float, float> caps[] = {{5.0f, 4.0f}, {50.0f, 1.0f}, {0.05f, 1.0f}};
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const Shape& shape = shapes[i];
+    const auto [cap, q_scale] = caps[i % 3];
+    Case c;
+    c.head_dim = shape.head_dim;
+    c.group = shape.group;
+    c.group_size = shape.group_size;
+    c.kv_heads = shape.kv_heads;
+    c.mode = shape.mode;
+    c.params = shape.params;
+    c.io = i % 2 == 0 ? DType::kFloat16 : DType::kBFloat16;
+    c.logit_soft_cap = cap;
+    c.q_scale = q_scale;
+    c.lengths = {1, 17, 255, 0, 257, 3000};
+    RunCase(c, rng_);
+  }
+  // Wide blocks (a batch of kWideSplitMinBatch rows, 8 KV heads), capped hard.
+  Case wide;
+  wide.kv_heads = 8;
+  wide.logit_soft_cap = 5.0f;
+  wide.q_scale = 4.0f;
+  for (int i = 0; i < kWideSplitMinBatch; ++i) {
+    wide.lengths.push_back(std::min(kMixedLengths[i % 12], 1000 - i));
+  }
+  const absl::StatusOr<DecodeKernels> kernels = KernelsFor(wide);
+  ASSERT_TRUE(kernels.ok()) << kernels.status();
+  ASSERT_TRUE(kernels->has_wide_blocks());
+  RunCase(wide, rng_);
+}
+
 // Rows whose tokens' magnitudes differ by up to 2^23 in the same tiles and chunks: K or V
 // values of 8192 x N(0, 1) (scales in the thousands, dequantized values in the tens of
 // thousands, within fp16's range), of N(0, 1) and of 2^-10 x N(0, 1) (scales below 2^-10,

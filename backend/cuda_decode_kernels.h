@@ -64,6 +64,10 @@ struct SplitKernelParams {
   int32_t head_dim;
   int32_t log2_group_size;  // log2 of the cache's group_size
   float scale_log2;         // softmax scale * log2(e)
+  // Logit soft cap c x log2(e), 0 for none (AttentionShape.logit_soft_cap), and
+  // 2 x scale_log2 / c.
+  float soft_cap_log2;
+  float soft_cap_exp_scale;
   const ChunkWork* chunks;  // device [capacity]
   // Device flag written by Plan's copy: nonzero when the step reads at least
   // kLockstepMinStepBytes of a layer's cache.

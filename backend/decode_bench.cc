@@ -97,6 +97,8 @@ ABSL_FLAG(int, other_rows_context, 0,
 ABSL_FLAG(int, batch_invariant_splits, 0,
           "BackendOptions.batch_invariant_splits: 0 plans each step as a whole; N > 0 runs the "
           "batch-invariant mode, each row cut into at most N chunks by its own length");
+ABSL_FLAG(double, logit_soft_cap, 0,
+          "AttentionShape.logit_soft_cap: 0 (none), or each score c x tanh(score / c)");
 ABSL_FLAG(int, max_seq_len, 0,
           "AttentionShape.max_seq_len of the GPU cases' backend when above the case's context "
           "(0: the context): the split grid grows with it, so a short step pays the empty "
@@ -254,9 +256,10 @@ double CheckOutput(const KvCache& cache, DecodeAttentionBackend& backend,
     const absl::Span<const int32_t> slots =
         cache.requests().Tokens(rows[b].request).subspan(0, rows[b].seq_len);
     const std::vector<float> kv = CheckOk(DequantizeCudaToHost(cache.view(), layer, slots, stream));
-    worst = std::max(
-        worst, RowErrorAgainstFloat64(kv, {kQHeads, kKvHeads, kHeadDim}, &q_values[b * row_size],
-                                      &out_values[b * row_size], threads));
+    worst =
+        std::max(worst, RowErrorAgainstFloat64(
+                            kv, {kQHeads, kKvHeads, kHeadDim, absl::GetFlag(FLAGS_logit_soft_cap)},
+                            &q_values[b * row_size], &out_values[b * row_size], threads));
   }
   return worst;
 }
@@ -393,7 +396,13 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, QuantMod
   }
   CheckOk(cache->requests().SyncToDevice(nullptr));
 
-  AttentionShape shape{kQHeads, kKvHeads, kHeadDim, batch, config.max_seq_len, 0};
+  AttentionShape shape{kQHeads,
+                       kKvHeads,
+                       kHeadDim,
+                       batch,
+                       config.max_seq_len,
+                       0,
+                       static_cast<float>(absl::GetFlag(FLAGS_logit_soft_cap))};
   BackendOptions options;
   options.io_dtype = DType::kFloat16;
   options.batch_invariant_splits = absl::GetFlag(FLAGS_batch_invariant_splits);
@@ -593,6 +602,9 @@ int RunGpu() {
   if (const int splits = absl::GetFlag(FLAGS_batch_invariant_splits); splits > 0) {
     std::printf("batch-invariant mode: each row in at most %d chunks\n\n", splits);
   }
+  if (const double cap = absl::GetFlag(FLAGS_logit_soft_cap); cap != 0) {
+    std::printf("logits soft-capped at %g (AttentionShape.logit_soft_cap)\n\n", cap);
+  }
   if (const int max_seq_len = absl::GetFlag(FLAGS_max_seq_len); max_seq_len > 0) {
     std::printf("backends sized for rows of up to %d tokens (AttentionShape.max_seq_len)\n\n",
                 max_seq_len);
@@ -682,7 +694,13 @@ int RunCpu() {
     }
     BackendOptions options;
     options.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
-    AttentionShape shape{kQHeads, kKvHeads, kHeadDim, batch, context, 0};
+    AttentionShape shape{kQHeads,
+                         kKvHeads,
+                         kHeadDim,
+                         batch,
+                         context,
+                         0,
+                         static_cast<float>(absl::GetFlag(FLAGS_logit_soft_cap))};
     auto backend = CheckOk(CreateCpuDecodeBackend(BindingFor(*cache), shape, options));
     std::vector<float> q(static_cast<size_t>(batch) * kQHeads * kHeadDim, 0.3f), out(q.size());
     std::vector<float> lse(absl::GetFlag(FLAGS_with_lse) ? batch * kQHeads : 0);
@@ -765,6 +783,12 @@ int main(int argc, char** argv) {
   if (const int max_seq_len = absl::GetFlag(FLAGS_max_seq_len); max_seq_len < 0) {
     std::fprintf(stderr, "--max_seq_len = %d: must be >= 0 (0: each case's context)\n",
                  max_seq_len);
+    return 2;
+  }
+  if (const double cap = absl::GetFlag(FLAGS_logit_soft_cap);
+      cap != 0 && !(cap >= int4kv::kMinLogitSoftCap && cap <= int4kv::kMaxLogitSoftCap)) {
+    std::fprintf(stderr, "--logit_soft_cap = %g: must be 0 (none) or in [%g, %g]\n", cap,
+                 int4kv::kMinLogitSoftCap, int4kv::kMaxLogitSoftCap);
     return 2;
   }
   const int splits = absl::GetFlag(FLAGS_batch_invariant_splits);

@@ -29,6 +29,8 @@ HeadSums OneHead(absl::Span<const float> kv, const Float64AttentionShape& shape,
     double dot = 0;
     for (int d = 0; d < d_count; ++d) dot += double{q_row[d]} * k[d];
     weight[t] = dot / std::sqrt(static_cast<double>(d_count));
+    if (const double cap = shape.logit_soft_cap; cap != 0)
+      weight[t] = cap * std::tanh(weight[t] / cap);
     max_score = std::max(max_score, weight[t]);
   }
   double sum = 0;

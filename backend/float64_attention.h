@@ -11,10 +11,11 @@ struct Float64AttentionShape {
   int q_heads;
   int kv_heads;  // divides q_heads: query head h reads KV head h / (q_heads / kv_heads)
   int head_dim;
+  double logit_soft_cap = 0;  // AttentionShape.logit_soft_cap: 0, or scores capped at c tanh(s / c)
 };
 
-// ||out - ref|| / ||ref|| over one row, ref = softmax(q k / sqrt(head_dim)) v per query head,
-// computed in float64.
+// ||out - ref|| / ||ref|| over one row, ref = softmax(q k / sqrt(head_dim)) v per query head
+// (its scores soft-capped where the shape says so), computed in float64.
 //   kv:  [tokens][2 * kv_heads][head_dim] float32, each token's K heads then its V heads, as
 //        DequantizeHost and DequantizeCuda write them.
 //   q, out: [q_heads][head_dim] float32.

@@ -50,5 +50,23 @@ TEST(Float64AttentionTest, AnyThreadCountGivesTheSameError) {
   }
 }
 
+// Two tokens whose scores are 4 and 0: uncapped, weights e^4 : 1; capped at 2, the first
+// score is 2 tanh(2), so weights e^(2 tanh 2) : 1. Each output is exact for its own shape only.
+TEST(Float64AttentionTest, SoftCapFlattensTheWeights) {
+  // One query head over one KV head of head_dim 1: [token][K, V].
+  const std::vector<float> kv = {4, 1, 0, 0};  // token 0: K 4, V 1; token 1: K 0, V 0
+  const std::vector<float> q = {1};
+  auto out_for = [](double score) {
+    const double w = std::exp(score);
+    return std::vector<float>{static_cast<float>(w / (w + 1))};
+  };
+  const std::vector<float> uncapped = out_for(4), capped = out_for(2 * std::tanh(2.0));
+  const Float64AttentionShape plain{1, 1, 1}, cap_2{1, 1, 1, 2.0};
+  EXPECT_NEAR(RowErrorAgainstFloat64(kv, plain, q.data(), uncapped.data()), 0, 1e-7);
+  EXPECT_NEAR(RowErrorAgainstFloat64(kv, cap_2, q.data(), capped.data()), 0, 1e-7);
+  EXPECT_GT(RowErrorAgainstFloat64(kv, plain, q.data(), capped.data()), 0.05);
+  EXPECT_GT(RowErrorAgainstFloat64(kv, cap_2, q.data(), uncapped.data()), 0.05);
+}
+
 }  // namespace
 }  // namespace int4kv

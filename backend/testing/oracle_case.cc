@@ -26,7 +26,8 @@ std::string Describe(const Case& c) {
                       " group_size ", c.group_size, " ", QuantModeName(c.mode), " params ",
                       ParamDtypeName(c.params), " io ", DTypeName(c.io), " permuted ", c.permuted,
                       " in place ", c.in_place, " constant q ", c.constant_q,
-                      " batch-invariant splits ", c.batch_invariant_splits, " lengths ", lengths);
+                      " batch-invariant splits ", c.batch_invariant_splits, " logit soft cap ",
+                      c.logit_soft_cap, " lengths ", lengths);
 }
 
 // Random q in the io dtype (host bits and their exact float values).
@@ -139,8 +140,8 @@ void CheckBindingsAgainstOracle(const Case& c, const KvCacheConfig& config,
                                 const KvCacheBinding& device, const KvCacheBinding& host,
                                 const std::vector<DecodeRow>& rows, std::mt19937& rng,
                                 const std::function<void(cudaStream_t)>& before_run) {
-  AttentionShape shape{c.kv_heads * c.group, c.kv_heads,         c.head_dim,
-                       config.max_requests,  config.max_seq_len, 0};
+  AttentionShape shape{c.kv_heads * c.group, c.kv_heads, c.head_dim,      config.max_requests,
+                       config.max_seq_len,   0,          c.logit_soft_cap};
   BackendOptions cuda_options;
   cuda_options.io_dtype = c.io;
   cuda_options.batch_invariant_splits = c.batch_invariant_splits;

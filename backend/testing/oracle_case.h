@@ -40,6 +40,7 @@ struct Case {
   bool in_place = false;    // Run with out == q
   bool constant_q = false;  // every q element q_scale (exactly representable) instead of random
   int32_t batch_invariant_splits = 0;  // BackendOptions.batch_invariant_splits
+  float logit_soft_cap = 0;            // AttentionShape.logit_soft_cap
 };
 
 // `c` in one line, for failure messages.
