@@ -299,7 +299,7 @@ absl::StatusOr<std::unique_ptr<DecodeAttentionBackend>> CreateCudaDecodeBackend(
       DecodeKernels kernels,
       DecodeKernels::Select(shape.head_dim, shape.q_heads / shape.kv_heads, shape.kv_heads,
                             cache.view.quant_mode, cache.view.param_dtype,
-                            cache.view.layout.group_size));
+                            cache.view.layout.group_size, shape.logit_soft_cap != 0.0f));
   int device = 0;
   CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
   int sms = 0;

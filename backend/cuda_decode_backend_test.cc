@@ -40,7 +40,8 @@ BackendOptions Fp16Options() {
 
 // The kernels a backend for case `c` runs.
 absl::StatusOr<DecodeKernels> KernelsFor(const Case& c) {
-  return DecodeKernels::Select(c.head_dim, c.group, c.kv_heads, c.mode, c.params, c.group_size);
+  return DecodeKernels::Select(c.head_dim, c.group, c.kv_heads, c.mode, c.params, c.group_size,
+                               c.logit_soft_cap != 0.0f);
 }
 
 class CudaDecodeBackendTest : public ::testing::Test {
@@ -278,12 +279,13 @@ TEST_F(CudaDecodeBackendTest, RunningMaxesThatKeepMoving) {
   }
 }
 
-// Logit soft-capping on every split path: per-element (head_dims 64, 128, 256, one and two
-// head tiles), factored (group sizes 32-128), generic head_dims, wide blocks, both modes and
-// parameter dtypes. A cap of 5 over scores of q_scale 4 (spread about 4) cuts most of them
-// hard; 50 over scores of q_scale 1 is Gemma 2's cap on ordinary scores, where it moves only
-// the largest; 0.05 leaves weights within e^0.1 of each other. Outputs and lses against the
-// float64 oracle, which caps as c x tanh(score / c).
+// Logit soft-capping on every path that applies it: per-element at head_dims 64, 128 and 256
+// (one and two head tiles), at the group sizes of the factored path too (32-128), which capped
+// shapes do not take, generic head_dims and wide blocks, both modes and parameter dtypes. A cap
+// of 5 over scores of q_scale 4 (spread about 4) cuts most of them hard; 50 over scores of
+// q_scale 1 is Gemma 2's cap on ordinary scores, where it moves only the largest; 0.05 leaves
+// weights within e^0.1 of each other. Outputs and lses against the float64 oracle, which caps
+// as c x tanh(score / c).
 TEST_F(CudaDecodeBackendTest, LogitSoftCapOnEverySplitPath) {
   struct Shape {
     int head_dim, group, group_size, kv_heads;
@@ -312,6 +314,9 @@ TEST_F(CudaDecodeBackendTest, LogitSoftCapOnEverySplitPath) {
     c.logit_soft_cap = cap;
     c.q_scale = q_scale;
     c.lengths = {1, 17, 255, 0, 257, 3000};
+    const absl::StatusOr<DecodeKernels> kernels = KernelsFor(c);
+    ASSERT_TRUE(kernels.ok()) << kernels.status();
+    EXPECT_EQ(std::string(kernels->variant()).find("factored"), std::string::npos) << Describe(c);
     RunCase(c, rng_);
   }
   // Wide blocks (a batch of kWideSplitMinBatch rows, 8 KV heads), capped hard.

@@ -76,7 +76,8 @@ absl::Status ShareCarveout(SplitFn split, SplitFn wide_split, int threads, int s
 
 absl::StatusOr<DecodeKernels> DecodeKernels::Select(int32_t head_dim, int32_t group,
                                                     int32_t kv_heads, QuantMode mode,
-                                                    ParamDtype params, int32_t group_size) {
+                                                    ParamDtype params, int32_t group_size,
+                                                    bool soft_cap) {
   if (group < 1 || group > 16) {
     return absl::InvalidArgumentError(
         absl::StrCat("query heads per KV head = ", group, " is unsupported: must be in [1, 16]"));
@@ -92,11 +93,11 @@ absl::StatusOr<DecodeKernels> DecodeKernels::Select(int32_t head_dim, int32_t gr
   const int head_tiles = group > 8 ? 2 : 1;
   const bool bf16 = params == ParamDtype::kBFloat16;
   // Caches of group size 32 to 128 at a tuned head_dim take the factored path (head_dim 256
-  // only with up to 8 query heads per KV head: DescribeHeads); generic head_dims always take
-  // the per-element one, and its chunk cap.
+  // only with up to 8 query heads per KV head: DescribeHeads) unless the logits are
+  // soft-capped; generic head_dims always take the per-element one, and its chunk cap.
   const bool tuned = head_dim == 64 || head_dim == 128 || head_dim == 256;
-  const bool factored =
-      tuned && group_size >= 32 && group_size <= head_dim && (head_dim <= 128 || head_tiles == 1);
+  const bool factored = tuned && group_size >= 32 && group_size <= head_dim &&
+                        (head_dim <= 128 || head_tiles == 1) && !soft_cap;
   const int group_chunks = factored ? group_size / 32 : 0;
   kernels.max_chunk_tokens_ = factored ? 0 : kCappedChunkTokens;
   const int kernel_dim = head_dim <= 64 ? 64 : head_dim <= 128 ? 128 : 256;

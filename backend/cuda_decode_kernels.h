@@ -110,10 +110,11 @@ class DecodeKernels {
   // speed only: a backend of another head_dim created later may leave an earlier one's split
   // and merge kernels on different carveouts, which spreads a step's blocks less well
   // (docs/TUNING_LOG.md, row 12).
-  // group_size: the cache's quantization group size.
+  // group_size: the cache's quantization group size. soft_cap: the shape caps its logits
+  // (AttentionShape.logit_soft_cap), which only the per-element path does.
   static absl::StatusOr<DecodeKernels> Select(int32_t head_dim, int32_t group, int32_t kv_heads,
-                                              QuantMode mode, ParamDtype params,
-                                              int32_t group_size);
+                                              QuantMode mode, ParamDtype params, int32_t group_size,
+                                              bool soft_cap = false);
 
   // The chunks the planner aims to run at once (its target_chunks): enough to give every
   // resident warp slot of `multiprocessors` one (chunk, KV head). 264 for 8 KV heads on an

@@ -378,37 +378,11 @@ struct SplitKernel {
   // tokens r (s[t][e]) and r + 8 (s[t][2 + e]); the other tokens of a head are in the lanes of
   // the same c. kSlack: how far a score may exceed its head's running max before the max moves
   // (a weight is then at most 2^kSlack).
-  // With a logit soft cap (p.soft_cap_log2 != 0), the scores are first capped into log2-domain
-  // logits, after which the unit is 1: cap_log2 x tanh(y), y = s x scale / cap, as
-  // cap_log2 - 2 cap_log2 / (1 + 2^(s x exp_scale)) with exp_scale = 2 log2(e) x scale / cap in
-  // the scores' units. ex2 and rcp keep about 22 bits there; tanh.approx.f32 keeps 11, which
-  // would move a logit capped at 50 by up to 0.025.
   template <bool kPartial, int kSlack>
-  static __device__ __forceinline__ void Softmax(const float (&scores)[kHeadTiles][4],
-                                                 float scale_log2, const SplitKernelParams& p,
+  static __device__ __forceinline__ void Softmax(const float (&s)[kHeadTiles][4], float scale_log2,
                                                  int end, int tile_begin, int lane, WarpState& st,
                                                  uint32_t (&pb)[kHeadTiles][2]) {
     const int r = lane / 4;
-    float s[kHeadTiles][4];
-    if (p.soft_cap_log2 != 0.0f) {
-      // The factored path's scores are in units of 2^-20 (its scale_log2 carries the 2^20).
-      const float exp_scale = p.soft_cap_exp_scale * (kFactored ? kTwoTo20 : 1.0f);
-#pragma unroll
-      for (int t = 0; t < kHeadTiles; ++t) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const float e = Exp2(scores[t][i] * exp_scale);
-          s[t][i] = fmaf(-2.0f * p.soft_cap_log2, Reciprocal(1.0f + e), p.soft_cap_log2);
-        }
-      }
-      scale_log2 = 1.0f;
-    } else {
-#pragma unroll
-      for (int t = 0; t < kHeadTiles; ++t) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) s[t][i] = scores[t][i];
-      }
-    }
     // The running max moves only when a score exceeds it by more than kSlack: until then
     // the tile's weights are taken against the old max (each at most 2^kSlack, which fp16
     // holds with its full precision) and neither the max reduction across the column's lanes
@@ -463,6 +437,27 @@ struct SplitKernel {
       // P as two 8x8 fp16 matrices (tokens 0-7, 8-15) x heads, transposed into B fragments.
       pb[t][0] = TransposeHalf8x8(PackHalf2(x[0][0], x[1][0]));
       pb[t][1] = TransposeHalf8x8(PackHalf2(x[0][1], x[1][1]));
+    }
+  }
+
+  // Logit soft-capping (AttentionShape.logit_soft_cap, p.soft_cap_log2 != 0) of a tile's
+  // scores, on the per-element path: each becomes its log2-domain logit cap_log2 x tanh(y),
+  // y = s x scale / cap, computed as cap_log2 x (1 - 2 / (1 + 2^(s x exp_scale))) with
+  // exp_scale = 2 log2(e) x scale / cap; the softmax then takes them in a unit of 1. ex2 and rcp
+  // keep about 22 bits there; tanh.approx.f32 keeps 11, which would move a logit capped at 50
+  // by up to 0.025. The test of the cap a tile costs this path nothing measurable, but cost the
+  // factored path 1% (H200, group size 32: 1 x 65536 25.3 -> 25.6 us, 64 x 4096 82.8 -> 83.5), so
+  // that path has none: DecodeKernels::Select gives capped shapes the per-element path.
+  static __device__ __forceinline__ void SoftCapScores(const SplitKernelParams& p,
+                                                       float (&s)[kHeadTiles][4]) {
+#pragma unroll
+    for (int t = 0; t < kHeadTiles; ++t) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float e = Exp2(s[t][i] * p.soft_cap_exp_scale);
+        // The cap is read where it is used, holding no register.
+        s[t][i] = fmaf(-2.0f, Reciprocal(1.0f + e), 1.0f) * p.soft_cap_log2;
+      }
     }
   }
 
@@ -599,8 +594,13 @@ struct SplitKernel {
       }
     }
 
+    float scale_log2 = p.scale_log2;
+    if (p.soft_cap_log2 != 0.0f) {
+      SoftCapScores(p, s);
+      scale_log2 = 1.0f;
+    }
     uint32_t pb[kHeadTiles][2];
-    Softmax<kPartial, kMaxSlack>(s, p.scale_log2, p, end, tile_begin, lane, st, pb);
+    Softmax<kPartial, kMaxSlack>(s, scale_log2, end, tile_begin, lane, st, pb);
 
     // ---- O^T += V^T P; lane (r, c) reads tokens 2c, 2c+1, 2c+8, 2c+9, dims [r D/8, ..) ----
     // Tokens past the chunk have P = 0; their V values are zeroed too so that whatever the
@@ -730,10 +730,9 @@ struct SplitKernel {
 
   template <bool kPartial>
   static __device__ __forceinline__ void ProcessFactoredTile(
-      const SplitKernelParams& p, float scale_log2, int end,
-      const uint32_t (&qb)[kHeadTiles][kKSteps][2], const float (&q_terms)[kHeadTiles][kGroups][2],
-      int matrix_row, const uint8_t* stage, int tile_begin, int lane, int key_high, int value_high,
-      WarpState& st) {
+      float scale_log2, int end, const uint32_t (&qb)[kHeadTiles][kKSteps][2],
+      const float (&q_terms)[kHeadTiles][kGroups][2], int matrix_row, const uint8_t* stage,
+      int tile_begin, int lane, int key_high, int value_high, WarpState& st) {
     const int r = lane / 4, c = lane % 4;
     const uint8_t* stage_k = stage;
     const uint8_t* stage_v = stage + kCodeBytes;
@@ -817,7 +816,7 @@ struct SplitKernel {
     }
 
     uint32_t pb[kHeadTiles][2];
-    Softmax<kPartial, kFactoredSlack>(s, scale_log2, p, end, tile_begin, lane, st, pb);
+    Softmax<kPartial, kFactoredSlack>(s, scale_log2, end, tile_begin, lane, st, pb);
 
     // ---- O^T += V^T (P sV) ----
     // Tokens past the chunk have P = 0, and their B entries are cleared, so that whatever
@@ -1107,10 +1106,10 @@ struct SplitKernel {
       const uint8_t* tile_stage = my_stages + stage * kStageBytes;
       if constexpr (kFactored) {
         if (tile_begin + kTile <= work.end) {
-          ProcessFactoredTile<false>(p, scale_log2, work.end, qb, q_terms, matrix_row, tile_stage,
+          ProcessFactoredTile<false>(scale_log2, work.end, qb, q_terms, matrix_row, tile_stage,
                                      tile_begin, lane, key_high, value_high, st);
         } else {
-          ProcessFactoredTile<true>(p, scale_log2, work.end, qb, q_terms, matrix_row, tile_stage,
+          ProcessFactoredTile<true>(scale_log2, work.end, qb, q_terms, matrix_row, tile_stage,
                                     tile_begin, lane, key_high, value_high, st);
         }
       } else if (tile_begin + kTile <= work.end) {
