@@ -99,12 +99,16 @@ absl::StatusOr<DecodeKernels> DecodeKernels::Select(int32_t head_dim, int32_t gr
   const bool factored = tuned && group_size >= 32 && group_size <= head_dim &&
                         (head_dim <= 128 || head_tiles == 1) && !soft_cap;
   const int group_chunks = factored ? group_size / 32 : 0;
+  // The per-element path's copies take parameter rows of two groups or more (4 bytes): a
+  // capped cache of one group a head row (group_size == head_dim), whose rows the factored
+  // path stages as words, takes the generic path's checked copies.
+  const bool fast = tuned && (factored || group_size < head_dim);
   kernels.max_chunk_tokens_ = factored ? 0 : kCappedChunkTokens;
   const int kernel_dim = head_dim <= 64 ? 64 : head_dim <= 128 ? 128 : 256;
-  DescribeSplitKernel(kernel_dim, tuned, asym, group_chunks, head_tiles, bf16, &kernels.split_,
+  DescribeSplitKernel(kernel_dim, fast, asym, group_chunks, head_tiles, bf16, &kernels.split_,
                       &kernels.smem_bytes_);
-  if (!tuned) {
-    kernels.variant_ = "generic head_dim";
+  if (!fast) {
+    kernels.variant_ = tuned ? "generic path, one group a head row" : "generic head_dim";
   } else if (kernel_dim == 64) {
     kernels.variant_ = factored ? "tuned head_dim 64, factored" : "tuned head_dim 64";
   } else if (kernel_dim == 128) {
@@ -118,7 +122,7 @@ absl::StatusOr<DecodeKernels> DecodeKernels::Select(int32_t head_dim, int32_t gr
   // blocks (every warp of a block then has a head, and the lockstep barrier counts them all),
   // but get their attributes whatever the KV heads, as the kernel is shared with backends of
   // other shapes.
-  const bool wide = !factored && head_dim == 128 && head_tiles == 1;
+  const bool wide = fast && !factored && head_dim == 128 && head_tiles == 1;
   if (wide) kernels.wide_split_ = WideSplitKernel(asym, bf16);
   kernels.warps_per_block_ = kv_heads < kMaxWarps ? kv_heads : kMaxWarps;
   kernels.head_blocks_ = (kv_heads + kMaxWarps - 1) / kMaxWarps;
