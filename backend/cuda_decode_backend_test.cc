@@ -281,7 +281,8 @@ TEST_F(CudaDecodeBackendTest, RunningMaxesThatKeepMoving) {
 
 // Logit soft-capping on every path that applies it: per-element at head_dims 64, 128 and 256
 // (one and two head tiles), at the group sizes of the factored path too (32-128), which capped
-// shapes do not take, generic head_dims and wide blocks, both modes and parameter dtypes. A cap
+// shapes do not take (one group a head row goes through the generic path's copies), generic
+// head_dims and wide blocks, both modes and parameter dtypes. A cap
 // of 5 over scores of q_scale 4 (spread about 4) cuts most of them hard; 50 over scores of
 // q_scale 1 is Gemma 2's cap on ordinary scores, where it moves only the largest; 0.05 leaves
 // weights within e^0.1 of each other. Outputs and lses against the float64 oracle, which caps
