@@ -297,9 +297,9 @@ TEST(CpuDecodeBackendTest, BadShapesNameTheField) {
                      {{4, 2, 16, 1, 3, 0, -1}, "AttentionShape.logit_soft_cap = -1"},
                      {{4, 2, 16, 1, 3, 0, std::nextafter(kMinLogitSoftCap, 0.0f)},
                       "AttentionShape.logit_soft_cap = 0.009999999 is invalid: must be 0 (no "
-                      "cap) or in [0.01, 10000]"},
+                      "cap) or in [0.01, 1000]"},
                      {{4, 2, 16, 1, 3, 0, std::nextafter(kMaxLogitSoftCap, 2 * kMaxLogitSoftCap)},
-                      "AttentionShape.logit_soft_cap = 10000.001"},
+                      "AttentionShape.logit_soft_cap = 1000.00006"},
                      {{4, 2, 16, 1, 3, 0, std::numeric_limits<float>::infinity()},
                       "AttentionShape.logit_soft_cap = inf"},
                      {{4, 2, 16, 1, 3, 0, std::numeric_limits<float>::quiet_NaN()},

@@ -282,28 +282,32 @@ TEST_F(CudaDecodeBackendTest, RunningMaxesThatKeepMoving) {
 // Logit soft-capping on every path that applies it: per-element at head_dims 64, 128 and 256
 // (one and two head tiles), at the group sizes of the factored path too (32-128), which capped
 // shapes do not take (one group a head row goes through the generic path's copies), generic
-// head_dims and wide blocks, both modes and parameter dtypes. A cap
-// of 5 over scores of q_scale 4 (spread about 4) cuts most of them hard; 50 over scores of
-// q_scale 1 is Gemma 2's cap on ordinary scores, where it moves only the largest; 0.05 leaves
-// weights within e^0.1 of each other. Outputs and lses against the float64 oracle, which caps
-// as c x tanh(score / c).
+// head_dims and wide blocks, both modes and parameter dtypes. A cap of 5 over scores of
+// q_scale 4 (spread about 4) moves a typical score by a tenth and the largest by far more, so
+// that a path ignoring the cap fails at once; every path gets it on some shape. 50 over
+// scores of q_scale 1 is Gemma 2's cap on ordinary scores, where it moves only the largest;
+// 0.05 leaves weights within e^0.1 of each other; kMaxLogitSoftCap, the largest, is where the
+// kernels' capped scores carry their largest error. Outputs and lses against the float64
+// oracle, which caps as c x tanh(score / c).
 TEST_F(CudaDecodeBackendTest, LogitSoftCapOnEverySplitPath) {
   struct Shape {
     int head_dim, group, group_size, kv_heads;
     QuantMode mode;
     ParamDtype params;
+    float cap, q_scale;
   };
   const QuantMode sym = QuantMode::kSymmetric, asym = QuantMode::kAsymmetric;
   const ParamDtype f16 = ParamDtype::kFloat16, bf16 = ParamDtype::kBFloat16;
   const std::vector<Shape> shapes = {
-      {128, 4, 8, 2, sym, f16},    {128, 16, 16, 1, asym, bf16}, {64, 8, 8, 2, asym, f16},
-      {256, 2, 16, 2, sym, bf16},  {256, 16, 8, 1, sym, f16},    {128, 4, 32, 2, sym, f16},
-      {128, 8, 128, 2, asym, f16}, {64, 1, 64, 3, sym, bf16},    {256, 2, 64, 2, sym, f16},
-      {72, 4, 8, 2, sym, f16},     {96, 2, 32, 2, asym, bf16}};
-  const std::pair<float, float> caps[] = {{5.0f, 4.0f}, {50.0f, 1.0f}, {0.05f, 1.0f}};
+      {128, 4, 8, 2, sym, f16, 5, 4},      {128, 16, 16, 1, asym, bf16, 5, 4},
+      {64, 8, 8, 2, asym, f16, 5, 4},      {256, 2, 16, 2, sym, bf16, 5, 4},
+      {256, 16, 8, 1, sym, f16, 5, 4},     {128, 4, 32, 2, sym, f16, 50, 1},
+      {128, 8, 128, 2, asym, f16, 5, 4},   {64, 1, 64, 3, sym, bf16, 5, 4},
+      {256, 2, 64, 2, sym, f16, 0.05f, 1}, {72, 4, 8, 2, sym, f16, 5, 4},
+      {96, 2, 32, 2, asym, bf16, 5, 4},    {128, 4, 8, 2, sym, f16, kMaxLogitSoftCap, 4},
+      {128, 4, 32, 2, asym, bf16, 50, 1}};
   for (size_t i = 0; i < shapes.size(); ++i) {
     const Shape& shape = shapes[i];
-    const auto [cap, q_scale] = caps[i % 3];
     Case c;
     c.head_dim = shape.head_dim;
     c.group = shape.group;
@@ -312,8 +316,8 @@ TEST_F(CudaDecodeBackendTest, LogitSoftCapOnEverySplitPath) {
     c.mode = shape.mode;
     c.params = shape.params;
     c.io = i % 2 == 0 ? DType::kFloat16 : DType::kBFloat16;
-    c.logit_soft_cap = cap;
-    c.q_scale = q_scale;
+    c.logit_soft_cap = shape.cap;
+    c.q_scale = shape.q_scale;
     c.lengths = {1, 17, 255, 0, 257, 3000};
     const absl::StatusOr<DecodeKernels> kernels = KernelsFor(c);
     ASSERT_TRUE(kernels.ok()) << kernels.status();

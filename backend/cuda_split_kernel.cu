@@ -444,10 +444,11 @@ struct SplitKernel {
   // scores, on the per-element path: each becomes its log2-domain logit cap_log2 x tanh(y),
   // y = s x scale / cap, computed as cap_log2 x (1 - 2 / (1 + 2^(s x exp_scale))) with
   // exp_scale = 2 log2(e) x scale / cap; the softmax then takes them in a unit of 1. ex2 and rcp
-  // keep about 22 bits there; tanh.approx.f32 keeps 11, which would move a logit capped at 50
-  // by up to 0.025. The test of the cap a tile costs this path nothing measurable, but cost the
-  // factored path 1% (H200, group size 32: 1 x 65536 25.3 -> 25.6 us, 64 x 4096 82.8 -> 83.5), so
-  // that path has none: DecodeKernels::Select gives capped shapes the per-element path.
+  // keep about 22 bits of 1 - 2 / (1 + e), so a logit is off by about cap_log2 x 2^-21 (hence
+  // kMaxLogitSoftCap); tanh.approx.f32 keeps 11, which would move a logit capped at 50 by up to
+  // 0.025. The test of the cap a tile costs this path nothing measurable, but cost the factored
+  // path 1% (H200, group size 32: 1 x 65536 25.3 -> 25.65 us, 64 x 4096 82.8 -> 83.35), so that
+  // path has none: DecodeKernels::Select gives capped shapes the per-element path.
   static __device__ __forceinline__ void SoftCapScores(const SplitKernelParams& p,
                                                        float (&s)[kHeadTiles][4]) {
 #pragma unroll

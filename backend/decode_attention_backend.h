@@ -66,10 +66,11 @@ constexpr float kMaxSoftmaxScale = 1e4f;
 
 // The range of a nonzero AttentionShape::logit_soft_cap. Models cap at 20-50 (Gemma 2: 50,
 // Grok-1: 30). Under kMinLogitSoftCap every weight of a row would be within e^0.02 of every
-// other, attention a plain mean; a cap c moves a score s by about s^3 / (3 c^2), which above
-// kMaxLogitSoftCap is under 4e-3 for scores up to 100, finer than fp16 operands resolve there.
+// other, attention a plain mean. The cuda kernels form a capped score with an absolute error of
+// about c x 2^-21 (2.4e-5 at c = 50, 4.8e-4 at kMaxLogitSoftCap), which above that would pass
+// the error of the fp16 keys themselves on ordinary scores.
 constexpr float kMinLogitSoftCap = 1e-2f;
-constexpr float kMaxLogitSoftCap = 1e4f;
+constexpr float kMaxLogitSoftCap = 1e3f;
 
 // Run's FailedPrecondition message when no plan stands (none succeeded yet, or the last failed).
 inline constexpr char kRunWithoutPlan[] =
@@ -84,9 +85,9 @@ struct AttentionShape {
   int32_t max_seq_len = 0;  // longest context, <= the req_to_token row length
   float softmax_scale = 0;  // in [0, kMaxSoftmaxScale]; 0 means 1 / sqrt(head_dim)
   // Logit soft-capping (Gemma 2, Grok-1): 0 (the default) leaves scores as they are; a cap c
-  // in [kMinLogitSoftCap, kMaxLogitSoftCap] makes each score c x tanh(score / c), where score
-  // = softmax_scale x q . k, before the softmax. RunWithLse's log-sum-exps are over the capped
-  // scores.
+  // in [kMinLogitSoftCap, kMaxLogitSoftCap = 1000] makes each score c x tanh(score / c), where
+  // score = softmax_scale x q . k, before the softmax. RunWithLse's log-sum-exps are over the
+  // capped scores.
   float logit_soft_cap = 0;
 };
 

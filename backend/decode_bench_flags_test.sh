@@ -30,9 +30,10 @@ expect_refusal "quant mode 'asym' is invalid: must be symmetric or asymmetric" -
 expect_refusal "--batch_invariant_splits = 1025: must be 0 (off) or in [1, 1024]" \
   --batch_invariant_splits=1025
 expect_refusal "--max_seq_len = -1: must be >= 0 (0: each case's context)" --max_seq_len=-1
-expect_refusal "--logit_soft_cap = 0.001: must be 0 (none) or in [0.01, 10000]" \
+expect_refusal "--logit_soft_cap = 0.001: must be 0 (none) or in [0.01, 1000]" \
   --logit_soft_cap=0.001
-expect_refusal "--logit_soft_cap = nan: must be 0 (none) or in [0.01, 10000]" --logit_soft_cap=nan
+expect_refusal "--logit_soft_cap = nan: must be 0 (none) or in [0.01, 1000]" --logit_soft_cap=nan
+expect_refusal "--logit_soft_cap = 1001: must be 0 (none) or in [0.01, 1000]" --logit_soft_cap=1001
 expect_refusal "--check_rows = -1: must be >= 0 (0: no row checked)" --check_rows=-1
 expect_refusal "--batches: 70000 is invalid: must be <= 65536" --batches=70000
 expect_refusal "--batches=128 --contexts=1024 (with --max_seq_len): KvCacheConfig.max_seq_len = \
