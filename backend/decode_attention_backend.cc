@@ -153,9 +153,7 @@ absl::Status ValidateShape(const AttentionShape& shape, const KvCacheBinding& ca
         "AttentionShape.softmax_scale = ", ExactNumber(shape.softmax_scale),
         " is invalid: must be in [0, ", kMaxSoftmaxScale, "] (0 means 1 / sqrt(head_dim))"));
   }
-  // Written so that NaN fails too.
-  if (shape.logit_soft_cap != 0.0f &&
-      !(shape.logit_soft_cap >= kMinLogitSoftCap && shape.logit_soft_cap <= kMaxLogitSoftCap)) {
+  if (!IsValidLogitSoftCap(shape.logit_soft_cap)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "AttentionShape.logit_soft_cap = ", ExactNumber(shape.logit_soft_cap),
         " is invalid: must be 0 (no cap) or in [", kMinLogitSoftCap, ", ", kMaxLogitSoftCap, "]"));

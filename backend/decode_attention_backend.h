@@ -72,6 +72,12 @@ constexpr float kMaxSoftmaxScale = 1e4f;
 constexpr float kMinLogitSoftCap = 1e-2f;
 constexpr float kMaxLogitSoftCap = 1e3f;
 
+// Whether `cap` is a valid AttentionShape::logit_soft_cap: 0, or in [kMinLogitSoftCap,
+// kMaxLogitSoftCap] (NaN is not).
+inline bool IsValidLogitSoftCap(double cap) {
+  return cap == 0 || (cap >= kMinLogitSoftCap && cap <= kMaxLogitSoftCap);
+}
+
 // Run's FailedPrecondition message when no plan stands (none succeeded yet, or the last failed).
 inline constexpr char kRunWithoutPlan[] =
     "Run without a plan: no Plan has succeeded, or the last one failed";

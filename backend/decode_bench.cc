@@ -116,6 +116,13 @@ namespace {
 
 constexpr int kQHeads = 32, kKvHeads = 8, kHeadDim = 128;
 
+// The benchmark's attention shape for `batch` rows of up to `max_seq_len` tokens, soft-capped
+// as --logit_soft_cap says.
+AttentionShape BenchShape(int batch, int max_seq_len) {
+  return AttentionShape{kQHeads, kKvHeads, kHeadDim, batch, max_seq_len, 0,
+                        static_cast<float>(absl::GetFlag(FLAGS_logit_soft_cap))};
+}
+
 #define CHECK_CUDA(call)                                                     \
   do {                                                                       \
     const cudaError_t e = (call);                                            \
@@ -258,7 +265,7 @@ double CheckOutput(const KvCache& cache, DecodeAttentionBackend& backend,
     const std::vector<float> kv = CheckOk(DequantizeCudaToHost(cache.view(), layer, slots, stream));
     worst =
         std::max(worst, RowErrorAgainstFloat64(
-                            kv, {kQHeads, kKvHeads, kHeadDim, absl::GetFlag(FLAGS_logit_soft_cap)},
+                            kv, {kQHeads, kKvHeads, kHeadDim, backend.shape().logit_soft_cap},
                             &q_values[b * row_size], &out_values[b * row_size], threads));
   }
   return worst;
@@ -396,13 +403,7 @@ CaseResult RunCudaCase(const std::vector<int>& lengths, int group_size, QuantMod
   }
   CheckOk(cache->requests().SyncToDevice(nullptr));
 
-  AttentionShape shape{kQHeads,
-                       kKvHeads,
-                       kHeadDim,
-                       batch,
-                       config.max_seq_len,
-                       0,
-                       static_cast<float>(absl::GetFlag(FLAGS_logit_soft_cap))};
+  const AttentionShape shape = BenchShape(batch, config.max_seq_len);
   BackendOptions options;
   options.io_dtype = DType::kFloat16;
   options.batch_invariant_splits = absl::GetFlag(FLAGS_batch_invariant_splits);
@@ -694,13 +695,7 @@ int RunCpu() {
     }
     BackendOptions options;
     options.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
-    AttentionShape shape{kQHeads,
-                         kKvHeads,
-                         kHeadDim,
-                         batch,
-                         context,
-                         0,
-                         static_cast<float>(absl::GetFlag(FLAGS_logit_soft_cap))};
+    const AttentionShape shape = BenchShape(batch, context);
     auto backend = CheckOk(CreateCpuDecodeBackend(BindingFor(*cache), shape, options));
     std::vector<float> q(static_cast<size_t>(batch) * kQHeads * kHeadDim, 0.3f), out(q.size());
     std::vector<float> lse(absl::GetFlag(FLAGS_with_lse) ? batch * kQHeads : 0);
@@ -785,8 +780,7 @@ int main(int argc, char** argv) {
                  max_seq_len);
     return 2;
   }
-  if (const double cap = absl::GetFlag(FLAGS_logit_soft_cap);
-      cap != 0 && !(cap >= int4kv::kMinLogitSoftCap && cap <= int4kv::kMaxLogitSoftCap)) {
+  if (const double cap = absl::GetFlag(FLAGS_logit_soft_cap); !int4kv::IsValidLogitSoftCap(cap)) {
     std::fprintf(stderr, "--logit_soft_cap = %g: must be 0 (none) or in [%g, %g]\n", cap,
                  int4kv::kMinLogitSoftCap, int4kv::kMaxLogitSoftCap);
     return 2;
